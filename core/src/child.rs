@@ -1,0 +1,383 @@
+//! The child loop (SPEC.md §6): what a child does between fork() and exit().
+//!
+//! ```text
+//!   Started ──> [limit reached? ─yes─> Exit(MaxConnections)]
+//!      │        set Ready (directive? -> Exit) · generation moved? -> Exit
+//!      │
+//!      ├─ lock in use ─> AcquireLock ──LockAcquired──> directive? ─yes─> ReleaseLock -> Exit
+//!      │                     ^  └─LockInterrupted─> directive? -> Exit, else AcquireLock
+//!      v                                                   │ no
+//!    Wait  <───────────────────────────────────────────────┘
+//!      │  Woken: directive? -> (ReleaseLock) -> Exit, else Wait
+//!      │  Readable(ready listeners): pick one round-robin; generation moved? -> Exit
+//!      │      work claim: set BusyRead (CAS Ready -> R); lost to a directive? -> (ReleaseLock) -> Exit
+//!      v
+//!    Accept(listener)
+//!      │  Accepted ──> (ReleaseLock) ──> Serve ──ConnectionDone──> back to the top
+//!      │  AcceptEmpty (EAGAIN: a wasted wake-up) ──> (ReleaseLock) ──> back to the top
+//!      └─ AcceptFailed ──> (ReleaseLock) ──> Exit(AcceptFailed)
+//! ```
+//!
+//! The machine is driven by [`ChildLoop::handle`]: feed it an event, perform the action it returns,
+//! feed back the result. It touches only its own slot, through [`ChildSlot`]. The process may die
+//! between any two steps; nothing in the protocol relies on a child finishing a step.
+//!
+//! Two properties are the reason for the order of steps:
+//! * the work claim (`Ready -> BusyRead`, a CAS) comes **before** accept(): the parent's retirement
+//!   claim (`Ready -> IdleKill`, a CAS on the same word) either wins, and the child never accepts, or
+//!   loses, and the parent picks no-one this tick. A claimed child never holds a connection;
+//! * once a connection is accepted it is always served: no exit check sits between `Accepted` and
+//!   `Serve`.
+
+use crate::atomic::AtomicWord;
+use crate::exit::ExitReason;
+use crate::scoreboard::{ChildSlot, SlotUpdate};
+use crate::slot::SlotState;
+use std::fmt;
+
+/// What the driver tells the child loop.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum ChildEvent<'a> {
+    /// The child is initialised (after fork(), signal reset, privilege drop) and enters the loop.
+    Started,
+    /// `AcquireLock` succeeded: this child holds the accept lock.
+    LockAcquired,
+    /// `AcquireLock` returned before taking the lock (EINTR: a signal or wake-up).
+    LockInterrupted,
+    /// `AcquireLock` failed.
+    LockFailed,
+    /// `ReleaseLock` is done.
+    LockReleased,
+    /// `Wait` returned with these listeners readable (indices into the listener list).
+    Readable(&'a [usize]),
+    /// `Wait` returned for the wake channel, a signal (EINTR) or a timeout.
+    Woken,
+    /// `Wait` failed.
+    WaitFailed,
+    /// accept() returned a connection.
+    Accepted,
+    /// accept() found nothing (EAGAIN) or a transient error (ECONNABORTED, EINTR, EPROTO …).
+    AcceptEmpty,
+    /// accept() failed with an error that will not go away (EMFILE, ENFILE, ENOBUFS, ENETDOWN …).
+    AcceptFailed,
+    /// The connection handed over by `Serve` is finished and closed.
+    ConnectionDone,
+}
+
+/// What the child loop asks the driver to do next.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum ChildAction {
+    /// Take the accept lock (blocking); answer `LockAcquired`, `LockInterrupted` or `LockFailed`.
+    AcquireLock,
+    /// Wait until a listener is readable or the wake channel fires; answer `Readable`, `Woken` or
+    /// `WaitFailed`.
+    Wait,
+    /// accept() on this listener (non-blocking); answer `Accepted`, `AcceptEmpty` or `AcceptFailed`.
+    Accept {
+        /// Index into the listener list.
+        listener: usize,
+    },
+    /// Release the accept lock; answer `LockReleased`.
+    ReleaseLock,
+    /// Serve the accepted connection. The slot shows `BusyRead`; the handler moves it through
+    /// `R W K L C` with [`ChildSlot::set`] and, if that returns [`SlotUpdate::Graceful`], finishes
+    /// the request in hand and closes. Answer `ConnectionDone`.
+    Serve,
+    /// Exit the process with `reason.exit_code()`. The loop is over.
+    Exit(ExitReason),
+}
+
+/// An event that makes no sense in the loop's current phase (a driver bug). The loop is over: the
+/// driver should exit with [`ExitReason::ProtocolError`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("child loop in phase {phase:?} cannot handle {event}")]
+pub struct UnexpectedEvent {
+    /// The phase the loop was in.
+    pub phase: ChildPhase,
+    /// The event's name.
+    pub event: &'static str,
+}
+
+/// Where the child loop is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum ChildPhase {
+    /// Created; waiting for `Started`.
+    New,
+    /// Asked for the accept lock.
+    Locking,
+    /// Waiting for readiness (holding the lock if it is in use).
+    Waiting,
+    /// Asked to accept on a listener.
+    Accepting,
+    /// Asked to release the lock; what follows is decided.
+    Releasing(AfterRelease),
+    /// Serving a connection.
+    Serving,
+    /// Asked to exit.
+    Exited(ExitReason),
+}
+
+/// What follows a lock release.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum AfterRelease {
+    /// Serve the accepted connection.
+    Serve,
+    /// Back to the top of the loop (after a wasted wake-up).
+    Again,
+    /// Exit.
+    Exit(ExitReason),
+}
+
+/// The child loop state machine.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct ChildLoop {
+    listeners: usize,
+    lock_in_use: bool,
+    connection_limit: u64,
+    connections: u64,
+    wasted_wakeups: u64,
+    cursor: usize,
+    holding_lock: bool,
+    phase: ChildPhase,
+}
+
+impl ChildLoop {
+    /// A child serving `listeners` listeners (at least one), taking the accept lock around wait and
+    /// accept if `lock_in_use`, and exiting after `connection_limit` connections (0: never).
+    pub fn new(listeners: usize, lock_in_use: bool, connection_limit: u64) -> Self {
+        ChildLoop {
+            listeners: listeners.max(1),
+            lock_in_use,
+            connection_limit,
+            connections: 0,
+            wasted_wakeups: 0,
+            cursor: 0,
+            holding_lock: false,
+            phase: ChildPhase::New,
+        }
+    }
+
+    /// The current phase.
+    pub fn phase(&self) -> ChildPhase {
+        self.phase
+    }
+
+    /// Does the child hold the accept lock (as far as the loop knows)?
+    pub fn holds_lock(&self) -> bool {
+        self.holding_lock
+    }
+
+    /// Is the child in the wait+accept section (the section the accept lock protects)?
+    pub fn in_accept_section(&self) -> bool {
+        matches!(self.phase, ChildPhase::Waiting | ChildPhase::Accepting)
+    }
+
+    /// Connections accepted so far.
+    pub fn connections(&self) -> u64 {
+        self.connections
+    }
+
+    /// Wake-ups that found nothing to accept (the thundering-herd meter).
+    pub fn wasted_wakeups(&self) -> u64 {
+        self.wasted_wakeups
+    }
+
+    /// Has the loop ended?
+    pub fn exited(&self) -> Option<ExitReason> {
+        match self.phase {
+            ChildPhase::Exited(r) => Some(r),
+            _ => None,
+        }
+    }
+
+    /// Feeds one event; returns the next action. The slot is the child's own.
+    pub fn handle<W: AtomicWord>(
+        &mut self,
+        event: ChildEvent<'_>,
+        slot: &ChildSlot<'_, W>,
+    ) -> Result<ChildAction, UnexpectedEvent> {
+        use ChildEvent as E;
+        use ChildPhase as P;
+        Ok(match (self.phase, event) {
+            (P::New, E::Started) => self.top(slot),
+
+            (P::Locking, E::LockAcquired) => {
+                self.holding_lock = true;
+                match directive(slot) {
+                    Some(reason) => self.leave(reason),
+                    None => self.wait(),
+                }
+            }
+            (P::Locking, E::LockInterrupted) => match directive(slot) {
+                Some(reason) => self.exit(reason),
+                None => ChildAction::AcquireLock,
+            },
+            (P::Locking, E::LockFailed) => self.exit(ExitReason::LockFailed),
+
+            (P::Waiting, E::Woken) => match directive(slot) {
+                Some(reason) => self.leave(reason),
+                None => self.wait(),
+            },
+            (P::Waiting, E::WaitFailed) => self.leave(ExitReason::WaitFailed),
+            (P::Waiting, E::Readable(ready)) => {
+                let Some(listener) = self.choose(ready) else {
+                    return Ok(self.wait());
+                };
+                if slot.generation_changed() {
+                    return Ok(self.leave(ExitReason::Graceful));
+                }
+                match slot.set(SlotState::BusyRead) {
+                    Ok(SlotUpdate::Applied) => {
+                        self.phase = P::Accepting;
+                        ChildAction::Accept { listener }
+                    }
+                    Ok(SlotUpdate::Graceful) => self.leave(ExitReason::Graceful),
+                    Ok(SlotUpdate::Retire) => self.leave(ExitReason::Retired),
+                    Err(_) => self.leave(ExitReason::SlotLost),
+                }
+            }
+
+            (P::Accepting, E::Accepted) => {
+                self.connections += 1;
+                self.release_then(AfterRelease::Serve, slot)
+            }
+            (P::Accepting, E::AcceptEmpty) => {
+                self.wasted_wakeups += 1;
+                self.release_then(AfterRelease::Again, slot)
+            }
+            (P::Accepting, E::AcceptFailed) => self.leave(ExitReason::AcceptFailed),
+
+            (P::Releasing(then), E::LockReleased) => {
+                self.holding_lock = false;
+                self.after_release(then, slot)
+            }
+
+            (P::Serving, E::ConnectionDone) => self.top(slot),
+
+            (phase, event) => {
+                return Err(UnexpectedEvent {
+                    phase,
+                    event: event_name(event),
+                });
+            }
+        })
+    }
+
+    /// The top of the loop: exit checks, `Ready`, then the lock or the wait.
+    fn top<W: AtomicWord>(&mut self, slot: &ChildSlot<'_, W>) -> ChildAction {
+        if self.connection_limit > 0 && self.connections >= self.connection_limit {
+            return self.exit(ExitReason::MaxConnections);
+        }
+        match slot.set(SlotState::Ready) {
+            Ok(SlotUpdate::Applied) => {}
+            Ok(SlotUpdate::Graceful) => return self.exit(ExitReason::Graceful),
+            Ok(SlotUpdate::Retire) => return self.exit(ExitReason::Retired),
+            Err(_) => return self.exit(ExitReason::SlotLost),
+        }
+        if slot.generation_changed() {
+            return self.exit(ExitReason::Graceful);
+        }
+        if self.lock_in_use {
+            self.phase = ChildPhase::Locking;
+            ChildAction::AcquireLock
+        } else {
+            self.wait()
+        }
+    }
+
+    fn wait(&mut self) -> ChildAction {
+        self.phase = ChildPhase::Waiting;
+        ChildAction::Wait
+    }
+
+    fn exit(&mut self, reason: ExitReason) -> ChildAction {
+        self.phase = ChildPhase::Exited(reason);
+        ChildAction::Exit(reason)
+    }
+
+    /// Release the lock if held, then do `then`.
+    fn release_then<W: AtomicWord>(
+        &mut self,
+        then: AfterRelease,
+        slot: &ChildSlot<'_, W>,
+    ) -> ChildAction {
+        if self.holding_lock {
+            self.phase = ChildPhase::Releasing(then);
+            ChildAction::ReleaseLock
+        } else {
+            self.after_release(then, slot)
+        }
+    }
+
+    fn after_release<W: AtomicWord>(
+        &mut self,
+        then: AfterRelease,
+        slot: &ChildSlot<'_, W>,
+    ) -> ChildAction {
+        match then {
+            AfterRelease::Serve => {
+                self.phase = ChildPhase::Serving;
+                ChildAction::Serve
+            }
+            AfterRelease::Again => self.top(slot),
+            AfterRelease::Exit(reason) => self.exit(reason),
+        }
+    }
+
+    /// Exit, releasing the lock first if it is held.
+    fn leave(&mut self, reason: ExitReason) -> ChildAction {
+        if self.holding_lock {
+            self.phase = ChildPhase::Releasing(AfterRelease::Exit(reason));
+            ChildAction::ReleaseLock
+        } else {
+            self.exit(reason)
+        }
+    }
+
+    /// Round-robin over the ready listeners: the first ready one at or after the cursor, then the
+    /// cursor moves past it. A listener that stays ready is chosen within `listeners` accepts.
+    fn choose(&mut self, ready: &[usize]) -> Option<usize> {
+        let n = self.listeners;
+        let chosen = ready
+            .iter()
+            .copied()
+            .filter(|&l| l < n)
+            .min_by_key(|&l| (l + n - self.cursor) % n)?;
+        self.cursor = (chosen + 1) % n;
+        Some(chosen)
+    }
+}
+
+/// A directive that ends the loop, if the parent left one (or the generation moved on).
+fn directive<W: AtomicWord>(slot: &ChildSlot<'_, W>) -> Option<ExitReason> {
+    match slot.check() {
+        Ok(SlotUpdate::Applied) if slot.generation_changed() => Some(ExitReason::Graceful),
+        Ok(SlotUpdate::Applied) => None,
+        Ok(SlotUpdate::Graceful) => Some(ExitReason::Graceful),
+        Ok(SlotUpdate::Retire) => Some(ExitReason::Retired),
+        Err(_) => Some(ExitReason::SlotLost),
+    }
+}
+
+fn event_name(e: ChildEvent<'_>) -> &'static str {
+    match e {
+        ChildEvent::Started => "Started",
+        ChildEvent::LockAcquired => "LockAcquired",
+        ChildEvent::LockInterrupted => "LockInterrupted",
+        ChildEvent::LockFailed => "LockFailed",
+        ChildEvent::LockReleased => "LockReleased",
+        ChildEvent::Readable(_) => "Readable",
+        ChildEvent::Woken => "Woken",
+        ChildEvent::WaitFailed => "WaitFailed",
+        ChildEvent::Accepted => "Accepted",
+        ChildEvent::AcceptEmpty => "AcceptEmpty",
+        ChildEvent::AcceptFailed => "AcceptFailed",
+        ChildEvent::ConnectionDone => "ConnectionDone",
+    }
+}
+
+impl fmt::Display for ChildPhase {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(self, f)
+    }
+}

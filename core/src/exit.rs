@@ -1,0 +1,202 @@
+//! Why children exit, with which exit code, and how the parent reads it back (SPEC.md §6.4, §7.3).
+
+use crate::slot::SlotState;
+use std::fmt;
+
+/// Apache's exit codes (`include/httpd.h`).
+pub mod code {
+    /// `APEXIT_OK`: a normal, voluntary exit.
+    pub const OK: i32 = 0x0;
+    /// `APEXIT_INIT`: the parent failed to initialise.
+    pub const INIT: i32 = 0x2;
+    /// `APEXIT_CHILDINIT`: a child failed to initialise (recoverable).
+    pub const CHILDINIT: i32 = 0x3;
+    /// `APEXIT_CHILDSICK`: a child hit a resource problem; the parent forks slowly again.
+    pub const CHILDSICK: i32 = 0x7;
+    /// `APEXIT_CHILDFATAL`: a child hit a problem every child will hit (e.g. it cannot drop
+    /// privileges); a current-generation child exiting with it stops the server.
+    pub const CHILDFATAL: i32 = 0xf;
+}
+
+/// Why a child decided to exit.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum ExitReason {
+    /// The parent claimed it for retirement (too many idle children).
+    Retired,
+    /// Graceful restart or stop: its slot was marked `Graceful`, or the running generation moved on.
+    Graceful,
+    /// It served `max_connections_per_child` connections.
+    MaxConnections,
+    /// Taking or releasing the accept lock failed.
+    LockFailed,
+    /// Waiting for connections (poll) failed.
+    WaitFailed,
+    /// accept() failed with an error that is not transient (EMFILE, ENFILE, ENOBUFS, ENETDOWN …).
+    AcceptFailed,
+    /// Its slot was corrupted or now belongs to another child.
+    SlotLost,
+    /// The driver reported an event the child loop does not expect in its state (a driver bug).
+    ProtocolError,
+}
+
+impl ExitReason {
+    /// Every reason, in [`ExitReason::as_u8`] order.
+    pub const ALL: [ExitReason; 8] = [
+        ExitReason::Retired,
+        ExitReason::Graceful,
+        ExitReason::MaxConnections,
+        ExitReason::LockFailed,
+        ExitReason::WaitFailed,
+        ExitReason::AcceptFailed,
+        ExitReason::SlotLost,
+        ExitReason::ProtocolError,
+    ];
+
+    /// The exit code the child exits with: `OK` for the voluntary reasons, `CHILDSICK` for trouble.
+    pub const fn exit_code(self) -> i32 {
+        match self {
+            ExitReason::Retired | ExitReason::Graceful | ExitReason::MaxConnections => code::OK,
+            _ => code::CHILDSICK,
+        }
+    }
+
+    /// A byte for the child to leave in its shared slot record before exiting (1-based; 0 = none).
+    pub const fn as_u8(self) -> u8 {
+        self as u8 + 1
+    }
+
+    /// Inverse of [`ExitReason::as_u8`].
+    pub fn from_u8(b: u8) -> Option<ExitReason> {
+        ExitReason::ALL.get(usize::from(b).checked_sub(1)?).copied()
+    }
+}
+
+impl fmt::Display for ExitReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            ExitReason::Retired => "retired (too many idle children)",
+            ExitReason::Graceful => "graceful restart or stop",
+            ExitReason::MaxConnections => "max_connections_per_child reached",
+            ExitReason::LockFailed => "accept lock failed",
+            ExitReason::WaitFailed => "waiting for connections failed",
+            ExitReason::AcceptFailed => "accept() failed",
+            ExitReason::SlotLost => "scoreboard slot lost",
+            ExitReason::ProtocolError => "child loop protocol error",
+        })
+    }
+}
+
+/// How a child ended, as waitpid() reported it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum ExitStatus {
+    /// It called exit() with this code.
+    Code(i32),
+    /// A signal killed it.
+    Signaled(i32),
+}
+
+impl ExitStatus {
+    /// A crash or error rather than a voluntary exit: a signal, or a non-zero code.
+    pub fn is_abnormal(self) -> bool {
+        self != ExitStatus::Code(code::OK)
+    }
+}
+
+/// The parent's reading of a child's exit, as logged.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum ExitCause {
+    /// A voluntary exit with the reason the child reported (or read from its last slot state).
+    Voluntary(Option<ExitReason>),
+    /// Exit code `CHILDSICK`, with the child's reason if it reported one.
+    Sick(Option<ExitReason>),
+    /// Exit code `CHILDFATAL`.
+    Fatal,
+    /// Another exit code.
+    Code(i32),
+    /// Killed by a signal.
+    Signal(i32),
+}
+
+impl ExitCause {
+    /// Classifies an exit from the waitpid() status, the state the slot held at the time, and the
+    /// reason the child left in its slot record (if the driver keeps one).
+    pub fn classify(
+        status: ExitStatus,
+        last_state: Option<SlotState>,
+        reported: Option<ExitReason>,
+    ) -> ExitCause {
+        match status {
+            ExitStatus::Signaled(sig) => ExitCause::Signal(sig),
+            ExitStatus::Code(code::OK) => ExitCause::Voluntary(reported.or(match last_state {
+                Some(SlotState::IdleKill) => Some(ExitReason::Retired),
+                Some(SlotState::Graceful) => Some(ExitReason::Graceful),
+                _ => None,
+            })),
+            ExitStatus::Code(code::CHILDSICK) => ExitCause::Sick(reported),
+            ExitStatus::Code(code::CHILDFATAL) => ExitCause::Fatal,
+            ExitStatus::Code(c) => ExitCause::Code(c),
+        }
+    }
+}
+
+impl fmt::Display for ExitCause {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ExitCause::Voluntary(Some(r)) => write!(f, "exited: {r}"),
+            ExitCause::Voluntary(None) => f.write_str("exited normally"),
+            ExitCause::Sick(Some(r)) => write!(f, "exited sick (code 7): {r}"),
+            ExitCause::Sick(None) => f.write_str("exited sick (code 7)"),
+            ExitCause::Fatal => f.write_str("exited with a fatal error (code 15)"),
+            ExitCause::Code(c) => write!(f, "exited with code {c}"),
+            ExitCause::Signal(s) => write!(f, "killed by signal {s}"),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reasons_round_trip_through_a_byte_and_map_to_apache_codes() {
+        for r in ExitReason::ALL {
+            assert_eq!(ExitReason::from_u8(r.as_u8()), Some(r));
+        }
+        assert_eq!(ExitReason::from_u8(0), None);
+        assert_eq!(ExitReason::from_u8(200), None);
+        assert_eq!(ExitReason::MaxConnections.exit_code(), 0);
+        assert_eq!(ExitReason::LockFailed.exit_code(), code::CHILDSICK);
+    }
+
+    #[test]
+    fn classification_uses_status_then_report_then_last_state() {
+        use ExitStatus::*;
+        assert_eq!(
+            ExitCause::classify(Signaled(9), Some(SlotState::Ready), None),
+            ExitCause::Signal(9)
+        );
+        assert_eq!(
+            ExitCause::classify(Code(0), Some(SlotState::IdleKill), None),
+            ExitCause::Voluntary(Some(ExitReason::Retired))
+        );
+        assert_eq!(
+            ExitCause::classify(
+                Code(0),
+                Some(SlotState::Graceful),
+                Some(ExitReason::MaxConnections)
+            ),
+            ExitCause::Voluntary(Some(ExitReason::MaxConnections))
+        );
+        assert_eq!(
+            ExitCause::classify(Code(0), Some(SlotState::Closing), None),
+            ExitCause::Voluntary(None)
+        );
+        assert_eq!(ExitCause::classify(Code(15), None, None), ExitCause::Fatal);
+        assert_eq!(ExitCause::classify(Code(3), None, None), ExitCause::Code(3));
+        assert_eq!(
+            ExitCause::classify(Code(7), None, Some(ExitReason::AcceptFailed)).to_string(),
+            "exited sick (code 7): accept() failed"
+        );
+        assert!(Code(1).is_abnormal() && Signaled(11).is_abnormal() && !Code(0).is_abnormal());
+    }
+}

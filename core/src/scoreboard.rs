@@ -1,0 +1,644 @@
+//! The scoreboard protocol: how the parent and the children read and change slot words in shared
+//! memory, and the derived view the parent decides from (SPEC.md §3 and §4).
+//!
+//! The memory itself is abstract ([`SlotTable`] over [`AtomicWord`]s): `prefork-server` backs it with
+//! atomics in a `MAP_SHARED` mapping, `prefork-model` with loom/shuttle atomics, tests with plain
+//! `AtomicU64`s or `Cell`s ([`MemoryBoard`]).
+//!
+//! Three rules make the protocol race-free (each is an invariant in SPEC.md §9):
+//! * every change of a slot word is a compare-and-swap from the exact word the writer last read, so
+//!   two writers can never both succeed from the same starting word;
+//! * the parent retires a child only by [`Slot::claim_idle`] (CAS `Ready -> IdleKill`), and a child
+//!   takes work only by [`ChildSlot::set`]`(BusyRead)` (CAS `Ready -> BusyRead`) *before* it calls
+//!   accept(): exactly one of the two wins, so a claimed child never holds a connection and a child
+//!   holding a connection is never claimed;
+//! * the parent's directives (`Graceful`, `IdleKill`) are never overwritten by the child: a child that
+//!   finds one is told so ([`SlotUpdate`]) and winds down.
+
+use crate::atomic::{AtomicWord, Ordering};
+use crate::slot::{Side, SlotError, SlotState, SlotWord, check_transition};
+use std::fmt;
+
+/// The shared memory the protocol runs on: one word per slot plus the running generation.
+pub trait SlotTable {
+    /// The atomic cell type.
+    type Word: AtomicWord;
+    /// Number of slots (server_limit).
+    fn slot_count(&self) -> usize;
+    /// The word of slot `index` (`index < slot_count()`).
+    fn slot_word(&self, index: usize) -> &Self::Word;
+    /// The running generation, written by the parent, read by the children.
+    fn generation_word(&self) -> &Self::Word;
+
+    /// Slot `index`, or [`SlotError::NoSuchSlot`].
+    fn slot(&self, index: usize) -> Result<Slot<'_, Self::Word>, SlotError> {
+        let slots = self.slot_count();
+        if index < slots {
+            Ok(Slot {
+                index,
+                word: self.slot_word(index),
+            })
+        } else {
+            Err(SlotError::NoSuchSlot { slot: index, slots })
+        }
+    }
+
+    /// The running generation (Acquire).
+    fn running_generation(&self) -> u32 {
+        self.generation_word().load(Ordering::Acquire) as u32
+    }
+
+    /// Publishes a new running generation (Release). Parent only.
+    fn publish_generation(&self, generation: u32) {
+        self.generation_word()
+            .store(u64::from(generation), Ordering::Release)
+    }
+}
+
+/// A scoreboard in ordinary memory: for tests, simulations and models.
+#[derive(Debug, Default)]
+pub struct MemoryBoard<W> {
+    generation: W,
+    slots: Vec<W>,
+}
+
+impl<W: AtomicWord> MemoryBoard<W> {
+    /// A board of `slots` zeroed words made by `new_word` (all slots `Dead`, generation 0).
+    pub fn with(slots: usize, mut new_word: impl FnMut() -> W) -> Self {
+        MemoryBoard {
+            generation: new_word(),
+            slots: (0..slots).map(|_| new_word()).collect(),
+        }
+    }
+}
+
+impl<W: AtomicWord + Default> MemoryBoard<W> {
+    /// A board of `slots` zeroed words.
+    pub fn new(slots: usize) -> Self {
+        Self::with(slots, W::default)
+    }
+}
+
+impl<W: AtomicWord> SlotTable for MemoryBoard<W> {
+    type Word = W;
+    fn slot_count(&self) -> usize {
+        self.slots.len()
+    }
+    fn slot_word(&self, index: usize) -> &W {
+        &self.slots[index]
+    }
+    fn generation_word(&self) -> &W {
+        &self.generation
+    }
+}
+
+/// One slot of a [`SlotTable`], with the parent's operations on it.
+#[derive(Clone, Copy, Debug)]
+pub struct Slot<'a, W> {
+    index: usize,
+    word: &'a W,
+}
+
+/// The parent's retirement claim lost: the slot no longer holds the word the parent saw.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("claim of slot {slot} lost: expected {expected:?}, found raw word {found:#x}")]
+pub struct ClaimLost {
+    /// The slot.
+    pub slot: usize,
+    /// The word the claim expected.
+    pub expected: SlotWord,
+    /// The raw word actually found.
+    pub found: u64,
+}
+
+impl<'a, W: AtomicWord> Slot<'a, W> {
+    /// Wraps a word as slot `index` (for [`SlotTable`] implementations and tests).
+    pub fn new(index: usize, word: &'a W) -> Self {
+        Slot { index, word }
+    }
+
+    /// The slot's index.
+    pub fn index(&self) -> usize {
+        self.index
+    }
+
+    /// Reads and decodes the word (Acquire).
+    pub fn read(&self) -> Result<SlotWord, SlotError> {
+        SlotWord::decode(self.word.load(Ordering::Acquire))
+    }
+
+    fn cas(&self, from: SlotWord, to: SlotWord) -> Result<(), u64> {
+        self.word
+            .compare_exchange(
+                from.encode(),
+                to.encode(),
+                Ordering::AcqRel,
+                Ordering::Acquire,
+            )
+            .map(drop)
+    }
+
+    /// Parent: claims this `Dead` slot for a new child of `generation`, before fork().
+    /// Returns the word the child is born with (state `Starting`, next incarnation).
+    pub fn spawn(&self, generation: u32) -> Result<SlotWord, SlotError> {
+        let now = self.read()?;
+        check_transition(Side::Parent, now.state, SlotState::Starting)?;
+        let born = now.next_incarnation(generation);
+        // No child lives in a Dead slot, so nobody else can write it; the CAS only guards against a
+        // corrupted or misused table.
+        self.cas(now, born)
+            .map_err(|raw| match SlotWord::decode(raw) {
+                Ok(w) => SlotError::IllegalTransition {
+                    side: Side::Parent,
+                    from: w.state,
+                    to: SlotState::Starting,
+                },
+                Err(e) => e,
+            })?;
+        Ok(born)
+    }
+
+    /// Parent: the child whose word is `known` is gone (reaped, or fork() failed). Always leaves the
+    /// slot `Dead` (keeping the incarnation counter); returns what the slot held, or why that was
+    /// not a word of that child (corrupt, or another incarnation).
+    pub fn reap(&self, known: SlotWord) -> Result<SlotWord, SlotError> {
+        let found = self.read();
+        // The process is gone: nobody else writes this slot any more, so a plain store is safe.
+        self.word.store(
+            known.with_state(SlotState::Dead).encode(),
+            Ordering::Release,
+        );
+        let found = found?;
+        if found.incarnation != known.incarnation {
+            return Err(SlotError::NotOwner {
+                expected: known.incarnation,
+                found: found.incarnation,
+            });
+        }
+        if found.state == SlotState::Dead {
+            return Err(SlotError::IllegalTransition {
+                side: Side::Parent,
+                from: SlotState::Dead,
+                to: SlotState::Dead,
+            });
+        }
+        Ok(found)
+    }
+
+    /// Parent: marks a working child `Graceful` (graceful restart or stop). Returns the state it
+    /// replaced, or the state that made marking unnecessary (`Dead`, `Graceful`, `IdleKill`).
+    pub fn mark_graceful(&self) -> Result<SlotState, SlotError> {
+        loop {
+            let now = self.read()?;
+            if !now.state.is_live() || now.state.is_directive() {
+                return Ok(now.state);
+            }
+            check_transition(Side::Parent, now.state, SlotState::Graceful)?;
+            if self.cas(now, now.with_state(SlotState::Graceful)).is_ok() {
+                return Ok(now.state);
+            }
+            // The child changed its state meanwhile: read again.
+        }
+    }
+
+    /// Parent: claims the idle child whose word the parent saw as `seen` (state `Ready`) for
+    /// retirement: one CAS `Ready -> IdleKill`. If the child has meanwhile claimed work (or anything
+    /// else changed), the claim is lost and nothing is written.
+    pub fn claim_idle(&self, seen: SlotWord) -> Result<SlotWord, ClaimLost> {
+        let lost = |found| ClaimLost {
+            slot: self.index,
+            expected: seen,
+            found,
+        };
+        if seen.state != SlotState::Ready {
+            return Err(lost(self.word.load(Ordering::Acquire)));
+        }
+        let claimed = seen.with_state(SlotState::IdleKill);
+        self.cas(seen, claimed).map_err(lost)?;
+        Ok(claimed)
+    }
+
+    /// Parent: replaces the raw word `seen` with `word` (repair of an inconsistent slot; SPEC.md §3.4).
+    /// Fails with the word actually found if the slot changed since `seen`.
+    pub fn repair(&self, seen: u64, word: SlotWord) -> Result<(), u64> {
+        self.word
+            .compare_exchange(seen, word.encode(), Ordering::AcqRel, Ordering::Acquire)
+            .map(drop)
+    }
+
+    /// The raw word (Acquire), for diagnostics and repairs.
+    pub fn raw(&self) -> u64 {
+        self.word.load(Ordering::Acquire)
+    }
+}
+
+/// What a child learns when it updates its slot.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum SlotUpdate {
+    /// The new state is written.
+    Applied,
+    /// The parent marked the slot `Graceful`: finish the work in hand (answer with
+    /// `Connection: close`), take no new work, exit.
+    Graceful,
+    /// The parent claimed this idle child for retirement: take no work, exit.
+    Retire,
+}
+
+/// A child's handle on its own slot: the slot, the running generation, and the word it was born with.
+#[derive(Clone, Copy, Debug)]
+pub struct ChildSlot<'a, W> {
+    slot: Slot<'a, W>,
+    generation: &'a W,
+    born: SlotWord,
+}
+
+impl<'a, W: AtomicWord> ChildSlot<'a, W> {
+    /// The handle of the child the parent spawned into slot `index` of `table` with the word `born`
+    /// (the word [`Slot::spawn`] returned, which the child inherits across fork()).
+    pub fn attach<T>(table: &'a T, index: usize, born: SlotWord) -> Result<Self, SlotError>
+    where
+        T: SlotTable<Word = W> + ?Sized,
+    {
+        Ok(ChildSlot {
+            slot: table.slot(index)?,
+            generation: table.generation_word(),
+            born,
+        })
+    }
+
+    /// Has the running generation moved past the one this child was born in (a restart)?
+    pub fn generation_changed(&self) -> bool {
+        self.generation.load(Ordering::Acquire) as u32 != self.born.generation
+    }
+
+    /// The slot index.
+    pub fn index(&self) -> usize {
+        self.slot.index
+    }
+
+    /// The word the child was born with (its generation and incarnation).
+    pub fn born(&self) -> SlotWord {
+        self.born
+    }
+
+    /// Reads the slot and interprets it for this child: `Applied` if no directive is pending.
+    pub fn check(&self) -> Result<SlotUpdate, SlotError> {
+        let now = self.read_own()?;
+        Ok(match now.state {
+            SlotState::Graceful => SlotUpdate::Graceful,
+            SlotState::IdleKill => SlotUpdate::Retire,
+            _ => SlotUpdate::Applied,
+        })
+    }
+
+    fn read_own(&self) -> Result<SlotWord, SlotError> {
+        let now = self.slot.read()?;
+        if now.incarnation != self.born.incarnation {
+            return Err(SlotError::NotOwner {
+                expected: self.born.incarnation,
+                found: now.incarnation,
+            });
+        }
+        Ok(now)
+    }
+
+    /// Child: moves its slot to `to` by compare-and-swap, unless the parent has left a directive.
+    ///
+    /// `set(BusyRead)` from `Ready` is the *work claim*: call it before accept(). If it returns
+    /// [`SlotUpdate::Retire`] or [`SlotUpdate::Graceful`], do not accept.
+    pub fn set(&self, to: SlotState) -> Result<SlotUpdate, SlotError> {
+        loop {
+            let now = self.read_own()?;
+            match now.state {
+                SlotState::Graceful => return Ok(SlotUpdate::Graceful),
+                SlotState::IdleKill => return Ok(SlotUpdate::Retire),
+                from => check_transition(Side::Child, from, to)?,
+            }
+            if now.state == to || self.slot.cas(now, now.with_state(to)).is_ok() {
+                return Ok(SlotUpdate::Applied);
+            }
+            // The parent wrote a directive meanwhile: read again.
+        }
+    }
+}
+
+/// Counts derived from slot states. There are no separately maintained counters anywhere in the
+/// protocol: every count is a recount of a snapshot, so counts cannot drift (SPEC.md §4, invariant 8).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct Counts {
+    /// `.` slots.
+    pub dead: usize,
+    /// `S` slots.
+    pub starting: usize,
+    /// `_` slots.
+    pub ready: usize,
+    /// `R W K L C` slots.
+    pub busy: usize,
+    /// `G` slots.
+    pub graceful: usize,
+    /// `I` slots.
+    pub idle_kill: usize,
+    /// Slots whose word could not be decoded.
+    pub corrupt: usize,
+}
+
+impl Counts {
+    /// Adds one slot.
+    pub fn add(&mut self, state: Option<SlotState>) {
+        match state {
+            None => self.corrupt += 1,
+            Some(SlotState::Dead) => self.dead += 1,
+            Some(SlotState::Starting) => self.starting += 1,
+            Some(SlotState::Ready) => self.ready += 1,
+            Some(SlotState::Graceful) => self.graceful += 1,
+            Some(SlotState::IdleKill) => self.idle_kill += 1,
+            Some(_) => self.busy += 1,
+        }
+    }
+
+    /// Idle as the spare-server policy counts it: `Starting + Ready`.
+    pub fn idle(&self) -> usize {
+        self.starting + self.ready
+    }
+
+    /// Slots with a (decodable) process in them.
+    pub fn live(&self) -> usize {
+        self.starting + self.ready + self.busy + self.graceful + self.idle_kill
+    }
+
+    /// Every slot counted.
+    pub fn total(&self) -> usize {
+        self.live() + self.dead + self.corrupt
+    }
+}
+
+/// A snapshot of every slot, as the parent sees it at one moment.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ScoreboardView {
+    /// The running generation at capture time.
+    pub generation: u32,
+    /// Each slot's decoded word, or why it could not be decoded.
+    pub slots: Vec<Result<SlotWord, SlotError>>,
+}
+
+impl ScoreboardView {
+    /// Reads every slot of `table` (one Acquire load each).
+    pub fn capture<T: SlotTable + ?Sized>(table: &T) -> Self {
+        ScoreboardView {
+            generation: table.running_generation(),
+            slots: (0..table.slot_count())
+                .map(|i| SlotWord::decode(table.slot_word(i).load(Ordering::Acquire)))
+                .collect(),
+        }
+    }
+
+    /// A view of the given states (generation 0, incarnation 0): for tests and models.
+    pub fn from_states(states: impl IntoIterator<Item = SlotState>) -> Self {
+        ScoreboardView {
+            generation: 0,
+            slots: states
+                .into_iter()
+                .map(|state| {
+                    Ok(SlotWord {
+                        state,
+                        incarnation: 0,
+                        generation: 0,
+                    })
+                })
+                .collect(),
+        }
+    }
+
+    /// The state of slot `i`; `None` if the word is corrupt or `i` is out of range.
+    pub fn state(&self, i: usize) -> Option<SlotState> {
+        self.slots.get(i)?.as_ref().ok().map(|w| w.state)
+    }
+
+    /// Counts over every slot.
+    pub fn counts(&self) -> Counts {
+        self.counts_below(self.slots.len())
+    }
+
+    /// Counts over the slots below `limit` (the policy looks only below max_request_workers).
+    pub fn counts_below(&self, limit: usize) -> Counts {
+        let mut c = Counts::default();
+        for i in 0..limit.min(self.slots.len()) {
+            c.add(self.state(i));
+        }
+        c
+    }
+
+    /// One mod_status letter per slot (`?` for a corrupt word), as in `?auto`'s `Scoreboard:` line.
+    pub fn letters(&self) -> String {
+        (0..self.slots.len())
+            .map(|i| self.state(i).map_or('?', SlotState::letter))
+            .collect()
+    }
+}
+
+impl fmt::Display for ScoreboardView {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "gen {} [{}]", self.generation, self.letters())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::slot::SlotState::*;
+    use std::cell::Cell;
+    use std::sync::atomic::AtomicU64;
+
+    fn board() -> MemoryBoard<Cell<u64>> {
+        MemoryBoard::new(4)
+    }
+
+    fn born(b: &MemoryBoard<Cell<u64>>, i: usize, generation: u32) -> ChildSlot<'_, Cell<u64>> {
+        let word = b.slot(i).unwrap().spawn(generation).unwrap();
+        ChildSlot::attach(b, i, word).unwrap()
+    }
+
+    #[test]
+    fn spawn_only_into_dead_and_bumps_incarnation() {
+        let b = board();
+        let s = b.slot(1).unwrap();
+        let w = s.spawn(3).unwrap();
+        assert_eq!((w.state, w.incarnation, w.generation), (Starting, 1, 3));
+        assert_eq!(
+            s.spawn(3),
+            Err(SlotError::IllegalTransition {
+                side: Side::Parent,
+                from: Starting,
+                to: Starting
+            })
+        );
+        assert_eq!(s.reap(w), Ok(w));
+        assert_eq!(s.spawn(4).unwrap().incarnation, 2);
+        assert!(matches!(
+            b.slot(4),
+            Err(SlotError::NoSuchSlot { slot: 4, slots: 4 })
+        ));
+    }
+
+    #[test]
+    fn child_walks_its_states_and_illegal_steps_are_errors() {
+        let b = board();
+        let c = born(&b, 0, 1);
+        assert_eq!(c.set(Ready), Ok(SlotUpdate::Applied));
+        assert_eq!(c.set(BusyRead), Ok(SlotUpdate::Applied));
+        for s in [
+            BusyWrite, Logging, Keepalive, BusyRead, BusyRead, Closing, Ready,
+        ] {
+            assert_eq!(c.set(s), Ok(SlotUpdate::Applied), "{s}");
+        }
+        assert_eq!(
+            c.set(BusyWrite),
+            Err(SlotError::IllegalTransition {
+                side: Side::Child,
+                from: Ready,
+                to: BusyWrite
+            })
+        );
+        assert!(c.set(Dead).is_err());
+        assert_eq!(
+            b.slot(0).unwrap().read().unwrap().state,
+            Ready,
+            "failed steps write nothing"
+        );
+    }
+
+    #[test]
+    fn claim_wins_only_against_ready_and_then_the_child_cannot_take_work() {
+        let b = board();
+        let c = born(&b, 2, 1);
+        c.set(Ready).unwrap();
+        let seen = b.slot(2).unwrap().read().unwrap();
+        assert!(b.slot(2).unwrap().claim_idle(seen).is_ok());
+        assert_eq!(
+            c.set(BusyRead),
+            Ok(SlotUpdate::Retire),
+            "work claim loses to the retirement claim"
+        );
+        assert_eq!(c.check(), Ok(SlotUpdate::Retire));
+        assert_eq!(b.slot(2).unwrap().read().unwrap().state, IdleKill);
+    }
+
+    #[test]
+    fn child_that_claimed_work_first_cannot_be_retired() {
+        let b = board();
+        let c = born(&b, 2, 1);
+        c.set(Ready).unwrap();
+        let seen = b.slot(2).unwrap().read().unwrap(); // parent's snapshot: Ready
+        assert_eq!(c.set(BusyRead), Ok(SlotUpdate::Applied)); // child claims work first
+        let lost = b.slot(2).unwrap().claim_idle(seen).unwrap_err();
+        assert_eq!(SlotWord::decode(lost.found).unwrap().state, BusyRead);
+        // Even a claim built from the current (busy) word is refused: only Ready can be claimed.
+        let now = b.slot(2).unwrap().read().unwrap();
+        assert!(b.slot(2).unwrap().claim_idle(now).is_err());
+        assert_eq!(b.slot(2).unwrap().read().unwrap().state, BusyRead);
+    }
+
+    #[test]
+    fn aba_through_busy_back_to_ready_still_claims_an_idle_child() {
+        let b = board();
+        let c = born(&b, 0, 1);
+        c.set(Ready).unwrap();
+        let seen = b.slot(0).unwrap().read().unwrap();
+        c.set(BusyRead).unwrap();
+        c.set(Ready).unwrap();
+        // The child is idle again at the moment of the claim: claiming it is correct.
+        assert!(b.slot(0).unwrap().claim_idle(seen).is_ok());
+    }
+
+    #[test]
+    fn graceful_is_a_directive_the_child_never_overwrites() {
+        let b = board();
+        let c = born(&b, 1, 1);
+        assert_eq!(b.slot(1).unwrap().mark_graceful(), Ok(Starting));
+        assert_eq!(
+            c.set(Ready),
+            Ok(SlotUpdate::Graceful),
+            "a starting child learns it at once"
+        );
+        let c2 = born(&b, 2, 1);
+        c2.set(Ready).unwrap();
+        c2.set(BusyRead).unwrap();
+        c2.set(BusyWrite).unwrap();
+        assert_eq!(b.slot(2).unwrap().mark_graceful(), Ok(BusyWrite));
+        assert_eq!(c2.set(Logging), Ok(SlotUpdate::Graceful));
+        assert_eq!(b.slot(2).unwrap().read().unwrap().state, Graceful);
+        assert_eq!(
+            b.slot(2).unwrap().mark_graceful(),
+            Ok(Graceful),
+            "marking twice is harmless"
+        );
+        assert_eq!(
+            b.slot(3).unwrap().mark_graceful(),
+            Ok(Dead),
+            "dead slots are left alone"
+        );
+    }
+
+    #[test]
+    fn reaped_slot_rejects_the_dead_childs_incarnation() {
+        let b = board();
+        let c = born(&b, 0, 1);
+        let word = c.born();
+        assert_eq!(b.slot(0).unwrap().reap(word).unwrap().state, Starting);
+        let _next = born(&b, 0, 2);
+        assert_eq!(
+            c.set(Ready),
+            Err(SlotError::NotOwner {
+                expected: 1,
+                found: 2
+            })
+        );
+    }
+
+    #[test]
+    fn reap_repairs_a_corrupt_word_and_reports_it() {
+        let b = board();
+        let c = born(&b, 0, 1);
+        b.slot_word(0).set(0xffff_ffff_ffff_ff07);
+        let err = b.slot(0).unwrap().reap(c.born()).unwrap_err();
+        assert!(matches!(err, SlotError::CorruptWord { code: 7, .. }));
+        assert_eq!(
+            b.slot(0).unwrap().read().unwrap(),
+            c.born().with_state(Dead)
+        );
+    }
+
+    #[test]
+    fn view_counts_are_a_recount_of_states() {
+        let v = ScoreboardView::from_states([
+            Dead, Starting, Ready, Ready, BusyRead, Keepalive, Graceful, IdleKill,
+        ]);
+        let c = v.counts();
+        assert_eq!(
+            (c.dead, c.starting, c.ready, c.busy, c.graceful, c.idle_kill),
+            (1, 1, 2, 2, 1, 1)
+        );
+        assert_eq!((c.idle(), c.live(), c.total()), (3, 7, 8));
+        assert_eq!(v.letters(), ".S__RKGI");
+        assert_eq!(v.counts_below(3).idle(), 2);
+    }
+
+    #[test]
+    fn capture_reads_shared_atomics_and_marks_corruption() {
+        let b: MemoryBoard<AtomicU64> = MemoryBoard::new(3);
+        b.publish_generation(5);
+        let w = b.slot(0).unwrap().spawn(5).unwrap();
+        let c = ChildSlot::attach(&b, 0, w).unwrap();
+        c.set(Ready).unwrap();
+        assert!(!c.generation_changed());
+        b.publish_generation(6);
+        assert!(c.generation_changed());
+        b.publish_generation(5);
+        b.slot_word(2).store(0xee, Ordering::Relaxed);
+        let v = ScoreboardView::capture(&b);
+        assert_eq!(v.generation, 5);
+        assert_eq!(v.letters(), "_.?");
+        assert_eq!(v.counts().corrupt, 1);
+        assert_eq!(b.running_generation(), 5);
+    }
+}
