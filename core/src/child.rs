@@ -381,3 +381,356 @@ impl fmt::Display for ChildPhase {
         fmt::Debug::fmt(self, f)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::scoreboard::{MemoryBoard, SlotTable};
+    use crate::slot::SlotWord;
+    use ChildAction as A;
+    use ChildEvent as E;
+    use std::cell::Cell;
+
+    struct Rig {
+        board: MemoryBoard<Cell<u64>>,
+        born: SlotWord,
+    }
+
+    impl Rig {
+        fn new() -> Self {
+            let board = MemoryBoard::new(2);
+            board.publish_generation(1);
+            let born = board.slot(0).unwrap().spawn(1).unwrap();
+            Rig { board, born }
+        }
+        fn slot(&self) -> ChildSlot<'_, Cell<u64>> {
+            ChildSlot::attach(&self.board, 0, self.born).unwrap()
+        }
+        fn step(&self, c: &mut ChildLoop, e: ChildEvent<'_>) -> ChildAction {
+            c.handle(e, &self.slot()).unwrap()
+        }
+        fn state(&self) -> SlotState {
+            self.board.slot(0).unwrap().read().unwrap().state
+        }
+        fn claim(&self) -> bool {
+            let s = self.board.slot(0).unwrap();
+            s.claim_idle(s.read().unwrap()).is_ok()
+        }
+    }
+
+    #[test]
+    fn one_listener_no_lock_accept_serve_loop() {
+        let r = Rig::new();
+        let mut c = ChildLoop::new(1, false, 0);
+        assert_eq!(r.step(&mut c, E::Started), A::Wait);
+        assert_eq!(r.state(), SlotState::Ready);
+        assert!(c.in_accept_section() && !c.holds_lock());
+        assert_eq!(r.step(&mut c, E::Readable(&[0])), A::Accept { listener: 0 });
+        assert_eq!(
+            r.state(),
+            SlotState::BusyRead,
+            "work is claimed before accept()"
+        );
+        assert_eq!(r.step(&mut c, E::Accepted), A::Serve);
+        assert!(!c.in_accept_section());
+        r.slot().set(SlotState::BusyWrite).unwrap();
+        assert_eq!(r.step(&mut c, E::ConnectionDone), A::Wait);
+        assert_eq!(r.state(), SlotState::Ready);
+        assert_eq!(c.connections(), 1);
+    }
+
+    #[test]
+    fn with_the_lock_wait_and_accept_happen_only_while_holding_it() {
+        let r = Rig::new();
+        let mut c = ChildLoop::new(2, true, 0);
+        assert_eq!(r.step(&mut c, E::Started), A::AcquireLock);
+        assert!(!c.in_accept_section());
+        assert_eq!(r.step(&mut c, E::LockAcquired), A::Wait);
+        assert!(c.in_accept_section() && c.holds_lock());
+        assert_eq!(r.step(&mut c, E::Readable(&[1])), A::Accept { listener: 1 });
+        assert!(c.in_accept_section() && c.holds_lock());
+        assert_eq!(
+            r.step(&mut c, E::Accepted),
+            A::ReleaseLock,
+            "release right after accept, before serving"
+        );
+        assert_eq!(r.step(&mut c, E::LockReleased), A::Serve);
+        assert!(!c.holds_lock());
+        assert_eq!(r.step(&mut c, E::ConnectionDone), A::AcquireLock);
+    }
+
+    #[test]
+    fn retirement_claim_before_the_work_claim_means_no_accept() {
+        let r = Rig::new();
+        let mut c = ChildLoop::new(1, false, 0);
+        r.step(&mut c, E::Started);
+        assert!(r.claim());
+        assert_eq!(
+            r.step(&mut c, E::Readable(&[0])),
+            A::Exit(ExitReason::Retired)
+        );
+        assert_eq!(r.state(), SlotState::IdleKill);
+        assert_eq!(c.connections(), 0);
+    }
+
+    #[test]
+    fn work_claim_before_the_retirement_claim_means_the_claim_fails_and_the_connection_is_served() {
+        let r = Rig::new();
+        let mut c = ChildLoop::new(1, false, 0);
+        r.step(&mut c, E::Started);
+        assert_eq!(r.step(&mut c, E::Readable(&[0])), A::Accept { listener: 0 });
+        assert!(!r.claim());
+        assert_eq!(r.step(&mut c, E::Accepted), A::Serve);
+    }
+
+    #[test]
+    fn woken_lock_holder_releases_the_lock_then_exits() {
+        let r = Rig::new();
+        let mut c = ChildLoop::new(2, true, 0);
+        r.step(&mut c, E::Started);
+        r.step(&mut c, E::LockAcquired);
+        assert!(r.claim());
+        assert_eq!(r.step(&mut c, E::Woken), A::ReleaseLock);
+        assert_eq!(
+            r.step(&mut c, E::LockReleased),
+            A::Exit(ExitReason::Retired)
+        );
+        assert_eq!(c.exited(), Some(ExitReason::Retired));
+    }
+
+    #[test]
+    fn claimed_while_waiting_for_the_lock_releases_it_at_once_when_it_gets_it() {
+        let r = Rig::new();
+        let mut c = ChildLoop::new(2, true, 0);
+        r.step(&mut c, E::Started);
+        assert!(r.claim());
+        assert_eq!(r.step(&mut c, E::LockAcquired), A::ReleaseLock);
+        assert_eq!(
+            r.step(&mut c, E::LockReleased),
+            A::Exit(ExitReason::Retired)
+        );
+    }
+
+    #[test]
+    fn interrupted_lock_wait_checks_directives_and_otherwise_retries() {
+        let r = Rig::new();
+        let mut c = ChildLoop::new(2, true, 0);
+        r.step(&mut c, E::Started);
+        assert_eq!(r.step(&mut c, E::LockInterrupted), A::AcquireLock);
+        r.board.slot(0).unwrap().mark_graceful().unwrap();
+        assert_eq!(
+            r.step(&mut c, E::LockInterrupted),
+            A::Exit(ExitReason::Graceful),
+            "no lock held: no release"
+        );
+    }
+
+    #[test]
+    fn spurious_wakeup_goes_back_to_waiting() {
+        let r = Rig::new();
+        let mut c = ChildLoop::new(1, false, 0);
+        r.step(&mut c, E::Started);
+        assert_eq!(r.step(&mut c, E::Woken), A::Wait);
+        assert_eq!(
+            r.step(&mut c, E::Readable(&[])),
+            A::Wait,
+            "nothing readable"
+        );
+        assert_eq!(
+            r.step(&mut c, E::Readable(&[7])),
+            A::Wait,
+            "no such listener"
+        );
+    }
+
+    #[test]
+    fn graceful_mark_while_serving_finishes_the_connection_then_exits() {
+        let r = Rig::new();
+        let mut c = ChildLoop::new(1, false, 0);
+        r.step(&mut c, E::Started);
+        r.step(&mut c, E::Readable(&[0]));
+        r.step(&mut c, E::Accepted);
+        r.board.slot(0).unwrap().mark_graceful().unwrap();
+        assert_eq!(
+            r.slot().set(SlotState::BusyWrite),
+            Ok(SlotUpdate::Graceful),
+            "the handler learns it too"
+        );
+        assert_eq!(
+            r.step(&mut c, E::ConnectionDone),
+            A::Exit(ExitReason::Graceful)
+        );
+        assert_eq!(r.state(), SlotState::Graceful);
+    }
+
+    #[test]
+    fn a_child_marked_graceful_before_it_started_exits_at_once() {
+        let r = Rig::new();
+        r.board.slot(0).unwrap().mark_graceful().unwrap();
+        let mut c = ChildLoop::new(1, false, 0);
+        assert_eq!(r.step(&mut c, E::Started), A::Exit(ExitReason::Graceful));
+    }
+
+    #[test]
+    fn a_new_generation_stops_the_child_before_it_takes_more_work() {
+        let r = Rig::new();
+        let mut c = ChildLoop::new(1, false, 0);
+        r.step(&mut c, E::Started);
+        r.board.publish_generation(2);
+        assert_eq!(
+            r.step(&mut c, E::Readable(&[0])),
+            A::Exit(ExitReason::Graceful)
+        );
+        assert_eq!(r.state(), SlotState::Ready, "no work claimed");
+        let mut c = ChildLoop::new(1, false, 0);
+        let r = Rig::new();
+        r.step(&mut c, E::Started);
+        r.board.publish_generation(2);
+        assert_eq!(r.step(&mut c, E::Woken), A::Exit(ExitReason::Graceful));
+    }
+
+    #[test]
+    fn max_connections_ends_the_child_after_the_last_one() {
+        let r = Rig::new();
+        let mut c = ChildLoop::new(1, false, 2);
+        r.step(&mut c, E::Started);
+        for n in 1..=2 {
+            assert_eq!(r.step(&mut c, E::Readable(&[0])), A::Accept { listener: 0 });
+            assert_eq!(r.step(&mut c, E::Accepted), A::Serve);
+            let next = r.step(&mut c, E::ConnectionDone);
+            assert_eq!(
+                next,
+                if n == 1 {
+                    A::Wait
+                } else {
+                    A::Exit(ExitReason::MaxConnections)
+                }
+            );
+        }
+        assert_eq!(
+            r.state(),
+            SlotState::BusyRead,
+            "the slot is not shown idle on the way out"
+        );
+    }
+
+    #[test]
+    fn wasted_wakeups_are_counted_and_the_slot_returns_to_ready() {
+        let r = Rig::new();
+        let mut c = ChildLoop::new(1, false, 0);
+        r.step(&mut c, E::Started);
+        r.step(&mut c, E::Readable(&[0]));
+        assert_eq!(r.step(&mut c, E::AcceptEmpty), A::Wait);
+        assert_eq!(
+            (c.wasted_wakeups(), c.connections(), r.state()),
+            (1, 0, SlotState::Ready)
+        );
+        let mut c = ChildLoop::new(2, true, 0);
+        let r = Rig::new();
+        r.step(&mut c, E::Started);
+        r.step(&mut c, E::LockAcquired);
+        r.step(&mut c, E::Readable(&[0]));
+        assert_eq!(r.step(&mut c, E::AcceptEmpty), A::ReleaseLock);
+        assert_eq!(r.step(&mut c, E::LockReleased), A::AcquireLock);
+        assert_eq!(r.state(), SlotState::Ready);
+    }
+
+    #[test]
+    fn failures_exit_sick_and_release_a_held_lock_first() {
+        let r = Rig::new();
+        let mut c = ChildLoop::new(2, true, 0);
+        r.step(&mut c, E::Started);
+        assert_eq!(
+            r.step(&mut c, E::LockFailed),
+            A::Exit(ExitReason::LockFailed)
+        );
+        assert_eq!(
+            ExitReason::LockFailed.exit_code(),
+            crate::exit::code::CHILDSICK
+        );
+        let r = Rig::new();
+        let mut c = ChildLoop::new(2, true, 0);
+        r.step(&mut c, E::Started);
+        r.step(&mut c, E::LockAcquired);
+        r.step(&mut c, E::Readable(&[0]));
+        assert_eq!(r.step(&mut c, E::AcceptFailed), A::ReleaseLock);
+        assert_eq!(
+            r.step(&mut c, E::LockReleased),
+            A::Exit(ExitReason::AcceptFailed)
+        );
+        let r = Rig::new();
+        let mut c = ChildLoop::new(2, true, 0);
+        r.step(&mut c, E::Started);
+        r.step(&mut c, E::LockAcquired);
+        assert_eq!(r.step(&mut c, E::WaitFailed), A::ReleaseLock);
+        assert_eq!(
+            r.step(&mut c, E::LockReleased),
+            A::Exit(ExitReason::WaitFailed)
+        );
+    }
+
+    #[test]
+    fn listeners_are_served_round_robin() {
+        let r = Rig::new();
+        let mut c = ChildLoop::new(3, false, 0);
+        r.step(&mut c, E::Started);
+        let mut chosen = vec![];
+        for ready in [
+            &[0, 1, 2][..],
+            &[0, 1, 2],
+            &[0, 1, 2],
+            &[0, 1, 2],
+            &[0, 2],
+            &[0, 2],
+            &[0, 2],
+            &[2],
+            &[0, 1],
+        ] {
+            match r.step(&mut c, E::Readable(ready)) {
+                A::Accept { listener } => chosen.push(listener),
+                other => panic!("{other:?}"),
+            }
+            r.step(&mut c, E::Accepted);
+            r.step(&mut c, E::ConnectionDone);
+        }
+        assert_eq!(chosen, [0, 1, 2, 0, 2, 0, 2, 2, 0]);
+    }
+
+    #[test]
+    fn unexpected_events_are_errors_not_panics() {
+        let r = Rig::new();
+        let mut c = ChildLoop::new(1, false, 0);
+        let e = c.handle(E::Accepted, &r.slot()).unwrap_err();
+        assert_eq!(
+            e,
+            UnexpectedEvent {
+                phase: ChildPhase::New,
+                event: "Accepted"
+            }
+        );
+        r.step(&mut c, E::Started);
+        assert!(
+            c.handle(E::LockAcquired, &r.slot()).is_err(),
+            "no lock in use"
+        );
+        assert!(c.handle(E::ConnectionDone, &r.slot()).is_err());
+        assert_eq!(c.phase(), ChildPhase::Waiting, "an error changes nothing");
+        let mut done = ChildLoop::new(1, false, 0);
+        r.board.slot(0).unwrap().mark_graceful().unwrap();
+        r.step(&mut done, E::Started);
+        assert!(
+            done.handle(E::Started, &r.slot()).is_err(),
+            "an exited loop takes no events"
+        );
+    }
+
+    #[test]
+    fn a_reused_slot_is_lost_to_the_old_child() {
+        let r = Rig::new();
+        let mut c = ChildLoop::new(1, false, 0);
+        r.step(&mut c, E::Started);
+        r.board.slot(0).unwrap().reap(r.born).unwrap();
+        r.board.slot(0).unwrap().spawn(1).unwrap();
+        assert_eq!(r.step(&mut c, E::Woken), A::Exit(ExitReason::SlotLost));
+    }
+}

@@ -1,0 +1,340 @@
+//! A deterministic simulation of one parent and its children, for tests: the core's own `Parent`
+//! and `ChildLoop` on a `MemoryBoard<Cell<u64>>`, with a fake clock and fake processes. Nothing here
+//! re-implements protocol logic: it only performs the actions the machines ask for.
+#![allow(dead_code)]
+
+use prefork_core::child::{ChildAction, ChildEvent, ChildLoop};
+use prefork_core::config::{PoolConfig, RawPoolConfig};
+use prefork_core::exit::{ExitReason, ExitStatus};
+use prefork_core::parent::{KillSignal, Parent, ParentAction, ParentLog, Pid};
+use prefork_core::scoreboard::{ChildSlot, MemoryBoard, ScoreboardView, SlotTable};
+use prefork_core::slot::{SlotState, SlotWord};
+use prefork_core::time::Time;
+use std::cell::Cell;
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+pub const SIGTERM: i32 = 15;
+pub const SIGKILL: i32 = 9;
+
+/// How a simulated child process behaves.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Behaviour {
+    /// Runs the child loop; dies on SIGTERM.
+    #[default]
+    Normal,
+    /// Crashes (SIGSEGV) as soon as it starts.
+    CrashOnStart,
+    /// Ignores SIGTERM (only SIGKILL kills it).
+    IgnoresTerm,
+    /// Ignores every signal (a process stuck in the kernel).
+    Unkillable,
+}
+
+pub struct Proc {
+    pub slot: usize,
+    pub born: SlotWord,
+    pub child: ChildLoop,
+    pub last: Option<ChildAction>,
+    pub woken: bool,
+    pub behaviour: Behaviour,
+}
+
+pub struct Sim {
+    pub now: Time,
+    pub board: MemoryBoard<Cell<u64>>,
+    pub parent: Parent,
+    pub procs: BTreeMap<Pid, Proc>,
+    pub next_pid: Pid,
+    pub forks: usize,
+    pub logs: Vec<(Time, ParentLog)>,
+    pub wakes: Vec<(usize, Pid)>,
+    pub signals: Vec<(Time, Pid, KillSignal)>,
+    pub exits: Vec<(Pid, ExitStatus, Option<ExitReason>)>,
+    pub listeners_closed: bool,
+    pub exit_code: Option<i32>,
+    pub fork_fails: bool,
+    pub behaviour: Behaviour,
+}
+
+pub fn config(raw: RawPoolConfig) -> PoolConfig {
+    PoolConfig::from_raw(&raw).expect("valid test config").value
+}
+
+impl Sim {
+    pub fn new(cfg: PoolConfig) -> Sim {
+        Self::with(cfg, Behaviour::Normal)
+    }
+
+    pub fn with(cfg: PoolConfig, behaviour: Behaviour) -> Sim {
+        let mut sim = Sim {
+            now: Time::ZERO,
+            board: MemoryBoard::new(cfg.server_limit as usize),
+            parent: Parent::new(cfg),
+            procs: BTreeMap::new(),
+            next_pid: 100,
+            forks: 0,
+            logs: vec![],
+            wakes: vec![],
+            signals: vec![],
+            exits: vec![],
+            listeners_closed: false,
+            exit_code: None,
+            fork_fails: false,
+            behaviour,
+        };
+        sim.parent.start(sim.now, &sim.board);
+        sim.drain();
+        sim
+    }
+
+    /// Performs every action the parent asked for.
+    pub fn drain(&mut self) {
+        while let Some(a) = self.parent.poll_action() {
+            match a {
+                ParentAction::Spawn { slot, born } => {
+                    if self.fork_fails {
+                        self.parent.handle_spawn_failed(self.now, slot, &self.board);
+                        continue;
+                    }
+                    let pid = self.next_pid;
+                    self.next_pid += 1;
+                    self.forks += 1;
+                    let cfg = self.parent.config();
+                    let child = ChildLoop::new(
+                        cfg.listen.len(),
+                        cfg.lock_in_use(),
+                        cfg.connection_limit(u64::from(pid)),
+                    );
+                    self.procs.insert(
+                        pid,
+                        Proc {
+                            slot,
+                            born,
+                            child,
+                            last: None,
+                            woken: false,
+                            behaviour: self.behaviour,
+                        },
+                    );
+                    self.parent.handle_spawned(slot, pid);
+                }
+                ParentAction::Wake { slot, pid } => {
+                    self.wakes.push((slot, pid));
+                    if let Some(p) = self.procs.get_mut(&pid) {
+                        p.woken = true;
+                    }
+                }
+                ParentAction::Signal { pid, signal } => {
+                    self.signals.push((self.now, pid, signal));
+                    let Some(p) = self.procs.get(&pid) else {
+                        continue;
+                    };
+                    let dies = match (p.behaviour, signal) {
+                        (Behaviour::Unkillable, _) => false,
+                        (Behaviour::IgnoresTerm, KillSignal::Term) => false,
+                        _ => true,
+                    };
+                    if dies {
+                        let sig = if signal == KillSignal::Term {
+                            SIGTERM
+                        } else {
+                            SIGKILL
+                        };
+                        self.procs.remove(&pid);
+                        self.exits.push((pid, ExitStatus::Signaled(sig), None));
+                    }
+                }
+                ParentAction::CloseListeners => self.listeners_closed = true,
+                ParentAction::Log(l) => self.logs.push((self.now, l)),
+                ParentAction::Exit { code } => self.exit_code = Some(code),
+            }
+        }
+    }
+
+    /// Reaps every process that exited (the SIGCHLD + waitpid loop).
+    pub fn reap(&mut self) {
+        while !self.exits.is_empty() {
+            for (pid, status, reason) in std::mem::take(&mut self.exits) {
+                self.parent
+                    .handle_child_exit(self.now, pid, status, reason, &self.board);
+                self.drain();
+            }
+        }
+    }
+
+    /// Feeds one event to child `pid` and records its action; an `Exit` ends the process.
+    pub fn step(&mut self, pid: Pid, ev: ChildEvent<'_>) -> ChildAction {
+        let p = self.procs.get_mut(&pid).expect("live pid");
+        let slot = ChildSlot::attach(&self.board, p.slot, p.born).unwrap();
+        let a = p.child.handle(ev, &slot).expect("legal event");
+        p.last = Some(a);
+        if let ChildAction::Exit(reason) = a {
+            self.procs.remove(&pid);
+            self.exits
+                .push((pid, ExitStatus::Code(reason.exit_code()), Some(reason)));
+        }
+        a
+    }
+
+    /// Starts every child that has not started yet (each one reaches `Wait`, or crashes).
+    pub fn start_children(&mut self) {
+        let new: Vec<Pid> = self
+            .procs
+            .iter()
+            .filter(|(_, p)| p.last.is_none())
+            .map(|(&pid, _)| pid)
+            .collect();
+        for pid in new {
+            if self.procs[&pid].behaviour == Behaviour::CrashOnStart {
+                self.procs.remove(&pid);
+                self.exits.push((pid, ExitStatus::Signaled(11), None));
+                continue;
+            }
+            self.step(pid, ChildEvent::Started);
+        }
+    }
+
+    /// Delivers pending wake-ups to children waiting in `Wait`.
+    pub fn deliver_wakes(&mut self) {
+        let woken: Vec<Pid> = self
+            .procs
+            .iter()
+            .filter(|(_, p)| p.woken && p.last == Some(ChildAction::Wait))
+            .map(|(&pid, _)| pid)
+            .collect();
+        for pid in woken {
+            self.procs.get_mut(&pid).unwrap().woken = false;
+            self.step(pid, ChildEvent::Woken);
+        }
+    }
+
+    /// Child `pid` (waiting) accepts a connection on listener 0 and starts serving it.
+    pub fn take_connection(&mut self, pid: Pid) -> ChildAction {
+        match self.step(pid, ChildEvent::Readable(&[0])) {
+            ChildAction::Accept { .. } => {}
+            other => return other,
+        }
+        self.step(pid, ChildEvent::Accepted)
+    }
+
+    /// Child `pid` (serving) finishes its connection.
+    pub fn finish_connection(&mut self, pid: Pid) -> ChildAction {
+        self.step(pid, ChildEvent::ConnectionDone)
+    }
+
+    /// Lets the children react (start, wake) and reaps whoever exited, until nothing changes.
+    pub fn settle(&mut self) {
+        loop {
+            let before = (self.procs.len(), self.exits.len(), self.forks);
+            self.start_children();
+            self.deliver_wakes();
+            self.reap();
+            if before == (self.procs.len(), self.exits.len(), self.forks) {
+                break;
+            }
+        }
+    }
+
+    /// Advances the clock to the parent's next timeout and handles it.
+    pub fn next_timeout(&mut self) -> Option<Time> {
+        let t = self.parent.poll_timeout()?;
+        self.now = self.now.max(t);
+        self.parent.handle_timeout(self.now, &self.board);
+        self.drain();
+        Some(self.now)
+    }
+
+    /// Advances the clock by `d`, handling every timeout on the way.
+    pub fn advance(&mut self, d: Duration) {
+        let end = self.now + d;
+        while let Some(t) = self.parent.poll_timeout() {
+            if t > end {
+                break;
+            }
+            self.next_timeout();
+        }
+        self.now = end;
+    }
+
+    /// One maintenance tick, then let the children react.
+    pub fn tick(&mut self) {
+        self.next_timeout();
+        self.settle();
+    }
+
+    pub fn board_generation(&self) -> u32 {
+        self.board.running_generation()
+    }
+
+    pub fn view(&self) -> ScoreboardView {
+        ScoreboardView::capture(&self.board)
+    }
+
+    pub fn letters(&self) -> String {
+        self.view().letters()
+    }
+
+    pub fn state(&self, slot: usize) -> SlotState {
+        self.view().state(slot).expect("decodable slot")
+    }
+
+    pub fn pid_in(&self, slot: usize) -> Pid {
+        self.parent
+            .children()
+            .find(|(s, _)| *s == slot)
+            .and_then(|(_, c)| c.pid)
+            .expect("child in slot")
+    }
+
+    pub fn waiting(&self) -> Vec<Pid> {
+        self.procs
+            .iter()
+            .filter(|(_, p)| p.last == Some(ChildAction::Wait))
+            .map(|(&pid, _)| pid)
+            .collect()
+    }
+
+    pub fn logged(&self, pred: impl Fn(&ParentLog) -> bool) -> usize {
+        self.logs.iter().filter(|(_, l)| pred(l)).count()
+    }
+
+    /// Every simulation invariant that must hold between steps.
+    pub fn check(&self) {
+        let view = self.view();
+        let counts = view.counts();
+        assert_eq!(counts.corrupt, 0, "{view}");
+        assert_eq!(
+            counts.live(),
+            self.parent.live_children(),
+            "board and parent disagree: {view}"
+        );
+        assert!(
+            self.parent.live_children() <= self.parent.config().max_request_workers as usize
+                || self.parent.generation() > 0
+        );
+        for (slot, rec) in self.parent.children() {
+            let w = view.slots[slot].unwrap();
+            assert_eq!(
+                (w.incarnation, w.generation),
+                (rec.born.incarnation, rec.born.generation),
+                "slot {slot}"
+            );
+            if let Some(pid) = rec.pid {
+                let alive = self.procs.contains_key(&pid) || self.exits.iter().any(|e| e.0 == pid);
+                assert!(alive, "parent thinks {pid} lives in slot {slot}");
+            }
+        }
+    }
+}
+
+pub fn pool(start: i64, min: i64, max: i64, mrw: i64) -> PoolConfig {
+    config(RawPoolConfig {
+        start_servers: Some(start),
+        min_spare_servers: Some(min),
+        max_spare_servers: Some(max),
+        max_request_workers: Some(mrw),
+        server_limit: Some(mrw.max(1)),
+        ..Default::default()
+    })
+}

@@ -1,0 +1,607 @@
+//! The parent lifecycle on a deterministic simulation (SPEC.md §7).
+
+mod common;
+
+use common::*;
+use prefork_core::config::RawPoolConfig;
+use prefork_core::exit::{ExitCause, ExitReason, ExitStatus, code};
+use prefork_core::parent::{
+    CRASH_LOOP_MAX_PAUSE, Command, KillSignal, ParentLog, Phase, SlotProblem,
+};
+use prefork_core::policy::PolicyLog;
+use prefork_core::scoreboard::SlotTable;
+use prefork_core::slot::{SlotState, SlotWord};
+use prefork_core::time::Time;
+use std::time::Duration;
+
+#[test]
+fn cold_start_forks_start_servers_into_the_lowest_slots_and_ticks_every_second() {
+    let mut sim = Sim::new(pool(3, 1, 5, 8));
+    assert_eq!(sim.letters(), "SSS.....");
+    assert_eq!(sim.forks, 3);
+    assert_eq!(sim.parent.phase(), Phase::Running);
+    assert_eq!(sim.parent.poll_timeout(), Some(Time::from_secs(1)));
+    assert_eq!(
+        sim.logged(|l| matches!(l, ParentLog::Resumed { generation: 0 })),
+        1
+    );
+    sim.settle();
+    assert_eq!(sim.letters(), "___.....");
+    sim.check();
+}
+
+#[test]
+fn below_min_spare_the_pool_ramps_one_two_four_per_tick() {
+    let mut sim = Sim::new(pool(1, 30, 40, 64));
+    sim.settle();
+    let mut forks = vec![];
+    for _ in 0..5 {
+        // Keep every child busy so idle stays below min_spare.
+        for pid in sim.waiting() {
+            sim.take_connection(pid);
+        }
+        let before = sim.forks;
+        sim.tick();
+        forks.push(sim.forks - before);
+        sim.check();
+    }
+    assert_eq!(forks, [1, 2, 4, 8, 16]);
+    assert_eq!(
+        sim.logged(|l| matches!(
+            l,
+            ParentLog::Policy(PolicyLog::SeemsBusy { spawning: 8, .. })
+        )),
+        1
+    );
+}
+
+#[test]
+fn above_max_spare_exactly_one_idle_child_is_retired_per_tick_and_never_a_busy_one() {
+    let mut sim = Sim::new(pool(12, 2, 4, 16));
+    sim.settle();
+    // The two highest children are busy: they must not be chosen.
+    let busy = [sim.pid_in(11), sim.pid_in(10)];
+    for pid in busy {
+        sim.take_connection(pid);
+    }
+    let mut retired = vec![];
+    for _ in 0..6 {
+        let before: Vec<_> = sim.parent.children().map(|(s, _)| s).collect();
+        sim.tick();
+        let after: Vec<_> = sim.parent.children().map(|(s, _)| s).collect();
+        let gone: Vec<_> = before
+            .iter()
+            .filter(|s| !after.contains(s))
+            .copied()
+            .collect();
+        assert!(gone.len() <= 1, "at most one retirement per tick: {gone:?}");
+        retired.extend(gone);
+        sim.check();
+    }
+    assert_eq!(
+        retired,
+        [9, 8, 7, 6, 5, 4],
+        "highest idle slot first, busy ones skipped"
+    );
+    assert_eq!(sim.letters(), "____......RR....");
+    for pid in busy {
+        assert!(sim.procs.contains_key(&pid), "busy child {pid} survived");
+    }
+    let c = sim.view().counts();
+    assert_eq!((c.idle(), c.busy), (4, 2), "idle settles at max_spare");
+    assert!(
+        sim.signals.is_empty(),
+        "retirement never uses a kill signal"
+    );
+    assert_eq!(sim.wakes.len(), 6, "one wake-up per retirement");
+}
+
+#[test]
+fn a_child_that_claimed_work_is_skipped_and_the_next_idle_one_retired() {
+    let mut sim = Sim::new(pool(6, 1, 4, 8));
+    sim.settle();
+    // The highest child has claimed work (Ready -> BusyRead) and is about to accept().
+    let top = sim.pid_in(5);
+    assert_eq!(
+        sim.step(top, prefork_core::ChildEvent::Readable(&[0])),
+        prefork_core::ChildAction::Accept { listener: 0 }
+    );
+    sim.next_timeout();
+    assert_eq!(
+        sim.letters(),
+        "____IR..",
+        "idle 5 > 4: the highest *Ready* slot is claimed"
+    );
+    sim.settle();
+    assert_eq!(sim.letters(), "____.R..");
+    assert_eq!(
+        sim.step(top, prefork_core::ChildEvent::Accepted),
+        prefork_core::ChildAction::Serve
+    );
+}
+
+#[test]
+fn graceful_restart_marks_every_child_and_refills_with_the_new_generation() {
+    let mut sim = Sim::new(pool(4, 1, 6, 8));
+    sim.settle();
+    let serving = sim.pid_in(0);
+    sim.take_connection(serving);
+    let cfg = sim.parent.config().clone();
+    sim.parent
+        .handle_command(sim.now, Command::GracefulRestart(Box::new(cfg)), &sim.board);
+    sim.drain();
+    assert_eq!(sim.parent.generation(), 1);
+    assert_eq!(sim.board_generation(), 1);
+    assert_eq!(sim.letters(), "GGGG....");
+    assert_eq!(sim.wakes.len(), 4, "every child woken");
+    assert_eq!(sim.parent.policy().hold_off(), 10);
+    sim.settle();
+    // The three idle children exited at once and were replaced 1-for-1 in their slots.
+    assert_eq!(sim.letters(), "G___....");
+    assert!(
+        sim.parent
+            .children()
+            .filter(|(s, _)| *s > 0)
+            .all(|(_, c)| c.born.generation == 1)
+    );
+    // The busy one finishes its connection, then exits; the rest of start_servers comes at the tick.
+    assert_eq!(
+        sim.finish_connection(serving),
+        prefork_core::ChildAction::Exit(ExitReason::Graceful)
+    );
+    sim.settle();
+    assert_eq!(sim.letters(), "____....");
+    assert!(
+        sim.parent.children().all(|(_, c)| c.born.generation == 1),
+        "no old generation left"
+    );
+    assert!(
+        sim.signals.is_empty() && !sim.listeners_closed,
+        "no signal, listeners kept"
+    );
+    sim.check();
+}
+
+#[test]
+fn graceful_restart_applies_new_limits_but_keeps_server_limit() {
+    let mut sim = Sim::new(pool(2, 1, 3, 8));
+    sim.settle();
+    let mut cfg = sim.parent.config().clone();
+    cfg.server_limit = 64;
+    cfg.max_request_workers = 20;
+    cfg.start_servers = 6;
+    sim.parent
+        .handle_command(sim.now, Command::GracefulRestart(Box::new(cfg)), &sim.board);
+    sim.drain();
+    assert_eq!(sim.parent.config().server_limit, 8);
+    assert_eq!(sim.parent.config().max_request_workers, 8);
+    assert_eq!(
+        sim.logged(|l| matches!(l, ParentLog::ServerLimitKept { given: 64, kept: 8 })),
+        1
+    );
+}
+
+#[test]
+fn hard_restart_stops_every_child_then_starts_afresh() {
+    let mut sim = Sim::new(pool(3, 1, 5, 8));
+    sim.settle();
+    let cfg = sim.parent.config().clone();
+    sim.parent
+        .handle_command(sim.now, Command::HardRestart(Box::new(cfg)), &sim.board);
+    sim.drain();
+    assert_eq!(sim.parent.phase(), Phase::Restarting);
+    assert_eq!(
+        sim.signals
+            .iter()
+            .filter(|s| s.2 == KillSignal::Term)
+            .count(),
+        3
+    );
+    sim.reap();
+    assert_eq!(sim.parent.phase(), Phase::Running);
+    assert_eq!(sim.parent.generation(), 1);
+    assert_eq!(sim.letters(), "SSS.....");
+    assert!(sim.parent.children().all(|(_, c)| c.born.generation == 1));
+    assert!(!sim.listeners_closed, "a restart keeps the listeners");
+    sim.check();
+}
+
+#[test]
+fn stop_escalates_term_at_3_5_7_kill_at_9_and_gives_up_at_10_seconds() {
+    let mut sim = Sim::with(pool(2, 1, 3, 4), Behaviour::Unkillable);
+    sim.settle();
+    sim.now = Time::from_secs(100);
+    sim.parent
+        .handle_command(sim.now, Command::Stop, &sim.board);
+    sim.drain();
+    assert!(sim.listeners_closed);
+    while sim.exit_code.is_none() {
+        sim.next_timeout().expect("a stop always has a next step");
+    }
+    let when: Vec<(u64, KillSignal)> = sim
+        .signals
+        .iter()
+        .map(|(t, _, s)| (t.as_millis() / 1000 - 100, *s))
+        .collect();
+    use KillSignal::*;
+    assert_eq!(
+        when,
+        [
+            (0, Term),
+            (0, Term),
+            (3, Term),
+            (3, Term),
+            (5, Term),
+            (5, Term),
+            (7, Term),
+            (7, Term),
+            (9, Kill),
+            (9, Kill)
+        ]
+    );
+    assert_eq!(sim.now, Time::from_secs(110));
+    assert_eq!(sim.logged(|l| matches!(l, ParentLog::GaveUp { .. })), 2);
+    assert_eq!(sim.exit_code, Some(0));
+    assert_eq!(sim.parent.phase(), Phase::Exited);
+}
+
+#[test]
+fn stop_ends_as_soon_as_the_last_child_is_reaped() {
+    let mut sim = Sim::with(pool(2, 1, 3, 4), Behaviour::IgnoresTerm);
+    sim.settle();
+    sim.parent
+        .handle_command(sim.now, Command::Stop, &sim.board);
+    sim.drain();
+    sim.advance(Duration::from_secs(8));
+    assert_eq!(sim.exit_code, None, "TERM is ignored");
+    sim.advance(Duration::from_secs(1)); // 9 s: KILL
+    sim.reap();
+    assert_eq!(sim.exit_code, Some(0));
+    assert_eq!(sim.logged(|l| matches!(l, ParentLog::GaveUp { .. })), 0);
+}
+
+#[test]
+fn graceful_stop_closes_listeners_lets_work_finish_then_exits() {
+    let mut sim = Sim::new(pool(3, 1, 5, 8));
+    sim.settle();
+    let busy = sim.pid_in(1);
+    sim.take_connection(busy);
+    sim.parent
+        .handle_command(sim.now, Command::GracefulStop, &sim.board);
+    sim.drain();
+    assert!(sim.listeners_closed);
+    assert_eq!(sim.parent.phase(), Phase::Draining);
+    sim.settle();
+    assert_eq!(
+        sim.letters(),
+        ".G......",
+        "idle children left at once; the busy one finishes"
+    );
+    assert_eq!(sim.exit_code, None);
+    sim.advance(Duration::from_secs(600));
+    assert_eq!(
+        sim.exit_code, None,
+        "graceful_shutdown_timeout 0 waits forever"
+    );
+    sim.finish_connection(busy);
+    sim.settle();
+    assert_eq!(sim.exit_code, Some(0));
+    assert!(sim.signals.is_empty());
+}
+
+#[test]
+fn graceful_stop_timeout_falls_back_to_the_stop_escalation() {
+    let mut cfg = pool(2, 1, 3, 4);
+    cfg.graceful_shutdown_timeout = Duration::from_secs(5);
+    let mut sim = Sim::new(cfg);
+    sim.settle();
+    for pid in sim.waiting() {
+        sim.take_connection(pid);
+    }
+    sim.parent
+        .handle_command(sim.now, Command::GracefulStop, &sim.board);
+    sim.drain();
+    sim.advance(Duration::from_secs(4));
+    assert!(sim.signals.is_empty());
+    sim.advance(Duration::from_secs(1));
+    assert_eq!(
+        sim.logged(|l| matches!(l, ParentLog::GracefulStopTimedOut { remaining: 2 })),
+        1
+    );
+    assert_eq!(sim.signals.len(), 2);
+    sim.reap();
+    assert_eq!(sim.exit_code, Some(0));
+}
+
+#[test]
+fn children_crashing_at_start_cannot_make_the_parent_fork_in_a_loop() {
+    let mut sim = Sim::with(pool(5, 5, 10, 64), Behaviour::CrashOnStart);
+    for _ in 0..600 {
+        sim.settle();
+        sim.advance(Duration::from_secs(1));
+    }
+    // Ten minutes of children that die at once: Apache would fork 32 per second at worst.
+    eprintln!("crash loop: {} forks in 10 minutes", sim.forks);
+    assert!(sim.forks <= 40, "forked {} times in 10 minutes", sim.forks);
+    assert!(sim.logged(|l| matches!(l, ParentLog::CrashLoop { .. })) > 0);
+    let last = sim.logs.iter().rev().find_map(|(_, l)| match l {
+        ParentLog::CrashLoop { paused_for, .. } => Some(*paused_for),
+        _ => None,
+    });
+    assert_eq!(last, Some(CRASH_LOOP_MAX_PAUSE));
+}
+
+#[test]
+fn the_crash_loop_brake_releases_once_children_live() {
+    let mut sim = Sim::with(pool(4, 4, 8, 16), Behaviour::CrashOnStart);
+    sim.settle();
+    sim.advance(Duration::from_secs(1));
+    sim.settle();
+    assert!(sim.parent.brake().early_exits() >= 3);
+    sim.behaviour = Behaviour::Normal;
+    for _ in 0..120 {
+        sim.advance(Duration::from_secs(1));
+        sim.settle();
+    }
+    assert_eq!(
+        sim.parent.brake().early_exits(),
+        0,
+        "healthy children reset the count"
+    );
+    assert!(sim.view().counts().idle() >= 4, "{}", sim.letters());
+    sim.check();
+}
+
+#[test]
+fn fork_failures_back_off_and_recover() {
+    let mut sim = Sim::new(pool(1, 1, 3, 4));
+    sim.settle();
+    sim.take_connection(sim.pid_in(0));
+    sim.fork_fails = true;
+    sim.tick();
+    assert_eq!(sim.logged(|l| matches!(l, ParentLog::ForkFailed { retry_in, .. } if *retry_in == Duration::from_secs(1))), 1);
+    assert_eq!(sim.state(1), SlotState::Dead, "the slot is free again");
+    sim.tick(); // paused until 1 s after the failure: this tick is exactly at the deadline
+    sim.tick();
+    assert!(sim.logged(|l| matches!(l, ParentLog::ForkFailed { retry_in, .. } if *retry_in == Duration::from_secs(2))) >= 1);
+    sim.fork_fails = false;
+    for _ in 0..12 {
+        sim.tick();
+    }
+    assert!(sim.view().counts().idle() >= 1);
+    sim.check();
+}
+
+#[test]
+fn a_fatal_child_of_the_current_generation_stops_the_server_one_of_an_old_generation_does_not() {
+    let mut sim = Sim::new(pool(2, 1, 3, 4));
+    sim.settle();
+    let old = sim.pid_in(0);
+    sim.take_connection(old);
+    let cfg = sim.parent.config().clone();
+    sim.parent
+        .handle_command(sim.now, Command::GracefulRestart(Box::new(cfg)), &sim.board);
+    sim.drain();
+    sim.procs.remove(&old);
+    sim.exits
+        .push((old, ExitStatus::Code(code::CHILDFATAL), None));
+    sim.settle();
+    assert_eq!(
+        sim.logged(|l| matches!(l, ParentLog::IgnoringOldFatal { .. })),
+        1
+    );
+    assert_eq!(sim.parent.phase(), Phase::Running);
+    let young = sim.pid_in(1);
+    sim.procs.remove(&young);
+    sim.exits
+        .push((young, ExitStatus::Code(code::CHILDFATAL), None));
+    sim.reap();
+    assert_eq!(sim.logged(|l| matches!(l, ParentLog::ChildFatal { .. })), 1);
+    sim.reap();
+    assert_eq!(sim.exit_code, Some(1));
+}
+
+#[test]
+fn a_sick_child_resets_the_spawn_rate() {
+    let mut sim = Sim::new(pool(1, 30, 40, 64));
+    sim.settle();
+    for _ in 0..3 {
+        for pid in sim.waiting() {
+            sim.take_connection(pid);
+        }
+        sim.tick();
+    }
+    assert_eq!(sim.parent.policy().idle_spawn_rate(), 8);
+    let pid = sim.pid_in(0);
+    sim.procs.remove(&pid);
+    sim.exits.push((
+        pid,
+        ExitStatus::Code(code::CHILDSICK),
+        Some(ExitReason::AcceptFailed),
+    ));
+    sim.reap();
+    assert_eq!(sim.parent.policy().idle_spawn_rate(), 1);
+    assert_eq!(
+        sim.logged(|l| matches!(
+            l,
+            ParentLog::ChildExited {
+                cause: ExitCause::Sick(Some(ExitReason::AcceptFailed)),
+                ..
+            }
+        )),
+        1
+    );
+}
+
+#[test]
+fn corrupted_slots_are_repaired_never_trusted() {
+    let mut sim = Sim::new(pool(2, 1, 3, 4));
+    sim.settle();
+    use prefork_core::atomic::{AtomicWord, Ordering};
+    // Garbage over a live child's slot, a ghost in an empty slot, and a foreign word.
+    sim.board
+        .slot_word(0)
+        .store(0xdead_beef_0000_00ff, Ordering::Relaxed);
+    sim.board.slot_word(3).store(
+        SlotWord {
+            state: SlotState::BusyWrite,
+            incarnation: 9,
+            generation: 0,
+        }
+        .encode(),
+        Ordering::Relaxed,
+    );
+    let victim = sim.pid_in(1);
+    let w = sim.board.slot(1).unwrap().read().unwrap();
+    sim.board.slot_word(1).store(
+        SlotWord {
+            incarnation: w.incarnation + 5,
+            ..w
+        }
+        .encode(),
+        Ordering::Relaxed,
+    );
+    sim.tick();
+    let repaired: Vec<(usize, SlotState)> = sim
+        .logs
+        .iter()
+        .filter_map(|(_, l)| match l {
+            ParentLog::SlotRepaired { slot, wrote, .. } => Some((*slot, *wrote)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        repaired,
+        [
+            (0, SlotState::Graceful),
+            (1, SlotState::Graceful),
+            (3, SlotState::Dead)
+        ]
+    );
+    assert!(sim.logs.iter().any(|(_, l)| matches!(
+        l,
+        ParentLog::SlotRepaired {
+            problem: SlotProblem::Corrupt(_),
+            ..
+        }
+    )));
+    // Repaired children are told to go; the pool refills.
+    sim.settle();
+    assert!(!sim.procs.contains_key(&victim));
+    for _ in 0..3 {
+        sim.tick();
+    }
+    sim.check();
+    assert!(sim.view().counts().idle() >= 1);
+}
+
+#[test]
+fn a_pid_the_parent_never_forked_is_logged_and_ignored() {
+    let mut sim = Sim::new(pool(1, 1, 3, 4));
+    sim.exits.push((4242, ExitStatus::Code(0), None));
+    sim.reap();
+    assert_eq!(
+        sim.logged(|l| matches!(l, ParentLog::LongLostChild { pid: 4242, .. })),
+        1
+    );
+    assert_eq!(sim.parent.live_children(), 1);
+}
+
+#[test]
+fn commands_that_do_not_apply_are_ignored_with_a_log_line() {
+    let mut sim = Sim::with(pool(1, 1, 3, 4), Behaviour::IgnoresTerm);
+    sim.settle();
+    sim.parent
+        .handle_command(sim.now, Command::Stop, &sim.board);
+    let cfg = sim.parent.config().clone();
+    sim.parent
+        .handle_command(sim.now, Command::GracefulRestart(Box::new(cfg)), &sim.board);
+    sim.drain();
+    assert_eq!(
+        sim.logged(|l| matches!(
+            l,
+            ParentLog::CommandIgnored {
+                phase: Phase::Stopping,
+                ..
+            }
+        )),
+        1
+    );
+    assert_eq!(sim.parent.phase(), Phase::Stopping);
+}
+
+#[test]
+fn a_stop_during_a_hard_restart_exits_instead_of_restarting() {
+    let mut sim = Sim::with(pool(2, 1, 3, 4), Behaviour::IgnoresTerm);
+    sim.settle();
+    let cfg = sim.parent.config().clone();
+    sim.parent
+        .handle_command(sim.now, Command::HardRestart(Box::new(cfg)), &sim.board);
+    sim.parent
+        .handle_command(sim.now, Command::Stop, &sim.board);
+    sim.drain();
+    assert_eq!(sim.parent.phase(), Phase::Stopping);
+    sim.advance(Duration::from_secs(9));
+    sim.reap();
+    assert_eq!(sim.exit_code, Some(0));
+}
+
+#[test]
+fn max_connections_per_child_recycles_children_without_immediate_respawn() {
+    let cfg = config(RawPoolConfig {
+        start_servers: Some(2),
+        min_spare_servers: Some(2),
+        max_spare_servers: Some(4),
+        max_request_workers: Some(4),
+        server_limit: Some(4),
+        max_connections_per_child: Some(1),
+        ..Default::default()
+    });
+    let mut sim = Sim::new(cfg);
+    sim.settle();
+    let pid = sim.pid_in(0);
+    sim.take_connection(pid);
+    assert_eq!(
+        sim.finish_connection(pid),
+        prefork_core::ChildAction::Exit(ExitReason::MaxConnections)
+    );
+    sim.settle();
+    assert_eq!(sim.letters(), "._..");
+    assert_eq!(
+        sim.logged(|l| matches!(
+            l,
+            ParentLog::ChildExited {
+                cause: ExitCause::Voluntary(Some(ExitReason::MaxConnections)),
+                ..
+            }
+        )),
+        1
+    );
+    sim.tick();
+    assert_eq!(
+        sim.letters(),
+        "__..",
+        "the next tick respawns below min_spare"
+    );
+}
+
+#[test]
+fn idle_pool_converges_into_the_spare_range_and_stays_there() {
+    for (start, min, max) in [(1, 5, 10), (40, 5, 10), (8, 2, 3), (20, 20, 21)] {
+        let mut sim = Sim::new(pool(start, min, max, 64));
+        for _ in 0..80 {
+            sim.tick();
+            sim.check();
+        }
+        let idle = sim.view().counts().idle() as i64;
+        assert!(
+            (min..=max).contains(&idle),
+            "start {start} min {min} max {max}: idle {idle}"
+        );
+        let forks = sim.forks;
+        for _ in 0..20 {
+            sim.tick();
+        }
+        assert_eq!(sim.forks, forks, "steady: no more forks");
+    }
+}
