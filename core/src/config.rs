@@ -550,17 +550,17 @@ impl PoolConfig {
             Some(given) => given as u32,
             None => d.server_limit,
         };
-        if let Some(fixed) = fixed_server_limit {
-            if fixed != server_limit {
-                v.warn(
+        if let Some(fixed) = fixed_server_limit
+            && fixed != server_limit
+        {
+            v.warn(
                     "server_limit",
                     Some("AH00179"),
                     format!(
                         "changing it from {fixed} to {server_limit} needs a full stop and start (it sizes the shared scoreboard); keeping {fixed}"
                     ),
                 );
-                server_limit = fixed;
-            }
+            server_limit = fixed;
         }
 
         let mrw_raw = v.renamed(

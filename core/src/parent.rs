@@ -804,14 +804,17 @@ impl Parent {
         }
         let early =
             last == Some(SlotState::Starting) || now.since(rec.spawned_at) < EARLY_EXIT_WINDOW;
-        if current && status.is_abnormal() && early && self.stage == Stage::Running {
-            if let Some(paused_for) = self.brake.early_exit(now) {
-                self.policy.on_child_sick();
-                self.log(ParentLog::CrashLoop {
-                    early_exits: self.brake.early_exits,
-                    paused_for,
-                });
-            }
+        if current
+            && status.is_abnormal()
+            && early
+            && self.stage == Stage::Running
+            && let Some(paused_for) = self.brake.early_exit(now)
+        {
+            self.policy.on_child_sick();
+            self.log(ParentLog::CrashLoop {
+                early_exits: self.brake.early_exits,
+                paused_for,
+            });
         }
 
         if self.stage == Stage::Running
@@ -1059,7 +1062,9 @@ impl Parent {
             Then::Restart(cfg) => {
                 self.apply_config(*cfg);
                 self.stage = Stage::Running;
-                // Children that would not die keep their slots; everything else starts afresh.
+                // Children that would not die keep their slots, marked Graceful so they count as
+                // neither idle nor claimable; everything else starts afresh.
+                self.mark_all_graceful(board);
                 let mut view = ScoreboardView::capture(board);
                 self.repair(&mut view, board);
                 self.startup(now, board, &view, self.config.start_servers);

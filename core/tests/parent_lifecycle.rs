@@ -605,3 +605,23 @@ fn idle_pool_converges_into_the_spare_range_and_stays_there() {
         assert_eq!(sim.forks, forks, "steady: no more forks");
     }
 }
+
+#[test]
+fn children_that_survive_a_hard_restart_keep_their_slots_marked_graceful() {
+    let mut sim = Sim::with(pool(2, 1, 3, 4), Behaviour::Unkillable);
+    sim.settle();
+    sim.behaviour = Behaviour::Normal;
+    let cfg = sim.parent.config().clone();
+    sim.parent
+        .handle_command(sim.now, Command::HardRestart(Box::new(cfg)), &sim.board);
+    sim.drain();
+    sim.advance(Duration::from_secs(10));
+    assert_eq!(sim.logged(|l| matches!(l, ParentLog::GaveUp { .. })), 2);
+    assert_eq!(sim.parent.phase(), Phase::Running);
+    assert_eq!(
+        sim.letters(),
+        "GGSS",
+        "stuck children keep slots 0-1 as G; the new ones go to 2-3"
+    );
+    sim.check();
+}

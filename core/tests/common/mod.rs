@@ -130,11 +130,10 @@ impl Sim {
                     let Some(p) = self.procs.get(&pid) else {
                         continue;
                     };
-                    let dies = match (p.behaviour, signal) {
-                        (Behaviour::Unkillable, _) => false,
-                        (Behaviour::IgnoresTerm, KillSignal::Term) => false,
-                        _ => true,
-                    };
+                    let dies = !matches!(
+                        (p.behaviour, signal),
+                        (Behaviour::Unkillable, _) | (Behaviour::IgnoresTerm, KillSignal::Term)
+                    );
                     if dies {
                         let sig = if signal == KillSignal::Term {
                             SIGTERM
