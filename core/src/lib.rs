@@ -17,6 +17,27 @@
 //! | [`parent`] | §7 | the parent lifecycle |
 //! | [`config`] | §8 | directives, defaults, clamps |
 //! | [`time`] | §1 | time as an argument |
+//!
+//! The machines are sans-IO: feed events with `now`, perform the actions they return (the same
+//! example is in README.md).
+//!
+//! ```
+//! use prefork_core::{MemoryBoard, Parent, ParentAction, PoolConfig, SlotTable, Time};
+//! use std::sync::atomic::AtomicU64;
+//!
+//! let config = PoolConfig::default();                  // Apache's defaults, 127.0.0.1:8080
+//! let board: MemoryBoard<AtomicU64> = MemoryBoard::new(config.server_limit as usize);
+//! let mut parent = Parent::new(config);
+//! parent.start(Time::ZERO, &board);
+//! while let Some(action) = parent.poll_action() {
+//!     match action {
+//!         ParentAction::Spawn { slot, .. } => parent.handle_spawned(slot, 1000 + slot as u32), // fork() here
+//!         other => println!("{other:?}"),
+//!     }
+//! }
+//! assert_eq!(parent.live_children(), 5);
+//! assert_eq!(board.slot(0).unwrap().read().unwrap().state.letter(), 'S');
+//! ```
 #![forbid(unsafe_code)]
 #![warn(missing_docs, unreachable_pub)]
 
