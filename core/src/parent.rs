@@ -703,16 +703,31 @@ impl Parent {
         }
     }
 
+    /// The born word of the spawn pending in `slot` (a `Spawn` action not answered yet); logs a
+    /// driver-contract breach if there is none.
+    fn pending_spawn(&mut self, slot: usize, call: &str) -> Option<SlotWord> {
+        let born = self
+            .children
+            .get(slot)
+            .copied()
+            .flatten()
+            .filter(|r| r.pid.is_none())
+            .map(|r| r.born);
+        if born.is_none() {
+            self.log(ParentLog::DriverMisuse {
+                what: format!("{call} for slot {slot} without a pending spawn"),
+            });
+        }
+        born
+    }
+
     /// fork() succeeded for `slot`: the child is `pid`.
     pub fn handle_spawned(&mut self, slot: usize, pid: Pid) {
-        match self.children.get_mut(slot) {
-            Some(Some(rec)) if rec.pid.is_none() => {
+        if self.pending_spawn(slot, "handle_spawned").is_some() {
+            if let Some(rec) = self.children[slot].as_mut() {
                 rec.pid = Some(pid);
-                self.brake.fork_failures = 0;
             }
-            _ => self.log(ParentLog::DriverMisuse {
-                what: format!("handle_spawned({slot}, {pid}) without a pending spawn"),
-            }),
+            self.brake.fork_failures = 0;
         }
     }
 
@@ -723,20 +738,14 @@ impl Parent {
         slot: usize,
         board: &T,
     ) {
-        match self.children.get(slot) {
-            Some(Some(rec)) if rec.pid.is_none() => {
-                let born = rec.born;
-                self.children[slot] = None;
-                if let Ok(s) = board.slot(slot) {
-                    let _ = s.reap(born);
-                }
-                let retry_in = self.brake.fork_failed(now);
-                self.log(ParentLog::ForkFailed { slot, retry_in });
-                self.check_done(now, board);
+        if let Some(born) = self.pending_spawn(slot, "handle_spawn_failed") {
+            self.children[slot] = None;
+            if let Ok(s) = board.slot(slot) {
+                let _ = s.reap(born);
             }
-            _ => self.log(ParentLog::DriverMisuse {
-                what: format!("handle_spawn_failed({slot}) without a pending spawn"),
-            }),
+            let retry_in = self.brake.fork_failed(now);
+            self.log(ParentLog::ForkFailed { slot, retry_in });
+            self.check_done(now, board);
         }
     }
 

@@ -625,3 +625,18 @@ fn children_that_survive_a_hard_restart_keep_their_slots_marked_graceful() {
     );
     sim.check();
 }
+
+#[test]
+fn spawn_reports_without_a_pending_spawn_are_logged_not_applied() {
+    let mut sim = Sim::new(pool(1, 1, 3, 4));
+    let pid = sim.pid_in(0);
+    sim.parent.handle_spawned(0, 9999);
+    sim.parent.handle_spawn_failed(sim.now, 3, &sim.board);
+    sim.drain();
+    assert_eq!(
+        sim.logged(|l| matches!(l, ParentLog::DriverMisuse { .. })),
+        2
+    );
+    assert_eq!(sim.pid_in(0), pid, "the known child is untouched");
+    assert_eq!(sim.letters(), "S...");
+}
