@@ -139,6 +139,8 @@ pub struct ChildLoop {
     cursor: usize,
     holding_lock: bool,
     phase: ChildPhase,
+    #[cfg(feature = "seeded-bugs")]
+    bug: Option<crate::seeded::SeededBug>,
 }
 
 impl ChildLoop {
@@ -154,6 +156,24 @@ impl ChildLoop {
             cursor: 0,
             holding_lock: false,
             phase: ChildPhase::New,
+            #[cfg(feature = "seeded-bugs")]
+            bug: None,
+        }
+    }
+
+    /// Selects a deliberately broken variant (negative tests of the model checkers only).
+    #[cfg(feature = "seeded-bugs")]
+    pub fn seed_bug(&mut self, bug: crate::seeded::SeededBug) {
+        self.bug = Some(bug);
+    }
+
+    fn has_bug(&self, bug: crate::seeded::SeededBug) -> bool {
+        #[cfg(feature = "seeded-bugs")]
+        return self.bug == Some(bug);
+        #[cfg(not(feature = "seeded-bugs"))]
+        {
+            let _ = bug;
+            false
         }
     }
 
@@ -277,7 +297,7 @@ impl ChildLoop {
         if slot.generation_changed() {
             return self.exit(ExitReason::Graceful);
         }
-        if self.lock_in_use {
+        if self.lock_in_use && !self.has_bug(crate::seeded::SeededBug::NoAcceptLock) {
             self.phase = ChildPhase::Locking;
             ChildAction::AcquireLock
         } else {

@@ -212,7 +212,7 @@ pub struct RawPoolConfig {
 }
 
 /// A validated pool configuration.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct PoolConfig {
     /// Addresses to bind, in order, without duplicates; never empty.
     pub listen: Vec<ListenAddr>,

@@ -17,6 +17,7 @@
 //! | [`parent`] | §7 | the parent lifecycle |
 //! | [`config`] | §8 | directives, defaults, clamps |
 //! | [`time`] | §1 | time as an argument |
+//! | [`seeded`] | §11 | seeded bugs for the checkers' negative tests (feature `seeded-bugs`) |
 //!
 //! The machines are sans-IO: feed events with `now`, perform the actions they return (the same
 //! example is in README.md).
@@ -48,6 +49,7 @@ pub mod exit;
 pub mod parent;
 pub mod policy;
 pub mod scoreboard;
+pub mod seeded;
 pub mod slot;
 pub mod time;
 

@@ -83,7 +83,7 @@ pub enum KillSignal {
 }
 
 /// What the operator asked for (Apache's signals; the driver maps them).
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub enum Command {
     /// SIGUSR1: new generation with this (already validated) configuration; old children finish
     /// their work and exit; listeners stay open.
@@ -110,7 +110,7 @@ impl Command {
 }
 
 /// What the parent asks the driver to do.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub enum ParentAction {
     /// fork() a child for `slot`. The slot already holds `born` (state `Starting`); the child runs
     /// [`crate::child::ChildLoop`] on `ChildSlot::attach(board, slot, born)`. Report the outcome
@@ -188,7 +188,7 @@ pub enum Level {
 }
 
 /// Things the parent reports. [`ParentLog::apache_code`] gives Apache's code where there is one.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub enum ParentLog {
     /// AH00163: children started, serving.
     Resumed {
@@ -449,13 +449,13 @@ pub struct ChildRecord {
     pub spawned_at: Time,
 }
 
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
 enum Then {
     Restart(Box<PoolConfig>),
     Exit(i32),
 }
 
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
 enum Stage {
     New,
     Running,
@@ -516,8 +516,9 @@ impl SpawnBrake {
     }
 }
 
-/// The parent state machine.
-#[derive(Clone, Debug)]
+/// The parent state machine. `Clone + Eq + Hash` so that an explicit-state model checker can
+/// store and compare whole parents.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct Parent {
     config: PoolConfig,
     generation: u32,
@@ -528,6 +529,8 @@ pub struct Parent {
     remaining_to_start: u32,
     next_tick: Time,
     actions: VecDeque<ParentAction>,
+    #[cfg(feature = "seeded-bugs")]
+    bug: Option<crate::seeded::SeededBug>,
 }
 
 impl Parent {
@@ -543,6 +546,24 @@ impl Parent {
             remaining_to_start: 0,
             next_tick: Time::ZERO,
             actions: VecDeque::new(),
+            #[cfg(feature = "seeded-bugs")]
+            bug: None,
+        }
+    }
+
+    /// Selects a deliberately broken variant (negative tests of the model checkers only).
+    #[cfg(feature = "seeded-bugs")]
+    pub fn seed_bug(&mut self, bug: crate::seeded::SeededBug) {
+        self.bug = Some(bug);
+    }
+
+    fn has_bug(&self, bug: crate::seeded::SeededBug) -> bool {
+        #[cfg(feature = "seeded-bugs")]
+        return self.bug == Some(bug);
+        #[cfg(not(feature = "seeded-bugs"))]
+        {
+            let _ = bug;
+            false
         }
     }
 
@@ -683,7 +704,17 @@ impl Parent {
     }
 
     fn spawn<T: SlotTable + ?Sized>(&mut self, now: Time, board: &T, slot: usize) -> bool {
-        match board.slot(slot).and_then(|s| s.spawn(self.generation)) {
+        self.spawn_in(now, board, slot, self.generation)
+    }
+
+    fn spawn_in<T: SlotTable + ?Sized>(
+        &mut self,
+        now: Time,
+        board: &T,
+        slot: usize,
+        generation: u32,
+    ) -> bool {
+        match board.slot(slot).and_then(|s| s.spawn(generation)) {
             Ok(born) => {
                 self.children[slot] = Some(ChildRecord {
                     pid: None,
@@ -831,12 +862,22 @@ impl Parent {
             && slot < self.max_request_workers(board)
             && self.live_children() < self.max_request_workers(board)
             && self.brake.allows(now)
-            && self.spawn(now, board, slot)
+            && self.spawn_in(now, board, slot, self.refill_generation(generation))
         {
             // Graceful-restart refill: replace a reaped child at once (Apache does the same).
             self.remaining_to_start -= 1;
         }
         self.check_done(now, board);
+    }
+
+    /// The generation a refilled slot's child is born in: the running one (the seeded bug
+    /// `IgnoreGenerationOnReap` uses the reaped child's instead).
+    fn refill_generation(&self, reaped: u32) -> u32 {
+        if self.has_bug(crate::seeded::SeededBug::IgnoreGenerationOnReap) {
+            reaped
+        } else {
+            self.generation
+        }
     }
 
     /// The operator's command (a signal, or `-k`).
@@ -1108,6 +1149,20 @@ impl Parent {
             Decision::Spawn { slots } => {
                 for slot in slots {
                     self.spawn(now, board, slot);
+                }
+            }
+            Decision::Retire { candidates }
+                if self.has_bug(crate::seeded::SeededBug::RetireWithoutClaim) =>
+            {
+                // Seeded bug: "kill the idle child by pid", as peers without a claim do.
+                if let Some(pid) = candidates
+                    .iter()
+                    .find_map(|&s| self.children.get(s).copied().flatten()?.pid)
+                {
+                    self.actions.push_back(ParentAction::Signal {
+                        pid,
+                        signal: KillSignal::Term,
+                    });
                 }
             }
             Decision::Retire { candidates } => {

@@ -1,4 +1,18 @@
-//! `prefork-model`: loom, shuttle and explicit-state checking of `prefork-core`.
+//! # prefork-model
 //!
-//! **Not built yet** (issue 3). This crate is a workspace member so the layout is fixed from the
-//! start; it contains no checker and claims none.
+//! Checks `prefork-core`'s own state machines (never a copy) under three checkers, each with crash
+//! injection and with seeded bugs it must catch (SPEC.md §11):
+//!
+//! | checker | where | what it explores |
+//! |---|---|---|
+//! | loom | `tests/loom.rs` | the slot protocol and the accept-lock protocol on loom atomics: every interleaving and weak-memory outcome up to a preemption bound |
+//! | shuttle | [`shuttle_system`], `tests/shuttle.rs` | the whole system (parent, children, clients, operator, faults) on shuttle threads, under random and PCT schedules |
+//! | stateright | [`system`], `tests/stateright.rs`, `examples/explorer.rs` | every reachable state of a small system (parent, up to 3 children, 2 listeners, crashes, restarts) |
+//!
+//! Threads stand in for processes, in-memory queues for listen sockets, and a simulated lock with
+//! the kernel's release-on-exit semantics (or, for a negative test, without) for the accept lock.
+#![warn(missing_docs)]
+
+pub mod shuttle_system;
+pub mod system;
+pub mod words;

@@ -1,0 +1,22 @@
+//! Seeded bugs: deliberately broken variants of the protocol that the model checkers must catch
+//! (SPEC.md §11). A checker that cannot find its seeded bug is a defect of the checker.
+//!
+//! The variants can only be selected with the `seeded-bugs` cargo feature
+//! (`Parent::seed_bug`, `ChildLoop::seed_bug`); without it every check for a bug is a constant
+//! `false` and compiles away.
+
+/// A deliberately broken variant of a protocol step.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum SeededBug {
+    /// The child loop never takes the accept lock, even when it is in use (two listeners): two
+    /// children end up in the wait+accept section. Caught by shuttle and stateright (I10).
+    NoAcceptLock,
+    /// The parent retires an idle child by sending SIGTERM to the pid it saw idle in its snapshot,
+    /// without the compare-and-swap claim: a child that took work meanwhile is killed mid-request.
+    /// Caught by loom (I4).
+    RetireWithoutClaim,
+    /// On reaping, the parent refills the slot with the generation of the child it reaped instead
+    /// of the running generation: old-generation children keep appearing after a graceful restart.
+    /// Caught by stateright (I13, L1).
+    IgnoreGenerationOnReap,
+}

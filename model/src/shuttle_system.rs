@@ -1,0 +1,1 @@
+//! The shuttle system test (written next).

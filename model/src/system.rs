@@ -1,0 +1,638 @@
+//! An explicit-state model of a whole prefork system, for stateright (SPEC.md §11).
+//!
+//! The state holds the core's own machines: the real [`Parent`], a real [`ChildLoop`] per child
+//! process, and the scoreboard words. Every action runs real core code on a [`CellBoard`] loaded
+//! from the state and saves the words back. What the model adds is only the *platform*: processes
+//! that start, block, crash and get signalled; two listen queues; clients; an accept lock with the
+//! kernel's release-on-exit semantics (or, for a negative test, without); the operator's commands;
+//! and the passing of time. Events are budgeted (ticks, connections, crashes, commands), which makes
+//! the state space finite so stateright can visit every reachable state.
+//!
+//! Each action is one atomic step. A process can crash between any two of its steps, and the parent
+//! and the clients interleave with them in every possible order.
+
+use crate::words::CellBoard;
+use prefork_core::child::{AfterRelease, ChildAction, ChildEvent, ChildLoop, ChildPhase};
+use prefork_core::config::PoolConfig;
+use prefork_core::exit::{ExitReason, ExitStatus};
+use prefork_core::parent::{Command, KillSignal, Parent, ParentAction, Phase, Pid};
+use prefork_core::scoreboard::{ChildSlot, ScoreboardView};
+use prefork_core::seeded::SeededBug;
+use prefork_core::slot::{SlotState, SlotWord};
+use prefork_core::time::Time;
+use stateright::{Model, Property};
+
+/// How many events of each kind may still happen.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Budget {
+    /// Parent timeouts (maintenance ticks and stop-escalation steps).
+    pub ticks: u8,
+    /// Client connections.
+    pub connections: u8,
+    /// Child crashes (at any step, including while holding the lock or a connection).
+    pub crashes: u8,
+    /// Operator commands.
+    pub commands: u8,
+}
+
+/// An operator command.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Op {
+    /// SIGUSR1.
+    GracefulRestart,
+    /// SIGHUP.
+    HardRestart,
+    /// SIGWINCH.
+    GracefulStop,
+    /// SIGTERM.
+    Stop,
+}
+
+/// The model: the pool configuration, the budgets, the lock's crash semantics, and an optional
+/// seeded bug.
+#[derive(Clone, Debug)]
+pub struct SystemModel {
+    /// The pool (its `listen` list sets the number of listeners; 2 listeners put the lock in use).
+    pub pool: PoolConfig,
+    /// Event budgets.
+    pub budget: Budget,
+    /// Which commands the operator may issue.
+    pub ops: Vec<Op>,
+    /// Does the kernel release the accept lock when its holder dies (fcntl, flock, SEM_UNDO, robust
+    /// pthread)? `false` models a non-robust lock: a negative test.
+    pub robust_lock: bool,
+    /// A seeded bug (negative tests).
+    pub bug: Option<SeededBug>,
+    /// Does a wake-up interrupt a child blocked on the accept lock (the driver contract of
+    /// SPEC.md §7.1)? `false` models a driver that only wakes readiness waits: a negative test
+    /// (an old child waiting for the lock while an idle new child holds it never exits).
+    pub wake_interrupts_lock: bool,
+}
+
+/// One child process.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct Proc {
+    /// Its pid.
+    pub pid: Pid,
+    /// Its slot.
+    pub slot: usize,
+    /// The slot word it was born with.
+    pub born: SlotWord,
+    /// The core's child loop.
+    pub child: ChildLoop,
+    /// The action it performs next (`None`: not started yet).
+    pub next: Option<ChildAction>,
+    /// It holds an accepted connection.
+    pub conn: bool,
+    /// Its wake channel has been written.
+    pub woken: bool,
+}
+
+impl Proc {
+    /// Has this child claimed work (accepting, holding or serving a connection)?
+    pub fn busy(&self) -> bool {
+        self.conn
+            || matches!(
+                self.child.phase(),
+                ChildPhase::Accepting
+                    | ChildPhase::Serving
+                    | ChildPhase::Releasing(AfterRelease::Serve)
+            )
+    }
+}
+
+/// Things that must never happen; set when they do, checked by the properties.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct Violations {
+    /// A child was spawned in a generation older than the running one.
+    pub spawned_old: bool,
+    /// A child that had claimed work was killed while the pool was running.
+    pub killed_busy: bool,
+    /// The parent signalled a child while running (retirement must never use a signal).
+    pub signal_while_running: bool,
+}
+
+/// The whole system.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct SysState {
+    /// The running-generation word.
+    pub generation_word: u64,
+    /// The slot words.
+    pub board: Vec<u64>,
+    /// The parent.
+    pub parent: Parent,
+    /// Live child processes, in pid order.
+    pub procs: Vec<Proc>,
+    /// Connections waiting in each listen queue.
+    pub queues: Vec<u8>,
+    /// The listeners are open.
+    pub listening: bool,
+    /// Who holds the accept lock.
+    pub lock_holder: Option<Pid>,
+    /// The lock's holder died and the lock was not released (non-robust lock).
+    pub lock_orphaned: bool,
+    /// Exited children not yet reaped.
+    pub zombies: Vec<(Pid, ExitStatus, Option<ExitReason>)>,
+    /// The clock.
+    pub now: Time,
+    /// The next pid to hand out.
+    pub next_pid: Pid,
+    /// What may still happen.
+    pub budget: Budget,
+    /// Connections accepted.
+    pub accepted: u8,
+    /// Connections served to the end.
+    pub served: u8,
+    /// Connections lost with the child that held them (crash or kill).
+    pub lost: u8,
+    /// Connections reset because the listeners closed.
+    pub refused: u8,
+    /// Children that exited because they were retired.
+    pub retired: u8,
+    /// The kernel released the lock of a holder that died.
+    pub lock_freed_by_death: bool,
+    /// ... and another child took it afterwards.
+    pub lock_recovered: bool,
+    /// The parent exited with this code.
+    pub exit_code: Option<i32>,
+    /// Things that must never happen.
+    pub violations: Violations,
+}
+
+impl SysState {
+    /// The snapshot of the board in this state.
+    pub fn view(&self) -> ScoreboardView {
+        ScoreboardView::capture(&CellBoard::load(self.generation_word, &self.board))
+    }
+}
+
+/// A step of the system.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Action {
+    /// The parent's next timeout fires (maintenance tick or stop-escalation step).
+    Tick,
+    /// SIGCHLD: the parent reaps the oldest exited child.
+    Reap,
+    /// Child `pid` performs its next action and gets the result (start, lock, readiness, accept,
+    /// release, serve).
+    Step(Pid),
+    /// Child `pid`'s wake channel was written: its readiness wait returns `Woken`, or its blocked
+    /// lock acquisition returns `LockInterrupted`.
+    Woken(Pid),
+    /// Child `pid` crashes here.
+    Crash(Pid),
+    /// A client connects to listener `l`.
+    Connect(u8),
+    /// The operator's command.
+    Command(Op),
+}
+
+impl SystemModel {
+    /// The small pool the checks use: 3 slots, `start_servers` 3, `min_spare_servers` 1,
+    /// `max_spare_servers` 2 (so both retirement and spawning happen), on 1 or 2 listeners
+    /// (2 listeners put the accept lock in use).
+    pub fn small_pool(listeners: usize) -> PoolConfig {
+        let listen = ["127.0.0.1:1", "127.0.0.1:2"][..listeners.clamp(1, 2)]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        PoolConfig::from_raw(&prefork_core::config::RawPoolConfig {
+            listen: Some(listen),
+            start_servers: Some(3),
+            min_spare_servers: Some(1),
+            max_spare_servers: Some(2),
+            max_request_workers: Some(3),
+            server_limit: Some(3),
+            ..Default::default()
+        })
+        .expect("a valid pool")
+        .value
+    }
+
+    /// A model with these settings and no bug.
+    pub fn new(pool: PoolConfig, budget: Budget, ops: Vec<Op>) -> Self {
+        SystemModel {
+            pool,
+            budget,
+            ops,
+            robust_lock: true,
+            bug: None,
+            wake_interrupts_lock: true,
+        }
+    }
+
+    fn with_board(&self, s: &mut SysState, f: impl FnOnce(&mut Parent, &CellBoard, Time)) {
+        let board = CellBoard::load(s.generation_word, &s.board);
+        f(&mut s.parent, &board, s.now);
+        (s.generation_word, s.board) = board.save();
+        self.parent_actions(s);
+    }
+
+    /// Performs what the parent asked for.
+    fn parent_actions(&self, s: &mut SysState) {
+        while let Some(a) = s.parent.poll_action() {
+            match a {
+                ParentAction::Spawn { slot, born } => {
+                    if born.generation != s.parent.generation() {
+                        s.violations.spawned_old = true;
+                    }
+                    let pid = s.next_pid;
+                    s.next_pid += 1;
+                    let cfg = s.parent.config();
+                    let mut child = ChildLoop::new(cfg.listen.len(), cfg.lock_in_use(), 0);
+                    if let Some(bug @ SeededBug::NoAcceptLock) = self.bug {
+                        child.seed_bug(bug);
+                    }
+                    s.procs.push(Proc {
+                        pid,
+                        slot,
+                        born,
+                        child,
+                        next: None,
+                        conn: false,
+                        woken: false,
+                    });
+                    s.parent.handle_spawned(slot, pid);
+                }
+                ParentAction::Wake { pid, .. } => {
+                    if let Some(p) = s.procs.iter_mut().find(|p| p.pid == pid) {
+                        p.woken = true;
+                    }
+                }
+                ParentAction::Signal { pid, signal } => {
+                    let running = s.parent.phase() == Phase::Running;
+                    if running {
+                        s.violations.signal_while_running = true;
+                    }
+                    if let Some(i) = s.procs.iter().position(|p| p.pid == pid) {
+                        if running && s.procs[i].busy() {
+                            s.violations.killed_busy = true;
+                        }
+                        let sig = if signal == KillSignal::Term { 15 } else { 9 };
+                        self.die(s, i, ExitStatus::Signaled(sig));
+                    }
+                }
+                ParentAction::CloseListeners => {
+                    s.listening = false;
+                    s.refused += s.queues.iter().sum::<u8>();
+                    s.queues.iter_mut().for_each(|q| *q = 0);
+                }
+                ParentAction::Log(_) => {}
+                ParentAction::Exit { code } => s.exit_code = Some(code),
+            }
+        }
+    }
+
+    /// Process `i` ends abnormally (crash or signal): what it held is lost, the lock is released if
+    /// the kernel releases it.
+    fn die(&self, s: &mut SysState, i: usize, status: ExitStatus) {
+        let p = s.procs.remove(i);
+        if p.conn {
+            s.lost += 1;
+        }
+        if s.lock_holder == Some(p.pid) {
+            if self.robust_lock {
+                s.lock_holder = None;
+                s.lock_freed_by_death = true;
+            } else {
+                s.lock_orphaned = true;
+            }
+        }
+        s.zombies.push((p.pid, status, None));
+    }
+
+    /// Feeds `event` to process `i` and applies the action it returns.
+    fn feed(&self, s: &mut SysState, i: usize, event: ChildEvent<'_>) {
+        let board = CellBoard::load(s.generation_word, &s.board);
+        let p = &mut s.procs[i];
+        let action = ChildSlot::attach(&board, p.slot, p.born)
+            .map_err(|_| ())
+            .and_then(|slot| p.child.handle(event, &slot).map_err(|_| ()))
+            .unwrap_or(ChildAction::Exit(ExitReason::ProtocolError));
+        (s.generation_word, s.board) = board.save();
+        p.next = Some(action);
+        if let ChildAction::Exit(reason) = action {
+            let p = s.procs.remove(i);
+            if s.lock_holder == Some(p.pid) {
+                s.lock_holder = None;
+            }
+            if p.conn {
+                s.lost += 1;
+            }
+            if reason == ExitReason::Retired {
+                s.retired += 1;
+            }
+            s.zombies
+                .push((p.pid, ExitStatus::Code(reason.exit_code()), Some(reason)));
+        }
+    }
+
+    fn ready_listeners(s: &SysState) -> Vec<usize> {
+        if !s.listening {
+            return vec![];
+        }
+        (0..s.queues.len()).filter(|&l| s.queues[l] > 0).collect()
+    }
+
+    /// Can process `p` take a `Step` now (or is it blocked)?
+    fn can_step(s: &SysState, p: &Proc) -> bool {
+        match p.next {
+            None => true,
+            Some(ChildAction::AcquireLock) => s.lock_holder.is_none() && !s.lock_orphaned,
+            Some(ChildAction::Wait) => !Self::ready_listeners(s).is_empty(),
+            Some(ChildAction::Exit(_)) => false,
+            Some(_) => true,
+        }
+    }
+}
+
+/// Has the run ended (no action possible)?
+pub fn terminal(m: &SystemModel, s: &SysState) -> bool {
+    let mut actions = Vec::new();
+    m.actions(s, &mut actions);
+    actions.is_empty()
+}
+
+impl Model for SystemModel {
+    type State = SysState;
+    type Action = Action;
+
+    fn init_states(&self) -> Vec<SysState> {
+        let listeners = self.pool.listen.len();
+        let mut parent = Parent::new(self.pool.clone());
+        if let Some(bug @ (SeededBug::RetireWithoutClaim | SeededBug::IgnoreGenerationOnReap)) =
+            self.bug
+        {
+            parent.seed_bug(bug);
+        }
+        let mut s = SysState {
+            generation_word: 0,
+            board: vec![0; self.pool.server_limit as usize],
+            parent,
+            procs: vec![],
+            queues: vec![0; listeners],
+            listening: true,
+            lock_holder: None,
+            lock_orphaned: false,
+            zombies: vec![],
+            now: Time::ZERO,
+            next_pid: 100,
+            budget: self.budget,
+            accepted: 0,
+            served: 0,
+            lost: 0,
+            refused: 0,
+            retired: 0,
+            lock_freed_by_death: false,
+            lock_recovered: false,
+            exit_code: None,
+            violations: Violations::default(),
+        };
+        self.with_board(&mut s, |parent, board, now| parent.start(now, board));
+        vec![s]
+    }
+
+    fn actions(&self, s: &SysState, actions: &mut Vec<Action>) {
+        let parent_alive = s.exit_code.is_none();
+        if parent_alive && s.budget.ticks > 0 && s.parent.poll_timeout().is_some() {
+            actions.push(Action::Tick);
+        }
+        if parent_alive && !s.zombies.is_empty() {
+            actions.push(Action::Reap);
+        }
+        let wakeable = |p: &Proc| match p.next {
+            Some(ChildAction::Wait) => true,
+            Some(ChildAction::AcquireLock) => self.wake_interrupts_lock,
+            _ => false,
+        };
+        for p in &s.procs {
+            if Self::can_step(s, p) {
+                actions.push(Action::Step(p.pid));
+            }
+            // The driver contract (SPEC.md §7.1): a wake-up interrupts a readiness wait *and* a
+            // blocked lock acquisition.
+            if p.woken && wakeable(p) {
+                actions.push(Action::Woken(p.pid));
+            }
+            if s.budget.crashes > 0 {
+                actions.push(Action::Crash(p.pid));
+            }
+        }
+        if parent_alive && s.listening && s.budget.connections > 0 {
+            for l in 0..s.queues.len() {
+                actions.push(Action::Connect(l as u8));
+            }
+        }
+        if parent_alive && s.budget.commands > 0 {
+            actions.extend(self.ops.iter().map(|&op| Action::Command(op)));
+        }
+    }
+
+    fn next_state(&self, last: &SysState, action: Action) -> Option<SysState> {
+        let mut s = last.clone();
+        match action {
+            Action::Tick => {
+                s.budget.ticks -= 1;
+                s.now = s.now.max(s.parent.poll_timeout()?);
+                self.with_board(&mut s, |parent, board, now| {
+                    parent.handle_timeout(now, board)
+                });
+            }
+            Action::Reap => {
+                let (pid, status, reason) = s.zombies.remove(0);
+                self.with_board(&mut s, |parent, board, now| {
+                    parent.handle_child_exit(now, pid, status, reason, board)
+                });
+            }
+            Action::Crash(pid) => {
+                s.budget.crashes -= 1;
+                let i = s.procs.iter().position(|p| p.pid == pid)?;
+                self.die(&mut s, i, ExitStatus::Signaled(9));
+            }
+            Action::Connect(l) => {
+                s.budget.connections -= 1;
+                s.queues[l as usize] += 1;
+            }
+            Action::Command(op) => {
+                s.budget.commands -= 1;
+                let cfg = Box::new(s.parent.config().clone());
+                let command = match op {
+                    Op::GracefulRestart => Command::GracefulRestart(cfg),
+                    Op::HardRestart => Command::HardRestart(cfg),
+                    Op::GracefulStop => Command::GracefulStop,
+                    Op::Stop => Command::Stop,
+                };
+                self.with_board(&mut s, |parent, board, now| {
+                    parent.handle_command(now, command, board)
+                });
+            }
+            Action::Woken(pid) => {
+                let i = s.procs.iter().position(|p| p.pid == pid)?;
+                s.procs[i].woken = false;
+                let event = if s.procs[i].next == Some(ChildAction::AcquireLock) {
+                    ChildEvent::LockInterrupted
+                } else {
+                    ChildEvent::Woken
+                };
+                self.feed(&mut s, i, event);
+            }
+            Action::Step(pid) => {
+                let i = s.procs.iter().position(|p| p.pid == pid)?;
+                let p = &s.procs[i];
+                match p.next {
+                    None => self.feed(&mut s, i, ChildEvent::Started),
+                    Some(ChildAction::AcquireLock) => {
+                        if s.lock_holder.is_some() || s.lock_orphaned {
+                            return None;
+                        }
+                        s.lock_holder = Some(pid);
+                        s.lock_recovered |= s.lock_freed_by_death;
+                        self.feed(&mut s, i, ChildEvent::LockAcquired);
+                    }
+                    Some(ChildAction::Wait) => {
+                        let ready = Self::ready_listeners(&s);
+                        if ready.is_empty() {
+                            return None;
+                        }
+                        self.feed(&mut s, i, ChildEvent::Readable(&ready));
+                    }
+                    Some(ChildAction::Accept { listener }) => {
+                        if s.listening && s.queues[listener] > 0 {
+                            s.queues[listener] -= 1;
+                            s.accepted += 1;
+                            s.procs[i].conn = true;
+                            self.feed(&mut s, i, ChildEvent::Accepted);
+                        } else {
+                            self.feed(&mut s, i, ChildEvent::AcceptEmpty);
+                        }
+                    }
+                    Some(ChildAction::ReleaseLock) => {
+                        if s.lock_holder == Some(pid) {
+                            s.lock_holder = None;
+                        }
+                        self.feed(&mut s, i, ChildEvent::LockReleased);
+                    }
+                    Some(ChildAction::Serve) => {
+                        s.procs[i].conn = false;
+                        s.served += 1;
+                        self.feed(&mut s, i, ChildEvent::ConnectionDone);
+                    }
+                    Some(ChildAction::Exit(_)) => return None,
+                }
+            }
+        }
+        Some(s)
+    }
+
+    fn properties(&self) -> Vec<Property<Self>> {
+        vec![
+            // Safety (SPEC.md §9).
+            Property::always(
+                "I10: with the lock in use, at most one child waits and accepts",
+                |m: &SystemModel, s: &SysState| {
+                    !m.pool.lock_in_use()
+                        || s.procs
+                            .iter()
+                            .filter(|p| p.child.in_accept_section())
+                            .count()
+                            <= 1
+                },
+            ),
+            Property::always(
+                "I4: a child that claimed work is never claimed or killed",
+                |_: &SystemModel, s: &SysState| {
+                    let view = s.view();
+                    !s.violations.killed_busy
+                        && s.procs
+                            .iter()
+                            .all(|p| !p.busy() || view.state(p.slot) != Some(SlotState::IdleKill))
+                },
+            ),
+            Property::always(
+                "I4: retirement never sends a signal",
+                |_: &SystemModel, s: &SysState| !s.violations.signal_while_running,
+            ),
+            Property::always(
+                "I13: children are born in the running generation",
+                |_: &SystemModel, s: &SysState| !s.violations.spawned_old,
+            ),
+            Property::always(
+                "I7: live children <= max_request_workers",
+                |m: &SystemModel, s: &SysState| {
+                    s.view().counts().live() <= m.pool.max_request_workers as usize
+                },
+            ),
+            Property::always(
+                "I9/I14: the board agrees with the parent's records",
+                |_: &SystemModel, s: &SysState| {
+                    let counts = s.view().counts();
+                    counts.corrupt == 0 && counts.live() == s.parent.live_children()
+                },
+            ),
+            Property::always(
+                "I11: every accepted connection is served or lost with its child",
+                |_: &SystemModel, s: &SysState| {
+                    let holding = s.procs.iter().filter(|p| p.conn).count() as u8;
+                    s.accepted == s.served + s.lost + holding
+                },
+            ),
+            Property::always(
+                "I10: no child waits forever on a lock whose holder died",
+                |_: &SystemModel, s: &SysState| {
+                    !(s.lock_orphaned
+                        && s.procs
+                            .iter()
+                            .any(|p| p.next == Some(ChildAction::AcquireLock)))
+                },
+            ),
+            // Liveness. Stateright's `eventually P` is met as soon as P holds anywhere on a path, so
+            // each condition here can only be true in a terminal state (no action left: the budgets
+            // make every run end, and there are no cycles): every complete run must *end* with P.
+            Property::eventually(
+                "L: every pending connection is taken while a live child can take it",
+                |m: &SystemModel, s: &SysState| {
+                    terminal(m, s)
+                        && (s.queues.iter().all(|&q| q == 0)
+                            || !s.listening
+                            || s.exit_code.is_some()
+                            || s.procs.is_empty())
+                },
+            ),
+            Property::eventually(
+                "L1: an old generation disappears",
+                |m: &SystemModel, s: &SysState| {
+                    terminal(m, s)
+                        && (s.exit_code.is_some()
+                            || s.procs
+                                .iter()
+                                .all(|p| p.born.generation == s.parent.generation()))
+                },
+            ),
+            // Examples that must exist: a model that cannot reach these proves nothing.
+            Property::sometimes(
+                "example: a connection is served",
+                |_: &SystemModel, s: &SysState| s.served > 0,
+            ),
+            Property::sometimes(
+                "example: an idle child is retired",
+                |_: &SystemModel, s: &SysState| s.retired > 0,
+            ),
+            Property::sometimes(
+                "example: a graceful restart completes",
+                |_: &SystemModel, s: &SysState| {
+                    s.parent.generation() > 0
+                        && !s.procs.is_empty()
+                        && s.procs.iter().all(|p| p.born.generation > 0)
+                },
+            ),
+            Property::sometimes(
+                "example: the parent exits",
+                |_: &SystemModel, s: &SysState| s.exit_code.is_some(),
+            ),
+            Property::sometimes(
+                "example: a dead holder's lock is taken again",
+                |_: &SystemModel, s: &SysState| s.lock_recovered,
+            ),
+        ]
+    }
+}

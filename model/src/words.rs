@@ -1,0 +1,104 @@
+//! The core's [`AtomicWord`] on each checker's memory.
+//!
+//! The core's protocol code is generic over `AtomicWord`; these adapters let loom and shuttle stand
+//! in for the server's atomics in shared memory, and give the explicit-state model a board it can
+//! load from and save to its state.
+
+use prefork_core::atomic::{AtomicWord, Ordering};
+use prefork_core::scoreboard::{MemoryBoard, SlotTable};
+use std::cell::Cell;
+
+/// A loom atomic: every access is a point where loom explores interleavings and weak-memory
+/// outcomes. Create only inside `loom::model`.
+#[derive(Debug)]
+pub struct LoomWord(pub loom::sync::atomic::AtomicU64);
+
+impl AtomicWord for LoomWord {
+    fn load(&self, order: Ordering) -> u64 {
+        self.0.load(order)
+    }
+    fn store(&self, value: u64, order: Ordering) {
+        self.0.store(value, order)
+    }
+    fn compare_exchange(
+        &self,
+        current: u64,
+        new: u64,
+        success: Ordering,
+        failure: Ordering,
+    ) -> Result<u64, u64> {
+        self.0.compare_exchange(current, new, success, failure)
+    }
+}
+
+/// A scoreboard of loom atomics (inside `loom::model` only).
+pub fn loom_board(slots: usize) -> MemoryBoard<LoomWord> {
+    MemoryBoard::with(slots, || LoomWord(loom::sync::atomic::AtomicU64::new(0)))
+}
+
+/// A shuttle atomic: every access is a scheduling point (shuttle models all atomics as SeqCst).
+#[derive(Debug)]
+pub struct ShuttleWord(pub shuttle::sync::atomic::AtomicU64);
+
+impl AtomicWord for ShuttleWord {
+    fn load(&self, order: Ordering) -> u64 {
+        self.0.load(order)
+    }
+    fn store(&self, value: u64, order: Ordering) {
+        self.0.store(value, order)
+    }
+    fn compare_exchange(
+        &self,
+        current: u64,
+        new: u64,
+        success: Ordering,
+        failure: Ordering,
+    ) -> Result<u64, u64> {
+        self.0.compare_exchange(current, new, success, failure)
+    }
+}
+
+/// A scoreboard of shuttle atomics.
+pub fn shuttle_board(slots: usize) -> MemoryBoard<ShuttleWord> {
+    MemoryBoard::with(slots, || {
+        ShuttleWord(shuttle::sync::atomic::AtomicU64::new(0))
+    })
+}
+
+/// A scoreboard of plain cells, loaded from and saved back to an explicit-state model's state.
+#[derive(Debug)]
+pub struct CellBoard {
+    generation: Cell<u64>,
+    slots: Vec<Cell<u64>>,
+}
+
+impl CellBoard {
+    /// A board holding `generation` and `words`.
+    pub fn load(generation: u64, words: &[u64]) -> Self {
+        CellBoard {
+            generation: Cell::new(generation),
+            slots: words.iter().map(|&w| Cell::new(w)).collect(),
+        }
+    }
+
+    /// The running generation word and the slot words.
+    pub fn save(&self) -> (u64, Vec<u64>) {
+        (
+            self.generation.get(),
+            self.slots.iter().map(Cell::get).collect(),
+        )
+    }
+}
+
+impl SlotTable for CellBoard {
+    type Word = Cell<u64>;
+    fn slot_count(&self) -> usize {
+        self.slots.len()
+    }
+    fn slot_word(&self, index: usize) -> &Cell<u64> {
+        &self.slots[index]
+    }
+    fn generation_word(&self) -> &Cell<u64> {
+        &self.generation
+    }
+}
