@@ -1,1 +1,658 @@
-//! The shuttle system test (written next).
+//! The whole system under shuttle (SPEC.md §11): the core's `Parent` on the test's main thread, one
+//! shuttle thread per child process running the core's `ChildLoop`, a client thread producing
+//! connections on 1-2 simulated listeners, an operator thread sending restarts and stops at random
+//! points, and a clock thread. Children die at random steps (also holding the lock or a
+//! connection). Shuttle picks the schedule (random or PCT) and every random choice, so a failure is
+//! replayable from the schedule it prints.
+//!
+//! The platform: one `World` under a shuttle `Mutex` with a `Condvar` (listen queues, the accept
+//! lock with the kernel's release-on-exit semantics, signals, wake channels, SIGCHLD). The
+//! scoreboard is shuttle atomics, read and written by the core's code without the world lock, so
+//! shuttle interleaves the real slot protocol.
+//!
+//! Checked in every execution (a violation panics, and shuttle prints the schedule):
+//! * every accepted connection is served exactly once, or lost with the child that accepted it and
+//!   died; no connection is accepted twice;
+//! * with the lock in use, never two children in the wait+accept section;
+//! * no deadlock (shuttle detects it), and no livelock (shuttle's step limit);
+//! * live children <= max_request_workers; the board's derived counts equal the real processes;
+//! * after a graceful restart, every old-generation child exits and the pool refills (the operator
+//!   waits for it; if it never happens the execution cannot finish).
+
+use crate::words::{ShuttleWord, shuttle_board};
+use prefork_core::child::{ChildAction, ChildEvent, ChildLoop};
+use prefork_core::config::PoolConfig;
+use prefork_core::exit::{ExitReason, ExitStatus};
+use prefork_core::parent::{Command, KillSignal, Parent, ParentAction, Pid};
+use prefork_core::scoreboard::{ChildSlot, MemoryBoard, ScoreboardView, SlotUpdate};
+use prefork_core::seeded::SeededBug;
+use prefork_core::slot::{SlotState, SlotWord};
+use prefork_core::time::Time;
+use shuttle::rand::{Rng, thread_rng};
+use shuttle::sync::{Condvar, Mutex, MutexGuard};
+use shuttle::thread;
+use std::collections::{BTreeMap, VecDeque};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// A run that has not finished after this much simulated time is stuck (a liveness failure).
+pub const MAX_SIMULATED_SECONDS: u64 = 300;
+
+/// What one execution does.
+#[derive(Clone, Debug)]
+pub struct Scenario {
+    /// The pool (2 listeners put the accept lock in use).
+    pub pool: PoolConfig,
+    /// Client connections produced.
+    pub connections: u32,
+    /// At most this many children die at a random step.
+    pub deaths: u32,
+    /// Restarts the operator may send (each chosen at random: graceful or hard), before stopping.
+    pub restarts: u32,
+    /// A seeded bug (negative tests).
+    pub bug: Option<SeededBug>,
+    /// Does a wake-up interrupt a child blocked on the accept lock (SPEC.md §7.1)? `false` is a
+    /// negative test: old children stuck behind the lock outlive a graceful restart.
+    pub wake_interrupts_lock: bool,
+}
+
+/// One child process as the platform sees it.
+#[derive(Debug, Default)]
+struct ProcInfo {
+    generation: u32,
+    killed: Option<i32>,
+    woken: bool,
+    in_section: bool,
+    conn: Option<u32>,
+}
+
+#[derive(Debug, Default)]
+struct World {
+    queues: Vec<VecDeque<u32>>,
+    listening: bool,
+    lock_holder: Option<Pid>,
+    procs: BTreeMap<Pid, ProcInfo>,
+    zombies: VecDeque<(Pid, ExitStatus, Option<ExitReason>)>,
+    commands: VecDeque<Command>,
+    accepted: BTreeMap<u32, Pid>,
+    served: BTreeMap<u32, u32>,
+    lost: BTreeMap<u32, Pid>,
+    refused: u32,
+    deaths_left: u32,
+    clock: Time,
+    parent_caught_up: Time,
+    generation: u32,
+    min_idle_goal: usize,
+    parent_done: bool,
+    /// Participant threads alive (parent, client, operator, children; not the clock).
+    threads: usize,
+    /// Participant threads blocked in `Shared::wait` since the last notification.
+    sleepers: usize,
+    /// Bumped by every notification; a sleeper wakes only for a new epoch.
+    epoch: u64,
+    /// The parent's log, for diagnostics.
+    log: Vec<String>,
+    /// What the operator is doing, for diagnostics.
+    operator: String,
+}
+
+struct Shared {
+    world: Mutex<World>,
+    changed: Condvar,
+    /// Wakes the clock when a participant goes to sleep.
+    quiet: Condvar,
+    board: MemoryBoard<ShuttleWord>,
+    lock_in_use: bool,
+}
+
+impl Shared {
+    fn lock(&self) -> MutexGuard<'_, World> {
+        self.world.lock().unwrap()
+    }
+    /// A participant blocks until the world changes (the next notification). Time only passes
+    /// while every participant is blocked (a discrete-event simulation), so a run that waits
+    /// forever for something that never happens ticks until `MAX_SIMULATED_SECONDS` and fails,
+    /// instead of passing.
+    fn wait<'a>(&self, mut guard: MutexGuard<'a, World>) -> MutexGuard<'a, World> {
+        let epoch = guard.epoch;
+        guard.sleepers += 1;
+        self.quiet.notify_all();
+        while guard.epoch == epoch {
+            guard = self.changed.wait(guard).unwrap();
+        }
+        guard
+    }
+
+    /// The world changed: every sleeper becomes runnable.
+    fn notify(&self, w: &mut World) {
+        w.epoch += 1;
+        w.sleepers = 0;
+        self.changed.notify_all();
+    }
+
+    /// A participant lets `seconds` of simulated time pass (or less, if the server exits: time
+    /// stops with it).
+    fn sleep<'a>(&self, mut w: MutexGuard<'a, World>, seconds: u64) -> MutexGuard<'a, World> {
+        let until = w.clock + Duration::from_secs(seconds);
+        while w.clock < until && !w.parent_done {
+            w = self.wait(w);
+        }
+        w
+    }
+
+    /// A participant thread ends.
+    fn leave(&self, w: &mut World) {
+        w.threads -= 1;
+        self.notify(w);
+        self.quiet.notify_all();
+    }
+}
+
+/// A process dies abnormally (called by the dying process's thread): the kernel releases its lock,
+/// its connection is lost.
+fn die(w: &mut World, pid: Pid, status: ExitStatus) {
+    w.threads -= 1;
+    let info = w.procs.remove(&pid).expect("a live process dies");
+    if w.lock_holder == Some(pid) {
+        w.lock_holder = None;
+    }
+    if let Some(conn) = info.conn {
+        w.lost.insert(conn, pid);
+    }
+    w.zombies.push_back((pid, status, None));
+}
+
+/// What a child's platform step produced (the readiness list is owned here, borrowed by the event).
+enum Got {
+    Event(ChildEvent<'static>),
+    Readable(Vec<usize>),
+}
+
+fn child_main(
+    shared: Arc<Shared>,
+    pid: Pid,
+    slot: usize,
+    born: SlotWord,
+    mut child: ChildLoop,
+    wake_interrupts_lock: bool,
+) {
+    let me = ChildSlot::attach(&shared.board, slot, born).expect("own slot");
+    let mut next: Option<ChildAction> = None;
+    let mut rng = thread_rng();
+    loop {
+        let got = {
+            let mut w = shared.lock();
+            if let Some(sig) = w.procs[&pid].killed {
+                die(&mut w, pid, ExitStatus::Signaled(sig));
+                shared.notify(&mut w);
+                shared.quiet.notify_all();
+                return;
+            }
+            if w.deaths_left > 0 && rng.gen_ratio(1, 12) {
+                w.deaths_left -= 1;
+                die(&mut w, pid, ExitStatus::Signaled(9));
+                shared.notify(&mut w);
+                shared.quiet.notify_all();
+                return;
+            }
+            match next {
+                None => Got::Event(ChildEvent::Started),
+                Some(ChildAction::AcquireLock) => loop {
+                    let info = &w.procs[&pid];
+                    if let Some(sig) = info.killed {
+                        die(&mut w, pid, ExitStatus::Signaled(sig));
+                        shared.notify(&mut w);
+                        shared.quiet.notify_all();
+                        return;
+                    }
+                    if info.woken && wake_interrupts_lock {
+                        // A wake-up interrupts a blocked lock wait (SPEC.md §7.1).
+                        w.procs.get_mut(&pid).unwrap().woken = false;
+                        break Got::Event(ChildEvent::LockInterrupted);
+                    }
+                    if w.lock_holder.is_none() {
+                        w.lock_holder = Some(pid);
+                        break Got::Event(ChildEvent::LockAcquired);
+                    }
+                    w = shared.wait(w);
+                },
+                Some(ChildAction::Wait) => loop {
+                    let info = &w.procs[&pid];
+                    if let Some(sig) = info.killed {
+                        die(&mut w, pid, ExitStatus::Signaled(sig));
+                        shared.notify(&mut w);
+                        shared.quiet.notify_all();
+                        return;
+                    }
+                    if info.woken {
+                        w.procs.get_mut(&pid).unwrap().woken = false;
+                        break Got::Event(ChildEvent::Woken);
+                    }
+                    let ready: Vec<usize> = (0..w.queues.len())
+                        .filter(|&l| w.listening && !w.queues[l].is_empty())
+                        .collect();
+                    if !ready.is_empty() {
+                        break Got::Readable(ready);
+                    }
+                    w = shared.wait(w);
+                },
+                Some(ChildAction::Accept { listener }) => {
+                    let conn = if w.listening {
+                        w.queues[listener].pop_front()
+                    } else {
+                        None
+                    };
+                    match conn {
+                        Some(conn) => {
+                            assert!(
+                                w.accepted.insert(conn, pid).is_none(),
+                                "connection {conn} accepted twice"
+                            );
+                            w.procs.get_mut(&pid).unwrap().conn = Some(conn);
+                            Got::Event(ChildEvent::Accepted)
+                        }
+                        None => Got::Event(ChildEvent::AcceptEmpty),
+                    }
+                }
+                Some(ChildAction::ReleaseLock) => {
+                    if w.lock_holder == Some(pid) {
+                        w.lock_holder = None;
+                        shared.notify(&mut w);
+                    }
+                    Got::Event(ChildEvent::LockReleased)
+                }
+                Some(ChildAction::Serve) => {
+                    drop(w);
+                    // The handler moves the slot through its busy states; a Graceful mark means
+                    // "answer with Connection: close", which ends the connection here anyway.
+                    for state in [SlotState::BusyWrite, SlotState::Logging] {
+                        if me.set(state) != Ok(SlotUpdate::Applied) {
+                            break;
+                        }
+                    }
+                    let mut w = shared.lock();
+                    let conn = w
+                        .procs
+                        .get_mut(&pid)
+                        .unwrap()
+                        .conn
+                        .take()
+                        .expect("serving a connection");
+                    *w.served.entry(conn).or_default() += 1;
+                    Got::Event(ChildEvent::ConnectionDone)
+                }
+                Some(ChildAction::Exit(reason)) => {
+                    let info = w.procs.remove(&pid).unwrap();
+                    assert!(
+                        info.conn.is_none(),
+                        "child {pid} exits holding a connection"
+                    );
+                    assert_ne!(
+                        w.lock_holder,
+                        Some(pid),
+                        "child {pid} exits holding the lock"
+                    );
+                    w.zombies
+                        .push_back((pid, ExitStatus::Code(reason.exit_code()), Some(reason)));
+                    shared.leave(&mut w);
+                    return;
+                }
+            }
+        };
+        let event = match &got {
+            Got::Event(e) => *e,
+            Got::Readable(ready) => ChildEvent::Readable(ready),
+        };
+        // The core's step, outside the world lock: it races the parent on the slot word.
+        let was_in = child.in_accept_section();
+        let action = child
+            .handle(event, &me)
+            .expect("the driver follows the protocol");
+        next = Some(action);
+        let now_in = child.in_accept_section();
+        if was_in != now_in {
+            let mut w = shared.lock();
+            w.procs.get_mut(&pid).unwrap().in_section = now_in;
+            let inside = w.procs.values().filter(|p| p.in_section).count();
+            assert!(
+                !(shared.lock_in_use && inside > 1),
+                "two children in the wait+accept section while the lock is in use"
+            );
+        }
+    }
+}
+
+/// Checks, at a parent step boundary, that the board and the parent agree with the real processes.
+fn check_board(parent: &Parent, shared: &Shared, w: &World) {
+    let counts = ScoreboardView::capture(&shared.board).counts();
+    assert_eq!(counts.corrupt, 0);
+    assert_eq!(
+        counts.live(),
+        parent.live_children(),
+        "derived live count vs the parent's records"
+    );
+    assert_eq!(
+        parent.live_children(),
+        w.procs.len() + w.zombies.len(),
+        "the parent's records vs the processes"
+    );
+    assert!(
+        counts.live() <= parent.config().max_request_workers as usize,
+        "more live children than max_request_workers"
+    );
+}
+
+/// One execution of `scenario`: run it inside `shuttle::check_*` or `shuttle::replay`.
+pub fn run(scenario: &Scenario) {
+    let cfg = scenario.pool.clone();
+    let shared = Arc::new(Shared {
+        world: Mutex::new(World {
+            queues: vec![VecDeque::new(); cfg.listen.len()],
+            listening: true,
+            deaths_left: scenario.deaths,
+            min_idle_goal: cfg.min_spare_servers as usize,
+            threads: 3, // parent, client, operator
+            ..World::default()
+        }),
+        changed: Condvar::new(),
+        quiet: Condvar::new(),
+        board: shuttle_board(cfg.server_limit as usize),
+        lock_in_use: cfg.lock_in_use(),
+    });
+
+    // Clients.
+    let (sh, n) = (shared.clone(), scenario.connections);
+    let client = thread::spawn(move || {
+        let mut rng = thread_rng();
+        for conn in 0..n {
+            let mut w = sh.lock();
+            if rng.gen_ratio(1, 3) {
+                w = sh.sleep(w, 1);
+            }
+            if w.parent_done {
+                w.refused += n - conn; // nobody listens any more
+                break;
+            }
+            if w.listening {
+                let l = rng.gen_range(0..w.queues.len());
+                w.queues[l].push_back(conn);
+                sh.notify(&mut w);
+            } else {
+                w.refused += 1;
+            }
+            drop(w);
+            thread::yield_now();
+        }
+        sh.leave(&mut sh.lock());
+    });
+
+    // The clock: one second passes when every participant is blocked and the parent has caught up.
+    let sh = shared.clone();
+    let clock = thread::spawn(move || {
+        let mut w = sh.lock();
+        while !w.parent_done {
+            if w.sleepers == w.threads && w.parent_caught_up >= w.clock {
+                w.clock += Duration::from_secs(1);
+                sh.notify(&mut w);
+                assert!(
+                    w.clock < Time::from_secs(MAX_SIMULATED_SECONDS),
+                    "the run did not finish in {MAX_SIMULATED_SECONDS} simulated seconds: board {}, generation {}, procs {:?}, lock {:?}, queues {:?}, listening {}, zombies {}, threads {} (all blocked), commands {}, operator {:?}, parent log (last 12): {:#?}",
+                    ScoreboardView::capture(&sh.board).letters(),
+                    w.generation,
+                    w.procs,
+                    w.lock_holder,
+                    w.queues,
+                    w.listening,
+                    w.zombies.len(),
+                    w.threads,
+                    w.commands.len(),
+                    w.operator,
+                    &w.log[w.log.len().saturating_sub(12)..],
+                );
+            }
+            w = sh.quiet.wait(w).unwrap();
+        }
+    });
+
+    // The operator: restarts at random points, each followed by a wait for the old generation to
+    // leave and the pool to refill; then a stop or a graceful stop.
+    let (sh, restarts, next_cfg) = (shared.clone(), scenario.restarts, cfg.clone());
+    let operator = thread::spawn(move || {
+        let mut rng = thread_rng();
+        for _ in 0..restarts {
+            let pause = rng.gen_range(0..4);
+            drop(sh.sleep(sh.lock(), pause));
+            let command = if rng.gen_bool(0.5) {
+                Command::GracefulRestart(Box::new(next_cfg.clone()))
+            } else {
+                Command::HardRestart(Box::new(next_cfg.clone()))
+            };
+            let mut w = sh.lock();
+            let before = w.generation;
+            w.commands.push_back(command);
+            sh.notify(&mut w);
+            // Liveness: every old-generation child exits, and the pool refills.
+            loop {
+                w.operator = format!("waiting after restart from generation {before}");
+                let generation = w.generation;
+                let old = w
+                    .procs
+                    .values()
+                    .filter(|p| p.generation < generation)
+                    .count();
+                let fresh = w
+                    .procs
+                    .values()
+                    .filter(|p| p.generation == generation && p.killed.is_none())
+                    .count();
+                if generation > before && old == 0 && fresh >= w.min_idle_goal {
+                    break;
+                }
+                w = sh.wait(w);
+            }
+        }
+        let pause = rng.gen_range(0..4);
+        let mut w = sh.sleep(sh.lock(), pause);
+        w.commands.push_back(if rng.gen_bool(0.5) {
+            Command::Stop
+        } else {
+            Command::GracefulStop
+        });
+        sh.notify(&mut w);
+        sh.leave(&mut w);
+    });
+
+    // The parent, on this thread.
+    let mut parent = Parent::new(cfg.clone());
+    if let Some(bug @ (SeededBug::RetireWithoutClaim | SeededBug::IgnoreGenerationOnReap)) =
+        scenario.bug
+    {
+        parent.seed_bug(bug);
+    }
+    let mut children = vec![];
+    parent.start(Time::ZERO, &shared.board);
+    loop {
+        // Perform the actions, then check the invariants at this step boundary.
+        let mut exit = false;
+        {
+            let mut w = shared.lock();
+            while let Some(action) = parent.poll_action() {
+                match action {
+                    ParentAction::Spawn { slot, born } => {
+                        let pid = 100 + children.len() as Pid;
+                        let mut child = ChildLoop::new(
+                            cfg.listen.len(),
+                            cfg.lock_in_use(),
+                            cfg.connection_limit(u64::from(pid)),
+                        );
+                        if let Some(bug @ SeededBug::NoAcceptLock) = scenario.bug {
+                            child.seed_bug(bug);
+                        }
+                        w.procs.insert(
+                            pid,
+                            ProcInfo {
+                                generation: born.generation,
+                                ..ProcInfo::default()
+                            },
+                        );
+                        w.threads += 1;
+                        let sh = shared.clone();
+                        let interrupts = scenario.wake_interrupts_lock;
+                        children.push(thread::spawn(move || {
+                            child_main(sh, pid, slot, born, child, interrupts)
+                        }));
+                        parent.handle_spawned(slot, pid);
+                    }
+                    ParentAction::Wake { pid, .. } => {
+                        if let Some(p) = w.procs.get_mut(&pid) {
+                            p.woken = true;
+                        }
+                    }
+                    ParentAction::Signal { pid, signal } => {
+                        if let Some(p) = w.procs.get_mut(&pid) {
+                            p.killed
+                                .get_or_insert(if signal == KillSignal::Term { 15 } else { 9 });
+                        }
+                    }
+                    ParentAction::CloseListeners => {
+                        w.listening = false;
+                        let reset: usize = w.queues.iter().map(VecDeque::len).sum();
+                        w.refused += reset as u32;
+                        w.queues.iter_mut().for_each(VecDeque::clear);
+                    }
+                    ParentAction::Log(l) => {
+                        let line = format!("{} {l}", w.clock);
+                        w.log.push(line);
+                    }
+                    ParentAction::Exit { .. } => exit = true,
+                }
+            }
+            w.generation = parent.generation();
+            check_board(&parent, &shared, &w);
+            shared.notify(&mut w);
+            if exit {
+                w.parent_done = true;
+                shared.quiet.notify_all();
+                break;
+            }
+        }
+        // Wait for something to do: a reap, a command, or a due timeout.
+        let mut w = shared.lock();
+        let work = loop {
+            if let Some(z) = w.zombies.pop_front() {
+                break Work::Reap(z);
+            }
+            if let Some(c) = w.commands.pop_front() {
+                break Work::Command(c);
+            }
+            if parent.poll_timeout().is_some_and(|t| t <= w.clock) {
+                break Work::Timeout;
+            }
+            if w.parent_caught_up < w.clock {
+                w.parent_caught_up = w.clock;
+                shared.quiet.notify_all();
+            }
+            w = shared.wait(w);
+        };
+        let now = w.clock;
+        drop(w);
+        // The core's step, outside the world lock: it races the children on the slot words.
+        match work {
+            Work::Reap((pid, status, reason)) => {
+                parent.handle_child_exit(now, pid, status, reason, &shared.board)
+            }
+            Work::Command(c) => parent.handle_command(now, c, &shared.board),
+            Work::Timeout => parent.handle_timeout(now, &shared.board),
+        }
+    }
+    shared.notify(&mut shared.lock());
+    let children_spawned = children.len();
+    for h in [client, clock, operator].into_iter().chain(children) {
+        h.join().unwrap();
+    }
+
+    // Every connection is accounted for.
+    let w = shared.lock();
+    for (conn, pid) in &w.accepted {
+        match (w.served.get(conn), w.lost.get(conn)) {
+            (Some(1), None) => {}
+            (None, Some(dead)) => assert_eq!(
+                dead, pid,
+                "connection {conn} lost by a child that did not accept it"
+            ),
+            other => panic!("connection {conn} accepted by {pid}: served/lost {other:?}"),
+        }
+    }
+    let queued: usize = w.queues.iter().map(VecDeque::len).sum();
+    {
+        let mut t = TOTALS.lock().unwrap();
+        t.executions += 1;
+        t.accepted += w.accepted.len() as u64;
+        t.served += w.served.len() as u64;
+        t.lost += w.lost.len() as u64;
+        t.refused += u64::from(w.refused);
+        t.spawned += children_spawned as u64;
+        t.restarts += u64::from(w.generation);
+        t.retired += w.log.iter().filter(|l| l.contains("retired")).count() as u64;
+        t.died += w
+            .log
+            .iter()
+            .filter(|l| l.contains("killed by signal"))
+            .count() as u64;
+        t.seconds += w.clock.as_millis() / 1000;
+    }
+    assert_eq!(
+        w.accepted.len() + w.refused as usize + queued,
+        scenario.connections as usize,
+        "every connection is accepted, refused at close, or still queued"
+    );
+}
+
+/// Totals over every execution of this process (to show the runs do real work).
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Totals {
+    /// Executions completed.
+    pub executions: u64,
+    /// Connections accepted.
+    pub accepted: u64,
+    /// Connections served.
+    pub served: u64,
+    /// Connections lost with a dying child.
+    pub lost: u64,
+    /// Connections reset at close.
+    pub refused: u64,
+    /// Children forked.
+    pub spawned: u64,
+    /// Restarts performed (generations).
+    pub restarts: u64,
+    /// Children retired by the spare-server policy.
+    pub retired: u64,
+    /// Children that died abnormally (crash or signal).
+    pub died: u64,
+    /// Simulated seconds.
+    pub seconds: u64,
+}
+
+static TOTALS: std::sync::Mutex<Totals> = std::sync::Mutex::new(Totals {
+    executions: 0,
+    accepted: 0,
+    served: 0,
+    lost: 0,
+    refused: 0,
+    spawned: 0,
+    restarts: 0,
+    retired: 0,
+    died: 0,
+    seconds: 0,
+});
+
+/// Takes the totals accumulated so far (and resets them).
+pub fn take_totals() -> Totals {
+    std::mem::take(&mut *TOTALS.lock().unwrap())
+}
+
+enum Work {
+    Reap((Pid, ExitStatus, Option<ExitReason>)),
+    Command(Command),
+    Timeout,
+}

@@ -1,0 +1,146 @@
+//! The whole system under shuttle's random and PCT schedulers (SPEC.md §11), with crash injection,
+//! restarts and stops at random points; and the seeded bug shuttle must catch.
+//!
+//! A failing execution prints `failing schedule: "..."`. Replay it with
+//! `PREFORK_SHUTTLE_REPLAY='<schedule>' PREFORK_SHUTTLE_SCENARIO=<name> cargo test -p prefork-model --test shuttle replay -- --nocapture`
+//! (see README.md). `PREFORK_SHUTTLE_ITERATIONS` raises the number of executions per scheduler.
+
+use prefork_core::config::{PoolConfig, RawPoolConfig};
+use prefork_core::seeded::SeededBug;
+use prefork_model::shuttle_system::{Scenario, run};
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::time::Instant;
+
+fn pool(listeners: usize, start: i64, min: i64, max: i64, limit: i64) -> PoolConfig {
+    let listen = ["127.0.0.1:1", "127.0.0.1:2"][..listeners]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+    PoolConfig::from_raw(&RawPoolConfig {
+        listen: Some(listen),
+        start_servers: Some(start),
+        min_spare_servers: Some(min),
+        max_spare_servers: Some(max),
+        max_request_workers: Some(limit),
+        server_limit: Some(limit),
+        ..Default::default()
+    })
+    .unwrap()
+    .value
+}
+
+fn scenario(name: &str) -> Scenario {
+    match name {
+        // start_servers above max_spare_servers: the first ticks retire children while clients,
+        // crashes and restarts race them.
+        "two-listeners" => Scenario {
+            pool: pool(2, 4, 1, 2, 4),
+            connections: 6,
+            deaths: 2,
+            restarts: 2,
+            bug: None,
+            wake_interrupts_lock: true,
+        },
+        "one-listener" => Scenario {
+            pool: pool(1, 4, 2, 3, 5),
+            connections: 8,
+            deaths: 2,
+            restarts: 2,
+            bug: None,
+            wake_interrupts_lock: true,
+        },
+        "no-lock-bug" => Scenario {
+            pool: pool(2, 3, 2, 3, 4),
+            connections: 4,
+            deaths: 0,
+            restarts: 0,
+            bug: Some(SeededBug::NoAcceptLock),
+            wake_interrupts_lock: true,
+        },
+        "lock-wait-not-interrupted" => Scenario {
+            pool: pool(2, 4, 1, 2, 4),
+            connections: 4,
+            deaths: 0,
+            restarts: 2,
+            bug: None,
+            wake_interrupts_lock: false,
+        },
+        other => panic!("unknown scenario {other}"),
+    }
+}
+
+fn iterations(default: usize) -> usize {
+    std::env::var("PREFORK_SHUTTLE_ITERATIONS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+fn check(name: &'static str, random: usize, pct: usize) {
+    let started = Instant::now();
+    shuttle::check_random(move || run(&scenario(name)), random);
+    shuttle::check_pct(move || run(&scenario(name)), pct, 3);
+    eprintln!(
+        "shuttle {name}: {random} random + {pct} PCT(depth 3) executions in {:.1?}",
+        started.elapsed()
+    );
+    eprintln!(
+        "  totals: {:?}",
+        prefork_model::shuttle_system::take_totals()
+    );
+}
+
+#[test]
+fn two_listeners_with_the_lock_crashes_and_restarts() {
+    check("two-listeners", iterations(3000), iterations(3000));
+}
+
+#[test]
+fn one_listener_without_the_lock_crashes_and_restarts() {
+    check("one-listener", iterations(3000), iterations(3000));
+}
+
+/// Runs `scenario` under the random scheduler; shuttle must find a failing execution whose panic
+/// message contains `expected`.
+fn expect_failure(name: &'static str, expected: &str) {
+    let result = catch_unwind(AssertUnwindSafe(|| {
+        shuttle::check_random(move || run(&scenario(name)), 2000)
+    }));
+    let err = result.expect_err("shuttle must find a failing execution");
+    let msg = err
+        .downcast_ref::<String>()
+        .cloned()
+        .or_else(|| err.downcast_ref::<&str>().map(|s| s.to_string()));
+    let msg = msg.unwrap_or_default();
+    eprintln!(
+        "shuttle {name}: caught as expected: {}",
+        msg.lines().next().unwrap_or_default()
+    );
+    assert!(
+        msg.contains(expected),
+        "{name}: caught the wrong failure: {msg}"
+    );
+    let _ = prefork_model::shuttle_system::take_totals();
+}
+
+#[test]
+fn negative_no_accept_lock_puts_two_children_in_the_wait_section() {
+    expect_failure("no-lock-bug", "two children in the wait+accept section");
+}
+
+#[test]
+fn negative_a_wake_up_that_does_not_interrupt_the_lock_wait_leaks_old_children() {
+    expect_failure("lock-wait-not-interrupted", "did not finish");
+}
+
+/// Replays a schedule printed by a failing run (does nothing unless PREFORK_SHUTTLE_REPLAY is set).
+#[test]
+fn replay() {
+    let (Ok(schedule), Ok(name)) = (
+        std::env::var("PREFORK_SHUTTLE_REPLAY"),
+        std::env::var("PREFORK_SHUTTLE_SCENARIO"),
+    ) else {
+        return;
+    };
+    shuttle::replay(move || run(&scenario(&name)), &schedule);
+}
