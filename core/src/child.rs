@@ -139,8 +139,7 @@ pub struct ChildLoop {
     cursor: usize,
     holding_lock: bool,
     phase: ChildPhase,
-    #[cfg(feature = "seeded-bugs")]
-    bug: Option<crate::seeded::SeededBug>,
+    bugs: crate::seeded::BugSwitch,
 }
 
 impl ChildLoop {
@@ -156,25 +155,18 @@ impl ChildLoop {
             cursor: 0,
             holding_lock: false,
             phase: ChildPhase::New,
-            #[cfg(feature = "seeded-bugs")]
-            bug: None,
+            bugs: crate::seeded::BugSwitch::default(),
         }
     }
 
     /// Selects a deliberately broken variant (negative tests of the model checkers only).
     #[cfg(feature = "seeded-bugs")]
     pub fn seed_bug(&mut self, bug: crate::seeded::SeededBug) {
-        self.bug = Some(bug);
+        self.bugs.set(bug);
     }
 
     fn has_bug(&self, bug: crate::seeded::SeededBug) -> bool {
-        #[cfg(feature = "seeded-bugs")]
-        return self.bug == Some(bug);
-        #[cfg(not(feature = "seeded-bugs"))]
-        {
-            let _ = bug;
-            false
-        }
+        self.bugs.is(bug)
     }
 
     /// The current phase.

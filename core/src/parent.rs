@@ -529,8 +529,7 @@ pub struct Parent {
     remaining_to_start: u32,
     next_tick: Time,
     actions: VecDeque<ParentAction>,
-    #[cfg(feature = "seeded-bugs")]
-    bug: Option<crate::seeded::SeededBug>,
+    bugs: crate::seeded::BugSwitch,
 }
 
 impl Parent {
@@ -546,25 +545,18 @@ impl Parent {
             remaining_to_start: 0,
             next_tick: Time::ZERO,
             actions: VecDeque::new(),
-            #[cfg(feature = "seeded-bugs")]
-            bug: None,
+            bugs: crate::seeded::BugSwitch::default(),
         }
     }
 
     /// Selects a deliberately broken variant (negative tests of the model checkers only).
     #[cfg(feature = "seeded-bugs")]
     pub fn seed_bug(&mut self, bug: crate::seeded::SeededBug) {
-        self.bug = Some(bug);
+        self.bugs.set(bug);
     }
 
     fn has_bug(&self, bug: crate::seeded::SeededBug) -> bool {
-        #[cfg(feature = "seeded-bugs")]
-        return self.bug == Some(bug);
-        #[cfg(not(feature = "seeded-bugs"))]
-        {
-            let _ = bug;
-            false
-        }
+        self.bugs.is(bug)
     }
 
     /// The configuration in force.

@@ -20,3 +20,30 @@ pub enum SeededBug {
     /// Caught by stateright (I13, L1).
     IgnoreGenerationOnReap,
 }
+
+/// The bug a machine runs with: always "none" without the `seeded-bugs` feature (a zero-sized
+/// field that compiles away).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub(crate) struct BugSwitch {
+    #[cfg(feature = "seeded-bugs")]
+    bug: Option<SeededBug>,
+}
+
+impl BugSwitch {
+    /// Selects `bug`.
+    #[cfg(feature = "seeded-bugs")]
+    pub(crate) fn set(&mut self, bug: SeededBug) {
+        self.bug = Some(bug);
+    }
+
+    /// Is `bug` selected?
+    pub(crate) fn is(&self, bug: SeededBug) -> bool {
+        #[cfg(feature = "seeded-bugs")]
+        return self.bug == Some(bug);
+        #[cfg(not(feature = "seeded-bugs"))]
+        {
+            let _ = bug;
+            false
+        }
+    }
+}

@@ -148,10 +148,9 @@ impl Shared {
     }
 }
 
-/// A process dies abnormally (called by the dying process's thread): the kernel releases its lock,
-/// its connection is lost.
-fn die(w: &mut World, pid: Pid, status: ExitStatus) {
-    w.threads -= 1;
+/// A process dies abnormally (called by the dying process's thread, which then ends): the kernel
+/// releases its lock, its connection is lost, the parent gets a SIGCHLD.
+fn die(shared: &Shared, w: &mut World, pid: Pid, status: ExitStatus) {
     let info = w.procs.remove(&pid).expect("a live process dies");
     if w.lock_holder == Some(pid) {
         w.lock_holder = None;
@@ -160,6 +159,7 @@ fn die(w: &mut World, pid: Pid, status: ExitStatus) {
         w.lost.insert(conn, pid);
     }
     w.zombies.push_back((pid, status, None));
+    shared.leave(w);
 }
 
 /// What a child's platform step produced (the readiness list is owned here, borrowed by the event).
@@ -183,16 +183,12 @@ fn child_main(
         let got = {
             let mut w = shared.lock();
             if let Some(sig) = w.procs[&pid].killed {
-                die(&mut w, pid, ExitStatus::Signaled(sig));
-                shared.notify(&mut w);
-                shared.quiet.notify_all();
+                die(&shared, &mut w, pid, ExitStatus::Signaled(sig));
                 return;
             }
             if w.deaths_left > 0 && rng.gen_ratio(1, 12) {
                 w.deaths_left -= 1;
-                die(&mut w, pid, ExitStatus::Signaled(9));
-                shared.notify(&mut w);
-                shared.quiet.notify_all();
+                die(&shared, &mut w, pid, ExitStatus::Signaled(9));
                 return;
             }
             match next {
@@ -200,9 +196,7 @@ fn child_main(
                 Some(ChildAction::AcquireLock) => loop {
                     let info = &w.procs[&pid];
                     if let Some(sig) = info.killed {
-                        die(&mut w, pid, ExitStatus::Signaled(sig));
-                        shared.notify(&mut w);
-                        shared.quiet.notify_all();
+                        die(&shared, &mut w, pid, ExitStatus::Signaled(sig));
                         return;
                     }
                     if info.woken && wake_interrupts_lock {
@@ -219,9 +213,7 @@ fn child_main(
                 Some(ChildAction::Wait) => loop {
                     let info = &w.procs[&pid];
                     if let Some(sig) = info.killed {
-                        die(&mut w, pid, ExitStatus::Signaled(sig));
-                        shared.notify(&mut w);
-                        shared.quiet.notify_all();
+                        die(&shared, &mut w, pid, ExitStatus::Signaled(sig));
                         return;
                     }
                     if info.woken {

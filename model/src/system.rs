@@ -192,21 +192,7 @@ impl SystemModel {
     /// `max_spare_servers` 2 (so both retirement and spawning happen), on 1 or 2 listeners
     /// (2 listeners put the accept lock in use).
     pub fn small_pool(listeners: usize) -> PoolConfig {
-        let listen = ["127.0.0.1:1", "127.0.0.1:2"][..listeners.clamp(1, 2)]
-            .iter()
-            .map(|s| s.to_string())
-            .collect();
-        PoolConfig::from_raw(&prefork_core::config::RawPoolConfig {
-            listen: Some(listen),
-            start_servers: Some(3),
-            min_spare_servers: Some(1),
-            max_spare_servers: Some(2),
-            max_request_workers: Some(3),
-            server_limit: Some(3),
-            ..Default::default()
-        })
-        .expect("a valid pool")
-        .value
+        crate::pool(listeners, 3, 1, 2, 3)
     }
 
     /// A model with these settings and no bug.
@@ -635,4 +621,32 @@ impl Model for SystemModel {
             ),
         ]
     }
+}
+
+/// The model the explorer shows: two listeners (the lock in use), one crash, any one command.
+pub fn explorer_model() -> SystemModel {
+    let budget = Budget {
+        ticks: 3,
+        connections: 2,
+        crashes: 1,
+        commands: 1,
+    };
+    SystemModel::new(
+        SystemModel::small_pool(2),
+        budget,
+        vec![
+            Op::GracefulRestart,
+            Op::HardRestart,
+            Op::GracefulStop,
+            Op::Stop,
+        ],
+    )
+}
+
+/// Serves stateright's explorer for [`explorer_model`] on `address` (blocks). Open it in a
+/// browser to step through the protocol by hand: every state shows the parent, each child's loop,
+/// the board and the queues; every action is a step of the core's machines.
+pub fn serve_explorer(address: &str) {
+    use stateright::Model;
+    explorer_model().checker().threads(1).serve(address);
 }

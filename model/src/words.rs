@@ -8,54 +8,43 @@ use prefork_core::atomic::{AtomicWord, Ordering};
 use prefork_core::scoreboard::{MemoryBoard, SlotTable};
 use std::cell::Cell;
 
-/// A loom atomic: every access is a point where loom explores interleavings and weak-memory
-/// outcomes. Create only inside `loom::model`.
-#[derive(Debug)]
-pub struct LoomWord(pub loom::sync::atomic::AtomicU64);
+/// Declares a newtype over a checker's `AtomicU64` that implements the core's [`AtomicWord`].
+macro_rules! atomic_word {
+    ($(#[$doc:meta])* $name:ident, $atomic:ty) => {
+        $(#[$doc])*
+        #[derive(Debug)]
+        pub struct $name(pub $atomic);
 
-impl AtomicWord for LoomWord {
-    fn load(&self, order: Ordering) -> u64 {
-        self.0.load(order)
-    }
-    fn store(&self, value: u64, order: Ordering) {
-        self.0.store(value, order)
-    }
-    fn compare_exchange(
-        &self,
-        current: u64,
-        new: u64,
-        success: Ordering,
-        failure: Ordering,
-    ) -> Result<u64, u64> {
-        self.0.compare_exchange(current, new, success, failure)
-    }
+        impl AtomicWord for $name {
+            fn load(&self, order: Ordering) -> u64 {
+                self.0.load(order)
+            }
+            fn store(&self, value: u64, order: Ordering) {
+                self.0.store(value, order)
+            }
+            fn compare_exchange(&self, current: u64, new: u64, success: Ordering, failure: Ordering) -> Result<u64, u64> {
+                self.0.compare_exchange(current, new, success, failure)
+            }
+        }
+    };
 }
+
+atomic_word!(
+    /// A loom atomic: every access is a point where loom explores interleavings and weak-memory
+    /// outcomes. Create only inside `loom::model`.
+    LoomWord,
+    loom::sync::atomic::AtomicU64
+);
+
+atomic_word!(
+    /// A shuttle atomic: every access is a scheduling point (shuttle models all atomics as SeqCst).
+    ShuttleWord,
+    shuttle::sync::atomic::AtomicU64
+);
 
 /// A scoreboard of loom atomics (inside `loom::model` only).
 pub fn loom_board(slots: usize) -> MemoryBoard<LoomWord> {
     MemoryBoard::with(slots, || LoomWord(loom::sync::atomic::AtomicU64::new(0)))
-}
-
-/// A shuttle atomic: every access is a scheduling point (shuttle models all atomics as SeqCst).
-#[derive(Debug)]
-pub struct ShuttleWord(pub shuttle::sync::atomic::AtomicU64);
-
-impl AtomicWord for ShuttleWord {
-    fn load(&self, order: Ordering) -> u64 {
-        self.0.load(order)
-    }
-    fn store(&self, value: u64, order: Ordering) {
-        self.0.store(value, order)
-    }
-    fn compare_exchange(
-        &self,
-        current: u64,
-        new: u64,
-        success: Ordering,
-        failure: Ordering,
-    ) -> Result<u64, u64> {
-        self.0.compare_exchange(current, new, success, failure)
-    }
 }
 
 /// A scoreboard of shuttle atomics.

@@ -8,7 +8,7 @@ use loom::sync::atomic::{AtomicUsize, Ordering::SeqCst};
 use loom::sync::{Arc, Mutex};
 use loom::thread;
 use prefork_core::child::{ChildAction, ChildEvent, ChildLoop};
-use prefork_core::config::{PoolConfig, RawPoolConfig};
+use prefork_core::config::PoolConfig;
 use prefork_core::exit::ExitReason;
 use prefork_core::parent::{Command, Parent, ParentAction, ParentLog, Pid};
 use prefork_core::scoreboard::{ChildSlot, MemoryBoard, ScoreboardView, SlotTable, SlotUpdate};
@@ -70,24 +70,6 @@ fn expect_failure(test_name: &str, f: impl Fn() + Send + Sync + 'static) -> Stri
     text
 }
 
-fn config(listeners: usize, start: i64, min: i64, max: i64, limit: i64) -> PoolConfig {
-    let listen = ["127.0.0.1:1", "127.0.0.1:2"][..listeners]
-        .iter()
-        .map(|s| s.to_string())
-        .collect();
-    PoolConfig::from_raw(&RawPoolConfig {
-        listen: Some(listen),
-        start_servers: Some(start),
-        min_spare_servers: Some(min),
-        max_spare_servers: Some(max),
-        max_request_workers: Some(limit),
-        server_limit: Some(limit),
-        ..Default::default()
-    })
-    .unwrap()
-    .value
-}
-
 struct Kid {
     slot: usize,
     born: SlotWord,
@@ -135,7 +117,7 @@ fn drain(parent: &mut Parent) -> Vec<ParentAction> {
 /// The parent's maintenance tick (which wants to retire one of three idle children) races the
 /// highest child's work claim. Returns the parent's actions, the child's action, and the board.
 fn retirement_race(bug: Option<SeededBug>) -> (Vec<ParentAction>, ChildAction, Kid, Arc<Board>) {
-    let cfg = config(1, 3, 1, 2, 3);
+    let cfg = prefork_model::pool(1, 3, 1, 2, 3);
     let (board, mut parent, mut kids) = pool(&cfg, bug);
     let mut kid = kids.pop().unwrap();
     assert_eq!(kid.slot, 2);
@@ -225,7 +207,7 @@ fn negative_retiring_by_pid_without_the_claim_kills_a_busy_child() {
 #[test]
 fn snapshots_taken_while_a_child_serves_are_never_torn() {
     explore("parent snapshots vs a serving child", || {
-        let cfg = config(1, 1, 1, 3, 2);
+        let cfg = prefork_model::pool(1, 1, 1, 3, 2);
         let (board, mut parent, mut kids) = pool(&cfg, None);
         let mut kid = kids.pop().unwrap();
         let b = board.clone();
@@ -284,7 +266,7 @@ fn snapshots_taken_while_a_child_serves_are_never_torn() {
 #[test]
 fn a_child_that_sees_its_graceful_mark_also_sees_the_new_generation() {
     explore("graceful restart vs a waiting child", || {
-        let cfg = config(1, 1, 1, 3, 2);
+        let cfg = prefork_model::pool(1, 1, 1, 3, 2);
         let (board, mut parent, mut kids) = pool(&cfg, None);
         let mut kid = kids.pop().unwrap();
         let b = board.clone();
@@ -346,7 +328,7 @@ fn a_child_that_sees_its_graceful_mark_also_sees_the_new_generation() {
 /// releases a dead holder's lock (its guard is dropped), otherwise the lock stays held forever
 /// (the guard is forgotten).
 fn lock_cycle(die_after: usize, robust: bool) {
-    let cfg = config(2, 2, 1, 3, 2);
+    let cfg = prefork_model::pool(2, 2, 1, 3, 2);
     let (board, _parent, kids) = pool(&cfg, None);
     let lock = Arc::new(Mutex::new(()));
     let queue = Arc::new(AtomicUsize::new(1)); // one connection waiting

@@ -5,36 +5,17 @@
 //! `PREFORK_SHUTTLE_REPLAY='<schedule>' PREFORK_SHUTTLE_SCENARIO=<name> cargo test -p prefork-model --test shuttle replay -- --nocapture`
 //! (see README.md). `PREFORK_SHUTTLE_ITERATIONS` raises the number of executions per scheduler.
 
-use prefork_core::config::{PoolConfig, RawPoolConfig};
 use prefork_core::seeded::SeededBug;
 use prefork_model::shuttle_system::{Scenario, run};
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::time::Instant;
-
-fn pool(listeners: usize, start: i64, min: i64, max: i64, limit: i64) -> PoolConfig {
-    let listen = ["127.0.0.1:1", "127.0.0.1:2"][..listeners]
-        .iter()
-        .map(|s| s.to_string())
-        .collect();
-    PoolConfig::from_raw(&RawPoolConfig {
-        listen: Some(listen),
-        start_servers: Some(start),
-        min_spare_servers: Some(min),
-        max_spare_servers: Some(max),
-        max_request_workers: Some(limit),
-        server_limit: Some(limit),
-        ..Default::default()
-    })
-    .unwrap()
-    .value
-}
 
 fn scenario(name: &str) -> Scenario {
     match name {
         // start_servers above max_spare_servers: the first ticks retire children while clients,
         // crashes and restarts race them.
         "two-listeners" => Scenario {
-            pool: pool(2, 4, 1, 2, 4),
+            pool: prefork_model::pool(2, 4, 1, 2, 4),
             connections: 6,
             deaths: 2,
             restarts: 2,
@@ -42,7 +23,7 @@ fn scenario(name: &str) -> Scenario {
             wake_interrupts_lock: true,
         },
         "one-listener" => Scenario {
-            pool: pool(1, 4, 2, 3, 5),
+            pool: prefork_model::pool(1, 4, 2, 3, 5),
             connections: 8,
             deaths: 2,
             restarts: 2,
@@ -50,7 +31,7 @@ fn scenario(name: &str) -> Scenario {
             wake_interrupts_lock: true,
         },
         "no-lock-bug" => Scenario {
-            pool: pool(2, 3, 2, 3, 4),
+            pool: prefork_model::pool(2, 3, 2, 3, 4),
             connections: 4,
             deaths: 0,
             restarts: 0,
@@ -58,7 +39,7 @@ fn scenario(name: &str) -> Scenario {
             wake_interrupts_lock: true,
         },
         "lock-wait-not-interrupted" => Scenario {
-            pool: pool(2, 4, 1, 2, 4),
+            pool: prefork_model::pool(2, 4, 1, 2, 4),
             connections: 4,
             deaths: 0,
             restarts: 2,
