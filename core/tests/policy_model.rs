@@ -197,13 +197,19 @@ impl ReferenceStateMachine for Reference {
         proptest::strategy::Union::new_weighted(choices).boxed()
     }
 
+    /// Re-checked while shrinking, which can shrink the initial state (a smaller server_limit)
+    /// under transitions generated for a larger one: every index is checked, never trusted.
     fn preconditions(m: &Model, step: &Step) -> bool {
+        let state = |s: usize| m.states.get(s).copied();
         match *step {
-            Step::ChildReady(s) => m.states[s] == SlotState::Starting,
-            Step::ChildBusy(s) => m.states[s] == SlotState::Ready,
-            Step::ChildIdle(s) => m.states[s].is_busy(),
-            Step::ChildExit(s) | Step::ChildSick(s) => m.states[s] != SlotState::Dead,
-            Step::Tick { .. } | Step::GracefulRestart { .. } => true,
+            Step::ChildReady(s) => state(s) == Some(SlotState::Starting),
+            Step::ChildBusy(s) => state(s) == Some(SlotState::Ready),
+            Step::ChildIdle(s) => state(s).is_some_and(SlotState::is_busy),
+            Step::ChildExit(s) | Step::ChildSick(s) => state(s).is_some_and(SlotState::is_live),
+            Step::GracefulRestart {
+                max_request_workers,
+            } => (1..=m.server_limit as u32).contains(&max_request_workers),
+            Step::Tick { .. } => true,
         }
     }
 
