@@ -1123,6 +1123,7 @@ impl Parent {
         let mut view = ScoreboardView::capture(board);
         self.repair(&mut view, board);
         self.note_health(now, &view);
+        self.rewake(&view);
         if self.remaining_to_start > 0 {
             // Apache: the rest of StartServers after a graceful restart, and no maintenance this pass.
             let n = std::mem::take(&mut self.remaining_to_start);
@@ -1174,6 +1175,20 @@ impl Parent {
                 }
             }
             Decision::Steady | Decision::AtMaxRequestWorkers | Decision::SpawnPaused => {}
+        }
+    }
+
+    /// Wakes again every child whose slot still holds a directive (`G`, `I`). A wake-up can be
+    /// lost: a signal that interrupts lock waits may land just before the child enters the
+    /// blocking call. Repeating it each tick bounds the delay to one tick (SPEC.md §7.1).
+    fn rewake(&mut self, view: &ScoreboardView) {
+        let pending: Vec<(usize, Pid)> = self
+            .children()
+            .filter(|(slot, _)| view.state(*slot).is_some_and(SlotState::is_directive))
+            .filter_map(|(slot, c)| Some((slot, c.pid?)))
+            .collect();
+        for (slot, pid) in pending {
+            self.actions.push_back(ParentAction::Wake { slot, pid });
         }
     }
 

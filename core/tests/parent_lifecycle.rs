@@ -640,3 +640,23 @@ fn spawn_reports_without_a_pending_spawn_are_logged_not_applied() {
     assert_eq!(sim.pid_in(0), pid, "the known child is untouched");
     assert_eq!(sim.letters(), "S...");
 }
+
+#[test]
+fn children_with_a_pending_directive_are_woken_again_every_tick() {
+    let mut sim = Sim::new(pool(3, 1, 2, 4));
+    sim.settle();
+    // Slot 2 is claimed for retirement at the first tick; its wake-up is then "lost".
+    sim.next_timeout();
+    assert_eq!(sim.letters(), "__I.");
+    let pid = sim.pid_in(2);
+    sim.procs.get_mut(&pid).unwrap().woken = false;
+    let before = sim.wakes.len();
+    sim.next_timeout();
+    assert_eq!(
+        &sim.wakes[before..],
+        [(2, pid)],
+        "the claimed child is woken again, and only it"
+    );
+    sim.settle();
+    assert_eq!(sim.letters(), "__..");
+}
