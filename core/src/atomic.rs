@@ -26,13 +26,7 @@ pub trait AtomicWord {
     fn store(&self, value: u64, order: Ordering);
     /// Replaces the word with `new` if it equals `current`; returns the previous value either way
     /// (`Ok` on success, `Err(actual)` on failure). Never fails spuriously.
-    fn compare_exchange(
-        &self,
-        current: u64,
-        new: u64,
-        success: Ordering,
-        failure: Ordering,
-    ) -> Result<u64, u64>;
+    fn compare_exchange(&self, current: u64, new: u64, success: Ordering, failure: Ordering) -> Result<u64, u64>;
 }
 
 impl AtomicWord for AtomicU64 {
@@ -42,13 +36,7 @@ impl AtomicWord for AtomicU64 {
     fn store(&self, value: u64, order: Ordering) {
         AtomicU64::store(self, value, order)
     }
-    fn compare_exchange(
-        &self,
-        current: u64,
-        new: u64,
-        success: Ordering,
-        failure: Ordering,
-    ) -> Result<u64, u64> {
+    fn compare_exchange(&self, current: u64, new: u64, success: Ordering, failure: Ordering) -> Result<u64, u64> {
         AtomicU64::compare_exchange(self, current, new, success, failure)
     }
 }
@@ -60,13 +48,7 @@ impl AtomicWord for Cell<u64> {
     fn store(&self, value: u64, _: Ordering) {
         self.set(value)
     }
-    fn compare_exchange(
-        &self,
-        current: u64,
-        new: u64,
-        _: Ordering,
-        _: Ordering,
-    ) -> Result<u64, u64> {
+    fn compare_exchange(&self, current: u64, new: u64, _: Ordering, _: Ordering) -> Result<u64, u64> {
         let actual = self.get();
         if actual == current {
             self.set(new);
@@ -84,14 +66,8 @@ mod tests {
     fn exercise<W: AtomicWord>(w: &W) {
         w.store(7, Ordering::Release);
         assert_eq!(w.load(Ordering::Acquire), 7);
-        assert_eq!(
-            w.compare_exchange(7, 9, Ordering::AcqRel, Ordering::Acquire),
-            Ok(7)
-        );
-        assert_eq!(
-            w.compare_exchange(7, 11, Ordering::AcqRel, Ordering::Acquire),
-            Err(9)
-        );
+        assert_eq!(w.compare_exchange(7, 9, Ordering::AcqRel, Ordering::Acquire), Ok(7));
+        assert_eq!(w.compare_exchange(7, 11, Ordering::AcqRel, Ordering::Acquire), Err(9));
         assert_eq!(w.load(Ordering::Acquire), 9);
     }
 

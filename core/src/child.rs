@@ -267,10 +267,7 @@ impl ChildLoop {
             (P::Serving, E::ConnectionDone) => self.top(slot),
 
             (phase, event) => {
-                return Err(UnexpectedEvent {
-                    phase,
-                    event: event_name(event),
-                });
+                return Err(UnexpectedEvent { phase, event: event_name(event) });
             }
         })
     }
@@ -308,11 +305,7 @@ impl ChildLoop {
     }
 
     /// Release the lock if held, then do `then`.
-    fn release_then<W: AtomicWord>(
-        &mut self,
-        then: AfterRelease,
-        slot: &ChildSlot<'_, W>,
-    ) -> ChildAction {
+    fn release_then<W: AtomicWord>(&mut self, then: AfterRelease, slot: &ChildSlot<'_, W>) -> ChildAction {
         if self.holding_lock {
             self.phase = ChildPhase::Releasing(then);
             ChildAction::ReleaseLock
@@ -321,11 +314,7 @@ impl ChildLoop {
         }
     }
 
-    fn after_release<W: AtomicWord>(
-        &mut self,
-        then: AfterRelease,
-        slot: &ChildSlot<'_, W>,
-    ) -> ChildAction {
+    fn after_release<W: AtomicWord>(&mut self, then: AfterRelease, slot: &ChildSlot<'_, W>) -> ChildAction {
         match then {
             AfterRelease::Serve => {
                 self.phase = ChildPhase::Serving;
@@ -350,11 +339,7 @@ impl ChildLoop {
     /// cursor moves past it. A listener that stays ready is chosen within `listeners` accepts.
     fn choose(&mut self, ready: &[usize]) -> Option<usize> {
         let n = self.listeners;
-        let chosen = ready
-            .iter()
-            .copied()
-            .filter(|&l| l < n)
-            .min_by_key(|&l| (l + n - self.cursor) % n)?;
+        let chosen = ready.iter().copied().filter(|&l| l < n).min_by_key(|&l| (l + n - self.cursor) % n)?;
         self.cursor = (chosen + 1) % n;
         Some(chosen)
     }
@@ -438,11 +423,7 @@ mod tests {
         assert_eq!(r.state(), SlotState::Ready);
         assert!(c.in_accept_section() && !c.holds_lock());
         assert_eq!(r.step(&mut c, E::Readable(&[0])), A::Accept { listener: 0 });
-        assert_eq!(
-            r.state(),
-            SlotState::BusyRead,
-            "work is claimed before accept()"
-        );
+        assert_eq!(r.state(), SlotState::BusyRead, "work is claimed before accept()");
         assert_eq!(r.step(&mut c, E::Accepted), A::Serve);
         assert!(!c.in_accept_section());
         r.slot().set(SlotState::BusyWrite).unwrap();
@@ -461,11 +442,7 @@ mod tests {
         assert!(c.in_accept_section() && c.holds_lock());
         assert_eq!(r.step(&mut c, E::Readable(&[1])), A::Accept { listener: 1 });
         assert!(c.in_accept_section() && c.holds_lock());
-        assert_eq!(
-            r.step(&mut c, E::Accepted),
-            A::ReleaseLock,
-            "release right after accept, before serving"
-        );
+        assert_eq!(r.step(&mut c, E::Accepted), A::ReleaseLock, "release right after accept, before serving");
         assert_eq!(r.step(&mut c, E::LockReleased), A::Serve);
         assert!(!c.holds_lock());
         assert_eq!(r.step(&mut c, E::ConnectionDone), A::AcquireLock);
@@ -477,10 +454,7 @@ mod tests {
         let mut c = ChildLoop::new(1, false, 0);
         r.step(&mut c, E::Started);
         assert!(r.claim());
-        assert_eq!(
-            r.step(&mut c, E::Readable(&[0])),
-            A::Exit(ExitReason::Retired)
-        );
+        assert_eq!(r.step(&mut c, E::Readable(&[0])), A::Exit(ExitReason::Retired));
         assert_eq!(r.state(), SlotState::IdleKill);
         assert_eq!(c.connections(), 0);
     }
@@ -503,10 +477,7 @@ mod tests {
         r.step(&mut c, E::LockAcquired);
         assert!(r.claim());
         assert_eq!(r.step(&mut c, E::Woken), A::ReleaseLock);
-        assert_eq!(
-            r.step(&mut c, E::LockReleased),
-            A::Exit(ExitReason::Retired)
-        );
+        assert_eq!(r.step(&mut c, E::LockReleased), A::Exit(ExitReason::Retired));
         assert_eq!(c.exited(), Some(ExitReason::Retired));
     }
 
@@ -517,10 +488,7 @@ mod tests {
         r.step(&mut c, E::Started);
         assert!(r.claim());
         assert_eq!(r.step(&mut c, E::LockAcquired), A::ReleaseLock);
-        assert_eq!(
-            r.step(&mut c, E::LockReleased),
-            A::Exit(ExitReason::Retired)
-        );
+        assert_eq!(r.step(&mut c, E::LockReleased), A::Exit(ExitReason::Retired));
     }
 
     #[test]
@@ -530,11 +498,7 @@ mod tests {
         r.step(&mut c, E::Started);
         assert_eq!(r.step(&mut c, E::LockInterrupted), A::AcquireLock);
         r.board.slot(0).unwrap().mark_graceful().unwrap();
-        assert_eq!(
-            r.step(&mut c, E::LockInterrupted),
-            A::Exit(ExitReason::Graceful),
-            "no lock held: no release"
-        );
+        assert_eq!(r.step(&mut c, E::LockInterrupted), A::Exit(ExitReason::Graceful), "no lock held: no release");
     }
 
     #[test]
@@ -543,16 +507,8 @@ mod tests {
         let mut c = ChildLoop::new(1, false, 0);
         r.step(&mut c, E::Started);
         assert_eq!(r.step(&mut c, E::Woken), A::Wait);
-        assert_eq!(
-            r.step(&mut c, E::Readable(&[])),
-            A::Wait,
-            "nothing readable"
-        );
-        assert_eq!(
-            r.step(&mut c, E::Readable(&[7])),
-            A::Wait,
-            "no such listener"
-        );
+        assert_eq!(r.step(&mut c, E::Readable(&[])), A::Wait, "nothing readable");
+        assert_eq!(r.step(&mut c, E::Readable(&[7])), A::Wait, "no such listener");
     }
 
     #[test]
@@ -563,15 +519,8 @@ mod tests {
         r.step(&mut c, E::Readable(&[0]));
         r.step(&mut c, E::Accepted);
         r.board.slot(0).unwrap().mark_graceful().unwrap();
-        assert_eq!(
-            r.slot().set(SlotState::BusyWrite),
-            Ok(SlotUpdate::Graceful),
-            "the handler learns it too"
-        );
-        assert_eq!(
-            r.step(&mut c, E::ConnectionDone),
-            A::Exit(ExitReason::Graceful)
-        );
+        assert_eq!(r.slot().set(SlotState::BusyWrite), Ok(SlotUpdate::Graceful), "the handler learns it too");
+        assert_eq!(r.step(&mut c, E::ConnectionDone), A::Exit(ExitReason::Graceful));
         assert_eq!(r.state(), SlotState::Graceful);
     }
 
@@ -589,10 +538,7 @@ mod tests {
         let mut c = ChildLoop::new(1, false, 0);
         r.step(&mut c, E::Started);
         r.board.publish_generation(2);
-        assert_eq!(
-            r.step(&mut c, E::Readable(&[0])),
-            A::Exit(ExitReason::Graceful)
-        );
+        assert_eq!(r.step(&mut c, E::Readable(&[0])), A::Exit(ExitReason::Graceful));
         assert_eq!(r.state(), SlotState::Ready, "no work claimed");
         let mut c = ChildLoop::new(1, false, 0);
         let r = Rig::new();
@@ -610,20 +556,9 @@ mod tests {
             assert_eq!(r.step(&mut c, E::Readable(&[0])), A::Accept { listener: 0 });
             assert_eq!(r.step(&mut c, E::Accepted), A::Serve);
             let next = r.step(&mut c, E::ConnectionDone);
-            assert_eq!(
-                next,
-                if n == 1 {
-                    A::Wait
-                } else {
-                    A::Exit(ExitReason::MaxConnections)
-                }
-            );
+            assert_eq!(next, if n == 1 { A::Wait } else { A::Exit(ExitReason::MaxConnections) });
         }
-        assert_eq!(
-            r.state(),
-            SlotState::BusyRead,
-            "the slot is not shown idle on the way out"
-        );
+        assert_eq!(r.state(), SlotState::BusyRead, "the slot is not shown idle on the way out");
     }
 
     #[test]
@@ -633,10 +568,7 @@ mod tests {
         r.step(&mut c, E::Started);
         r.step(&mut c, E::Readable(&[0]));
         assert_eq!(r.step(&mut c, E::AcceptEmpty), A::Wait);
-        assert_eq!(
-            (c.wasted_wakeups(), c.connections(), r.state()),
-            (1, 0, SlotState::Ready)
-        );
+        assert_eq!((c.wasted_wakeups(), c.connections(), r.state()), (1, 0, SlotState::Ready));
         let mut c = ChildLoop::new(2, true, 0);
         let r = Rig::new();
         r.step(&mut c, E::Started);
@@ -652,33 +584,21 @@ mod tests {
         let r = Rig::new();
         let mut c = ChildLoop::new(2, true, 0);
         r.step(&mut c, E::Started);
-        assert_eq!(
-            r.step(&mut c, E::LockFailed),
-            A::Exit(ExitReason::LockFailed)
-        );
-        assert_eq!(
-            ExitReason::LockFailed.exit_code(),
-            crate::exit::code::CHILDSICK
-        );
+        assert_eq!(r.step(&mut c, E::LockFailed), A::Exit(ExitReason::LockFailed));
+        assert_eq!(ExitReason::LockFailed.exit_code(), crate::exit::code::CHILDSICK);
         let r = Rig::new();
         let mut c = ChildLoop::new(2, true, 0);
         r.step(&mut c, E::Started);
         r.step(&mut c, E::LockAcquired);
         r.step(&mut c, E::Readable(&[0]));
         assert_eq!(r.step(&mut c, E::AcceptFailed), A::ReleaseLock);
-        assert_eq!(
-            r.step(&mut c, E::LockReleased),
-            A::Exit(ExitReason::AcceptFailed)
-        );
+        assert_eq!(r.step(&mut c, E::LockReleased), A::Exit(ExitReason::AcceptFailed));
         let r = Rig::new();
         let mut c = ChildLoop::new(2, true, 0);
         r.step(&mut c, E::Started);
         r.step(&mut c, E::LockAcquired);
         assert_eq!(r.step(&mut c, E::WaitFailed), A::ReleaseLock);
-        assert_eq!(
-            r.step(&mut c, E::LockReleased),
-            A::Exit(ExitReason::WaitFailed)
-        );
+        assert_eq!(r.step(&mut c, E::LockReleased), A::Exit(ExitReason::WaitFailed));
     }
 
     #[test]
@@ -687,17 +607,7 @@ mod tests {
         let mut c = ChildLoop::new(3, false, 0);
         r.step(&mut c, E::Started);
         let mut chosen = vec![];
-        for ready in [
-            &[0, 1, 2][..],
-            &[0, 1, 2],
-            &[0, 1, 2],
-            &[0, 1, 2],
-            &[0, 2],
-            &[0, 2],
-            &[0, 2],
-            &[2],
-            &[0, 1],
-        ] {
+        for ready in [&[0, 1, 2][..], &[0, 1, 2], &[0, 1, 2], &[0, 1, 2], &[0, 2], &[0, 2], &[0, 2], &[2], &[0, 1]] {
             match r.step(&mut c, E::Readable(ready)) {
                 A::Accept { listener } => chosen.push(listener),
                 other => panic!("{other:?}"),
@@ -713,27 +623,15 @@ mod tests {
         let r = Rig::new();
         let mut c = ChildLoop::new(1, false, 0);
         let e = c.handle(E::Accepted, &r.slot()).unwrap_err();
-        assert_eq!(
-            e,
-            UnexpectedEvent {
-                phase: ChildPhase::New,
-                event: "Accepted"
-            }
-        );
+        assert_eq!(e, UnexpectedEvent { phase: ChildPhase::New, event: "Accepted" });
         r.step(&mut c, E::Started);
-        assert!(
-            c.handle(E::LockAcquired, &r.slot()).is_err(),
-            "no lock in use"
-        );
+        assert!(c.handle(E::LockAcquired, &r.slot()).is_err(), "no lock in use");
         assert!(c.handle(E::ConnectionDone, &r.slot()).is_err());
         assert_eq!(c.phase(), ChildPhase::Waiting, "an error changes nothing");
         let mut done = ChildLoop::new(1, false, 0);
         r.board.slot(0).unwrap().mark_graceful().unwrap();
         r.step(&mut done, E::Started);
-        assert!(
-            done.handle(E::Started, &r.slot()).is_err(),
-            "an exited loop takes no events"
-        );
+        assert!(done.handle(E::Started, &r.slot()).is_err(), "an exited loop takes no events");
     }
 
     #[test]

@@ -44,23 +44,19 @@ pub enum ListenAddr {
 }
 
 /// What a `listen` entry may look like; shown in errors.
-pub const LISTEN_FORMS: &str = "IP:PORT (127.0.0.1:8080), [IPv6]:PORT ([::1]:8080), PORT (all IPv4 addresses) or unix:/path/to/socket";
+pub const LISTEN_FORMS: &str =
+    "IP:PORT (127.0.0.1:8080), [IPv6]:PORT ([::1]:8080), PORT (all IPv4 addresses) or unix:/path/to/socket";
 
 impl FromStr for ListenAddr {
     type Err = ConfigError;
     fn from_str(s: &str) -> Result<Self, ConfigError> {
-        let bad = |reason: &str| ConfigError::InvalidListen {
-            given: s.to_string(),
-            reason: reason.to_string(),
-        };
+        let bad = |reason: &str| ConfigError::InvalidListen { given: s.to_string(), reason: reason.to_string() };
         if let Some(path) = s.strip_prefix("unix:") {
             if path.is_empty() {
                 return Err(bad("the unix socket path is empty"));
             }
             if path.len() > MAX_UNIX_PATH {
-                return Err(bad(&format!(
-                    "a unix socket path may have at most {MAX_UNIX_PATH} bytes"
-                )));
+                return Err(bad(&format!("a unix socket path may have at most {MAX_UNIX_PATH} bytes")));
             }
             if path.contains('\0') {
                 return Err(bad("the path contains a NUL byte"));
@@ -69,19 +65,14 @@ impl FromStr for ListenAddr {
         }
         if !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()) {
             let port = s.parse::<u16>().map_err(|_| bad("a port is 0 to 65535"))?;
-            return Ok(ListenAddr::Tcp(SocketAddr::from((
-                Ipv4Addr::UNSPECIFIED,
-                port,
-            ))));
+            return Ok(ListenAddr::Tcp(SocketAddr::from((Ipv4Addr::UNSPECIFIED, port))));
         }
         s.parse::<SocketAddr>().map(ListenAddr::Tcp).map_err(|_| {
-            bad(
-                if s.contains(':') && !s.starts_with('[') && s.matches(':').count() > 1 {
-                    "an IPv6 address needs brackets: [::1]:8080"
-                } else {
-                    "not an IP address with a port (host names are not resolved)"
-                },
-            )
+            bad(if s.contains(':') && !s.starts_with('[') && s.matches(':').count() > 1 {
+                "an IPv6 address needs brackets: [::1]:8080"
+            } else {
+                "not an IP address with a port (host names are not resolved)"
+            })
         })
     }
 }
@@ -370,11 +361,7 @@ struct Validator {
 
 impl Validator {
     fn warn(&mut self, key: &'static str, apache_code: Option<&'static str>, message: String) {
-        self.warnings.push(ConfigWarning {
-            key,
-            message,
-            apache_code,
-        });
+        self.warnings.push(ConfigWarning { key, message, apache_code });
     }
 
     /// An integer in `min..=max`, or an error naming the range.
@@ -390,11 +377,7 @@ impl Validator {
         match v {
             None => default,
             Some(given) if given < min || given > max => {
-                self.errors.push(ConfigError::OutOfRange {
-                    key,
-                    given,
-                    allowed,
-                });
+                self.errors.push(ConfigError::OutOfRange { key, given, allowed });
                 default
             }
             Some(given) => given as u32,
@@ -402,24 +385,14 @@ impl Validator {
     }
 
     /// An Apache count that Apache raises to 1 when it is below 1 (with a warning).
-    fn at_least_one(
-        &mut self,
-        key: &'static str,
-        code: &'static str,
-        v: Option<i64>,
-        default: u32,
-    ) -> u32 {
+    fn at_least_one(&mut self, key: &'static str, code: &'static str, v: Option<i64>, default: u32) -> u32 {
         match v {
             Some(given) if given < 1 => {
                 self.warn(key, Some(code), format!("{given} is below 1; using 1"));
                 1
             }
             Some(given) if given > i64::from(u32::MAX) => {
-                self.errors.push(ConfigError::OutOfRange {
-                    key,
-                    given,
-                    allowed: "1 to 4294967295",
-                });
+                self.errors.push(ConfigError::OutOfRange { key, given, allowed: "1 to 4294967295" });
                 default
             }
             Some(given) => given as u32,
@@ -428,24 +401,14 @@ impl Validator {
     }
 
     /// Picks the current or the deprecated name of a directive.
-    fn renamed(
-        &mut self,
-        new: &'static str,
-        new_v: Option<i64>,
-        old: &'static str,
-        old_v: Option<i64>,
-    ) -> Option<i64> {
+    fn renamed(&mut self, new: &'static str, new_v: Option<i64>, old: &'static str, old_v: Option<i64>) -> Option<i64> {
         match (new_v, old_v) {
             (Some(_), Some(_)) => {
                 self.errors.push(ConfigError::BothNames { old, new });
                 new_v
             }
             (None, Some(v)) => {
-                self.warn(
-                    old,
-                    Some("AH00188"),
-                    format!("{old} is the old name of {new}; read it as {new} = {v}"),
-                );
+                self.warn(old, Some("AH00188"), format!("{old} is the old name of {new}; read it as {new} = {v}"));
                 Some(v)
             }
             _ => new_v,
@@ -456,10 +419,7 @@ impl Validator {
         let s = v.as_ref()?;
         let reason = if s.is_empty() {
             Some("it is empty")
-        } else if s
-            .chars()
-            .any(|c| c.is_whitespace() || c == ':' || c == '\0')
-        {
+        } else if s.chars().any(|c| c.is_whitespace() || c == ':' || c == '\0') {
             Some("it contains white space, ':' or NUL")
         } else if let Some(id) = s.strip_prefix('#') {
             (id.is_empty() || !id.bytes().all(|b| b.is_ascii_digit()) || id.parse::<u32>().is_err())
@@ -494,10 +454,7 @@ impl PoolConfig {
         Self::validate(raw, Some(self.server_limit))
     }
 
-    fn validate(
-        raw: &RawPoolConfig,
-        fixed_server_limit: Option<u32>,
-    ) -> Result<Checked<PoolConfig>, ConfigErrors> {
+    fn validate(raw: &RawPoolConfig, fixed_server_limit: Option<u32>) -> Result<Checked<PoolConfig>, ConfigErrors> {
         let mut v = Validator::default();
         let d = PoolConfig::default();
 
@@ -509,10 +466,9 @@ impl PoolConfig {
             Some(entries) => {
                 for entry in entries {
                     match entry.parse::<ListenAddr>() {
-                        Ok(a) if listen.contains(&a) => {
-                            v.errors.push(ConfigError::DuplicateListen {
-                                given: entry.clone(),
-                            })
+                        // Port 0 asks the kernel for a fresh port each time: never a duplicate.
+                        Ok(a) if listen.contains(&a) && !matches!(&a, ListenAddr::Tcp(sa) if sa.port() == 0) => {
+                            v.errors.push(ConfigError::DuplicateListen { given: entry.clone() })
                         }
                         Ok(a) => listen.push(a),
                         Err(e) => v.errors.push(e),
@@ -520,14 +476,7 @@ impl PoolConfig {
                 }
             }
         }
-        let listen_backlog = v.ranged(
-            "listen_backlog",
-            raw.listen_backlog,
-            d.listen_backlog,
-            1,
-            65535,
-            "1 to 65535",
-        );
+        let listen_backlog = v.ranged("listen_backlog", raw.listen_backlog, d.listen_backlog, 1, 65535, "1 to 65535");
 
         // ServerLimit first: it bounds MaxRequestWorkers.
         let mut server_limit = match raw.server_limit {
@@ -535,16 +484,14 @@ impl PoolConfig {
                 v.warn(
                     "server_limit",
                     Some("AH00175"),
-                    format!("{given} exceeds the compile-time limit of {MAX_SERVER_LIMIT} servers; using {MAX_SERVER_LIMIT}"),
+                    format!(
+                        "{given} exceeds the compile-time limit of {MAX_SERVER_LIMIT} servers; using {MAX_SERVER_LIMIT}"
+                    ),
                 );
                 MAX_SERVER_LIMIT
             }
             Some(given) if given < 1 => {
-                v.warn(
-                    "server_limit",
-                    Some("AH00177"),
-                    format!("{given} is below 1; using 1"),
-                );
+                v.warn("server_limit", Some("AH00177"), format!("{given} is below 1; using 1"));
                 1
             }
             Some(given) => given as u32,
@@ -563,12 +510,7 @@ impl PoolConfig {
             server_limit = fixed;
         }
 
-        let mrw_raw = v.renamed(
-            "max_request_workers",
-            raw.max_request_workers,
-            "max_clients",
-            raw.max_clients,
-        );
+        let mrw_raw = v.renamed("max_request_workers", raw.max_request_workers, "max_clients", raw.max_clients);
         let mut max_request_workers = match mrw_raw {
             // Unset: as many as the scoreboard holds (Apache: its compile-time default, then a clamp).
             None => server_limit,
@@ -585,12 +527,7 @@ impl PoolConfig {
             max_request_workers = server_limit;
         }
 
-        let mut start_servers = v.at_least_one(
-            "start_servers",
-            "AH00184",
-            raw.start_servers,
-            d.start_servers,
-        );
+        let mut start_servers = v.at_least_one("start_servers", "AH00184", raw.start_servers, d.start_servers);
         if start_servers > max_request_workers {
             v.warn(
                 "start_servers",
@@ -599,19 +536,11 @@ impl PoolConfig {
             );
             start_servers = max_request_workers;
         }
-        let min_spare_servers = v.at_least_one(
-            "min_spare_servers",
-            "AH00186",
-            raw.min_spare_servers,
-            d.min_spare_servers,
-        );
+        let min_spare_servers =
+            v.at_least_one("min_spare_servers", "AH00186", raw.min_spare_servers, d.min_spare_servers);
         let mut max_spare_servers = match raw.max_spare_servers {
             Some(given) if given > i64::from(u32::MAX) => {
-                v.errors.push(ConfigError::OutOfRange {
-                    key: "max_spare_servers",
-                    given,
-                    allowed: "0 to 4294967295",
-                });
+                v.errors.push(ConfigError::OutOfRange { key: "max_spare_servers", given, allowed: "0 to 4294967295" });
                 d.max_spare_servers
             }
             Some(given) => given.max(0) as u32,
@@ -638,21 +567,12 @@ impl PoolConfig {
         );
         let max_connections_per_child = match mcpc_raw {
             Some(given) if given < 0 => {
-                v.warn(
-                    "max_connections_per_child",
-                    None,
-                    format!("{given} is negative; using 0 (unlimited)"),
-                );
+                v.warn("max_connections_per_child", None, format!("{given} is negative; using 0 (unlimited)"));
                 0
             }
-            other => v.ranged(
-                "max_connections_per_child",
-                other,
-                0,
-                0,
-                i64::from(u32::MAX),
-                "0 (unlimited) to 4294967295",
-            ),
+            other => {
+                v.ranged("max_connections_per_child", other, 0, 0, i64::from(u32::MAX), "0 (unlimited) to 4294967295")
+            }
         };
         let max_connections_per_child_jitter = v.ranged(
             "max_connections_per_child_jitter",
@@ -764,32 +684,19 @@ mod tests {
         let c = c.value;
         assert_eq!(c, PoolConfig::default());
         assert_eq!(
-            (
-                c.start_servers,
-                c.min_spare_servers,
-                c.max_spare_servers,
-                c.max_request_workers,
-                c.server_limit
-            ),
+            (c.start_servers, c.min_spare_servers, c.max_spare_servers, c.max_request_workers, c.server_limit),
             (5, 5, 10, 256, 256)
         );
         assert_eq!((c.listen_backlog, c.max_connections_per_child), (511, 0));
         assert_eq!(c.graceful_shutdown_timeout, Duration::ZERO);
         assert_eq!(c.maintenance_interval, Duration::from_secs(1));
-        assert_eq!(
-            c.listen,
-            vec![ListenAddr::Tcp("127.0.0.1:8080".parse().unwrap())]
-        );
+        assert_eq!(c.listen, vec![ListenAddr::Tcp("127.0.0.1:8080".parse().unwrap())]);
         assert!(!c.lock_in_use());
     }
 
     #[test]
     fn max_request_workers_above_server_limit_is_clamped_with_apaches_warning() {
-        let c = ok(RawPoolConfig {
-            server_limit: Some(100),
-            max_request_workers: Some(300),
-            ..Default::default()
-        });
+        let c = ok(RawPoolConfig { server_limit: Some(100), max_request_workers: Some(300), ..Default::default() });
         assert_eq!(c.value.max_request_workers, 100);
         assert_eq!(c.warnings.len(), 1);
         assert_eq!(c.warnings[0].apache_code, Some("AH00180"));
@@ -801,20 +708,14 @@ mod tests {
 
     #[test]
     fn unset_max_request_workers_follows_server_limit_silently() {
-        let c = ok(RawPoolConfig {
-            server_limit: Some(64),
-            ..Default::default()
-        });
+        let c = ok(RawPoolConfig { server_limit: Some(64), ..Default::default() });
         assert_eq!(c.value.max_request_workers, 64);
         assert!(c.warnings.is_empty());
     }
 
     #[test]
     fn server_limit_is_clamped_to_the_compile_time_cap_and_to_one() {
-        let c = ok(RawPoolConfig {
-            server_limit: Some(500_000),
-            ..Default::default()
-        });
+        let c = ok(RawPoolConfig { server_limit: Some(500_000), ..Default::default() });
         assert_eq!(c.value.server_limit, MAX_SERVER_LIMIT);
         assert_eq!(c.warnings[0].apache_code, Some("AH00175"));
         let c = ok(RawPoolConfig {
@@ -836,114 +737,52 @@ mod tests {
             ..Default::default()
         });
         let v = &c.value;
-        assert_eq!(
-            (v.start_servers, v.min_spare_servers, v.max_request_workers),
-            (1, 1, 1)
-        );
+        assert_eq!((v.start_servers, v.min_spare_servers, v.max_request_workers), (1, 1, 1));
         let codes: Vec<_> = c.warnings.iter().filter_map(|w| w.apache_code).collect();
         assert_eq!(codes, ["AH00182", "AH00184", "AH00186"]);
-        assert!(
-            c.warnings
-                .iter()
-                .any(|w| w.message == "-3 is below 1; using 1")
-        );
+        assert!(c.warnings.iter().any(|w| w.message == "-3 is below 1; using 1"));
     }
 
     #[test]
     fn max_spare_not_above_min_spare_is_raised_to_min_plus_one() {
         for given in [Some(3), Some(5), Some(0), Some(-1)] {
-            let c = ok(RawPoolConfig {
-                min_spare_servers: Some(5),
-                max_spare_servers: given,
-                ..Default::default()
-            });
+            let c = ok(RawPoolConfig { min_spare_servers: Some(5), max_spare_servers: given, ..Default::default() });
             assert_eq!(c.value.max_spare_servers, 6, "{given:?}");
             assert_eq!(c.warnings.len(), 1);
-            assert!(
-                c.warnings[0].message.contains("using 6"),
-                "{}",
-                c.warnings[0]
-            );
+            assert!(c.warnings[0].message.contains("using 6"), "{}", c.warnings[0]);
         }
-        let c = ok(RawPoolConfig {
-            min_spare_servers: Some(20),
-            ..Default::default()
-        });
-        assert_eq!(
-            c.value.max_spare_servers, 21,
-            "the default 10 is raised too"
-        );
+        let c = ok(RawPoolConfig { min_spare_servers: Some(20), ..Default::default() });
+        assert_eq!(c.value.max_spare_servers, 21, "the default 10 is raised too");
     }
 
     #[test]
     fn start_servers_beyond_max_request_workers_starts_only_that_many() {
-        let c = ok(RawPoolConfig {
-            start_servers: Some(50),
-            max_request_workers: Some(8),
-            ..Default::default()
-        });
+        let c = ok(RawPoolConfig { start_servers: Some(50), max_request_workers: Some(8), ..Default::default() });
         assert_eq!(c.value.start_servers, 8);
         assert!(c.warnings[0].message.contains("starting 8"));
     }
 
     #[test]
     fn server_limit_cannot_change_on_reload() {
-        let first = ok(RawPoolConfig {
-            server_limit: Some(64),
-            ..Default::default()
-        })
-        .value;
+        let first = ok(RawPoolConfig { server_limit: Some(64), ..Default::default() }).value;
         let again = first
-            .reload(&RawPoolConfig {
-                server_limit: Some(128),
-                max_request_workers: Some(100),
-                ..Default::default()
-            })
+            .reload(&RawPoolConfig { server_limit: Some(128), max_request_workers: Some(100), ..Default::default() })
             .unwrap();
         assert_eq!(again.value.server_limit, 64);
         assert_eq!(again.value.max_request_workers, 64);
-        let codes: Vec<_> = again
-            .warnings
-            .iter()
-            .filter_map(|w| w.apache_code)
-            .collect();
+        let codes: Vec<_> = again.warnings.iter().filter_map(|w| w.apache_code).collect();
         assert_eq!(codes, ["AH00179", "AH00180"]);
-        let same = first
-            .reload(&RawPoolConfig {
-                server_limit: Some(64),
-                ..Default::default()
-            })
-            .unwrap();
+        let same = first.reload(&RawPoolConfig { server_limit: Some(64), ..Default::default() }).unwrap();
         assert!(same.warnings.is_empty());
     }
 
     #[test]
     fn old_directive_names_work_with_a_warning_and_conflict_when_both_given() {
-        let c = ok(RawPoolConfig {
-            max_clients: Some(50),
-            max_requests_per_child: Some(1000),
-            ..Default::default()
-        });
-        assert_eq!(
-            (
-                c.value.max_request_workers,
-                c.value.max_connections_per_child
-            ),
-            (50, 1000)
-        );
+        let c = ok(RawPoolConfig { max_clients: Some(50), max_requests_per_child: Some(1000), ..Default::default() });
+        assert_eq!((c.value.max_request_workers, c.value.max_connections_per_child), (50, 1000));
         assert_eq!(c.warnings.len(), 2);
-        let e = errors(RawPoolConfig {
-            max_clients: Some(50),
-            max_request_workers: Some(60),
-            ..Default::default()
-        });
-        assert_eq!(
-            e,
-            [ConfigError::BothNames {
-                old: "max_clients",
-                new: "max_request_workers"
-            }]
-        );
+        let e = errors(RawPoolConfig { max_clients: Some(50), max_request_workers: Some(60), ..Default::default() });
+        assert_eq!(e, [ConfigError::BothNames { old: "max_clients", new: "max_request_workers" }]);
         assert_eq!(
             e[0].to_string(),
             "max_clients and max_request_workers are the same setting (max_clients is the old name): give only max_request_workers"
@@ -953,12 +792,7 @@ mod tests {
     #[test]
     fn listen_forms_parse_and_bad_ones_explain_themselves() {
         let c = ok(RawPoolConfig {
-            listen: Some(vec![
-                "127.0.0.1:0".into(),
-                "[::1]:8080".into(),
-                "9000".into(),
-                "unix:/run/p.sock".into(),
-            ]),
+            listen: Some(vec!["127.0.0.1:0".into(), "[::1]:8080".into(), "9000".into(), "unix:/run/p.sock".into()]),
             ..Default::default()
         });
         assert_eq!(
@@ -992,19 +826,11 @@ mod tests {
         assert!(e[1].to_string().contains("needs brackets"));
         assert!(e[2].to_string().contains("0 to 65535"));
         assert!(e[3].to_string().contains("empty"));
-        assert_eq!(
-            e[4],
-            ConfigError::DuplicateListen {
-                given: "1.2.3.4:80".into()
-            }
-        );
-        assert_eq!(
-            errors(RawPoolConfig {
-                listen: Some(vec![]),
-                ..Default::default()
-            }),
-            [ConfigError::NoListeners]
-        );
+        assert_eq!(e[4], ConfigError::DuplicateListen { given: "1.2.3.4:80".into() });
+        assert_eq!(errors(RawPoolConfig { listen: Some(vec![]), ..Default::default() }), [ConfigError::NoListeners]);
+        let two_any =
+            ok(RawPoolConfig { listen: Some(vec!["127.0.0.1:0".into(), "127.0.0.1:0".into()]), ..Default::default() });
+        assert_eq!(two_any.value.listen.len(), 2, "port 0 twice is two kernel-chosen ports");
         let long = format!("unix:/{}", "x".repeat(MAX_UNIX_PATH));
         assert!(long.parse::<ListenAddr>().is_err());
     }
@@ -1027,10 +853,7 @@ mod tests {
         let e = "posixsem".parse::<AcceptMutex>().unwrap_err().to_string();
         assert!(e.contains("hangs"), "{e}");
         let e = "spinlock".parse::<AcceptMutex>().unwrap_err().to_string();
-        assert_eq!(
-            e,
-            format!("accept_mutex = \"spinlock\" is not valid: allowed {ACCEPT_MUTEX_VALUES}")
-        );
+        assert_eq!(e, format!("accept_mutex = \"spinlock\" is not valid: allowed {ACCEPT_MUTEX_VALUES}"));
     }
 
     #[test]
@@ -1047,18 +870,9 @@ mod tests {
         });
         let keys: Vec<String> = e.iter().map(|e| e.to_string()).collect();
         assert_eq!(e.len(), 7, "{keys:#?}");
-        assert_eq!(
-            keys[0],
-            "listen_backlog = 0 is out of range: allowed 1 to 65535"
-        );
-        assert!(
-            keys.iter()
-                .any(|k| k.starts_with("graceful_shutdown_timeout = -5"))
-        );
-        assert!(
-            keys.iter()
-                .any(|k| k.starts_with("maintenance_interval_ms = 5"))
-        );
+        assert_eq!(keys[0], "listen_backlog = 0 is out of range: allowed 1 to 65535");
+        assert!(keys.iter().any(|k| k.starts_with("graceful_shutdown_timeout = -5")));
+        assert!(keys.iter().any(|k| k.starts_with("maintenance_interval_ms = 5")));
         assert!(keys.iter().any(|k| k.starts_with("user = \"\"")));
         assert!(keys.iter().any(|k| k.starts_with("group = \"#x1\"")));
         let all = ConfigErrors(e).to_string();
@@ -1067,23 +881,13 @@ mod tests {
 
     #[test]
     fn accounts_accept_names_and_numeric_ids() {
-        let c = ok(RawPoolConfig {
-            user: Some("www-data".into()),
-            group: Some("#33".into()),
-            ..Default::default()
-        });
-        assert_eq!(
-            (c.value.user.as_deref(), c.value.group.as_deref()),
-            (Some("www-data"), Some("#33"))
-        );
+        let c = ok(RawPoolConfig { user: Some("www-data".into()), group: Some("#33".into()), ..Default::default() });
+        assert_eq!((c.value.user.as_deref(), c.value.group.as_deref()), (Some("www-data"), Some("#33")));
     }
 
     #[test]
     fn negative_max_connections_means_unlimited_and_jitter_spreads_limits() {
-        let c = ok(RawPoolConfig {
-            max_connections_per_child: Some(-1),
-            ..Default::default()
-        });
+        let c = ok(RawPoolConfig { max_connections_per_child: Some(-1), ..Default::default() });
         assert_eq!(c.value.max_connections_per_child, 0);
         assert_eq!(c.value.connection_limit(42), 0);
         let c = ok(RawPoolConfig {
@@ -1095,15 +899,8 @@ mod tests {
         let limits: Vec<u64> = (0..200).map(|seed| c.connection_limit(seed)).collect();
         assert!(limits.iter().all(|&l| (1000..=1100).contains(&l)));
         let distinct: std::collections::BTreeSet<_> = limits.iter().collect();
-        assert!(
-            distinct.len() > 50,
-            "jitter should spread limits, got {} distinct",
-            distinct.len()
-        );
-        let c = ok(RawPoolConfig {
-            max_connections_per_child_jitter: Some(5),
-            ..Default::default()
-        });
+        assert!(distinct.len() > 50, "jitter should spread limits, got {} distinct", distinct.len());
+        let c = ok(RawPoolConfig { max_connections_per_child_jitter: Some(5), ..Default::default() });
         assert_eq!(c.warnings.len(), 1, "jitter without a limit is pointless");
     }
 }

@@ -120,11 +120,7 @@ pub enum ExitCause {
 impl ExitCause {
     /// Classifies an exit from the waitpid() status, the state the slot held at the time, and the
     /// reason the child left in its slot record (if the driver keeps one).
-    pub fn classify(
-        status: ExitStatus,
-        last_state: Option<SlotState>,
-        reported: Option<ExitReason>,
-    ) -> ExitCause {
+    pub fn classify(status: ExitStatus, last_state: Option<SlotState>, reported: Option<ExitReason>) -> ExitCause {
         match status {
             ExitStatus::Signaled(sig) => ExitCause::Signal(sig),
             ExitStatus::Code(code::OK) => ExitCause::Voluntary(reported.or(match last_state {
@@ -171,26 +167,16 @@ mod tests {
     #[test]
     fn classification_uses_status_then_report_then_last_state() {
         use ExitStatus::*;
-        assert_eq!(
-            ExitCause::classify(Signaled(9), Some(SlotState::Ready), None),
-            ExitCause::Signal(9)
-        );
+        assert_eq!(ExitCause::classify(Signaled(9), Some(SlotState::Ready), None), ExitCause::Signal(9));
         assert_eq!(
             ExitCause::classify(Code(0), Some(SlotState::IdleKill), None),
             ExitCause::Voluntary(Some(ExitReason::Retired))
         );
         assert_eq!(
-            ExitCause::classify(
-                Code(0),
-                Some(SlotState::Graceful),
-                Some(ExitReason::MaxConnections)
-            ),
+            ExitCause::classify(Code(0), Some(SlotState::Graceful), Some(ExitReason::MaxConnections)),
             ExitCause::Voluntary(Some(ExitReason::MaxConnections))
         );
-        assert_eq!(
-            ExitCause::classify(Code(0), Some(SlotState::Closing), None),
-            ExitCause::Voluntary(None)
-        );
+        assert_eq!(ExitCause::classify(Code(0), Some(SlotState::Closing), None), ExitCause::Voluntary(None));
         assert_eq!(ExitCause::classify(Code(15), None, None), ExitCause::Fatal);
         assert_eq!(ExitCause::classify(Code(3), None, None), ExitCause::Code(3));
         assert_eq!(

@@ -316,10 +316,7 @@ impl ParentLog {
             ParentLog::Resumed { .. } => "AH00163",
             ParentLog::Policy(PolicyLog::ReachedMaxRequestWorkers) => "AH00161",
             ParentLog::Policy(PolicyLog::SeemsBusy { .. }) => "AH00162",
-            ParentLog::ChildExited {
-                cause: ExitCause::Signal(_),
-                ..
-            } => "AH00052",
+            ParentLog::ChildExited { cause: ExitCause::Signal(sig), .. } if !expected_signal(*sig) => "AH00052",
             ParentLog::LongLostChild { .. } => "AH00167",
             ParentLog::ChildFatal { .. } => "AH00050",
             ParentLog::IgnoringOldFatal { .. } => "AH00166",
@@ -327,14 +324,8 @@ impl ParentLog {
             ParentLog::HardRestart { .. } => "AH00173",
             ParentLog::Stopping => "AH00169",
             ParentLog::GracefulStopping { .. } => "AH00170",
-            ParentLog::StillRunning {
-                sending: KillSignal::Term,
-                ..
-            } => "AH00045",
-            ParentLog::StillRunning {
-                sending: KillSignal::Kill,
-                ..
-            } => "AH00046",
+            ParentLog::StillRunning { sending: KillSignal::Term, .. } => "AH00045",
+            ParentLog::StillRunning { sending: KillSignal::Kill, .. } => "AH00046",
             ParentLog::GaveUp { .. } => "AH00047",
             ParentLog::ForkFailed { .. } => "AH00159",
             ParentLog::ServerLimitKept { .. } => "AH00179",
@@ -352,10 +343,7 @@ impl ParentLog {
             | ParentLog::CrashLoop { .. }
             | ParentLog::SlotRepaired { .. }
             | ParentLog::DriverMisuse { .. }
-            | ParentLog::StillRunning {
-                sending: KillSignal::Kill,
-                ..
-            } => Level::Error,
+            | ParentLog::StillRunning { sending: KillSignal::Kill, .. } => Level::Error,
             ParentLog::StillRunning { .. }
             | ParentLog::LongLostChild { .. }
             | ParentLog::GracefulStopTimedOut { .. }
@@ -363,12 +351,19 @@ impl ParentLog {
             | ParentLog::ServerLimitKept { .. } => Level::Warn,
             ParentLog::ChildExited { cause, .. } => match cause {
                 ExitCause::Voluntary(_) => Level::Info,
+                ExitCause::Signal(sig) if expected_signal(*sig) => Level::Info,
                 _ => Level::Warn,
             },
             ParentLog::Policy(PolicyLog::SeemsBusy { .. }) => Level::Info,
             _ => Level::Notice,
         }
     }
+}
+
+/// Signals a child normally dies of (SIGHUP 1, SIGKILL 9, SIGUSR1 10, SIGTERM 15, as Apache's
+/// AH00051/AH00052 exclusions): not worth a warning. Any other signal is a crash.
+fn expected_signal(sig: i32) -> bool {
+    matches!(sig, 1 | 9 | 10 | 15)
 }
 
 impl fmt::Display for ParentLog {
@@ -428,7 +423,9 @@ impl fmt::Display for ParentLog {
             ParentLog::SlotRepaired { slot, problem, wrote } => {
                 write!(f, "scoreboard slot {slot} was inconsistent ({problem:?}); rewrote it as {wrote}")
             }
-            ParentLog::CommandIgnored { command, phase } => write!(f, "{command} ignored: the server is in phase {phase:?}"),
+            ParentLog::CommandIgnored { command, phase } => {
+                write!(f, "{command} ignored: the server is in phase {phase:?}")
+            }
             ParentLog::ServerLimitKept { given, kept } => write!(
                 f,
                 "server_limit cannot change from {kept} to {given} without a full stop and start; keeping {kept}"
@@ -459,14 +456,8 @@ enum Then {
 enum Stage {
     New,
     Running,
-    Reclaiming {
-        started: Time,
-        step: usize,
-        then: Then,
-    },
-    Draining {
-        deadline: Option<Time>,
-    },
+    Reclaiming { started: Time, step: usize, then: Then },
+    Draining { deadline: Option<Time> },
     Exited,
 }
 
@@ -574,14 +565,8 @@ impl Parent {
         match &self.stage {
             Stage::New => Phase::New,
             Stage::Running => Phase::Running,
-            Stage::Reclaiming {
-                then: Then::Restart(_),
-                ..
-            } => Phase::Restarting,
-            Stage::Reclaiming {
-                then: Then::Exit(_),
-                ..
-            } => Phase::Stopping,
+            Stage::Reclaiming { then: Then::Restart(_), .. } => Phase::Restarting,
+            Stage::Reclaiming { then: Then::Exit(_), .. } => Phase::Stopping,
             Stage::Draining { .. } => Phase::Draining,
             Stage::Exited => Phase::Exited,
         }
@@ -599,10 +584,7 @@ impl Parent {
 
     /// Every live child: `(slot, record)`.
     pub fn children(&self) -> impl Iterator<Item = (usize, &ChildRecord)> {
-        self.children
-            .iter()
-            .enumerate()
-            .filter_map(|(i, c)| c.as_ref().map(|c| (i, c)))
+        self.children.iter().enumerate().filter_map(|(i, c)| c.as_ref().map(|c| (i, c)))
     }
 
     /// Number of live children.
@@ -612,9 +594,7 @@ impl Parent {
 
     /// The slot of child `pid`.
     pub fn slot_of(&self, pid: Pid) -> Option<usize> {
-        self.children
-            .iter()
-            .position(|c| c.is_some_and(|c| c.pid == Some(pid)))
+        self.children.iter().position(|c| c.is_some_and(|c| c.pid == Some(pid)))
     }
 
     /// The next action to perform, in order.
@@ -629,9 +609,7 @@ impl Parent {
         match &self.stage {
             Stage::New | Stage::Exited => None,
             Stage::Running => Some(self.next_tick),
-            Stage::Reclaiming { started, step, .. } => {
-                RECLAIM_SCHEDULE.get(*step).map(|(d, _)| *started + *d)
-            }
+            Stage::Reclaiming { started, step, .. } => RECLAIM_SCHEDULE.get(*step).map(|(d, _)| *started + *d),
             Stage::Draining { deadline } => *deadline,
         }
     }
@@ -651,9 +629,7 @@ impl Parent {
     /// Cold start: publish the generation, fork `start_servers` children at once, start ticking.
     pub fn start<T: SlotTable + ?Sized>(&mut self, now: Time, board: &T) {
         if self.stage != Stage::New {
-            self.log(ParentLog::DriverMisuse {
-                what: "start() called twice".into(),
-            });
+            self.log(ParentLog::DriverMisuse { what: "start() called twice".into() });
             return;
         }
         board.publish_generation(self.generation);
@@ -662,20 +638,12 @@ impl Parent {
         self.repair(&mut view, board);
         self.startup(now, board, &view, self.config.start_servers);
         self.next_tick = now + self.config.maintenance_interval;
-        self.log(ParentLog::Resumed {
-            generation: self.generation,
-        });
+        self.log(ParentLog::Resumed { generation: self.generation });
     }
 
     /// Spawns up to `n` children into the lowest dead slots (Apache `startup_children`), or defers
     /// them to the next tick while spawning is paused.
-    fn startup<T: SlotTable + ?Sized>(
-        &mut self,
-        now: Time,
-        board: &T,
-        view: &ScoreboardView,
-        n: u32,
-    ) {
+    fn startup<T: SlotTable + ?Sized>(&mut self, now: Time, board: &T, view: &ScoreboardView, n: u32) {
         if !self.brake.allows(now) {
             self.remaining_to_start = n;
             return;
@@ -699,28 +667,16 @@ impl Parent {
         self.spawn_in(now, board, slot, self.generation)
     }
 
-    fn spawn_in<T: SlotTable + ?Sized>(
-        &mut self,
-        now: Time,
-        board: &T,
-        slot: usize,
-        generation: u32,
-    ) -> bool {
+    fn spawn_in<T: SlotTable + ?Sized>(&mut self, now: Time, board: &T, slot: usize, generation: u32) -> bool {
         match board.slot(slot).and_then(|s| s.spawn(generation)) {
             Ok(born) => {
-                self.children[slot] = Some(ChildRecord {
-                    pid: None,
-                    born,
-                    spawned_at: now,
-                });
+                self.children[slot] = Some(ChildRecord { pid: None, born, spawned_at: now });
                 self.actions.push_back(ParentAction::Spawn { slot, born });
                 true
             }
             Err(e) => {
                 // Only a slot changed behind the parent's back can refuse a spawn; the next tick repairs it.
-                self.log(ParentLog::DriverMisuse {
-                    what: format!("spawn into slot {slot} refused: {e}"),
-                });
+                self.log(ParentLog::DriverMisuse { what: format!("spawn into slot {slot} refused: {e}") });
                 false
             }
         }
@@ -729,17 +685,9 @@ impl Parent {
     /// The born word of the spawn pending in `slot` (a `Spawn` action not answered yet); logs a
     /// driver-contract breach if there is none.
     fn pending_spawn(&mut self, slot: usize, call: &str) -> Option<SlotWord> {
-        let born = self
-            .children
-            .get(slot)
-            .copied()
-            .flatten()
-            .filter(|r| r.pid.is_none())
-            .map(|r| r.born);
+        let born = self.children.get(slot).copied().flatten().filter(|r| r.pid.is_none()).map(|r| r.born);
         if born.is_none() {
-            self.log(ParentLog::DriverMisuse {
-                what: format!("{call} for slot {slot} without a pending spawn"),
-            });
+            self.log(ParentLog::DriverMisuse { what: format!("{call} for slot {slot} without a pending spawn") });
         }
         born
     }
@@ -755,12 +703,7 @@ impl Parent {
     }
 
     /// fork() failed for `slot`: the slot goes back to `Dead` and spawning backs off.
-    pub fn handle_spawn_failed<T: SlotTable + ?Sized>(
-        &mut self,
-        now: Time,
-        slot: usize,
-        board: &T,
-    ) {
+    pub fn handle_spawn_failed<T: SlotTable + ?Sized>(&mut self, now: Time, slot: usize, board: &T) {
         if let Some(born) = self.pending_spawn(slot, "handle_spawn_failed") {
             self.children[slot] = None;
             if let Ok(s) = board.slot(slot) {
@@ -793,32 +736,20 @@ impl Parent {
             Ok(Ok(word)) => Some(word.state),
             Ok(Err(e)) => {
                 let problem = match e {
-                    SlotError::NotOwner { found, .. } => SlotProblem::Foreign(SlotWord {
-                        incarnation: found,
-                        ..rec.born
-                    }),
-                    SlotError::IllegalTransition { from, .. } => {
-                        SlotProblem::Foreign(rec.born.with_state(from))
+                    SlotError::NotOwner { found, .. } => {
+                        SlotProblem::Foreign(SlotWord { incarnation: found, ..rec.born })
                     }
+                    SlotError::IllegalTransition { from, .. } => SlotProblem::Foreign(rec.born.with_state(from)),
                     other => SlotProblem::Corrupt(other),
                 };
-                self.log(ParentLog::SlotRepaired {
-                    slot,
-                    problem,
-                    wrote: SlotState::Dead,
-                });
+                self.log(ParentLog::SlotRepaired { slot, problem, wrote: SlotState::Dead });
                 None
             }
             Err(_) => None,
         };
         let cause = ExitCause::classify(status, last, reported);
         let generation = rec.born.generation;
-        self.log(ParentLog::ChildExited {
-            pid,
-            slot,
-            generation,
-            cause,
-        });
+        self.log(ParentLog::ChildExited { pid, slot, generation, cause });
         let current = generation == self.generation;
 
         if cause == ExitCause::Fatal {
@@ -834,8 +765,7 @@ impl Parent {
         if matches!(cause, ExitCause::Sick(_)) {
             self.policy.on_child_sick();
         }
-        let early =
-            last == Some(SlotState::Starting) || now.since(rec.spawned_at) < EARLY_EXIT_WINDOW;
+        let early = last == Some(SlotState::Starting) || now.since(rec.spawned_at) < EARLY_EXIT_WINDOW;
         if current
             && status.is_abnormal()
             && early
@@ -843,10 +773,7 @@ impl Parent {
             && let Some(paused_for) = self.brake.early_exit(now)
         {
             self.policy.on_child_sick();
-            self.log(ParentLog::CrashLoop {
-                early_exits: self.brake.early_exits,
-                paused_for,
-            });
+            self.log(ParentLog::CrashLoop { early_exits: self.brake.early_exits, paused_for });
         }
 
         if self.stage == Stage::Running
@@ -865,42 +792,26 @@ impl Parent {
     /// The generation a refilled slot's child is born in: the running one (the seeded bug
     /// `IgnoreGenerationOnReap` uses the reaped child's instead).
     fn refill_generation(&self, reaped: u32) -> u32 {
-        if self.has_bug(crate::seeded::SeededBug::IgnoreGenerationOnReap) {
-            reaped
-        } else {
-            self.generation
-        }
+        if self.has_bug(crate::seeded::SeededBug::IgnoreGenerationOnReap) { reaped } else { self.generation }
     }
 
     /// The operator's command (a signal, or `-k`).
-    pub fn handle_command<T: SlotTable + ?Sized>(
-        &mut self,
-        now: Time,
-        command: Command,
-        board: &T,
-    ) {
+    pub fn handle_command<T: SlotTable + ?Sized>(&mut self, now: Time, command: Command, board: &T) {
         let name = command.name();
         match (&mut self.stage, command) {
             (Stage::Running, Command::GracefulRestart(cfg)) => {
                 self.apply_config(*cfg);
                 self.generation = self.generation.wrapping_add(1);
                 board.publish_generation(self.generation);
-                self.log(ParentLog::GracefulRestart {
-                    generation: self.generation,
-                });
+                self.log(ParentLog::GracefulRestart { generation: self.generation });
                 self.mark_all_graceful(board);
                 self.policy.on_graceful_restart();
-                self.remaining_to_start = self
-                    .config
-                    .start_servers
-                    .min(self.config.max_request_workers);
+                self.remaining_to_start = self.config.start_servers.min(self.config.max_request_workers);
             }
             (Stage::Running, Command::HardRestart(cfg)) => {
                 self.generation = self.generation.wrapping_add(1);
                 board.publish_generation(self.generation);
-                self.log(ParentLog::HardRestart {
-                    generation: self.generation,
-                });
+                self.log(ParentLog::HardRestart { generation: self.generation });
                 self.begin_reclaim(now, board, Then::Restart(cfg));
             }
             (Stage::Running, Command::GracefulStop) => {
@@ -910,9 +821,7 @@ impl Parent {
                 self.log(ParentLog::GracefulStopping { timeout });
                 self.remaining_to_start = 0;
                 self.mark_all_graceful(board);
-                self.stage = Stage::Draining {
-                    deadline: timeout.map(|t| now + t),
-                };
+                self.stage = Stage::Draining { deadline: timeout.map(|t| now + t) };
                 self.check_done(now, board);
             }
             (Stage::Running, Command::Stop) | (Stage::Draining { .. }, Command::Stop) => {
@@ -923,40 +832,25 @@ impl Parent {
                 self.begin_reclaim(now, board, Then::Exit(code::OK));
             }
             (
-                Stage::Reclaiming {
-                    then: then @ Then::Restart(_),
-                    ..
-                },
+                Stage::Reclaiming { then: then @ Then::Restart(_), .. },
                 Command::GracefulRestart(cfg) | Command::HardRestart(cfg),
             ) => {
                 // A restart is already under way: it will use the newest configuration.
                 *then = Then::Restart(cfg);
             }
-            (
-                Stage::Reclaiming {
-                    then: then @ Then::Restart(_),
-                    ..
-                },
-                Command::Stop | Command::GracefulStop,
-            ) => {
+            (Stage::Reclaiming { then: then @ Then::Restart(_), .. }, Command::Stop | Command::GracefulStop) => {
                 *then = Then::Exit(code::OK);
                 self.actions.push_back(ParentAction::CloseListeners);
                 self.log(ParentLog::Stopping);
             }
             (Stage::New, Command::Stop | Command::GracefulStop) => {
                 self.stage = Stage::Exited;
-                self.actions
-                    .push_back(ParentAction::Exit { code: code::OK });
+                self.actions.push_back(ParentAction::Exit { code: code::OK });
             }
-            (Stage::New, Command::GracefulRestart(cfg) | Command::HardRestart(cfg)) => {
-                self.apply_config(*cfg)
-            }
+            (Stage::New, Command::GracefulRestart(cfg) | Command::HardRestart(cfg)) => self.apply_config(*cfg),
             _ => {
                 let phase = self.phase();
-                self.log(ParentLog::CommandIgnored {
-                    command: name,
-                    phase,
-                });
+                self.log(ParentLog::CommandIgnored { command: name, phase });
             }
         }
     }
@@ -978,22 +872,14 @@ impl Parent {
                     if let Stage::Reclaiming { step: s, .. } = &mut self.stage {
                         *s = step;
                     }
-                    let alive: Vec<(usize, Option<Pid>)> =
-                        self.children().map(|(i, c)| (i, c.pid)).collect();
+                    let alive: Vec<(usize, Option<Pid>)> = self.children().map(|(i, c)| (i, c.pid)).collect();
                     for (slot, pid) in alive {
                         let Some(pid) = pid else { continue };
                         match what {
                             ReclaimStep::Term | ReclaimStep::Kill => {
-                                let signal = if what == ReclaimStep::Term {
-                                    KillSignal::Term
-                                } else {
-                                    KillSignal::Kill
-                                };
-                                self.log(ParentLog::StillRunning {
-                                    pid,
-                                    slot,
-                                    sending: signal,
-                                });
+                                let signal =
+                                    if what == ReclaimStep::Term { KillSignal::Term } else { KillSignal::Kill };
+                                self.log(ParentLog::StillRunning { pid, slot, sending: signal });
                                 self.actions.push_back(ParentAction::Signal { pid, signal });
                             }
                             ReclaimStep::GiveUp => self.log(ParentLog::GaveUp { pid, slot }),
@@ -1006,9 +892,7 @@ impl Parent {
                 }
             }
             Stage::Draining { deadline: Some(d) } if now >= *d => {
-                self.log(ParentLog::GracefulStopTimedOut {
-                    remaining: self.live_children(),
-                });
+                self.log(ParentLog::GracefulStopTimedOut { remaining: self.live_children() });
                 self.begin_reclaim(now, board, Then::Exit(code::OK));
             }
             _ => {}
@@ -1017,10 +901,7 @@ impl Parent {
 
     fn apply_config(&mut self, mut cfg: PoolConfig) {
         if cfg.server_limit != self.config.server_limit {
-            self.log(ParentLog::ServerLimitKept {
-                given: cfg.server_limit,
-                kept: self.config.server_limit,
-            });
+            self.log(ParentLog::ServerLimitKept { given: cfg.server_limit, kept: self.config.server_limit });
             cfg.server_limit = self.config.server_limit;
             cfg.max_request_workers = cfg.max_request_workers.min(cfg.server_limit);
             cfg.start_servers = cfg.start_servers.min(cfg.max_request_workers);
@@ -1063,17 +944,10 @@ impl Parent {
 
     fn begin_reclaim<T: SlotTable + ?Sized>(&mut self, now: Time, board: &T, then: Then) {
         self.remaining_to_start = 0;
-        self.stage = Stage::Reclaiming {
-            started: now,
-            step: 0,
-            then,
-        };
+        self.stage = Stage::Reclaiming { started: now, step: 0, then };
         let pids: Vec<Pid> = self.children().filter_map(|(_, c)| c.pid).collect();
         for pid in pids {
-            self.actions.push_back(ParentAction::Signal {
-                pid,
-                signal: KillSignal::Term,
-            });
+            self.actions.push_back(ParentAction::Signal { pid, signal: KillSignal::Term });
         }
         self.check_done(now, board);
     }
@@ -1087,16 +961,14 @@ impl Parent {
             Stage::Reclaiming { .. } => self.finish_reclaim(now, board),
             Stage::Draining { .. } => {
                 self.stage = Stage::Exited;
-                self.actions
-                    .push_back(ParentAction::Exit { code: code::OK });
+                self.actions.push_back(ParentAction::Exit { code: code::OK });
             }
             _ => {}
         }
     }
 
     fn finish_reclaim<T: SlotTable + ?Sized>(&mut self, now: Time, board: &T) {
-        let Stage::Reclaiming { then, .. } = std::mem::replace(&mut self.stage, Stage::Exited)
-        else {
+        let Stage::Reclaiming { then, .. } = std::mem::replace(&mut self.stage, Stage::Exited) else {
             return;
         };
         match then {
@@ -1111,9 +983,7 @@ impl Parent {
                 self.repair(&mut view, board);
                 self.startup(now, board, &view, self.config.start_servers);
                 self.next_tick = now + self.config.maintenance_interval;
-                self.log(ParentLog::Resumed {
-                    generation: self.generation,
-                });
+                self.log(ParentLog::Resumed { generation: self.generation });
             }
         }
     }
@@ -1130,11 +1000,7 @@ impl Parent {
             self.startup(now, board, &view, n);
             return;
         }
-        let m = self.policy.tick(
-            SpareLimits::from(&self.config),
-            &view,
-            self.brake.allows(now),
-        );
+        let m = self.policy.tick(SpareLimits::from(&self.config), &view, self.brake.allows(now));
         if let Some(l) = m.log {
             self.log(ParentLog::Policy(l));
         }
@@ -1144,18 +1010,10 @@ impl Parent {
                     self.spawn(now, board, slot);
                 }
             }
-            Decision::Retire { candidates }
-                if self.has_bug(crate::seeded::SeededBug::RetireWithoutClaim) =>
-            {
+            Decision::Retire { candidates } if self.has_bug(crate::seeded::SeededBug::RetireWithoutClaim) => {
                 // Seeded bug: "kill the idle child by pid", as peers without a claim do.
-                if let Some(pid) = candidates
-                    .iter()
-                    .find_map(|&s| self.children.get(s).copied().flatten()?.pid)
-                {
-                    self.actions.push_back(ParentAction::Signal {
-                        pid,
-                        signal: KillSignal::Term,
-                    });
+                if let Some(pid) = candidates.iter().find_map(|&s| self.children.get(s).copied().flatten()?.pid) {
+                    self.actions.push_back(ParentAction::Signal { pid, signal: KillSignal::Term });
                 }
             }
             Decision::Retire { candidates } => {
@@ -1198,9 +1056,7 @@ impl Parent {
         let healthy = self.children().any(|(slot, c)| {
             c.born.generation == self.generation
                 && now.since(c.spawned_at) >= EARLY_EXIT_WINDOW
-                && view
-                    .state(slot)
-                    .is_some_and(|s| s == SlotState::Ready || s.is_busy())
+                && view.state(slot).is_some_and(|s| s == SlotState::Ready || s.is_busy())
         });
         if healthy {
             self.brake.early_exits = 0;
@@ -1223,14 +1079,8 @@ impl Parent {
                 {
                     continue;
                 }
-                (Some(r), Ok(w)) => (
-                    SlotProblem::Foreign(w),
-                    r.born.with_state(SlotState::Graceful),
-                ),
-                (Some(r), Err(e)) => (
-                    SlotProblem::Corrupt(e),
-                    r.born.with_state(SlotState::Graceful),
-                ),
+                (Some(r), Ok(w)) => (SlotProblem::Foreign(w), r.born.with_state(SlotState::Graceful)),
+                (Some(r), Err(e)) => (SlotProblem::Corrupt(e), r.born.with_state(SlotState::Graceful)),
             };
             let Ok(cell) = board.slot(slot) else { continue };
             let seen = match view.slots[slot] {
@@ -1244,11 +1094,7 @@ impl Parent {
                 continue;
             }
             view.slots[slot] = Ok(wanted);
-            self.log(ParentLog::SlotRepaired {
-                slot,
-                problem,
-                wrote: wanted.state,
-            });
+            self.log(ParentLog::SlotRepaired { slot, problem, wrote: wanted.state });
             if let Some(ChildRecord { pid: Some(pid), .. }) = rec {
                 self.actions.push_back(ParentAction::Wake { slot, pid });
             }

@@ -118,11 +118,7 @@ impl Default for SpareServerPolicy {
 impl SpareServerPolicy {
     /// A fresh policy: rate 1, no hold-off.
     pub const fn new() -> Self {
-        SpareServerPolicy {
-            idle_spawn_rate: 1,
-            hold_off: 0,
-            max_workers_reported: false,
-        }
+        SpareServerPolicy { idle_spawn_rate: 1, hold_off: 0, max_workers_reported: false }
     }
 
     /// The current spawn rate: always one of 1, 2, 4, 8, 16, 32.
@@ -153,12 +149,7 @@ impl SpareServerPolicy {
 
     /// One maintenance tick over `view`. `spawn_allowed` is false while the parent holds spawning
     /// back; the rate then stays as it is.
-    pub fn tick(
-        &mut self,
-        limits: SpareLimits,
-        view: &ScoreboardView,
-        spawn_allowed: bool,
-    ) -> Maintenance {
+    pub fn tick(&mut self, limits: SpareLimits, view: &ScoreboardView, spawn_allowed: bool) -> Maintenance {
         let mrw = limits.max_request_workers as usize;
         let below = view.counts_below(mrw);
         let idle = below.idle();
@@ -170,10 +161,8 @@ impl SpareServerPolicy {
         let mut log = None;
         let decision = if idle > limits.max_spare as usize {
             self.idle_spawn_rate = 1;
-            let candidates = (0..mrw.min(view.slots.len()))
-                .rev()
-                .filter(|&i| view.state(i) == Some(SlotState::Ready))
-                .collect();
+            let candidates =
+                (0..mrw.min(view.slots.len())).rev().filter(|&i| view.state(i) == Some(SlotState::Ready)).collect();
             Decision::Retire { candidates }
         } else if idle < limits.min_spare as usize {
             let budget = (self.idle_spawn_rate as usize).min(mrw.saturating_sub(alive));
@@ -192,11 +181,7 @@ impl SpareServerPolicy {
                 Decision::SpawnPaused
             } else {
                 if self.idle_spawn_rate >= BUSY_LOG_RATE {
-                    log = Some(PolicyLog::SeemsBusy {
-                        spawning: self.idle_spawn_rate,
-                        idle,
-                        total,
-                    });
+                    log = Some(PolicyLog::SeemsBusy { spawning: self.idle_spawn_rate, idle, total });
                 }
                 if self.hold_off > 0 {
                     self.hold_off -= 1;
@@ -209,12 +194,7 @@ impl SpareServerPolicy {
             self.idle_spawn_rate = 1;
             Decision::Steady
         };
-        Maintenance {
-            decision,
-            log,
-            idle,
-            total,
-        }
+        Maintenance { decision, log, idle, total }
     }
 }
 
@@ -223,17 +203,10 @@ mod tests {
     use super::*;
     use crate::slot::SlotState::{self, *};
 
-    const LIMITS: SpareLimits = SpareLimits {
-        min_spare: 5,
-        max_spare: 10,
-        max_request_workers: 64,
-    };
+    const LIMITS: SpareLimits = SpareLimits { min_spare: 5, max_spare: 10, max_request_workers: 64 };
 
     fn board(states: &[(SlotState, usize)], len: usize) -> ScoreboardView {
-        let mut v: Vec<SlotState> = states
-            .iter()
-            .flat_map(|&(s, n)| std::iter::repeat_n(s, n))
-            .collect();
+        let mut v: Vec<SlotState> = states.iter().flat_map(|&(s, n)| std::iter::repeat_n(s, n)).collect();
         v.resize(len, Dead);
         ScoreboardView::from_states(v)
     }
@@ -248,11 +221,7 @@ mod tests {
     #[test]
     fn empty_pool_ramps_one_two_four_up_to_thirty_two() {
         let mut p = SpareServerPolicy::new();
-        let limits = SpareLimits {
-            min_spare: 100,
-            max_spare: 200,
-            max_request_workers: 256,
-        };
+        let limits = SpareLimits { min_spare: 100, max_spare: 200, max_request_workers: 256 };
         let mut states = vec![Dead; 256];
         let mut sizes = vec![];
         for _ in 0..8 {
@@ -268,20 +237,9 @@ mod tests {
 
     #[test]
     fn spawns_go_to_the_lowest_dead_slots() {
-        let mut p = SpareServerPolicy {
-            idle_spawn_rate: 4,
-            ..SpareServerPolicy::new()
-        };
-        let view =
-            ScoreboardView::from_states([BusyRead, Dead, BusyRead, Dead, Dead, Dead, Dead, Dead]);
-        let m = p.tick(
-            SpareLimits {
-                max_request_workers: 8,
-                ..LIMITS
-            },
-            &view,
-            true,
-        );
+        let mut p = SpareServerPolicy { idle_spawn_rate: 4, ..SpareServerPolicy::new() };
+        let view = ScoreboardView::from_states([BusyRead, Dead, BusyRead, Dead, Dead, Dead, Dead, Dead]);
+        let m = p.tick(SpareLimits { max_request_workers: 8, ..LIMITS }, &view, true);
         assert_eq!(spawned(&m), [1, 3, 4, 5]);
         assert_eq!(p.idle_spawn_rate(), 8);
     }
@@ -295,118 +253,56 @@ mod tests {
 
     #[test]
     fn too_many_idle_retires_exactly_one_candidate_list_highest_first_and_resets_rate() {
-        let mut p = SpareServerPolicy {
-            idle_spawn_rate: 16,
-            ..SpareServerPolicy::new()
-        };
+        let mut p = SpareServerPolicy { idle_spawn_rate: 16, ..SpareServerPolicy::new() };
         let view = board(&[(Ready, 6), (BusyRead, 1), (Starting, 3), (Ready, 3)], 64);
         let m = p.tick(LIMITS, &view, true);
         assert_eq!(m.idle, 12);
-        assert_eq!(
-            m.decision,
-            Decision::Retire {
-                candidates: vec![12, 11, 10, 5, 4, 3, 2, 1, 0]
-            }
-        );
+        assert_eq!(m.decision, Decision::Retire { candidates: vec![12, 11, 10, 5, 4, 3, 2, 1, 0] });
         assert_eq!(p.idle_spawn_rate(), 1);
     }
 
     #[test]
     fn full_pool_reports_max_request_workers_once() {
-        let mut p = SpareServerPolicy {
-            idle_spawn_rate: 8,
-            ..SpareServerPolicy::new()
-        };
-        let limits = SpareLimits {
-            min_spare: 2,
-            max_spare: 4,
-            max_request_workers: 4,
-        };
+        let mut p = SpareServerPolicy { idle_spawn_rate: 8, ..SpareServerPolicy::new() };
+        let limits = SpareLimits { min_spare: 2, max_spare: 4, max_request_workers: 4 };
         let view = ScoreboardView::from_states([BusyRead, BusyWrite, Keepalive, Ready, Dead, Dead]);
         let m = p.tick(limits, &view, true);
-        assert_eq!(
-            (m.decision, m.log),
-            (
-                Decision::AtMaxRequestWorkers,
-                Some(PolicyLog::ReachedMaxRequestWorkers)
-            )
-        );
+        assert_eq!((m.decision, m.log), (Decision::AtMaxRequestWorkers, Some(PolicyLog::ReachedMaxRequestWorkers)));
         assert_eq!(p.idle_spawn_rate(), 1);
         let m = p.tick(limits, &view, true);
-        assert_eq!(
-            (m.decision, m.log),
-            (Decision::AtMaxRequestWorkers, None),
-            "reported once"
-        );
+        assert_eq!((m.decision, m.log), (Decision::AtMaxRequestWorkers, None), "reported once");
     }
 
     #[test]
     fn graceful_slots_occupy_capacity() {
         let mut p = SpareServerPolicy::new();
-        let limits = SpareLimits {
-            min_spare: 2,
-            max_spare: 4,
-            max_request_workers: 3,
-        };
-        let m = p.tick(
-            limits,
-            &ScoreboardView::from_states([Graceful, Graceful, Graceful]),
-            true,
-        );
+        let limits = SpareLimits { min_spare: 2, max_spare: 4, max_request_workers: 3 };
+        let m = p.tick(limits, &ScoreboardView::from_states([Graceful, Graceful, Graceful]), true);
         assert_eq!(m.decision, Decision::AtMaxRequestWorkers);
     }
 
     #[test]
     fn children_above_a_lowered_max_request_workers_use_up_the_budget() {
         // max_request_workers was lowered from 6 to 3 on a restart; three old children still live above.
-        let mut p = SpareServerPolicy {
-            idle_spawn_rate: 4,
-            ..SpareServerPolicy::new()
-        };
-        let limits = SpareLimits {
-            min_spare: 2,
-            max_spare: 4,
-            max_request_workers: 3,
-        };
+        let mut p = SpareServerPolicy { idle_spawn_rate: 4, ..SpareServerPolicy::new() };
+        let limits = SpareLimits { min_spare: 2, max_spare: 4, max_request_workers: 3 };
         let view = ScoreboardView::from_states([Ready, Dead, Dead, Graceful, Graceful, BusyRead]);
-        assert_eq!(
-            p.tick(limits, &view, true).decision,
-            Decision::AtMaxRequestWorkers
-        );
+        assert_eq!(p.tick(limits, &view, true).decision, Decision::AtMaxRequestWorkers);
         assert_eq!(p.idle_spawn_rate(), 1, "hitting the limit resets the rate");
         // One old child left above the limit: a rate of 4 is cut to the budget of 3 - 1 = 2.
-        let mut p = SpareServerPolicy {
-            idle_spawn_rate: 4,
-            ..SpareServerPolicy::new()
-        };
+        let mut p = SpareServerPolicy { idle_spawn_rate: 4, ..SpareServerPolicy::new() };
         let view = ScoreboardView::from_states([Dead, Dead, Dead, Graceful, Dead, Dead]);
         assert_eq!(spawned(&p.tick(limits, &view, true)), [0, 1]);
     }
 
     #[test]
     fn seems_busy_is_logged_from_rate_eight_with_apaches_numbers() {
-        let mut p = SpareServerPolicy {
-            idle_spawn_rate: 8,
-            ..SpareServerPolicy::new()
-        };
+        let mut p = SpareServerPolicy { idle_spawn_rate: 8, ..SpareServerPolicy::new() };
         let m = p.tick(LIMITS, &board(&[(BusyRead, 20), (Ready, 1)], 64), true);
-        assert_eq!(
-            m.log,
-            Some(PolicyLog::SeemsBusy {
-                spawning: 8,
-                idle: 1,
-                total: 21
-            })
-        );
+        assert_eq!(m.log, Some(PolicyLog::SeemsBusy { spawning: 8, idle: 1, total: 21 }));
         assert_eq!(spawned(&m).len(), 8);
-        let mut p = SpareServerPolicy {
-            idle_spawn_rate: 4,
-            ..SpareServerPolicy::new()
-        };
-        assert_eq!(
-            p.tick(LIMITS, &board(&[(BusyRead, 20)], 64), true).log,
-            None
-        );
+        let mut p = SpareServerPolicy { idle_spawn_rate: 4, ..SpareServerPolicy::new() };
+        assert_eq!(p.tick(LIMITS, &board(&[(BusyRead, 20)], 64), true).log, None);
     }
 
     #[test]
@@ -414,37 +310,19 @@ mod tests {
         let mut p = SpareServerPolicy::new();
         p.on_graceful_restart();
         let busy = board(&[(BusyRead, 1)], 256);
-        let limits = SpareLimits {
-            min_spare: 5,
-            max_spare: 10,
-            max_request_workers: 256,
-        };
+        let limits = SpareLimits { min_spare: 5, max_spare: 10, max_request_workers: 256 };
         for tick in 0..10 {
-            assert_eq!(
-                spawned(&p.tick(limits, &busy, true)).len(),
-                1,
-                "tick {tick}"
-            );
+            assert_eq!(spawned(&p.tick(limits, &busy, true)).len(), 1, "tick {tick}");
         }
         assert_eq!(p.hold_off(), 0);
         assert_eq!(spawned(&p.tick(limits, &busy, true)).len(), 1);
-        assert_eq!(
-            spawned(&p.tick(limits, &busy, true)).len(),
-            2,
-            "doubling resumes"
-        );
+        assert_eq!(spawned(&p.tick(limits, &busy, true)).len(), 2, "doubling resumes");
     }
 
     #[test]
     fn steady_and_sick_reset_the_rate() {
-        let mut p = SpareServerPolicy {
-            idle_spawn_rate: 32,
-            ..SpareServerPolicy::new()
-        };
-        assert_eq!(
-            p.tick(LIMITS, &board(&[(Ready, 7)], 64), true).decision,
-            Decision::Steady
-        );
+        let mut p = SpareServerPolicy { idle_spawn_rate: 32, ..SpareServerPolicy::new() };
+        assert_eq!(p.tick(LIMITS, &board(&[(Ready, 7)], 64), true).decision, Decision::Steady);
         assert_eq!(p.idle_spawn_rate(), 1);
         p.idle_spawn_rate = 16;
         p.on_child_sick();
@@ -453,10 +331,7 @@ mod tests {
 
     #[test]
     fn paused_spawning_keeps_the_rate() {
-        let mut p = SpareServerPolicy {
-            idle_spawn_rate: 4,
-            ..SpareServerPolicy::new()
-        };
+        let mut p = SpareServerPolicy { idle_spawn_rate: 4, ..SpareServerPolicy::new() };
         let m = p.tick(LIMITS, &board(&[], 64), false);
         assert_eq!(m.decision, Decision::SpawnPaused);
         assert_eq!(p.idle_spawn_rate(), 4);
@@ -467,11 +342,7 @@ mod tests {
         let mut p = SpareServerPolicy::new();
         let mut view = ScoreboardView::from_states([Dead, Dead]);
         view.slots[0] = Err(crate::slot::SlotError::CorruptWord { raw: 7, code: 7 });
-        let limits = SpareLimits {
-            min_spare: 1,
-            max_spare: 2,
-            max_request_workers: 2,
-        };
+        let limits = SpareLimits { min_spare: 1, max_spare: 2, max_request_workers: 2 };
         assert_eq!(spawned(&p.tick(limits, &view, true)), [1]);
     }
 }

@@ -34,10 +34,7 @@ pub trait SlotTable {
     fn slot(&self, index: usize) -> Result<Slot<'_, Self::Word>, SlotError> {
         let slots = self.slot_count();
         if index < slots {
-            Ok(Slot {
-                index,
-                word: self.slot_word(index),
-            })
+            Ok(Slot { index, word: self.slot_word(index) })
         } else {
             Err(SlotError::NoSuchSlot { slot: index, slots })
         }
@@ -50,8 +47,7 @@ pub trait SlotTable {
 
     /// Publishes a new running generation (Release). Parent only.
     fn publish_generation(&self, generation: u32) {
-        self.generation_word()
-            .store(u64::from(generation), Ordering::Release)
+        self.generation_word().store(u64::from(generation), Ordering::Release)
     }
 }
 
@@ -65,10 +61,7 @@ pub struct MemoryBoard<W> {
 impl<W: AtomicWord> MemoryBoard<W> {
     /// A board of `slots` zeroed words made by `new_word` (all slots `Dead`, generation 0).
     pub fn with(slots: usize, mut new_word: impl FnMut() -> W) -> Self {
-        MemoryBoard {
-            generation: new_word(),
-            slots: (0..slots).map(|_| new_word()).collect(),
-        }
+        MemoryBoard { generation: new_word(), slots: (0..slots).map(|_| new_word()).collect() }
     }
 }
 
@@ -93,11 +86,19 @@ impl<W: AtomicWord> SlotTable for MemoryBoard<W> {
 }
 
 /// One slot of a [`SlotTable`], with the parent's operations on it.
-#[derive(Clone, Copy, Debug)]
+#[derive(Debug)]
 pub struct Slot<'a, W> {
     index: usize,
     word: &'a W,
 }
+
+// By hand: a derive would require `W: Copy`, but only a reference is copied.
+impl<W> Clone for Slot<'_, W> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+impl<W> Copy for Slot<'_, W> {}
 
 /// The parent's retirement claim lost: the slot no longer holds the word the parent saw.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
@@ -128,14 +129,7 @@ impl<'a, W: AtomicWord> Slot<'a, W> {
     }
 
     fn cas(&self, from: SlotWord, to: SlotWord) -> Result<(), u64> {
-        self.word
-            .compare_exchange(
-                from.encode(),
-                to.encode(),
-                Ordering::AcqRel,
-                Ordering::Acquire,
-            )
-            .map(drop)
+        self.word.compare_exchange(from.encode(), to.encode(), Ordering::AcqRel, Ordering::Acquire).map(drop)
     }
 
     /// Parent: claims this `Dead` slot for a new child of `generation`, before fork().
@@ -146,15 +140,10 @@ impl<'a, W: AtomicWord> Slot<'a, W> {
         let born = now.next_incarnation(generation);
         // No child lives in a Dead slot, so nobody else can write it; the CAS only guards against a
         // corrupted or misused table.
-        self.cas(now, born)
-            .map_err(|raw| match SlotWord::decode(raw) {
-                Ok(w) => SlotError::IllegalTransition {
-                    side: Side::Parent,
-                    from: w.state,
-                    to: SlotState::Starting,
-                },
-                Err(e) => e,
-            })?;
+        self.cas(now, born).map_err(|raw| match SlotWord::decode(raw) {
+            Ok(w) => SlotError::IllegalTransition { side: Side::Parent, from: w.state, to: SlotState::Starting },
+            Err(e) => e,
+        })?;
         Ok(born)
     }
 
@@ -164,16 +153,10 @@ impl<'a, W: AtomicWord> Slot<'a, W> {
     pub fn reap(&self, known: SlotWord) -> Result<SlotWord, SlotError> {
         let found = self.read();
         // The process is gone: nobody else writes this slot any more, so a plain store is safe.
-        self.word.store(
-            known.with_state(SlotState::Dead).encode(),
-            Ordering::Release,
-        );
+        self.word.store(known.with_state(SlotState::Dead).encode(), Ordering::Release);
         let found = found?;
         if found.incarnation != known.incarnation {
-            return Err(SlotError::NotOwner {
-                expected: known.incarnation,
-                found: found.incarnation,
-            });
+            return Err(SlotError::NotOwner { expected: known.incarnation, found: found.incarnation });
         }
         if found.state == SlotState::Dead {
             return Err(SlotError::IllegalTransition {
@@ -205,11 +188,7 @@ impl<'a, W: AtomicWord> Slot<'a, W> {
     /// retirement: one CAS `Ready -> IdleKill`. If the child has meanwhile claimed work (or anything
     /// else changed), the claim is lost and nothing is written.
     pub fn claim_idle(&self, seen: SlotWord) -> Result<SlotWord, ClaimLost> {
-        let lost = |found| ClaimLost {
-            slot: self.index,
-            expected: seen,
-            found,
-        };
+        let lost = |found| ClaimLost { slot: self.index, expected: seen, found };
         if seen.state != SlotState::Ready {
             return Err(lost(self.word.load(Ordering::Acquire)));
         }
@@ -221,9 +200,7 @@ impl<'a, W: AtomicWord> Slot<'a, W> {
     /// Parent: replaces the raw word `seen` with `word` (repair of an inconsistent slot; SPEC.md §3.4).
     /// Fails with the word actually found if the slot changed since `seen`.
     pub fn repair(&self, seen: u64, word: SlotWord) -> Result<(), u64> {
-        self.word
-            .compare_exchange(seen, word.encode(), Ordering::AcqRel, Ordering::Acquire)
-            .map(drop)
+        self.word.compare_exchange(seen, word.encode(), Ordering::AcqRel, Ordering::Acquire).map(drop)
     }
 
     /// The raw word (Acquire), for diagnostics and repairs.
@@ -245,12 +222,19 @@ pub enum SlotUpdate {
 }
 
 /// A child's handle on its own slot: the slot, the running generation, and the word it was born with.
-#[derive(Clone, Copy, Debug)]
+#[derive(Debug)]
 pub struct ChildSlot<'a, W> {
     slot: Slot<'a, W>,
     generation: &'a W,
     born: SlotWord,
 }
+
+impl<W> Clone for ChildSlot<'_, W> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+impl<W> Copy for ChildSlot<'_, W> {}
 
 impl<'a, W: AtomicWord> ChildSlot<'a, W> {
     /// The handle of the child the parent spawned into slot `index` of `table` with the word `born`
@@ -259,11 +243,7 @@ impl<'a, W: AtomicWord> ChildSlot<'a, W> {
     where
         T: SlotTable<Word = W> + ?Sized,
     {
-        Ok(ChildSlot {
-            slot: table.slot(index)?,
-            generation: table.generation_word(),
-            born,
-        })
+        Ok(ChildSlot { slot: table.slot(index)?, generation: table.generation_word(), born })
     }
 
     /// Has the running generation moved past the one this child was born in (a restart)?
@@ -294,10 +274,7 @@ impl<'a, W: AtomicWord> ChildSlot<'a, W> {
     fn read_own(&self) -> Result<SlotWord, SlotError> {
         let now = self.slot.read()?;
         if now.incarnation != self.born.incarnation {
-            return Err(SlotError::NotOwner {
-                expected: self.born.incarnation,
-                found: now.incarnation,
-            });
+            return Err(SlotError::NotOwner { expected: self.born.incarnation, found: now.incarnation });
         }
         Ok(now)
     }
@@ -396,16 +373,7 @@ impl ScoreboardView {
     pub fn from_states(states: impl IntoIterator<Item = SlotState>) -> Self {
         ScoreboardView {
             generation: 0,
-            slots: states
-                .into_iter()
-                .map(|state| {
-                    Ok(SlotWord {
-                        state,
-                        incarnation: 0,
-                        generation: 0,
-                    })
-                })
-                .collect(),
+            slots: states.into_iter().map(|state| Ok(SlotWord { state, incarnation: 0, generation: 0 })).collect(),
         }
     }
 
@@ -430,9 +398,7 @@ impl ScoreboardView {
 
     /// One mod_status letter per slot (`?` for a corrupt word), as in `?auto`'s `Scoreboard:` line.
     pub fn letters(&self) -> String {
-        (0..self.slots.len())
-            .map(|i| self.state(i).map_or('?', SlotState::letter))
-            .collect()
+        (0..self.slots.len()).map(|i| self.state(i).map_or('?', SlotState::letter)).collect()
     }
 }
 
@@ -464,20 +430,10 @@ mod tests {
         let s = b.slot(1).unwrap();
         let w = s.spawn(3).unwrap();
         assert_eq!((w.state, w.incarnation, w.generation), (Starting, 1, 3));
-        assert_eq!(
-            s.spawn(3),
-            Err(SlotError::IllegalTransition {
-                side: Side::Parent,
-                from: Starting,
-                to: Starting
-            })
-        );
+        assert_eq!(s.spawn(3), Err(SlotError::IllegalTransition { side: Side::Parent, from: Starting, to: Starting }));
         assert_eq!(s.reap(w), Ok(w));
         assert_eq!(s.spawn(4).unwrap().incarnation, 2);
-        assert!(matches!(
-            b.slot(4),
-            Err(SlotError::NoSuchSlot { slot: 4, slots: 4 })
-        ));
+        assert!(matches!(b.slot(4), Err(SlotError::NoSuchSlot { slot: 4, slots: 4 })));
     }
 
     #[test]
@@ -486,25 +442,15 @@ mod tests {
         let c = born(&b, 0, 1);
         assert_eq!(c.set(Ready), Ok(SlotUpdate::Applied));
         assert_eq!(c.set(BusyRead), Ok(SlotUpdate::Applied));
-        for s in [
-            BusyWrite, Logging, Keepalive, BusyRead, BusyRead, Closing, Ready,
-        ] {
+        for s in [BusyWrite, Logging, Keepalive, BusyRead, BusyRead, Closing, Ready] {
             assert_eq!(c.set(s), Ok(SlotUpdate::Applied), "{s}");
         }
         assert_eq!(
             c.set(BusyWrite),
-            Err(SlotError::IllegalTransition {
-                side: Side::Child,
-                from: Ready,
-                to: BusyWrite
-            })
+            Err(SlotError::IllegalTransition { side: Side::Child, from: Ready, to: BusyWrite })
         );
         assert!(c.set(Dead).is_err());
-        assert_eq!(
-            b.slot(0).unwrap().read().unwrap().state,
-            Ready,
-            "failed steps write nothing"
-        );
+        assert_eq!(b.slot(0).unwrap().read().unwrap().state, Ready, "failed steps write nothing");
     }
 
     #[test]
@@ -514,11 +460,7 @@ mod tests {
         c.set(Ready).unwrap();
         let seen = b.slot(2).unwrap().read().unwrap();
         assert!(b.slot(2).unwrap().claim_idle(seen).is_ok());
-        assert_eq!(
-            c.set(BusyRead),
-            Ok(SlotUpdate::Retire),
-            "work claim loses to the retirement claim"
-        );
+        assert_eq!(c.set(BusyRead), Ok(SlotUpdate::Retire), "work claim loses to the retirement claim");
         assert_eq!(c.check(), Ok(SlotUpdate::Retire));
         assert_eq!(b.slot(2).unwrap().read().unwrap().state, IdleKill);
     }
@@ -555,11 +497,7 @@ mod tests {
         let b = board();
         let c = born(&b, 1, 1);
         assert_eq!(b.slot(1).unwrap().mark_graceful(), Ok(Starting));
-        assert_eq!(
-            c.set(Ready),
-            Ok(SlotUpdate::Graceful),
-            "a starting child learns it at once"
-        );
+        assert_eq!(c.set(Ready), Ok(SlotUpdate::Graceful), "a starting child learns it at once");
         let c2 = born(&b, 2, 1);
         c2.set(Ready).unwrap();
         c2.set(BusyRead).unwrap();
@@ -567,16 +505,8 @@ mod tests {
         assert_eq!(b.slot(2).unwrap().mark_graceful(), Ok(BusyWrite));
         assert_eq!(c2.set(Logging), Ok(SlotUpdate::Graceful));
         assert_eq!(b.slot(2).unwrap().read().unwrap().state, Graceful);
-        assert_eq!(
-            b.slot(2).unwrap().mark_graceful(),
-            Ok(Graceful),
-            "marking twice is harmless"
-        );
-        assert_eq!(
-            b.slot(3).unwrap().mark_graceful(),
-            Ok(Dead),
-            "dead slots are left alone"
-        );
+        assert_eq!(b.slot(2).unwrap().mark_graceful(), Ok(Graceful), "marking twice is harmless");
+        assert_eq!(b.slot(3).unwrap().mark_graceful(), Ok(Dead), "dead slots are left alone");
     }
 
     #[test]
@@ -586,13 +516,7 @@ mod tests {
         let word = c.born();
         assert_eq!(b.slot(0).unwrap().reap(word).unwrap().state, Starting);
         let _next = born(&b, 0, 2);
-        assert_eq!(
-            c.set(Ready),
-            Err(SlotError::NotOwner {
-                expected: 1,
-                found: 2
-            })
-        );
+        assert_eq!(c.set(Ready), Err(SlotError::NotOwner { expected: 1, found: 2 }));
     }
 
     #[test]
@@ -602,22 +526,14 @@ mod tests {
         b.slot_word(0).set(0xffff_ffff_ffff_ff07);
         let err = b.slot(0).unwrap().reap(c.born()).unwrap_err();
         assert!(matches!(err, SlotError::CorruptWord { code: 7, .. }));
-        assert_eq!(
-            b.slot(0).unwrap().read().unwrap(),
-            c.born().with_state(Dead)
-        );
+        assert_eq!(b.slot(0).unwrap().read().unwrap(), c.born().with_state(Dead));
     }
 
     #[test]
     fn view_counts_are_a_recount_of_states() {
-        let v = ScoreboardView::from_states([
-            Dead, Starting, Ready, Ready, BusyRead, Keepalive, Graceful, IdleKill,
-        ]);
+        let v = ScoreboardView::from_states([Dead, Starting, Ready, Ready, BusyRead, Keepalive, Graceful, IdleKill]);
         let c = v.counts();
-        assert_eq!(
-            (c.dead, c.starting, c.ready, c.busy, c.graceful, c.idle_kill),
-            (1, 1, 2, 2, 1, 1)
-        );
+        assert_eq!((c.dead, c.starting, c.ready, c.busy, c.graceful, c.idle_kill), (1, 1, 2, 2, 1, 1));
         assert_eq!((c.idle(), c.live(), c.total()), (3, 7, 8));
         assert_eq!(v.letters(), ".S__RKGI");
         assert_eq!(v.counts_below(3).idle(), 2);

@@ -62,9 +62,8 @@ use SlotState::*;
 
 impl SlotState {
     /// Every state, in code order.
-    pub const ALL: [SlotState; 10] = [
-        Dead, Starting, Ready, BusyRead, BusyWrite, Keepalive, Logging, Closing, Graceful, IdleKill,
-    ];
+    pub const ALL: [SlotState; 10] =
+        [Dead, Starting, Ready, BusyRead, BusyWrite, Keepalive, Logging, Closing, Graceful, IdleKill];
 
     /// The states a child shows while it serves a connection.
     pub const BUSY: [SlotState; 5] = [BusyRead, BusyWrite, Keepalive, Logging, Closing];
@@ -186,12 +185,8 @@ pub struct Rule {
     pub why: &'static str,
 }
 
-const LIVE: &[SlotState] = &[
-    Starting, Ready, BusyRead, BusyWrite, Keepalive, Logging, Closing, Graceful, IdleKill,
-];
-const WORKING: &[SlotState] = &[
-    Starting, Ready, BusyRead, BusyWrite, Keepalive, Logging, Closing,
-];
+const LIVE: &[SlotState] = &[Starting, Ready, BusyRead, BusyWrite, Keepalive, Logging, Closing, Graceful, IdleKill];
+const WORKING: &[SlotState] = &[Starting, Ready, BusyRead, BusyWrite, Keepalive, Logging, Closing];
 
 /// The complete transition table. A transition not listed here is illegal.
 pub const TRANSITIONS: &[Rule] = &[
@@ -219,12 +214,7 @@ pub const TRANSITIONS: &[Rule] = &[
         to: &[IdleKill],
         why: "retirement claim (compare-and-swap) by the spare-server policy",
     },
-    Rule {
-        side: Side::Child,
-        from: &[Starting],
-        to: &[Ready],
-        why: "the child finished initialising",
-    },
+    Rule { side: Side::Child, from: &[Starting], to: &[Ready], why: "the child finished initialising" },
     Rule {
         side: Side::Child,
         from: &[Ready],
@@ -247,18 +237,12 @@ pub const TRANSITIONS: &[Rule] = &[
 
 /// Is `side` allowed to move a slot from `from` to `to`?
 pub fn is_legal(side: Side, from: SlotState, to: SlotState) -> bool {
-    TRANSITIONS
-        .iter()
-        .any(|r| r.side == side && r.from.contains(&from) && r.to.contains(&to))
+    TRANSITIONS.iter().any(|r| r.side == side && r.from.contains(&from) && r.to.contains(&to))
 }
 
 /// [`is_legal`] as a `Result`, for `?`.
 pub fn check_transition(side: Side, from: SlotState, to: SlotState) -> Result<(), SlotError> {
-    if is_legal(side, from, to) {
-        Ok(())
-    } else {
-        Err(SlotError::IllegalTransition { side, from, to })
-    }
+    if is_legal(side, from, to) { Ok(()) } else { Err(SlotError::IllegalTransition { side, from, to }) }
 }
 
 /// Errors of the slot protocol. None of them panics; the caller decides (SPEC.md §3.4).
@@ -331,17 +315,11 @@ pub struct SlotWord {
 
 impl SlotWord {
     /// A never-used slot: all bits zero, which is what a fresh shared mapping holds.
-    pub const EMPTY: SlotWord = SlotWord {
-        state: Dead,
-        incarnation: 0,
-        generation: 0,
-    };
+    pub const EMPTY: SlotWord = SlotWord { state: Dead, incarnation: 0, generation: 0 };
 
     /// Packs the word.
     pub const fn encode(self) -> u64 {
-        (self.generation as u64) << 32
-            | ((self.incarnation & INCARNATION_MASK) as u64) << 8
-            | self.state.code() as u64
+        (self.generation as u64) << 32 | ((self.incarnation & INCARNATION_MASK) as u64) << 8 | self.state.code() as u64
     }
 
     /// Unpacks a word; an invalid state code is [`SlotError::CorruptWord`].
@@ -364,11 +342,7 @@ impl SlotWord {
 
     /// The word the parent writes when it spawns into this slot (which must hold this word now).
     pub const fn next_incarnation(self, generation: u32) -> SlotWord {
-        SlotWord {
-            state: Starting,
-            incarnation: self.incarnation.wrapping_add(1) & INCARNATION_MASK,
-            generation,
-        }
+        SlotWord { state: Starting, incarnation: self.incarnation.wrapping_add(1) & INCARNATION_MASK, generation }
     }
 }
 
@@ -430,18 +404,11 @@ mod tests {
     fn transition_table_is_exactly_the_documented_one() {
         for side in [Side::Parent, Side::Child] {
             for from in SlotState::ALL {
-                let legal: String = SlotState::ALL
-                    .into_iter()
-                    .filter(|&to| is_legal(side, from, to))
-                    .map(SlotState::letter)
-                    .collect();
+                let legal: String =
+                    SlotState::ALL.into_iter().filter(|&to| is_legal(side, from, to)).map(SlotState::letter).collect();
                 let mut want: Vec<char> = expected(side, from).chars().collect();
                 want.sort_by_key(|&c| SlotState::from_letter(c).unwrap());
-                assert_eq!(
-                    legal,
-                    want.into_iter().collect::<String>(),
-                    "{side} from {from}"
-                );
+                assert_eq!(legal, want.into_iter().collect::<String>(), "{side} from {from}");
             }
         }
     }
@@ -449,30 +416,11 @@ mod tests {
     #[test]
     fn illegal_transitions_are_errors_naming_side_and_states() {
         let err = check_transition(Side::Child, Ready, Dead).unwrap_err();
-        assert_eq!(
-            err,
-            SlotError::IllegalTransition {
-                side: Side::Child,
-                from: Ready,
-                to: Dead
-            }
-        );
-        assert_eq!(
-            err.to_string(),
-            "illegal transition by the child: _ (ready) -> . (dead)"
-        );
-        assert!(
-            check_transition(Side::Parent, BusyRead, IdleKill).is_err(),
-            "no claim of a busy child"
-        );
-        assert!(
-            check_transition(Side::Child, IdleKill, BusyRead).is_err(),
-            "a claimed child takes no work"
-        );
-        assert!(
-            check_transition(Side::Child, Graceful, Ready).is_err(),
-            "G is not overwritten"
-        );
+        assert_eq!(err, SlotError::IllegalTransition { side: Side::Child, from: Ready, to: Dead });
+        assert_eq!(err.to_string(), "illegal transition by the child: _ (ready) -> . (dead)");
+        assert!(check_transition(Side::Parent, BusyRead, IdleKill).is_err(), "no claim of a busy child");
+        assert!(check_transition(Side::Child, IdleKill, BusyRead).is_err(), "a claimed child takes no work");
+        assert!(check_transition(Side::Child, Graceful, Ready).is_err(), "G is not overwritten");
         assert!(check_transition(Side::Parent, Ready, IdleKill).is_ok());
     }
 
@@ -490,31 +438,15 @@ mod tests {
 
     #[test]
     fn word_round_trips_and_rejects_bad_state_codes() {
-        let w = SlotWord {
-            state: Keepalive,
-            incarnation: 0xabcdef,
-            generation: 0xdead_beef,
-        };
+        let w = SlotWord { state: Keepalive, incarnation: 0xabcdef, generation: 0xdead_beef };
         assert_eq!(SlotWord::decode(w.encode()), Ok(w));
         assert_eq!(SlotWord::decode(0), Ok(SlotWord::EMPTY));
         assert_eq!(
             SlotWord::decode(0x1234_0000_0000_0007),
-            Err(SlotError::CorruptWord {
-                raw: 0x1234_0000_0000_0007,
-                code: 7
-            })
+            Err(SlotError::CorruptWord { raw: 0x1234_0000_0000_0007, code: 7 })
         );
         assert!(SlotWord::decode(u64::MAX).is_err());
-        let next = SlotWord {
-            state: Dead,
-            incarnation: INCARNATION_MASK,
-            generation: 1,
-        }
-        .next_incarnation(2);
-        assert_eq!(
-            (next.state, next.incarnation, next.generation),
-            (Starting, 0, 2),
-            "incarnation wraps"
-        );
+        let next = SlotWord { state: Dead, incarnation: INCARNATION_MASK, generation: 1 }.next_incarnation(2);
+        assert_eq!((next.state, next.incarnation, next.generation), (Starting, 0, 2), "incarnation wraps");
     }
 }

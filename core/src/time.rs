@@ -69,10 +69,7 @@ mod tests {
         let t = Time::from_millis(u64::MAX - 1);
         assert_eq!((t + Duration::from_secs(5)).as_millis(), u64::MAX);
         assert_eq!(Time::ZERO.since(Time::from_secs(3)), Duration::ZERO);
-        assert_eq!(
-            Time::from_secs(3).since(Time::from_millis(500)),
-            Duration::from_millis(2500)
-        );
+        assert_eq!(Time::from_secs(3).since(Time::from_millis(500)), Duration::from_millis(2500));
         assert_eq!(Time::from_millis(1500).to_string(), "1.500s");
     }
 }

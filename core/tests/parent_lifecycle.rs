@@ -5,9 +5,7 @@ mod common;
 use common::*;
 use prefork_core::config::RawPoolConfig;
 use prefork_core::exit::{ExitCause, ExitReason, ExitStatus, code};
-use prefork_core::parent::{
-    CRASH_LOOP_MAX_PAUSE, Command, KillSignal, ParentLog, Phase, SlotProblem,
-};
+use prefork_core::parent::{CRASH_LOOP_MAX_PAUSE, Command, KillSignal, ParentLog, Phase, SlotProblem};
 use prefork_core::policy::PolicyLog;
 use prefork_core::scoreboard::SlotTable;
 use prefork_core::slot::{SlotState, SlotWord};
@@ -21,10 +19,7 @@ fn cold_start_forks_start_servers_into_the_lowest_slots_and_ticks_every_second()
     assert_eq!(sim.forks, 3);
     assert_eq!(sim.parent.phase(), Phase::Running);
     assert_eq!(sim.parent.poll_timeout(), Some(Time::from_secs(1)));
-    assert_eq!(
-        sim.logged(|l| matches!(l, ParentLog::Resumed { generation: 0 })),
-        1
-    );
+    assert_eq!(sim.logged(|l| matches!(l, ParentLog::Resumed { generation: 0 })), 1);
     sim.settle();
     assert_eq!(sim.letters(), "___.....");
     sim.check();
@@ -46,13 +41,7 @@ fn below_min_spare_the_pool_ramps_one_two_four_per_tick() {
         sim.check();
     }
     assert_eq!(forks, [1, 2, 4, 8, 16]);
-    assert_eq!(
-        sim.logged(|l| matches!(
-            l,
-            ParentLog::Policy(PolicyLog::SeemsBusy { spawning: 8, .. })
-        )),
-        1
-    );
+    assert_eq!(sim.logged(|l| matches!(l, ParentLog::Policy(PolicyLog::SeemsBusy { spawning: 8, .. }))), 1);
 }
 
 #[test]
@@ -69,30 +58,19 @@ fn above_max_spare_exactly_one_idle_child_is_retired_per_tick_and_never_a_busy_o
         let before: Vec<_> = sim.parent.children().map(|(s, _)| s).collect();
         sim.tick();
         let after: Vec<_> = sim.parent.children().map(|(s, _)| s).collect();
-        let gone: Vec<_> = before
-            .iter()
-            .filter(|s| !after.contains(s))
-            .copied()
-            .collect();
+        let gone: Vec<_> = before.iter().filter(|s| !after.contains(s)).copied().collect();
         assert!(gone.len() <= 1, "at most one retirement per tick: {gone:?}");
         retired.extend(gone);
         sim.check();
     }
-    assert_eq!(
-        retired,
-        [9, 8, 7, 6, 5, 4],
-        "highest idle slot first, busy ones skipped"
-    );
+    assert_eq!(retired, [9, 8, 7, 6, 5, 4], "highest idle slot first, busy ones skipped");
     assert_eq!(sim.letters(), "____......RR....");
     for pid in busy {
         assert!(sim.procs.contains_key(&pid), "busy child {pid} survived");
     }
     let c = sim.view().counts();
     assert_eq!((c.idle(), c.busy), (4, 2), "idle settles at max_spare");
-    assert!(
-        sim.signals.is_empty(),
-        "retirement never uses a kill signal"
-    );
+    assert!(sim.signals.is_empty(), "retirement never uses a kill signal");
     assert_eq!(sim.wakes.len(), 6, "one wake-up per retirement");
 }
 
@@ -107,17 +85,10 @@ fn a_child_that_claimed_work_is_skipped_and_the_next_idle_one_retired() {
         prefork_core::ChildAction::Accept { listener: 0 }
     );
     sim.next_timeout();
-    assert_eq!(
-        sim.letters(),
-        "____IR..",
-        "idle 5 > 4: the highest *Ready* slot is claimed"
-    );
+    assert_eq!(sim.letters(), "____IR..", "idle 5 > 4: the highest *Ready* slot is claimed");
     sim.settle();
     assert_eq!(sim.letters(), "____.R..");
-    assert_eq!(
-        sim.step(top, prefork_core::ChildEvent::Accepted),
-        prefork_core::ChildAction::Serve
-    );
+    assert_eq!(sim.step(top, prefork_core::ChildEvent::Accepted), prefork_core::ChildAction::Serve);
 }
 
 #[test]
@@ -127,8 +98,7 @@ fn graceful_restart_marks_every_child_and_refills_with_the_new_generation() {
     let serving = sim.pid_in(0);
     sim.take_connection(serving);
     let cfg = sim.parent.config().clone();
-    sim.parent
-        .handle_command(sim.now, Command::GracefulRestart(Box::new(cfg)), &sim.board);
+    sim.parent.handle_command(sim.now, Command::GracefulRestart(Box::new(cfg)), &sim.board);
     sim.drain();
     assert_eq!(sim.parent.generation(), 1);
     assert_eq!(sim.board_generation(), 1);
@@ -138,27 +108,13 @@ fn graceful_restart_marks_every_child_and_refills_with_the_new_generation() {
     sim.settle();
     // The three idle children exited at once and were replaced 1-for-1 in their slots.
     assert_eq!(sim.letters(), "G___....");
-    assert!(
-        sim.parent
-            .children()
-            .filter(|(s, _)| *s > 0)
-            .all(|(_, c)| c.born.generation == 1)
-    );
+    assert!(sim.parent.children().filter(|(s, _)| *s > 0).all(|(_, c)| c.born.generation == 1));
     // The busy one finishes its connection, then exits; the rest of start_servers comes at the tick.
-    assert_eq!(
-        sim.finish_connection(serving),
-        prefork_core::ChildAction::Exit(ExitReason::Graceful)
-    );
+    assert_eq!(sim.finish_connection(serving), prefork_core::ChildAction::Exit(ExitReason::Graceful));
     sim.settle();
     assert_eq!(sim.letters(), "____....");
-    assert!(
-        sim.parent.children().all(|(_, c)| c.born.generation == 1),
-        "no old generation left"
-    );
-    assert!(
-        sim.signals.is_empty() && !sim.listeners_closed,
-        "no signal, listeners kept"
-    );
+    assert!(sim.parent.children().all(|(_, c)| c.born.generation == 1), "no old generation left");
+    assert!(sim.signals.is_empty() && !sim.listeners_closed, "no signal, listeners kept");
     sim.check();
 }
 
@@ -170,15 +126,11 @@ fn graceful_restart_applies_new_limits_but_keeps_server_limit() {
     cfg.server_limit = 64;
     cfg.max_request_workers = 20;
     cfg.start_servers = 6;
-    sim.parent
-        .handle_command(sim.now, Command::GracefulRestart(Box::new(cfg)), &sim.board);
+    sim.parent.handle_command(sim.now, Command::GracefulRestart(Box::new(cfg)), &sim.board);
     sim.drain();
     assert_eq!(sim.parent.config().server_limit, 8);
     assert_eq!(sim.parent.config().max_request_workers, 8);
-    assert_eq!(
-        sim.logged(|l| matches!(l, ParentLog::ServerLimitKept { given: 64, kept: 8 })),
-        1
-    );
+    assert_eq!(sim.logged(|l| matches!(l, ParentLog::ServerLimitKept { given: 64, kept: 8 })), 1);
 }
 
 #[test]
@@ -186,17 +138,10 @@ fn hard_restart_stops_every_child_then_starts_afresh() {
     let mut sim = Sim::new(pool(3, 1, 5, 8));
     sim.settle();
     let cfg = sim.parent.config().clone();
-    sim.parent
-        .handle_command(sim.now, Command::HardRestart(Box::new(cfg)), &sim.board);
+    sim.parent.handle_command(sim.now, Command::HardRestart(Box::new(cfg)), &sim.board);
     sim.drain();
     assert_eq!(sim.parent.phase(), Phase::Restarting);
-    assert_eq!(
-        sim.signals
-            .iter()
-            .filter(|s| s.2 == KillSignal::Term)
-            .count(),
-        3
-    );
+    assert_eq!(sim.signals.iter().filter(|s| s.2 == KillSignal::Term).count(), 3);
     sim.reap();
     assert_eq!(sim.parent.phase(), Phase::Running);
     assert_eq!(sim.parent.generation(), 1);
@@ -211,33 +156,17 @@ fn stop_escalates_term_at_3_5_7_kill_at_9_and_gives_up_at_10_seconds() {
     let mut sim = Sim::with(pool(2, 1, 3, 4), Behaviour::Unkillable);
     sim.settle();
     sim.now = Time::from_secs(100);
-    sim.parent
-        .handle_command(sim.now, Command::Stop, &sim.board);
+    sim.parent.handle_command(sim.now, Command::Stop, &sim.board);
     sim.drain();
     assert!(sim.listeners_closed);
     while sim.exit_code.is_none() {
         sim.next_timeout().expect("a stop always has a next step");
     }
-    let when: Vec<(u64, KillSignal)> = sim
-        .signals
-        .iter()
-        .map(|(t, _, s)| (t.as_millis() / 1000 - 100, *s))
-        .collect();
+    let when: Vec<(u64, KillSignal)> = sim.signals.iter().map(|(t, _, s)| (t.as_millis() / 1000 - 100, *s)).collect();
     use KillSignal::*;
     assert_eq!(
         when,
-        [
-            (0, Term),
-            (0, Term),
-            (3, Term),
-            (3, Term),
-            (5, Term),
-            (5, Term),
-            (7, Term),
-            (7, Term),
-            (9, Kill),
-            (9, Kill)
-        ]
+        [(0, Term), (0, Term), (3, Term), (3, Term), (5, Term), (5, Term), (7, Term), (7, Term), (9, Kill), (9, Kill)]
     );
     assert_eq!(sim.now, Time::from_secs(110));
     assert_eq!(sim.logged(|l| matches!(l, ParentLog::GaveUp { .. })), 2);
@@ -249,8 +178,7 @@ fn stop_escalates_term_at_3_5_7_kill_at_9_and_gives_up_at_10_seconds() {
 fn stop_ends_as_soon_as_the_last_child_is_reaped() {
     let mut sim = Sim::with(pool(2, 1, 3, 4), Behaviour::IgnoresTerm);
     sim.settle();
-    sim.parent
-        .handle_command(sim.now, Command::Stop, &sim.board);
+    sim.parent.handle_command(sim.now, Command::Stop, &sim.board);
     sim.drain();
     sim.advance(Duration::from_secs(8));
     assert_eq!(sim.exit_code, None, "TERM is ignored");
@@ -266,23 +194,15 @@ fn graceful_stop_closes_listeners_lets_work_finish_then_exits() {
     sim.settle();
     let busy = sim.pid_in(1);
     sim.take_connection(busy);
-    sim.parent
-        .handle_command(sim.now, Command::GracefulStop, &sim.board);
+    sim.parent.handle_command(sim.now, Command::GracefulStop, &sim.board);
     sim.drain();
     assert!(sim.listeners_closed);
     assert_eq!(sim.parent.phase(), Phase::Draining);
     sim.settle();
-    assert_eq!(
-        sim.letters(),
-        ".G......",
-        "idle children left at once; the busy one finishes"
-    );
+    assert_eq!(sim.letters(), ".G......", "idle children left at once; the busy one finishes");
     assert_eq!(sim.exit_code, None);
     sim.advance(Duration::from_secs(600));
-    assert_eq!(
-        sim.exit_code, None,
-        "graceful_shutdown_timeout 0 waits forever"
-    );
+    assert_eq!(sim.exit_code, None, "graceful_shutdown_timeout 0 waits forever");
     sim.finish_connection(busy);
     sim.settle();
     assert_eq!(sim.exit_code, Some(0));
@@ -298,16 +218,12 @@ fn graceful_stop_timeout_falls_back_to_the_stop_escalation() {
     for pid in sim.waiting() {
         sim.take_connection(pid);
     }
-    sim.parent
-        .handle_command(sim.now, Command::GracefulStop, &sim.board);
+    sim.parent.handle_command(sim.now, Command::GracefulStop, &sim.board);
     sim.drain();
     sim.advance(Duration::from_secs(4));
     assert!(sim.signals.is_empty());
     sim.advance(Duration::from_secs(1));
-    assert_eq!(
-        sim.logged(|l| matches!(l, ParentLog::GracefulStopTimedOut { remaining: 2 })),
-        1
-    );
+    assert_eq!(sim.logged(|l| matches!(l, ParentLog::GracefulStopTimedOut { remaining: 2 })), 1);
     assert_eq!(sim.signals.len(), 2);
     sim.reap();
     assert_eq!(sim.exit_code, Some(0));
@@ -343,11 +259,7 @@ fn the_crash_loop_brake_releases_once_children_live() {
         sim.advance(Duration::from_secs(1));
         sim.settle();
     }
-    assert_eq!(
-        sim.parent.brake().early_exits(),
-        0,
-        "healthy children reset the count"
-    );
+    assert_eq!(sim.parent.brake().early_exits(), 0, "healthy children reset the count");
     assert!(sim.view().counts().idle() >= 4, "{}", sim.letters());
     sim.check();
 }
@@ -359,11 +271,16 @@ fn fork_failures_back_off_and_recover() {
     sim.take_connection(sim.pid_in(0));
     sim.fork_fails = true;
     sim.tick();
-    assert_eq!(sim.logged(|l| matches!(l, ParentLog::ForkFailed { retry_in, .. } if *retry_in == Duration::from_secs(1))), 1);
+    assert_eq!(
+        sim.logged(|l| matches!(l, ParentLog::ForkFailed { retry_in, .. } if *retry_in == Duration::from_secs(1))),
+        1
+    );
     assert_eq!(sim.state(1), SlotState::Dead, "the slot is free again");
     sim.tick(); // paused until 1 s after the failure: this tick is exactly at the deadline
     sim.tick();
-    assert!(sim.logged(|l| matches!(l, ParentLog::ForkFailed { retry_in, .. } if *retry_in == Duration::from_secs(2))) >= 1);
+    assert!(
+        sim.logged(|l| matches!(l, ParentLog::ForkFailed { retry_in, .. } if *retry_in == Duration::from_secs(2))) >= 1
+    );
     sim.fork_fails = false;
     for _ in 0..12 {
         sim.tick();
@@ -379,22 +296,16 @@ fn a_fatal_child_of_the_current_generation_stops_the_server_one_of_an_old_genera
     let old = sim.pid_in(0);
     sim.take_connection(old);
     let cfg = sim.parent.config().clone();
-    sim.parent
-        .handle_command(sim.now, Command::GracefulRestart(Box::new(cfg)), &sim.board);
+    sim.parent.handle_command(sim.now, Command::GracefulRestart(Box::new(cfg)), &sim.board);
     sim.drain();
     sim.procs.remove(&old);
-    sim.exits
-        .push((old, ExitStatus::Code(code::CHILDFATAL), None));
+    sim.exits.push((old, ExitStatus::Code(code::CHILDFATAL), None));
     sim.settle();
-    assert_eq!(
-        sim.logged(|l| matches!(l, ParentLog::IgnoringOldFatal { .. })),
-        1
-    );
+    assert_eq!(sim.logged(|l| matches!(l, ParentLog::IgnoringOldFatal { .. })), 1);
     assert_eq!(sim.parent.phase(), Phase::Running);
     let young = sim.pid_in(1);
     sim.procs.remove(&young);
-    sim.exits
-        .push((young, ExitStatus::Code(code::CHILDFATAL), None));
+    sim.exits.push((young, ExitStatus::Code(code::CHILDFATAL), None));
     sim.reap();
     assert_eq!(sim.logged(|l| matches!(l, ParentLog::ChildFatal { .. })), 1);
     sim.reap();
@@ -414,20 +325,13 @@ fn a_sick_child_resets_the_spawn_rate() {
     assert_eq!(sim.parent.policy().idle_spawn_rate(), 8);
     let pid = sim.pid_in(0);
     sim.procs.remove(&pid);
-    sim.exits.push((
-        pid,
-        ExitStatus::Code(code::CHILDSICK),
-        Some(ExitReason::AcceptFailed),
-    ));
+    sim.exits.push((pid, ExitStatus::Code(code::CHILDSICK), Some(ExitReason::AcceptFailed)));
     sim.reap();
     assert_eq!(sim.parent.policy().idle_spawn_rate(), 1);
     assert_eq!(
         sim.logged(|l| matches!(
             l,
-            ParentLog::ChildExited {
-                cause: ExitCause::Sick(Some(ExitReason::AcceptFailed)),
-                ..
-            }
+            ParentLog::ChildExited { cause: ExitCause::Sick(Some(ExitReason::AcceptFailed)), .. }
         )),
         1
     );
@@ -439,28 +343,13 @@ fn corrupted_slots_are_repaired_never_trusted() {
     sim.settle();
     use prefork_core::atomic::{AtomicWord, Ordering};
     // Garbage over a live child's slot, a ghost in an empty slot, and a foreign word.
+    sim.board.slot_word(0).store(0xdead_beef_0000_00ff, Ordering::Relaxed);
     sim.board
-        .slot_word(0)
-        .store(0xdead_beef_0000_00ff, Ordering::Relaxed);
-    sim.board.slot_word(3).store(
-        SlotWord {
-            state: SlotState::BusyWrite,
-            incarnation: 9,
-            generation: 0,
-        }
-        .encode(),
-        Ordering::Relaxed,
-    );
+        .slot_word(3)
+        .store(SlotWord { state: SlotState::BusyWrite, incarnation: 9, generation: 0 }.encode(), Ordering::Relaxed);
     let victim = sim.pid_in(1);
     let w = sim.board.slot(1).unwrap().read().unwrap();
-    sim.board.slot_word(1).store(
-        SlotWord {
-            incarnation: w.incarnation + 5,
-            ..w
-        }
-        .encode(),
-        Ordering::Relaxed,
-    );
+    sim.board.slot_word(1).store(SlotWord { incarnation: w.incarnation + 5, ..w }.encode(), Ordering::Relaxed);
     sim.tick();
     let repaired: Vec<(usize, SlotState)> = sim
         .logs
@@ -470,21 +359,10 @@ fn corrupted_slots_are_repaired_never_trusted() {
             _ => None,
         })
         .collect();
-    assert_eq!(
-        repaired,
-        [
-            (0, SlotState::Graceful),
-            (1, SlotState::Graceful),
-            (3, SlotState::Dead)
-        ]
+    assert_eq!(repaired, [(0, SlotState::Graceful), (1, SlotState::Graceful), (3, SlotState::Dead)]);
+    assert!(
+        sim.logs.iter().any(|(_, l)| matches!(l, ParentLog::SlotRepaired { problem: SlotProblem::Corrupt(_), .. }))
     );
-    assert!(sim.logs.iter().any(|(_, l)| matches!(
-        l,
-        ParentLog::SlotRepaired {
-            problem: SlotProblem::Corrupt(_),
-            ..
-        }
-    )));
     // Repaired children are told to go; the pool refills.
     sim.settle();
     assert!(!sim.procs.contains_key(&victim));
@@ -500,10 +378,7 @@ fn a_pid_the_parent_never_forked_is_logged_and_ignored() {
     let mut sim = Sim::new(pool(1, 1, 3, 4));
     sim.exits.push((4242, ExitStatus::Code(0), None));
     sim.reap();
-    assert_eq!(
-        sim.logged(|l| matches!(l, ParentLog::LongLostChild { pid: 4242, .. })),
-        1
-    );
+    assert_eq!(sim.logged(|l| matches!(l, ParentLog::LongLostChild { pid: 4242, .. })), 1);
     assert_eq!(sim.parent.live_children(), 1);
 }
 
@@ -511,22 +386,11 @@ fn a_pid_the_parent_never_forked_is_logged_and_ignored() {
 fn commands_that_do_not_apply_are_ignored_with_a_log_line() {
     let mut sim = Sim::with(pool(1, 1, 3, 4), Behaviour::IgnoresTerm);
     sim.settle();
-    sim.parent
-        .handle_command(sim.now, Command::Stop, &sim.board);
+    sim.parent.handle_command(sim.now, Command::Stop, &sim.board);
     let cfg = sim.parent.config().clone();
-    sim.parent
-        .handle_command(sim.now, Command::GracefulRestart(Box::new(cfg)), &sim.board);
+    sim.parent.handle_command(sim.now, Command::GracefulRestart(Box::new(cfg)), &sim.board);
     sim.drain();
-    assert_eq!(
-        sim.logged(|l| matches!(
-            l,
-            ParentLog::CommandIgnored {
-                phase: Phase::Stopping,
-                ..
-            }
-        )),
-        1
-    );
+    assert_eq!(sim.logged(|l| matches!(l, ParentLog::CommandIgnored { phase: Phase::Stopping, .. })), 1);
     assert_eq!(sim.parent.phase(), Phase::Stopping);
 }
 
@@ -535,10 +399,8 @@ fn a_stop_during_a_hard_restart_exits_instead_of_restarting() {
     let mut sim = Sim::with(pool(2, 1, 3, 4), Behaviour::IgnoresTerm);
     sim.settle();
     let cfg = sim.parent.config().clone();
-    sim.parent
-        .handle_command(sim.now, Command::HardRestart(Box::new(cfg)), &sim.board);
-    sim.parent
-        .handle_command(sim.now, Command::Stop, &sim.board);
+    sim.parent.handle_command(sim.now, Command::HardRestart(Box::new(cfg)), &sim.board);
+    sim.parent.handle_command(sim.now, Command::Stop, &sim.board);
     sim.drain();
     assert_eq!(sim.parent.phase(), Phase::Stopping);
     sim.advance(Duration::from_secs(9));
@@ -561,28 +423,18 @@ fn max_connections_per_child_recycles_children_without_immediate_respawn() {
     sim.settle();
     let pid = sim.pid_in(0);
     sim.take_connection(pid);
-    assert_eq!(
-        sim.finish_connection(pid),
-        prefork_core::ChildAction::Exit(ExitReason::MaxConnections)
-    );
+    assert_eq!(sim.finish_connection(pid), prefork_core::ChildAction::Exit(ExitReason::MaxConnections));
     sim.settle();
     assert_eq!(sim.letters(), "._..");
     assert_eq!(
         sim.logged(|l| matches!(
             l,
-            ParentLog::ChildExited {
-                cause: ExitCause::Voluntary(Some(ExitReason::MaxConnections)),
-                ..
-            }
+            ParentLog::ChildExited { cause: ExitCause::Voluntary(Some(ExitReason::MaxConnections)), .. }
         )),
         1
     );
     sim.tick();
-    assert_eq!(
-        sim.letters(),
-        "__..",
-        "the next tick respawns below min_spare"
-    );
+    assert_eq!(sim.letters(), "__..", "the next tick respawns below min_spare");
 }
 
 #[test]
@@ -594,10 +446,7 @@ fn idle_pool_converges_into_the_spare_range_and_stays_there() {
             sim.check();
         }
         let idle = sim.view().counts().idle() as i64;
-        assert!(
-            (min..=max).contains(&idle),
-            "start {start} min {min} max {max}: idle {idle}"
-        );
+        assert!((min..=max).contains(&idle), "start {start} min {min} max {max}: idle {idle}");
         let forks = sim.forks;
         for _ in 0..20 {
             sim.tick();
@@ -612,17 +461,12 @@ fn children_that_survive_a_hard_restart_keep_their_slots_marked_graceful() {
     sim.settle();
     sim.behaviour = Behaviour::Normal;
     let cfg = sim.parent.config().clone();
-    sim.parent
-        .handle_command(sim.now, Command::HardRestart(Box::new(cfg)), &sim.board);
+    sim.parent.handle_command(sim.now, Command::HardRestart(Box::new(cfg)), &sim.board);
     sim.drain();
     sim.advance(Duration::from_secs(10));
     assert_eq!(sim.logged(|l| matches!(l, ParentLog::GaveUp { .. })), 2);
     assert_eq!(sim.parent.phase(), Phase::Running);
-    assert_eq!(
-        sim.letters(),
-        "GGSS",
-        "stuck children keep slots 0-1 as G; the new ones go to 2-3"
-    );
+    assert_eq!(sim.letters(), "GGSS", "stuck children keep slots 0-1 as G; the new ones go to 2-3");
     sim.check();
 }
 
@@ -633,10 +477,7 @@ fn spawn_reports_without_a_pending_spawn_are_logged_not_applied() {
     sim.parent.handle_spawned(0, 9999);
     sim.parent.handle_spawn_failed(sim.now, 3, &sim.board);
     sim.drain();
-    assert_eq!(
-        sim.logged(|l| matches!(l, ParentLog::DriverMisuse { .. })),
-        2
-    );
+    assert_eq!(sim.logged(|l| matches!(l, ParentLog::DriverMisuse { .. })), 2);
     assert_eq!(sim.pid_in(0), pid, "the known child is untouched");
     assert_eq!(sim.letters(), "S...");
 }
@@ -652,11 +493,17 @@ fn children_with_a_pending_directive_are_woken_again_every_tick() {
     sim.procs.get_mut(&pid).unwrap().woken = false;
     let before = sim.wakes.len();
     sim.next_timeout();
-    assert_eq!(
-        &sim.wakes[before..],
-        [(2, pid)],
-        "the claimed child is woken again, and only it"
-    );
+    assert_eq!(&sim.wakes[before..], [(2, pid)], "the claimed child is woken again, and only it");
     sim.settle();
     assert_eq!(sim.letters(), "__..");
+}
+
+#[test]
+fn crashes_are_warnings_with_apaches_code_and_stop_signals_are_not() {
+    use prefork_core::parent::Level;
+    let exited = |sig| ParentLog::ChildExited { pid: 1, slot: 0, generation: 0, cause: ExitCause::Signal(sig) };
+    assert_eq!((exited(11).level(), exited(11).apache_code()), (Level::Warn, Some("AH00052")));
+    for sig in [1, 9, 10, 15] {
+        assert_eq!((exited(sig).level(), exited(sig).apache_code()), (Level::Info, None), "signal {sig}");
+    }
 }

@@ -76,18 +76,12 @@ impl Model {
             }
         }
         // Documented difference (SPEC.md §5.3): never more live children than MaxRequestWorkers.
-        let alive = self
-            .states
-            .iter()
-            .filter(|s| **s != SlotState::Dead)
-            .count();
+        let alive = self.states.iter().filter(|s| **s != SlotState::Dead).count();
         free_slots.truncate((self.mrw as usize).saturating_sub(alive));
 
         if idle > self.max_spare as usize {
             // kill exactly ONE child per cycle (ours: the highest Ready slot, by claim)
-            self.retired = (0..self.mrw as usize)
-                .rev()
-                .find(|&i| self.states[i] == SlotState::Ready);
+            self.retired = (0..self.mrw as usize).rev().find(|&i| self.states[i] == SlotState::Ready);
             if let Some(i) = self.retired {
                 self.states[i] = SlotState::IdleKill;
             }
@@ -101,11 +95,8 @@ impl Model {
                 self.idle_spawn_rate = 1;
             } else if allowed {
                 if self.idle_spawn_rate >= 8 {
-                    self.log = Some(PolicyLog::SeemsBusy {
-                        spawning: self.idle_spawn_rate,
-                        idle,
-                        total: total_non_dead,
-                    });
+                    self.log =
+                        Some(PolicyLog::SeemsBusy { spawning: self.idle_spawn_rate, idle, total: total_non_dead });
                 }
                 for &slot in &free_slots {
                     self.states[slot] = SlotState::Starting; // make_child(slot)
@@ -123,11 +114,7 @@ impl Model {
     }
 
     fn limits(&self) -> SpareLimits {
-        SpareLimits {
-            min_spare: self.min_spare,
-            max_spare: self.max_spare,
-            max_request_workers: self.mrw,
-        }
+        SpareLimits { min_spare: self.min_spare, max_spare: self.max_spare, max_request_workers: self.mrw }
     }
 }
 
@@ -140,12 +127,7 @@ impl ReferenceStateMachine for Reference {
     fn init_state() -> BoxedStrategy<Model> {
         (1usize..=40, 1u32..=6, 1u32..=6)
             .prop_flat_map(|(server_limit, min_spare, gap)| {
-                (
-                    Just(server_limit),
-                    Just(min_spare),
-                    Just(min_spare + gap),
-                    1..=server_limit as u32,
-                )
+                (Just(server_limit), Just(min_spare), Just(min_spare + gap), 1..=server_limit as u32)
             })
             .prop_map(|(server_limit, min_spare, max_spare, mrw)| Model {
                 server_limit,
@@ -172,21 +154,11 @@ impl ReferenceStateMachine for Reference {
         let mut choices: Vec<(u32, BoxedStrategy<Step>)> = vec![
             (6, Just(Step::Tick { allowed: true }).boxed()),
             (1, Just(Step::Tick { allowed: false }).boxed()),
-            (
-                1,
-                (1..=n)
-                    .prop_map(|max_request_workers| Step::GracefulRestart {
-                        max_request_workers,
-                    })
-                    .boxed(),
-            ),
+            (1, (1..=n).prop_map(|max_request_workers| Step::GracefulRestart { max_request_workers }).boxed()),
         ];
         let mut add = |weight: u32, from: Vec<usize>, make: fn(usize) -> Step| {
             if !from.is_empty() {
-                choices.push((
-                    weight,
-                    proptest::sample::select(from).prop_map(make).boxed(),
-                ));
+                choices.push((weight, proptest::sample::select(from).prop_map(make).boxed()));
             }
         };
         add(4, slots(|s| s == SlotState::Starting), Step::ChildReady);
@@ -206,9 +178,7 @@ impl ReferenceStateMachine for Reference {
             Step::ChildBusy(s) => state(s) == Some(SlotState::Ready),
             Step::ChildIdle(s) => state(s).is_some_and(SlotState::is_busy),
             Step::ChildExit(s) | Step::ChildSick(s) => state(s).is_some_and(SlotState::is_live),
-            Step::GracefulRestart {
-                max_request_workers,
-            } => (1..=m.server_limit as u32).contains(&max_request_workers),
+            Step::GracefulRestart { max_request_workers } => (1..=m.server_limit as u32).contains(&max_request_workers),
             Step::Tick { .. } => true,
         }
     }
@@ -223,9 +193,7 @@ impl ReferenceStateMachine for Reference {
                 m.states[s] = SlotState::Dead;
                 m.idle_spawn_rate = 1;
             }
-            Step::GracefulRestart {
-                max_request_workers,
-            } => {
+            Step::GracefulRestart { max_request_workers } => {
                 for st in &mut m.states {
                     if *st != SlotState::Dead && !st.is_directive() {
                         *st = SlotState::Graceful;
@@ -323,10 +291,7 @@ impl<V: Which> StateMachineTest for PolicyTest<V> {
             limits: m.limits(),
             generation: 0,
             variant: V::VARIANT,
-            counters: Counts {
-                dead: m.server_limit,
-                ..Counts::default()
-            },
+            counters: Counts { dead: m.server_limit, ..Counts::default() },
         }
     }
 
@@ -342,12 +307,8 @@ impl<V: Which> StateMachineTest for PolicyTest<V> {
                         assert!(!slots.is_empty() && slots.len() <= 32);
                         for slot in slots {
                             // I5: spawn() refuses any slot that is not Dead.
-                            let word = sut
-                                .board
-                                .slot(slot)
-                                .unwrap()
-                                .spawn(sut.generation)
-                                .expect("spawn into a Dead slot");
+                            let word =
+                                sut.board.slot(slot).unwrap().spawn(sut.generation).expect("spawn into a Dead slot");
                             sut.born[slot] = word;
                             sut.count_move(SlotState::Dead, SlotState::Starting);
                             spawned.push(slot);
@@ -373,10 +334,7 @@ impl<V: Which> StateMachineTest for PolicyTest<V> {
                 assert_eq!(out.log, m.log, "log");
                 if !spawned.is_empty() {
                     let live = ScoreboardView::capture(&sut.board).counts().live();
-                    assert!(
-                        live <= sut.limits.max_request_workers as usize,
-                        "I6: spawning past max_request_workers"
-                    );
+                    assert!(live <= sut.limits.max_request_workers as usize, "I6: spawning past max_request_workers");
                 }
             }
             Step::ChildReady(s) | Step::ChildIdle(s) => {
@@ -396,9 +354,7 @@ impl<V: Which> StateMachineTest for PolicyTest<V> {
                     sut.policy.on_child_sick();
                 }
             }
-            Step::GracefulRestart {
-                max_request_workers,
-            } => {
+            Step::GracefulRestart { max_request_workers } => {
                 sut.generation += 1;
                 sut.board.publish_generation(sut.generation);
                 for slot in 0..sut.board.slot_count() {
@@ -420,15 +376,10 @@ impl<V: Which> StateMachineTest for PolicyTest<V> {
         assert!([1, 2, 4, 8, 16, 32].contains(&rate), "I7: rate {rate}");
         assert_eq!(rate, m.idle_spawn_rate);
         assert_eq!(sut.policy.hold_off(), m.hold_off_on_exponential_spawning);
-        assert!(
-            sut.limits.max_request_workers as usize <= m.server_limit,
-            "I6"
-        );
+        assert!(sut.limits.max_request_workers as usize <= m.server_limit, "I6");
         // I8: derived counts equal a recount of the (reference) states, and the states agree.
         let view = ScoreboardView::capture(&sut.board);
-        let states: Vec<SlotState> = (0..m.server_limit)
-            .map(|i| view.state(i).unwrap())
-            .collect();
+        let states: Vec<SlotState> = (0..m.server_limit).map(|i| view.state(i).unwrap()).collect();
         assert_eq!(states, m.states);
         let mut recount = Counts::default();
         for s in &m.states {
@@ -455,26 +406,17 @@ prop_state_machine! {
 
 /// Runs the same state-machine test on variant `V`; returns the minimal failing case, if any.
 fn counterexample<V: Which>() -> Option<String> {
-    let config = ProptestConfig {
-        cases: 512,
-        failure_persistence: None,
-        max_shrink_iters: 64,
-        ..ProptestConfig::default()
-    };
+    let config =
+        ProptestConfig { cases: 512, failure_persistence: None, max_shrink_iters: 64, ..ProptestConfig::default() };
     let mut runner = TestRunner::new(config.clone());
-    let result = runner.run(
-        &Reference::sequential_strategy(1..300),
-        |(init, steps, seen)| {
-            PolicyTest::<V>::test_sequential(config.clone(), init, steps, seen);
-            Ok(())
-        },
-    );
+    let result = runner.run(&Reference::sequential_strategy(1..300), |(init, steps, seen)| {
+        PolicyTest::<V>::test_sequential(config.clone(), init, steps, seen);
+        Ok(())
+    });
     match result {
-        Err(TestError::Fail(why, (init, steps, _))) => Some(format!(
-            "{why}: {} steps from {:?} ...",
-            steps.len(),
-            (init.server_limit, init.mrw)
-        )),
+        Err(TestError::Fail(why, (init, steps, _))) => {
+            Some(format!("{why}: {} steps from {:?} ...", steps.len(), (init.server_limit, init.mrw)))
+        }
         _ => None,
     }
 }
@@ -482,10 +424,7 @@ fn counterexample<V: Which>() -> Option<String> {
 #[test]
 fn negative_separate_counters_drift_and_proptest_catches_it() {
     let found = counterexample::<SeparateCounters>();
-    assert!(
-        found.is_some(),
-        "proptest must find the drift of separately kept counters"
-    );
+    assert!(found.is_some(), "proptest must find the drift of separately kept counters");
     eprintln!("caught as expected: {}", found.unwrap());
 }
 

@@ -5,10 +5,7 @@ use std::fs;
 use std::path::{Path, PathBuf};
 
 fn workspace() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .unwrap()
-        .to_path_buf()
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
 }
 
 fn rust_files(dir: &Path, out: &mut Vec<PathBuf>) {
@@ -51,11 +48,7 @@ fn spec_names_only_existing_tests() {
         rust_files(&root.join(member), &mut files);
     }
     let refs = references(&spec);
-    assert!(
-        refs.len() > 40,
-        "expected many test references, found {}",
-        refs.len()
-    );
+    assert!(refs.len() > 40, "expected many test references, found {}", refs.len());
     let mut missing = vec![];
     for (file, name) in &refs {
         let found = files
@@ -66,40 +59,23 @@ fn spec_names_only_existing_tests() {
             missing.push(format!("{file}: {name}"));
         }
     }
-    assert!(
-        missing.is_empty(),
-        "SPEC.md names tests that do not exist: {missing:#?}"
-    );
+    assert!(missing.is_empty(), "SPEC.md names tests that do not exist: {missing:#?}");
 }
 
 #[test]
 fn every_invariant_names_its_checks_and_there_are_enough() {
     let spec = fs::read_to_string(workspace().join("SPEC.md")).unwrap();
-    let section = spec
-        .split("## 9. Invariants")
-        .nth(1)
-        .expect("§9")
-        .split("\n## 10.")
-        .next()
-        .unwrap();
+    let section = spec.split("## 9. Invariants").nth(1).expect("§9").split("\n## 10.").next().unwrap();
     let blocks: Vec<&str> = section.split("\n**").skip(1).collect();
     let mut numbered = 0;
     for block in blocks {
         let id = block.split('.').next().unwrap();
-        if !(id.starts_with('I') || id.starts_with('L'))
-            || !id[1..].chars().all(|c| c.is_ascii_digit())
-        {
+        if !(id.starts_with('I') || id.starts_with('L')) || !id[1..].chars().all(|c| c.is_ascii_digit()) {
             continue;
         }
         numbered += 1;
-        assert!(
-            block.contains("Checked by:"),
-            "{id} does not say what checks it"
-        );
+        assert!(block.contains("Checked by:"), "{id} does not say what checks it");
         assert!(!references(block).is_empty(), "{id} names no test");
     }
-    assert!(
-        numbered >= 12,
-        "SPEC.md has {numbered} numbered invariants; at least 12 are required"
-    );
+    assert!(numbered >= 12, "SPEC.md has {numbered} numbered invariants; at least 12 are required");
 }

@@ -10,16 +10,9 @@
 //! a client connecting, or an operator command. The properties panel shows which invariants hold.
 
 fn main() {
-    let address = std::env::args()
-        .nth(1)
-        .unwrap_or_else(|| "127.0.0.1:3000".to_string());
-    if !address.starts_with("127.")
-        && !address.starts_with("[::1]")
-        && !address.starts_with("localhost")
-    {
-        eprintln!(
-            "explorer: refusing to listen on {address}: use a loopback address such as 127.0.0.1:3000"
-        );
+    let address = std::env::args().nth(1).unwrap_or_else(|| "127.0.0.1:3000".to_string());
+    if !address.starts_with("127.") && !address.starts_with("[::1]") && !address.starts_with("localhost") {
+        eprintln!("explorer: refusing to listen on {address}: use a loopback address such as 127.0.0.1:3000");
         std::process::exit(2);
     }
     println!("stateright explorer for the prefork model: http://{address}/  (Ctrl-C to stop)");

@@ -22,17 +22,8 @@ use prefork_core::config::{PoolConfig, RawPoolConfig};
 /// A pool for the checks: 1 or 2 loopback listeners (2 put the accept lock in use), and
 /// `start_servers`, `min_spare_servers`, `max_spare_servers`, `max_request_workers` (also the
 /// `server_limit`).
-pub fn pool(
-    listeners: usize,
-    start: i64,
-    min_spare: i64,
-    max_spare: i64,
-    limit: i64,
-) -> PoolConfig {
-    let listen = ["127.0.0.1:1", "127.0.0.1:2"][..listeners.clamp(1, 2)]
-        .iter()
-        .map(|s| s.to_string())
-        .collect();
+pub fn pool(listeners: usize, start: i64, min_spare: i64, max_spare: i64, limit: i64) -> PoolConfig {
+    let listen = ["127.0.0.1:1", "127.0.0.1:2"][..listeners.clamp(1, 2)].iter().map(|s| s.to_string()).collect();
     PoolConfig::from_raw(&RawPoolConfig {
         listen: Some(listen),
         start_servers: Some(start),

@@ -220,26 +220,18 @@ fn child_main(
                         w.procs.get_mut(&pid).unwrap().woken = false;
                         break Got::Event(ChildEvent::Woken);
                     }
-                    let ready: Vec<usize> = (0..w.queues.len())
-                        .filter(|&l| w.listening && !w.queues[l].is_empty())
-                        .collect();
+                    let ready: Vec<usize> =
+                        (0..w.queues.len()).filter(|&l| w.listening && !w.queues[l].is_empty()).collect();
                     if !ready.is_empty() {
                         break Got::Readable(ready);
                     }
                     w = shared.wait(w);
                 },
                 Some(ChildAction::Accept { listener }) => {
-                    let conn = if w.listening {
-                        w.queues[listener].pop_front()
-                    } else {
-                        None
-                    };
+                    let conn = if w.listening { w.queues[listener].pop_front() } else { None };
                     match conn {
                         Some(conn) => {
-                            assert!(
-                                w.accepted.insert(conn, pid).is_none(),
-                                "connection {conn} accepted twice"
-                            );
+                            assert!(w.accepted.insert(conn, pid).is_none(), "connection {conn} accepted twice");
                             w.procs.get_mut(&pid).unwrap().conn = Some(conn);
                             Got::Event(ChildEvent::Accepted)
                         }
@@ -263,29 +255,15 @@ fn child_main(
                         }
                     }
                     let mut w = shared.lock();
-                    let conn = w
-                        .procs
-                        .get_mut(&pid)
-                        .unwrap()
-                        .conn
-                        .take()
-                        .expect("serving a connection");
+                    let conn = w.procs.get_mut(&pid).unwrap().conn.take().expect("serving a connection");
                     *w.served.entry(conn).or_default() += 1;
                     Got::Event(ChildEvent::ConnectionDone)
                 }
                 Some(ChildAction::Exit(reason)) => {
                     let info = w.procs.remove(&pid).unwrap();
-                    assert!(
-                        info.conn.is_none(),
-                        "child {pid} exits holding a connection"
-                    );
-                    assert_ne!(
-                        w.lock_holder,
-                        Some(pid),
-                        "child {pid} exits holding the lock"
-                    );
-                    w.zombies
-                        .push_back((pid, ExitStatus::Code(reason.exit_code()), Some(reason)));
+                    assert!(info.conn.is_none(), "child {pid} exits holding a connection");
+                    assert_ne!(w.lock_holder, Some(pid), "child {pid} exits holding the lock");
+                    w.zombies.push_back((pid, ExitStatus::Code(reason.exit_code()), Some(reason)));
                     shared.leave(&mut w);
                     return;
                 }
@@ -297,9 +275,7 @@ fn child_main(
         };
         // The core's step, outside the world lock: it races the parent on the slot word.
         let was_in = child.in_accept_section();
-        let action = child
-            .handle(event, &me)
-            .expect("the driver follows the protocol");
+        let action = child.handle(event, &me).expect("the driver follows the protocol");
         next = Some(action);
         let now_in = child.in_accept_section();
         if was_in != now_in {
@@ -318,16 +294,8 @@ fn child_main(
 fn check_board(parent: &Parent, shared: &Shared, w: &World) {
     let counts = ScoreboardView::capture(&shared.board).counts();
     assert_eq!(counts.corrupt, 0);
-    assert_eq!(
-        counts.live(),
-        parent.live_children(),
-        "derived live count vs the parent's records"
-    );
-    assert_eq!(
-        parent.live_children(),
-        w.procs.len() + w.zombies.len(),
-        "the parent's records vs the processes"
-    );
+    assert_eq!(counts.live(), parent.live_children(), "derived live count vs the parent's records");
+    assert_eq!(parent.live_children(), w.procs.len() + w.zombies.len(), "the parent's records vs the processes");
     assert!(
         counts.live() <= parent.config().max_request_workers as usize,
         "more live children than max_request_workers"
@@ -427,16 +395,8 @@ pub fn run(scenario: &Scenario) {
             loop {
                 w.operator = format!("waiting after restart from generation {before}");
                 let generation = w.generation;
-                let old = w
-                    .procs
-                    .values()
-                    .filter(|p| p.generation < generation)
-                    .count();
-                let fresh = w
-                    .procs
-                    .values()
-                    .filter(|p| p.generation == generation && p.killed.is_none())
-                    .count();
+                let old = w.procs.values().filter(|p| p.generation < generation).count();
+                let fresh = w.procs.values().filter(|p| p.generation == generation && p.killed.is_none()).count();
                 if generation > before && old == 0 && fresh >= w.min_idle_goal {
                     break;
                 }
@@ -445,20 +405,14 @@ pub fn run(scenario: &Scenario) {
         }
         let pause = rng.gen_range(0..4);
         let mut w = sh.sleep(sh.lock(), pause);
-        w.commands.push_back(if rng.gen_bool(0.5) {
-            Command::Stop
-        } else {
-            Command::GracefulStop
-        });
+        w.commands.push_back(if rng.gen_bool(0.5) { Command::Stop } else { Command::GracefulStop });
         sh.notify(&mut w);
         sh.leave(&mut w);
     });
 
     // The parent, on this thread.
     let mut parent = Parent::new(cfg.clone());
-    if let Some(bug @ (SeededBug::RetireWithoutClaim | SeededBug::IgnoreGenerationOnReap)) =
-        scenario.bug
-    {
+    if let Some(bug @ (SeededBug::RetireWithoutClaim | SeededBug::IgnoreGenerationOnReap)) = scenario.bug {
         parent.seed_bug(bug);
     }
     let mut children = vec![];
@@ -472,27 +426,16 @@ pub fn run(scenario: &Scenario) {
                 match action {
                     ParentAction::Spawn { slot, born } => {
                         let pid = 100 + children.len() as Pid;
-                        let mut child = ChildLoop::new(
-                            cfg.listen.len(),
-                            cfg.lock_in_use(),
-                            cfg.connection_limit(u64::from(pid)),
-                        );
+                        let mut child =
+                            ChildLoop::new(cfg.listen.len(), cfg.lock_in_use(), cfg.connection_limit(u64::from(pid)));
                         if let Some(bug @ SeededBug::NoAcceptLock) = scenario.bug {
                             child.seed_bug(bug);
                         }
-                        w.procs.insert(
-                            pid,
-                            ProcInfo {
-                                generation: born.generation,
-                                ..ProcInfo::default()
-                            },
-                        );
+                        w.procs.insert(pid, ProcInfo { generation: born.generation, ..ProcInfo::default() });
                         w.threads += 1;
                         let sh = shared.clone();
                         let interrupts = scenario.wake_interrupts_lock;
-                        children.push(thread::spawn(move || {
-                            child_main(sh, pid, slot, born, child, interrupts)
-                        }));
+                        children.push(thread::spawn(move || child_main(sh, pid, slot, born, child, interrupts)));
                         parent.handle_spawned(slot, pid);
                     }
                     ParentAction::Wake { pid, .. } => {
@@ -502,8 +445,7 @@ pub fn run(scenario: &Scenario) {
                     }
                     ParentAction::Signal { pid, signal } => {
                         if let Some(p) = w.procs.get_mut(&pid) {
-                            p.killed
-                                .get_or_insert(if signal == KillSignal::Term { 15 } else { 9 });
+                            p.killed.get_or_insert(if signal == KillSignal::Term { 15 } else { 9 });
                         }
                     }
                     ParentAction::CloseListeners => {
@@ -550,9 +492,7 @@ pub fn run(scenario: &Scenario) {
         drop(w);
         // The core's step, outside the world lock: it races the children on the slot words.
         match work {
-            Work::Reap((pid, status, reason)) => {
-                parent.handle_child_exit(now, pid, status, reason, &shared.board)
-            }
+            Work::Reap((pid, status, reason)) => parent.handle_child_exit(now, pid, status, reason, &shared.board),
             Work::Command(c) => parent.handle_command(now, c, &shared.board),
             Work::Timeout => parent.handle_timeout(now, &shared.board),
         }
@@ -568,10 +508,7 @@ pub fn run(scenario: &Scenario) {
     for (conn, pid) in &w.accepted {
         match (w.served.get(conn), w.lost.get(conn)) {
             (Some(1), None) => {}
-            (None, Some(dead)) => assert_eq!(
-                dead, pid,
-                "connection {conn} lost by a child that did not accept it"
-            ),
+            (None, Some(dead)) => assert_eq!(dead, pid, "connection {conn} lost by a child that did not accept it"),
             other => panic!("connection {conn} accepted by {pid}: served/lost {other:?}"),
         }
     }
@@ -586,11 +523,7 @@ pub fn run(scenario: &Scenario) {
         t.spawned += children_spawned as u64;
         t.restarts += u64::from(w.generation);
         t.retired += w.log.iter().filter(|l| l.contains("retired")).count() as u64;
-        t.died += w
-            .log
-            .iter()
-            .filter(|l| l.contains("killed by signal"))
-            .count() as u64;
+        t.died += w.log.iter().filter(|l| l.contains("killed by signal")).count() as u64;
         t.seconds += w.clock.as_millis() / 1000;
     }
     assert_eq!(

@@ -94,9 +94,7 @@ impl Proc {
         self.conn
             || matches!(
                 self.child.phase(),
-                ChildPhase::Accepting
-                    | ChildPhase::Serving
-                    | ChildPhase::Releasing(AfterRelease::Serve)
+                ChildPhase::Accepting | ChildPhase::Serving | ChildPhase::Releasing(AfterRelease::Serve)
             )
     }
 }
@@ -197,14 +195,7 @@ impl SystemModel {
 
     /// A model with these settings and no bug.
     pub fn new(pool: PoolConfig, budget: Budget, ops: Vec<Op>) -> Self {
-        SystemModel {
-            pool,
-            budget,
-            ops,
-            robust_lock: true,
-            bug: None,
-            wake_interrupts_lock: true,
-        }
+        SystemModel { pool, budget, ops, robust_lock: true, bug: None, wake_interrupts_lock: true }
     }
 
     fn with_board(&self, s: &mut SysState, f: impl FnOnce(&mut Parent, &CellBoard, Time)) {
@@ -229,15 +220,7 @@ impl SystemModel {
                     if let Some(bug @ SeededBug::NoAcceptLock) = self.bug {
                         child.seed_bug(bug);
                     }
-                    s.procs.push(Proc {
-                        pid,
-                        slot,
-                        born,
-                        child,
-                        next: None,
-                        conn: false,
-                        woken: false,
-                    });
+                    s.procs.push(Proc { pid, slot, born, child, next: None, conn: false, woken: false });
                     s.parent.handle_spawned(slot, pid);
                 }
                 ParentAction::Wake { pid, .. } => {
@@ -308,8 +291,7 @@ impl SystemModel {
             if reason == ExitReason::Retired {
                 s.retired += 1;
             }
-            s.zombies
-                .push((p.pid, ExitStatus::Code(reason.exit_code()), Some(reason)));
+            s.zombies.push((p.pid, ExitStatus::Code(reason.exit_code()), Some(reason)));
         }
     }
 
@@ -346,9 +328,7 @@ impl Model for SystemModel {
     fn init_states(&self) -> Vec<SysState> {
         let listeners = self.pool.listen.len();
         let mut parent = Parent::new(self.pool.clone());
-        if let Some(bug @ (SeededBug::RetireWithoutClaim | SeededBug::IgnoreGenerationOnReap)) =
-            self.bug
-        {
+        if let Some(bug @ (SeededBug::RetireWithoutClaim | SeededBug::IgnoreGenerationOnReap)) = self.bug {
             parent.seed_bug(bug);
         }
         let mut s = SysState {
@@ -420,15 +400,11 @@ impl Model for SystemModel {
             Action::Tick => {
                 s.budget.ticks -= 1;
                 s.now = s.now.max(s.parent.poll_timeout()?);
-                self.with_board(&mut s, |parent, board, now| {
-                    parent.handle_timeout(now, board)
-                });
+                self.with_board(&mut s, |parent, board, now| parent.handle_timeout(now, board));
             }
             Action::Reap => {
                 let (pid, status, reason) = s.zombies.remove(0);
-                self.with_board(&mut s, |parent, board, now| {
-                    parent.handle_child_exit(now, pid, status, reason, board)
-                });
+                self.with_board(&mut s, |parent, board, now| parent.handle_child_exit(now, pid, status, reason, board));
             }
             Action::Crash(pid) => {
                 s.budget.crashes -= 1;
@@ -448,9 +424,7 @@ impl Model for SystemModel {
                     Op::GracefulStop => Command::GracefulStop,
                     Op::Stop => Command::Stop,
                 };
-                self.with_board(&mut s, |parent, board, now| {
-                    parent.handle_command(now, command, board)
-                });
+                self.with_board(&mut s, |parent, board, now| parent.handle_command(now, command, board));
             }
             Action::Woken(pid) => {
                 let i = s.procs.iter().position(|p| p.pid == pid)?;
@@ -516,12 +490,7 @@ impl Model for SystemModel {
             Property::always(
                 "I10: with the lock in use, at most one child waits and accepts",
                 |m: &SystemModel, s: &SysState| {
-                    !m.pool.lock_in_use()
-                        || s.procs
-                            .iter()
-                            .filter(|p| p.child.in_accept_section())
-                            .count()
-                            <= 1
+                    !m.pool.lock_in_use() || s.procs.iter().filter(|p| p.child.in_accept_section()).count() <= 1
                 },
             ),
             Property::always(
@@ -529,32 +498,22 @@ impl Model for SystemModel {
                 |_: &SystemModel, s: &SysState| {
                     let view = s.view();
                     !s.violations.killed_busy
-                        && s.procs
-                            .iter()
-                            .all(|p| !p.busy() || view.state(p.slot) != Some(SlotState::IdleKill))
+                        && s.procs.iter().all(|p| !p.busy() || view.state(p.slot) != Some(SlotState::IdleKill))
                 },
             ),
-            Property::always(
-                "I4: retirement never sends a signal",
-                |_: &SystemModel, s: &SysState| !s.violations.signal_while_running,
-            ),
-            Property::always(
-                "I13: children are born in the running generation",
-                |_: &SystemModel, s: &SysState| !s.violations.spawned_old,
-            ),
-            Property::always(
-                "I7: live children <= max_request_workers",
-                |m: &SystemModel, s: &SysState| {
-                    s.view().counts().live() <= m.pool.max_request_workers as usize
-                },
-            ),
-            Property::always(
-                "I9/I14: the board agrees with the parent's records",
-                |_: &SystemModel, s: &SysState| {
-                    let counts = s.view().counts();
-                    counts.corrupt == 0 && counts.live() == s.parent.live_children()
-                },
-            ),
+            Property::always("I4: retirement never sends a signal", |_: &SystemModel, s: &SysState| {
+                !s.violations.signal_while_running
+            }),
+            Property::always("I13: children are born in the running generation", |_: &SystemModel, s: &SysState| {
+                !s.violations.spawned_old
+            }),
+            Property::always("I7: live children <= max_request_workers", |m: &SystemModel, s: &SysState| {
+                s.view().counts().live() <= m.pool.max_request_workers as usize
+            }),
+            Property::always("I9/I14: the board agrees with the parent's records", |_: &SystemModel, s: &SysState| {
+                let counts = s.view().counts();
+                counts.corrupt == 0 && counts.live() == s.parent.live_children()
+            }),
             Property::always(
                 "I11: every accepted connection is served or lost with its child",
                 |_: &SystemModel, s: &SysState| {
@@ -565,10 +524,7 @@ impl Model for SystemModel {
             Property::always(
                 "I10: no child waits forever on a lock whose holder died",
                 |_: &SystemModel, s: &SysState| {
-                    !(s.lock_orphaned
-                        && s.procs
-                            .iter()
-                            .any(|p| p.next == Some(ChildAction::AcquireLock)))
+                    !(s.lock_orphaned && s.procs.iter().any(|p| p.next == Some(ChildAction::AcquireLock)))
                 },
             ),
             // Liveness. Stateright's `eventually P` is met as soon as P holds anywhere on a path, so
@@ -584,62 +540,31 @@ impl Model for SystemModel {
                             || s.procs.is_empty())
                 },
             ),
-            Property::eventually(
-                "L1: an old generation disappears",
-                |m: &SystemModel, s: &SysState| {
-                    terminal(m, s)
-                        && (s.exit_code.is_some()
-                            || s.procs
-                                .iter()
-                                .all(|p| p.born.generation == s.parent.generation()))
-                },
-            ),
+            Property::eventually("L1: an old generation disappears", |m: &SystemModel, s: &SysState| {
+                terminal(m, s)
+                    && (s.exit_code.is_some() || s.procs.iter().all(|p| p.born.generation == s.parent.generation()))
+            }),
             // Examples that must exist: a model that cannot reach these proves nothing.
-            Property::sometimes(
-                "example: a connection is served",
-                |_: &SystemModel, s: &SysState| s.served > 0,
-            ),
-            Property::sometimes(
-                "example: an idle child is retired",
-                |_: &SystemModel, s: &SysState| s.retired > 0,
-            ),
-            Property::sometimes(
-                "example: a graceful restart completes",
-                |_: &SystemModel, s: &SysState| {
-                    s.parent.generation() > 0
-                        && !s.procs.is_empty()
-                        && s.procs.iter().all(|p| p.born.generation > 0)
-                },
-            ),
-            Property::sometimes(
-                "example: the parent exits",
-                |_: &SystemModel, s: &SysState| s.exit_code.is_some(),
-            ),
-            Property::sometimes(
-                "example: a dead holder's lock is taken again",
-                |_: &SystemModel, s: &SysState| s.lock_recovered,
-            ),
+            Property::sometimes("example: a connection is served", |_: &SystemModel, s: &SysState| s.served > 0),
+            Property::sometimes("example: an idle child is retired", |_: &SystemModel, s: &SysState| s.retired > 0),
+            Property::sometimes("example: a graceful restart completes", |_: &SystemModel, s: &SysState| {
+                s.parent.generation() > 0 && !s.procs.is_empty() && s.procs.iter().all(|p| p.born.generation > 0)
+            }),
+            Property::sometimes("example: the parent exits", |_: &SystemModel, s: &SysState| s.exit_code.is_some()),
+            Property::sometimes("example: a dead holder's lock is taken again", |_: &SystemModel, s: &SysState| {
+                s.lock_recovered
+            }),
         ]
     }
 }
 
 /// The model the explorer shows: two listeners (the lock in use), one crash, any one command.
 pub fn explorer_model() -> SystemModel {
-    let budget = Budget {
-        ticks: 3,
-        connections: 2,
-        crashes: 1,
-        commands: 1,
-    };
+    let budget = Budget { ticks: 3, connections: 2, crashes: 1, commands: 1 };
     SystemModel::new(
         SystemModel::small_pool(2),
         budget,
-        vec![
-            Op::GracefulRestart,
-            Op::HardRestart,
-            Op::GracefulStop,
-            Op::Stop,
-        ],
+        vec![Op::GracefulRestart, Op::HardRestart, Op::GracefulStop, Op::Stop],
     )
 }
 

@@ -49,9 +49,7 @@ pub fn loom_board(slots: usize) -> MemoryBoard<LoomWord> {
 
 /// A scoreboard of shuttle atomics.
 pub fn shuttle_board(slots: usize) -> MemoryBoard<ShuttleWord> {
-    MemoryBoard::with(slots, || {
-        ShuttleWord(shuttle::sync::atomic::AtomicU64::new(0))
-    })
+    MemoryBoard::with(slots, || ShuttleWord(shuttle::sync::atomic::AtomicU64::new(0)))
 }
 
 /// A scoreboard of plain cells, loaded from and saved back to an explicit-state model's state.
@@ -64,18 +62,12 @@ pub struct CellBoard {
 impl CellBoard {
     /// A board holding `generation` and `words`.
     pub fn load(generation: u64, words: &[u64]) -> Self {
-        CellBoard {
-            generation: Cell::new(generation),
-            slots: words.iter().map(|&w| Cell::new(w)).collect(),
-        }
+        CellBoard { generation: Cell::new(generation), slots: words.iter().map(|&w| Cell::new(w)).collect() }
     }
 
     /// The running generation word and the slot words.
     pub fn save(&self) -> (u64, Vec<u64>) {
-        (
-            self.generation.get(),
-            self.slots.iter().map(Cell::get).collect(),
-        )
+        (self.generation.get(), self.slots.iter().map(Cell::get).collect())
     }
 }
 

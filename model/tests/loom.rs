@@ -55,17 +55,10 @@ fn expect_failure(test_name: &str, f: impl Fn() + Send + Sync + 'static) -> Stri
         .env("PREFORK_LOOM_NEGATIVE", "1")
         .output()
         .expect("re-run the test binary");
-    let text =
-        String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
-    assert!(
-        !out.status.success(),
-        "loom must find a counterexample in {test_name}; it found none:\n{text}"
-    );
-    let caught: Vec<&str> = text
-        .lines()
-        .filter(|l| l.contains("panicked at") || l.contains("deadlock"))
-        .take(3)
-        .collect();
+    let text = String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "loom must find a counterexample in {test_name}; it found none:\n{text}");
+    let caught: Vec<&str> =
+        text.lines().filter(|l| l.contains("panicked at") || l.contains("deadlock")).take(3).collect();
     eprintln!("loom {test_name}: caught as expected: {caught:?}");
     text
 }
@@ -92,19 +85,8 @@ fn pool(cfg: &PoolConfig, bug: Option<SeededBug>) -> (Arc<Board>, Parent, Vec<Ki
             let pid = 100 + slot as Pid;
             parent.handle_spawned(slot, pid);
             let mut child = ChildLoop::new(cfg.listen.len(), cfg.lock_in_use(), 0);
-            let next = child
-                .handle(
-                    ChildEvent::Started,
-                    &ChildSlot::attach(&*board, slot, born).unwrap(),
-                )
-                .unwrap();
-            kids.push(Kid {
-                slot,
-                born,
-                pid,
-                child,
-                next,
-            });
+            let next = child.handle(ChildEvent::Started, &ChildSlot::attach(&*board, slot, born).unwrap()).unwrap();
+            kids.push(Kid { slot, born, pid, child, next });
         }
     }
     (board, parent, kids)
@@ -142,44 +124,22 @@ fn retirement_claim_and_work_claim_never_both_win() {
     explore("retirement claim vs work claim", || {
         let (actions, child, _, board) = retirement_race(None);
         let view = ScoreboardView::capture(&*board);
-        let claimed: Vec<usize> = (0..3)
-            .filter(|&i| view.state(i) == Some(SlotState::IdleKill))
-            .collect();
+        let claimed: Vec<usize> = (0..3).filter(|&i| view.state(i) == Some(SlotState::IdleKill)).collect();
         // If the work claim came before the parent's snapshot, only 2 children are idle (not more
         // than max_spare = 2) and nobody is retired; otherwise exactly one is.
-        assert!(
-            claimed.len() <= 1,
-            "at most one idle child is retired: {view}"
-        );
+        assert!(claimed.len() <= 1, "at most one idle child is retired: {view}");
         if claimed.is_empty() {
-            assert!(
-                matches!(child, ChildAction::Accept { .. }),
-                "the parent saw three idle children but retired none"
-            );
+            assert!(matches!(child, ChildAction::Accept { .. }), "the parent saw three idle children but retired none");
         }
         let woken: Vec<usize> = actions
             .iter()
-            .filter_map(|a| {
-                if let ParentAction::Wake { slot, .. } = a {
-                    Some(*slot)
-                } else {
-                    None
-                }
-            })
+            .filter_map(|a| if let ParentAction::Wake { slot, .. } = a { Some(*slot) } else { None })
             .collect();
         assert_eq!(woken, claimed, "the retired child, and only it, is woken");
-        assert!(
-            !actions
-                .iter()
-                .any(|a| matches!(a, ParentAction::Signal { .. })),
-            "retirement never signals"
-        );
+        assert!(!actions.iter().any(|a| matches!(a, ParentAction::Signal { .. })), "retirement never signals");
         match child {
             ChildAction::Accept { .. } => {
-                assert!(
-                    !claimed.contains(&2),
-                    "a child that claimed work was retired"
-                );
+                assert!(!claimed.contains(&2), "a child that claimed work was retired");
                 assert_eq!(view.state(2), Some(SlotState::BusyRead));
             }
             ChildAction::Exit(ExitReason::Retired) => assert_eq!(claimed[0], 2),
@@ -190,17 +150,12 @@ fn retirement_claim_and_work_claim_never_both_win() {
 
 #[test]
 fn negative_retiring_by_pid_without_the_claim_kills_a_busy_child() {
-    let msg = expect_failure(
-        "negative_retiring_by_pid_without_the_claim_kills_a_busy_child",
-        || {
-            let (actions, child, kid, _) = retirement_race(Some(SeededBug::RetireWithoutClaim));
-            let signalled = actions
-                .iter()
-                .any(|a| matches!(a, ParentAction::Signal { pid, .. } if *pid == kid.pid));
-            let busy = matches!(child, ChildAction::Accept { .. });
-            assert!(!(signalled && busy), "a busy child was killed");
-        },
-    );
+    let msg = expect_failure("negative_retiring_by_pid_without_the_claim_kills_a_busy_child", || {
+        let (actions, child, kid, _) = retirement_race(Some(SeededBug::RetireWithoutClaim));
+        let signalled = actions.iter().any(|a| matches!(a, ParentAction::Signal { pid, .. } if *pid == kid.pid));
+        let busy = matches!(child, ChildAction::Accept { .. });
+        assert!(!(signalled && busy), "a busy child was killed");
+    });
     assert!(msg.contains("a busy child was killed"), "{msg}");
 }
 
@@ -214,17 +169,9 @@ fn snapshots_taken_while_a_child_serves_are_never_torn() {
         let child_thread = thread::spawn(move || {
             let slot = ChildSlot::attach(&*b, kid.slot, kid.born).unwrap();
             let mut step = |e| kid.child.handle(e, &slot).unwrap();
-            assert!(matches!(
-                step(ChildEvent::Readable(&[0])),
-                ChildAction::Accept { .. }
-            ));
+            assert!(matches!(step(ChildEvent::Readable(&[0])), ChildAction::Accept { .. }));
             assert_eq!(step(ChildEvent::Accepted), ChildAction::Serve);
-            for state in [
-                SlotState::BusyWrite,
-                SlotState::Logging,
-                SlotState::Keepalive,
-                SlotState::Closing,
-            ] {
+            for state in [SlotState::BusyWrite, SlotState::Logging, SlotState::Keepalive, SlotState::Closing] {
                 assert_eq!(slot.set(state), Ok(SlotUpdate::Applied));
             }
             assert_eq!(step(ChildEvent::ConnectionDone), ChildAction::Wait);
@@ -234,16 +181,8 @@ fn snapshots_taken_while_a_child_serves_are_never_torn() {
             for t in 1..=2 {
                 let view = ScoreboardView::capture(&*b);
                 let w = view.slots[0].expect("a decodable word");
-                assert_eq!(
-                    (w.incarnation, w.generation),
-                    (1, 0),
-                    "the word belongs to the child"
-                );
-                assert!(
-                    w.state == SlotState::Ready || w.state.is_busy(),
-                    "impossible state {}",
-                    w.state
-                );
+                assert_eq!((w.incarnation, w.generation), (1, 0), "the word belongs to the child");
+                assert!(w.state == SlotState::Ready || w.state.is_busy(), "impossible state {}", w.state);
                 parent.handle_timeout(Time::from_secs(t), &*b);
             }
             drain(&mut parent)
@@ -251,15 +190,10 @@ fn snapshots_taken_while_a_child_serves_are_never_torn() {
         child_thread.join().unwrap();
         let actions = parent_thread.join().unwrap();
         assert!(
-            !actions
-                .iter()
-                .any(|a| matches!(a, ParentAction::Log(ParentLog::SlotRepaired { .. }))),
+            !actions.iter().any(|a| matches!(a, ParentAction::Log(ParentLog::SlotRepaired { .. }))),
             "the parent found an inconsistent slot: {actions:?}"
         );
-        assert_eq!(
-            ScoreboardView::capture(&*board).state(0),
-            Some(SlotState::Ready)
-        );
+        assert_eq!(ScoreboardView::capture(&*board).state(0), Some(SlotState::Ready));
     });
 }
 
@@ -272,16 +206,8 @@ fn a_child_that_sees_its_graceful_mark_also_sees_the_new_generation() {
         let b = board.clone();
         let next = cfg.clone();
         let parent_thread = thread::spawn(move || {
-            parent.handle_command(
-                Time::from_secs(1),
-                Command::GracefulRestart(Box::new(next.clone())),
-                &*b,
-            );
-            parent.handle_command(
-                Time::from_secs(2),
-                Command::GracefulRestart(Box::new(next)),
-                &*b,
-            );
+            parent.handle_command(Time::from_secs(1), Command::GracefulRestart(Box::new(next.clone())), &*b);
+            parent.handle_command(Time::from_secs(2), Command::GracefulRestart(Box::new(next)), &*b);
             drain(&mut parent)
         });
         let b = board.clone();
@@ -300,20 +226,12 @@ fn a_child_that_sees_its_graceful_mark_also_sees_the_new_generation() {
         });
         let actions = parent_thread.join().unwrap();
         let (action, mut kid) = child_thread.join().unwrap();
-        assert!(
-            actions
-                .iter()
-                .any(|a| matches!(a, ParentAction::Wake { slot: 0, .. })),
-            "the child is woken"
-        );
+        assert!(actions.iter().any(|a| matches!(a, ParentAction::Wake { slot: 0, .. })), "the child is woken");
         let slot = ChildSlot::attach(&*board, kid.slot, kid.born).unwrap();
         match action {
             // It claimed work before the mark: it serves that connection, then goes.
             ChildAction::Accept { .. } => {
-                assert_eq!(
-                    kid.child.handle(ChildEvent::Accepted, &slot).unwrap(),
-                    ChildAction::Serve
-                );
+                assert_eq!(kid.child.handle(ChildEvent::Accepted, &slot).unwrap(), ChildAction::Serve);
                 let end = kid.child.handle(ChildEvent::ConnectionDone, &slot).unwrap();
                 assert_eq!(end, ChildAction::Exit(ExitReason::Graceful));
             }
@@ -337,14 +255,8 @@ fn lock_cycle(die_after: usize, robust: bool) {
     let lost = Arc::new(AtomicUsize::new(0));
     let mut handles = vec![];
     for (i, mut kid) in kids.into_iter().enumerate() {
-        let (board, lock, queue, in_section, served, lost) = (
-            board.clone(),
-            lock.clone(),
-            queue.clone(),
-            in_section.clone(),
-            served.clone(),
-            lost.clone(),
-        );
+        let (board, lock, queue, in_section, served, lost) =
+            (board.clone(), lock.clone(), queue.clone(), in_section.clone(), served.clone(), lost.clone());
         let die_at = (i == 0).then_some(die_after);
         handles.push(thread::spawn(move || {
             let slot = ChildSlot::attach(&*board, kid.slot, kid.born).unwrap();
@@ -371,15 +283,9 @@ fn lock_cycle(die_after: usize, robust: bool) {
                     }
                     ChildAction::Wait => ChildEvent::Readable(&[0]),
                     ChildAction::Accept { .. } => {
-                        let took = queue
-                            .fetch_update(SeqCst, SeqCst, |n| n.checked_sub(1))
-                            .is_ok();
+                        let took = queue.fetch_update(SeqCst, SeqCst, |n| n.checked_sub(1)).is_ok();
                         holding = took;
-                        if took {
-                            ChildEvent::Accepted
-                        } else {
-                            ChildEvent::AcceptEmpty
-                        }
+                        if took { ChildEvent::Accepted } else { ChildEvent::AcceptEmpty }
                     }
                     ChildAction::ReleaseLock => {
                         guard = None;
@@ -394,11 +300,9 @@ fn lock_cycle(die_after: usize, robust: bool) {
                 let was_in = kid.child.in_accept_section();
                 kid.next = kid.child.handle(event, &slot).unwrap();
                 match (was_in, kid.child.in_accept_section()) {
-                    (false, true) => assert_eq!(
-                        in_section.fetch_add(1, SeqCst),
-                        0,
-                        "two children in the wait+accept section"
-                    ),
+                    (false, true) => {
+                        assert_eq!(in_section.fetch_add(1, SeqCst), 0, "two children in the wait+accept section")
+                    }
                     (true, false) => {
                         in_section.fetch_sub(1, SeqCst);
                     }
@@ -414,11 +318,7 @@ fn lock_cycle(die_after: usize, robust: bool) {
         h.join().unwrap();
     }
     let (left, served, lost) = (queue.load(SeqCst), served.load(SeqCst), lost.load(SeqCst));
-    assert_eq!(
-        left + served + lost,
-        1,
-        "the connection is served, queued, or lost with the child that took it"
-    );
+    assert_eq!(left + served + lost, 1, "the connection is served, queued, or lost with the child that took it");
     assert!(lost == 0 || die_after < usize::MAX);
     if die_after == usize::MAX {
         assert_eq!(served, 1, "with nobody dying the connection is served");
@@ -428,22 +328,13 @@ fn lock_cycle(die_after: usize, robust: bool) {
 #[test]
 fn accept_lock_excludes_and_survives_its_holder_dying_at_any_step() {
     for die_after in [0, 1, 2, 3, 4, usize::MAX] {
-        explore(
-            &format!("accept lock, child A dies after step {die_after}"),
-            move || lock_cycle(die_after, true),
-        );
+        explore(&format!("accept lock, child A dies after step {die_after}"), move || lock_cycle(die_after, true));
     }
 }
 
 #[test]
 fn negative_a_non_robust_lock_whose_holder_dies_deadlocks() {
     // Step 1: child A has just taken the lock (AcquireLock -> LockAcquired) and dies holding it.
-    let msg = expect_failure(
-        "negative_a_non_robust_lock_whose_holder_dies_deadlocks",
-        || lock_cycle(1, false),
-    );
-    assert!(
-        msg.contains("deadlock; threads"),
-        "loom must report a deadlock, got: {msg}"
-    );
+    let msg = expect_failure("negative_a_non_robust_lock_whose_holder_dies_deadlocks", || lock_cycle(1, false));
+    assert!(msg.contains("deadlock; threads"), "loom must report a deadlock, got: {msg}");
 }

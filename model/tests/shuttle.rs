@@ -51,24 +51,15 @@ fn scenario(name: &str) -> Scenario {
 }
 
 fn iterations(default: usize) -> usize {
-    std::env::var("PREFORK_SHUTTLE_ITERATIONS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
+    std::env::var("PREFORK_SHUTTLE_ITERATIONS").ok().and_then(|v| v.parse().ok()).unwrap_or(default)
 }
 
 fn check(name: &'static str, random: usize, pct: usize) {
     let started = Instant::now();
     shuttle::check_random(move || run(&scenario(name)), random);
     shuttle::check_pct(move || run(&scenario(name)), pct, 3);
-    eprintln!(
-        "shuttle {name}: {random} random + {pct} PCT(depth 3) executions in {:.1?}",
-        started.elapsed()
-    );
-    eprintln!(
-        "  totals: {:?}",
-        prefork_model::shuttle_system::take_totals()
-    );
+    eprintln!("shuttle {name}: {random} random + {pct} PCT(depth 3) executions in {:.1?}", started.elapsed());
+    eprintln!("  totals: {:?}", prefork_model::shuttle_system::take_totals());
 }
 
 #[test]
@@ -84,23 +75,12 @@ fn one_listener_without_the_lock_crashes_and_restarts() {
 /// Runs `scenario` under the random scheduler; shuttle must find a failing execution whose panic
 /// message contains `expected`.
 fn expect_failure(name: &'static str, expected: &str) {
-    let result = catch_unwind(AssertUnwindSafe(|| {
-        shuttle::check_random(move || run(&scenario(name)), 2000)
-    }));
+    let result = catch_unwind(AssertUnwindSafe(|| shuttle::check_random(move || run(&scenario(name)), 2000)));
     let err = result.expect_err("shuttle must find a failing execution");
-    let msg = err
-        .downcast_ref::<String>()
-        .cloned()
-        .or_else(|| err.downcast_ref::<&str>().map(|s| s.to_string()));
+    let msg = err.downcast_ref::<String>().cloned().or_else(|| err.downcast_ref::<&str>().map(|s| s.to_string()));
     let msg = msg.unwrap_or_default();
-    eprintln!(
-        "shuttle {name}: caught as expected: {}",
-        msg.lines().next().unwrap_or_default()
-    );
-    assert!(
-        msg.contains(expected),
-        "{name}: caught the wrong failure: {msg}"
-    );
+    eprintln!("shuttle {name}: caught as expected: {}", msg.lines().next().unwrap_or_default());
+    assert!(msg.contains(expected), "{name}: caught the wrong failure: {msg}");
     let _ = prefork_model::shuttle_system::take_totals();
 }
 
@@ -117,10 +97,8 @@ fn negative_a_wake_up_that_does_not_interrupt_the_lock_wait_leaks_old_children()
 /// Replays a schedule printed by a failing run (does nothing unless PREFORK_SHUTTLE_REPLAY is set).
 #[test]
 fn replay() {
-    let (Ok(schedule), Ok(name)) = (
-        std::env::var("PREFORK_SHUTTLE_REPLAY"),
-        std::env::var("PREFORK_SHUTTLE_SCENARIO"),
-    ) else {
+    let (Ok(schedule), Ok(name)) = (std::env::var("PREFORK_SHUTTLE_REPLAY"), std::env::var("PREFORK_SHUTTLE_SCENARIO"))
+    else {
         return;
     };
     shuttle::replay(move || run(&scenario(&name)), &schedule);

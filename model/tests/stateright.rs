@@ -12,12 +12,7 @@ use stateright::{Checker, HasDiscoveries, Model};
 use std::collections::BTreeSet;
 use std::time::Instant;
 
-const ALL_OPS: [Op; 4] = [
-    Op::GracefulRestart,
-    Op::HardRestart,
-    Op::GracefulStop,
-    Op::Stop,
-];
+const ALL_OPS: [Op; 4] = [Op::GracefulRestart, Op::HardRestart, Op::GracefulStop, Op::Stop];
 
 /// Explores everything; every property must hold and every example must be found.
 fn check(name: &str, model: SystemModel, examples: &[&'static str]) {
@@ -34,18 +29,10 @@ fn check(name: &str, model: SystemModel, examples: &[&'static str]) {
         let found = checker.discovery(property.name);
         if property.name.starts_with("example:") {
             if examples.contains(&property.name) {
-                assert!(
-                    found.is_some(),
-                    "{name}: the model never reaches \"{}\"",
-                    property.name
-                );
+                assert!(found.is_some(), "{name}: the model never reaches \"{}\"", property.name);
             }
         } else if let Some(path) = found {
-            panic!(
-                "{name}: \"{}\" is violated by {:?}",
-                property.name,
-                path.into_actions()
-            );
+            panic!("{name}: \"{}\" is violated by {:?}", property.name, path.into_actions());
         }
     }
 }
@@ -54,37 +41,22 @@ fn check(name: &str, model: SystemModel, examples: &[&'static str]) {
 /// run); stateright must find that counterexample.
 fn expect_counterexample(name: &str, model: SystemModel, property: &'static str) {
     let started = Instant::now();
-    let checker = model
-        .checker()
-        .threads(2)
-        .finish_when(HasDiscoveries::AnyOf(BTreeSet::from([property])))
-        .spawn_bfs()
-        .join();
+    let checker =
+        model.checker().threads(2).finish_when(HasDiscoveries::AnyOf(BTreeSet::from([property]))).spawn_bfs().join();
     let path = checker.discovery(property);
     eprintln!(
         "stateright {name}: {} after {} states, {:.1?}",
-        if path.is_some() {
-            "caught"
-        } else {
-            "NOT caught"
-        },
+        if path.is_some() { "caught" } else { "NOT caught" },
         checker.state_count(),
         started.elapsed()
     );
-    let path = path.unwrap_or_else(|| {
-        panic!("{name}: stateright must find a counterexample to \"{property}\"")
-    });
+    let path = path.unwrap_or_else(|| panic!("{name}: stateright must find a counterexample to \"{property}\""));
     eprintln!("  counterexample: {:?}", path.into_actions());
 }
 
 #[test]
 fn lock_in_use_with_crashes_at_any_step() {
-    let budget = Budget {
-        ticks: 3,
-        connections: 2,
-        crashes: 1,
-        commands: 0,
-    };
+    let budget = Budget { ticks: 3, connections: 2, crashes: 1, commands: 0 };
     check(
         "2 listeners, lock, 1 crash",
         SystemModel::new(SystemModel::small_pool(2), budget, vec![]),
@@ -98,42 +70,21 @@ fn lock_in_use_with_crashes_at_any_step() {
 
 #[test]
 fn restarts_and_stops_at_any_point() {
-    let budget = Budget {
-        ticks: 3,
-        connections: 1,
-        crashes: 0,
-        commands: 1,
-    };
+    let budget = Budget { ticks: 3, connections: 1, crashes: 0, commands: 1 };
     check(
         "2 listeners, lock, any one command",
         SystemModel::new(SystemModel::small_pool(2), budget, ALL_OPS.to_vec()),
-        &[
-            "example: a graceful restart completes",
-            "example: the parent exits",
-            "example: a connection is served",
-        ],
+        &["example: a graceful restart completes", "example: the parent exits", "example: a connection is served"],
     );
 }
 
 #[test]
 fn one_listener_without_lock() {
-    let budget = Budget {
-        ticks: 2,
-        connections: 2,
-        crashes: 1,
-        commands: 1,
-    };
+    let budget = Budget { ticks: 2, connections: 2, crashes: 1, commands: 1 };
     check(
         "1 listener, no lock, 1 crash, graceful restart",
-        SystemModel::new(
-            SystemModel::small_pool(1),
-            budget,
-            vec![Op::GracefulRestart],
-        ),
-        &[
-            "example: a connection is served",
-            "example: a graceful restart completes",
-        ],
+        SystemModel::new(SystemModel::small_pool(1), budget, vec![Op::GracefulRestart]),
+        &["example: a connection is served", "example: a graceful restart completes"],
     );
 }
 
@@ -143,31 +94,17 @@ fn deep_everything_at_once() {
         eprintln!("skipped: set PREFORK_MODEL_DEEP=1 for the deep run");
         return;
     }
-    let budget = Budget {
-        ticks: 3,
-        connections: 2,
-        crashes: 1,
-        commands: 1,
-    };
+    let budget = Budget { ticks: 3, connections: 2, crashes: 1, commands: 1 };
     check(
         "deep: 2 listeners, lock, 1 crash, any one command",
         SystemModel::new(SystemModel::small_pool(2), budget, ALL_OPS.to_vec()),
-        &[
-            "example: a connection is served",
-            "example: a graceful restart completes",
-            "example: the parent exits",
-        ],
+        &["example: a connection is served", "example: a graceful restart completes", "example: the parent exits"],
     );
 }
 
 #[test]
 fn negative_no_accept_lock_puts_two_children_in_the_wait_section() {
-    let budget = Budget {
-        ticks: 1,
-        connections: 1,
-        crashes: 0,
-        commands: 0,
-    };
+    let budget = Budget { ticks: 1, connections: 1, crashes: 0, commands: 0 };
     let mut model = SystemModel::new(SystemModel::small_pool(2), budget, vec![]);
     model.bug = Some(SeededBug::NoAcceptLock);
     expect_counterexample(
@@ -179,29 +116,15 @@ fn negative_no_accept_lock_puts_two_children_in_the_wait_section() {
 
 #[test]
 fn negative_non_robust_lock_deadlocks_when_its_holder_dies() {
-    let budget = Budget {
-        ticks: 1,
-        connections: 1,
-        crashes: 1,
-        commands: 0,
-    };
+    let budget = Budget { ticks: 1, connections: 1, crashes: 1, commands: 0 };
     let mut model = SystemModel::new(SystemModel::small_pool(2), budget, vec![]);
     model.robust_lock = false;
-    expect_counterexample(
-        "non-robust lock",
-        model,
-        "I10: no child waits forever on a lock whose holder died",
-    );
+    expect_counterexample("non-robust lock", model, "I10: no child waits forever on a lock whose holder died");
 }
 
 #[test]
 fn negative_non_robust_lock_also_breaks_liveness() {
-    let budget = Budget {
-        ticks: 1,
-        connections: 1,
-        crashes: 1,
-        commands: 0,
-    };
+    let budget = Budget { ticks: 1, connections: 1, crashes: 1, commands: 0 };
     let mut model = SystemModel::new(SystemModel::small_pool(2), budget, vec![]);
     model.robust_lock = false;
     expect_counterexample(
@@ -213,17 +136,8 @@ fn negative_non_robust_lock_also_breaks_liveness() {
 
 #[test]
 fn negative_ignoring_the_generation_on_reap_leaks_old_children() {
-    let budget = Budget {
-        ticks: 2,
-        connections: 0,
-        crashes: 0,
-        commands: 1,
-    };
-    let mut model = SystemModel::new(
-        SystemModel::small_pool(1),
-        budget,
-        vec![Op::GracefulRestart],
-    );
+    let budget = Budget { ticks: 2, connections: 0, crashes: 0, commands: 1 };
+    let mut model = SystemModel::new(SystemModel::small_pool(1), budget, vec![Op::GracefulRestart]);
     model.bug = Some(SeededBug::IgnoreGenerationOnReap);
     expect_counterexample(
         "seeded bug IgnoreGenerationOnReap",
@@ -236,21 +150,8 @@ fn negative_ignoring_the_generation_on_reap_leaks_old_children() {
 fn negative_a_wake_up_that_does_not_interrupt_the_lock_wait_leaks_old_children() {
     // Found by this checker while building it: one accept lock serves every generation, so after a
     // graceful restart an idle new child can hold the lock forever while an old child waits for it.
-    let budget = Budget {
-        ticks: 3,
-        connections: 1,
-        crashes: 0,
-        commands: 1,
-    };
-    let mut model = SystemModel::new(
-        SystemModel::small_pool(2),
-        budget,
-        vec![Op::GracefulRestart],
-    );
+    let budget = Budget { ticks: 3, connections: 1, crashes: 0, commands: 1 };
+    let mut model = SystemModel::new(SystemModel::small_pool(2), budget, vec![Op::GracefulRestart]);
     model.wake_interrupts_lock = false;
-    expect_counterexample(
-        "wake-up does not interrupt the lock wait",
-        model,
-        "L1: an old generation disappears",
-    );
+    expect_counterexample("wake-up does not interrupt the lock wait", model, "L1: an old generation disappears");
 }

@@ -101,22 +101,10 @@ impl Sim {
                     self.next_pid += 1;
                     self.forks += 1;
                     let cfg = self.parent.config();
-                    let child = ChildLoop::new(
-                        cfg.listen.len(),
-                        cfg.lock_in_use(),
-                        cfg.connection_limit(u64::from(pid)),
-                    );
-                    self.procs.insert(
-                        pid,
-                        Proc {
-                            slot,
-                            born,
-                            child,
-                            last: None,
-                            woken: false,
-                            behaviour: self.behaviour,
-                        },
-                    );
+                    let child =
+                        ChildLoop::new(cfg.listen.len(), cfg.lock_in_use(), cfg.connection_limit(u64::from(pid)));
+                    self.procs
+                        .insert(pid, Proc { slot, born, child, last: None, woken: false, behaviour: self.behaviour });
                     self.parent.handle_spawned(slot, pid);
                 }
                 ParentAction::Wake { slot, pid } => {
@@ -135,11 +123,7 @@ impl Sim {
                         (Behaviour::Unkillable, _) | (Behaviour::IgnoresTerm, KillSignal::Term)
                     );
                     if dies {
-                        let sig = if signal == KillSignal::Term {
-                            SIGTERM
-                        } else {
-                            SIGKILL
-                        };
+                        let sig = if signal == KillSignal::Term { SIGTERM } else { SIGKILL };
                         self.procs.remove(&pid);
                         self.exits.push((pid, ExitStatus::Signaled(sig), None));
                     }
@@ -155,8 +139,7 @@ impl Sim {
     pub fn reap(&mut self) {
         while !self.exits.is_empty() {
             for (pid, status, reason) in std::mem::take(&mut self.exits) {
-                self.parent
-                    .handle_child_exit(self.now, pid, status, reason, &self.board);
+                self.parent.handle_child_exit(self.now, pid, status, reason, &self.board);
                 self.drain();
             }
         }
@@ -170,20 +153,14 @@ impl Sim {
         p.last = Some(a);
         if let ChildAction::Exit(reason) = a {
             self.procs.remove(&pid);
-            self.exits
-                .push((pid, ExitStatus::Code(reason.exit_code()), Some(reason)));
+            self.exits.push((pid, ExitStatus::Code(reason.exit_code()), Some(reason)));
         }
         a
     }
 
     /// Starts every child that has not started yet (each one reaches `Wait`, or crashes).
     pub fn start_children(&mut self) {
-        let new: Vec<Pid> = self
-            .procs
-            .iter()
-            .filter(|(_, p)| p.last.is_none())
-            .map(|(&pid, _)| pid)
-            .collect();
+        let new: Vec<Pid> = self.procs.iter().filter(|(_, p)| p.last.is_none()).map(|(&pid, _)| pid).collect();
         for pid in new {
             if self.procs[&pid].behaviour == Behaviour::CrashOnStart {
                 self.procs.remove(&pid);
@@ -279,19 +256,11 @@ impl Sim {
     }
 
     pub fn pid_in(&self, slot: usize) -> Pid {
-        self.parent
-            .children()
-            .find(|(s, _)| *s == slot)
-            .and_then(|(_, c)| c.pid)
-            .expect("child in slot")
+        self.parent.children().find(|(s, _)| *s == slot).and_then(|(_, c)| c.pid).expect("child in slot")
     }
 
     pub fn waiting(&self) -> Vec<Pid> {
-        self.procs
-            .iter()
-            .filter(|(_, p)| p.last == Some(ChildAction::Wait))
-            .map(|(&pid, _)| pid)
-            .collect()
+        self.procs.iter().filter(|(_, p)| p.last == Some(ChildAction::Wait)).map(|(&pid, _)| pid).collect()
     }
 
     pub fn logged(&self, pred: impl Fn(&ParentLog) -> bool) -> usize {
@@ -303,22 +272,14 @@ impl Sim {
         let view = self.view();
         let counts = view.counts();
         assert_eq!(counts.corrupt, 0, "{view}");
-        assert_eq!(
-            counts.live(),
-            self.parent.live_children(),
-            "board and parent disagree: {view}"
-        );
+        assert_eq!(counts.live(), self.parent.live_children(), "board and parent disagree: {view}");
         assert!(
             self.parent.live_children() <= self.parent.config().max_request_workers as usize
                 || self.parent.generation() > 0
         );
         for (slot, rec) in self.parent.children() {
             let w = view.slots[slot].unwrap();
-            assert_eq!(
-                (w.incarnation, w.generation),
-                (rec.born.incarnation, rec.born.generation),
-                "slot {slot}"
-            );
+            assert_eq!((w.incarnation, w.generation), (rec.born.incarnation, rec.born.generation), "slot {slot}");
             if let Some(pid) = rec.pid {
                 let alive = self.procs.contains_key(&pid) || self.exits.iter().any(|e| e.0 == pid);
                 assert!(alive, "parent thinks {pid} lives in slot {slot}");

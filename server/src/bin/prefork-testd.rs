@@ -1,0 +1,163 @@
+//! A line-protocol server for the real-process tests of `prefork-server` (tests/real.rs). Not for
+//! production: it answers `whoami` and `open PATH` to show what a child may do.
+//!
+//! One request per line, one answer per line, until the client closes or sends `quit`:
+//! `echo TEXT` → `TEXT`; `whoami` → `uid=U gid=G pid=P slot=S`; `open PATH` → `ok` or
+//! `denied <error>`; `sleep MS` → `slept MS` (the slot shows `W` meanwhile).
+//! Once the pool is up it prints `LISTEN <address>` per listener, then `READY`, on stdout.
+
+use clap::Parser;
+use prefork_core::config::{PoolConfig, RawPoolConfig};
+use prefork_core::scoreboard::SlotUpdate;
+use prefork_core::slot::SlotState;
+use prefork_server::{Connection, Server};
+use std::io::{BufRead, BufReader, Write};
+use std::time::Duration;
+
+#[derive(Parser, Debug)]
+#[command(about = "prefork-server test daemon (line protocol)")]
+struct Args {
+    /// Address to listen on (repeatable): IP:PORT, [IPv6]:PORT, unix:/path.
+    #[arg(long, default_value = "127.0.0.1:0")]
+    listen: Vec<String>,
+    /// start_servers.
+    #[arg(long, default_value_t = 2)]
+    start: i64,
+    /// min_spare_servers.
+    #[arg(long, default_value_t = 1)]
+    min: i64,
+    /// max_spare_servers.
+    #[arg(long, default_value_t = 4)]
+    max: i64,
+    /// max_request_workers (and server_limit).
+    #[arg(long, default_value_t = 16)]
+    limit: i64,
+    /// accept_mutex.
+    #[arg(long, default_value = "auto")]
+    mutex: String,
+    /// maintenance_interval_ms.
+    #[arg(long, default_value_t = 1000)]
+    interval_ms: i64,
+    /// max_connections_per_child.
+    #[arg(long, default_value_t = 0)]
+    max_connections: i64,
+    /// graceful_shutdown_timeout (seconds).
+    #[arg(long, default_value_t = 0)]
+    graceful_timeout: i64,
+    /// user for the children.
+    #[arg(long)]
+    user: Option<String>,
+    /// group for the children.
+    #[arg(long)]
+    group: Option<String>,
+}
+
+fn serve(conn: &mut Connection<'_>) -> std::io::Result<()> {
+    let mut reader = BufReader::new(conn.stream().try_clone_stream()?);
+    let mut line = String::new();
+    loop {
+        conn.status().set(SlotState::BusyRead);
+        line.clear();
+        if reader.read_line(&mut line)? == 0 {
+            return Ok(());
+        }
+        let request = line.trim_end();
+        conn.status().request(request);
+        let closing = conn.status().set(SlotState::BusyWrite) == SlotUpdate::Graceful;
+        let (verb, arg) = request.split_once(' ').unwrap_or((request, ""));
+        let answer = match verb {
+            "echo" => arg.to_string(),
+            "whoami" => format!(
+                "uid={} gid={} pid={} slot={}",
+                nix::unistd::getuid(),
+                nix::unistd::getgid(),
+                std::process::id(),
+                conn.status().slot()
+            ),
+            "open" => match std::fs::File::open(arg) {
+                Ok(_) => "ok".to_string(),
+                Err(e) => format!("denied {e}"),
+            },
+            "sleep" => {
+                let ms: u64 = arg.parse().unwrap_or(0);
+                std::thread::sleep(Duration::from_millis(ms));
+                format!("slept {ms}")
+            }
+            "quit" => return Ok(()),
+            other => format!("unknown {other}"),
+        };
+        let answer = if closing { format!("{answer} (closing)\n") } else { format!("{answer}\n") };
+        conn.stream().write_all(answer.as_bytes())?;
+        conn.status().count_request(answer.len() as u64);
+        if closing || conn.status().set(SlotState::Keepalive) == SlotUpdate::Graceful {
+            return Ok(()); // graceful restart or stop: finish the request in hand, then close
+        }
+    }
+}
+
+/// A second handle on the stream for the buffered reader.
+trait TryCloneStream {
+    fn try_clone_stream(&self) -> std::io::Result<prefork_server::Stream>;
+}
+
+impl TryCloneStream for prefork_server::Stream {
+    fn try_clone_stream(&self) -> std::io::Result<prefork_server::Stream> {
+        Ok(match self {
+            prefork_server::Stream::Tcp(s) => prefork_server::Stream::Tcp(s.try_clone()?),
+            prefork_server::Stream::Unix(s) => prefork_server::Stream::Unix(s.try_clone()?),
+        })
+    }
+}
+
+fn main() {
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
+        .with_writer(std::io::stderr)
+        .init();
+    let a = Args::parse();
+    let raw = RawPoolConfig {
+        listen: Some(a.listen),
+        start_servers: Some(a.start),
+        min_spare_servers: Some(a.min),
+        max_spare_servers: Some(a.max),
+        max_request_workers: Some(a.limit),
+        server_limit: Some(a.limit),
+        accept_mutex: Some(a.mutex),
+        maintenance_interval_ms: Some(a.interval_ms),
+        max_connections_per_child: Some(a.max_connections),
+        graceful_shutdown_timeout: Some(a.graceful_timeout),
+        user: a.user,
+        group: a.group,
+        ..Default::default()
+    };
+    let config: PoolConfig = match PoolConfig::from_raw(&raw) {
+        Ok(c) => {
+            for w in &c.warnings {
+                tracing::warn!("configuration: {w}");
+            }
+            c.value
+        }
+        Err(e) => {
+            eprintln!("prefork-testd: invalid configuration: {e}");
+            std::process::exit(2);
+        }
+    };
+    let result = Server::builder(config)
+        .service(serve)
+        .on_ready(|listeners| {
+            let mut out = std::io::stdout().lock();
+            for l in listeners {
+                let _ = writeln!(out, "LISTEN {}", l.local);
+            }
+            let _ = writeln!(out, "READY");
+            let _ = out.flush();
+        })
+        .run();
+    match result {
+        Ok(code) => std::process::exit(code),
+        Err(e) => {
+            eprintln!("prefork-testd: {e}");
+            std::process::exit(1);
+        }
+    }
+}

@@ -1,0 +1,290 @@
+//! A child process: set-up after fork(), then the core's child loop on real system calls.
+//!
+//! Set-up order (each step before the next needs it):
+//! 1. signals: every disposition back to default, `SIGPIPE` ignored (Rust's I/O expects EPIPE),
+//!    `SIGUSR1` caught (the wake signal) but blocked except while waiting for the accept lock, the
+//!    mask the parent used for its signalfd cleared;
+//! 2. `PR_SET_PDEATHSIG(SIGKILL)`, then a check that the parent is still the one that forked us
+//!    (it may have died before the prctl): no orphans;
+//! 3. the accept lock's per-child set-up (flock re-opens the file) while still root;
+//! 4. privileges dropped (setgid, initgroups, setuid) — a failure is `CHILDFATAL`: every child
+//!    would fail the same way, so the server stops (as Apache);
+//! 5. the service's `child_init`, the epoll set (listeners with `EPOLLEXCLUSIVE`, the wake pipe);
+//! 6. the core's `ChildLoop` until it says `Exit`; the reason goes into the slot, then `_exit`.
+
+use crate::creds::Credentials;
+use crate::listeners::Listener;
+use crate::locks::{AcceptLock, LockError};
+use crate::shm::{FLAG_HOLDS_LOCK, Scoreboard, SlotRecord};
+use crate::{Connection, Service, Status, Stream, unix_ms};
+use nix::errno::Errno;
+use nix::sys::epoll::{Epoll, EpollCreateFlags, EpollEvent, EpollFlags, EpollTimeout};
+use nix::sys::signal::{SaFlags, SigAction, SigHandler, SigSet, SigmaskHow, Signal, sigaction, sigprocmask};
+use nix::sys::socket::{SockFlag, accept4};
+use nix::unistd::Pid;
+use prefork_core::child::{ChildAction, ChildEvent, ChildLoop};
+use prefork_core::exit::{ExitReason, code};
+use prefork_core::scoreboard::ChildSlot;
+use prefork_core::slot::SlotWord;
+use std::io::Write;
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::sync::atomic::{AtomicBool, Ordering};
+use tracing::{debug, error, warn};
+
+/// Set by the wake signal (SIGUSR1); read by the lock wait.
+static WOKEN: AtomicBool = AtomicBool::new(false);
+
+extern "C" fn on_wake(_: libc::c_int) {
+    WOKEN.store(true, Ordering::Relaxed);
+}
+
+const WAKE_TOKEN: u64 = u64::MAX;
+/// A child re-checks its slot at least this often even if nothing wakes it.
+const WAIT_TIMEOUT_MS: u16 = 1000;
+
+/// Everything a child needs, borrowed from the parent's (copied) memory.
+pub(crate) struct ChildSetup<'a> {
+    pub(crate) board: &'a Scoreboard,
+    pub(crate) slot: usize,
+    pub(crate) born: SlotWord,
+    pub(crate) listeners: &'a [Listener],
+    pub(crate) lock: Option<&'a mut AcceptLock>,
+    pub(crate) wake: OwnedFd,
+    pub(crate) creds: Option<&'a Credentials>,
+    pub(crate) connection_limit: u64,
+    pub(crate) service: &'a mut dyn Service,
+    pub(crate) parent: Pid,
+}
+
+/// Leaves the process at once, without running destructors of the parent's copied state.
+fn leave(code: i32) -> ! {
+    let _ = std::io::stdout().flush();
+    let _ = std::io::stderr().flush();
+    // SAFETY: _exit is always safe to call; it ends the process.
+    unsafe { libc::_exit(code) }
+}
+
+fn wake_mask() -> SigSet {
+    let mut set = SigSet::empty();
+    set.add(Signal::SIGUSR1);
+    set
+}
+
+fn reset_signals() -> nix::Result<()> {
+    for sig in Signal::iterator() {
+        if matches!(sig, Signal::SIGKILL | Signal::SIGSTOP) {
+            continue;
+        }
+        // SAFETY: installing the default disposition is always sound.
+        let _ = unsafe { sigaction(sig, &SigAction::new(SigHandler::SigDfl, SaFlags::empty(), SigSet::empty())) };
+    }
+    // SAFETY: SIG_IGN and a handler that only stores to an atomic are async-signal-safe.
+    unsafe {
+        sigaction(Signal::SIGPIPE, &SigAction::new(SigHandler::SigIgn, SaFlags::empty(), SigSet::empty()))?;
+        // No SA_RESTART: the wake signal must interrupt F_SETLKW, flock and semop.
+        sigaction(Signal::SIGUSR1, &SigAction::new(SigHandler::Handler(on_wake), SaFlags::empty(), SigSet::empty()))?;
+    }
+    sigprocmask(SigmaskHow::SIG_SETMASK, Some(&wake_mask()), None)
+}
+
+/// Runs a child to its end. Never returns.
+pub(crate) fn run(setup: ChildSetup<'_>) -> ! {
+    let record = setup.board.record(setup.slot);
+    if let Err(e) = reset_signals() {
+        error!("child slot {}: cannot reset signals: {e}", setup.slot);
+        leave(code::CHILDSICK);
+    }
+    if nix::sys::prctl::set_pdeathsig(Signal::SIGKILL).is_err() || nix::unistd::getppid() != setup.parent {
+        leave(code::OK); // the parent is already gone
+    }
+    let ChildSetup { board, slot, born, listeners, mut lock, wake, creds, connection_limit, service, .. } = setup;
+    if let Some(lock) = lock.as_deref_mut()
+        && let Err(e) = lock.child_init()
+    {
+        error!("child slot {slot}: cannot initialise the {} accept lock: {e}", lock.mechanism().name());
+        leave(code::CHILDFATAL);
+    }
+    if let Some(c) = creds
+        && let Err(e) = c.apply()
+    {
+        error!("child slot {slot}: cannot run as {}: {e}", c.label);
+        leave(code::CHILDFATAL);
+    }
+    if let Err(e) = service.child_init() {
+        error!("child slot {slot}: service initialisation failed: {e}");
+        leave(code::CHILDSICK);
+    }
+    let reason = match serve_loop(board, slot, born, listeners, lock, &wake, connection_limit, service) {
+        Ok(reason) => reason,
+        Err(e) => {
+            error!("child slot {slot}: {e}");
+            ExitReason::WaitFailed
+        }
+    };
+    record.flags.store(0, Ordering::Relaxed);
+    record.exit_reason.store(u64::from(reason.as_u8()), Ordering::Release);
+    leave(reason.exit_code())
+}
+
+fn epoll_for(listeners: &[Listener], wake: &OwnedFd) -> nix::Result<Epoll> {
+    let epoll = Epoll::new(EpollCreateFlags::EPOLL_CLOEXEC)?;
+    for (i, l) in listeners.iter().enumerate() {
+        // Exclusive: a connection wakes one waiting child, not all (the thundering herd).
+        epoll.add(l, EpollEvent::new(EpollFlags::EPOLLIN | EpollFlags::EPOLLEXCLUSIVE, i as u64))?;
+    }
+    epoll.add(wake, EpollEvent::new(EpollFlags::EPOLLIN, WAKE_TOKEN))?;
+    Ok(epoll)
+}
+
+/// Accept errors that mean "nothing to accept now" (Apache's `ap_unixd_accept` benign list).
+fn benign(e: Errno) -> bool {
+    matches!(
+        e,
+        Errno::EAGAIN
+            | Errno::EINTR
+            | Errno::ECONNABORTED
+            | Errno::ECONNRESET
+            | Errno::ETIMEDOUT
+            | Errno::EHOSTUNREACH
+            | Errno::ENETUNREACH
+            | Errno::EPROTO
+            | Errno::EPERM
+    )
+}
+
+fn drain(fd: &OwnedFd) {
+    let mut buf = [0u8; 64];
+    while matches!(nix::unistd::read(fd, &mut buf), Ok(n) if n > 0) {}
+}
+
+/// Takes the lock with the wake signal unblocked for the duration of the wait only, so a wake-up
+/// interrupts the wait but never the service's I/O.
+fn acquire(lock: &mut AcceptLock) -> Result<(), LockError> {
+    let mask = wake_mask();
+    let _ = sigprocmask(SigmaskHow::SIG_UNBLOCK, Some(&mask), None); // a pending wake runs now
+    let result = if WOKEN.swap(false, Ordering::Relaxed) { Err(LockError::Interrupted) } else { lock.acquire(&WOKEN) };
+    let _ = sigprocmask(SigmaskHow::SIG_BLOCK, Some(&mask), None);
+    if matches!(result, Err(LockError::Interrupted)) {
+        WOKEN.store(false, Ordering::Relaxed);
+    }
+    result
+}
+
+#[allow(clippy::too_many_arguments)]
+fn serve_loop(
+    board: &Scoreboard,
+    slot: usize,
+    born: SlotWord,
+    listeners: &[Listener],
+    mut lock: Option<&mut AcceptLock>,
+    wake: &OwnedFd,
+    connection_limit: u64,
+    service: &mut dyn Service,
+) -> Result<ExitReason, String> {
+    let record: &SlotRecord = board.record(slot);
+    let me = ChildSlot::attach(board, slot, born).map_err(|e| format!("slot {slot}: {e}"))?;
+    let epoll = epoll_for(listeners, wake).map_err(|e| format!("epoll: {e}"))?;
+    let lock_in_use = lock.is_some();
+    let mut child = ChildLoop::new(listeners.len(), lock_in_use, connection_limit);
+    let mut accepted: Option<(Stream, String, usize)> = None;
+    let mut ready: Vec<usize> = Vec::with_capacity(listeners.len());
+    let mut events = [EpollEvent::empty(); 16];
+    let mut event = ChildEvent::Started;
+    loop {
+        let action = match child.handle(event, &me) {
+            Ok(a) => a,
+            Err(e) => {
+                error!("child slot {slot}: {e}");
+                return Ok(ExitReason::ProtocolError);
+            }
+        };
+        event = match action {
+            ChildAction::AcquireLock => match acquire(lock.as_deref_mut().expect("lock in use")) {
+                Ok(()) => {
+                    record.flags.fetch_or(FLAG_HOLDS_LOCK, Ordering::Relaxed);
+                    ChildEvent::LockAcquired
+                }
+                Err(LockError::Interrupted) => ChildEvent::LockInterrupted,
+                Err(e) => {
+                    error!("child slot {slot}: accept lock: {e}");
+                    ChildEvent::LockFailed
+                }
+            },
+            ChildAction::Wait => match epoll.wait(&mut events, EpollTimeout::from(WAIT_TIMEOUT_MS)) {
+                Ok(n) => {
+                    ready.clear();
+                    let mut woken = n == 0; // timeout: look at the slot again
+                    for e in &events[..n] {
+                        if e.data() == WAKE_TOKEN {
+                            drain(wake);
+                            woken = true;
+                        } else {
+                            ready.push(e.data() as usize);
+                        }
+                    }
+                    if woken { ChildEvent::Woken } else { ChildEvent::Readable(&ready) }
+                }
+                Err(Errno::EINTR) => ChildEvent::Woken,
+                Err(e) => {
+                    error!("child slot {slot}: epoll_wait: {e}");
+                    ChildEvent::WaitFailed
+                }
+            },
+            ChildAction::Accept { listener } => match accept4(listeners[listener].as_fd(), SockFlag::SOCK_CLOEXEC) {
+                Ok(fd) => {
+                    let (stream, peer) = wrap(fd, &listeners[listener]);
+                    accepted = Some((stream, peer, listener));
+                    record.connections.fetch_add(1, Ordering::Relaxed);
+                    ChildEvent::Accepted
+                }
+                Err(e) if benign(e) => {
+                    record.wasted_wakeups.fetch_add(1, Ordering::Relaxed);
+                    ChildEvent::AcceptEmpty
+                }
+                Err(e) => {
+                    error!("child slot {slot}: accept: {e}");
+                    ChildEvent::AcceptFailed
+                }
+            },
+            ChildAction::ReleaseLock => {
+                record.flags.fetch_and(!FLAG_HOLDS_LOCK, Ordering::Relaxed);
+                if let Err(e) = lock.as_deref_mut().expect("lock in use").release() {
+                    // The lock is in an unknown state: this child must not go on.
+                    error!("child slot {slot}: accept lock: {e}");
+                    return Ok(ExitReason::LockFailed);
+                }
+                ChildEvent::LockReleased
+            }
+            ChildAction::Serve => {
+                let (stream, peer, listener) = accepted.take().expect("an accepted connection");
+                record.set_texts(Some(&peer), Some(""));
+                let mut conn = Connection { stream, peer, listener, status: Status { slot: me, record } };
+                if let Err(e) = service.serve(&mut conn) {
+                    debug!("child slot {slot}: connection from {}: {e}", conn.peer);
+                }
+                drop(conn);
+                record.last_used_ms.store(unix_ms(), Ordering::Relaxed);
+                ChildEvent::ConnectionDone
+            }
+            ChildAction::Exit(reason) => {
+                if reason != ExitReason::Retired
+                    && reason != ExitReason::Graceful
+                    && reason != ExitReason::MaxConnections
+                {
+                    warn!("child slot {slot} exiting: {reason}");
+                }
+                return Ok(reason);
+            }
+        };
+    }
+}
+
+fn wrap(fd: OwnedFd, listener: &Listener) -> (Stream, String) {
+    if listener.is_unix() {
+        (Stream::Unix(std::os::unix::net::UnixStream::from(fd)), "unix".to_string())
+    } else {
+        let stream = std::net::TcpStream::from(fd);
+        let peer = stream.peer_addr().map(|a| a.to_string()).unwrap_or_else(|_| format!("fd {}", stream.as_raw_fd()));
+        (Stream::Tcp(stream), peer)
+    }
+}

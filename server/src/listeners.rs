@@ -1,0 +1,199 @@
+//! Listening sockets: bound by the parent before the first fork, inherited by every child, kept
+//! open across graceful and hard restarts, closed only when the server stops (SPEC.md §7.5).
+//!
+//! Every listener is non-blocking, even a single one: children wait for readiness, claim the work,
+//! then accept (SPEC.md §6.2, D3), and an accept that another child won must return `EAGAIN`.
+
+use prefork_core::config::ListenAddr;
+use socket2::{Domain, SockAddr, Socket, Type};
+use std::io;
+use std::net::SocketAddr;
+use std::os::fd::{AsFd, BorrowedFd};
+use std::path::Path;
+
+/// One bound listener.
+#[derive(Debug)]
+pub struct Listener {
+    /// What was configured.
+    pub configured: ListenAddr,
+    /// The address actually bound (the real port when port 0 was asked for).
+    pub local: ListenAddr,
+    socket: Socket,
+}
+
+impl Listener {
+    /// Binds and listens.
+    pub fn bind(addr: &ListenAddr, backlog: u32) -> io::Result<Listener> {
+        let context = |e: io::Error| io::Error::new(e.kind(), format!("listen {addr}: {e}"));
+        let socket = match addr {
+            ListenAddr::Tcp(sa) => {
+                let socket = Socket::new(Domain::for_address(*sa), Type::STREAM.cloexec(), None).map_err(context)?;
+                socket.set_reuse_address(true).map_err(context)?;
+                if sa.is_ipv6() {
+                    socket.set_only_v6(true).map_err(context)?;
+                }
+                socket.bind(&SockAddr::from(*sa)).map_err(context)?;
+                socket
+            }
+            ListenAddr::Unix(path) => {
+                remove_stale_socket(path).map_err(context)?;
+                let socket = Socket::new(Domain::UNIX, Type::STREAM.cloexec(), None).map_err(context)?;
+                socket.bind(&SockAddr::unix(path)?).map_err(context)?;
+                socket
+            }
+        };
+        socket.listen(backlog.min(i32::MAX as u32) as i32).map_err(context)?;
+        socket.set_nonblocking(true).map_err(context)?;
+        let local = match addr {
+            ListenAddr::Tcp(_) => {
+                ListenAddr::Tcp(socket.local_addr()?.as_socket().ok_or_else(|| io::Error::other("not an inet socket"))?)
+            }
+            ListenAddr::Unix(p) => ListenAddr::Unix(p.clone()),
+        };
+        Ok(Listener { configured: addr.clone(), local, socket })
+    }
+
+    /// The socket.
+    pub fn socket(&self) -> &Socket {
+        &self.socket
+    }
+
+    /// Is this a unix-domain listener?
+    pub fn is_unix(&self) -> bool {
+        matches!(self.configured, ListenAddr::Unix(_))
+    }
+
+    /// The bound TCP address, if TCP.
+    pub fn tcp_addr(&self) -> Option<SocketAddr> {
+        match self.local {
+            ListenAddr::Tcp(a) => Some(a),
+            ListenAddr::Unix(_) => None,
+        }
+    }
+}
+
+impl AsFd for Listener {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.socket.as_fd()
+    }
+}
+
+impl Drop for Listener {
+    fn drop(&mut self) {
+        // Only the process that bound a unix socket removes its path (children never drop
+        // listeners: they leave with _exit).
+        if let ListenAddr::Unix(path) = &self.configured {
+            let _ = std::fs::remove_file(path);
+        }
+    }
+}
+
+/// A unix socket path left behind by a previous run is removed; anything else at that path is an
+/// error (never delete a regular file because of a configuration typo).
+fn remove_stale_socket(path: &Path) -> io::Result<()> {
+    use std::os::unix::fs::FileTypeExt;
+    match std::fs::symlink_metadata(path) {
+        Ok(m) if m.file_type().is_socket() => std::fs::remove_file(path),
+        Ok(_) => {
+            Err(io::Error::new(io::ErrorKind::AlreadyExists, format!("{} exists and is not a socket", path.display())))
+        }
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(e),
+    }
+}
+
+/// Binds every configured address (all or nothing).
+pub fn bind_all(addrs: &[ListenAddr], backlog: u32) -> io::Result<Vec<Listener>> {
+    addrs.iter().map(|a| Listener::bind(a, backlog)).collect()
+}
+
+/// The listener set for a restart: the listeners of `current` whose configured address is still
+/// wanted are kept (same socket, so nothing queued is lost), new addresses are bound, the rest are
+/// returned to be closed. If a new address cannot be bound, `current` comes back untouched with
+/// the error (the restart is refused, nothing is closed).
+pub fn reconcile(current: Vec<Listener>, wanted: &[ListenAddr], backlog: u32) -> Result<Reconciled, Refused> {
+    let mut fresh = Vec::new();
+    for addr in wanted {
+        if !current.iter().any(|l| &l.configured == addr) {
+            match Listener::bind(addr, backlog) {
+                Ok(l) => fresh.push(l),
+                Err(error) => return Err(Refused { unchanged: current, error }),
+            }
+        }
+    }
+    let mut old: Vec<Option<Listener>> = current.into_iter().map(Some).collect();
+    let mut fresh = fresh.into_iter();
+    let next = wanted
+        .iter()
+        .map(|addr| match old.iter_mut().find(|l| l.as_ref().is_some_and(|l| &l.configured == addr)) {
+            Some(slot) => slot.take().expect("found"),
+            None => fresh.next().expect("bound above, in order"),
+        })
+        .collect();
+    Ok(Reconciled { kept: next, closed: old.into_iter().flatten().collect() })
+}
+
+/// The listeners after a restart.
+#[derive(Debug)]
+pub struct Reconciled {
+    /// In the new configuration's order.
+    pub kept: Vec<Listener>,
+    /// No longer configured: close them.
+    pub closed: Vec<Listener>,
+}
+
+/// A restart whose listeners cannot be bound.
+#[derive(Debug)]
+pub struct Refused {
+    /// The current listeners, untouched.
+    pub unchanged: Vec<Listener>,
+    /// Why.
+    pub error: io::Error,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn port_zero_gets_a_real_port_and_reconcile_keeps_matching_sockets() {
+        let v4: ListenAddr = "127.0.0.1:0".parse().unwrap();
+        let l = bind_all(std::slice::from_ref(&v4), 16).unwrap();
+        let port = l[0].tcp_addr().unwrap().port();
+        assert_ne!(port, 0);
+        let unix: ListenAddr =
+            format!("unix:{}/prefork-test-{}.sock", std::env::temp_dir().display(), std::process::id())
+                .parse()
+                .unwrap();
+        let Reconciled { kept, closed } = reconcile(l, &[v4.clone(), unix.clone()], 16).map_err(|r| r.error).unwrap();
+        assert_eq!(kept[0].tcp_addr().unwrap().port(), port, "the same socket is kept");
+        assert!(closed.is_empty());
+        let Reconciled { kept, closed } =
+            reconcile(kept, std::slice::from_ref(&unix), 16).map_err(|r| r.error).unwrap();
+        assert_eq!((kept.len(), closed.len()), (1, 1));
+        drop(kept);
+        let ListenAddr::Unix(p) = unix else { unreachable!() };
+        assert!(!p.exists(), "the unix socket path is removed on close");
+    }
+
+    #[test]
+    fn a_restart_that_cannot_bind_keeps_the_current_sockets() {
+        let v4: ListenAddr = "127.0.0.1:0".parse().unwrap();
+        let current = bind_all(std::slice::from_ref(&v4), 16).unwrap();
+        let port = current[0].tcp_addr().unwrap().port();
+        let taken: ListenAddr = format!("127.0.0.1:{port}").parse().unwrap(); // already bound
+        let Refused { unchanged: back, error: err } = reconcile(current, &[v4, taken], 16).unwrap_err();
+        assert_eq!(back[0].tcp_addr().unwrap().port(), port, "the same socket comes back");
+        assert!(err.to_string().contains("listen 127.0.0.1"), "{err}");
+    }
+
+    #[test]
+    fn a_regular_file_at_a_unix_socket_path_is_not_deleted() {
+        let path = std::env::temp_dir().join(format!("prefork-not-a-socket-{}", std::process::id()));
+        std::fs::write(&path, "keep me").unwrap();
+        let err = Listener::bind(&ListenAddr::Unix(path.clone()), 4).unwrap_err();
+        assert!(err.to_string().contains("not a socket"), "{err}");
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), "keep me");
+        std::fs::remove_file(path).unwrap();
+    }
+}
