@@ -5,7 +5,8 @@
 //!    `SIGUSR1` caught (the wake signal) but blocked except while waiting for the accept lock, the
 //!    mask the parent used for its signalfd cleared;
 //! 2. `PR_SET_PDEATHSIG(SIGKILL)`, then a check that the parent is still the one that forked us
-//!    (it may have died before the prctl): no orphans;
+//!    (it may have died before the prctl): no orphans. Set again after step 4, because the kernel
+//!    clears it when the credentials change;
 //! 3. the accept lock's per-child set-up (flock re-opens the file) while still root;
 //! 4. privileges dropped (setgid, initgroups, setuid) — a failure is `CHILDFATAL`: every child
 //!    would fail the same way, so the server stops (as Apache);
@@ -97,7 +98,7 @@ pub(crate) fn run(setup: ChildSetup<'_>) -> ! {
     if nix::sys::prctl::set_pdeathsig(Signal::SIGKILL).is_err() || nix::unistd::getppid() != setup.parent {
         leave(code::OK); // the parent is already gone
     }
-    let ChildSetup { board, slot, born, listeners, mut lock, wake, creds, connection_limit, service, .. } = setup;
+    let ChildSetup { board, slot, born, listeners, mut lock, wake, creds, connection_limit, service, parent } = setup;
     if let Some(lock) = lock.as_deref_mut()
         && let Err(e) = lock.child_init()
     {
@@ -109,6 +110,10 @@ pub(crate) fn run(setup: ChildSetup<'_>) -> ! {
     {
         error!("child slot {slot}: cannot run as {}: {e}", c.label);
         leave(code::CHILDFATAL);
+    }
+    // Again after the privilege drop: the kernel clears PR_SET_PDEATHSIG when credentials change.
+    if nix::sys::prctl::set_pdeathsig(Signal::SIGKILL).is_err() || nix::unistd::getppid() != parent {
+        leave(code::OK);
     }
     if let Err(e) = service.child_init() {
         error!("child slot {slot}: service initialisation failed: {e}");

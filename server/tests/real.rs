@@ -1,0 +1,446 @@
+//! Real processes on loopback: the `prefork-testd` binary (a line-protocol server built on this
+//! crate) under load, signals and faults. Every process a test starts is killed by pid at the end,
+//! also on failure. Tests in this file run one at a time (timing assertions on a 2-core machine).
+
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+use prefork_core::scoreboard::ScoreboardView;
+use prefork_server::Scoreboard;
+use std::io::{BufRead, BufReader, Write};
+use std::net::TcpStream;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+static SERIAL: Mutex<()> = Mutex::new(());
+
+fn serial() -> MutexGuard<'static, ()> {
+    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+fn root() -> bool {
+    nix::unistd::geteuid().is_root()
+}
+
+/// The daemon refuses to run children as root without an explicit user.
+fn user_args() -> Vec<String> {
+    if root() { vec!["--user".into(), "nobody".into()] } else { vec![] }
+}
+
+struct Daemon {
+    child: Child,
+    pid: u32,
+    addrs: Vec<String>,
+    log: std::path::PathBuf,
+}
+
+impl Daemon {
+    fn start(args: &[&str]) -> Daemon {
+        let log = std::env::temp_dir().join(format!("prefork-testd-{}-{}.log", std::process::id(), unique()));
+        let mut all: Vec<String> = args.iter().map(|s| s.to_string()).collect();
+        all.extend(user_args());
+        let mut child = Command::new(env!("CARGO_BIN_EXE_prefork-testd"))
+            .args(&all)
+            .stdout(Stdio::piped())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .expect("start prefork-testd");
+        let pid = child.id();
+        let stdout = child.stdout.take().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let mut addrs = vec![];
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let mut daemon = Daemon { child, pid, addrs: vec![], log };
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match rx.recv_timeout(left) {
+                Ok(line) if line == "READY" => break,
+                Ok(line) => addrs.extend(line.strip_prefix("LISTEN ").map(str::to_string)),
+                Err(_) => panic!("prefork-testd did not become ready; log:\n{}", daemon.log_text()),
+            }
+        }
+        daemon.addrs = addrs;
+        daemon
+    }
+
+    fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    fn board(&self) -> Scoreboard {
+        Scoreboard::open_for_pid(self.pid).expect("the parent's scoreboard")
+    }
+
+    /// Pids of the children the scoreboard shows alive.
+    fn children(&self) -> Vec<u32> {
+        let board = self.board();
+        board
+            .infos()
+            .into_iter()
+            .filter(|i| i.pid != 0 && i.word.is_ok_and(|w| w.state.is_live()))
+            .map(|i| i.pid)
+            .collect()
+    }
+
+    fn signal(&self, sig: Signal) {
+        kill(Pid::from_raw(self.pid as i32), sig).unwrap();
+    }
+
+    /// Waits for the parent to exit; its status code.
+    fn wait(&mut self, timeout: Duration) -> Option<i32> {
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status.code();
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        None
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let children = Scoreboard::open_for_pid(self.pid).map(|b| b.infos()).unwrap_or_default();
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        for info in children {
+            if info.pid > 1 {
+                let _ = kill(Pid::from_raw(info.pid as i32), Signal::SIGKILL);
+            }
+        }
+        if std::thread::panicking() {
+            eprintln!("--- prefork-testd log ---\n{}", self.log_text());
+        }
+        let _ = std::fs::remove_file(&self.log);
+    }
+}
+
+fn unique() -> u64 {
+    static N: AtomicU64 = AtomicU64::new(0);
+    N.fetch_add(1, Ordering::Relaxed)
+}
+
+/// One request on a fresh connection.
+fn request(addr: &str, line: &str) -> std::io::Result<String> {
+    let mut s = TcpStream::connect_timeout(&addr.parse().unwrap(), Duration::from_secs(2))?;
+    s.set_read_timeout(Some(Duration::from_secs(5)))?;
+    s.write_all(format!("{line}\n").as_bytes())?;
+    let mut answer = String::new();
+    BufReader::new(s).read_line(&mut answer)?;
+    if answer.is_empty() {
+        return Err(std::io::Error::new(std::io::ErrorKind::UnexpectedEof, "closed without an answer"));
+    }
+    Ok(answer.trim_end().to_string())
+}
+
+fn alive(pid: u32) -> bool {
+    // A zombie is dead for our purposes.
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(stat) => !stat.rsplit(')').next().unwrap_or("").trim_start().starts_with('Z'),
+        Err(_) => false,
+    }
+}
+
+fn wait_until(timeout: Duration, mut f: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + timeout;
+    while Instant::now() < deadline {
+        if f() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    f()
+}
+
+/// Clients hammering the listeners with short connections, counting every outcome.
+struct Load {
+    stop: Arc<AtomicBool>,
+    ok: Arc<AtomicU64>,
+    failed: Arc<Mutex<Vec<String>>>,
+    threads: Vec<std::thread::JoinHandle<()>>,
+}
+
+impl Load {
+    fn start(addrs: &[String], threads: usize) -> Load {
+        let stop = Arc::new(AtomicBool::new(false));
+        let ok = Arc::new(AtomicU64::new(0));
+        let failed = Arc::new(Mutex::new(vec![]));
+        let threads = (0..threads)
+            .map(|i| {
+                let (stop, ok, failed) = (stop.clone(), ok.clone(), failed.clone());
+                let addr = addrs[i % addrs.len()].clone();
+                std::thread::spawn(move || {
+                    let mut n = 0u64;
+                    while !stop.load(Ordering::Relaxed) {
+                        n += 1;
+                        match request(&addr, &format!("echo {i}-{n}")) {
+                            Ok(a) if a == format!("{i}-{n}") || a == format!("{i}-{n} (closing)") => {
+                                ok.fetch_add(1, Ordering::Relaxed);
+                            }
+                            Ok(a) => failed.lock().unwrap().push(format!("{addr}: wrong answer {a:?}")),
+                            Err(e) => failed.lock().unwrap().push(format!("{addr}: {e}")),
+                        }
+                    }
+                })
+            })
+            .collect();
+        Load { stop, ok, failed, threads }
+    }
+
+    fn finish(self) -> (u64, Vec<String>) {
+        self.stop.store(true, Ordering::Relaxed);
+        for t in self.threads {
+            t.join().unwrap();
+        }
+        (self.ok.load(Ordering::Relaxed), self.failed.lock().unwrap().clone())
+    }
+}
+
+#[test]
+fn every_lock_mechanism_serves_two_listeners_and_survives_its_holder_being_killed() {
+    let _s = serial();
+    for mechanism in ["fcntl", "flock", "pthread", "sysvsem"] {
+        let d = Daemon::start(&[
+            "--listen",
+            "127.0.0.1:0",
+            "--listen",
+            "127.0.0.1:0",
+            "--mutex",
+            mechanism,
+            "--start",
+            "4",
+            "--min",
+            "2",
+            "--max",
+            "6",
+            "--limit",
+            "8",
+            "--interval-ms",
+            "200",
+        ]);
+        assert!(d.log_text().contains(&format!("accept lock: {mechanism}")), "{}", d.log_text());
+        for addr in &d.addrs {
+            assert_eq!(request(addr, "echo hi").unwrap(), "hi", "{mechanism}: {addr}");
+        }
+        let load = Load::start(&d.addrs, 4);
+        std::thread::sleep(Duration::from_millis(300));
+        // Kill the lock holder (the scoreboard says who holds it) three times.
+        for round in 0..3 {
+            // The holder changes all the time under load: kill whoever holds it at that moment.
+            let mut holder = None;
+            assert!(
+                wait_until(Duration::from_secs(3), || {
+                    holder = d.board().infos().into_iter().find(|i| i.holds_lock && i.pid != 0).map(|i| i.pid);
+                    holder.is_some_and(|pid| kill(Pid::from_raw(pid as i32), Signal::SIGKILL).is_ok())
+                }),
+                "{mechanism}: no child ever held the lock long enough to be killed"
+            );
+            let holder = holder.unwrap();
+            let killed = Instant::now();
+            for addr in &d.addrs {
+                assert!(
+                    wait_until(Duration::from_secs(1), || request(addr, "echo after").is_ok_and(|a| a == "after")),
+                    "{mechanism} round {round}: {addr} not served within 1 s of killing the holder"
+                );
+            }
+            eprintln!("{mechanism}: holder {holder} killed, both listeners served again after {:?}", killed.elapsed());
+        }
+        let (ok, failed) = load.finish();
+        // Each kill can cut at most the connection the holder had just accepted.
+        assert!(failed.len() <= 3, "{mechanism}: {} of {} requests failed: {failed:?}", failed.len(), ok);
+        assert!(ok > 100, "{mechanism}: only {ok} requests served");
+        let wasted: u64 = d.board().infos().iter().map(|i| i.wasted_wakeups).sum();
+        eprintln!("{mechanism}: {ok} requests, {} failed, {wasted} wasted wake-ups", failed.len());
+    }
+}
+
+#[test]
+fn children_run_as_the_configured_user_and_cannot_open_a_root_only_file() {
+    let _s = serial();
+    if !root() {
+        eprintln!("skipped: needs root (CI runs as root)");
+        return;
+    }
+    let secret = std::env::temp_dir().join(format!("prefork-root-only-{}", std::process::id()));
+    std::fs::write(&secret, "secret").unwrap();
+    std::fs::set_permissions(&secret, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
+    let d = Daemon::start(&["--listen", "127.0.0.1:0", "--start", "2"]);
+    let nobody = nix::unistd::User::from_name("nobody").unwrap().unwrap();
+    let whoami = request(&d.addrs[0], "whoami").unwrap();
+    assert!(whoami.starts_with(&format!("uid={} gid={}", nobody.uid, nobody.gid)), "{whoami}");
+    let opened = request(&d.addrs[0], &format!("open {}", secret.display())).unwrap();
+    assert!(opened.starts_with("denied"), "a child opened a root-only file: {opened}");
+    let status = std::fs::read_to_string(format!("/proc/{}/status", d.pid)).unwrap();
+    assert!(status.lines().any(|l| l.starts_with("Uid:\t0\t")), "the parent stays root");
+    std::fs::remove_file(&secret).unwrap();
+}
+
+#[test]
+fn running_children_as_root_needs_an_explicit_user() {
+    let _s = serial();
+    if !root() {
+        return;
+    }
+    let out = Command::new(env!("CARGO_BIN_EXE_prefork-testd")).args(["--listen", "127.0.0.1:0"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("running as root: set `user`"), "{err}");
+}
+
+#[test]
+fn a_burst_of_slow_connections_ramps_spawns_and_idle_children_retire_one_per_tick() {
+    let _s = serial();
+    let tick = 300u64;
+    let d = Daemon::start(&[
+        "--listen",
+        "127.0.0.1:0",
+        "--start",
+        "1",
+        "--min",
+        "2",
+        "--max",
+        "3",
+        "--limit",
+        "32",
+        "--interval-ms",
+        &tick.to_string(),
+    ]);
+    let addr = d.addrs[0].clone();
+    let slow: Vec<_> = (0..20)
+        .map(|_| {
+            let addr = addr.clone();
+            std::thread::spawn(move || request(&addr, "sleep 3000"))
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(6 * tick + 200));
+    // Spawn times, grouped by tick: start_servers, then 1, 2, 4, 8 ... per tick.
+    let mut started: Vec<u64> = d.board().infos().iter().filter(|i| i.pid != 0).map(|i| i.started_ms).collect();
+    started.sort();
+    let mut groups: Vec<usize> = vec![];
+    let mut last = 0;
+    for t in started {
+        if groups.is_empty() || t - last > tick / 2 {
+            groups.push(0);
+        }
+        *groups.last_mut().unwrap() += 1;
+        last = t;
+    }
+    eprintln!("spawns per tick: {groups:?}");
+    assert!(groups.len() >= 5 && groups[..5] == [1, 1, 2, 4, 8], "the ramp is 1, 2, 4, 8: {groups:?}");
+    for s in slow {
+        assert_eq!(s.join().unwrap().unwrap(), "slept 3000");
+    }
+    // Now everyone is idle: one retirement per tick.
+    let live = || ScoreboardView::capture(&d.board()).counts().live();
+    let mut counts = vec![live()];
+    for _ in 0..6 {
+        std::thread::sleep(Duration::from_millis(tick));
+        counts.push(live());
+    }
+    eprintln!("live children per tick while idle: {counts:?}");
+    let drops: Vec<usize> = counts.windows(2).map(|w| w[0].saturating_sub(w[1])).collect();
+    assert!(drops.iter().all(|&d| d <= 1), "more than one retirement in a tick: {counts:?}");
+    assert!(counts[0] > counts[counts.len() - 1], "idle children are retired: {counts:?}");
+    assert!(d.log_text().contains("exited: retired"), "{}", d.log_text());
+}
+
+#[test]
+fn graceful_restarts_under_load_lose_no_request() {
+    let _s = serial();
+    let d = Daemon::start(&[
+        "--listen",
+        "127.0.0.1:0",
+        "--listen",
+        "127.0.0.1:0",
+        "--start",
+        "3",
+        "--min",
+        "2",
+        "--max",
+        "6",
+        "--limit",
+        "16",
+        "--interval-ms",
+        "200",
+    ]);
+    let load = Load::start(&d.addrs, 4);
+    std::thread::sleep(Duration::from_millis(300));
+    let board = d.board();
+    for _ in 0..5 {
+        d.signal(Signal::SIGUSR1);
+        std::thread::sleep(Duration::from_millis(400));
+    }
+    let (ok, failed) = load.finish();
+    assert!(failed.is_empty(), "{} of {} requests failed across 5 graceful restarts: {failed:?}", failed.len(), ok);
+    assert!(ok > 200, "only {ok} requests");
+    assert_eq!(board.header().generation.load(Ordering::Relaxed), 5);
+    assert!(
+        wait_until(Duration::from_secs(3), || board
+            .infos()
+            .iter()
+            .all(|i| i.word.is_ok_and(|w| !w.state.is_live() || w.generation == 5))),
+        "old-generation children are still alive: {}",
+        ScoreboardView::capture(&board)
+    );
+    for addr in &d.addrs {
+        assert_eq!(request(addr, "echo still").unwrap(), "still", "listeners stay open");
+    }
+    eprintln!("5 graceful restarts under load: {ok} requests, 0 failed");
+}
+
+#[test]
+fn killing_the_parent_takes_every_child_down_within_a_second() {
+    let _s = serial();
+    let mut d = Daemon::start(&["--listen", "127.0.0.1:0", "--start", "4", "--min", "2", "--max", "6"]);
+    let children = d.children();
+    assert_eq!(children.len(), 4);
+    d.signal(Signal::SIGKILL);
+    let killed = Instant::now();
+    assert!(d.wait(Duration::from_secs(1)).is_none(), "killed by a signal: no exit code");
+    assert!(
+        wait_until(Duration::from_secs(1), || children.iter().all(|&c| !alive(c))),
+        "children outlived their parent: {:?}",
+        children.iter().filter(|&&c| alive(c)).collect::<Vec<_>>()
+    );
+    eprintln!("all {} children gone {:?} after the parent", children.len(), killed.elapsed());
+}
+
+#[test]
+fn a_corrupted_slot_is_repaired_and_the_parent_keeps_serving() {
+    let _s = serial();
+    let d =
+        Daemon::start(&["--listen", "127.0.0.1:0", "--start", "2", "--min", "1", "--max", "4", "--interval-ms", "200"]);
+    let board = d.board();
+    board.record(0).word.store(0xdead_beef_dead_beef, Ordering::Relaxed); // a live child's slot
+    board.record(9).word.store(0x0000_0000_0000_0302, Ordering::Relaxed); // a ghost in an empty slot
+    assert!(
+        wait_until(Duration::from_secs(2), || d.log_text().matches("was inconsistent").count() >= 2),
+        "the parent did not repair both slots: {}",
+        d.log_text()
+    );
+    assert!(alive(d.pid), "the parent survived");
+    assert_eq!(ScoreboardView::capture(&board).counts().corrupt, 0);
+    assert!(wait_until(Duration::from_secs(2), || request(&d.addrs[0], "echo ok").is_ok_and(|a| a == "ok")));
+}
+
+#[test]
+fn stop_and_graceful_stop_end_the_server_with_status_zero() {
+    let _s = serial();
+    for (sig, name) in [(Signal::SIGTERM, "stop"), (Signal::SIGWINCH, "graceful stop")] {
+        let mut d = Daemon::start(&["--listen", "127.0.0.1:0", "--start", "3"]);
+        let children = d.children();
+        d.signal(sig);
+        assert_eq!(d.wait(Duration::from_secs(5)), Some(0), "{name}: {}", d.log_text());
+        assert!(children.iter().all(|&c| !alive(c)), "{name}: children left");
+        assert!(TcpStream::connect(&d.addrs[0]).is_err(), "{name}: the listener is closed");
+    }
+}
