@@ -38,9 +38,12 @@ pub enum Mechanism {
     Sysvsem,
 }
 
-/// What `accept_mutex = "auto"` uses when a lock is needed (see BENCHMARKS.md / README for the
-/// measurement behind the choice).
-pub const DEFAULT_MECHANISM: Mechanism = Mechanism::Fcntl;
+/// What `accept_mutex = "auto"` uses when a lock is needed: the robust pthread mutex. Measured
+/// (`cargo bench -p prefork-server --bench accept_lock`, BENCHMARKS.md): 13.6x fcntl's
+/// lock+unlock rate uncontended and 20x with 4 processes competing (a futex needs no system call
+/// when uncontended), and the kernel still recovers it from a dead holder (EOWNERDEAD). It is also
+/// Apache 2.4's Linux default since APR 1.7.
+pub const DEFAULT_MECHANISM: Mechanism = Mechanism::Pthread;
 
 impl Mechanism {
     /// The mechanism for a configuration word; `None` for `none`.
@@ -102,7 +105,9 @@ pub struct AcceptLock {
     owner: u32,
 }
 
-const PTHREAD_SLICE: Duration = Duration::from_millis(50);
+/// A pthread lock wait looks at the wake flag this often (pthread mutexes cannot be interrupted
+/// by a signal). Longer slices cost less CPU per waiting child; a wake-up takes up to this long.
+const PTHREAD_SLICE: Duration = Duration::from_millis(250);
 
 impl AcceptLock {
     /// Creates the lock. `dir` holds the lock file for fcntl/flock; `child_ids` are the uid/gid
@@ -111,7 +116,10 @@ impl AcceptLock {
         let owner = std::process::id();
         let kind = match mechanism {
             Mechanism::Fcntl | Mechanism::Flock => {
-                let path = dir.join(format!("prefork-accept.{owner}.{}", mechanism.name()));
+                // Unique per lock: a process may create several (tests, restarts that change mechanism).
+                static SEQUENCE: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+                let n = SEQUENCE.fetch_add(1, Ordering::Relaxed);
+                let path = dir.join(format!("prefork-accept.{owner}.{n}.{}", mechanism.name()));
                 let file = File::options()
                     .read(true)
                     .write(true)
