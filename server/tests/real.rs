@@ -444,3 +444,60 @@ fn stop_and_graceful_stop_end_the_server_with_status_zero() {
         assert!(TcpStream::connect(&d.addrs[0]).is_err(), "{name}: the listener is closed");
     }
 }
+
+#[test]
+fn an_invalid_configuration_on_restart_is_refused_and_the_server_keeps_running() {
+    let _s = serial();
+    let file = std::env::temp_dir().join(format!("prefork-reload-{}.toml", std::process::id()));
+    std::fs::write(&file, "start_servers = 2\n").unwrap();
+    let d = Daemon::start(&["--listen", "127.0.0.1:0", "--start", "2", "--reload-file", file.to_str().unwrap()]);
+    let board = d.board();
+    for (bad, why) in [
+        ("listen = []\n", "listen is empty"),
+        ("accept_mutex = \"spinlock\"\n", "accept_mutex = \"spinlock\" is not valid"),
+        ("start_servers = \"three\"\n", "invalid type"),
+        ("listen = [\"192.0.2.1:8080\"]\n", "listen 192.0.2.1:8080"), // TEST-NET-1: not an address of this host
+    ] {
+        std::fs::write(&file, bad).unwrap();
+        d.signal(Signal::SIGUSR1);
+        assert!(
+            wait_until(Duration::from_secs(2), || d.log_text().contains(why)),
+            "the refusal names the problem ({why}): {}",
+            d.log_text()
+        );
+        assert_eq!(board.header().generation.load(Ordering::Relaxed), 0, "no restart happened");
+        assert_eq!(request(&d.addrs[0], "echo alive").unwrap(), "alive");
+    }
+    assert_eq!(d.log_text().matches("still running with the previous").count(), 4, "{}", d.log_text());
+    std::fs::write(&file, "start_servers = 4\nmax_spare_servers = 8\n").unwrap();
+    d.signal(Signal::SIGUSR1);
+    assert!(wait_until(Duration::from_secs(3), || board.header().generation.load(Ordering::Relaxed) == 1));
+    assert!(wait_until(Duration::from_secs(3), || d.children().len() == 4), "the new start_servers applies");
+    std::fs::remove_file(&file).ok();
+}
+
+#[test]
+fn max_connections_per_child_recycles_children_without_losing_requests() {
+    let _s = serial();
+    let d = Daemon::start(&[
+        "--listen",
+        "127.0.0.1:0",
+        "--start",
+        "3",
+        "--min",
+        "2",
+        "--max",
+        "6",
+        "--max-connections",
+        "5",
+        "--interval-ms",
+        "200",
+    ]);
+    let load = Load::start(&d.addrs, 3);
+    std::thread::sleep(Duration::from_millis(1500));
+    let (ok, failed) = load.finish();
+    assert!(failed.is_empty(), "{failed:?}");
+    let recycled = d.log_text().matches("exited: max_connections_per_child reached").count();
+    assert!(recycled as u64 >= ok / 5 - 10, "{ok} requests but only {recycled} recycled children");
+    eprintln!("{ok} requests, {recycled} children recycled after 5 connections each, 0 failed");
+}

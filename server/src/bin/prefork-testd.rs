@@ -50,6 +50,10 @@ struct Args {
     /// group for the children.
     #[arg(long)]
     group: Option<String>,
+    /// A TOML file of pool settings (snake_case directives) re-read at every restart; the flags
+    /// above are the base it overrides.
+    #[arg(long)]
+    reload_file: Option<std::path::PathBuf>,
 }
 
 fn serve(conn: &mut Connection<'_>) -> std::io::Result<()> {
@@ -109,6 +113,25 @@ impl TryCloneStream for prefork_server::Stream {
     }
 }
 
+/// `file` settings over `base` ones.
+fn merge(base: &RawPoolConfig, file: RawPoolConfig) -> RawPoolConfig {
+    RawPoolConfig {
+        listen: file.listen.or(base.listen.clone()),
+        start_servers: file.start_servers.or(base.start_servers),
+        min_spare_servers: file.min_spare_servers.or(base.min_spare_servers),
+        max_spare_servers: file.max_spare_servers.or(base.max_spare_servers),
+        max_request_workers: file.max_request_workers.or(base.max_request_workers),
+        server_limit: file.server_limit.or(base.server_limit),
+        accept_mutex: file.accept_mutex.or(base.accept_mutex.clone()),
+        maintenance_interval_ms: file.maintenance_interval_ms.or(base.maintenance_interval_ms),
+        max_connections_per_child: file.max_connections_per_child.or(base.max_connections_per_child),
+        graceful_shutdown_timeout: file.graceful_shutdown_timeout.or(base.graceful_shutdown_timeout),
+        user: file.user.or(base.user.clone()),
+        group: file.group.or(base.group.clone()),
+        ..file
+    }
+}
+
 fn main() {
     tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
@@ -142,8 +165,19 @@ fn main() {
             std::process::exit(2);
         }
     };
+    let base = raw.clone();
+    let reload_file = a.reload_file.clone();
     let result = Server::builder(config)
         .service(serve)
+        .reload(move |running| {
+            let Some(path) = &reload_file else {
+                return Ok(prefork_core::config::Checked { value: running.clone(), warnings: vec![] });
+            };
+            let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+            let file: RawPoolConfig = toml::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))?;
+            let merged = merge(&base, file);
+            running.reload(&merged).map_err(|e| format!("{}: {e}", path.display()))
+        })
         .on_ready(|listeners| {
             let mut out = std::io::stdout().lock();
             for l in listeners {
