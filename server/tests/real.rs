@@ -501,3 +501,46 @@ fn max_connections_per_child_recycles_children_without_losing_requests() {
     assert!(recycled as u64 >= ok / 5 - 10, "{ok} requests but only {recycled} recycled children");
     eprintln!("{ok} requests, {recycled} children recycled after 5 connections each, 0 failed");
 }
+
+fn sysv_sets() -> Vec<i32> {
+    std::fs::read_to_string("/proc/sysvipc/sem")
+        .unwrap_or_default()
+        .lines()
+        .skip(1)
+        .filter_map(|l| l.split_whitespace().nth(1)?.parse().ok())
+        .collect()
+}
+
+#[test]
+fn a_broken_accept_lock_ends_children_not_the_server() {
+    let _s = serial();
+    let before = sysv_sets();
+    let mut d = Daemon::start(&[
+        "--listen",
+        "127.0.0.1:0",
+        "--listen",
+        "127.0.0.1:0",
+        "--mutex",
+        "sysvsem",
+        "--start",
+        "2",
+        "--interval-ms",
+        "200",
+    ]);
+    let ours: Vec<i32> = sysv_sets().into_iter().filter(|id| !before.contains(id)).collect();
+    assert_eq!(ours.len(), 1, "one semaphore set for the pool");
+    // What systemd's RemoveIPC=yes does to Apache (AH00144): the lock disappears under the pool.
+    // SAFETY: removing the set this test's server created.
+    assert_eq!(unsafe { libc::semctl(ours[0], 0, libc::IPC_RMID) }, 0);
+    let _ = request(&d.addrs[0], "echo poke"); // wake a child into the lock
+    assert!(
+        wait_until(Duration::from_secs(3), || d.log_text().contains("accept lock failed")),
+        "children report the broken lock: {}",
+        d.log_text()
+    );
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(d.wait(Duration::from_millis(10)).is_none(), "the parent is still running");
+    assert!(alive(d.pid));
+    d.signal(Signal::SIGTERM);
+    assert_eq!(d.wait(Duration::from_secs(5)), Some(0), "and stops cleanly");
+}
