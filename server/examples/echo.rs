@@ -42,7 +42,10 @@ fn echo(conn: &mut Connection<'_>) -> std::io::Result<()> {
 }
 
 fn main() {
-    tracing_subscriber::fmt().with_writer(std::io::stderr).init();
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .init();
     let mut listen: Vec<String> = std::env::args().skip(1).collect();
     if listen.is_empty() {
         listen.push("127.0.0.1:7070".into());
