@@ -328,6 +328,19 @@ pub enum ConfigError {
     },
 }
 
+impl ConfigError {
+    /// The configuration key the error is about.
+    pub fn key(&self) -> &'static str {
+        match self {
+            ConfigError::OutOfRange { key, .. } | ConfigError::InvalidValue { key, .. } => key,
+            ConfigError::InvalidListen { .. } | ConfigError::DuplicateListen { .. } | ConfigError::NoListeners => {
+                "listen"
+            }
+            ConfigError::BothNames { old, .. } => old,
+        }
+    }
+}
+
 /// Every problem found in one configuration (never empty).
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub struct ConfigErrors(pub Vec<ConfigError>);

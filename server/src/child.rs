@@ -191,7 +191,7 @@ fn serve_loop(
     let epoll = epoll_for(listeners, wake).map_err(|e| format!("epoll: {e}"))?;
     let lock_in_use = lock.is_some();
     let mut child = ChildLoop::new(listeners.len(), lock_in_use, connection_limit);
-    let mut accepted: Option<(Stream, String, usize)> = None;
+    let mut accepted: Option<(Stream, String, Option<std::net::SocketAddr>, usize)> = None;
     let mut ready: Vec<usize> = Vec::with_capacity(listeners.len());
     let mut events = [EpollEvent::empty(); 16];
     let mut event = ChildEvent::Started;
@@ -237,8 +237,8 @@ fn serve_loop(
             },
             ChildAction::Accept { listener } => match accept4(listeners[listener].as_fd(), SockFlag::SOCK_CLOEXEC) {
                 Ok(fd) => {
-                    let (stream, peer) = wrap(fd, &listeners[listener]);
-                    accepted = Some((stream, peer, listener));
+                    let (stream, peer, peer_addr) = wrap(fd, &listeners[listener]);
+                    accepted = Some((stream, peer, peer_addr, listener));
                     record.connections.fetch_add(1, Ordering::Relaxed);
                     ChildEvent::Accepted
                 }
@@ -261,9 +261,10 @@ fn serve_loop(
                 ChildEvent::LockReleased
             }
             ChildAction::Serve => {
-                let (stream, peer, listener) = accepted.take().expect("an accepted connection");
+                let (stream, peer, peer_addr, listener) = accepted.take().expect("an accepted connection");
                 record.set_texts(Some(&peer), Some(""));
-                let mut conn = Connection { stream, peer, listener, status: Status { slot: me, record } };
+                let status = Status { slot: me, record };
+                let mut conn = Connection { stream, peer, peer_addr, listener, status, board, listeners };
                 if let Err(e) = service.serve(&mut conn) {
                     debug!("child slot {slot}: connection from {}: {e}", conn.peer);
                 }
@@ -284,12 +285,13 @@ fn serve_loop(
     }
 }
 
-fn wrap(fd: OwnedFd, listener: &Listener) -> (Stream, String) {
+fn wrap(fd: OwnedFd, listener: &Listener) -> (Stream, String, Option<std::net::SocketAddr>) {
     if listener.is_unix() {
-        (Stream::Unix(std::os::unix::net::UnixStream::from(fd)), "unix".to_string())
+        (Stream::Unix(std::os::unix::net::UnixStream::from(fd)), "unix".to_string(), None)
     } else {
         let stream = std::net::TcpStream::from(fd);
-        let peer = stream.peer_addr().map(|a| a.to_string()).unwrap_or_else(|_| format!("fd {}", stream.as_raw_fd()));
-        (Stream::Tcp(stream), peer)
+        let addr = stream.peer_addr().ok();
+        let peer = addr.map(|a| a.to_string()).unwrap_or_else(|| format!("fd {}", stream.as_raw_fd()));
+        (Stream::Tcp(stream), peer, addr)
     }
 }

@@ -27,6 +27,8 @@
 
 mod child;
 mod creds;
+pub mod daemon;
+pub mod http;
 pub mod listeners;
 pub mod locks;
 mod parent;
@@ -166,8 +168,11 @@ impl Status<'_> {
 pub struct Connection<'a> {
     stream: Stream,
     peer: String,
+    peer_addr: Option<std::net::SocketAddr>,
     listener: usize,
     status: Status<'a>,
+    board: &'a Scoreboard,
+    listeners: &'a [Listener],
 }
 
 impl<'a> Connection<'a> {
@@ -181,9 +186,24 @@ impl<'a> Connection<'a> {
         &self.peer
     }
 
+    /// The peer's address (`None` for unix-domain peers).
+    pub fn peer_addr(&self) -> Option<std::net::SocketAddr> {
+        self.peer_addr
+    }
+
     /// Index of the listener (in the configuration's `listen` order) it arrived on.
     pub fn listener(&self) -> usize {
         self.listener
+    }
+
+    /// The whole scoreboard (read it for status pages; write only through [`Connection::status`]).
+    pub fn board(&self) -> &'a Scoreboard {
+        self.board
+    }
+
+    /// Every listener of the pool.
+    pub fn listeners(&self) -> &'a [Listener] {
+        self.listeners
     }
 
     /// The child's slot.
@@ -227,8 +247,34 @@ pub enum ServerError {
     },
 }
 
-/// Produces the configuration for a restart from the running one, or says why it cannot.
-pub type Reloader = Box<dyn FnMut(&PoolConfig) -> Result<Checked<PoolConfig>, String>>;
+/// What a restart runs with: the new pool configuration and, if it changed, a new service for the
+/// new children (old children keep theirs until they exit).
+pub struct Reloaded {
+    /// The validated pool configuration and its warnings.
+    pub config: Checked<PoolConfig>,
+    /// A new service, or `None` to keep the current one.
+    pub service: Option<Box<dyn Service>>,
+}
+
+impl From<Checked<PoolConfig>> for Reloaded {
+    fn from(config: Checked<PoolConfig>) -> Self {
+        Reloaded { config, service: None }
+    }
+}
+
+/// Produces what a restart runs with, from the running configuration, or says why it cannot.
+pub type Reloader = Box<dyn FnMut(&PoolConfig) -> Result<Reloaded, String>>;
+
+/// Lifecycle moments, for a service manager (systemd's `sd_notify`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Lifecycle {
+    /// Serving: after start-up, and again after each restart.
+    Ready,
+    /// A restart was accepted and is under way.
+    Reloading,
+    /// Stopping (a stop or a graceful stop).
+    Stopping,
+}
 /// Called once the listeners are bound and the first children are forked.
 pub type OnReady = Box<dyn FnOnce(&[Listener])>;
 
@@ -240,6 +286,8 @@ pub struct Server {
     on_ready: Option<OnReady>,
     lock_dir: PathBuf,
     pid_file: Option<PathBuf>,
+    inherited: Option<Vec<Listener>>,
+    notify: Option<Box<dyn FnMut(Lifecycle)>>,
 }
 
 impl Server {
@@ -253,6 +301,8 @@ impl Server {
             on_ready: None,
             lock_dir: std::env::temp_dir(),
             pid_file: None,
+            inherited: None,
+            notify: None,
         }
     }
 
@@ -264,11 +314,21 @@ impl Server {
 
     /// How a restart (SIGUSR1, SIGHUP) gets its configuration; by default it keeps the running one.
     /// An `Err` rejects the restart (logged) and the server keeps running as it is.
-    pub fn reload(
-        mut self,
-        reload: impl FnMut(&PoolConfig) -> Result<Checked<PoolConfig>, String> + 'static,
-    ) -> Server {
+    pub fn reload(mut self, reload: impl FnMut(&PoolConfig) -> Result<Reloaded, String> + 'static) -> Server {
         self.reload = Some(Box::new(reload));
+        self
+    }
+
+    /// Serves on these already-listening sockets (systemd socket activation) instead of binding
+    /// the configured addresses; they are kept across restarts.
+    pub fn listeners(mut self, listeners: Vec<Listener>) -> Server {
+        self.inherited = Some(listeners);
+        self
+    }
+
+    /// Called at lifecycle moments (for `sd_notify`).
+    pub fn notify(mut self, f: impl FnMut(Lifecycle) + 'static) -> Server {
+        self.notify = Some(Box::new(f));
         self
     }
 

@@ -19,6 +19,8 @@ pub struct Listener {
     /// The address actually bound (the real port when port 0 was asked for).
     pub local: ListenAddr,
     socket: Socket,
+    /// Bound by us (a unix socket path is ours to remove).
+    owned: bool,
 }
 
 impl Listener {
@@ -50,7 +52,28 @@ impl Listener {
             }
             ListenAddr::Unix(p) => ListenAddr::Unix(p.clone()),
         };
-        Ok(Listener { configured: addr.clone(), local, socket })
+        Ok(Listener { configured: addr.clone(), local, socket, owned: true })
+    }
+
+    /// A listening socket handed over by a service manager (systemd `LISTEN_FDS`). It is made
+    /// non-blocking; its address is read from the socket. Such a listener never removes a unix
+    /// socket path (it is not ours).
+    pub fn from_fd(fd: std::os::fd::OwnedFd) -> io::Result<Listener> {
+        let socket = Socket::from(fd);
+        if !socket.is_listener()? {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "an inherited descriptor is not a listening socket",
+            ));
+        }
+        socket.set_nonblocking(true)?;
+        let addr = socket.local_addr()?;
+        let local = match (addr.as_socket(), addr.as_pathname()) {
+            (Some(a), _) => ListenAddr::Tcp(a),
+            (None, Some(p)) => ListenAddr::Unix(p.to_path_buf()),
+            (None, None) => return Err(io::Error::new(io::ErrorKind::InvalidInput, "an unnamed inherited socket")),
+        };
+        Ok(Listener { configured: local.clone(), local, socket, owned: false })
     }
 
     /// The socket.
@@ -60,7 +83,7 @@ impl Listener {
 
     /// Is this a unix-domain listener?
     pub fn is_unix(&self) -> bool {
-        matches!(self.configured, ListenAddr::Unix(_))
+        matches!(self.local, ListenAddr::Unix(_))
     }
 
     /// The bound TCP address, if TCP.
@@ -82,7 +105,7 @@ impl Drop for Listener {
     fn drop(&mut self) {
         // Only the process that bound a unix socket removes its path (children never drop
         // listeners: they leave with _exit).
-        if let ListenAddr::Unix(path) = &self.configured {
+        if let (true, ListenAddr::Unix(path)) = (self.owned, &self.configured) {
             let _ = std::fs::remove_file(path);
         }
     }

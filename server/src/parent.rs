@@ -18,7 +18,7 @@ use crate::creds::{self, Credentials};
 use crate::listeners::{self, Listener};
 use crate::locks::{AcceptLock, Mechanism};
 use crate::shm::Scoreboard;
-use crate::{Server, ServerError, unix_ms};
+use crate::{Lifecycle, Server, ServerError, unix_ms};
 use nix::errno::Errno;
 use nix::fcntl::OFlag;
 use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
@@ -28,7 +28,7 @@ use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
 use nix::unistd::{ForkResult, Pid, fork, pipe2};
 use prefork_core::config::PoolConfig;
 use prefork_core::exit::{ExitReason, ExitStatus, code};
-use prefork_core::parent::{Command, KillSignal, Level, Parent, ParentAction, ParentLog};
+use prefork_core::parent::{Command, KillSignal, Level, Parent, ParentAction, ParentLog, Phase};
 use prefork_core::time::Time;
 use std::collections::HashMap;
 use std::io::{self, Write};
@@ -63,6 +63,8 @@ struct Supervisor {
     started: Instant,
     server: Server,
     pid: Pid,
+    /// The listeners came from a service manager: keep them, whatever `listen` says.
+    inherited: bool,
 }
 
 fn lock_for(
@@ -88,7 +90,11 @@ pub(crate) fn run(mut server: Server) -> Result<i32, ServerError> {
     if let Some(note) = note {
         info!("{note}");
     }
-    let listeners = listeners::bind_all(&cfg.listen, cfg.listen_backlog).map_err(ServerError::Bind)?;
+    let inherited = server.inherited.is_some();
+    let listeners = match server.inherited.take() {
+        Some(l) => l,
+        None => listeners::bind_all(&cfg.listen, cfg.listen_backlog).map_err(ServerError::Bind)?,
+    };
     let pid = nix::unistd::getpid();
     let board = Scoreboard::create(cfg.server_limit as usize, pid.as_raw() as u32, unix_ms())
         .map_err(ServerError::Scoreboard)?;
@@ -117,6 +123,7 @@ pub(crate) fn run(mut server: Server) -> Result<i32, ServerError> {
         started: Instant::now(),
         server,
         pid,
+        inherited,
     };
     info!(
         "listening on {}; accept lock: {}",
@@ -129,6 +136,7 @@ pub(crate) fn run(mut server: Server) -> Result<i32, ServerError> {
     if let Some(f) = on_ready {
         f(&s.listeners);
     }
+    s.lifecycle(Lifecycle::Ready);
     while exit.is_none() {
         exit = s.turn();
     }
@@ -183,33 +191,55 @@ impl Supervisor {
         None
     }
 
+    fn lifecycle(&mut self, moment: Lifecycle) {
+        if let Some(f) = self.server.notify.as_mut() {
+            f(moment);
+        }
+    }
+
     fn command(&mut self, command: Command) -> Option<i32> {
+        let stopping = matches!(command, Command::Stop | Command::GracefulStop);
+        let restarting = matches!(command, Command::GracefulRestart(_) | Command::HardRestart(_));
+        if stopping && !matches!(self.core.phase(), Phase::Stopping | Phase::Draining) {
+            self.lifecycle(Lifecycle::Stopping);
+        }
+        if restarting {
+            self.lifecycle(Lifecycle::Reloading);
+        }
         let now = self.now();
         self.core.handle_command(now, command, &self.board);
-        self.perform()
+        let exit = self.perform();
+        if restarting && self.core.phase() == Phase::Running {
+            self.lifecycle(Lifecycle::Ready); // a graceful restart is in force at once
+        }
+        exit
     }
 
     /// SIGUSR1 / SIGHUP: a new configuration, or a clear refusal that changes nothing.
     fn restart(&mut self, graceful: bool) -> Option<i32> {
         let kind = if graceful { "graceful restart" } else { "restart" };
         let current = self.core.config().clone();
-        let checked = match self.server.reload.as_mut() {
+        let reloaded = match self.server.reload.as_mut() {
             Some(reload) => reload(&current),
-            None => Ok(prefork_core::config::Checked { value: current.clone(), warnings: vec![] }),
+            None => {
+                Ok(crate::Reloaded::from(prefork_core::config::Checked { value: current.clone(), warnings: vec![] }))
+            }
         };
-        let next = match checked {
-            Ok(c) => c,
+        let reloaded = match reloaded {
+            Ok(r) => r,
             Err(why) => {
                 error!("{kind} refused: the new configuration is invalid: {why}; still running with the previous one");
                 return None;
             }
         };
-        for w in &next.warnings {
+        for w in &reloaded.config.warnings {
             warn!("configuration: {w}");
         }
-        let next = next.value;
+        let next = reloaded.config.value;
         let listeners = std::mem::take(&mut self.listeners);
-        match listeners::reconcile(listeners, &next.listen, next.listen_backlog) {
+        let wanted: Vec<_> =
+            if self.inherited { listeners.iter().map(|l| l.configured.clone()).collect() } else { next.listen.clone() };
+        match listeners::reconcile(listeners, &wanted, next.listen_backlog) {
             Ok(r) => {
                 self.listeners = r.kept;
                 drop(r.closed);
@@ -239,6 +269,9 @@ impl Supervisor {
                     return None;
                 }
             }
+        }
+        if let Some(service) = reloaded.service {
+            self.server.service = service; // new children get it; old ones keep theirs
         }
         let next = Box::new(next);
         self.command(if graceful { Command::GracefulRestart(next) } else { Command::HardRestart(next) })
@@ -273,9 +306,23 @@ impl Supervisor {
 
     /// Performs every action the core asked for; `Some(code)` when the parent is done.
     fn perform(&mut self) -> Option<i32> {
+        let before = self.core.phase();
+        let exit = self.perform_actions();
+        if before == Phase::Restarting && self.core.phase() == Phase::Running {
+            self.lifecycle(Lifecycle::Ready); // a hard restart finished
+        }
+        exit
+    }
+
+    fn perform_actions(&mut self) -> Option<i32> {
+        let header = self.board.header();
+        header.spawn_rate.store(u64::from(self.core.policy().idle_spawn_rate()), Ordering::Relaxed);
         while let Some(action) = self.core.poll_action() {
             match action {
-                ParentAction::Spawn { slot, born } => self.spawn(slot, born),
+                ParentAction::Spawn { slot, born } => {
+                    self.board.header().spawned_total.fetch_add(1, Ordering::Relaxed);
+                    self.spawn(slot, born)
+                }
                 ParentAction::Wake { pid, .. } => {
                     if let Some(w) = self.wakers.get(&pid) {
                         let _ = nix::unistd::write(w, b"!"); // full pipe: already woken

@@ -5,10 +5,11 @@
 //! a corrupted slot is a *wrong* value, never undefined behaviour):
 //!
 //! ```text
-//! offset 0     Header      (64 bytes): magic "PREFORK1", layout version, server_limit, record size,
+//! offset 0     Header      (128 bytes): magic "PREFORK1", layout version, server_limit, record size,
 //!                           running generation (the core's generation word), parent pid,
-//!                           start time, restart time
-//! offset 64    SlotRecord × server_limit (256 bytes each):
+//!                           start time, restart time, the spawn rate and children spawned
+//!                           (published by the parent after each step, for status pages)
+//! offset 128   SlotRecord × server_limit (256 bytes each):
 //!                word        the core's slot word (state, incarnation, generation)
 //!                pid         written by the parent after fork()
 //!                seq         seqlock of the two text fields below (child writes)
@@ -35,7 +36,7 @@ use std::sync::atomic::{AtomicU64, Ordering, fence};
 /// `b"PREFORK1"` as a little-endian `u64`.
 pub const MAGIC: u64 = u64::from_le_bytes(*b"PREFORK1");
 /// Version of this layout.
-pub const LAYOUT_VERSION: u64 = 1;
+pub const LAYOUT_VERSION: u64 = 2;
 /// The name of the memfd (as shown in `/proc/<pid>/fd`).
 pub const MEMFD_NAME: &str = "prefork-scoreboard";
 /// Bytes of the client-address text field.
@@ -65,6 +66,11 @@ pub struct Header {
     pub started_ms: AtomicU64,
     /// When the pool last started afresh: start or hard restart (unix ms).
     pub restarted_ms: AtomicU64,
+    /// The spare-server policy's current spawn rate (1, 2, 4 … 32).
+    pub spawn_rate: AtomicU64,
+    /// Children forked since the parent started.
+    pub spawned_total: AtomicU64,
+    _reserved: [AtomicU64; 6],
 }
 
 /// One slot.
@@ -100,7 +106,7 @@ pub struct SlotRecord {
     pub request: [AtomicU64; REQUEST_BYTES / 8],
 }
 
-const _: () = assert!(size_of::<Header>() == 64);
+const _: () = assert!(size_of::<Header>() == 128);
 const _: () = assert!(size_of::<SlotRecord>() == 256);
 
 /// A consistent copy of one slot, for status pages and tests.

@@ -172,12 +172,12 @@ fn main() {
         .service(serve)
         .reload(move |running| {
             let Some(path) = &reload_file else {
-                return Ok(prefork_core::config::Checked { value: running.clone(), warnings: vec![] });
+                return Ok(prefork_core::config::Checked { value: running.clone(), warnings: vec![] }.into());
             };
             let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
             let file: RawPoolConfig = toml::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))?;
             let merged = merge(&base, file);
-            running.reload(&merged).map_err(|e| format!("{}: {e}", path.display()))
+            running.reload(&merged).map(Into::into).map_err(|e| format!("{}: {e}", path.display()))
         })
         .on_ready(|listeners| {
             let mut out = std::io::stdout().lock();

@@ -1,0 +1,148 @@
+//! `preforkd`: a preforking HTTP/1.1 static-file server with Apache's MPM prefork process model.
+//!
+//! With no arguments it serves a built-in page on 127.0.0.1:8080 in the foreground.
+
+use clap::Parser;
+use prefork_core::config::Checked;
+use prefork_server::Server;
+use prefork_server::daemon::control::{self, Action};
+use prefork_server::daemon::settings::{self, Settings};
+use prefork_server::daemon::systemd;
+use prefork_server::http::HttpService;
+use prefork_server::{Lifecycle, Reloaded};
+use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
+use tracing::{info, warn};
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "preforkd",
+    version,
+    about = "A preforking HTTP/1.1 static-file server with Apache's MPM prefork process model",
+    long_about = "A preforking HTTP/1.1 static-file server with Apache's MPM prefork process model.\n\n\
+        With no arguments it serves a built-in page on 127.0.0.1:8080 in the foreground.\n\
+        Every setting is a key of the TOML file (--config) and a flag; flags override the file.\n\n\
+        Signals: SIGUSR1 graceful restart, SIGHUP restart, SIGWINCH graceful stop, SIGTERM/SIGINT stop.\n\
+        Status: /server-status (?auto, ?json) and /metrics, from 127.0.0.1 and ::1 by default."
+)]
+struct Cli {
+    /// TOML configuration file (Apache's directives in snake_case); re-read on every restart.
+    #[arg(short = 'f', long = "config", value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Validate the configuration, then signal the running server through pid_file.
+    #[arg(short = 'k', value_enum, value_name = "ACTION")]
+    signal: Option<Action>,
+    /// Check the configuration and exit (like `apachectl configtest`).
+    #[arg(short = 't', long = "check-config")]
+    check: bool,
+    #[command(flatten)]
+    settings: Settings,
+}
+
+fn fail(errors: Vec<String>) -> ! {
+    for e in &errors {
+        eprintln!("preforkd: {e}");
+    }
+    eprintln!("preforkd: the configuration has {} error(s); nothing was started", errors.len());
+    std::process::exit(1)
+}
+
+fn init_logging(error_log: Option<&Path>) -> Result<(), String> {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
+    match error_log {
+        Some(path) => {
+            let file = std::fs::File::options()
+                .append(true)
+                .create(true)
+                .open(path)
+                .map_err(|e| format!("error_log {}: {e}", path.display()))?;
+            tracing_subscriber::fmt().with_env_filter(filter).with_writer(file).with_ansi(false).init();
+        }
+        None => {
+            let ansi = std::io::stderr().is_terminal();
+            tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_ansi(ansi).init();
+        }
+    }
+    Ok(())
+}
+
+/// Run as root with no `user`: the children run as `nobody` (Apache's default is a daemon
+/// account too); `user = "root"` must be asked for explicitly.
+fn default_user(pool: &mut prefork_core::config::PoolConfig) -> Option<&'static str> {
+    if pool.user.is_none() && nix::unistd::geteuid().is_root() {
+        pool.user = Some("nobody".into());
+        return Some("nobody");
+    }
+    None
+}
+
+fn main() {
+    let cli = Cli::parse();
+    let (merged, sources) = settings::load(cli.config.as_deref(), &cli.settings).unwrap_or_else(|e| fail(e));
+    let mut resolved = settings::resolve(&merged, &sources, None).unwrap_or_else(|e| fail(e));
+    if cli.check {
+        for w in &resolved.warnings {
+            eprintln!("preforkd: warning: {w}");
+        }
+        println!("Syntax OK");
+        return;
+    }
+    if let Some(action) = cli.signal {
+        match control::send(action, resolved.pid_file.as_deref()) {
+            Ok(msg) => {
+                eprintln!("preforkd: {msg}");
+                return;
+            }
+            Err(e) => {
+                eprintln!("preforkd: {e}");
+                std::process::exit(1);
+            }
+        }
+    }
+    if let Err(e) = init_logging(resolved.error_log.as_deref()) {
+        fail(vec![e]);
+    }
+    for w in &resolved.warnings {
+        warn!("configuration: {w}");
+    }
+    if let Some(user) = default_user(&mut resolved.pool) {
+        info!("running as root: children run as {user} (set user to choose; user = \"root\" to keep root)");
+    }
+    let service = HttpService::new(resolved.http.clone()).unwrap_or_else(|e| fail(vec![e.to_string()]));
+    let inherited = systemd::listen_fds().unwrap_or_else(|e| fail(vec![e.to_string()]));
+
+    let (config_path, cli_settings) = (cli.config.clone(), cli.settings.clone());
+    let mut server = Server::builder(resolved.pool.clone())
+        .service(service)
+        .reload(move |running| {
+            let (merged, sources) = settings::load(config_path.as_deref(), &cli_settings).map_err(|e| e.join("; "))?;
+            let mut r = settings::resolve(&merged, &sources, Some(running)).map_err(|e| e.join("; "))?;
+            for w in &r.warnings {
+                warn!("configuration: {w}");
+            }
+            default_user(&mut r.pool);
+            let service = HttpService::new(r.http).map_err(|e| e.to_string())?;
+            Ok(Reloaded { config: Checked { value: r.pool, warnings: vec![] }, service: Some(Box::new(service)) })
+        })
+        .notify(|moment| match moment {
+            Lifecycle::Ready => systemd::notify(&format!("READY=1\nSTATUS=serving\nMAINPID={}", std::process::id())),
+            Lifecycle::Reloading => {
+                systemd::notify(&format!("RELOADING=1\nMONOTONIC_USEC={}", systemd::monotonic_usec()))
+            }
+            Lifecycle::Stopping => systemd::notify("STOPPING=1"),
+        });
+    if let Some(p) = &resolved.pid_file {
+        server = server.pid_file(p);
+    }
+    if let Some(d) = &resolved.lock_dir {
+        server = server.lock_dir(d);
+    }
+    if let Some(listeners) = inherited {
+        info!("socket activation: serving on {} inherited socket(s); listen is ignored", listeners.len());
+        server = server.listeners(listeners);
+    }
+    match server.run() {
+        Ok(code) => std::process::exit(code),
+        Err(e) => fail(vec![e.to_string()]),
+    }
+}

@@ -1,0 +1,389 @@
+//! `preforkd`'s settings: one list of keys that is both the TOML file's schema and the command
+//! line (every key `some_key` is also a flag `--some-key`), flags overriding the file. Errors say
+//! where the value came from (`file:line` or `--flag`), what was given and what is allowed.
+
+use crate::http::HttpConfig;
+use crate::http::log::LogFormat;
+use ipnet::IpNet;
+use prefork_core::config::{ConfigWarning, PoolConfig, RawPoolConfig};
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+macro_rules! settings {
+    ($( $(#[doc = $doc:literal])* $name:ident : $ty:ty ),* $(,)?) => {
+        /// Every setting, optional: from the TOML file (snake_case keys) or the command line
+        /// (kebab-case flags).
+        #[derive(clap::Args, serde::Deserialize, Default, Debug, Clone, PartialEq)]
+        #[serde(default, deny_unknown_fields)]
+        pub struct Settings {
+            $( $(#[doc = $doc])* #[arg(long)] pub $name: Option<$ty>, )*
+        }
+
+        impl Settings {
+            /// `self`'s values, and `base`'s where `self` has none.
+            pub fn over(self, base: Settings) -> Settings {
+                Settings { $( $name: self.$name.or(base.$name), )* }
+            }
+
+            /// The keys that have a value.
+            pub fn keys(&self) -> Vec<&'static str> {
+                let mut keys = vec![];
+                $( if self.$name.is_some() { keys.push(stringify!($name)); } )*
+                keys
+            }
+        }
+    };
+}
+
+settings! {
+    /// Address to listen on (repeatable): IP:PORT, [IPv6]:PORT, PORT, or unix:/path [default: 127.0.0.1:8080].
+    listen: Vec<String>,
+    /// listen(2) backlog [default: 511].
+    listen_backlog: i64,
+    /// Children forked at start-up [default: 5].
+    start_servers: i64,
+    /// Fewer idle children than this: spawn more (1, 2, 4 … 32 per second) [default: 5].
+    min_spare_servers: i64,
+    /// More idle children than this: retire one per second [default: 10].
+    max_spare_servers: i64,
+    /// Most children at once [default: server_limit].
+    max_request_workers: i64,
+    /// Old name of max_request_workers.
+    max_clients: i64,
+    /// Scoreboard size; cannot change on a restart [default: 256].
+    server_limit: i64,
+    /// Connections a child serves before it is replaced; 0 is unlimited [default: 0].
+    max_connections_per_child: i64,
+    /// Old name of max_connections_per_child.
+    max_requests_per_child: i64,
+    /// Up to this many extra connections per child, so children do not recycle together [default: 0].
+    max_connections_per_child_jitter: i64,
+    /// Accept lock with 2+ listeners: auto, fcntl, flock, pthread, sysvsem, none [default: auto].
+    accept_mutex: String,
+    /// Seconds a graceful stop waits for children; 0 waits forever [default: 0].
+    graceful_shutdown_timeout: i64,
+    /// Spare-server maintenance period in milliseconds [default: 1000].
+    maintenance_interval_ms: i64,
+    /// User the children run as (name or #uid); required when started as root.
+    user: String,
+    /// Group the children run as (name or #gid) [default: the user's group].
+    group: String,
+    /// Directory of files to serve [default: a built-in page].
+    document_root: PathBuf,
+    /// Keep connections open between requests: true or false [default: true].
+    keep_alive: bool,
+    /// Seconds an idle kept-alive connection waits for its next request [default: 5].
+    keep_alive_timeout: i64,
+    /// Requests per kept-alive connection; 0 is unlimited [default: 100].
+    max_keep_alive_requests: i64,
+    /// Seconds any single read or write may wait [default: 60].
+    timeout: i64,
+    /// Seconds the whole request head may take to arrive (mod_reqtimeout header=) [default: 20].
+    request_read_timeout: i64,
+    /// Longest request line in bytes (longer: 414) [default: 8190].
+    limit_request_line: i64,
+    /// Most request header fields (more: 431) [default: 100].
+    limit_request_fields: i64,
+    /// Longest request header line in bytes (longer: 431) [default: 8190].
+    limit_request_field_size: i64,
+    /// Largest request body in bytes (larger: 413) [default: 1048576].
+    limit_request_body: i64,
+    /// Access log file, "-" for standard output, "off" for none [default: -].
+    access_log: PathBuf,
+    /// Access log format: combined or common [default: combined].
+    log_format: String,
+    /// Error log file [default: standard error].
+    error_log: PathBuf,
+    /// Location of the status page (?auto, ?json) [default: /server-status].
+    status_path: String,
+    /// Location of the OpenMetrics page [default: /metrics].
+    metrics_path: String,
+    /// Networks allowed to read status and metrics (repeatable) [default: 127.0.0.0/8, ::1].
+    status_allow: Vec<String>,
+    /// Server name shown on status pages [default: localhost].
+    server_name: String,
+    /// File holding the parent's pid while it runs (needed by -k).
+    pid_file: PathBuf,
+    /// Directory for the fcntl/flock lock file [default: the temp directory].
+    lock_dir: PathBuf,
+}
+
+/// Everything `preforkd` runs with.
+#[derive(Clone, Debug)]
+pub struct Resolved {
+    /// The pool.
+    pub pool: PoolConfig,
+    /// The HTTP service.
+    pub http: HttpConfig,
+    /// `error_log`.
+    pub error_log: Option<PathBuf>,
+    /// `pid_file`.
+    pub pid_file: Option<PathBuf>,
+    /// `lock_dir`.
+    pub lock_dir: Option<PathBuf>,
+    /// Values that were changed (clamps), with where they came from.
+    pub warnings: Vec<String>,
+}
+
+/// Where the settings came from, to say where a bad value is.
+#[derive(Clone, Debug, Default)]
+pub struct Sources {
+    file: Option<(PathBuf, String)>,
+    from_cli: Vec<&'static str>,
+}
+
+impl Sources {
+    /// `key`'s origin: `--flag`, `file:line`, or `default`.
+    pub fn origin(&self, key: &str) -> String {
+        if self.from_cli.contains(&key) {
+            return format!("--{}", key.replace('_', "-"));
+        }
+        if let Some((path, text)) = &self.file
+            && let Some(line) = key_line(text, key)
+        {
+            return format!("{}:{line}", path.display());
+        }
+        "default".into()
+    }
+}
+
+/// The 1-based line where `key` is set in a TOML text.
+fn key_line(text: &str, key: &str) -> Option<usize> {
+    text.lines()
+        .position(|l| {
+            let l = l.trim_start();
+            l.strip_prefix(key).is_some_and(|rest| rest.trim_start().starts_with('='))
+        })
+        .map(|i| i + 1)
+}
+
+/// Reads the settings file (if any) and lays the command line over it.
+pub fn load(file: Option<&Path>, cli: &Settings) -> Result<(Settings, Sources), Vec<String>> {
+    let mut sources = Sources { file: None, from_cli: cli.keys() };
+    let from_file = match file {
+        None => Settings::default(),
+        Some(path) => {
+            let text = std::fs::read_to_string(path).map_err(|e| vec![format!("{}: {e}", path.display())])?;
+            let parsed: Settings = toml::from_str(&text).map_err(|e| vec![format!("{}: {e}", path.display())])?;
+            sources.file = Some((path.to_path_buf(), text));
+            parsed
+        }
+    };
+    Ok((cli.clone().over(from_file), sources))
+}
+
+struct Errors<'a> {
+    list: Vec<String>,
+    sources: &'a Sources,
+}
+
+impl Errors<'_> {
+    fn push(&mut self, key: &str, msg: String) {
+        self.list.push(format!("{}: {msg}", self.sources.origin(key)));
+    }
+
+    fn seconds(&mut self, key: &'static str, v: Option<i64>, default: u64, min: i64, max: i64) -> Duration {
+        match v {
+            None => Duration::from_secs(default),
+            Some(s) if (min..=max).contains(&s) => Duration::from_secs(s as u64),
+            Some(s) => {
+                self.push(key, format!("{key} = {s} is out of range: allowed {min} to {max} seconds"));
+                Duration::from_secs(default)
+            }
+        }
+    }
+
+    fn count(&mut self, key: &'static str, v: Option<i64>, default: u64, min: i64, max: i64) -> u64 {
+        match v {
+            None => default,
+            Some(n) if (min..=max).contains(&n) => n as u64,
+            Some(n) => {
+                self.push(key, format!("{key} = {n} is out of range: allowed {min} to {max}"));
+                default
+            }
+        }
+    }
+}
+
+/// Validates everything; on failure, every problem with its origin.
+pub fn resolve(s: &Settings, sources: &Sources, running: Option<&PoolConfig>) -> Result<Resolved, Vec<String>> {
+    let mut errors = Errors { list: vec![], sources };
+    let raw = RawPoolConfig {
+        listen: s.listen.clone(),
+        listen_backlog: s.listen_backlog,
+        start_servers: s.start_servers,
+        min_spare_servers: s.min_spare_servers,
+        max_spare_servers: s.max_spare_servers,
+        max_request_workers: s.max_request_workers,
+        max_clients: s.max_clients,
+        server_limit: s.server_limit,
+        max_connections_per_child: s.max_connections_per_child,
+        max_requests_per_child: s.max_requests_per_child,
+        max_connections_per_child_jitter: s.max_connections_per_child_jitter,
+        accept_mutex: s.accept_mutex.clone(),
+        graceful_shutdown_timeout: s.graceful_shutdown_timeout,
+        maintenance_interval_ms: s.maintenance_interval_ms,
+        user: s.user.clone(),
+        group: s.group.clone(),
+    };
+    let checked = match running {
+        Some(r) => r.reload(&raw),
+        None => PoolConfig::from_raw(&raw),
+    };
+    let mut warnings = vec![];
+    let pool = match checked {
+        Ok(c) => {
+            warnings = c.warnings.iter().map(|w: &ConfigWarning| format!("{}: {w}", sources.origin(w.key))).collect();
+            Some(c.value)
+        }
+        Err(e) => {
+            for err in e.0 {
+                errors.push(err.key(), err.to_string());
+            }
+            None
+        }
+    };
+    let d = HttpConfig::default();
+    let log_format = match s.log_format.as_deref() {
+        None | Some("combined") => LogFormat::Combined,
+        Some("common") => LogFormat::Common,
+        Some(other) => {
+            errors.push("log_format", format!("log_format = {other:?} is not valid: allowed combined, common"));
+            LogFormat::Combined
+        }
+    };
+    let mut status_allow = vec![];
+    for net in s.status_allow.clone().unwrap_or_default() {
+        match net.parse::<IpNet>().or_else(|_| net.parse::<IpAddr>().map(IpNet::from)) {
+            Ok(n) => status_allow.push(n),
+            Err(_) => errors.push(
+                "status_allow",
+                format!("status_allow = {net:?} is not an address or network (like 10.0.0.0/8 or ::1)"),
+            ),
+        }
+    }
+    for (key, path) in [("status_path", &s.status_path), ("metrics_path", &s.metrics_path)] {
+        if let Some(p) = path
+            && (!p.starts_with('/') || p.contains(['?', '#', ' ']))
+        {
+            errors.push(key, format!("{key} = {p:?} must be a path starting with / (no query, no spaces)"));
+        }
+    }
+    let access_log = match s.access_log.as_deref() {
+        None => Some(PathBuf::from("-")),
+        Some(p) if p == Path::new("off") => None,
+        Some(p) => Some(p.to_path_buf()),
+    };
+    let http = HttpConfig {
+        document_root: s.document_root.clone(),
+        keep_alive: s.keep_alive.unwrap_or(d.keep_alive),
+        keep_alive_timeout: errors.seconds("keep_alive_timeout", s.keep_alive_timeout, 5, 1, 3600),
+        max_keep_alive_requests: errors.count(
+            "max_keep_alive_requests",
+            s.max_keep_alive_requests,
+            100,
+            0,
+            u32::MAX as i64,
+        ) as u32,
+        timeout: errors.seconds("timeout", s.timeout, 60, 1, 86_400),
+        request_read_timeout: errors.seconds("request_read_timeout", s.request_read_timeout, 20, 1, 86_400),
+        limit_request_line: errors.count("limit_request_line", s.limit_request_line, 8190, 64, 1 << 20) as usize,
+        limit_request_fields: errors.count("limit_request_fields", s.limit_request_fields, 100, 1, 10_000) as usize,
+        limit_request_field_size: errors.count(
+            "limit_request_field_size",
+            s.limit_request_field_size,
+            8190,
+            64,
+            1 << 20,
+        ) as usize,
+        limit_request_body: errors.count("limit_request_body", s.limit_request_body, 1 << 20, 0, i64::MAX),
+        access_log,
+        log_format,
+        status_path: s.status_path.clone().unwrap_or(d.status_path),
+        metrics_path: s.metrics_path.clone().unwrap_or(d.metrics_path),
+        status_allow: if s.status_allow.is_some() { status_allow } else { d.status_allow },
+        server_name: s.server_name.clone().unwrap_or(d.server_name),
+    };
+    if let Some(root) = &http.document_root
+        && !root.is_dir()
+    {
+        errors.push("document_root", format!("document_root = {:?} is not a directory", root.display().to_string()));
+    }
+    if !errors.list.is_empty() {
+        return Err(errors.list);
+    }
+    Ok(Resolved {
+        pool: pool.expect("no errors"),
+        http,
+        error_log: s.error_log.clone(),
+        pid_file: s.pid_file.clone(),
+        lock_dir: s.lock_dir.clone(),
+        warnings,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn file(text: &str) -> PathBuf {
+        let p = std::env::temp_dir().join(format!("preforkd-settings-{}-{}.toml", std::process::id(), text.len()));
+        std::fs::write(&p, text).unwrap();
+        p
+    }
+
+    #[test]
+    fn flags_override_the_file_and_errors_say_where() {
+        let path = file("# comment\nstart_servers = 3\n\nmax_request_workers = -4\nkeep_alive_timeout = 9999\n");
+        let cli = Settings { start_servers: Some(7), timeout: Some(0), ..Default::default() };
+        let (merged, sources) = load(Some(&path), &cli).unwrap();
+        assert_eq!(merged.start_servers, Some(7));
+        let errors = resolve(&merged, &sources, None).unwrap_err();
+        let shown = path.display().to_string();
+        assert!(
+            errors
+                .iter()
+                .any(|e| e
+                    == &format!("{shown}:5: keep_alive_timeout = 9999 is out of range: allowed 1 to 3600 seconds")),
+            "{errors:#?}"
+        );
+        assert!(errors.iter().any(|e| e.starts_with("--timeout: timeout = 0 is out of range")), "{errors:#?}");
+        std::fs::remove_file(&path).unwrap();
+    }
+
+    #[test]
+    fn clamps_are_warnings_with_their_origin() {
+        let path = file("max_request_workers = -4\n");
+        let (merged, sources) = load(Some(&path), &Settings::default()).unwrap();
+        let r = resolve(&merged, &sources, None).unwrap();
+        assert_eq!(r.pool.max_request_workers, 1);
+        assert!(
+            r.warnings.iter().any(|w| w.starts_with(&format!("{}:1: max_request_workers", path.display()))),
+            "{:?}",
+            r.warnings
+        );
+        std::fs::remove_file(&path).unwrap();
+    }
+
+    #[test]
+    fn unknown_keys_and_wrong_types_are_refused_with_their_line() {
+        let path = file("start_servers = 2\nmax_spare = 3\n");
+        let e = load(Some(&path), &Settings::default()).unwrap_err().join("\n");
+        assert!(e.contains("line 2") && e.contains("unknown field `max_spare`"), "{e}");
+        let path2 = file("keep_alive = \"yes\"\n");
+        let e = load(Some(&path2), &Settings::default()).unwrap_err().join("\n");
+        assert!(e.contains("line 1") && e.contains("invalid type"), "{e}");
+        std::fs::remove_file(&path).unwrap();
+        std::fs::remove_file(&path2).unwrap();
+    }
+
+    #[test]
+    fn defaults_are_apaches_and_the_built_in_page() {
+        let r = resolve(&Settings::default(), &Sources::default(), None).unwrap();
+        assert_eq!(r.pool, PoolConfig::default());
+        assert_eq!(r.http.document_root, None);
+        assert_eq!(r.http.access_log.as_deref(), Some(Path::new("-")));
+        assert!(r.warnings.is_empty());
+    }
+}

@@ -1,0 +1,583 @@
+//! A small HTTP/1.1 static-file service (the `Service` `preforkd` runs in every child).
+//!
+//! Per connection: wait for a request (`timeout` for the first, `keep_alive_timeout` between
+//! requests; an idle connection that times out is closed without a response); read the head within
+//! `request_read_timeout` in all (mod_reqtimeout's `header=`: a client trickling a line a second is
+//! answered 408 when it runs out) and with `timeout` for each read; parse it with `httparse`; answer;
+//! log; keep the connection or close it. The slot shows `R` while reading, `W` while answering, `L`
+//! while logging, `K` between requests, `C` while closing. When the parent marks the slot `G`
+//! (graceful restart or stop), the request in hand is answered with `Connection: close` and the
+//! connection ends: an idle keep-alive connection is never dropped under the client's feet.
+
+pub mod files;
+pub mod log;
+pub mod status;
+
+use crate::{Connection, Service, Stream};
+use files::{DEFAULT_PAGE, Resolved, Root};
+use ipnet::IpNet;
+use log::{AccessLog, Entry, LogFormat};
+use prefork_core::scoreboard::SlotUpdate;
+use prefork_core::slot::SlotState;
+use std::io::{self, Read, Write};
+use std::net::{IpAddr, Shutdown};
+use std::path::PathBuf;
+use std::time::{Duration, Instant, SystemTime};
+
+/// The HTTP settings of `preforkd` (Apache's directives in snake_case).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HttpConfig {
+    /// `DocumentRoot`; `None` serves the built-in page.
+    pub document_root: Option<PathBuf>,
+    /// `KeepAlive`.
+    pub keep_alive: bool,
+    /// `KeepAliveTimeout`: how long an idle kept-alive connection waits for its next request.
+    pub keep_alive_timeout: Duration,
+    /// `MaxKeepAliveRequests`; 0 is unlimited.
+    pub max_keep_alive_requests: u32,
+    /// `Timeout`: the longest any single read or write may wait.
+    pub timeout: Duration,
+    /// mod_reqtimeout `header=`: the whole request head must arrive within this.
+    pub request_read_timeout: Duration,
+    /// `LimitRequestLine` (bytes): a longer request line is a 414.
+    pub limit_request_line: usize,
+    /// `LimitRequestFields`: more header fields is a 431.
+    pub limit_request_fields: usize,
+    /// `LimitRequestFieldSize` (bytes): a longer header line is a 431.
+    pub limit_request_field_size: usize,
+    /// `LimitRequestBody` (bytes): a longer body is a 413. Bodies are read and discarded.
+    pub limit_request_body: u64,
+    /// `CustomLog` file (`-` is standard output); `None` logs nothing.
+    pub access_log: Option<PathBuf>,
+    /// `LogFormat`: common or combined.
+    pub log_format: LogFormat,
+    /// mod_status `SetHandler server-status` location.
+    pub status_path: String,
+    /// OpenMetrics location.
+    pub metrics_path: String,
+    /// Who may read the status and metrics pages.
+    pub status_allow: Vec<IpNet>,
+    /// `ServerName`, shown on status pages.
+    pub server_name: String,
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        HttpConfig {
+            document_root: None,
+            keep_alive: true,
+            keep_alive_timeout: Duration::from_secs(5),
+            max_keep_alive_requests: 100,
+            timeout: Duration::from_secs(60),
+            request_read_timeout: Duration::from_secs(20),
+            limit_request_line: 8190,
+            limit_request_fields: 100,
+            limit_request_field_size: 8190,
+            limit_request_body: 1 << 20,
+            access_log: None,
+            log_format: LogFormat::Combined,
+            status_path: "/server-status".into(),
+            metrics_path: "/metrics".into(),
+            status_allow: vec!["127.0.0.0/8".parse().expect("net"), "::1/128".parse().expect("net")],
+            server_name: "localhost".into(),
+        }
+    }
+}
+
+/// The `Server` header and `ServerVersion`.
+pub const SERVER: &str = concat!("preforkd/", env!("CARGO_PKG_VERSION"));
+
+/// The service.
+#[derive(Debug)]
+pub struct HttpService {
+    cfg: HttpConfig,
+    root: Option<Root>,
+    access: Option<AccessLog>,
+    buf: Vec<u8>,
+}
+
+impl HttpService {
+    /// Checks the document root and opens the access log (in the parent, before forking, so the
+    /// children share one append descriptor and need no right to open it).
+    pub fn new(cfg: HttpConfig) -> io::Result<HttpService> {
+        let root = cfg.document_root.as_deref().map(Root::new).transpose()?;
+        let access = cfg.access_log.as_deref().map(|p| AccessLog::open(p, cfg.log_format)).transpose()?;
+        Ok(HttpService { cfg, root, access, buf: Vec::with_capacity(8192) })
+    }
+}
+
+/// A parsed request head.
+#[derive(Debug)]
+struct Head {
+    method: String,
+    target: String,
+    minor: u8,
+    headers: Vec<(String, String)>,
+    len: usize,
+}
+
+impl Head {
+    fn header(&self, name: &str) -> Option<&str> {
+        self.headers.iter().find(|(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
+    }
+    fn all(&self, name: &str) -> impl Iterator<Item = &str> {
+        self.headers.iter().filter(move |(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
+    }
+    fn has_token(&self, name: &str, token: &str) -> bool {
+        self.all(name).flat_map(|v| v.split(',')).any(|t| t.trim().eq_ignore_ascii_case(token))
+    }
+    fn request_line(&self) -> String {
+        format!("{} {} HTTP/1.{}", self.method, self.target, self.minor)
+    }
+}
+
+enum Incoming {
+    /// A complete head.
+    Head(Head),
+    /// The client closed, or the connection idled out between requests: close quietly.
+    Closed,
+    /// An error to answer, then close.
+    Error(u16, &'static str),
+}
+
+/// A response about to be written.
+struct Response {
+    status: u16,
+    headers: Vec<(&'static str, String)>,
+    body: Body,
+    close: bool,
+}
+
+enum Body {
+    Empty,
+    Text(String),
+    Static(&'static str),
+    File(std::fs::File, u64),
+}
+
+impl Body {
+    fn len(&self) -> u64 {
+        match self {
+            Body::Empty => 0,
+            Body::Text(t) => t.len() as u64,
+            Body::Static(t) => t.len() as u64,
+            Body::File(_, n) => *n,
+        }
+    }
+}
+
+fn reason(status: u16) -> &'static str {
+    match status {
+        200 => "OK",
+        301 => "Moved Permanently",
+        304 => "Not Modified",
+        400 => "Bad Request",
+        403 => "Forbidden",
+        404 => "Not Found",
+        405 => "Method Not Allowed",
+        408 => "Request Timeout",
+        413 => "Content Too Large",
+        414 => "URI Too Long",
+        431 => "Request Header Fields Too Large",
+        500 => "Internal Server Error",
+        501 => "Not Implemented",
+        505 => "HTTP Version Not Supported",
+        _ => "Unknown",
+    }
+}
+
+fn error(status: u16, detail: &str) -> Response {
+    let body = format!(
+        "<!DOCTYPE html>\n<html><head><title>{status} {r}</title></head><body><h1>{status} {r}</h1><p>{detail}</p></body></html>\n",
+        r = reason(status)
+    );
+    let close = !matches!(status, 304 | 403 | 404 | 405);
+    Response {
+        status,
+        headers: vec![("Content-Type", "text/html; charset=utf-8".into())],
+        body: Body::Text(body),
+        close,
+    }
+}
+
+impl Service for HttpService {
+    fn serve(&mut self, conn: &mut Connection<'_>) -> io::Result<()> {
+        self.buf.clear();
+        let mut served = 0u32;
+        loop {
+            let head = self.read_head(conn, served == 0)?;
+            let arrived = SystemTime::now();
+            let (mut response, line, request) = match head {
+                Incoming::Closed => return self.close(conn, false),
+                Incoming::Error(status, why) => (error(status, why), String::new(), None),
+                Incoming::Head(head) => {
+                    let line = head.request_line();
+                    conn.status().request(&line);
+                    let response = self.respond(conn, &head)?;
+                    (response, line, Some(head))
+                }
+            };
+            served += 1;
+            let graceful = conn.status().set(SlotState::BusyWrite) == SlotUpdate::Graceful;
+            let wants_close = match &request {
+                None => true,
+                Some(h) => {
+                    let client_keeps = if h.minor >= 1 {
+                        !h.has_token("Connection", "close")
+                    } else {
+                        h.has_token("Connection", "keep-alive")
+                    };
+                    !client_keeps
+                }
+            };
+            let limit_reached = self.cfg.max_keep_alive_requests != 0 && served >= self.cfg.max_keep_alive_requests;
+            response.close |= graceful || wants_close || !self.cfg.keep_alive || limit_reached;
+            let head_only = request.as_ref().is_some_and(|h| h.method == "HEAD");
+            let head = response_headers(&mut response, request.as_ref(), served, &self.cfg);
+            // A client gone mid-response is still logged (with what was sent), as Apache does.
+            let written = self.write(conn, head, response.body, head_only);
+            let sent = *written.as_ref().unwrap_or(&0);
+            conn.status().count_request(sent);
+            if let Some(access) = &self.access {
+                conn.status().set(SlotState::Logging);
+                let host = conn.peer_addr().map_or_else(|| "-".to_string(), |a| a.ip().to_string());
+                access.write(&Entry {
+                    host: &host,
+                    request_line: if line.is_empty() { "-" } else { &line },
+                    status: response.status,
+                    bytes: sent,
+                    referer: request.as_ref().and_then(|h| h.header("Referer")),
+                    user_agent: request.as_ref().and_then(|h| h.header("User-Agent")),
+                    time: arrived,
+                });
+            }
+            written?;
+            if response.close {
+                // Unread bytes (a pipelined request, an error before the body) would make close()
+                // send a reset that can destroy the response in flight: linger to drain them.
+                let linger = !self.buf.is_empty() || request.is_none();
+                return self.close(conn, linger);
+            }
+        }
+    }
+}
+
+impl HttpService {
+    /// Reads one request head.
+    fn read_head(&mut self, conn: &mut Connection<'_>, first: bool) -> io::Result<Incoming> {
+        let (timeout, header_timeout) = (self.cfg.timeout, self.cfg.request_read_timeout);
+        conn.status().set(if first || !self.buf.is_empty() { SlotState::BusyRead } else { SlotState::Keepalive });
+        let idle_limit = if first { timeout } else { self.cfg.keep_alive_timeout };
+        let mut deadline: Option<Instant> = None;
+        let mut chunk = [0u8; 8192];
+        loop {
+            if !self.buf.is_empty() {
+                if deadline.is_none() {
+                    deadline = Some(Instant::now() + header_timeout);
+                    conn.status().set(SlotState::BusyRead);
+                }
+                if let Some(result) = self.parse() {
+                    return Ok(result);
+                }
+            }
+            let wait = match deadline {
+                None => idle_limit,
+                Some(d) => {
+                    let left = d.saturating_duration_since(Instant::now());
+                    if left.is_zero() {
+                        return Ok(Incoming::Error(408, "The request head did not arrive in time."));
+                    }
+                    left.min(timeout)
+                }
+            };
+            conn.stream().set_timeouts(Some(wait))?;
+            match conn.stream().read(&mut chunk) {
+                Ok(0) => return Ok(Incoming::Closed), // a client that closes mid-request gets nothing
+                Ok(n) => self.buf.extend_from_slice(&chunk[..n]),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut) => {
+                    if self.buf.is_empty() {
+                        return Ok(Incoming::Closed); // idle: keep-alive timeout
+                    }
+                    return Ok(Incoming::Error(408, "The request head did not arrive in time."));
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// Tries to parse the buffered head: `None` if more bytes are needed.
+    fn parse(&self) -> Option<Incoming> {
+        let cfg = &self.cfg;
+        let mut headers = vec![httparse::EMPTY_HEADER; cfg.limit_request_fields];
+        let mut req = httparse::Request::new(&mut headers);
+        match req.parse(&self.buf) {
+            Ok(httparse::Status::Complete(len)) => {
+                let head = Head {
+                    method: req.method.unwrap_or_default().to_string(),
+                    target: req.path.unwrap_or_default().to_string(),
+                    minor: req.version.unwrap_or(1),
+                    headers: req
+                        .headers
+                        .iter()
+                        .map(|h| (h.name.to_string(), String::from_utf8_lossy(h.value).into_owned()))
+                        .collect(),
+                    len,
+                };
+                if let Some(e) = line_limits(&self.buf[..len], cfg) {
+                    return Some(e);
+                }
+                Some(Incoming::Head(head))
+            }
+            Ok(httparse::Status::Partial) => line_limits(&self.buf, cfg),
+            Err(httparse::Error::TooManyHeaders) => Some(Incoming::Error(431, "Too many request header fields.")),
+            Err(httparse::Error::Version) => Some(Incoming::Error(505, "Only HTTP/1.0 and HTTP/1.1 are supported.")),
+            Err(_) => Some(Incoming::Error(400, "The request is malformed.")),
+        }
+    }
+
+    /// Answers a complete head (consuming it and its body from the buffer).
+    fn respond(&mut self, conn: &mut Connection<'_>, head: &Head) -> io::Result<Response> {
+        self.buf.drain(..head.len);
+        if head.minor >= 1 && head.header("Host").is_none() {
+            return Ok(error(400, "HTTP/1.1 requests need a Host header."));
+        }
+        // Bodies: GET and HEAD have no use for one; it is read and discarded.
+        let lengths: Vec<&str> = head.all("Content-Length").collect();
+        if head.header("Transfer-Encoding").is_some() {
+            return Ok(if lengths.is_empty() {
+                error(501, "Transfer-Encoding in requests is not supported.")
+            } else {
+                error(400, "Content-Length and Transfer-Encoding together.")
+            });
+        }
+        let length = match lengths.as_slice() {
+            [] => 0,
+            [first, rest @ ..] => match first.trim().parse::<u64>() {
+                Ok(n) if rest.iter().all(|r| r.trim() == first.trim()) => n,
+                _ => return Ok(error(400, "Invalid or conflicting Content-Length.")),
+            },
+        };
+        if length > self.cfg.limit_request_body {
+            return Ok(error(413, "The request body is too large."));
+        }
+        if length > 0 && !self.discard_body(conn, length)? {
+            return Ok(error(400, "The request body did not arrive."));
+        }
+        match head.method.as_str() {
+            "GET" | "HEAD" => {}
+            "POST" | "PUT" | "DELETE" | "OPTIONS" | "PATCH" | "TRACE" | "CONNECT" => {
+                let mut r = error(405, "Only GET and HEAD are allowed.");
+                r.headers.push(("Allow", "GET, HEAD".into()));
+                return Ok(r);
+            }
+            _ => return Ok(error(501, "Unknown method.")),
+        }
+        let target = head.target.as_str();
+        let target = match target.find("://") {
+            // absolute-form: keep the path.
+            Some(i) => target[i + 3..].find('/').map_or("/", |j| &target[i + 3 + j..]),
+            None => target,
+        };
+        let (path, query) = target.split_once('?').unwrap_or((target, ""));
+        if path == self.cfg.status_path || path == self.cfg.metrics_path {
+            return Ok(self.status(conn, path, query));
+        }
+        Ok(self.file(path, query, head))
+    }
+
+    fn discard_body(&mut self, conn: &mut Connection<'_>, mut left: u64) -> io::Result<bool> {
+        let take = (left as usize).min(self.buf.len());
+        self.buf.drain(..take);
+        left -= take as u64;
+        let mut chunk = [0u8; 8192];
+        conn.stream().set_timeouts(Some(self.cfg.timeout))?;
+        while left > 0 {
+            match conn.stream().read(&mut chunk[..(left as usize).min(8192)]) {
+                Ok(0) => return Ok(false),
+                Ok(n) => left -= n as u64,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut) => return Ok(false),
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(true)
+    }
+
+    fn status(&self, conn: &Connection<'_>, path: &str, query: &str) -> Response {
+        let allowed = match conn.peer_addr() {
+            None => true, // a unix-domain peer is on this machine
+            Some(a) => self.cfg.status_allow.iter().any(|net| net.contains(&canonical(a.ip()))),
+        };
+        if !allowed {
+            return error(403, "The status pages are not open to this address.");
+        }
+        let snap = status::Snapshot::take(conn.board());
+        let name = &self.cfg.server_name;
+        let (kind, body) = if path == self.cfg.metrics_path {
+            ("application/openmetrics-text; version=1.0.0; charset=utf-8", status::metrics(&snap, conn.listeners()))
+        } else if query.split('&').any(|q| q == "auto") {
+            ("text/plain; charset=utf-8", status::auto(&snap, name, SERVER))
+        } else if query.split('&').any(|q| q == "json") {
+            ("application/json", status::json(&snap, name, SERVER))
+        } else {
+            ("text/html; charset=utf-8", status::html(&snap, name, SERVER))
+        };
+        Response {
+            status: 200,
+            headers: vec![("Content-Type", kind.into()), ("Cache-Control", "no-cache".into())],
+            body: Body::Text(body),
+            close: false,
+        }
+    }
+
+    fn file(&self, path: &str, query: &str, head: &Head) -> Response {
+        let Some(root) = &self.root else {
+            return if path == "/" || path == "/index.html" {
+                Response {
+                    status: 200,
+                    headers: vec![("Content-Type", "text/html; charset=utf-8".into())],
+                    body: Body::Static(DEFAULT_PAGE),
+                    close: false,
+                }
+            } else {
+                error(404, "Not found.")
+            };
+        };
+        match root.resolve(path) {
+            Resolved::File { file, meta, path: real } => {
+                let modified = meta.modified().ok();
+                if let (Some(m), Some(since)) =
+                    (modified, head.header("If-Modified-Since").and_then(|v| httpdate::parse_http_date(v).ok()))
+                    && m.duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+                        <= since.duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+                {
+                    let mut r = Response { status: 304, headers: vec![], body: Body::Empty, close: false };
+                    r.headers.push(("Last-Modified", httpdate::fmt_http_date(m)));
+                    return r;
+                }
+                let mut headers = vec![("Content-Type", files::content_type(&real).to_string())];
+                if let Some(m) = modified {
+                    headers.push(("Last-Modified", httpdate::fmt_http_date(m)));
+                }
+                Response { status: 200, headers, body: Body::File(file, meta.len()), close: false }
+            }
+            Resolved::Redirect(to) => {
+                let to = if query.is_empty() { to } else { format!("{to}?{query}") };
+                let mut r = error(301, "Moved here.");
+                r.close = false;
+                r.headers.push(("Location", to));
+                r
+            }
+            Resolved::BadRequest(why) => error(400, why),
+            Resolved::Forbidden => error(403, "Forbidden."),
+            Resolved::NotFound => error(404, "Not found."),
+            Resolved::Failed => error(500, "The file could not be read."),
+        }
+    }
+
+    /// Writes the head and (unless HEAD) the body; returns the body bytes sent.
+    fn write(&mut self, conn: &mut Connection<'_>, head: String, body: Body, head_only: bool) -> io::Result<u64> {
+        conn.stream().set_timeouts(Some(self.cfg.timeout))?;
+        let len = body.len();
+        let stream = conn.stream();
+        match body {
+            _ if head_only => stream.write_all(head.as_bytes())?,
+            Body::Empty => stream.write_all(head.as_bytes())?,
+            Body::Text(t) => stream.write_all((head + &t).as_bytes())?,
+            Body::Static(t) => stream.write_all((head + t).as_bytes())?,
+            Body::File(mut f, _) => {
+                stream.write_all(head.as_bytes())?;
+                match stream {
+                    Stream::Tcp(s) => io::copy(&mut f, s)?, // sendfile(2) under the hood
+                    other => io::copy(&mut f, other)?,
+                };
+            }
+        }
+        Ok(if head_only { 0 } else { len })
+    }
+
+    fn close(&mut self, conn: &mut Connection<'_>, linger: bool) -> io::Result<()> {
+        conn.status().set(SlotState::Closing);
+        let stream = conn.stream();
+        let _ = match stream {
+            Stream::Tcp(s) => s.shutdown(Shutdown::Write),
+            Stream::Unix(s) => s.shutdown(Shutdown::Write),
+        };
+        if linger {
+            // Apache's lingering close: read and drop for up to 2 s, until the client closes.
+            let until = Instant::now() + Duration::from_secs(2);
+            let mut sink = [0u8; 4096];
+            while let Some(left) = until.checked_duration_since(Instant::now()).filter(|d| !d.is_zero()) {
+                let _ = stream.set_timeouts(Some(left));
+                match stream.read(&mut sink) {
+                    Ok(0) | Err(_) => break,
+                    Ok(_) => {}
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// An IPv4-mapped IPv6 address as IPv4 (so `127.0.0.0/8` matches `::ffff:127.0.0.1`).
+fn canonical(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
+        v4 => v4,
+    }
+}
+
+/// Checks `LimitRequestLine` and `LimitRequestFieldSize` on what has arrived so far.
+fn line_limits(buf: &[u8], cfg: &HttpConfig) -> Option<Incoming> {
+    let mut lines = buf.split(|&b| b == b'\n');
+    let first = lines.next().unwrap_or_default();
+    if first.len() > cfg.limit_request_line + 1 {
+        return Some(Incoming::Error(414, "The request line is too long."));
+    }
+    let mut fields = 0;
+    for line in lines {
+        if line.len() > cfg.limit_request_field_size + 1 {
+            return Some(Incoming::Error(431, "A request header field is too long."));
+        }
+        if !line.is_empty() && line != b"\r" {
+            fields += 1;
+        }
+    }
+    if fields > cfg.limit_request_fields {
+        return Some(Incoming::Error(431, "Too many request header fields."));
+    }
+    None
+}
+
+/// The response head, with the connection-management headers.
+fn response_headers(r: &mut Response, req: Option<&Head>, served: u32, cfg: &HttpConfig) -> String {
+    let minor = req.map_or(1, |h| h.minor);
+    let mut head = format!(
+        "HTTP/1.{minor} {} {}\r\nDate: {}\r\nServer: {SERVER}\r\n",
+        r.status,
+        reason(r.status),
+        httpdate::fmt_http_date(SystemTime::now())
+    );
+    for (name, value) in &r.headers {
+        head.push_str(&format!("{name}: {value}\r\n"));
+    }
+    if r.status != 304 {
+        head.push_str(&format!("Content-Length: {}\r\n", r.body.len()));
+    }
+    if r.close {
+        head.push_str("Connection: close\r\n");
+    } else {
+        if minor == 0 {
+            head.push_str("Connection: keep-alive\r\n");
+        }
+        let max = if cfg.max_keep_alive_requests == 0 {
+            String::new()
+        } else {
+            format!(", max={}", cfg.max_keep_alive_requests - served)
+        };
+        head.push_str(&format!("Keep-Alive: timeout={}{max}\r\n", cfg.keep_alive_timeout.as_secs()));
+    }
+    head.push_str("\r\n");
+    head
+}

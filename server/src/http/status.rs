@@ -1,0 +1,436 @@
+//! Status pages from the shared scoreboard: mod_status's HTML page and `?auto` text (same field
+//! names and meaning, so existing parsers work), `?json`, and OpenMetrics.
+//!
+//! Counting follows mod_status: a `Ready` slot of the running generation is idle; `Graceful` is
+//! graceful; `Dead`, `Starting` and `IdleKill` are not counted; everything else (`R W K L C`, and a
+//! `Ready` slot of an older generation) is busy.
+
+use crate::Listener;
+use crate::http::log::civil_from_days;
+use crate::shm::{Scoreboard, SlotInfo};
+use prefork_core::slot::SlotState;
+use std::fmt::Write as _;
+use std::os::fd::AsRawFd;
+use std::sync::atomic::Ordering;
+
+/// Everything a status page shows, read once.
+#[derive(Debug, Clone)]
+pub struct Snapshot {
+    /// Now (unix ms).
+    pub now_ms: u64,
+    /// Parent start (unix ms).
+    pub started_ms: u64,
+    /// Last start or hard restart (unix ms).
+    pub restarted_ms: u64,
+    /// Running generation.
+    pub generation: u64,
+    /// Spawn rate.
+    pub spawn_rate: u64,
+    /// Children forked so far.
+    pub spawned_total: u64,
+    /// Every slot.
+    pub slots: Vec<SlotInfo>,
+}
+
+/// Counts and totals.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Summary {
+    /// BusyWorkers.
+    pub busy: usize,
+    /// IdleWorkers.
+    pub idle: usize,
+    /// GracefulWorkers.
+    pub graceful: usize,
+    /// Total Accesses (requests).
+    pub accesses: u64,
+    /// Total bytes.
+    pub bytes: u64,
+    /// Total connections.
+    pub connections: u64,
+    /// Total wasted wake-ups.
+    pub wasted_wakeups: u64,
+}
+
+impl Snapshot {
+    /// Reads the board.
+    pub fn take(board: &Scoreboard) -> Snapshot {
+        let h = board.header();
+        Snapshot {
+            now_ms: crate::unix_ms(),
+            started_ms: h.started_ms.load(Ordering::Relaxed),
+            restarted_ms: h.restarted_ms.load(Ordering::Relaxed),
+            generation: h.generation.load(Ordering::Acquire),
+            spawn_rate: h.spawn_rate.load(Ordering::Relaxed),
+            spawned_total: h.spawned_total.load(Ordering::Relaxed),
+            slots: board.infos(),
+        }
+    }
+
+    fn state(&self, i: usize) -> Option<SlotState> {
+        self.slots[i].word.ok().map(|w| w.state)
+    }
+
+    /// mod_status's counts and the totals.
+    pub fn summary(&self) -> Summary {
+        let mut s = Summary::default();
+        for (i, info) in self.slots.iter().enumerate() {
+            s.accesses += info.requests;
+            s.bytes += info.bytes;
+            s.connections += info.connections;
+            s.wasted_wakeups += info.wasted_wakeups;
+            match self.state(i) {
+                Some(SlotState::Ready) if info.word.is_ok_and(|w| u64::from(w.generation) == self.generation) => {
+                    s.idle += 1
+                }
+                None | Some(SlotState::Dead | SlotState::Starting | SlotState::IdleKill) => {}
+                Some(SlotState::Graceful) => s.graceful += 1,
+                Some(_) => s.busy += 1,
+            }
+        }
+        s
+    }
+
+    /// One letter per slot (`?` for a damaged slot).
+    pub fn letters(&self) -> String {
+        (0..self.slots.len()).map(|i| self.state(i).map_or('?', SlotState::letter)).collect()
+    }
+
+    fn uptime_s(&self) -> u64 {
+        self.now_ms.saturating_sub(self.started_ms) / 1000
+    }
+}
+
+/// C's `%g`: six significant digits, no trailing zeros.
+fn g(x: f64) -> String {
+    if x == 0.0 || !x.is_finite() {
+        return "0".into();
+    }
+    let digits = 6 - 1 - x.abs().log10().floor() as i32;
+    let s = format!("{:.*}", digits.max(0) as usize, x);
+    if s.contains('.') { s.trim_end_matches('0').trim_end_matches('.').to_string() } else { s }
+}
+
+/// Apache's `show_time`: " 1 day 2 hours 3 minutes 4 seconds" (zero parts left out).
+fn show_time(secs: u64) -> String {
+    let parts = [(secs / 86_400, "day"), (secs / 3600 % 24, "hour"), (secs / 60 % 60, "minute"), (secs % 60, "second")];
+    let mut out = String::new();
+    for (n, unit) in parts {
+        if n > 0 {
+            let _ = write!(out, " {n} {unit}{}", if n == 1 { "" } else { "s" });
+        }
+    }
+    out
+}
+
+/// Apache's DEFAULT_TIME_FORMAT: "Wednesday, 25-Nov-2026 13:45:11 UTC".
+fn ap_time(ms: u64) -> String {
+    let secs = ms / 1000;
+    let days = (secs / 86_400) as i64;
+    let (y, m, d) = civil_from_days(days);
+    const WEEKDAYS: [&str; 7] = ["Thursday", "Friday", "Saturday", "Sunday", "Monday", "Tuesday", "Wednesday"];
+    const MONTHS: [&str; 12] = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"];
+    let rem = secs % 86_400;
+    format!(
+        "{}, {d:02}-{}-{y} {:02}:{:02}:{:02} UTC",
+        WEEKDAYS[days.rem_euclid(7) as usize],
+        MONTHS[(m - 1) as usize],
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
+}
+
+fn loadavg() -> [String; 3] {
+    let text = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
+    let mut it = text.split_whitespace().map(str::to_string);
+    [it.next().unwrap_or_default(), it.next().unwrap_or_default(), it.next().unwrap_or_default()]
+}
+
+/// `?auto`: mod_status's machine-readable report, in Apache's order.
+pub fn auto(snap: &Snapshot, server_name: &str, version: &str) -> String {
+    let s = snap.summary();
+    let up = snap.uptime_s();
+    let [l1, l5, l15] = loadavg();
+    let mut out = String::new();
+    let _ = writeln!(out, "{server_name}");
+    let _ = writeln!(out, "ServerVersion: {version}");
+    let _ = writeln!(out, "ServerMPM: prefork");
+    let _ = writeln!(out, "Server Built: {}", env!("CARGO_PKG_VERSION"));
+    let _ = writeln!(out, "CurrentTime: {}", ap_time(snap.now_ms));
+    let _ = writeln!(out, "RestartTime: {}", ap_time(snap.restarted_ms));
+    let _ = writeln!(out, "ParentServerConfigGeneration: {}", snap.generation + 1);
+    let _ = writeln!(out, "ParentServerMPMGeneration: {}", snap.generation);
+    let _ = writeln!(out, "ServerUptimeSeconds: {up}");
+    let _ = writeln!(out, "ServerUptime:{}", show_time(up));
+    let _ = writeln!(out, "Load1: {l1}\nLoad5: {l5}\nLoad15: {l15}");
+    let _ = writeln!(out, "Total Accesses: {}", s.accesses);
+    let _ = writeln!(out, "Total kBytes: {}", s.bytes / 1024);
+    let _ = writeln!(out, "Uptime: {up}");
+    if up > 0 {
+        let _ = writeln!(out, "ReqPerSec: {}", g(s.accesses as f64 / up as f64));
+        let _ = writeln!(out, "BytesPerSec: {}", g(s.bytes as f64 / up as f64));
+    }
+    if s.accesses > 0 {
+        let _ = writeln!(out, "BytesPerReq: {}", g(s.bytes as f64 / s.accesses as f64));
+    }
+    let _ = writeln!(out, "BusyWorkers: {}", s.busy);
+    let _ = writeln!(out, "GracefulWorkers: {}", s.graceful);
+    let _ = writeln!(out, "IdleWorkers: {}", s.idle);
+    let _ = writeln!(out, "Scoreboard: {}", snap.letters());
+    out
+}
+
+fn html_escape(s: &str) -> String {
+    s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;")
+}
+
+/// The HTML page: summary, scoreboard grid (64 letters a line), legend, per-slot table.
+pub fn html(snap: &Snapshot, server_name: &str, version: &str) -> String {
+    let s = snap.summary();
+    let up = snap.uptime_s();
+    let name = html_escape(server_name);
+    let mut out = format!(
+        "<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\"><title>Server Status for {name}</title>\n\
+         <style>body{{font-family:sans-serif}}table{{border-collapse:collapse}}td,th{{border:1px solid #ccc;padding:2px 6px;font-size:90%}}pre{{font-size:120%}}</style></head><body>\n\
+         <h1>Server Status for {name}</h1>\n<dl>\n<dt>Server Version: {}</dt>\n<dt>Server MPM: prefork</dt>\n\
+         <dt>Current Time: {}</dt>\n<dt>Restart Time: {}</dt>\n<dt>Parent Server MPM Generation: {}</dt>\n\
+         <dt>Server uptime:{}</dt>\n<dt>Total accesses: {} - Total Traffic: {} kB</dt>\n\
+         <dt>{} requests currently being processed, {} idle workers, {} gracefully finishing</dt>\n</dl>\n",
+        html_escape(version),
+        ap_time(snap.now_ms),
+        ap_time(snap.restarted_ms),
+        snap.generation,
+        show_time(up),
+        s.accesses,
+        s.bytes / 1024,
+        s.busy,
+        s.idle,
+        s.graceful
+    );
+    out.push_str("<pre>");
+    for (i, c) in snap.letters().chars().enumerate() {
+        if i > 0 && i % 64 == 0 {
+            out.push('\n');
+        }
+        out.push(c);
+    }
+    out.push_str(
+        "</pre>\n<p>Scoreboard Key:<br>\n\"<b><code>_</code></b>\" Waiting for Connection,\n\
+         \"<b><code>S</code></b>\" Starting up,\n\"<b><code>R</code></b>\" Reading Request,<br>\n\
+         \"<b><code>W</code></b>\" Sending Reply,\n\"<b><code>K</code></b>\" Keepalive (read),\n\
+         \"<b><code>D</code></b>\" DNS Lookup,<br>\n\"<b><code>C</code></b>\" Closing connection,\n\
+         \"<b><code>L</code></b>\" Logging,\n\"<b><code>G</code></b>\" Gracefully finishing,<br>\n\
+         \"<b><code>I</code></b>\" Idle cleanup of worker,\n\"<b><code>.</code></b>\" Open slot with no current process</p>\n",
+    );
+    out.push_str(
+        "<table>\n<tr><th>Srv</th><th>PID</th><th>Gen</th><th>M</th><th>Conn</th><th>Acc</th><th>kB</th>\
+         <th>SS</th><th>Wasted</th><th>Client</th><th>Request</th></tr>\n",
+    );
+    for (i, info) in snap.slots.iter().enumerate() {
+        let Ok(w) = info.word else {
+            let _ = writeln!(out, "<tr><td>{i}</td><td colspan=\"10\">damaged slot</td></tr>");
+            continue;
+        };
+        if w.state == SlotState::Dead && info.connections == 0 {
+            continue;
+        }
+        let ss = if info.last_used_ms == 0 {
+            "-".to_string()
+        } else {
+            (snap.now_ms.saturating_sub(info.last_used_ms) / 1000).to_string()
+        };
+        let _ = writeln!(
+            out,
+            "<tr><td>{i}-{}</td><td>{}</td><td>{}</td><td><b>{}</b></td><td>{}</td><td>{}</td><td>{}</td><td>{ss}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+            w.generation,
+            if info.pid == 0 || w.state == SlotState::Dead { "-".to_string() } else { info.pid.to_string() },
+            w.generation,
+            w.state.letter(),
+            info.connections,
+            info.requests,
+            info.bytes / 1024,
+            info.wasted_wakeups,
+            html_escape(&info.client),
+            html_escape(&info.request)
+        );
+    }
+    out.push_str("</table>\n</body></html>\n");
+    out
+}
+
+/// `?json`.
+pub fn json(snap: &Snapshot, server_name: &str, version: &str) -> String {
+    let s = snap.summary();
+    let slots: Vec<serde_json::Value> = snap
+        .slots
+        .iter()
+        .enumerate()
+        .map(|(i, info)| match info.word {
+            Ok(w) => serde_json::json!({
+                "slot": i, "pid": info.pid, "generation": w.generation, "state": w.state.name(),
+                "letter": w.state.letter().to_string(), "connections": info.connections,
+                "requests": info.requests, "bytes": info.bytes, "wasted_wakeups": info.wasted_wakeups,
+                "holds_accept_lock": info.holds_lock, "started_ms": info.started_ms,
+                "last_used_ms": info.last_used_ms, "client": info.client, "request": info.request,
+            }),
+            Err(_) => serde_json::json!({ "slot": i, "state": "damaged" }),
+        })
+        .collect();
+    let doc = serde_json::json!({
+        "server_name": server_name, "server_version": version, "mpm": "prefork",
+        "now_ms": snap.now_ms, "started_ms": snap.started_ms, "restarted_ms": snap.restarted_ms,
+        "uptime_seconds": snap.uptime_s(), "generation": snap.generation,
+        "spawn_rate": snap.spawn_rate, "spawned_total": snap.spawned_total,
+        "total_accesses": s.accesses, "total_kbytes": s.bytes / 1024, "total_connections": s.connections,
+        "wasted_wakeups": s.wasted_wakeups, "busy_workers": s.busy, "idle_workers": s.idle,
+        "graceful_workers": s.graceful, "scoreboard": snap.letters(), "slots": slots,
+    });
+    format!("{doc}\n")
+}
+
+/// The accept queue of a TCP listener (Linux `TCP_INFO` on a listening socket: `tcpi_unacked` is
+/// the current queue length, `tcpi_sacked` the backlog).
+pub fn listen_queue(listener: &Listener) -> Option<(u32, u32)> {
+    listener.tcp_addr()?;
+    // SAFETY: tcp_info is plain data; getsockopt writes at most `len` bytes into it.
+    unsafe {
+        let mut info: libc::tcp_info = std::mem::zeroed();
+        let mut len = size_of::<libc::tcp_info>() as libc::socklen_t;
+        let rc = libc::getsockopt(
+            listener.socket().as_raw_fd(),
+            libc::IPPROTO_TCP,
+            libc::TCP_INFO,
+            &mut info as *mut libc::tcp_info as *mut libc::c_void,
+            &mut len,
+        );
+        (rc == 0).then_some((info.tcpi_unacked, info.tcpi_sacked))
+    }
+}
+
+/// OpenMetrics text.
+pub fn metrics(snap: &Snapshot, listeners: &[Listener]) -> String {
+    let s = snap.summary();
+    let mut by_state = [0usize; 11];
+    let mut damaged = 0;
+    for (i, _) in snap.slots.iter().enumerate() {
+        match snap.state(i) {
+            Some(st) => by_state[st.code() as usize] += 1,
+            None => damaged += 1,
+        }
+    }
+    let mut out = String::new();
+    let mut family = |name: &str, kind: &str, help: &str| {
+        let _ = writeln!(out, "# TYPE {name} {kind}\n# HELP {name} {help}");
+    };
+    family("prefork_children", "gauge", "Scoreboard slots by state.");
+    let mut lines = String::new();
+    for st in SlotState::ALL {
+        let _ = writeln!(lines, "prefork_children{{state=\"{}\"}} {}", st.name(), by_state[st.code() as usize]);
+    }
+    let _ = writeln!(lines, "prefork_children{{state=\"damaged\"}} {damaged}");
+    out.push_str(&lines);
+    let counters = [
+        ("prefork_requests", "Requests served.", s.accesses),
+        ("prefork_connections", "Connections accepted.", s.connections),
+        ("prefork_bytes", "Bytes sent.", s.bytes),
+        ("prefork_wasted_wakeups", "Wake-ups that found nothing to accept.", s.wasted_wakeups),
+        ("prefork_spawned", "Children forked.", snap.spawned_total),
+    ];
+    for (name, help, v) in counters {
+        let _ = writeln!(out, "# TYPE {name} counter\n# HELP {name} {help}\n{name}_total {v}");
+    }
+    let gauges = [
+        ("prefork_spawn_rate", "Current spawn rate of the spare-server policy.", snap.spawn_rate),
+        ("prefork_generation", "Running generation.", snap.generation),
+        ("prefork_uptime_seconds", "Seconds since the parent started.", snap.uptime_s()),
+        ("prefork_busy_workers", "BusyWorkers as mod_status counts them.", s.busy as u64),
+        ("prefork_idle_workers", "IdleWorkers as mod_status counts them.", s.idle as u64),
+    ];
+    for (name, help, v) in gauges {
+        let _ = writeln!(out, "# TYPE {name} gauge\n# HELP {name} {help}\n{name} {v}");
+    }
+    let queues: Vec<(String, (u32, u32))> =
+        listeners.iter().filter_map(|l| Some((l.local.to_string(), listen_queue(l)?))).collect();
+    if !queues.is_empty() {
+        let _ = writeln!(
+            out,
+            "# TYPE prefork_listen_queue gauge\n# HELP prefork_listen_queue Connections waiting to be accepted."
+        );
+        for (l, (q, _)) in &queues {
+            let _ = writeln!(out, "prefork_listen_queue{{listener=\"{l}\"}} {q}");
+        }
+        let _ = writeln!(out, "# TYPE prefork_listen_backlog gauge\n# HELP prefork_listen_backlog The listen backlog.");
+        for (l, (_, b)) in &queues {
+            let _ = writeln!(out, "prefork_listen_backlog{{listener=\"{l}\"}} {b}");
+        }
+    }
+    out.push_str("# EOF\n");
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn g_formats_like_c() {
+        assert_eq!(g(0.0813333), "0.0813333");
+        assert_eq!(g(512.0), "512");
+        assert_eq!(g(41.6), "41.6");
+        assert_eq!(g(0.0), "0");
+    }
+
+    #[test]
+    fn times_as_apache_prints_them() {
+        assert_eq!(show_time(0), "");
+        assert_eq!(show_time(123), " 2 minutes 3 seconds");
+        assert_eq!(show_time(90_061), " 1 day 1 hour 1 minute 1 second");
+        assert_eq!(ap_time(1_795_614_311_000), "Wednesday, 25-Nov-2026 13:45:11 UTC");
+    }
+
+    #[test]
+    fn counts_follow_mod_status_and_auto_has_apaches_fields() {
+        use prefork_core::scoreboard::{ChildSlot, SlotTable};
+        let board = Scoreboard::create(6, 1, 0).unwrap();
+        board.publish_generation(1);
+        let spawn = |i: usize, generation: u32, states: &[SlotState]| {
+            let w = board.slot(i).unwrap().spawn(generation).unwrap();
+            let c = ChildSlot::attach(&board, i, w).unwrap();
+            for &s in states {
+                c.set(s).unwrap();
+            }
+        };
+        spawn(0, 1, &[SlotState::Ready]);
+        spawn(1, 1, &[SlotState::Ready, SlotState::BusyRead, SlotState::BusyWrite]);
+        spawn(2, 0, &[SlotState::Ready]); // an old generation's ready child counts busy
+        spawn(3, 1, &[]);
+        spawn(4, 0, &[SlotState::Ready]);
+        board.slot(4).unwrap().mark_graceful().unwrap();
+        board.record(1).requests.store(10, Ordering::Relaxed);
+        board.record(1).bytes.store(5 * 1024, Ordering::Relaxed);
+        let snap = Snapshot::take(&board);
+        let s = snap.summary();
+        assert_eq!((s.busy, s.idle, s.graceful, s.accesses), (2, 1, 1, 10));
+        let text = auto(&snap, "localhost", "preforkd/0.1");
+        for field in [
+            "ServerMPM: prefork",
+            "Total Accesses: 10",
+            "Total kBytes: 5",
+            "BusyWorkers: 2",
+            "GracefulWorkers: 1",
+            "IdleWorkers: 1",
+            "Scoreboard: _W_SG.",
+            "ParentServerMPMGeneration: 1",
+            "BytesPerReq: 512",
+        ] {
+            assert!(text.lines().any(|l| l == field), "{field} missing in\n{text}");
+        }
+        assert!(text.starts_with("localhost\nServerVersion: preforkd/0.1\n"));
+        let j: serde_json::Value = serde_json::from_str(&json(&snap, "localhost", "v")).unwrap();
+        assert_eq!(j["busy_workers"], 2);
+        assert_eq!(j["slots"][1]["letter"], "W");
+        let m = metrics(&snap, &[]);
+        assert!(m.contains("prefork_children{state=\"graceful\"} 1") && m.ends_with("# EOF\n"), "{m}");
+        assert!(html(&snap, "<x>", "v").contains("Server Status for &lt;x&gt;"));
+    }
+}
