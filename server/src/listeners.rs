@@ -130,14 +130,35 @@ pub fn bind_all(addrs: &[ListenAddr], backlog: u32) -> io::Result<Vec<Listener>>
     addrs.iter().map(|a| Listener::bind(a, backlog)).collect()
 }
 
-/// The listener set for a restart: the listeners of `current` whose configured address is still
-/// wanted are kept (same socket, so nothing queued is lost), new addresses are bound, the rest are
-/// returned to be closed. If a new address cannot be bound, `current` comes back untouched with
-/// the error (the restart is refused, nothing is closed).
+/// The listener set for a restart: the listeners of `current` that a wanted address names are kept
+/// (same socket, so nothing queued is lost), new addresses are bound, the rest are returned to be
+/// closed. A wanted address names a listener if it is the address that listener was configured
+/// with, or, for a concrete TCP address, the address it is actually bound to (so `127.0.0.1:0`
+/// followed by the port the kernel chose keeps the socket instead of failing with `EADDRINUSE`).
+/// If a new address cannot be bound, `current` comes back untouched with the error (the restart is
+/// refused, nothing is closed).
 pub fn reconcile(current: Vec<Listener>, wanted: &[ListenAddr], backlog: u32) -> Result<Reconciled, Refused> {
+    // Which current listener each wanted address keeps: exact configured matches first, then bound
+    // addresses, each listener at most once.
+    let mut taken = vec![false; current.len()];
+    let mut keep: Vec<Option<usize>> = vec![None; wanted.len()];
+    let pass =
+        |keep: &mut Vec<Option<usize>>, taken: &mut Vec<bool>, names: &dyn Fn(&Listener, &ListenAddr) -> bool| {
+            for (w, addr) in wanted.iter().enumerate() {
+                if keep[w].is_some() {
+                    continue;
+                }
+                if let Some(i) = (0..current.len()).find(|&i| !taken[i] && names(&current[i], addr)) {
+                    taken[i] = true;
+                    keep[w] = Some(i);
+                }
+            }
+        };
+    pass(&mut keep, &mut taken, &|l, a| &l.configured == a);
+    pass(&mut keep, &mut taken, &|l, a| matches!(a, ListenAddr::Tcp(sa) if sa.port() != 0) && &l.local == a);
     let mut fresh = Vec::new();
-    for addr in wanted {
-        if !current.iter().any(|l| &l.configured == addr) {
+    for (addr, k) in wanted.iter().zip(&keep) {
+        if k.is_none() {
             match Listener::bind(addr, backlog) {
                 Ok(l) => fresh.push(l),
                 Err(error) => return Err(Refused { unchanged: current, error }),
@@ -146,10 +167,15 @@ pub fn reconcile(current: Vec<Listener>, wanted: &[ListenAddr], backlog: u32) ->
     }
     let mut old: Vec<Option<Listener>> = current.into_iter().map(Some).collect();
     let mut fresh = fresh.into_iter();
-    let next = wanted
+    let next = keep
         .iter()
-        .map(|addr| match old.iter_mut().find(|l| l.as_ref().is_some_and(|l| &l.configured == addr)) {
-            Some(slot) => slot.take().expect("found"),
+        .zip(wanted)
+        .map(|(k, addr)| match k {
+            Some(i) => {
+                let mut l = old[*i].take().expect("each listener kept once");
+                l.configured = addr.clone(); // what the configuration now calls it
+                l
+            }
             None => fresh.next().expect("bound above, in order"),
         })
         .collect();
@@ -197,6 +223,21 @@ mod tests {
         drop(kept);
         let ListenAddr::Unix(p) = unix else { unreachable!() };
         assert!(!p.exists(), "the unix socket path is removed on close");
+    }
+
+    #[test]
+    fn the_port_the_kernel_chose_names_the_same_socket() {
+        let any: ListenAddr = "127.0.0.1:0".parse().unwrap();
+        let l = bind_all(std::slice::from_ref(&any), 16).unwrap();
+        let bound = l[0].local.clone();
+        let Reconciled { kept, closed } = reconcile(l, std::slice::from_ref(&bound), 16).map_err(|r| r.error).unwrap();
+        assert_eq!((kept.len(), closed.len()), (1, 0));
+        assert_eq!(kept[0].local, bound, "kept, not re-bound (which would fail with EADDRINUSE)");
+        // Asking for both the wildcard spec and its bound port keeps one and binds a second port-0 socket.
+        let Reconciled { kept, closed } = reconcile(kept, &[bound.clone(), any], 16).map_err(|r| r.error).unwrap();
+        assert_eq!(kept[0].local, bound);
+        assert_ne!(kept[1].local, bound);
+        assert!(closed.is_empty());
     }
 
     #[test]

@@ -1,5 +1,5 @@
 //! A harness for black-box tests of `preforkd`: it starts the binary named by `PREFORKD_BIN`
-//! (default: the workspace's own, built if missing), talks to it only through its public surface
+//! (default: the workspace's own, brought up to date with `cargo build`), talks to it only through its public surface
 //! (flags, signals, HTTP on loopback, the logs), and kills every process it started, by pid, also
 //! when a test fails. Ports come from the kernel (`--listen 127.0.0.1:0`, read back from the log).
 
@@ -23,7 +23,9 @@ pub fn preforkd_bin() -> PathBuf {
         // target/<profile>/deps/<test> -> target/<profile>/preforkd
         let exe = std::env::current_exe().expect("test exe");
         let bin = exe.parent().and_then(Path::parent).expect("target dir").join("preforkd");
-        if !bin.exists() {
+        // Always (re)build: cargo does nothing when it is up to date, and a stale binary would
+        // test yesterday's code.
+        {
             let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
             let release = exe.to_string_lossy().contains("/release/");
             let mut cmd = Command::new(cargo);
@@ -92,23 +94,26 @@ impl Preforkd {
     /// Starts preforkd with `args` (plus `--listen 127.0.0.1:0` unless a listen is given) and
     /// waits until it serves.
     pub fn start(args: &[&str]) -> Preforkd {
-        Self::start_with(args, |_| {})
+        Self::start_with(args, |bin, args| {
+            let mut cmd = Command::new(bin);
+            cmd.args(args);
+            cmd
+        })
     }
 
-    /// As [`Preforkd::start`], with a hook to adjust the command.
-    pub fn start_with(args: &[&str], adjust: impl FnOnce(&mut Command)) -> Preforkd {
+    /// As [`Preforkd::start`], with the command built by `command(binary, arguments)` (a wrapper,
+    /// inherited descriptors, ...); the harness then adds the environment and the log files.
+    pub fn start_with(args: &[&str], command: impl FnOnce(&Path, &[String]) -> Command) -> Preforkd {
         let dir = tempdir("run");
         let mut all: Vec<String> = args.iter().map(|s| s.to_string()).collect();
         if !all.iter().any(|a| a == "--listen" || a.starts_with("--config") || a == "-f") {
             all.extend(["--listen".into(), "127.0.0.1:0".into()]);
         }
-        let mut cmd = Command::new(preforkd_bin());
-        cmd.args(&all)
-            .env("RUST_LOG", "info")
+        let mut cmd = command(&preforkd_bin(), &all);
+        cmd.env("RUST_LOG", "info")
             .stdout(std::fs::File::create(dir.join("stdout")).unwrap())
             .stderr(std::fs::File::create(dir.join("stderr")).unwrap())
             .stdin(Stdio::null());
-        adjust(&mut cmd);
         let child = cmd.spawn().expect("start preforkd");
         let pid = child.id();
         let mut p = Preforkd { child, pid, addrs: vec![], dir };

@@ -1,0 +1,220 @@
+//! Operating preforkd: -k through the pid file, restarts under load, socket activation, sd_notify.
+
+use nix::sys::signal::Signal;
+use prefork_tests::*;
+use std::os::fd::AsRawFd;
+use std::os::unix::net::UnixDatagram;
+use std::os::unix::process::CommandExt;
+use std::process::Command;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+fn generation(p: &Preforkd) -> u64 {
+    p.get("/server-status?auto")
+        .text()
+        .lines()
+        .find_map(|l| l.strip_prefix("ParentServerMPMGeneration: ").map(|g| g.parse().unwrap()))
+        .unwrap()
+}
+
+#[test]
+fn dash_k_signals_the_running_server_after_validating_the_configuration() {
+    let dir = tempdir("k");
+    let pid_file = dir.join("preforkd.pid");
+    let pf = pid_file.to_str().unwrap();
+    let mut p = Preforkd::start(&["--pid-file", pf]);
+    assert_eq!(std::fs::read_to_string(&pid_file).unwrap().trim(), p.pid.to_string());
+    let k = |action: &str, extra: &[&str]| {
+        let out = Command::new(preforkd_bin()).args(["-k", action, "--pid-file", pf]).args(extra).output().unwrap();
+        (out.status.code().unwrap(), String::from_utf8_lossy(&out.stderr).into_owned())
+    };
+    let (code, msg) = k("graceful", &[]);
+    assert_eq!(code, 0, "{msg}");
+    assert!(msg.contains("SIGUSR1"), "{msg}");
+    assert!(wait_until(Duration::from_secs(3), || generation(&p) == 1));
+    let (code, msg) = k("graceful", &["--timeout", "0"]);
+    assert_eq!(code, 1, "an invalid configuration is not sent: {msg}");
+    assert_eq!(generation(&p), 1);
+    let (code, _) = k("restart", &[]);
+    assert_eq!(code, 0);
+    assert!(wait_until(Duration::from_secs(5), || generation(&p) == 2));
+    let (code, _) = k("stop", &[]);
+    assert_eq!(code, 0);
+    assert_eq!(p.wait(Duration::from_secs(5)).map(|s| s.code()), Some(Some(0)));
+    assert!(!pid_file.exists(), "the pid file is removed at exit");
+    let (code, msg) = k("stop", &[]);
+    assert_eq!(code, 1);
+    assert!(msg.contains("cannot read the pid file"), "{msg}");
+    std::fs::write(&pid_file, "999999\n").unwrap();
+    let (code, msg) = k("graceful", &[]);
+    assert_eq!(code, 1);
+    assert!(msg.contains("stale pid file"), "{msg}");
+    let out = Command::new(preforkd_bin()).args(["-k", "stop"]).output().unwrap();
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no pid_file is configured"));
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+/// Keep-alive clients that reconnect when the server says `Connection: close`, counting failures.
+struct Load {
+    ok: Arc<AtomicU64>,
+    failed: Arc<Mutex<Vec<String>>>,
+    handles: Vec<std::thread::JoinHandle<()>>,
+}
+
+fn keep_alive_load(addr: std::net::SocketAddr, threads: usize, stop: Arc<AtomicBool>) -> Load {
+    let ok = Arc::new(AtomicU64::new(0));
+    let failed = Arc::new(Mutex::new(vec![]));
+    let handles = (0..threads)
+        .map(|_| {
+            let (ok, failed, stop) = (ok.clone(), failed.clone(), stop.clone());
+            std::thread::spawn(move || {
+                let mut client: Option<Client> = None;
+                while !stop.load(Ordering::Relaxed) {
+                    let c = match client.as_mut() {
+                        Some(c) => c,
+                        None => match Client::connect(addr) {
+                            Ok(c) => client.insert(c),
+                            Err(e) => {
+                                failed.lock().unwrap().push(format!("connect: {e}"));
+                                continue;
+                            }
+                        },
+                    };
+                    match c.request("GET / HTTP/1.1\r\nHost: x\r\n\r\n") {
+                        Ok(r) if r.status == 200 => {
+                            ok.fetch_add(1, Ordering::Relaxed);
+                            if r.header("Connection") == Some("close") {
+                                client = None;
+                            }
+                        }
+                        Ok(r) => failed.lock().unwrap().push(format!("status {}", r.status)),
+                        Err(e) => {
+                            failed.lock().unwrap().push(format!("request: {e}"));
+                            client = None;
+                        }
+                    }
+                }
+            })
+        })
+        .collect();
+    Load { ok, failed, handles }
+}
+
+#[test]
+fn twenty_graceful_restarts_under_keep_alive_load_cost_no_request() {
+    let p = Preforkd::start(&[
+        "--start-servers",
+        "6",
+        "--min-spare-servers",
+        "4",
+        "--max-spare-servers",
+        "12",
+        "--max-keep-alive-requests",
+        "0",
+    ]);
+    let stop = Arc::new(AtomicBool::new(false));
+    let Load { ok, failed, handles } = keep_alive_load(p.addr(), 4, stop.clone());
+    std::thread::sleep(Duration::from_millis(200));
+    for _ in 0..20 {
+        p.signal(Signal::SIGUSR1);
+        std::thread::sleep(Duration::from_millis(150));
+    }
+    stop.store(true, Ordering::Relaxed);
+    for h in handles {
+        h.join().unwrap();
+    }
+    let failed = failed.lock().unwrap().clone();
+    let ok = ok.load(Ordering::Relaxed);
+    assert!(failed.is_empty(), "{} of {} requests failed: {failed:?}", failed.len(), ok + failed.len() as u64);
+    assert!(ok > 500, "only {ok} requests");
+    assert_eq!(generation(&p), 20);
+    eprintln!("20 graceful restarts under keep-alive load: {ok} requests, 0 failed");
+}
+
+#[test]
+fn a_restart_re_reads_the_configuration_file() {
+    let dir = tempdir("reload");
+    let docs = dir.join("docs");
+    std::fs::create_dir_all(&docs).unwrap();
+    std::fs::write(docs.join("index.html"), "new site").unwrap();
+    let conf = dir.join("preforkd.toml");
+    std::fs::write(&conf, "listen = [\"127.0.0.1:0\"]\n").unwrap();
+    let p = Preforkd::start(&["--config", conf.to_str().unwrap()]);
+    assert!(p.get("/").text().contains("preforkd works"));
+    // listen must stay what is bound (port 0 would mean a new port): keep it, change the site.
+    std::fs::write(&conf, format!("listen = [\"{}\"]\ndocument_root = \"{}\"\n", p.addr(), docs.display())).unwrap();
+    p.signal(Signal::SIGUSR1);
+    assert!(wait_until(Duration::from_secs(3), || p.get("/").text() == "new site"), "{}", p.stderr());
+    std::fs::write(&conf, "listen = [\"127.0.0.1:0\"]\ntimeout = -1\n").unwrap();
+    p.signal(Signal::SIGHUP);
+    assert!(wait_until(Duration::from_secs(3), || p.stderr().contains("restart refused")), "{}", p.stderr());
+    assert_eq!(p.get("/").text(), "new site", "still running with the previous configuration");
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+#[test]
+fn socket_activation_serves_on_the_inherited_socket_and_sd_notify_reports_the_lifecycle() {
+    let dir = tempdir("sd");
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let notify_path = dir.join("notify.sock");
+    let notify = UnixDatagram::bind(&notify_path).unwrap();
+    notify.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let fd = listener.as_raw_fd();
+    // As systemd does: the socket as fd 3, LISTEN_FDS=1, LISTEN_PID = the server's own pid (the
+    // shell's $$ becomes preforkd's pid through exec).
+    let mut p = Preforkd::start_with(&["--listen", "127.0.0.1:1"], |bin, args| {
+        let mut sh = Command::new("/bin/sh");
+        sh.arg("-c")
+            .arg(format!("LISTEN_PID=$$ LISTEN_FDS=1 exec {} {}", bin.display(), args.join(" ")))
+            .env("NOTIFY_SOCKET", &notify_path);
+        // SAFETY: dup2 and fcntl are async-signal-safe. Runs after the standard streams are set
+        // up; fd 3 must not be close-on-exec (dup2 clears the flag, except when fd is already 3).
+        unsafe {
+            sh.pre_exec(move || {
+                if fd != 3 && libc::dup2(fd, 3) == -1 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                if libc::fcntl(3, libc::F_SETFD, 0) == -1 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+        sh
+    });
+    assert!(p.stderr().contains("socket activation: serving on 1 inherited socket(s)"), "{}", p.stderr());
+    let r = request(addr, "GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").unwrap();
+    assert_eq!(r.status, 200, "served on the inherited socket");
+    let mut buf = [0u8; 256];
+    let mut next = || {
+        let n = notify.recv(&mut buf).expect("a notification");
+        String::from_utf8_lossy(&buf[..n]).into_owned()
+    };
+    assert!(next().starts_with("READY=1"));
+    p.signal(Signal::SIGUSR1);
+    assert!(next().starts_with("RELOADING=1\nMONOTONIC_USEC="));
+    assert!(next().starts_with("READY=1"));
+    let r = request(addr, "GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").unwrap();
+    assert_eq!(r.status, 200, "the inherited socket survives a restart");
+    p.signal(Signal::SIGTERM);
+    assert_eq!(next(), "STOPPING=1");
+    assert!(p.wait(Duration::from_secs(5)).is_some());
+    drop(listener);
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+#[test]
+fn graceful_stop_answers_requests_in_flight_then_exits() {
+    let mut p = Preforkd::start(&["--start-servers", "3"]);
+    let mut c = Client::connect(p.addr()).unwrap();
+    assert_eq!(c.request("GET / HTTP/1.1\r\nHost: x\r\n\r\n").unwrap().status, 200);
+    p.signal(Signal::SIGWINCH);
+    // The kept-alive connection's next request is answered, with Connection: close.
+    std::thread::sleep(Duration::from_millis(200));
+    let r = c.request("GET / HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+    assert_eq!((r.status, r.header("Connection")), (200, Some("close")));
+    assert_eq!(p.wait(Duration::from_secs(5)).map(|s| s.code()), Some(Some(0)));
+    assert!(std::net::TcpStream::connect(p.addr()).is_err(), "refused once the listeners are closed");
+}

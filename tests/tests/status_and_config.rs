@@ -1,0 +1,179 @@
+//! Status formats and configuration handling, from the outside.
+
+use prefork_tests::*;
+use std::process::Command;
+
+fn field<'a>(auto: &'a str, name: &str) -> Option<&'a str> {
+    auto.lines().find_map(|l| l.strip_prefix(&format!("{name}: ")))
+}
+
+#[test]
+fn server_status_auto_has_apaches_fields_and_meaning() {
+    let p = Preforkd::start(&["--start-servers", "3", "--min-spare-servers", "2", "--server-name", "test.example"]);
+    for _ in 0..5 {
+        assert_eq!(p.get("/").status, 200);
+    }
+    let auto = p.get("/server-status?auto");
+    assert_eq!(auto.header("Content-Type"), Some("text/plain; charset=utf-8"));
+    let text = auto.text();
+    assert_eq!(text.lines().next(), Some("test.example"));
+    for name in [
+        "ServerVersion",
+        "ServerMPM",
+        "CurrentTime",
+        "RestartTime",
+        "ParentServerConfigGeneration",
+        "ParentServerMPMGeneration",
+        "ServerUptimeSeconds",
+        "Load1",
+        "Total Accesses",
+        "Total kBytes",
+        "Uptime",
+        "BusyWorkers",
+        "GracefulWorkers",
+        "IdleWorkers",
+        "Scoreboard",
+    ] {
+        assert!(field(&text, name).is_some(), "{name} missing:\n{text}");
+    }
+    assert_eq!(field(&text, "ServerMPM"), Some("prefork"));
+    assert!(field(&text, "Total Accesses").unwrap().parse::<u64>().unwrap() >= 5);
+    let board = field(&text, "Scoreboard").unwrap();
+    let busy: usize = field(&text, "BusyWorkers").unwrap().parse().unwrap();
+    let idle: usize = field(&text, "IdleWorkers").unwrap().parse().unwrap();
+    assert!(busy >= 1, "the child answering is busy");
+    assert_eq!(board.chars().filter(|&c| c == '_').count(), idle, "IdleWorkers counts '_' (one generation)");
+    assert_eq!(board.len(), 256, "one letter per slot of server_limit");
+    assert!(board.chars().all(|c| "._SRWKLCGI".contains(c)), "{board}");
+}
+
+#[test]
+fn status_json_html_and_metrics() {
+    let p = Preforkd::start(&[]);
+    let j: serde_json::Value = serde_json::from_str(&p.get("/server-status?json").text()).unwrap();
+    assert_eq!(j["mpm"], "prefork");
+    assert_eq!(j["slots"].as_array().unwrap().len(), 256);
+    assert!(j["idle_workers"].as_u64().unwrap() >= 1);
+    let html = p.get("/server-status").text();
+    assert!(html.contains("Scoreboard Key") && html.contains("<table>"), "{html}");
+    let m = p.get("/metrics");
+    assert!(m.header("Content-Type").unwrap().starts_with("application/openmetrics-text"));
+    let m = m.text();
+    for metric in [
+        "prefork_children{state=\"ready\"}",
+        "prefork_requests_total",
+        "prefork_wasted_wakeups_total",
+        "prefork_spawn_rate",
+        "prefork_listen_queue{listener=\"127.0.0.1:",
+    ] {
+        assert!(m.contains(metric), "{metric} missing:\n{m}");
+    }
+    assert!(m.ends_with("# EOF\n"));
+}
+
+#[test]
+fn status_pages_are_closed_to_addresses_not_allowed() {
+    let p = Preforkd::start(&["--status-allow", "10.0.0.0/8"]);
+    assert_eq!(p.get("/server-status?auto").status, 403);
+    assert_eq!(p.get("/metrics").status, 403);
+    assert_eq!(p.get("/").status, 200);
+    let p = Preforkd::start(&["--status-path", "/st", "--metrics-path", "/m"]);
+    assert_eq!(p.get("/st?auto").status, 200);
+    assert_eq!(p.get("/m").status, 200);
+    assert_eq!(p.get("/server-status").status, 404);
+}
+
+fn run(args: &[&str]) -> (i32, String, String) {
+    let out = Command::new(preforkd_bin()).args(args).output().unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into(),
+        String::from_utf8_lossy(&out.stderr).into(),
+    )
+}
+
+#[test]
+fn configuration_errors_name_file_line_and_key_and_start_nothing() {
+    let dir = tempdir("conf");
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let conf = dir.join("preforkd.toml");
+    std::fs::write(
+        &conf,
+        format!(
+            "listen = [\"127.0.0.1:{port}\"]\nstart_servers = 2\n\nkeep_alive_timeout = 0\naccept_mutex = \"spin\"\n"
+        ),
+    )
+    .unwrap();
+    let (code, _, err) = run(&["--config", conf.to_str().unwrap()]);
+    assert_eq!(code, 1, "{err}");
+    let shown = conf.display().to_string();
+    assert!(
+        err.contains(&format!("{shown}:4: keep_alive_timeout = 0 is out of range: allowed 1 to 3600 seconds")),
+        "{err}"
+    );
+    assert!(err.contains(&format!("{shown}:5: accept_mutex = \"spin\" is not valid: allowed auto, fcntl")), "{err}");
+    assert!(err.contains("2 error(s); nothing was started"), "{err}");
+    assert!(std::net::TcpStream::connect(("127.0.0.1", port)).is_err(), "nothing listens after a refused start");
+    std::fs::write(&conf, "start_servers = 2\nmax_spares = 3\n").unwrap();
+    let (code, _, err) = run(&["--config", conf.to_str().unwrap()]);
+    assert_eq!(code, 1);
+    assert!(
+        err.contains("line 2") && err.contains("unknown field `max_spares`") && err.contains("max_spare_servers"),
+        "{err}"
+    );
+    let (code, _, err) = run(&["--start-servers", "many"]);
+    assert_eq!(code, 2, "clap refuses a bad flag value");
+    assert!(err.contains("--start-servers"), "{err}");
+    let (code, _, err) = run(&["--document-root", "/no/such/dir"]);
+    assert_eq!(code, 1);
+    assert!(err.contains("--document-root: document_root = \"/no/such/dir\" is not a directory"), "{err}");
+    let (code, _, err) = run(&["--listen", "localhost:80"]);
+    assert_eq!(code, 1);
+    assert!(err.contains("--listen: listen = \"localhost:80\": not an IP address"), "{err}");
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+#[test]
+fn check_config_says_syntax_ok_or_lists_the_problems_and_clamps_are_warnings() {
+    let (code, out, _) = run(&["-t"]);
+    assert_eq!((code, out.trim()), (0, "Syntax OK"));
+    let (code, out, err) = run(&["-t", "--max-request-workers", "500", "--server-limit", "100"]);
+    assert_eq!((code, out.trim()), (0, "Syntax OK"));
+    assert!(
+        err.contains("warning: --max-request-workers: max_request_workers: 500 exceeds server_limit = 100; using 100"),
+        "{err}"
+    );
+    let (code, _, err) = run(&["-t", "--timeout", "0"]);
+    assert_eq!(code, 1, "{err}");
+}
+
+#[test]
+fn help_lists_every_setting() {
+    let (code, out, _) = run(&["--help"]);
+    assert_eq!(code, 0);
+    for flag in [
+        "--listen",
+        "--document-root",
+        "--start-servers",
+        "--min-spare-servers",
+        "--max-spare-servers",
+        "--max-request-workers",
+        "--server-limit",
+        "--max-connections-per-child",
+        "--user",
+        "--group",
+        "--accept-mutex",
+        "--timeout",
+        "--request-read-timeout",
+        "--pid-file",
+        "--keep-alive-timeout",
+        "--access-log",
+        "--status-allow",
+        "--graceful-shutdown-timeout",
+        "-k",
+        "--check-config",
+        "--config",
+    ] {
+        assert!(out.contains(flag), "--help does not mention {flag}");
+    }
+}
