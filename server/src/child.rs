@@ -157,9 +157,17 @@ fn benign(e: Errno) -> bool {
     )
 }
 
-fn drain(fd: &OwnedFd) {
+/// Empties the wake pipe. `false` when it has hung up: every write end is closed, so the parent
+/// is gone (it holds the write end until it has reaped this child).
+fn drain(fd: &OwnedFd) -> bool {
     let mut buf = [0u8; 64];
-    while matches!(nix::unistd::read(fd, &mut buf), Ok(n) if n > 0) {}
+    loop {
+        match nix::unistd::read(fd, &mut buf) {
+            Ok(0) => return false,
+            Ok(_) => {}
+            Err(_) => return true, // EAGAIN: emptied
+        }
+    }
 }
 
 /// Takes the lock with the wake signal unblocked for the duration of the wait only, so a wake-up
@@ -221,7 +229,14 @@ fn serve_loop(
                     let mut woken = n == 0; // timeout: look at the slot again
                     for e in &events[..n] {
                         if e.data() == WAKE_TOKEN {
-                            drain(wake);
+                            if !drain(wake) {
+                                // The parent died without its PR_SET_PDEATHSIG reaching us (a
+                                // service changed credentials, which clears it): nobody will
+                                // reap, retire or restart this child, and the hung-up pipe would
+                                // make every wait return at once. Leave, as SIGKILL would have.
+                                error!("child slot {slot}: the parent is gone; exiting");
+                                leave(code::OK);
+                            }
                             woken = true;
                         } else {
                             ready.push(e.data() as usize);

@@ -384,6 +384,26 @@ fn killing_the_parent_takes_every_child_down_within_a_second() {
     eprintln!("all {} children gone {:?} after the parent", children.len(), killed.elapsed());
 }
 
+/// Without PR_SET_PDEATHSIG (cleared by the service, as a credential change would), children
+/// still leave when the parent dies: their wake pipe hangs up. Before this was handled, such
+/// orphans spun on the hung-up pipe at full CPU forever.
+#[test]
+fn orphans_without_pdeathsig_leave_when_the_wake_pipe_hangs_up() {
+    let _s = serial();
+    let mut d = Daemon::start("--listen 127.0.0.1:0 --start 3 --min 1 --max 6 --clear-pdeathsig");
+    let children = d.children();
+    assert_eq!(children.len(), 3);
+    d.signal(Signal::SIGKILL);
+    let killed = Instant::now();
+    assert!(d.wait(Duration::from_secs(1)).is_none());
+    assert!(
+        wait_until(Duration::from_secs(3), || children.iter().all(|&c| !alive(c))),
+        "children outlived their parent: {:?}",
+        children.iter().filter(|&&c| alive(c)).collect::<Vec<_>>()
+    );
+    eprintln!("all {} children (no PDEATHSIG) gone {:?} after the parent", children.len(), killed.elapsed());
+}
+
 #[test]
 fn a_corrupted_slot_is_repaired_and_the_parent_keeps_serving() {
     let _s = serial();

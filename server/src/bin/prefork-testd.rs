@@ -54,6 +54,28 @@ struct Args {
     /// above are the base it overrides.
     #[arg(long)]
     reload_file: Option<std::path::PathBuf>,
+    /// Fault injection: each child clears its PR_SET_PDEATHSIG in `child_init` (as a service that
+    /// changes credentials would), leaving the wake pipe's hang-up as its only news of the parent's death.
+    #[arg(long)]
+    clear_pdeathsig: bool,
+}
+
+/// The line protocol, with the fault-injection switches.
+struct LineService {
+    clear_pdeathsig: bool,
+}
+
+impl prefork_server::Service for LineService {
+    fn child_init(&mut self) -> std::io::Result<()> {
+        if self.clear_pdeathsig {
+            nix::sys::prctl::set_pdeathsig(None)?;
+        }
+        Ok(())
+    }
+
+    fn serve(&mut self, conn: &mut Connection<'_>) -> std::io::Result<()> {
+        serve(conn)
+    }
 }
 
 fn serve(conn: &mut Connection<'_>) -> std::io::Result<()> {
@@ -169,7 +191,7 @@ fn main() {
     let base = raw.clone();
     let reload_file = a.reload_file.clone();
     let result = Server::builder(config)
-        .service(serve)
+        .service(LineService { clear_pdeathsig: a.clear_pdeathsig })
         .reload(move |running| {
             let Some(path) = &reload_file else {
                 return Ok(prefork_core::config::Checked { value: running.clone(), warnings: vec![] }.into());
