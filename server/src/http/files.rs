@@ -4,22 +4,42 @@
 //! * the path is percent-decoded once; a `%00` or an invalid escape is a 400;
 //! * empty and `.` segments are ignored; any `..` segment, encoded or not, is a 400 (there is no
 //!   legitimate reason to walk up, so there is nothing to normalise);
-//! * the result is resolved with `realpath` and must still be inside the (resolved) document root:
-//!   symlinks inside the root are followed, symlinks that point out of it are a 403;
+//! * the result must still be inside the document root once symlinks are followed: symlinks inside
+//!   the root are followed, symlinks that point out of it are a 403. The file is opened with
+//!   `openat2(RESOLVE_BENEATH)` relative to the root's descriptor, so the kernel itself refuses any
+//!   step outside, in the same system call that opens the file (no window between a check and the
+//!   open). Where `openat2` refuses an absolute symlink (which it always does) or is not available
+//!   (Linux < 5.6, a seccomp filter), the path is resolved with `realpath` and checked against the
+//!   root, then opened, which gives the same answers;
 //! * a directory is served as its `index.html` (a 301 adds the missing trailing slash first); a
-//!   directory without one is a 403 (there are no listings).
+//!   directory without one is a 403 (there are no listings); a file named with a trailing slash is
+//!   a 404 (no path info, as Apache for static files);
+//! * only regular files are served: a fifo, socket or device is a 403 (opened non-blocking, so a
+//!   fifo cannot hang the child);
+//! * the Content-Type comes from the name asked for, not a symlink's target (as Apache's mod_mime).
 
+use nix::errno::Errno;
+use nix::fcntl::OFlag;
+use nix::sys::stat::Mode;
 use percent_encoding::percent_decode_str;
 use std::ffi::OsStr;
 use std::fs::{File, Metadata};
 use std::io;
+use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 /// The resolved document root.
 #[derive(Clone, Debug)]
 pub struct Root {
     dir: PathBuf,
+    /// The root directory, opened `O_PATH`: what `openat2` resolves beneath.
+    fd: Arc<OwnedFd>,
+    /// `openat2` works here (cleared on `ENOSYS`/`EPERM`).
+    beneath: Arc<AtomicBool>,
 }
 
 /// What a request path names.
@@ -31,14 +51,14 @@ pub enum Resolved {
         file: File,
         /// Its metadata (size, mtime).
         meta: Metadata,
-        /// Its resolved path (for the content type).
+        /// The name it was asked by (for the content type).
         path: PathBuf,
     },
     /// A directory named without its trailing slash: redirect here.
     Redirect(String),
     /// The path is malformed (bad escape, NUL, `..`).
     BadRequest(&'static str),
-    /// Outside the root, unreadable, or a directory without an index.
+    /// Outside the root, unreadable, not a regular file, or a directory without an index.
     Forbidden,
     /// Nothing there.
     NotFound,
@@ -46,19 +66,28 @@ pub enum Resolved {
     Failed,
 }
 
+/// How an `openat2` beneath the root ended.
+enum Beneath {
+    Opened(File),
+    /// Refused or unavailable: decide with `realpath` instead.
+    Fallback,
+    Error(io::Error),
+}
+
 impl Root {
     /// The document root; it must exist and be a directory.
     pub fn new(dir: &Path) -> io::Result<Root> {
-        let dir = dir
-            .canonicalize()
-            .map_err(|e| io::Error::new(e.kind(), format!("document_root {}: {e}", dir.display())))?;
-        if !dir.is_dir() {
+        let context = |e: io::Error| io::Error::new(e.kind(), format!("document_root {}: {e}", dir.display()));
+        let real = dir.canonicalize().map_err(context)?;
+        if !real.is_dir() {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidInput,
                 format!("document_root {} is not a directory", dir.display()),
             ));
         }
-        Ok(Root { dir })
+        let fd = nix::fcntl::open(&real, OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC, Mode::empty())
+            .map_err(|e| context(e.into()))?;
+        Ok(Root { dir: real, fd: Arc::new(fd), beneath: Arc::new(AtomicBool::new(true)) })
     }
 
     /// The resolved root directory.
@@ -69,7 +98,7 @@ impl Root {
     /// Resolves the path part of a request target (no query).
     pub fn resolve(&self, raw: &str) -> Resolved {
         let Some(rest) = raw.strip_prefix('/') else { return Resolved::BadRequest("the path does not start with /") };
-        let mut path = self.dir.clone();
+        let mut rel = PathBuf::new();
         for segment in rest.split('/') {
             if !valid_escapes(segment) {
                 return Resolved::BadRequest("invalid percent-encoding");
@@ -84,9 +113,77 @@ impl Root {
             match decoded.as_slice() {
                 b"" | b"." => {}
                 b".." => return Resolved::BadRequest("\"..\" in the path"),
-                name => path.push(OsStr::from_bytes(name)),
+                name => rel.push(OsStr::from_bytes(name)),
             }
         }
+        if self.beneath.load(Ordering::Relaxed)
+            && let Some(r) = self.resolve_beneath(raw, &rel)
+        {
+            return r;
+        }
+        self.resolve_by_realpath(raw, &rel) // what openat2 could not decide
+    }
+
+    /// `None`: `openat2` cannot decide (an absolute symlink, a step outside, not available).
+    fn resolve_beneath(&self, raw: &str, rel: &Path) -> Option<Resolved> {
+        let file = match self.open_beneath(rel) {
+            Beneath::Opened(f) => f,
+            Beneath::Fallback => return None,
+            Beneath::Error(e) => return Some(from_io(&e)),
+        };
+        let meta = match file.metadata() {
+            Ok(m) => m,
+            Err(e) => return Some(from_io(&e)),
+        };
+        if meta.is_file() {
+            // A file named as a directory ("/a.html/"): there is no path info here, as Apache.
+            return Some(if raw.ends_with('/') {
+                Resolved::NotFound
+            } else {
+                Resolved::File { file, meta, path: rel.to_path_buf() }
+            });
+        }
+        if !meta.is_dir() {
+            return Some(Resolved::Forbidden); // a device, a socket, a fifo
+        }
+        if !raw.ends_with('/') {
+            return Some(Resolved::Redirect(format!("{raw}/")));
+        }
+        let index = rel.join("index.html");
+        Some(match self.open_beneath(&index) {
+            Beneath::Opened(file) => match file.metadata() {
+                Ok(meta) if meta.is_file() => Resolved::File { file, meta, path: index },
+                Ok(_) => Resolved::Forbidden,
+                Err(e) => from_io(&e),
+            },
+            Beneath::Fallback => return None,
+            Beneath::Error(e) if e.kind() == io::ErrorKind::NotFound => Resolved::Forbidden, // no listings
+            Beneath::Error(e) => from_io(&e),
+        })
+    }
+
+    fn open_beneath(&self, rel: &Path) -> Beneath {
+        use nix::fcntl::{OpenHow, ResolveFlag, openat2};
+        let how = OpenHow::new()
+            .flags(OFlag::O_RDONLY | OFlag::O_CLOEXEC | OFlag::O_NONBLOCK | OFlag::O_NOCTTY)
+            .resolve(ResolveFlag::RESOLVE_BENEATH | ResolveFlag::RESOLVE_NO_MAGICLINKS);
+        let rel = if rel.as_os_str().is_empty() { Path::new(".") } else { rel };
+        match openat2(self.fd.as_fd(), rel, how) {
+            Ok(fd) => Beneath::Opened(File::from(fd)),
+            // A step outside the root, or an absolute symlink (which may still end inside).
+            Err(Errno::EXDEV) => Beneath::Fallback,
+            // No openat2 on this kernel, or a seccomp filter forbids it: stop trying.
+            Err(Errno::ENOSYS | Errno::EPERM) => {
+                self.beneath.store(false, Ordering::Relaxed);
+                Beneath::Fallback
+            }
+            Err(e) => Beneath::Error(e.into()),
+        }
+    }
+
+    /// The portable way: `realpath`, a prefix check, then open (what `openat2` cannot decide).
+    fn resolve_by_realpath(&self, raw: &str, rel: &Path) -> Resolved {
+        let path = self.dir.join(rel);
         let real = match path.canonicalize() {
             Ok(p) => p,
             Err(e) => return from_io(&e),
@@ -94,21 +191,28 @@ impl Root {
         if !real.starts_with(&self.dir) {
             return Resolved::Forbidden; // a symlink pointing out of the root
         }
-        let real = if real.is_dir() {
+        let (real, name) = if real.is_dir() {
             if !raw.ends_with('/') {
                 return Resolved::Redirect(format!("{raw}/"));
             }
             match real.join("index.html").canonicalize() {
-                Ok(index) if index.starts_with(&self.dir) => index,
+                Ok(index) if index.starts_with(&self.dir) => (index, rel.join("index.html")),
                 Ok(_) => return Resolved::Forbidden,
                 Err(e) if e.kind() == io::ErrorKind::NotFound => return Resolved::Forbidden, // no listings
                 Err(e) => return from_io(&e),
             }
+        } else if raw.ends_with('/') {
+            return Resolved::NotFound; // a file named as a directory
         } else {
-            real
+            (real, rel.to_path_buf())
         };
-        match File::open(&real).and_then(|f| f.metadata().map(|m| (f, m))) {
-            Ok((file, meta)) if meta.is_file() => Resolved::File { file, meta, path: real },
+        let opened = std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY)
+            .open(&real)
+            .and_then(|f| f.metadata().map(|m| (f, m)));
+        match opened {
+            Ok((file, meta)) if meta.is_file() => Resolved::File { file, meta, path: name },
             Ok(_) => Resolved::Forbidden, // a device, a socket, a fifo
             Err(e) => from_io(&e),
         }
@@ -198,6 +302,11 @@ mod tests {
         std::fs::write(base.join("secret"), "s").unwrap();
         std::os::unix::fs::symlink(base.join("secret"), root.join("out")).unwrap();
         std::os::unix::fs::symlink(root.join("a.txt"), root.join("in")).unwrap();
+        std::os::unix::fs::symlink("a.txt", root.join("rel.html")).unwrap();
+        std::os::unix::fs::symlink("../secret", root.join("up")).unwrap();
+        std::os::unix::fs::symlink("../root/dir", root.join("around")).unwrap();
+        std::os::unix::fs::symlink("/", root.join("slash")).unwrap();
+        nix::unistd::mkfifo(&root.join("fifo"), Mode::from_bits_truncate(0o644)).unwrap();
         let r = Root::new(&root).unwrap();
         (base, r)
     }
@@ -208,7 +317,9 @@ mod tests {
 
     fn kind(r: Resolved) -> String {
         match r {
-            Resolved::File { path, .. } => format!("file {}", path.file_name().unwrap().to_string_lossy()),
+            Resolved::File { path, .. } => {
+                format!("file {}", path.file_name().unwrap_or_else(|| OsStr::new("?")).to_string_lossy())
+            }
             Resolved::Redirect(to) => format!("redirect {to}"),
             Resolved::BadRequest(_) => "400".into(),
             Resolved::Forbidden => "403".into(),
@@ -228,8 +339,16 @@ mod tests {
             ("/dir", "redirect /dir/"),
             ("/dir/", "file index.html"),
             ("/empty/", "403"),
-            ("/in", "file a.txt"),
+            ("/in", "file in"),
+            ("/rel.html", "file rel.html"),
             ("/out", "403"),
+            ("/up", "403"),
+            ("/around/", "file index.html"),
+            ("/slash", "403"),
+            ("/slash/etc/passwd", "403"),
+            ("/fifo", "403"),
+            ("/", "403"),
+            ("/dir/index.html/", "404"),
             ("/missing", "404"),
             ("/a.txt/x", "404"),
             ("/../secret", "400"),
@@ -243,7 +362,13 @@ mod tests {
             ("a.txt", "400"),
         ];
         for (path, want) in cases {
-            assert_eq!(kind(r.resolve(path)), want, "{path}");
+            assert_eq!(kind(r.resolve(path)), want, "{path} (openat2)");
+        }
+        assert!(r.beneath.load(Ordering::Relaxed), "openat2 works on this kernel");
+        // The realpath way gives the same answers (what runs without openat2).
+        r.beneath.store(false, Ordering::Relaxed);
+        for (path, want) in cases {
+            assert_eq!(kind(r.resolve(path)), want, "{path} (realpath)");
         }
         std::fs::remove_dir_all(base).unwrap();
     }

@@ -94,7 +94,14 @@ pub struct HttpService {
     root: Option<Root>,
     access: Option<AccessLog>,
     buf: Vec<u8>,
+    /// The response being written (head, and a small file's body with it).
+    out: Vec<u8>,
+    /// The connection's current `SO_RCVTIMEO`, so it is set only when it changes.
+    read_timeout: Option<Duration>,
 }
+
+/// Files up to this size go out in the same write as the head; larger ones with sendfile(2).
+const INLINE_BODY: u64 = 64 * 1024;
 
 impl HttpService {
     /// Checks the document root and opens the access log (in the parent, before forking, so the
@@ -102,7 +109,14 @@ impl HttpService {
     pub fn new(cfg: HttpConfig) -> io::Result<HttpService> {
         let root = cfg.document_root.as_deref().map(Root::new).transpose()?;
         let access = cfg.access_log.as_deref().map(|p| AccessLog::open(p, cfg.log_format)).transpose()?;
-        Ok(HttpService { cfg, root, access, buf: Vec::with_capacity(8192) })
+        Ok(HttpService {
+            cfg,
+            root,
+            access,
+            buf: Vec::with_capacity(8192),
+            out: Vec::with_capacity(8192),
+            read_timeout: None,
+        })
     }
 }
 
@@ -203,6 +217,14 @@ fn error(status: u16, detail: &str) -> Response {
 impl Service for HttpService {
     fn serve(&mut self, conn: &mut Connection<'_>) -> io::Result<()> {
         self.buf.clear();
+        if let Stream::Tcp(s) = conn.stream() {
+            // As Apache: responses go out at once, not after the client's delayed ACK of a
+            // previous segment (Nagle's algorithm would add ~40 ms to every kept-alive request).
+            s.set_nodelay(true)?;
+        }
+        // Writes always wait at most `timeout`; reads wait for what the moment needs.
+        conn.stream().set_write_timeout(Some(self.cfg.timeout))?;
+        self.read_timeout = None;
         let mut served = 0u32;
         loop {
             let head = self.read_head(conn, served == 0)?;
@@ -290,7 +312,7 @@ impl HttpService {
                     left.min(timeout)
                 }
             };
-            conn.stream().set_timeouts(Some(wait))?;
+            self.set_read_timeout(conn, wait)?;
             match conn.stream().read(&mut chunk) {
                 Ok(0) => return Ok(Incoming::Closed), // a client that closes mid-request gets nothing
                 Ok(n) => self.buf.extend_from_slice(&chunk[..n]),
@@ -391,7 +413,7 @@ impl HttpService {
         self.buf.drain(..take);
         left -= take as u64;
         let mut chunk = [0u8; 8192];
-        conn.stream().set_timeouts(Some(self.cfg.timeout))?;
+        self.set_read_timeout(conn, self.cfg.timeout)?;
         while left > 0 {
             match conn.stream().read(&mut chunk[..(left as usize).min(8192)]) {
                 Ok(0) => return Ok(false),
@@ -476,23 +498,52 @@ impl HttpService {
         }
     }
 
-    /// Writes the head and (unless HEAD) the body; returns the body bytes sent.
+    /// Sets `SO_RCVTIMEO` if it changes (a kept-alive connection waits with the same value for
+    /// every request: no system call).
+    fn set_read_timeout(&mut self, conn: &mut Connection<'_>, d: Duration) -> io::Result<()> {
+        if self.read_timeout != Some(d) {
+            conn.stream().set_read_timeout(Some(d))?;
+            self.read_timeout = Some(d);
+        }
+        Ok(())
+    }
+
+    /// Writes the head and (unless HEAD) the body; returns the body bytes sent. A small body goes
+    /// out in the same write as the head; a large file follows it with sendfile(2).
     fn write(&mut self, conn: &mut Connection<'_>, head: String, body: Body, head_only: bool) -> io::Result<u64> {
-        conn.stream().set_timeouts(Some(self.cfg.timeout))?;
         let len = body.len();
-        let stream = conn.stream();
+        let out = &mut self.out;
+        out.clear();
+        out.extend_from_slice(head.as_bytes());
+        let mut large = None;
         match body {
-            _ if head_only => stream.write_all(head.as_bytes())?,
-            Body::Empty => stream.write_all(head.as_bytes())?,
-            Body::Text(t) => stream.write_all((head + &t).as_bytes())?,
-            Body::Static(t) => stream.write_all((head + t).as_bytes())?,
-            Body::File(mut f, _) => {
-                stream.write_all(head.as_bytes())?;
-                match stream {
-                    Stream::Tcp(s) => io::copy(&mut f, s)?, // sendfile(2) under the hood
-                    other => io::copy(&mut f, other)?,
-                };
+            _ if head_only => {}
+            Body::Empty => {}
+            Body::Text(t) => out.extend_from_slice(t.as_bytes()),
+            Body::Static(t) => out.extend_from_slice(t.as_bytes()),
+            Body::File(f, n) if n <= INLINE_BODY => {
+                let at = out.len();
+                (&f).take(n).read_to_end(out)?;
+                if (out.len() - at) as u64 != n {
+                    // The file changed size under us: the promised Content-Length cannot be kept.
+                    return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "the file shrank while being sent"));
+                }
             }
+            Body::File(f, n) => large = Some((f, n)),
+        }
+        let stream = conn.stream();
+        stream.write_all(out)?;
+        if let Some((f, n)) = large {
+            let sent = match stream {
+                Stream::Tcp(s) => io::copy(&mut (&f).take(n), s)?, // sendfile(2) under the hood
+                other => io::copy(&mut (&f).take(n), other)?,
+            };
+            if sent != n {
+                return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "the file shrank while being sent"));
+            }
+        }
+        if out.capacity() > 4 * INLINE_BODY as usize {
+            *out = Vec::with_capacity(8192); // do not keep a large status page's buffer
         }
         Ok(if head_only { 0 } else { len })
     }
@@ -509,7 +560,7 @@ impl HttpService {
             let until = Instant::now() + Duration::from_secs(2);
             let mut sink = [0u8; 4096];
             while let Some(left) = until.checked_duration_since(Instant::now()).filter(|d| !d.is_zero()) {
-                let _ = stream.set_timeouts(Some(left));
+                let _ = stream.set_read_timeout(Some(left));
                 match stream.read(&mut sink) {
                     Ok(0) | Err(_) => break,
                     Ok(_) => {}

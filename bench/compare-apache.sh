@@ -1,0 +1,329 @@
+#!/usr/bin/env bash
+# preforkd side by side with Apache httpd 2.4 mpm_prefork (Debian's apache2) and a bare
+# fork-and-accept loop (the ceiling), driven by wrk on loopback. Not a test: it prints a report.
+#
+#   bench/compare-apache.sh                 # needs root (installs apache2, wrk, curl with apt-get)
+#   BENCH_ROUNDS=5 BENCH_SECONDS=5 bench/compare-apache.sh
+#
+# Same pool settings for both servers (StartServers 8, MinSpareServers 5, MaxSpareServers 20,
+# MaxRequestWorkers 64, keep-alive on, MaxKeepAliveRequests 100, KeepAliveTimeout 5), the same 1 KiB
+# file, both writing a combined-format access log to a file, children as `nobody`.
+# Rounds alternate between the servers; the report gives medians and preforkd/Apache ratios.
+#
+# Measured:
+#   1. requests/s: keep-alive c=16, connection-close c=16, keep-alive c=64 (wrk -t2)
+#   2. two listeners, preforkd with the accept lock (auto) and without (none): wasted wake-ups per
+#      accepted connection (from /metrics) under connection-close load on both listeners
+#   3. idle child PSS (median over the idle children, /proc/PID/smaps_rollup), after the load
+#   4. step: from StartServers 8, 64 keep-alive clients arrive at once; time until the pool has
+#      grown to MaxRequestWorkers (64 children: with 64 clients it cannot hold MinSpareServers idle
+#      beyond them, so this is when spawning for the step is done)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+ROUNDS=${BENCH_ROUNDS:-5}
+SECONDS_PER_RUN=${BENCH_SECONDS:-5}
+KEEP=${BENCH_KEEP:-} # set to keep the work directory
+
+need() { command -v "$1" >/dev/null 2>&1; }
+if ! need wrk || ! need curl || [ ! -x /usr/sbin/apache2 ]; then
+    if [ "$(id -u)" != 0 ]; then
+        echo "compare-apache: needs apache2, wrk and curl (apt-get install apache2 wrk curl), or run as root" >&2
+        exit 1
+    fi
+    echo "== installing apache2 wrk curl" >&2
+    apt-get update -qq >/dev/null
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq apache2 wrk curl >/dev/null
+fi
+if [ "$(id -u)" != 0 ]; then
+    echo "compare-apache: run as root (both servers start as root and run their children as nobody)" >&2
+    exit 1
+fi
+
+echo "== building (release)" >&2
+cargo build -q --release -p prefork-server --bin preforkd --example bare_prefork
+PREFORKD=$PWD/target/release/preforkd
+BARE=$PWD/target/release/examples/bare_prefork
+
+WORK=$(mktemp -d /tmp/prefork-bench.XXXXXX)
+chmod 755 "$WORK"
+PIDS=()
+cleanup() {
+    for p in "${PIDS[@]}"; do
+        kill -TERM "$p" 2>/dev/null || true
+    done
+    sleep 0.5
+    for p in "${PIDS[@]}"; do
+        pkill -KILL -P "$p" 2>/dev/null || true
+        kill -KILL "$p" 2>/dev/null || true
+    done
+    if [ -z "$KEEP" ]; then rm -rf "$WORK"; else echo "work directory kept: $WORK" >&2; fi
+}
+trap cleanup EXIT
+
+mkdir -p "$WORK/docs"
+head -c 1024 /dev/zero | tr '\0' 'x' >"$WORK/docs/1k.html"
+chmod -R a+rX "$WORK/docs"
+
+# A port below the ephemeral range (wrk's own connections take ports from that range, and the
+# connection-close runs leave tens of thousands of them in TIME_WAIT).
+EPHEMERAL_LOW=$(awk '{print $1}' /proc/sys/net/ipv4/ip_local_port_range 2>/dev/null || echo 32768)
+free_port() {
+    local p
+    while :; do
+        p=$((10000 + RANDOM % (EPHEMERAL_LOW - 10000)))
+        if ! (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; then
+            echo "$p"
+            return
+        fi
+    done
+}
+
+wait_serving() { # port
+    for _ in $(seq 1 200); do
+        if curl -fs -o /dev/null "http://127.0.0.1:$1/1k.html"; then return 0; fi
+        sleep 0.05
+    done
+    echo "nothing serves on port $1" >&2
+    return 1
+}
+
+children_of() { cat "/proc/$1/task/$1/children" 2>/dev/null | wc -w; }
+
+# --- the servers -----------------------------------------------------------------------------
+APACHE_PID=""
+start_apache() { # port -> sets APACHE_PID
+    local port=$1 dir="$WORK/apache-$1"
+    mkdir -p "$dir"
+    local m=/usr/lib/apache2/modules
+    cat >"$dir/httpd.conf" <<EOF
+ServerRoot $dir
+ServerName localhost
+Listen 127.0.0.1:$port
+PidFile $dir/httpd.pid
+ErrorLog $dir/error.log
+LogLevel warn
+LoadModule mpm_prefork_module $m/mod_mpm_prefork.so
+LoadModule authz_core_module $m/mod_authz_core.so
+LoadModule mime_module $m/mod_mime.so
+LoadModule dir_module $m/mod_dir.so
+LoadModule status_module $m/mod_status.so
+LoadModule authz_host_module $m/mod_authz_host.so
+User nobody
+Group nogroup
+StartServers 8
+MinSpareServers 5
+MaxSpareServers 20
+MaxRequestWorkers 64
+ServerLimit 64
+MaxConnectionsPerChild 0
+KeepAlive On
+MaxKeepAliveRequests 100
+KeepAliveTimeout 5
+Timeout 60
+TypesConfig /etc/mime.types
+DocumentRoot $WORK/docs
+<Directory $WORK/docs>
+    Require all granted
+</Directory>
+LogFormat "%h %l %u %t \"%r\" %>s %b \"%{Referer}i\" \"%{User-Agent}i\"" combined
+CustomLog $dir/access.log combined
+ExtendedStatus On
+<Location /server-status>
+    SetHandler server-status
+    Require ip 127.0.0.1
+</Location>
+EOF
+    # Its own process group: Apache signals its whole group when it stops.
+    setsid /usr/sbin/apache2 -f "$dir/httpd.conf" -DFOREGROUND >"$dir/stdout" 2>&1 &
+    APACHE_PID=$!
+    PIDS+=("$APACHE_PID")
+    wait_serving "$port"
+}
+
+PREFORKD_PID=""
+start_preforkd() { # port [extra flags...] -> sets PREFORKD_PID
+    local port=$1
+    shift
+    local dir="$WORK/preforkd-$port"
+    mkdir -p "$dir"
+    "$PREFORKD" --listen "127.0.0.1:$port" "$@" \
+        --start-servers 8 --min-spare-servers 5 --max-spare-servers 20 --max-request-workers 64 --server-limit 64 \
+        --keep-alive true --max-keep-alive-requests 100 --keep-alive-timeout 5 --timeout 60 \
+        --document-root "$WORK/docs" --access-log "$dir/access.log" --log-format combined \
+        --user nobody --error-log "$dir/error.log" >"$dir/stdout" 2>&1 &
+    PREFORKD_PID=$!
+    PIDS+=("$PREFORKD_PID")
+    wait_serving "$port"
+}
+
+BARE_PID=""
+start_bare() { # port
+    "$BARE" "127.0.0.1:$1" 8 >"$WORK/bare.log" 2>&1 &
+    BARE_PID=$!
+    PIDS+=("$BARE_PID")
+    wait_serving "$1"
+}
+
+stop() { # pid
+    kill -TERM "$1" 2>/dev/null || true
+    for _ in $(seq 1 100); do
+        kill -0 "$1" 2>/dev/null || break
+        sleep 0.05
+    done
+    pkill -KILL -P "$1" 2>/dev/null || true
+    kill -KILL "$1" 2>/dev/null || true
+    wait "$1" 2>/dev/null || true
+}
+
+rps() { # port connections [extra wrk args...]
+    local port=$1 c=$2
+    shift 2
+    wrk -t2 -c"$c" -d"${SECONDS_PER_RUN}s" "$@" "http://127.0.0.1:$port/1k.html" 2>&1 |
+        awk '/Requests\/sec:/ {print $2} /Non-2xx|Socket errors/ {print "wrk: " $0 > "/dev/stderr"}'
+}
+
+median() { sort -g | awk '{a[NR]=$1} END {if (NR == 0) {print "nan"} else if (NR % 2) {print a[(NR+1)/2]} else {print (a[NR/2]+a[NR/2+1])/2}}'; }
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN {if (b > 0) printf "%.2f", a/b; else print "n/a"}'; }
+
+# --- 1. throughput ---------------------------------------------------------------------------
+PA=$(free_port)
+start_apache "$PA"
+PP=$(free_port)
+start_preforkd "$PP"
+PB=$(free_port)
+start_bare "$PB"
+
+declare -A RESULTS
+SCENARIOS=("keep-alive c=16|16|" "connection-close c=16|16|close" "keep-alive c=64|64|")
+echo "== throughput: $ROUNDS rounds x ${SECONDS_PER_RUN}s per server and scenario" >&2
+for round in $(seq 1 "$ROUNDS"); do
+    for sc in "${SCENARIOS[@]}"; do
+        IFS='|' read -r name c extra <<<"$sc"
+        # Alternate the order each round.
+        if [ $((round % 2)) = 1 ]; then order="apache preforkd bare"; else order="bare preforkd apache"; fi
+        for server in $order; do
+            case $server in apache) port=$PA ;; preforkd) port=$PP ;; bare) port=$PB ;; esac
+            if [ "$extra" = close ]; then
+                r=$(rps "$port" "$c" -H "Connection: close")
+            else
+                r=$(rps "$port" "$c")
+            fi
+            RESULTS["$name|$server"]+="$r "
+            echo "   round $round  $name  $server: $r req/s" >&2
+        done
+    done
+done
+
+# --- 3. idle child PSS (after the load, once the pools are idle) --------------------------------
+pss_median() { # parent pid
+    local parent=$1
+    for c in $(cat "/proc/$parent/task/$parent/children" 2>/dev/null); do
+        awk '/^Pss:/ {print $2}' "/proc/$c/smaps_rollup" 2>/dev/null
+    done | median
+}
+sleep 2
+PSS_APACHE=$(pss_median "$APACHE_PID")
+PSS_PREFORKD=$(pss_median "$PREFORKD_PID")
+PSS_BARE=$(pss_median "$BARE_PID")
+KIDS_APACHE=$(children_of "$APACHE_PID")
+KIDS_PREFORKD=$(children_of "$PREFORKD_PID")
+stop "$APACHE_PID"
+stop "$PREFORKD_PID"
+stop "$BARE_PID"
+
+# --- 2. wasted wake-ups with two listeners ------------------------------------------------------
+metric() { # port name
+    curl -fs "http://127.0.0.1:$1/metrics" | awk -v n="$2" '$1 == n {print $2}'
+}
+wasted() { # mutex -> "wasted connections rps"
+    local p1 p2
+    p1=$(free_port)
+    p2=$(free_port)
+    start_preforkd "$p1" --listen "127.0.0.1:$p2" --accept-mutex "$1"
+    local b bg
+    rps "$p1" 8 -H "Connection: close" >"$WORK/first-listener.rps" &
+    bg=$!
+    b=$(rps "$p2" 8 -H "Connection: close")
+    wait "$bg"
+    local w n
+    w=$(metric "$p1" prefork_wasted_wakeups_total)
+    n=$(metric "$p1" prefork_connections_total)
+    stop "$PREFORKD_PID"
+    echo "$w $n $b"
+}
+echo "== two listeners: wasted wake-ups" >&2
+W_LOCK=()
+W_NONE=()
+for round in $(seq 1 3); do
+    read -r w n _ <<<"$(wasted auto)"
+    W_LOCK+=("$(awk -v w="$w" -v n="$n" 'BEGIN {printf "%.5f", w/n}')")
+    echo "   round $round  lock (auto): $w wasted / $n connections" >&2
+    read -r w n _ <<<"$(wasted none)"
+    W_NONE+=("$(awk -v w="$w" -v n="$n" 'BEGIN {printf "%.5f", w/n}')")
+    echo "   round $round  no lock:     $w wasted / $n connections" >&2
+done
+
+# --- 4. step of 64 clients ---------------------------------------------------------------------
+step() { # server -> seconds until 64 children
+    local port
+    port=$(free_port)
+    case $1 in
+        apache) start_apache "$port"; local pid=$APACHE_PID ;;
+        preforkd) start_preforkd "$port"; local pid=$PREFORKD_PID ;;
+    esac
+    sleep 1.5 # settle at StartServers
+    local t0 t
+    t0=$(date +%s.%N)
+    wrk -t2 -c64 -d20s "http://127.0.0.1:$port/1k.html" >/dev/null 2>&1 &
+    local load=$!
+    t=""
+    for _ in $(seq 1 1500); do
+        if [ "$(children_of "$pid")" -ge 64 ]; then
+            t=$(awk -v a="$t0" -v b="$(date +%s.%N)" 'BEGIN {printf "%.2f", b-a}')
+            break
+        fi
+        sleep 0.01
+    done
+    kill "$load" 2>/dev/null || true
+    wait "$load" 2>/dev/null || true
+    stop "$pid"
+    echo "${t:-timeout}"
+}
+echo "== step of 64 clients" >&2
+STEP_A=()
+STEP_P=()
+for round in $(seq 1 3); do
+    STEP_A+=("$(step apache)")
+    STEP_P+=("$(step preforkd)")
+    echo "   round $round  apache ${STEP_A[-1]} s, preforkd ${STEP_P[-1]} s" >&2
+done
+
+# --- report ----------------------------------------------------------------------------------
+echo
+echo "machine: $(nproc) cpu, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs), $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo), Linux $(uname -r)"
+echo "apache:  $(/usr/sbin/apache2 -v | head -1 | cut -d: -f2 | xargs), mpm_prefork; wrk $(wrk -v 2>&1 | head -1 | awk '{print $2}')"
+echo "preforkd: $("$PREFORKD" --version)"
+echo "rounds: $ROUNDS x ${SECONDS_PER_RUN}s, alternating; medians"
+echo
+printf '%-24s %12s %12s %12s %16s %14s\n' "requests/s" "apache" "preforkd" "bare" "preforkd/apache" "bare/apache"
+for sc in "${SCENARIOS[@]}"; do
+    IFS='|' read -r name _ _ <<<"$sc"
+    a=$(echo "${RESULTS["$name|apache"]}" | tr ' ' '\n' | grep . | median)
+    p=$(echo "${RESULTS["$name|preforkd"]}" | tr ' ' '\n' | grep . | median)
+    b=$(echo "${RESULTS["$name|bare"]}" | tr ' ' '\n' | grep . | median)
+    printf '%-24s %12.0f %12.0f %12.0f %15sx %13sx\n' "$name" "$a" "$p" "$b" "$(ratio "$p" "$a")" "$(ratio "$b" "$a")"
+done
+echo
+printf '%-24s %12s %12s %12s %16s\n' "idle child PSS (kB)" "apache" "preforkd" "bare" "preforkd/apache"
+printf '%-24s %12s %12s %12s %15sx\n' "median" "$PSS_APACHE" "$PSS_PREFORKD" "$PSS_BARE" "$(ratio "$PSS_PREFORKD" "$PSS_APACHE")"
+echo "   (children after the load: apache $KIDS_APACHE, preforkd $KIDS_PREFORKD)"
+echo
+echo "two listeners, connection-close c=8 on each, wasted wake-ups per accepted connection (preforkd):"
+echo "   with the accept lock (auto): median $(printf '%s\n' "${W_LOCK[@]}" | median)  (rounds: ${W_LOCK[*]})"
+echo "   without (none):              median $(printf '%s\n' "${W_NONE[@]}" | median)  (rounds: ${W_NONE[*]})"
+echo
+sa=$(printf '%s\n' "${STEP_A[@]}" | grep -v timeout | median)
+sp=$(printf '%s\n' "${STEP_P[@]}" | grep -v timeout | median)
+echo "step of 64 keep-alive clients from 8 children: seconds until 64 children (spawning done)"
+echo "   apache median $sa s (${STEP_A[*]}), preforkd median $sp s (${STEP_P[*]}), preforkd/apache $(ratio "$sp" "$sa")x"
