@@ -14,6 +14,7 @@ fn docroot() -> std::path::PathBuf {
     std::fs::write(root.join("dir/index.html"), "<p>dir</p>").unwrap();
     std::fs::write(base.join("secret.txt"), "secret").unwrap();
     std::os::unix::fs::symlink(base.join("secret.txt"), root.join("escape")).unwrap();
+    std::os::unix::fs::symlink("loop", root.join("loop")).unwrap();
     root
 }
 
@@ -116,6 +117,7 @@ fn every_error_status_is_answered_and_the_pool_keeps_serving() {
             "GET / HTTP/1.1\r\nHost: x\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\nab".into(),
             400,
         ),
+        ("symlink loop (an unexpected file-system error)", "GET /loop HTTP/1.1\r\nHost: x\r\n\r\n".into(), 500),
         ("HTTP/2.0", "GET / HTTP/2.0\r\nHost: x\r\n\r\n".into(), 505),
     ];
     for (name, raw, want) in &cases {

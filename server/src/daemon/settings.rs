@@ -310,6 +310,20 @@ pub fn resolve(s: &Settings, sources: &Sources, running: Option<&PoolConfig>) ->
     {
         errors.push("document_root", format!("document_root = {:?} is not a directory", root.display().to_string()));
     }
+    // Accounts are checked here too (not only when the children are forked), so `-t` and `-k`
+    // catch a misspelt user before a restart is attempted.
+    if let Some(u) = &s.user
+        && !u.starts_with('#')
+        && !matches!(nix::unistd::User::from_name(u), Ok(Some(_)))
+    {
+        errors.push("user", format!("user = {u:?} does not exist (see /etc/passwd, or use \"#uid\")"));
+    }
+    if let Some(g) = &s.group
+        && !g.starts_with('#')
+        && !matches!(nix::unistd::Group::from_name(g), Ok(Some(_)))
+    {
+        errors.push("group", format!("group = {g:?} does not exist (see /etc/group, or use \"#gid\")"));
+    }
     if !errors.list.is_empty() {
         return Err(errors.list);
     }

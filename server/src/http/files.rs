@@ -16,6 +16,7 @@
 //!   a 404 (no path info, as Apache for static files);
 //! * only regular files are served: a fifo, socket or device is a 403 (opened non-blocking, so a
 //!   fifo cannot hang the child);
+//! * a symlink loop, or any unexpected error (EMFILE, EIO ...), is a 500;
 //! * the Content-Type comes from the name asked for, not a symlink's target (as Apache's mod_mime).
 
 use nix::errno::Errno;
@@ -307,6 +308,7 @@ mod tests {
         std::os::unix::fs::symlink("../root/dir", root.join("around")).unwrap();
         std::os::unix::fs::symlink("/", root.join("slash")).unwrap();
         nix::unistd::mkfifo(&root.join("fifo"), Mode::from_bits_truncate(0o644)).unwrap();
+        std::os::unix::fs::symlink("loop", root.join("loop")).unwrap();
         let r = Root::new(&root).unwrap();
         (base, r)
     }
@@ -347,6 +349,7 @@ mod tests {
             ("/slash", "403"),
             ("/slash/etc/passwd", "403"),
             ("/fifo", "403"),
+            ("/loop", "500"),
             ("/", "403"),
             ("/dir/index.html/", "404"),
             ("/missing", "404"),
