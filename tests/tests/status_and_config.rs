@@ -197,3 +197,83 @@ fn help_lists_every_setting() {
         assert!(out.contains(flag), "--help does not mention {flag}");
     }
 }
+
+/// The slot shows what its child is doing: `R` while a head arrives, `K` while a kept-alive
+/// connection waits, with the request line and the client.
+#[test]
+fn slots_show_reading_and_keep_alive_with_the_request_line() {
+    let p = Preforkd::start(&["--start-servers", "4"]);
+    let slots = || -> Vec<serde_json::Value> {
+        let j: serde_json::Value = serde_json::from_str(&p.get("/server-status?json").text()).unwrap();
+        j["slots"].as_array().unwrap().clone()
+    };
+    let mut kept = Client::connect(p.addr()).unwrap();
+    assert_eq!(kept.request("GET /index.html?kept HTTP/1.1\r\nHost: x\r\n\r\n").unwrap().status, 200);
+    let mut reading = Client::connect(p.addr()).unwrap();
+    reading.send(b"GET /slow HTTP/1.1\r\nHost: x\r\n").unwrap(); // no empty line yet
+    let seen = wait_until(std::time::Duration::from_secs(3), || {
+        let s = slots();
+        let k = s.iter().any(|s| {
+            s["letter"] == "K"
+                && s["request"] == "GET /index.html?kept HTTP/1.1"
+                && s["client"].as_str().unwrap_or("").starts_with("127.0.0.1")
+        });
+        let r = s.iter().any(|s| s["letter"] == "R");
+        k && r
+    });
+    assert!(seen, "{:#?}", slots().iter().filter(|s| s["letter"] != ".").collect::<Vec<_>>());
+    let auto = p.get("/server-status?auto").text();
+    let board = auto.lines().find_map(|l| l.strip_prefix("Scoreboard: ")).unwrap();
+    assert!(board.contains('K') && board.contains('R'), "{board}");
+}
+
+/// Logs go where they are configured; a flag overrides the file.
+#[test]
+fn access_and_error_logs_go_to_files_and_flags_override_the_file() {
+    let dir = tempdir("logs");
+    let conf = dir.join("preforkd.toml");
+    let (access, errors) = (dir.join("access.log"), dir.join("error.log"));
+    std::fs::write(
+        &conf,
+        format!(
+            "listen = [\"127.0.0.1:0\"]\nlog_format = \"combined\"\naccess_log = \"{}\"\nerror_log = \"{}\"\n",
+            access.display(),
+            errors.display()
+        ),
+    )
+    .unwrap();
+    let mut child = std::process::Command::new(preforkd_bin())
+        .args(["--config", conf.to_str().unwrap(), "--log-format", "common"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let pid = child.id();
+    let log = || std::fs::read_to_string(&errors).unwrap_or_default();
+    let up = wait_until(std::time::Duration::from_secs(10), || log().contains("resuming normal operations"));
+    let addr: Option<std::net::SocketAddr> = log()
+        .lines()
+        .find_map(|l| l.split("listening on ").nth(1))
+        .and_then(|rest| rest.split(';').next())
+        .and_then(|a| a.trim().parse().ok());
+    let result = std::panic::catch_unwind(|| {
+        assert!(up, "{}", log());
+        let addr = addr.expect("the listening address in the error log");
+        let r = request(addr, "GET / HTTP/1.1\r\nHost: x\r\nUser-Agent: probe\r\nConnection: close\r\n\r\n").unwrap();
+        assert_eq!(r.status, 200);
+        assert!(wait_until(std::time::Duration::from_secs(2), || std::fs::read_to_string(&access)
+            .is_ok_and(|a| a.contains("\"GET / HTTP/1.1\" 200 "))));
+        let line = std::fs::read_to_string(&access).unwrap();
+        assert!(!line.contains("probe"), "--log-format common overrides the file's combined: {line}");
+    });
+    let children = children_of(pid);
+    let _ = child.kill();
+    let _ = child.wait();
+    for c in children {
+        let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(c as i32), nix::sys::signal::Signal::SIGKILL);
+    }
+    std::fs::remove_dir_all(dir).unwrap();
+    if let Err(e) = result {
+        std::panic::resume_unwind(e);
+    }
+}
