@@ -82,6 +82,10 @@ fn reset_signals() -> nix::Result<()> {
     // SAFETY: SIG_IGN and a handler that only stores to an atomic are async-signal-safe.
     unsafe {
         sigaction(Signal::SIGPIPE, &SigAction::new(SigHandler::SigIgn, SaFlags::empty(), SigSet::empty()))?;
+        // Ctrl-C in a terminal signals the whole foreground process group: the parent, which gets
+        // it too, stops the children in order (a child killed by SIGINT would be reported as a
+        // crash).
+        sigaction(Signal::SIGINT, &SigAction::new(SigHandler::SigIgn, SaFlags::empty(), SigSet::empty()))?;
         // No SA_RESTART: the wake signal must interrupt F_SETLKW, flock and semop.
         sigaction(Signal::SIGUSR1, &SigAction::new(SigHandler::Handler(on_wake), SaFlags::empty(), SigSet::empty()))?;
     }

@@ -168,13 +168,22 @@ impl Supervisor {
         }
         let mut pending = vec![];
         while let Ok(Some(info)) = signals.read_signal() {
-            pending.push(info.ssi_signo as i32);
+            pending.push((info.ssi_signo as i32, info.ssi_code));
         }
-        for signo in pending {
+        for (signo, code) in pending {
             let exit = match Signal::try_from(signo) {
                 Ok(Signal::SIGCHLD) => self.reap(),
                 Ok(Signal::SIGUSR1) => self.restart(true),
                 Ok(Signal::SIGHUP) => self.restart(false),
+                Ok(Signal::SIGWINCH) if code == libc::SI_KERNEL => {
+                    // Sent by the terminal because its window was resized, not by anyone asking
+                    // for a graceful stop (Apache stops here; resizing a terminal should not).
+                    info!(
+                        "SIGWINCH from the terminal (window resized) ignored; graceful stop: kill -WINCH {}",
+                        self.pid
+                    );
+                    None
+                }
                 Ok(Signal::SIGWINCH) => self.command(Command::GracefulStop),
                 Ok(Signal::SIGTERM | Signal::SIGINT) => self.command(Command::Stop),
                 _ => None,

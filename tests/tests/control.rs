@@ -218,3 +218,43 @@ fn graceful_stop_answers_requests_in_flight_then_exits() {
     assert_eq!(p.wait(Duration::from_secs(5)).map(|s| s.code()), Some(Some(0)));
     assert!(std::net::TcpStream::connect(p.addr()).is_err(), "refused once the listeners are closed");
 }
+
+/// In a terminal, the kernel signals the whole foreground process group: SIGWINCH when the window
+/// is resized, SIGINT on Ctrl-C. A resize must not stop the server (SIGWINCH is also the graceful
+/// stop signal); Ctrl-C stops it cleanly, with no child reported as killed by SIGINT.
+#[test]
+fn in_a_terminal_a_resize_does_not_stop_the_server_and_ctrl_c_stops_it_cleanly() {
+    let pty = nix::pty::openpty(None, None).expect("a pseudo-terminal");
+    let slave = pty.slave.as_raw_fd();
+    let mut p = Preforkd::start_with(&[], |bin, args| {
+        let mut cmd = Command::new(bin);
+        cmd.args(args);
+        // SAFETY: setsid and ioctl are async-signal-safe. A new session whose controlling
+        // terminal is the pty: preforkd's process group is the terminal's foreground group.
+        unsafe {
+            cmd.pre_exec(move || {
+                if libc::setsid() == -1 || libc::ioctl(slave, libc::TIOCSCTTY, 0) == -1 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+        cmd
+    });
+    let master = pty.master.as_raw_fd();
+    for (rows, cols) in [(30u16, 100u16), (40, 120), (24, 80)] {
+        let size = libc::winsize { ws_row: rows, ws_col: cols, ws_xpixel: 0, ws_ypixel: 0 };
+        // SAFETY: TIOCSWINSZ reads a winsize from a valid pointer.
+        assert_eq!(unsafe { libc::ioctl(master, libc::TIOCSWINSZ, &size) }, 0);
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(wait_until(Duration::from_secs(2), || p.stderr().contains("window resized")), "{}", p.stderr());
+    assert_eq!(p.get("/").status, 200, "still serving after the terminal was resized");
+    assert!(p.wait(Duration::from_millis(200)).is_none());
+    // Ctrl-C, as typed: the line discipline turns it into SIGINT for the foreground group.
+    assert_eq!(nix::unistd::write(&pty.master, b"\x03").unwrap(), 1);
+    assert_eq!(p.wait(Duration::from_secs(5)).map(|s| s.code()), Some(Some(0)), "{}", p.stderr());
+    let log = p.stderr();
+    assert!(!log.contains("killed by signal 2"), "children must leave through the parent's stop:\n{log}");
+    assert!(!log.contains("WARN"), "{log}");
+}
