@@ -366,6 +366,17 @@ fn expected_signal(sig: i32) -> bool {
     matches!(sig, 1 | 9 | 10 | 15)
 }
 
+/// A death that says something is wrong with the child itself: a non-zero exit code or a crash
+/// signal (SIGSEGV, SIGABRT …). Deaths by a signal someone sends (SIGKILL from the OOM killer or
+/// an operator, SIGTERM …) are not: the capacity they took is replaced at the policy's rate, not
+/// held back by the crash-loop brake.
+fn self_inflicted(status: ExitStatus) -> bool {
+    match status {
+        ExitStatus::Signaled(sig) => !expected_signal(sig),
+        other => other.is_abnormal(),
+    }
+}
+
 impl fmt::Display for ParentLog {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
@@ -767,7 +778,7 @@ impl Parent {
         }
         let early = last == Some(SlotState::Starting) || now.since(rec.spawned_at) < EARLY_EXIT_WINDOW;
         if current
-            && status.is_abnormal()
+            && self_inflicted(status)
             && early
             && self.stage == Stage::Running
             && let Some(paused_for) = self.brake.early_exit(now)

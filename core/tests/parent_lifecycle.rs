@@ -247,6 +247,26 @@ fn children_crashing_at_start_cannot_make_the_parent_fork_in_a_loop() {
     assert_eq!(last, Some(CRASH_LOOP_MAX_PAUSE));
 }
 
+/// Children killed from outside (SIGKILL) right after they start are replaced at the policy's
+/// rate: the brake is for children that fail by themselves.
+#[test]
+fn children_killed_from_outside_at_start_are_replaced_without_the_brake() {
+    let mut sim = Sim::with(pool(5, 5, 10, 64), Behaviour::KilledOnStart);
+    for _ in 0..10 {
+        sim.settle();
+        sim.advance(Duration::from_secs(1));
+    }
+    assert_eq!(sim.logged(|l| matches!(l, ParentLog::CrashLoop { .. })), 0);
+    assert_eq!(sim.parent.brake().early_exits(), 0);
+    assert!(sim.forks > 100, "replaced at the policy's rate (up to 32 a tick): {} forks in 10 s", sim.forks);
+    sim.behaviour = Behaviour::Normal;
+    sim.settle();
+    sim.advance(Duration::from_secs(1));
+    sim.settle();
+    assert!(sim.view().counts().idle() >= 5, "the pool is back at once: {}", sim.letters());
+    sim.check();
+}
+
 #[test]
 fn the_crash_loop_brake_releases_once_children_live() {
     let mut sim = Sim::with(pool(4, 4, 8, 16), Behaviour::CrashOnStart);

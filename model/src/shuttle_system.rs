@@ -188,7 +188,7 @@ fn child_main(
             }
             if w.deaths_left > 0 && rng.gen_ratio(1, 12) {
                 w.deaths_left -= 1;
-                die(&shared, &mut w, pid, ExitStatus::Signaled(9));
+                die(&shared, &mut w, pid, ExitStatus::Signaled(11)); // a crash (SIGSEGV)
                 return;
             }
             match next {

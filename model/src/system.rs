@@ -409,7 +409,7 @@ impl Model for SystemModel {
             Action::Crash(pid) => {
                 s.budget.crashes -= 1;
                 let i = s.procs.iter().position(|p| p.pid == pid)?;
-                self.die(&mut s, i, ExitStatus::Signaled(9));
+                self.die(&mut s, i, ExitStatus::Signaled(11)); // a crash (SIGSEGV): it feeds the brake
             }
             Action::Connect(l) => {
                 s.budget.connections -= 1;

@@ -306,3 +306,216 @@ pub fn read_line_matching(out: impl Read, timeout: Duration, pred: impl Fn(&str)
     }
     None
 }
+
+/// What one request of a [`Load`] came to.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    /// A 200.
+    Ok,
+    /// The connection was refused (nothing listens: after a stop closed the listeners).
+    Refused,
+    /// Anything else: a reset, a close before the response, a timeout, a bad status.
+    Failed(String),
+}
+
+/// One failed request, and when.
+#[derive(Clone, Debug)]
+pub struct Failure {
+    /// When the request was sent.
+    pub at: Instant,
+    /// What happened.
+    pub what: String,
+}
+
+/// How [`Load`] clients use connections.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Mode {
+    /// Keep the connection open while the server allows (reconnect when it says close).
+    KeepAlive,
+    /// One request per connection (`Connection: close`).
+    Close,
+}
+
+#[derive(Default)]
+struct Tally {
+    ok: AtomicU64,
+    refused: AtomicU64,
+    failures: std::sync::Mutex<Vec<Failure>>,
+}
+
+/// A real HTTP client load: `clients` threads sending `GET path` to the addresses in turn,
+/// counting every request's outcome. Clients follow the protocol: a response with
+/// `Connection: close` means reconnect, which is not a failure.
+pub struct Load {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    tally: std::sync::Arc<Tally>,
+    handles: Vec<std::thread::JoinHandle<()>>,
+}
+
+/// What a [`Load`] saw in total.
+#[derive(Clone, Debug)]
+pub struct Totals {
+    /// Requests answered 200.
+    pub ok: u64,
+    /// Connections refused.
+    pub refused: u64,
+    /// Every other outcome, in order.
+    pub failures: Vec<Failure>,
+}
+
+impl Load {
+    /// Starts the clients.
+    pub fn start(addrs: &[SocketAddr], clients: usize, mode: Mode, path: &str) -> Load {
+        use std::sync::atomic::AtomicBool;
+        let stop = std::sync::Arc::new(AtomicBool::new(false));
+        let tally = std::sync::Arc::new(Tally::default());
+        let handles = (0..clients)
+            .map(|i| {
+                let (stop, tally) = (stop.clone(), tally.clone());
+                let addrs = addrs.to_vec();
+                let request = match mode {
+                    Mode::KeepAlive => format!("GET {path} HTTP/1.1\r\nHost: load\r\n\r\n"),
+                    Mode::Close => format!("GET {path} HTTP/1.1\r\nHost: load\r\nConnection: close\r\n\r\n"),
+                };
+                std::thread::spawn(move || {
+                    let mut n = i;
+                    let mut client: Option<Client> = None;
+                    while !stop.load(Ordering::Relaxed) {
+                        let at = Instant::now();
+                        if client.is_none() {
+                            n += 1;
+                            match Client::connect(addrs[n % addrs.len()]) {
+                                Ok(c) => client = Some(c),
+                                Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => {
+                                    tally.refused.fetch_add(1, Ordering::Relaxed);
+                                    std::thread::sleep(Duration::from_millis(5));
+                                    continue;
+                                }
+                                Err(e) => {
+                                    tally.failures.lock().unwrap().push(Failure { at, what: format!("connect: {e}") });
+                                    continue;
+                                }
+                            }
+                        }
+                        let (outcome, keep) = one(client.as_mut().expect("connected"), &request);
+                        if !keep {
+                            client = None;
+                        }
+                        match outcome {
+                            Outcome::Ok => {
+                                tally.ok.fetch_add(1, Ordering::Relaxed);
+                            }
+                            Outcome::Refused => {
+                                tally.refused.fetch_add(1, Ordering::Relaxed);
+                            }
+                            Outcome::Failed(what) => {
+                                tally.failures.lock().unwrap().push(Failure { at, what });
+                            }
+                        }
+                    }
+                })
+            })
+            .collect();
+        Load { stop, tally, handles }
+    }
+
+    /// Requests answered so far.
+    pub fn ok(&self) -> u64 {
+        self.tally.ok.load(Ordering::Relaxed)
+    }
+
+    /// Failures so far.
+    pub fn failures(&self) -> Vec<Failure> {
+        self.tally.failures.lock().unwrap().clone()
+    }
+
+    /// Waits until `n` more requests have been answered (or `timeout`); whether they were.
+    pub fn progresses(&self, n: u64, timeout: Duration) -> bool {
+        let start = self.ok();
+        wait_until(timeout, || self.ok() >= start + n)
+    }
+
+    /// Stops the clients; the totals.
+    pub fn stop(self) -> Totals {
+        self.stop.store(true, Ordering::Relaxed);
+        for h in self.handles {
+            let _ = h.join();
+        }
+        Totals {
+            ok: self.tally.ok.load(Ordering::Relaxed),
+            refused: self.tally.refused.load(Ordering::Relaxed),
+            failures: self.tally.failures.lock().unwrap().clone(),
+        }
+    }
+}
+
+/// One request on an open connection; whether the connection can be used again.
+fn one(c: &mut Client, request: &str) -> (Outcome, bool) {
+    c.set_read_timeout(Duration::from_secs(10));
+    match c.request(request) {
+        Ok(r) if r.status == 200 => (Outcome::Ok, r.header("Connection") != Some("close")),
+        Ok(r) => (Outcome::Failed(format!("status {}", r.status)), false),
+        Err(e) => (Outcome::Failed(format!("request: {e}")), false),
+    }
+}
+
+/// One slot of the scoreboard, as `?json` shows it.
+#[derive(Clone, Debug)]
+pub struct SlotInfo {
+    /// Slot index.
+    pub slot: usize,
+    /// The child's pid (0: none).
+    pub pid: u32,
+    /// Its generation.
+    pub generation: u64,
+    /// Apache's letter.
+    pub letter: char,
+    /// It holds the accept lock.
+    pub holds_lock: bool,
+}
+
+impl Preforkd {
+    /// The scoreboard through `?json` (only slots with a pid).
+    pub fn slots(&self) -> Vec<SlotInfo> {
+        let text = self.get("/server-status?json").text();
+        let j: serde_json::Value = serde_json::from_str(&text).unwrap_or_else(|e| panic!("?json: {e}: {text}"));
+        j["slots"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|s| {
+                Some(SlotInfo {
+                    slot: s["slot"].as_u64()? as usize,
+                    pid: s["pid"].as_u64()? as u32,
+                    generation: s["generation"].as_u64()?,
+                    letter: s["letter"].as_str()?.chars().next()?,
+                    holds_lock: s["holds_accept_lock"].as_bool().unwrap_or(false),
+                })
+            })
+            .filter(|s| s.pid != 0)
+            .collect()
+    }
+
+    /// A `?auto` field.
+    pub fn auto_field(&self, name: &str) -> Option<String> {
+        let text = self.get("/server-status?auto").text();
+        text.lines().find_map(|l| l.strip_prefix(&format!("{name}: ")).map(str::to_string))
+    }
+
+    /// The parent's direct children that are zombies (exited, not reaped).
+    pub fn zombies(&self) -> Vec<u32> {
+        children_of(self.pid).into_iter().filter(|&c| is_zombie(c)).collect()
+    }
+}
+
+/// Is `pid` a zombie?
+pub fn is_zombie(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .is_ok_and(|s| s.rsplit(')').next().unwrap_or("").trim_start().starts_with('Z'))
+}
+
+/// `pid`'s parent, from /proc.
+pub fn parent_of(pid: u32) -> Option<u32> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    stat.rsplit(')').next()?.split_whitespace().nth(1)?.parse().ok()
+}

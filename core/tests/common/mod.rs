@@ -25,6 +25,8 @@ pub enum Behaviour {
     Normal,
     /// Crashes (SIGSEGV) as soon as it starts.
     CrashOnStart,
+    /// Is killed (SIGKILL, by someone else: the OOM killer, an operator) as soon as it starts.
+    KilledOnStart,
     /// Ignores SIGTERM (only SIGKILL kills it).
     IgnoresTerm,
     /// Ignores every signal (a process stuck in the kernel).
@@ -162,9 +164,14 @@ impl Sim {
     pub fn start_children(&mut self) {
         let new: Vec<Pid> = self.procs.iter().filter(|(_, p)| p.last.is_none()).map(|(&pid, _)| pid).collect();
         for pid in new {
-            if self.procs[&pid].behaviour == Behaviour::CrashOnStart {
+            let signal = match self.procs[&pid].behaviour {
+                Behaviour::CrashOnStart => Some(11),
+                Behaviour::KilledOnStart => Some(9),
+                _ => None,
+            };
+            if let Some(sig) = signal {
                 self.procs.remove(&pid);
-                self.exits.push((pid, ExitStatus::Signaled(11), None));
+                self.exits.push((pid, ExitStatus::Signaled(sig), None));
                 continue;
             }
             self.step(pid, ChildEvent::Started);
