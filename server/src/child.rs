@@ -282,7 +282,7 @@ fn serve_loop(
             ChildAction::Serve => {
                 let (stream, peer, peer_addr, listener) = accepted.take().expect("an accepted connection");
                 record.set_texts(Some(&peer), Some(""));
-                let status = Status { slot: me, record };
+                let status = Status { slot: me, record, listeners, released: std::cell::Cell::new(false) };
                 let mut conn = Connection { stream, peer, peer_addr, listener, status, board, listeners };
                 if let Err(e) = service.serve(&mut conn) {
                     debug!("child slot {slot}: connection from {}: {e}", conn.peer);

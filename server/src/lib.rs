@@ -135,18 +135,29 @@ impl Write for Stream {
 pub struct Status<'a> {
     slot: ChildSlot<'a, AtomicU64>,
     record: &'a shm::SlotRecord,
+    listeners: &'a [Listener],
+    released: std::cell::Cell<bool>,
 }
 
 impl Status<'_> {
     /// Shows what the child is doing: one of `BusyRead`, `BusyWrite`, `Keepalive`, `Logging`,
     /// `Closing`. Answers [`SlotUpdate::Graceful`] when the parent asked the child to finish up (a
     /// graceful restart or stop): the slot keeps showing `G`.
+    ///
+    /// A child that is winding down will never accept again, so it lets go of the listening
+    /// sockets at once (SPEC.md §7.5): after a graceful stop closed the parent's copies, the
+    /// sockets close as soon as no child holds them, and new clients are refused instead of
+    /// queueing behind a long response (to be reset when the last child leaves).
     pub fn set(&self, state: SlotState) -> SlotUpdate {
-        match self.slot.set(state) {
+        let update = match self.slot.set(state) {
             Ok(update) => update,
             // Not a busy state, or the slot was damaged: nothing to show; wind down to be safe.
             Err(_) => SlotUpdate::Graceful,
+        };
+        if update == SlotUpdate::Graceful && !self.released.replace(true) {
+            listeners::release_in_child(self.listeners);
         }
+        update
     }
 
     /// Has the parent asked this child to finish up (graceful restart or stop)?

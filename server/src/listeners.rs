@@ -111,6 +111,20 @@ impl Drop for Listener {
     }
 }
 
+/// In a child that will not accept again: drops this process's references to the listening
+/// sockets. Each descriptor is replaced in place by `/dev/null` (`dup3`), so its number stays
+/// valid and owned by the same `Listener` (nothing can be closed twice or reused under it), while
+/// the socket itself closes once no other process holds it. Best effort: on error nothing changes.
+pub(crate) fn release_in_child(listeners: &[Listener]) {
+    use std::os::fd::AsRawFd;
+    let Ok(null) = std::fs::File::open("/dev/null") else { return };
+    for l in listeners {
+        // SAFETY: dup3 onto a descriptor this process owns (the listener's socket), atomically
+        // replacing the open file it refers to; no memory is involved.
+        unsafe { libc::dup3(null.as_raw_fd(), l.socket.as_raw_fd(), libc::O_CLOEXEC) };
+    }
+}
+
 /// A unix socket path left behind by a previous run is removed; anything else at that path is an
 /// error (never delete a regular file because of a configuration typo).
 fn remove_stale_socket(path: &Path) -> io::Result<()> {

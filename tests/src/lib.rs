@@ -321,7 +321,7 @@ pub enum Outcome {
 /// One failed request, and when.
 #[derive(Clone, Debug)]
 pub struct Failure {
-    /// When the request was sent.
+    /// When the failure was seen.
     pub at: Instant,
     /// What happened.
     pub what: String,
@@ -381,7 +381,6 @@ impl Load {
                     let mut n = i;
                     let mut client: Option<Client> = None;
                     while !stop.load(Ordering::Relaxed) {
-                        let at = Instant::now();
                         if client.is_none() {
                             n += 1;
                             match Client::connect(addrs[n % addrs.len()]) {
@@ -392,7 +391,8 @@ impl Load {
                                     continue;
                                 }
                                 Err(e) => {
-                                    tally.failures.lock().unwrap().push(Failure { at, what: format!("connect: {e}") });
+                                    let what = format!("connect: {e}");
+                                    tally.failures.lock().unwrap().push(Failure { at: Instant::now(), what });
                                     continue;
                                 }
                             }
@@ -409,7 +409,7 @@ impl Load {
                                 tally.refused.fetch_add(1, Ordering::Relaxed);
                             }
                             Outcome::Failed(what) => {
-                                tally.failures.lock().unwrap().push(Failure { at, what });
+                                tally.failures.lock().unwrap().push(Failure { at: Instant::now(), what });
                             }
                         }
                     }
@@ -422,6 +422,11 @@ impl Load {
     /// Requests answered so far.
     pub fn ok(&self) -> u64 {
         self.tally.ok.load(Ordering::Relaxed)
+    }
+
+    /// Connections refused so far.
+    pub fn refused(&self) -> u64 {
+        self.tally.refused.load(Ordering::Relaxed)
     }
 
     /// Failures so far.
@@ -472,6 +477,8 @@ pub struct SlotInfo {
     pub letter: char,
     /// It holds the accept lock.
     pub holds_lock: bool,
+    /// The request line it shows.
+    pub request: String,
 }
 
 impl Preforkd {
@@ -490,6 +497,7 @@ impl Preforkd {
                     generation: s["generation"].as_u64()?,
                     letter: s["letter"].as_str()?.chars().next()?,
                     holds_lock: s["holds_accept_lock"].as_bool().unwrap_or(false),
+                    request: s["request"].as_str().unwrap_or("").to_string(),
                 })
             })
             .filter(|s| s.pid != 0)

@@ -534,13 +534,7 @@ impl HttpService {
         let stream = conn.stream();
         stream.write_all(out)?;
         if let Some((f, n)) = large {
-            let sent = match stream {
-                Stream::Tcp(s) => io::copy(&mut (&f).take(n), s)?, // sendfile(2) under the hood
-                other => io::copy(&mut (&f).take(n), other)?,
-            };
-            if sent != n {
-                return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "the file shrank while being sent"));
-            }
+            send_file(stream, &f, n)?;
         }
         if out.capacity() > 4 * INLINE_BODY as usize {
             *out = Vec::with_capacity(8192); // do not keep a large status page's buffer
@@ -631,4 +625,30 @@ fn response_headers(r: &mut Response, req: Option<&Head>, served: u32, cfg: &Htt
     }
     head.push_str("\r\n");
     head
+}
+
+/// Sends `n` bytes of `file` with sendfile(2). Each call waits at most the socket's send timeout
+/// (`timeout`); a call that times out ends the response (`TimedOut`), so a client that stops
+/// reading holds the child for `timeout`, not longer (std's copy would fall back to read/write
+/// and wait again).
+fn send_file(stream: &Stream, file: &std::fs::File, n: u64) -> io::Result<()> {
+    use std::os::fd::AsFd;
+    let out = match stream {
+        Stream::Tcp(s) => s.as_fd(),
+        Stream::Unix(s) => s.as_fd(),
+    };
+    let mut offset: libc::off_t = 0;
+    while (offset as u64) < n {
+        let chunk = (n - offset as u64).min(1 << 30) as usize;
+        match nix::sys::sendfile::sendfile(out, file.as_fd(), Some(&mut offset), chunk) {
+            Ok(0) => return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "the file shrank while being sent")),
+            Ok(_) => {}
+            Err(nix::errno::Errno::EINTR) => {}
+            Err(nix::errno::Errno::EAGAIN) => {
+                return Err(io::Error::new(io::ErrorKind::TimedOut, "the client did not read within timeout"));
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok(())
 }

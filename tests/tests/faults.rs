@@ -1,0 +1,410 @@
+//! Faults under load, from the outside: every test runs a real HTTP client load and counts every
+//! request's outcome while it kills children, the lock holder or the parent, restarts, stops or
+//! recycles. Each prints a results line (`RESULT ...`) that `tests/RESULTS.md` records.
+//!
+//! `PREFORK_FAULTS_LONG=1` multiplies the number of faults injected by 10.
+
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+use prefork_tests::*;
+use std::collections::BTreeSet;
+use std::time::{Duration, Instant};
+
+/// Tests in this file run one at a time: each loads the machine, and some measure recovery.
+static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+fn scale() -> usize {
+    if std::env::var_os("PREFORK_FAULTS_LONG").is_some() { 10 } else { 1 }
+}
+
+fn sigkill(pid: u32) {
+    let _ = kill(Pid::from_raw(pid as i32), Signal::SIGKILL);
+}
+
+fn two_listeners(extra: &[&str]) -> Preforkd {
+    let mut args = vec!["--listen", "127.0.0.1:0", "--listen", "127.0.0.1:0"];
+    args.extend_from_slice(extra);
+    let p = Preforkd::start(&args);
+    assert_eq!(p.addrs.len(), 2);
+    p
+}
+
+/// Time until a fresh request on every listener is answered, retrying.
+fn recovery(p: &Preforkd, limit: Duration) -> Option<Duration> {
+    let start = Instant::now();
+    for &addr in &p.addrs {
+        let ok = wait_until(limit.saturating_sub(start.elapsed()), || {
+            let mut c = match Client::connect(addr) {
+                Ok(c) => c,
+                Err(_) => return false,
+            };
+            c.set_read_timeout(Duration::from_millis(500));
+            c.request("GET / HTTP/1.1\r\nHost: probe\r\nConnection: close\r\n\r\n").is_ok_and(|r| r.status == 200)
+        });
+        if !ok {
+            return None;
+        }
+    }
+    Some(start.elapsed())
+}
+
+fn percentile(mut v: Vec<Duration>, p: f64) -> Duration {
+    v.sort();
+    v.get(((v.len() as f64 - 1.0) * p).round() as usize).copied().unwrap_or_default()
+}
+
+#[test]
+fn killing_the_accept_lock_holder_never_hangs_the_pool() {
+    let _s = serial();
+    let kills = 100 * scale();
+    let p = two_listeners(&["--start-servers", "8", "--min-spare-servers", "5", "--max-spare-servers", "20"]);
+    let load = Load::start(&p.addrs, 6, Mode::KeepAlive, "/");
+    assert!(load.progresses(100, Duration::from_secs(5)));
+    let mut recoveries = vec![];
+    for i in 0..kills {
+        let mut holder = None;
+        assert!(
+            wait_until(Duration::from_secs(2), || {
+                holder = p.slots().into_iter().find(|s| s.holds_lock).map(|s| s.pid);
+                holder.is_some()
+            }),
+            "kill {i}: no child holds the accept lock: {:?}",
+            p.slots()
+        );
+        sigkill(holder.unwrap());
+        match recovery(&p, Duration::from_secs(1)) {
+            Some(d) => recoveries.push(d),
+            None => panic!("kill {i}: not serving on both listeners within 1 s of killing the lock holder"),
+        }
+    }
+    assert!(load.progresses(100, Duration::from_secs(5)), "the load goes on");
+    let t = load.stop();
+    // Only a request in flight in the killed child can fail: the holder waits for a connection,
+    // so at most the one it had just accepted.
+    assert!(t.failures.len() <= kills, "{} failures for {kills} kills: {:?}", t.failures.len(), t.failures);
+    let worst = recoveries.iter().max().copied().unwrap_or_default();
+    eprintln!(
+        "RESULT lock-holder-kill: faults {kills}, requests {}, failed {}, recovery median {:?} p99 {:?} max {worst:?}",
+        t.ok + t.failures.len() as u64,
+        t.failures.len(),
+        percentile(recoveries.clone(), 0.5),
+        percentile(recoveries, 0.99)
+    );
+}
+
+#[test]
+fn a_thousand_random_child_kills_leave_no_stale_slot_and_no_zombie() {
+    let _s = serial();
+    let kills = 1000 * scale();
+    let p = Preforkd::start(&[
+        "--start-servers",
+        "16",
+        "--min-spare-servers",
+        "8",
+        "--max-spare-servers",
+        "24",
+        "--max-request-workers",
+        "64",
+        "--maintenance-interval-ms",
+        "100",
+    ]);
+    let load = Load::start(&p.addrs, 4, Mode::KeepAlive, "/");
+    let mut rng = 0x9e3779b97f4a7c15u64;
+    let mut killed = BTreeSet::new();
+    let started = Instant::now();
+    while killed.len() < kills {
+        assert!(started.elapsed() < Duration::from_secs(60 * scale() as u64), "only {} kills in time", killed.len());
+        let children: Vec<u32> =
+            children_of(p.pid).into_iter().filter(|&c| !is_zombie(c) && !killed.contains(&c)).collect();
+        if children.is_empty() {
+            std::thread::sleep(Duration::from_millis(5));
+            continue;
+        }
+        rng ^= rng << 13;
+        rng ^= rng >> 7;
+        rng ^= rng << 17;
+        let victim = children[(rng % children.len() as u64) as usize];
+        sigkill(victim);
+        killed.insert(victim);
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    let storm = started.elapsed();
+    // The pool comes back by itself.
+    let back = Instant::now();
+    let recovered = recovery(&p, Duration::from_secs(10));
+    assert!(recovered.is_some(), "not serving after the storm");
+    assert!(
+        wait_until(Duration::from_secs(10), || p.auto_field("IdleWorkers").and_then(|v| v.parse::<u32>().ok())
+            >= Some(8)),
+        "min_spare_servers idle children are back: {:?}",
+        p.auto_field("Scoreboard")
+    );
+    let back = back.elapsed();
+    let t = load.stop();
+    // Only requests in flight in a killed child can fail (at most one per kill).
+    assert!(t.failures.len() <= kills, "{} failures for {kills} kills", t.failures.len());
+    // Let the parent reap the last exits, then compare its board with /proc.
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(p.zombies().is_empty(), "unreaped children: {:?}", p.zombies());
+    let slots = p.slots();
+    let live: Vec<&SlotInfo> = slots.iter().filter(|s| s.letter != '.').collect();
+    for s in &live {
+        assert!(alive(s.pid), "slot {} shows {} for pid {}, which is gone", s.slot, s.letter, s.pid);
+        assert_eq!(parent_of(s.pid), Some(p.pid), "slot {} pid {} is not our child", s.slot, s.pid);
+        assert!(!killed.contains(&s.pid), "slot {} still shows killed pid {}", s.slot, s.pid);
+    }
+    let mut on_board: Vec<u32> = live.iter().map(|s| s.pid).collect();
+    let mut in_proc: Vec<u32> = children_of(p.pid);
+    on_board.sort();
+    in_proc.sort();
+    assert_eq!(on_board, in_proc, "the board's children are exactly the parent's children");
+    let auto = p.get("/server-status?auto").text();
+    let field = |n: &str| auto.lines().find_map(|l| l.strip_prefix(&format!("{n}: "))).unwrap().to_string();
+    let busy: usize = field("BusyWorkers").parse().unwrap();
+    let idle: usize = field("IdleWorkers").parse().unwrap();
+    let graceful: usize = field("GracefulWorkers").parse().unwrap();
+    let board = field("Scoreboard");
+    let starting = board.chars().filter(|&c| c == 'S' || c == 'I').count();
+    assert_eq!(busy + idle + graceful + starting, in_proc.len(), "derived counts = a recount from /proc: {board}");
+    eprintln!(
+        "RESULT random-child-kills: faults {kills} in {storm:?}, requests {}, failed {}, recovery {:?} to serve, {back:?} to {} idle",
+        t.ok + t.failures.len() as u64,
+        t.failures.len(),
+        recovered.unwrap(),
+        idle
+    );
+}
+
+#[test]
+fn graceful_restarts_under_mixed_load_lose_nothing_and_retire_old_children() {
+    let _s = serial();
+    let restarts = 20 * scale();
+    let p = Preforkd::start(&["--start-servers", "6", "--min-spare-servers", "4", "--max-spare-servers", "12"]);
+    let keep = Load::start(&p.addrs, 3, Mode::KeepAlive, "/");
+    let close = Load::start(&p.addrs, 3, Mode::Close, "/");
+    assert!(keep.progresses(50, Duration::from_secs(5)) && close.progresses(50, Duration::from_secs(5)));
+    let mut last = 0;
+    for i in 1..=restarts as u64 {
+        p.signal(Signal::SIGUSR1);
+        assert!(
+            wait_until(Duration::from_secs(3), || p
+                .auto_field("ParentServerMPMGeneration")
+                .and_then(|g| g.parse::<u64>().ok())
+                == Some(i)),
+            "generation {i}"
+        );
+        let g: u64 = p.auto_field("ParentServerMPMGeneration").unwrap().parse().unwrap();
+        assert!(g > last, "generations increase");
+        last = g;
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // Old children finish what they have and leave.
+    assert!(
+        wait_until(Duration::from_secs(10), || p.slots().iter().all(|s| s.letter == '.' || s.generation == last)),
+        "children of older generations remain: {:?}",
+        p.slots().iter().filter(|s| s.generation != last && s.letter != '.').collect::<Vec<_>>()
+    );
+    let (k, c) = (keep.stop(), close.stop());
+    assert!(k.failures.is_empty() && c.failures.is_empty(), "{:?} {:?}", k.failures, c.failures);
+    assert_eq!(k.refused + c.refused, 0, "listeners stay open across restarts");
+    eprintln!("RESULT graceful-restarts: faults {restarts}, requests {}, failed 0, old generations gone", k.ok + c.ok);
+}
+
+#[test]
+fn a_graceful_stop_under_load_completes_requests_in_flight_then_refuses() {
+    let _s = serial();
+    let clients = 6;
+    let mut p = Preforkd::start(&["--start-servers", "6", "--min-spare-servers", "4", "--max-spare-servers", "12"]);
+    let keep = Load::start(&p.addrs, clients / 2, Mode::KeepAlive, "/");
+    let close = Load::start(&p.addrs, clients / 2, Mode::Close, "/");
+    assert!(keep.progresses(50, Duration::from_secs(5)) && close.progresses(50, Duration::from_secs(5)));
+    // A slow request in flight: its head arrives in pieces across the stop.
+    let mut slow = Client::connect(p.addr()).unwrap();
+    slow.send(b"GET / HTTP/1.1\r\nHost: slow\r\n").unwrap();
+    std::thread::sleep(Duration::from_millis(100));
+    assert_eq!(keep.refused() + close.refused(), 0, "nothing is refused before the stop");
+    assert!(keep.failures().is_empty() && close.failures().is_empty());
+    let stop_at = Instant::now();
+    p.signal(Signal::SIGWINCH);
+    std::thread::sleep(Duration::from_millis(300));
+    slow.send(b"X-Late: yes\r\n\r\n").unwrap();
+    let r = slow.read_response(false).expect("the request in flight is answered");
+    assert_eq!((r.status, r.header("Connection")), (200, Some("close")));
+    assert_eq!(p.wait(Duration::from_secs(10)).map(|s| s.code()), Some(Some(0)));
+    let exited = Instant::now();
+    let (k, c) = (keep.stop(), close.stop());
+    // Requests a child had taken all complete. What the kernel had queued for no child when the
+    // listening sockets closed is reset by the kernel (as in Apache): at most one connection per
+    // client, and only after the stop. Later connections are refused.
+    let failures: Vec<&Failure> = k.failures.iter().chain(&c.failures).collect();
+    assert!(failures.len() <= clients, "{failures:?}");
+    for f in &failures {
+        assert!(f.at >= stop_at && f.at <= exited + Duration::from_millis(50), "{f:?}");
+        assert!(f.what.contains("reset") || f.what.contains("closed before a response"), "{f:?}");
+    }
+    assert!(k.refused + c.refused > 0, "new connections are refused once the listeners close");
+    assert!(std::net::TcpStream::connect(p.addr()).is_err());
+    eprintln!(
+        "RESULT graceful-stop: requests {}, in flight completed, {} queued-for-no-child reset at close, {} refused after close",
+        k.ok + c.ok + 1,
+        failures.len(),
+        k.refused + c.refused
+    );
+}
+
+#[test]
+fn killing_the_parent_under_load_takes_every_child_down_within_a_second() {
+    let _s = serial();
+    let mut p = Preforkd::start(&["--start-servers", "8", "--min-spare-servers", "4", "--max-spare-servers", "12"]);
+    let load = Load::start(&p.addrs, 4, Mode::KeepAlive, "/");
+    assert!(load.progresses(100, Duration::from_secs(5)));
+    let children = children_of(p.pid);
+    assert!(children.len() >= 8);
+    p.signal(Signal::SIGKILL);
+    let killed = Instant::now();
+    assert!(p.wait(Duration::from_secs(2)).is_some());
+    let gone = wait_until(Duration::from_secs(1), || children.iter().all(|&c| !alive(c)));
+    let took = killed.elapsed();
+    let _ = load.stop();
+    assert!(gone, "children outlived the parent: {:?}", children.iter().filter(|&&c| alive(c)).collect::<Vec<_>>());
+    eprintln!("RESULT parent-kill: {} children gone {took:?} after the parent", children.len());
+}
+
+#[test]
+fn max_connections_per_child_recycles_children_under_load_without_failures() {
+    let _s = serial();
+    let p = Preforkd::start(&[
+        "--start-servers",
+        "4",
+        "--min-spare-servers",
+        "2",
+        "--max-spare-servers",
+        "8",
+        "--max-connections-per-child",
+        "20",
+        "--max-connections-per-child-jitter",
+        "10",
+    ]);
+    let first: BTreeSet<u32> = children_of(p.pid).into_iter().collect();
+    let keep = Load::start(&p.addrs, 2, Mode::KeepAlive, "/");
+    let close = Load::start(&p.addrs, 3, Mode::Close, "/");
+    assert!(close.progresses(2000, Duration::from_secs(20)));
+    let (k, c) = (keep.stop(), close.stop());
+    let now: BTreeSet<u32> = children_of(p.pid).into_iter().collect();
+    let spawned: u64 = p
+        .get("/metrics")
+        .text()
+        .lines()
+        .find_map(|l| l.strip_prefix("prefork_spawned_total "))
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(first.is_disjoint(&now), "every first child was recycled: {first:?} {now:?}");
+    assert!(spawned as usize > 2000 / 30, "{spawned} children forked for over 2000 connections");
+    assert!(k.failures.is_empty() && c.failures.is_empty(), "{:?} {:?}", k.failures, c.failures);
+    eprintln!("RESULT max-connections-per-child: requests {}, failed 0, {spawned} children forked", k.ok + c.ok);
+}
+
+/// A child stuck in a request does not hold a restart back longer than the configured timeouts:
+/// a client that never finishes its head (`request_read_timeout`) and one that never reads a
+/// large response (`timeout`).
+#[test]
+fn stuck_children_do_not_hold_a_restart_beyond_the_timeouts() {
+    let _s = serial();
+    let docs = tempdir("big");
+    std::fs::write(docs.join("big.bin"), vec![0u8; 64 << 20]).unwrap();
+    let p = Preforkd::start(&[
+        "--start-servers",
+        "4",
+        "--document-root",
+        docs.to_str().unwrap(),
+        "--request-read-timeout",
+        "2",
+        "--timeout",
+        "2",
+    ]);
+    // Stuck reading: a head that never ends (one header line a second).
+    let mut reader = Client::connect(p.addr()).unwrap();
+    reader.send(b"GET /big.bin HTTP/1.1\r\nHost: x\r\n").unwrap();
+    // Stuck writing: a 64 MiB response nobody reads.
+    let mut writer = Client::connect(p.addr()).unwrap();
+    writer.send(b"GET /big.bin HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    let slots = p.slots();
+    // The reader's head is not complete, so its slot shows no request line yet.
+    let reading = slots.iter().find(|s| s.letter == 'R' && s.request.is_empty()).map(|s| s.pid);
+    let writing = slots.iter().find(|s| s.letter == 'W' && s.request.contains("/big.bin")).map(|s| s.pid);
+    let (Some(reading), Some(writing)) = (reading, writing) else { panic!("{slots:?}") };
+    let stuck = [reading, writing];
+    let t0 = Instant::now();
+    p.signal(Signal::SIGUSR1);
+    let trickle = std::thread::spawn(move || {
+        for i in 0..10 {
+            if reader.send(format!("X-{i}: y\r\n").as_bytes()).is_err() {
+                break;
+            }
+            std::thread::sleep(Duration::from_secs(1));
+        }
+    });
+    assert_eq!(p.get("/").status, 403, "new children serve at once (this root has no index.html)");
+    let mut gone_at = vec![None; stuck.len()];
+    let done = wait_until(Duration::from_secs(8), || {
+        for (i, &c) in stuck.iter().enumerate() {
+            if gone_at[i].is_none() && !alive(c) {
+                gone_at[i] = Some(t0.elapsed());
+            }
+        }
+        gone_at.iter().all(Option::is_some)
+    });
+    eprintln!("stuck children gone after {gone_at:?}");
+    let took = t0.elapsed();
+    assert!(done, "stuck children still alive {took:?} after the restart: {:?}", p.slots());
+    // The reader: request_read_timeout (2 s from its first byte), then up to 2 s of lingering
+    // close while it keeps sending. The writer: `timeout` is per write, as Apache's, so it is cut
+    // off 2 s after the kernel stops taking data (which trickles on for a few seconds more while
+    // the socket buffers fill and the receiver collapses its queue).
+    let (reader_gone, writer_gone) = (gone_at[0].unwrap(), gone_at[1].unwrap());
+    assert!(reader_gone <= Duration::from_secs(5), "reader {reader_gone:?}");
+    assert!(writer_gone <= Duration::from_secs(12), "writer {writer_gone:?}");
+    let _ = trickle.join();
+    drop(writer);
+    std::fs::remove_dir_all(docs).unwrap();
+    eprintln!(
+        "RESULT stuck-children: gone after a graceful restart: reading {reader_gone:?}, writing {writer_gone:?} (timeouts 2 s)"
+    );
+}
+
+/// A graceful stop waits for children to finish, but not longer than `graceful_shutdown_timeout`:
+/// then the stuck ones are stopped as in a stop.
+#[test]
+fn graceful_shutdown_timeout_bounds_a_graceful_stop_held_by_a_stuck_child() {
+    let _s = serial();
+    let mut p =
+        Preforkd::start(&["--start-servers", "2", "--graceful-shutdown-timeout", "1", "--request-read-timeout", "60"]);
+    let mut stuck = Client::connect(p.addr()).unwrap();
+    stuck.send(b"GET / HTTP/1.1\r\nHost: x\r\n").unwrap();
+    std::thread::sleep(Duration::from_millis(200));
+    let t0 = Instant::now();
+    p.signal(Signal::SIGWINCH);
+    let trickle = std::thread::spawn(move || {
+        for i in 0..20 {
+            if stuck.send(format!("X-{i}: y\r\n").as_bytes()).is_err() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(250));
+        }
+    });
+    let status = p.wait(Duration::from_secs(5));
+    let took = t0.elapsed();
+    assert_eq!(status.map(|s| s.code()), Some(Some(0)), "{}", p.stderr());
+    assert!(took >= Duration::from_secs(1) && took < Duration::from_secs(3), "{took:?}");
+    assert!(p.stderr().contains("graceful"), "{}", p.stderr());
+    let _ = trickle.join();
+    eprintln!(
+        "RESULT graceful-shutdown-timeout: a stuck child, the parent exits {took:?} after a graceful stop (timeout 1 s)"
+    );
+}
