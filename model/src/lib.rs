@@ -13,6 +13,7 @@
 //! the kernel's release-on-exit semantics (or, for a negative test, without) for the accept lock.
 #![warn(missing_docs)]
 
+pub mod fuzzing;
 pub mod shuttle_system;
 pub mod system;
 pub mod words;

@@ -28,6 +28,7 @@
 mod child;
 mod creds;
 pub mod daemon;
+pub mod fuzzing;
 pub mod http;
 pub mod listeners;
 pub mod locks;

@@ -160,17 +160,20 @@ fn key_line(text: &str, key: &str) -> Option<usize> {
 
 /// Reads the settings file (if any) and lays the command line over it.
 pub fn load(file: Option<&Path>, cli: &Settings) -> Result<(Settings, Sources), Vec<String>> {
-    let mut sources = Sources { file: None, from_cli: cli.keys() };
-    let from_file = match file {
-        None => Settings::default(),
+    match file {
+        None => Ok((cli.clone(), Sources { file: None, from_cli: cli.keys() })),
         Some(path) => {
             let text = std::fs::read_to_string(path).map_err(|e| vec![format!("{}: {e}", path.display())])?;
-            let parsed: Settings = toml::from_str(&text).map_err(|e| vec![format!("{}: {e}", path.display())])?;
-            sources.file = Some((path.to_path_buf(), text));
-            parsed
+            load_text(&text, path, cli)
         }
-    };
-    Ok((cli.clone().over(from_file), sources))
+    }
+}
+
+/// [`load`] with the file's text already read (`path` names it in messages).
+pub fn load_text(text: &str, path: &Path, cli: &Settings) -> Result<(Settings, Sources), Vec<String>> {
+    let parsed: Settings = toml::from_str(text).map_err(|e| vec![format!("{}: {e}", path.display())])?;
+    let sources = Sources { file: Some((path.to_path_buf(), text.to_string())), from_cli: cli.keys() };
+    Ok((cli.clone().over(parsed), sources))
 }
 
 struct Errors<'a> {

@@ -598,8 +598,10 @@ fn line_limits(buf: &[u8], cfg: &HttpConfig) -> Option<Incoming> {
 /// The response head, with the connection-management headers.
 fn response_headers(r: &mut Response, req: Option<&Head>, served: u32, cfg: &HttpConfig) -> String {
     let minor = req.map_or(1, |h| h.minor);
+    // Always HTTP/1.1, the highest version we conform to, also to a 1.0 client (RFC 9110 §6.2,
+    // as Apache); the connection rules still follow the client's version.
     let mut head = format!(
-        "HTTP/1.{minor} {} {}\r\nDate: {}\r\nServer: {SERVER}\r\n",
+        "HTTP/1.1 {} {}\r\nDate: {}\r\nServer: {SERVER}\r\n",
         r.status,
         reason(r.status),
         httpdate::fmt_http_date(SystemTime::now())

@@ -74,10 +74,11 @@ impl Snapshot {
     pub fn summary(&self) -> Summary {
         let mut s = Summary::default();
         for (i, info) in self.slots.iter().enumerate() {
-            s.accesses += info.requests;
-            s.bytes += info.bytes;
-            s.connections += info.connections;
-            s.wasted_wakeups += info.wasted_wakeups;
+            // Saturating: the counters live in memory any process of the user can write.
+            s.accesses = s.accesses.saturating_add(info.requests);
+            s.bytes = s.bytes.saturating_add(info.bytes);
+            s.connections = s.connections.saturating_add(info.connections);
+            s.wasted_wakeups = s.wasted_wakeups.saturating_add(info.wasted_wakeups);
             match self.state(i) {
                 Some(SlotState::Ready) if info.word.is_ok_and(|w| u64::from(w.generation) == self.generation) => {
                     s.idle += 1
@@ -158,7 +159,7 @@ pub fn auto(snap: &Snapshot, server_name: &str, version: &str) -> String {
     let _ = writeln!(out, "Server Built: {}", env!("CARGO_PKG_VERSION"));
     let _ = writeln!(out, "CurrentTime: {}", ap_time(snap.now_ms));
     let _ = writeln!(out, "RestartTime: {}", ap_time(snap.restarted_ms));
-    let _ = writeln!(out, "ParentServerConfigGeneration: {}", snap.generation + 1);
+    let _ = writeln!(out, "ParentServerConfigGeneration: {}", snap.generation.saturating_add(1));
     let _ = writeln!(out, "ParentServerMPMGeneration: {}", snap.generation);
     let _ = writeln!(out, "ServerUptimeSeconds: {up}");
     let _ = writeln!(out, "ServerUptime:{}", show_time(up));

@@ -1,0 +1,340 @@
+//! Fuzz bodies for the core's state machines. The cargo-fuzz targets in `fuzz/` call these, and
+//! `tests/fuzz_corpus.rs` replays every committed corpus input through them on stable, so what
+//! the fuzzer found stays checked. Each body decodes arbitrary bytes into a sequence of events,
+//! feeds them to the real machines, and panics only when an invariant of SPEC.md §9 breaks (or the
+//! code under test panics).
+
+use crate::system::{Budget, Op, SystemModel};
+use prefork_core::exit::{ExitReason, ExitStatus};
+use prefork_core::parent::{Command, KillSignal, Pid};
+use prefork_core::scoreboard::{ChildSlot, MemoryBoard, SlotTable};
+use prefork_core::seeded::SeededBug;
+use prefork_core::slot::{SlotState, SlotWord};
+use prefork_core::time::Time;
+use prefork_core::{ChildAction, ChildEvent, ChildLoop, Parent, ParentAction, PoolConfig};
+use stateright::{Expectation, Model};
+use std::cell::Cell;
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+/// A byte source that yields zeros once the input is used up.
+struct Bytes<'a>(&'a [u8]);
+
+impl Bytes<'_> {
+    fn byte(&mut self) -> u8 {
+        let Some((&b, rest)) = self.0.split_first() else { return 0 };
+        self.0 = rest;
+        b
+    }
+    fn u64(&mut self) -> u64 {
+        (0..8).fold(0, |acc, _| acc << 8 | u64::from(self.byte()))
+    }
+    fn done(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+/// The whole system of the stateright model (the real `Parent` and `ChildLoop`s on a board, with
+/// clients, crashes and commands), walked along the path the bytes choose: each byte picks one
+/// of the enabled actions. Every safety property of the model is checked after every step, and
+/// the liveness properties when the walk reaches a state with nothing left to do.
+pub fn system_walk(data: &[u8]) {
+    system_walk_with(data, None)
+}
+
+/// [`system_walk`] with a seeded bug (the negative tests: the walk must catch it).
+pub fn system_walk_with(data: &[u8], bug: Option<SeededBug>) {
+    let mut b = Bytes(data);
+    let shape = b.byte();
+    let listeners = 1 + usize::from(shape & 1);
+    let budget = Budget { ticks: 30, connections: 30, crashes: 1 + (shape >> 1) % 4, commands: 1 + (shape >> 3) % 4 };
+    let ops = vec![Op::GracefulRestart, Op::HardRestart, Op::GracefulStop, Op::Stop];
+    let mut model = SystemModel::new(SystemModel::small_pool(listeners), budget, ops);
+    model.bug = bug;
+    let properties = model.properties();
+    let mut state = model.init_states().swap_remove(0);
+    let mut path = Vec::new();
+    let check = |state: &_, path: &Vec<_>, terminal: bool| {
+        for p in &properties {
+            let relevant = match p.expectation {
+                Expectation::Always => true,
+                Expectation::Eventually => terminal,
+                Expectation::Sometimes => false,
+            };
+            if relevant && !(p.condition)(&model, state) {
+                panic!("{:?} property {:?} fails after {path:?}", p.expectation, p.name);
+            }
+        }
+    };
+    check(&state, &path, false);
+    while !b.done() {
+        let mut actions = Vec::new();
+        model.actions(&state, &mut actions);
+        if actions.is_empty() {
+            check(&state, &path, true);
+            return;
+        }
+        let action = actions[usize::from(b.byte()) % actions.len()];
+        path.push(action);
+        if let Some(next) = model.next_state(&state, action) {
+            state = next;
+            check(&state, &path, false);
+        }
+    }
+}
+
+fn pool(b: &mut Bytes<'_>) -> PoolConfig {
+    let shape = b.byte();
+    crate::pool(1 + usize::from(shape & 1), 1 + i64::from(shape >> 1 & 3), 1, 2 + i64::from(shape >> 3 & 3), 6)
+}
+
+/// The parent alone, with arbitrary events, including ones a correct driver never sends: exits of
+/// pids it never forked, reports for slots it did not ask for, time that jumps, commands at any
+/// moment, slot words overwritten with garbage, children writing any state. Checks after every
+/// event: spawns go into `Dead` slots below the limit and leave `Starting` there (I6); a spawn
+/// never makes more children live than `max_request_workers` (I7); the spawn rate is a power of
+/// two up to 32 (I8); signals go only to the parent's own children (I15); after a tick the board
+/// agrees with the parent's records (I14).
+pub fn parent_events(data: &[u8]) {
+    parent_events_with(data, None)
+}
+
+/// [`parent_events`] with a seeded bug in the parent (negative tests).
+pub fn parent_events_with(data: &[u8], bug: Option<SeededBug>) {
+    let mut b = Bytes(data);
+    let config = pool(&mut b);
+    let board: MemoryBoard<Cell<u64>> = MemoryBoard::new(config.server_limit as usize);
+    let mut parent = Parent::new(config.clone());
+    if let Some(bug) = bug {
+        parent.seed_bug(bug);
+    }
+    let mut now = Time::ZERO;
+    let mut next_pid: Pid = 100;
+    let mut pending: Vec<(usize, SlotWord)> = vec![];
+    let mut children: BTreeMap<Pid, (usize, SlotWord)> = BTreeMap::new();
+    parent.start(now, &board);
+    let mut live = 0;
+    let mut exited = drain(&mut parent, &board, &mut pending, &children, &mut live);
+    while !b.done() && !exited {
+        match b.byte() % 9 {
+            0 => {
+                now += Duration::from_millis(u64::from(b.byte()) * 20);
+                if parent.poll_timeout().is_some_and(|t| t <= now) {
+                    parent.handle_timeout(now, &board);
+                    exited |= drain(&mut parent, &board, &mut pending, &children, &mut live);
+                    // Maintenance ticks repair the board; stops only reclaim children.
+                    let view = prefork_core::ScoreboardView::capture(&board);
+                    let counts = if parent.phase() == prefork_core::parent::Phase::Running {
+                        view.counts()
+                    } else {
+                        Default::default()
+                    };
+                    assert_eq!(
+                        counts.corrupt,
+                        0,
+                        "I14: corrupt slots remain after a tick: {} ({:?})",
+                        view.letters(),
+                        parent.phase()
+                    );
+                }
+            }
+            1 if !pending.is_empty() => {
+                let (slot, born) = pending.remove(usize::from(b.byte()) % pending.len());
+                if b.byte() % 8 == 0 {
+                    parent.handle_spawn_failed(now, slot, &board);
+                } else {
+                    next_pid += 1;
+                    parent.handle_spawned(slot, next_pid);
+                    children.insert(next_pid, (slot, born));
+                }
+            }
+            2 => {
+                // A child exits (or a pid the parent never forked).
+                let pid = match children.keys().nth(usize::from(b.byte()) % (children.len() + 1)) {
+                    Some(&pid) => pid,
+                    None => 1 + Pid::from(b.byte()),
+                };
+                let status = match b.byte() % 6 {
+                    0 => ExitStatus::Code(0),
+                    1 => ExitStatus::Code(7),
+                    2 => ExitStatus::Code(15),
+                    3 => ExitStatus::Signaled(9),
+                    4 => ExitStatus::Signaled(11),
+                    _ => ExitStatus::Signaled(15),
+                };
+                let reason = ExitReason::ALL.get(usize::from(b.byte()) % 10).copied();
+                children.remove(&pid);
+                parent.handle_child_exit(now, pid, status, reason, &board);
+            }
+            3 => {
+                let command = match b.byte() % 4 {
+                    0 => Command::GracefulRestart(Box::new(pool(&mut b))),
+                    1 => Command::HardRestart(Box::new(pool(&mut b))),
+                    2 => Command::GracefulStop,
+                    _ => Command::Stop,
+                };
+                parent.handle_command(now, command, &board);
+            }
+            4 => {
+                // Garbage in a slot.
+                let slot = usize::from(b.byte()) % board.slot_count();
+                board.slot_word(slot).set(b.u64());
+            }
+            5 if !children.is_empty() => {
+                // A child writes its slot (any state; illegal ones are refused by the slot).
+                let (slot, born) = *children.values().nth(usize::from(b.byte()) % children.len()).unwrap();
+                if let Ok(me) = ChildSlot::attach(&board, slot, born) {
+                    let _ = me.set(SlotState::from_code(b.byte() % 12).unwrap_or(SlotState::Ready));
+                }
+            }
+            6 => {
+                // Time may also not move, or the driver may call early.
+                parent.handle_timeout(now, &board);
+            }
+            7 if !children.is_empty() => {
+                // A signalled child dies of it.
+                let pid = *children.keys().nth(usize::from(b.byte()) % children.len()).unwrap();
+                children.remove(&pid);
+                let signal = if b.byte() & 1 == 0 { KillSignal::Term } else { KillSignal::Kill };
+                let sig = if signal == KillSignal::Term { 15 } else { 9 };
+                parent.handle_child_exit(now, pid, ExitStatus::Signaled(sig), None, &board);
+            }
+            _ => {}
+        }
+        exited |= drain(&mut parent, &board, &mut pending, &children, &mut live);
+    }
+}
+
+/// Performs the parent's actions, checking them; whether it exited.
+fn drain(
+    parent: &mut Parent,
+    board: &MemoryBoard<Cell<u64>>,
+    pending: &mut Vec<(usize, SlotWord)>,
+    children: &BTreeMap<Pid, (usize, SlotWord)>,
+    live: &mut usize,
+) -> bool {
+    let mut exited = false;
+    while let Some(action) = parent.poll_action() {
+        match action {
+            ParentAction::Spawn { slot, born } => {
+                let limit = parent.config().max_request_workers as usize;
+                assert!(slot < limit, "I6: spawn into slot {slot}, limit {limit}");
+                assert_eq!(board.slot(slot).unwrap().read(), Ok(born), "I6: the slot holds the born word");
+                assert_eq!(born.state, SlotState::Starting);
+                assert_eq!(born.generation, parent.generation(), "I13: born in the running generation");
+                pending.push((slot, born));
+            }
+            ParentAction::Signal { pid, signal } => {
+                assert!(children.contains_key(&pid), "I15: {signal:?} to {pid}, not a child");
+            }
+            ParentAction::Wake { pid, .. } => {
+                assert!(children.contains_key(&pid), "wake for {pid}, not a child");
+            }
+            ParentAction::Exit { .. } => exited = true,
+            ParentAction::CloseListeners | ParentAction::Log(_) => {}
+        }
+    }
+    let now_live = parent.live_children();
+    let limit = parent.config().max_request_workers as usize;
+    assert!(now_live <= *live || now_live <= limit, "I7: {now_live} live children after spawning, limit {limit}");
+    *live = now_live;
+    let rate = parent.policy().idle_spawn_rate();
+    assert!(rate.is_power_of_two() && rate <= 32, "I8: spawn rate {rate}");
+    exited
+}
+
+/// One child loop with arbitrary driver events, including illegal ones, while the parent's side
+/// writes directives or garbage into its slot. The loop must answer every event with an action or
+/// an error, never panic; it never asks to accept outside the lock when the lock is in use (I10),
+/// never accepts without its work claim, and never serves without an accepted connection (I11).
+pub fn child_events(data: &[u8]) {
+    child_events_with(data, None)
+}
+
+/// [`child_events`] with a seeded bug in the child loop (negative tests).
+pub fn child_events_with(data: &[u8], bug: Option<SeededBug>) {
+    let mut b = Bytes(data);
+    let shape = b.byte();
+    let listeners = 1 + usize::from(shape % 3);
+    let lock = shape & 4 != 0;
+    let board: MemoryBoard<Cell<u64>> = MemoryBoard::new(2);
+    let born = board.slot(0).unwrap().spawn(0).unwrap();
+    let Ok(me) = ChildSlot::attach(&board, 0, born) else { return };
+    let mut child = ChildLoop::new(listeners, lock, u64::from(b.byte() % 8));
+    if let Some(bug) = bug {
+        child.seed_bug(bug);
+    }
+    let mut ready = [0usize; 3];
+    let mut accepted = false;
+    let mut last: Option<ChildAction> = None;
+    while !b.done() {
+        if b.byte() % 5 == 0 {
+            // The parent's side.
+            let slot = board.slot(0).unwrap();
+            match b.byte() % 5 {
+                0 => {
+                    let _ = slot.mark_graceful();
+                }
+                1 => {
+                    if let Ok(seen) = slot.read() {
+                        let _ = slot.claim_idle(seen);
+                    }
+                }
+                2 => board.generation_word().set(u64::from(b.byte() % 3)),
+                3 => board.slot_word(0).set(b.u64()),
+                _ => {}
+            }
+        }
+        let n = 1 + usize::from(b.byte()) % listeners;
+        for (i, r) in ready.iter_mut().enumerate().take(n) {
+            *r = (i + usize::from(b.byte())) % (listeners + 1);
+        }
+        let event = match b.byte() % 13 {
+            0 => ChildEvent::Started,
+            1 => ChildEvent::LockAcquired,
+            2 => ChildEvent::LockInterrupted,
+            3 => ChildEvent::LockFailed,
+            4 => ChildEvent::LockReleased,
+            5 => ChildEvent::Readable(&ready[..n]),
+            6 => ChildEvent::Woken,
+            7 => ChildEvent::WaitFailed,
+            8 => ChildEvent::Accepted,
+            9 => ChildEvent::AcceptEmpty,
+            10 => ChildEvent::AcceptFailed,
+            11 => ChildEvent::ConnectionDone,
+            _ => match last {
+                // The event a correct driver would send.
+                Some(ChildAction::AcquireLock) => ChildEvent::LockAcquired,
+                Some(ChildAction::Wait) => ChildEvent::Readable(&ready[..n]),
+                Some(ChildAction::Accept { .. }) => ChildEvent::Accepted,
+                Some(ChildAction::ReleaseLock) => ChildEvent::LockReleased,
+                Some(ChildAction::Serve) => ChildEvent::ConnectionDone,
+                _ => ChildEvent::Started,
+            },
+        };
+        let was_accepted = matches!(event, ChildEvent::Accepted) && matches!(last, Some(ChildAction::Accept { .. }));
+        let held_before = child.holds_lock();
+        match child.handle(event, &me) {
+            Ok(action) => {
+                if let ChildAction::Accept { listener } = action {
+                    assert!(listener < listeners, "accept on listener {listener} of {listeners}");
+                    assert!(!lock || child.holds_lock(), "I10: accept without the lock");
+                    assert!(
+                        matches!(board.slot(0).unwrap().read(), Ok(w) if w.state == SlotState::BusyRead),
+                        "accept without the work claim"
+                    );
+                }
+                if action == ChildAction::AcquireLock {
+                    assert!(!held_before || !child.holds_lock(), "asks for a lock it holds");
+                }
+                accepted |= was_accepted;
+                if action == ChildAction::Serve {
+                    assert!(accepted, "I11: serve without an accepted connection");
+                    accepted = false;
+                }
+                last = Some(action);
+            }
+            Err(_) => return, // the driver ends the child
+        }
+    }
+}

@@ -1,0 +1,287 @@
+//! Fuzz bodies for what the server reads from outside: HTTP requests, configuration files, and the
+//! shared scoreboard (which any process of the same user can scribble on). The cargo-fuzz targets
+//! in `fuzz/` call these; `tests/fuzz_corpus.rs` replays the committed corpora on stable. Each
+//! body panics only when the code under test panics or an answer breaks its contract.
+
+use crate::http::{HttpConfig, HttpService, status};
+use crate::shm::{Header, Scoreboard, SlotRecord};
+use crate::{Connection, Service, Status, Stream};
+use prefork_core::scoreboard::{ChildSlot, ScoreboardView, SlotTable};
+use prefork_core::slot::{SlotState, SlotWord};
+use prefork_core::time::Time;
+use prefork_core::{Parent, ParentAction, PoolConfig, RawPoolConfig};
+use std::cell::RefCell;
+use std::io::{Read, Write};
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+/// What the HTTP body serves: a small document root and a one-slot board.
+struct HttpFixture {
+    board: Scoreboard,
+    born: SlotWord,
+    service: HttpService,
+    _root: PathBuf,
+}
+
+thread_local! {
+    static HTTP: RefCell<Option<HttpFixture>> = const { RefCell::new(None) };
+}
+
+fn http_fixture() -> HttpFixture {
+    // One fixed directory (written the same way by every run), not one per process.
+    let root = std::env::temp_dir().join("prefork-fuzz-root");
+    let _ = std::fs::create_dir_all(root.join("dir"));
+    let _ = std::fs::write(root.join("index.html"), "<p>home</p>");
+    let _ = std::fs::write(root.join("a.txt"), "a");
+    let _ = std::fs::write(root.join("dir/index.html"), "<p>dir</p>");
+    let _ = std::fs::write(root.join("big.bin"), vec![7u8; 100_000]);
+    let board = Scoreboard::create(2, std::process::id(), 0).expect("a scoreboard");
+    let born = board.slot(0).and_then(|s| s.spawn(0)).expect("a slot");
+    let cfg = HttpConfig {
+        document_root: Some(root.clone()),
+        access_log: Some(PathBuf::from("/dev/null")),
+        timeout: Duration::from_secs(1),
+        request_read_timeout: Duration::from_secs(1),
+        keep_alive_timeout: Duration::from_secs(1),
+        limit_request_line: 200,
+        limit_request_field_size: 200,
+        limit_request_fields: 20,
+        limit_request_body: 1000,
+        ..HttpConfig::default()
+    };
+    let service = HttpService::new(cfg).expect("the HTTP service");
+    HttpFixture { board, born, service, _root: root }
+}
+
+/// Statuses preforkd may answer with (SPEC.md §12.1).
+const STATUSES: [u16; 16] = [200, 301, 304, 400, 403, 404, 405, 408, 413, 414, 431, 500, 501, 505, 206, 416];
+
+/// The whole HTTP service on one connection whose client sends `data` and then half-closes.
+/// Checks that the output is a sequence of complete, well-formed HTTP/1.1 responses, each with a
+/// known status and a `Content-Length` that matches its body, and nothing else.
+pub fn http_request(data: &[u8]) {
+    HTTP.with(|cell| {
+        let mut guard = cell.borrow_mut();
+        let fx = guard.get_or_insert_with(http_fixture);
+        // A fresh slot for each connection, as after a work claim.
+        fx.board.record(0).word.store(fx.born.with_state(SlotState::BusyRead).encode(), Ordering::Release);
+        let (mut client, server) = UnixStream::pair().expect("a socket pair");
+        let input = data.to_vec();
+        let writer = std::thread::spawn(move || {
+            let _ = client.write_all(&input);
+            let _ = client.shutdown(std::net::Shutdown::Write);
+            let mut out = Vec::new();
+            let _ = client.read_to_end(&mut out);
+            out
+        });
+        let slot = ChildSlot::attach(&fx.board, 0, fx.born).expect("attach");
+        let status = Status { slot, record: fx.board.record(0), listeners: &[], released: std::cell::Cell::new(false) };
+        let mut conn = Connection {
+            stream: Stream::Unix(server),
+            peer: "fuzz".into(),
+            peer_addr: None,
+            listener: 0,
+            status,
+            board: &fx.board,
+            listeners: &[],
+        };
+        let _ = fx.service.serve(&mut conn);
+        drop(conn);
+        let out = writer.join().expect("the client thread");
+        check_responses(data, &out);
+    });
+}
+
+fn check_responses(input: &[u8], mut out: &[u8]) {
+    while !out.is_empty() {
+        let mut headers = [httparse::EMPTY_HEADER; 32];
+        let mut r = httparse::Response::new(&mut headers);
+        let len = match r.parse(out) {
+            Ok(httparse::Status::Complete(len)) => len,
+            other => panic!("not a complete response ({other:?}) for {input:?}: {:?}", String::from_utf8_lossy(out)),
+        };
+        let code = r.code.expect("a status");
+        assert!(STATUSES.contains(&code), "status {code} for {input:?}");
+        assert_eq!(r.version, Some(1), "HTTP/1.1 responses");
+        let length: usize = r
+            .headers
+            .iter()
+            .find(|h| h.name.eq_ignore_ascii_case("Content-Length"))
+            .map(|h| std::str::from_utf8(h.value).expect("ASCII").parse().expect("a number"))
+            .unwrap_or_else(|| {
+                assert_eq!(code, 304, "no Content-Length for {input:?}");
+                0
+            });
+        // HEAD and 304 carry no body; otherwise the body follows in full.
+        let rest = &out[len..];
+        let body = if code == 304 || rest.len() < length || looks_like_a_response(rest) { 0 } else { length };
+        out = &rest[body..];
+    }
+}
+
+fn looks_like_a_response(b: &[u8]) -> bool {
+    b.starts_with(b"HTTP/1.1 ")
+}
+
+/// A configuration file's text, as `--config` would read it, resolved as at start-up and as a
+/// reload of a running pool. Errors must be messages that say where (the file name); accepted
+/// configurations must hold the clamps of SPEC.md §8.
+pub fn config(data: &[u8]) {
+    let text = String::from_utf8_lossy(data);
+    let path = Path::new("fuzz.toml");
+    let cli = crate::daemon::settings::Settings::default();
+    let (settings, sources) = match crate::daemon::settings::load_text(&text, path, &cli) {
+        Ok(s) => s,
+        Err(errors) => {
+            assert!(errors.iter().all(|e| e.starts_with("fuzz.toml")), "{errors:?}");
+            return;
+        }
+    };
+    let running = PoolConfig::default();
+    for against in [None, Some(&running)] {
+        match crate::daemon::settings::resolve(&settings, &sources, against) {
+            Ok(r) => {
+                let p = &r.pool;
+                assert!(p.max_request_workers <= p.server_limit && p.max_request_workers >= 1, "{p:?}");
+                assert!(p.start_servers >= 1 && p.start_servers <= p.max_request_workers, "{p:?}");
+                assert!(p.min_spare_servers >= 1 && p.max_spare_servers > p.min_spare_servers, "{p:?}");
+                assert!(!p.listen.is_empty(), "{p:?}");
+                if against.is_some() {
+                    assert_eq!(p.server_limit, running.server_limit, "server_limit cannot change on a reload");
+                }
+            }
+            Err(errors) => {
+                assert!(!errors.is_empty());
+                assert!(errors.iter().all(|e| !e.is_empty() && e.contains(": ")), "{errors:?}");
+            }
+        }
+    }
+}
+
+thread_local! {
+    static BOARD: RefCell<Option<Scoreboard>> = const { RefCell::new(None) };
+}
+
+const FUZZ_SLOTS: usize = 8;
+
+fn scribble(board: &Scoreboard, data: &[u8], salt: u64) {
+    let words = |i: usize| -> u64 {
+        if data.is_empty() {
+            return 0;
+        }
+        let mut w = [0u8; 8];
+        for (k, b) in w.iter_mut().enumerate() {
+            *b = data[(i * 8 + k) % data.len()];
+        }
+        u64::from_le_bytes(w) ^ salt
+    };
+    let h = board.header();
+    for (i, w) in [&h.generation, &h.spawn_rate, &h.spawned_total, &h.started_ms, &h.restarted_ms].iter().enumerate() {
+        w.store(words(i), Ordering::Relaxed);
+    }
+    for slot in 0..FUZZ_SLOTS {
+        let r: &SlotRecord = board.record(slot);
+        let base = 8 + slot * 32;
+        let fields = [
+            &r.word,
+            &r.pid,
+            &r.seq,
+            &r.connections,
+            &r.requests,
+            &r.bytes,
+            &r.wasted_wakeups,
+            &r.flags,
+            &r.started_ms,
+            &r.last_used_ms,
+            &r.exit_reason,
+        ];
+        for (k, f) in fields.iter().enumerate() {
+            f.store(words(base + k), Ordering::Relaxed);
+        }
+        for (k, f) in r.client.iter().chain(r.request.iter()).enumerate() {
+            f.store(words(base + 11 + k), Ordering::Relaxed);
+        }
+    }
+}
+
+/// Arbitrary bytes in the shared scoreboard. The status pages render whatever is there; a parent
+/// whose board was scribbled on never panics, and its next maintenance tick leaves no corrupt slot
+/// (I14). The same bytes as a file to open (as `Scoreboard::open_for_pid` does): a clear error or
+/// a board, never a panic.
+pub fn scoreboard(data: &[u8]) {
+    BOARD.with(|cell| {
+        let mut guard = cell.borrow_mut();
+        let board = guard.get_or_insert_with(|| Scoreboard::create(FUZZ_SLOTS, 1, 0).expect("a scoreboard"));
+        // Pages, over garbage.
+        scribble(board, data, 0);
+        let snap = status::Snapshot::take(board);
+        let _ = status::auto(&snap, "fuzz", "preforkd/fuzz");
+        let _ = status::html(&snap, "fuzz <&>", "preforkd/fuzz");
+        let json = status::json(&snap, "fuzz", "preforkd/fuzz");
+        assert!(serde_json::from_str::<serde_json::Value>(&json).is_ok(), "?json is JSON: {json}");
+        let _ = status::metrics(&snap, &[]);
+        // A parent running on a board that gets scribbled on.
+        for slot in 0..FUZZ_SLOTS {
+            board.record(slot).word.store(0, Ordering::Relaxed);
+        }
+        board.header().generation.store(0, Ordering::Relaxed);
+        let pool = PoolConfig::from_raw(&RawPoolConfig {
+            start_servers: Some(3),
+            min_spare_servers: Some(2),
+            max_spare_servers: Some(4),
+            max_request_workers: Some(FUZZ_SLOTS as i64),
+            server_limit: Some(FUZZ_SLOTS as i64),
+            ..Default::default()
+        })
+        .expect("a pool")
+        .value;
+        let mut parent = Parent::new(pool);
+        let mut now = Time::ZERO;
+        parent.start(now, board);
+        let mut pid = 1000;
+        while let Some(a) = parent.poll_action() {
+            if let ParentAction::Spawn { slot, .. } = a {
+                pid += 1;
+                parent.handle_spawned(slot, pid);
+            }
+        }
+        scribble(board, data, 0x5555_5555_5555_5555);
+        for _ in 0..3 {
+            now += Duration::from_secs(1);
+            parent.handle_timeout(now, board);
+            while let Some(a) = parent.poll_action() {
+                if let ParentAction::Spawn { slot, .. } = a {
+                    pid += 1;
+                    parent.handle_spawned(slot, pid);
+                }
+            }
+            let view = ScoreboardView::capture(board);
+            assert_eq!(view.counts().corrupt, 0, "I14: a tick repairs every slot: {}", view.letters());
+        }
+        // The same bytes as a board file.
+        let file = tempfile_with(data);
+        if let Ok(opened) = Scoreboard::open(&file) {
+            let _ = opened.infos();
+            let _ = status::auto(&status::Snapshot::take(&opened), "fuzz", "preforkd/fuzz");
+        }
+    });
+}
+
+fn tempfile_with(data: &[u8]) -> PathBuf {
+    use std::os::fd::AsRawFd;
+    thread_local! {
+        static FILE: std::fs::File = {
+            let fd = nix::sys::memfd::memfd_create("prefork-fuzz", nix::sys::memfd::MFdFlags::MFD_CLOEXEC)
+                .expect("memfd");
+            std::fs::File::from(fd)
+        };
+    }
+    FILE.with(|f| {
+        f.set_len(0).expect("truncate");
+        f.set_len(data.len().max(size_of::<Header>()) as u64).expect("size");
+        std::os::unix::fs::FileExt::write_all_at(f, data, 0).expect("write");
+        PathBuf::from(format!("/proc/self/fd/{}", f.as_raw_fd()))
+    })
+}
