@@ -338,3 +338,62 @@ pub fn child_events_with(data: &[u8], bug: Option<SeededBug>) {
         }
     }
 }
+
+/// Replaying committed corpora on stable, shared by the replay tests of every crate with fuzz
+/// bodies (`server/tests/fuzz_corpus.rs`, `model/tests/fuzz_corpus.rs`).
+pub mod replay {
+    use std::path::PathBuf;
+
+    /// The committed inputs of `target`: `fuzz/corpus/<target>/` and `fuzz/regressions/<target>/`.
+    pub fn inputs(target: &str) -> Vec<(String, Vec<u8>)> {
+        let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../fuzz");
+        let mut out = vec![];
+        for dir in ["corpus", "regressions"] {
+            let Ok(entries) = std::fs::read_dir(root.join(dir).join(target)) else { continue };
+            for e in entries.flatten() {
+                out.push((e.path().display().to_string(), std::fs::read(e.path()).expect("a corpus file")));
+            }
+        }
+        out.sort();
+        out
+    }
+
+    /// `count` inputs of up to `len` bytes from a fixed xorshift sequence.
+    pub fn pseudo_random(count: usize, len: usize) -> Vec<Vec<u8>> {
+        let mut x = 0x2545_f491_4f6c_dd1du64;
+        (0..count)
+            .map(|i| {
+                (0..(i * 7919) % len + 1)
+                    .map(|_| {
+                        x ^= x << 13;
+                        x ^= x >> 7;
+                        x ^= x << 17;
+                        x as u8
+                    })
+                    .collect()
+            })
+            .collect()
+    }
+
+    /// Runs `body` over the committed inputs of `target` (naming the file that fails) and over
+    /// `random` pseudo-random inputs of up to `len` bytes.
+    pub fn replay(target: &str, body: fn(&[u8]), random: usize, len: usize) {
+        let corpus = inputs(target);
+        for (name, data) in &corpus {
+            if let Err(e) = std::panic::catch_unwind(|| body(data)) {
+                std::panic::resume_unwind(Box::new(format!("{target}: {name}: {:?}", e.downcast_ref::<String>())));
+            }
+        }
+        for data in pseudo_random(random, len) {
+            body(&data);
+        }
+        eprintln!("{target}: {} corpus inputs and {random} pseudo-random inputs replayed", corpus.len());
+    }
+
+    /// Negative tests: `body` (with a seeded bug) must fail on one of the pseudo-random inputs.
+    pub fn catches(target: &str, body: impl Fn(&[u8]) + std::panic::RefUnwindSafe, random: usize, len: usize) {
+        let caught = pseudo_random(random, len).iter().position(|d| std::panic::catch_unwind(|| body(d)).is_err());
+        let at = caught.unwrap_or_else(|| panic!("{target}: the seeded bug went unnoticed in {random} inputs"));
+        eprintln!("{target}: seeded bug caught by pseudo-random input {at}");
+    }
+}
