@@ -236,31 +236,31 @@ stop "$BARE_PID"
 metric() { # port name
     curl -fs "http://127.0.0.1:$1/metrics" | awk -v n="$2" '$1 == n {print $2}'
 }
-wasted() { # mutex -> "wasted connections rps"
+wasted() { # mutex -> "wasted connections"
     local p1 p2
     p1=$(free_port)
     p2=$(free_port)
     start_preforkd "$p1" --listen "127.0.0.1:$p2" --accept-mutex "$1"
-    local b bg
-    rps "$p1" 8 -H "Connection: close" >"$WORK/first-listener.rps" &
-    bg=$!
-    b=$(rps "$p2" 8 -H "Connection: close")
-    wait "$bg"
+    rps "$p1" 8 -H "Connection: close" >/dev/null &
+    local bg=$!
+    rps "$p2" 8 -H "Connection: close" >/dev/null
+    wait "$bg" # not a bare `wait`: preforkd is a background job of this shell too
     local w n
     w=$(metric "$p1" prefork_wasted_wakeups_total)
     n=$(metric "$p1" prefork_connections_total)
     stop "$PREFORKD_PID"
-    echo "$w $n $b"
+    echo "$w $n"
 }
 echo "== two listeners: wasted wake-ups" >&2
 W_LOCK=()
 W_NONE=()
+per_connection() { awk -v w="$1" -v n="$2" 'BEGIN {printf "%.5f", w/n}'; }
 for round in $(seq 1 3); do
-    read -r w n _ <<<"$(wasted auto)"
-    W_LOCK+=("$(awk -v w="$w" -v n="$n" 'BEGIN {printf "%.5f", w/n}')")
+    read -r w n <<<"$(wasted auto)"
+    W_LOCK+=("$(per_connection "$w" "$n")")
     echo "   round $round  lock (auto): $w wasted / $n connections" >&2
-    read -r w n _ <<<"$(wasted none)"
-    W_NONE+=("$(awk -v w="$w" -v n="$n" 'BEGIN {printf "%.5f", w/n}')")
+    read -r w n <<<"$(wasted none)"
+    W_NONE+=("$(per_connection "$w" "$n")")
     echo "   round $round  no lock:     $w wasted / $n connections" >&2
 done
 

@@ -6,7 +6,7 @@
 
 use crate::system::{Budget, Op, SystemModel};
 use prefork_core::exit::{ExitReason, ExitStatus};
-use prefork_core::parent::{Command, KillSignal, Pid};
+use prefork_core::parent::{Command, Pid};
 use prefork_core::scoreboard::{ChildSlot, MemoryBoard, SlotTable};
 use prefork_core::seeded::SeededBug;
 use prefork_core::slot::{SlotState, SlotWord};
@@ -195,8 +195,7 @@ pub fn parent_events_with(data: &[u8], bug: Option<SeededBug>) {
                 // A signalled child dies of it.
                 let pid = *children.keys().nth(usize::from(b.byte()) % children.len()).unwrap();
                 children.remove(&pid);
-                let signal = if b.byte() & 1 == 0 { KillSignal::Term } else { KillSignal::Kill };
-                let sig = if signal == KillSignal::Term { 15 } else { 9 };
+                let sig = if b.byte() & 1 == 0 { 15 } else { 9 }; // SIGTERM or SIGKILL
                 parent.handle_child_exit(now, pid, ExitStatus::Signaled(sig), None, &board);
             }
             _ => {}

@@ -506,14 +506,24 @@ impl Preforkd {
 
     /// A `?auto` field.
     pub fn auto_field(&self, name: &str) -> Option<String> {
-        let text = self.get("/server-status?auto").text();
-        text.lines().find_map(|l| l.strip_prefix(&format!("{name}: ")).map(str::to_string))
+        auto_field_in(&self.get("/server-status?auto").text(), name).map(str::to_string)
+    }
+
+    /// The running generation (`ParentServerMPMGeneration`).
+    pub fn generation(&self) -> u64 {
+        let g = self.auto_field("ParentServerMPMGeneration").expect("ParentServerMPMGeneration in ?auto");
+        g.parse().unwrap_or_else(|e| panic!("ParentServerMPMGeneration {g:?}: {e}"))
     }
 
     /// The parent's direct children that are zombies (exited, not reaped).
     pub fn zombies(&self) -> Vec<u32> {
         children_of(self.pid).into_iter().filter(|&c| is_zombie(c)).collect()
     }
+}
+
+/// Field `name` of a `?auto` report (`name: value` lines).
+pub fn auto_field_in<'a>(auto: &'a str, name: &str) -> Option<&'a str> {
+    auto.lines().find_map(|l| l.strip_prefix(name)?.strip_prefix(": "))
 }
 
 /// Is `pid` a zombie?

@@ -6,17 +6,7 @@ use std::os::fd::AsRawFd;
 use std::os::unix::net::UnixDatagram;
 use std::os::unix::process::CommandExt;
 use std::process::Command;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
-
-fn generation(p: &Preforkd) -> u64 {
-    p.get("/server-status?auto")
-        .text()
-        .lines()
-        .find_map(|l| l.strip_prefix("ParentServerMPMGeneration: ").map(|g| g.parse().unwrap()))
-        .unwrap()
-}
 
 #[test]
 fn dash_k_signals_the_running_server_after_validating_the_configuration() {
@@ -32,13 +22,13 @@ fn dash_k_signals_the_running_server_after_validating_the_configuration() {
     let (code, msg) = k("graceful", &[]);
     assert_eq!(code, 0, "{msg}");
     assert!(msg.contains("SIGUSR1"), "{msg}");
-    assert!(wait_until(Duration::from_secs(3), || generation(&p) == 1));
+    assert!(wait_until(Duration::from_secs(3), || p.generation() == 1));
     let (code, msg) = k("graceful", &["--timeout", "0"]);
     assert_eq!(code, 1, "an invalid configuration is not sent: {msg}");
-    assert_eq!(generation(&p), 1);
+    assert_eq!(p.generation(), 1);
     let (code, _) = k("restart", &[]);
     assert_eq!(code, 0);
-    assert!(wait_until(Duration::from_secs(5), || generation(&p) == 2));
+    assert!(wait_until(Duration::from_secs(5), || p.generation() == 2));
     let (code, _) = k("stop", &[]);
     assert_eq!(code, 0);
     assert_eq!(p.wait(Duration::from_secs(5)).map(|s| s.code()), Some(Some(0)));
@@ -55,52 +45,6 @@ fn dash_k_signals_the_running_server_after_validating_the_configuration() {
     std::fs::remove_dir_all(dir).unwrap();
 }
 
-/// Keep-alive clients that reconnect when the server says `Connection: close`, counting failures.
-struct Load {
-    ok: Arc<AtomicU64>,
-    failed: Arc<Mutex<Vec<String>>>,
-    handles: Vec<std::thread::JoinHandle<()>>,
-}
-
-fn keep_alive_load(addr: std::net::SocketAddr, threads: usize, stop: Arc<AtomicBool>) -> Load {
-    let ok = Arc::new(AtomicU64::new(0));
-    let failed = Arc::new(Mutex::new(vec![]));
-    let handles = (0..threads)
-        .map(|_| {
-            let (ok, failed, stop) = (ok.clone(), failed.clone(), stop.clone());
-            std::thread::spawn(move || {
-                let mut client: Option<Client> = None;
-                while !stop.load(Ordering::Relaxed) {
-                    let c = match client.as_mut() {
-                        Some(c) => c,
-                        None => match Client::connect(addr) {
-                            Ok(c) => client.insert(c),
-                            Err(e) => {
-                                failed.lock().unwrap().push(format!("connect: {e}"));
-                                continue;
-                            }
-                        },
-                    };
-                    match c.request("GET / HTTP/1.1\r\nHost: x\r\n\r\n") {
-                        Ok(r) if r.status == 200 => {
-                            ok.fetch_add(1, Ordering::Relaxed);
-                            if r.header("Connection") == Some("close") {
-                                client = None;
-                            }
-                        }
-                        Ok(r) => failed.lock().unwrap().push(format!("status {}", r.status)),
-                        Err(e) => {
-                            failed.lock().unwrap().push(format!("request: {e}"));
-                            client = None;
-                        }
-                    }
-                }
-            })
-        })
-        .collect();
-    Load { ok, failed, handles }
-}
-
 #[test]
 fn twenty_graceful_restarts_under_keep_alive_load_cost_no_request() {
     let p = Preforkd::start(&[
@@ -113,22 +57,21 @@ fn twenty_graceful_restarts_under_keep_alive_load_cost_no_request() {
         "--max-keep-alive-requests",
         "0",
     ]);
-    let stop = Arc::new(AtomicBool::new(false));
-    let Load { ok, failed, handles } = keep_alive_load(p.addr(), 4, stop.clone());
+    let load = Load::start(&p.addrs, 4, Mode::KeepAlive, "/");
     std::thread::sleep(Duration::from_millis(200));
     for _ in 0..20 {
         p.signal(Signal::SIGUSR1);
         std::thread::sleep(Duration::from_millis(150));
     }
-    stop.store(true, Ordering::Relaxed);
-    for h in handles {
-        h.join().unwrap();
-    }
-    let failed = failed.lock().unwrap().clone();
-    let ok = ok.load(Ordering::Relaxed);
-    assert!(failed.is_empty(), "{} of {} requests failed: {failed:?}", failed.len(), ok + failed.len() as u64);
+    let Totals { ok, refused, failures } = load.stop();
+    assert!(
+        failures.is_empty() && refused == 0,
+        "{} of {} requests failed, {refused} refused: {failures:?}",
+        failures.len(),
+        ok + failures.len() as u64
+    );
     assert!(ok > 500, "only {ok} requests");
-    assert_eq!(generation(&p), 20);
+    assert_eq!(p.generation(), 20);
     eprintln!("20 graceful restarts under keep-alive load: {ok} requests, 0 failed");
 }
 

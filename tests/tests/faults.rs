@@ -163,7 +163,7 @@ fn a_thousand_random_child_kills_leave_no_stale_slot_and_no_zombie() {
     in_proc.sort();
     assert_eq!(on_board, in_proc, "the board's children are exactly the parent's children");
     let auto = p.get("/server-status?auto").text();
-    let field = |n: &str| auto.lines().find_map(|l| l.strip_prefix(&format!("{n}: "))).unwrap().to_string();
+    let field = |n: &str| auto_field_in(&auto, n).unwrap().to_string();
     let busy: usize = field("BusyWorkers").parse().unwrap();
     let idle: usize = field("IdleWorkers").parse().unwrap();
     let graceful: usize = field("GracefulWorkers").parse().unwrap();
@@ -190,14 +190,8 @@ fn graceful_restarts_under_mixed_load_lose_nothing_and_retire_old_children() {
     let mut last = 0;
     for i in 1..=restarts as u64 {
         p.signal(Signal::SIGUSR1);
-        assert!(
-            wait_until(Duration::from_secs(3), || p
-                .auto_field("ParentServerMPMGeneration")
-                .and_then(|g| g.parse::<u64>().ok())
-                == Some(i)),
-            "generation {i}"
-        );
-        let g: u64 = p.auto_field("ParentServerMPMGeneration").unwrap().parse().unwrap();
+        assert!(wait_until(Duration::from_secs(3), || p.generation() == i), "generation {i}");
+        let g = p.generation();
         assert!(g > last, "generations increase");
         last = g;
         std::thread::sleep(Duration::from_millis(100));

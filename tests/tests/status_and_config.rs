@@ -3,10 +3,6 @@
 use prefork_tests::*;
 use std::process::Command;
 
-fn field<'a>(auto: &'a str, name: &str) -> Option<&'a str> {
-    auto.lines().find_map(|l| l.strip_prefix(&format!("{name}: ")))
-}
-
 #[test]
 fn server_status_auto_has_apaches_fields_and_meaning() {
     let p = Preforkd::start(&["--start-servers", "3", "--min-spare-servers", "2", "--server-name", "test.example"]);
@@ -34,13 +30,13 @@ fn server_status_auto_has_apaches_fields_and_meaning() {
         "IdleWorkers",
         "Scoreboard",
     ] {
-        assert!(field(&text, name).is_some(), "{name} missing:\n{text}");
+        assert!(auto_field_in(&text, name).is_some(), "{name} missing:\n{text}");
     }
-    assert_eq!(field(&text, "ServerMPM"), Some("prefork"));
-    assert!(field(&text, "Total Accesses").unwrap().parse::<u64>().unwrap() >= 5);
-    let board = field(&text, "Scoreboard").unwrap();
-    let busy: usize = field(&text, "BusyWorkers").unwrap().parse().unwrap();
-    let idle: usize = field(&text, "IdleWorkers").unwrap().parse().unwrap();
+    assert_eq!(auto_field_in(&text, "ServerMPM"), Some("prefork"));
+    assert!(auto_field_in(&text, "Total Accesses").unwrap().parse::<u64>().unwrap() >= 5);
+    let board = auto_field_in(&text, "Scoreboard").unwrap();
+    let busy: usize = auto_field_in(&text, "BusyWorkers").unwrap().parse().unwrap();
+    let idle: usize = auto_field_in(&text, "IdleWorkers").unwrap().parse().unwrap();
     assert!(busy >= 1, "the child answering is busy");
     assert_eq!(board.chars().filter(|&c| c == '_').count(), idle, "IdleWorkers counts '_' (one generation)");
     assert_eq!(board.len(), 256, "one letter per slot of server_limit");
