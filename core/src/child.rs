@@ -215,18 +215,18 @@ impl ChildLoop {
 
             (P::Locking, E::LockAcquired) => {
                 self.holding_lock = true;
-                match directive(slot) {
+                match slot.directive() {
                     Some(reason) => self.leave(reason),
                     None => self.wait(),
                 }
             }
-            (P::Locking, E::LockInterrupted) => match directive(slot) {
+            (P::Locking, E::LockInterrupted) => match slot.directive() {
                 Some(reason) => self.exit(reason),
                 None => ChildAction::AcquireLock,
             },
             (P::Locking, E::LockFailed) => self.exit(ExitReason::LockFailed),
 
-            (P::Waiting, E::Woken) => match directive(slot) {
+            (P::Waiting, E::Woken) => match slot.directive() {
                 Some(reason) => self.leave(reason),
                 None => self.wait(),
             },
@@ -342,17 +342,6 @@ impl ChildLoop {
         let chosen = ready.iter().copied().filter(|&l| l < n).min_by_key(|&l| (l + n - self.cursor) % n)?;
         self.cursor = (chosen + 1) % n;
         Some(chosen)
-    }
-}
-
-/// A directive that ends the loop, if the parent left one (or the generation moved on).
-fn directive<W: AtomicWord>(slot: &ChildSlot<'_, W>) -> Option<ExitReason> {
-    match slot.check() {
-        Ok(SlotUpdate::Applied) if slot.generation_changed() => Some(ExitReason::Graceful),
-        Ok(SlotUpdate::Applied) => None,
-        Ok(SlotUpdate::Graceful) => Some(ExitReason::Graceful),
-        Ok(SlotUpdate::Retire) => Some(ExitReason::Retired),
-        Err(_) => Some(ExitReason::SlotLost),
     }
 }
 

@@ -52,12 +52,15 @@ impl ExitReason {
         ExitReason::ProtocolError,
     ];
 
+    /// A reason that is part of normal operation (retired, graceful, max_connections_per_child),
+    /// not trouble: the child exits with `OK` and nothing is worth a warning.
+    pub const fn is_voluntary(self) -> bool {
+        matches!(self, ExitReason::Retired | ExitReason::Graceful | ExitReason::MaxConnections)
+    }
+
     /// The exit code the child exits with: `OK` for the voluntary reasons, `CHILDSICK` for trouble.
     pub const fn exit_code(self) -> i32 {
-        match self {
-            ExitReason::Retired | ExitReason::Graceful | ExitReason::MaxConnections => code::OK,
-            _ => code::CHILDSICK,
-        }
+        if self.is_voluntary() { code::OK } else { code::CHILDSICK }
     }
 
     /// A byte for the child to leave in its shared slot record before exiting (1-based; 0 = none).

@@ -15,28 +15,28 @@
 //! | [`child`] | §6 | the child loop |
 //! | [`exit`] | §6.4, §7.3 | exit reasons, codes and causes |
 //! | [`parent`] | §7 | the parent lifecycle |
+//! | [`driver`] | §7.1 | the driver contract: one loop from the parent's actions to a platform's effects |
 //! | [`config`] | §8 | directives, defaults, clamps |
 //! | [`time`] | §1 | time as an argument |
 //! | [`seeded`] | §11 | seeded bugs for the checkers' negative tests (feature `seeded-bugs`) |
 //!
-//! The machines are sans-IO: feed events with `now`, perform the actions they return (the same
-//! example is in README.md).
+//! The machines are sans-IO: feed events with `now`; the effects they ask for (fork, wake,
+//! signal, log …) are carried out on a [`Platform`] by the [`ParentDriver`], the one loop every
+//! driver uses (the same example is in README.md):
 //!
 //! ```
-//! use prefork_core::{MemoryBoard, Parent, ParentAction, PoolConfig, SlotTable, Time};
+//! use prefork_core::{MemoryBoard, Parent, ParentDriver, PoolConfig, Recorder, SlotTable, Time};
 //! use std::sync::atomic::AtomicU64;
 //!
 //! let config = PoolConfig::default();                  // Apache's defaults, 127.0.0.1:8080
 //! let board: MemoryBoard<AtomicU64> = MemoryBoard::new(config.server_limit as usize);
-//! let mut parent = Parent::new(config);
-//! parent.start(Time::ZERO, &board);
-//! while let Some(action) = parent.poll_action() {
-//!     match action {
-//!         ParentAction::Spawn { slot, .. } => parent.handle_spawned(slot, 1000 + slot as u32), // fork() here
-//!         other => println!("{other:?}"),
-//!     }
+//! let mut driver = ParentDriver::new(Parent::new(config));
+//! let mut platform = Recorder::new(1000);              // a real platform forks in `spawn`
+//! driver.start(Time::ZERO, &board, &mut platform);
+//! for effect in platform.take() {
+//!     println!("{effect:?}");                           // Spawn { slot: 0, .. } … Log(Resumed { .. })
 //! }
-//! assert_eq!(parent.live_children(), 5);
+//! assert_eq!(driver.parent().live_children(), 5);
 //! assert_eq!(board.slot(0).unwrap().read().unwrap().state.letter(), 'S');
 //! ```
 #![forbid(unsafe_code)]
@@ -45,6 +45,7 @@
 pub mod atomic;
 pub mod child;
 pub mod config;
+pub mod driver;
 pub mod exit;
 pub mod parent;
 pub mod policy;
@@ -55,8 +56,9 @@ pub mod time;
 
 pub use child::{ChildAction, ChildEvent, ChildLoop};
 pub use config::{PoolConfig, RawPoolConfig};
+pub use driver::{ParentDriver, Platform, Recorder};
 pub use parent::{Command, Parent, ParentAction};
 pub use policy::SpareServerPolicy;
-pub use scoreboard::{ChildSlot, MemoryBoard, ScoreboardView, Slot, SlotTable};
+pub use scoreboard::{ChildSlot, MemoryBoard, ScoreboardView, Slot, SlotTable, WorkerCounts};
 pub use slot::{SlotState, SlotWord};
 pub use time::Time;

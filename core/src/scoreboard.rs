@@ -16,6 +16,7 @@
 //!   finds one is told so ([`SlotUpdate`]) and winds down.
 
 use crate::atomic::{AtomicWord, Ordering};
+use crate::exit::ExitReason;
 use crate::slot::{Side, SlotError, SlotState, SlotWord, check_transition};
 use std::fmt;
 
@@ -271,6 +272,19 @@ impl<'a, W: AtomicWord> ChildSlot<'a, W> {
         })
     }
 
+    /// Why this child must stop taking work, if it must: the parent left a directive (`Graceful`,
+    /// `IdleKill`), the running generation moved on (a restart), or the slot is no longer its own.
+    /// `None`: carry on.
+    pub fn directive(&self) -> Option<ExitReason> {
+        match self.check() {
+            Ok(SlotUpdate::Applied) if self.generation_changed() => Some(ExitReason::Graceful),
+            Ok(SlotUpdate::Applied) => None,
+            Ok(SlotUpdate::Graceful) => Some(ExitReason::Graceful),
+            Ok(SlotUpdate::Retire) => Some(ExitReason::Retired),
+            Err(_) => Some(ExitReason::SlotLost),
+        }
+    }
+
     fn read_own(&self) -> Result<SlotWord, SlotError> {
         let now = self.slot.read()?;
         if now.incarnation != self.born.incarnation {
@@ -349,6 +363,21 @@ impl Counts {
     }
 }
 
+/// The worker counts mod_status reports (`?auto`'s `BusyWorkers`, `IdleWorkers`,
+/// `GracefulWorkers`), counted as Apache counts them (SPEC.md §12.5): a `Ready` slot of the running
+/// generation is idle; `Graceful` is graceful; `Dead`, `Starting`, `IdleKill` and damaged slots are
+/// not counted; everything else (`R W K L C`, and a `Ready` slot of an older generation, which will
+/// never take work again) is busy. The spare-server policy counts differently ([`Counts::idle`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct WorkerCounts {
+    /// `BusyWorkers`.
+    pub busy: usize,
+    /// `IdleWorkers`.
+    pub idle: usize,
+    /// `GracefulWorkers`.
+    pub graceful: usize,
+}
+
 /// A snapshot of every slot, as the parent sees it at one moment.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ScoreboardView {
@@ -392,6 +421,20 @@ impl ScoreboardView {
         let mut c = Counts::default();
         for i in 0..limit.min(self.slots.len()) {
             c.add(self.state(i));
+        }
+        c
+    }
+
+    /// mod_status's worker counts over every slot (see [`WorkerCounts`]).
+    pub fn worker_counts(&self) -> WorkerCounts {
+        let mut c = WorkerCounts::default();
+        for word in self.slots.iter().flatten() {
+            match word.state {
+                SlotState::Ready if word.generation == self.generation => c.idle += 1,
+                SlotState::Dead | SlotState::Starting | SlotState::IdleKill => {}
+                SlotState::Graceful => c.graceful += 1,
+                _ => c.busy += 1,
+            }
         }
         c
     }
@@ -537,6 +580,27 @@ mod tests {
         assert_eq!((c.idle(), c.live(), c.total()), (3, 7, 8));
         assert_eq!(v.letters(), ".S__RKGI");
         assert_eq!(v.counts_below(3).idle(), 2);
+    }
+
+    #[test]
+    fn worker_counts_follow_mod_status() {
+        let word = |state, generation| Ok(SlotWord { state, incarnation: 1, generation });
+        let v = ScoreboardView {
+            generation: 2,
+            slots: vec![
+                word(Ready, 2),     // idle
+                word(Ready, 1),     // an old generation's idle child: busy, as Apache counts it
+                word(BusyWrite, 2), // busy
+                word(Keepalive, 1), // busy
+                word(Graceful, 1),  // graceful
+                word(Starting, 2),  // not counted
+                word(IdleKill, 2),  // not counted
+                word(Dead, 2),      // not counted
+                Err(SlotError::CorruptWord { raw: 0xee, code: 0xee }),
+            ],
+        };
+        assert_eq!(v.worker_counts(), WorkerCounts { busy: 3, idle: 1, graceful: 1 });
+        assert_eq!(v.counts().idle(), 3, "the policy counts Starting and every Ready as idle");
     }
 
     #[test]

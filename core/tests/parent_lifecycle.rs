@@ -17,8 +17,8 @@ fn cold_start_forks_start_servers_into_the_lowest_slots_and_ticks_every_second()
     let mut sim = Sim::new(pool(3, 1, 5, 8));
     assert_eq!(sim.letters(), "SSS.....");
     assert_eq!(sim.forks, 3);
-    assert_eq!(sim.parent.phase(), Phase::Running);
-    assert_eq!(sim.parent.poll_timeout(), Some(Time::from_secs(1)));
+    assert_eq!(sim.parent().phase(), Phase::Running);
+    assert_eq!(sim.parent().poll_timeout(), Some(Time::from_secs(1)));
     assert_eq!(sim.logged(|l| matches!(l, ParentLog::Resumed { generation: 0 })), 1);
     sim.settle();
     assert_eq!(sim.letters(), "___.....");
@@ -55,9 +55,9 @@ fn above_max_spare_exactly_one_idle_child_is_retired_per_tick_and_never_a_busy_o
     }
     let mut retired = vec![];
     for _ in 0..6 {
-        let before: Vec<_> = sim.parent.children().map(|(s, _)| s).collect();
+        let before: Vec<_> = sim.parent().children().map(|(s, _)| s).collect();
         sim.tick();
-        let after: Vec<_> = sim.parent.children().map(|(s, _)| s).collect();
+        let after: Vec<_> = sim.parent().children().map(|(s, _)| s).collect();
         let gone: Vec<_> = before.iter().filter(|s| !after.contains(s)).copied().collect();
         assert!(gone.len() <= 1, "at most one retirement per tick: {gone:?}");
         retired.extend(gone);
@@ -97,23 +97,22 @@ fn graceful_restart_marks_every_child_and_refills_with_the_new_generation() {
     sim.settle();
     let serving = sim.pid_in(0);
     sim.take_connection(serving);
-    let cfg = sim.parent.config().clone();
-    sim.parent.handle_command(sim.now, Command::GracefulRestart(Box::new(cfg)), &sim.board);
-    sim.drain();
-    assert_eq!(sim.parent.generation(), 1);
+    let cfg = sim.parent().config().clone();
+    sim.command(Command::GracefulRestart(Box::new(cfg)));
+    assert_eq!(sim.parent().generation(), 1);
     assert_eq!(sim.board_generation(), 1);
     assert_eq!(sim.letters(), "GGGG....");
     assert_eq!(sim.wakes.len(), 4, "every child woken");
-    assert_eq!(sim.parent.policy().hold_off(), 10);
+    assert_eq!(sim.parent().policy().hold_off(), 10);
     sim.settle();
     // The three idle children exited at once and were replaced 1-for-1 in their slots.
     assert_eq!(sim.letters(), "G___....");
-    assert!(sim.parent.children().filter(|(s, _)| *s > 0).all(|(_, c)| c.born.generation == 1));
+    assert!(sim.parent().children().filter(|(s, _)| *s > 0).all(|(_, c)| c.born.generation == 1));
     // The busy one finishes its connection, then exits; the rest of start_servers comes at the tick.
     assert_eq!(sim.finish_connection(serving), prefork_core::ChildAction::Exit(ExitReason::Graceful));
     sim.settle();
     assert_eq!(sim.letters(), "____....");
-    assert!(sim.parent.children().all(|(_, c)| c.born.generation == 1), "no old generation left");
+    assert!(sim.parent().children().all(|(_, c)| c.born.generation == 1), "no old generation left");
     assert!(sim.signals.is_empty() && !sim.listeners_closed, "no signal, listeners kept");
     sim.check();
 }
@@ -122,31 +121,31 @@ fn graceful_restart_marks_every_child_and_refills_with_the_new_generation() {
 fn graceful_restart_applies_new_limits_but_keeps_server_limit() {
     let mut sim = Sim::new(pool(2, 1, 3, 8));
     sim.settle();
-    let mut cfg = sim.parent.config().clone();
+    let mut cfg = sim.parent().config().clone();
     cfg.server_limit = 64;
     cfg.max_request_workers = 20;
     cfg.start_servers = 6;
-    sim.parent.handle_command(sim.now, Command::GracefulRestart(Box::new(cfg)), &sim.board);
-    sim.drain();
-    assert_eq!(sim.parent.config().server_limit, 8);
-    assert_eq!(sim.parent.config().max_request_workers, 8);
-    assert_eq!(sim.logged(|l| matches!(l, ParentLog::ServerLimitKept { given: 64, kept: 8 })), 1);
+    sim.command(Command::GracefulRestart(Box::new(cfg)));
+    assert_eq!(sim.parent().config().server_limit, 8);
+    assert_eq!(sim.parent().config().max_request_workers, 8);
+    assert_eq!(sim.logged(|l| matches!(l, ParentLog::ConfigAdjusted(w) if w.key == "server_limit")), 1);
+    assert_eq!(sim.logged(|l| l.apache_code() == Some("AH00179")), 1);
+    assert_eq!(sim.logged(|l| l.apache_code() == Some("AH00180")), 1, "max_request_workers 20 > 8");
 }
 
 #[test]
 fn hard_restart_stops_every_child_then_starts_afresh() {
     let mut sim = Sim::new(pool(3, 1, 5, 8));
     sim.settle();
-    let cfg = sim.parent.config().clone();
-    sim.parent.handle_command(sim.now, Command::HardRestart(Box::new(cfg)), &sim.board);
-    sim.drain();
-    assert_eq!(sim.parent.phase(), Phase::Restarting);
+    let cfg = sim.parent().config().clone();
+    sim.command(Command::HardRestart(Box::new(cfg)));
+    assert_eq!(sim.parent().phase(), Phase::Restarting);
     assert_eq!(sim.signals.iter().filter(|s| s.2 == KillSignal::Term).count(), 3);
     sim.reap();
-    assert_eq!(sim.parent.phase(), Phase::Running);
-    assert_eq!(sim.parent.generation(), 1);
+    assert_eq!(sim.parent().phase(), Phase::Running);
+    assert_eq!(sim.parent().generation(), 1);
     assert_eq!(sim.letters(), "SSS.....");
-    assert!(sim.parent.children().all(|(_, c)| c.born.generation == 1));
+    assert!(sim.parent().children().all(|(_, c)| c.born.generation == 1));
     assert!(!sim.listeners_closed, "a restart keeps the listeners");
     sim.check();
 }
@@ -156,8 +155,7 @@ fn stop_escalates_term_at_3_5_7_kill_at_9_and_gives_up_at_10_seconds() {
     let mut sim = Sim::with(pool(2, 1, 3, 4), Behaviour::Unkillable);
     sim.settle();
     sim.now = Time::from_secs(100);
-    sim.parent.handle_command(sim.now, Command::Stop, &sim.board);
-    sim.drain();
+    sim.command(Command::Stop);
     assert!(sim.listeners_closed);
     while sim.exit_code.is_none() {
         sim.next_timeout().expect("a stop always has a next step");
@@ -171,15 +169,14 @@ fn stop_escalates_term_at_3_5_7_kill_at_9_and_gives_up_at_10_seconds() {
     assert_eq!(sim.now, Time::from_secs(110));
     assert_eq!(sim.logged(|l| matches!(l, ParentLog::GaveUp { .. })), 2);
     assert_eq!(sim.exit_code, Some(0));
-    assert_eq!(sim.parent.phase(), Phase::Exited);
+    assert_eq!(sim.parent().phase(), Phase::Exited);
 }
 
 #[test]
 fn stop_ends_as_soon_as_the_last_child_is_reaped() {
     let mut sim = Sim::with(pool(2, 1, 3, 4), Behaviour::IgnoresTerm);
     sim.settle();
-    sim.parent.handle_command(sim.now, Command::Stop, &sim.board);
-    sim.drain();
+    sim.command(Command::Stop);
     sim.advance(Duration::from_secs(8));
     assert_eq!(sim.exit_code, None, "TERM is ignored");
     sim.advance(Duration::from_secs(1)); // 9 s: KILL
@@ -194,10 +191,9 @@ fn graceful_stop_closes_listeners_lets_work_finish_then_exits() {
     sim.settle();
     let busy = sim.pid_in(1);
     sim.take_connection(busy);
-    sim.parent.handle_command(sim.now, Command::GracefulStop, &sim.board);
-    sim.drain();
+    sim.command(Command::GracefulStop);
     assert!(sim.listeners_closed);
-    assert_eq!(sim.parent.phase(), Phase::Draining);
+    assert_eq!(sim.parent().phase(), Phase::Draining);
     sim.settle();
     assert_eq!(sim.letters(), ".G......", "idle children left at once; the busy one finishes");
     assert_eq!(sim.exit_code, None);
@@ -218,8 +214,7 @@ fn graceful_stop_timeout_falls_back_to_the_stop_escalation() {
     for pid in sim.waiting() {
         sim.take_connection(pid);
     }
-    sim.parent.handle_command(sim.now, Command::GracefulStop, &sim.board);
-    sim.drain();
+    sim.command(Command::GracefulStop);
     sim.advance(Duration::from_secs(4));
     assert!(sim.signals.is_empty());
     sim.advance(Duration::from_secs(1));
@@ -257,7 +252,7 @@ fn children_killed_from_outside_at_start_are_replaced_without_the_brake() {
         sim.advance(Duration::from_secs(1));
     }
     assert_eq!(sim.logged(|l| matches!(l, ParentLog::CrashLoop { .. })), 0);
-    assert_eq!(sim.parent.brake().early_exits(), 0);
+    assert_eq!(sim.parent().brake().early_exits(), 0);
     assert!(sim.forks > 100, "replaced at the policy's rate (up to 32 a tick): {} forks in 10 s", sim.forks);
     sim.behaviour = Behaviour::Normal;
     sim.settle();
@@ -273,13 +268,13 @@ fn the_crash_loop_brake_releases_once_children_live() {
     sim.settle();
     sim.advance(Duration::from_secs(1));
     sim.settle();
-    assert!(sim.parent.brake().early_exits() >= 3);
+    assert!(sim.parent().brake().early_exits() >= 3);
     sim.behaviour = Behaviour::Normal;
     for _ in 0..120 {
         sim.advance(Duration::from_secs(1));
         sim.settle();
     }
-    assert_eq!(sim.parent.brake().early_exits(), 0, "healthy children reset the count");
+    assert_eq!(sim.parent().brake().early_exits(), 0, "healthy children reset the count");
     assert!(sim.view().counts().idle() >= 4, "{}", sim.letters());
     sim.check();
 }
@@ -315,14 +310,13 @@ fn a_fatal_child_of_the_current_generation_stops_the_server_one_of_an_old_genera
     sim.settle();
     let old = sim.pid_in(0);
     sim.take_connection(old);
-    let cfg = sim.parent.config().clone();
-    sim.parent.handle_command(sim.now, Command::GracefulRestart(Box::new(cfg)), &sim.board);
-    sim.drain();
+    let cfg = sim.parent().config().clone();
+    sim.command(Command::GracefulRestart(Box::new(cfg)));
     sim.procs.remove(&old);
     sim.exits.push((old, ExitStatus::Code(code::CHILDFATAL), None));
     sim.settle();
     assert_eq!(sim.logged(|l| matches!(l, ParentLog::IgnoringOldFatal { .. })), 1);
-    assert_eq!(sim.parent.phase(), Phase::Running);
+    assert_eq!(sim.parent().phase(), Phase::Running);
     let young = sim.pid_in(1);
     sim.procs.remove(&young);
     sim.exits.push((young, ExitStatus::Code(code::CHILDFATAL), None));
@@ -342,12 +336,12 @@ fn a_sick_child_resets_the_spawn_rate() {
         }
         sim.tick();
     }
-    assert_eq!(sim.parent.policy().idle_spawn_rate(), 8);
+    assert_eq!(sim.parent().policy().idle_spawn_rate(), 8);
     let pid = sim.pid_in(0);
     sim.procs.remove(&pid);
     sim.exits.push((pid, ExitStatus::Code(code::CHILDSICK), Some(ExitReason::AcceptFailed)));
     sim.reap();
-    assert_eq!(sim.parent.policy().idle_spawn_rate(), 1);
+    assert_eq!(sim.parent().policy().idle_spawn_rate(), 1);
     assert_eq!(
         sim.logged(|l| matches!(
             l,
@@ -399,30 +393,28 @@ fn a_pid_the_parent_never_forked_is_logged_and_ignored() {
     sim.exits.push((4242, ExitStatus::Code(0), None));
     sim.reap();
     assert_eq!(sim.logged(|l| matches!(l, ParentLog::LongLostChild { pid: 4242, .. })), 1);
-    assert_eq!(sim.parent.live_children(), 1);
+    assert_eq!(sim.parent().live_children(), 1);
 }
 
 #[test]
 fn commands_that_do_not_apply_are_ignored_with_a_log_line() {
     let mut sim = Sim::with(pool(1, 1, 3, 4), Behaviour::IgnoresTerm);
     sim.settle();
-    sim.parent.handle_command(sim.now, Command::Stop, &sim.board);
-    let cfg = sim.parent.config().clone();
-    sim.parent.handle_command(sim.now, Command::GracefulRestart(Box::new(cfg)), &sim.board);
-    sim.drain();
+    sim.command(Command::Stop);
+    let cfg = sim.parent().config().clone();
+    sim.command(Command::GracefulRestart(Box::new(cfg)));
     assert_eq!(sim.logged(|l| matches!(l, ParentLog::CommandIgnored { phase: Phase::Stopping, .. })), 1);
-    assert_eq!(sim.parent.phase(), Phase::Stopping);
+    assert_eq!(sim.parent().phase(), Phase::Stopping);
 }
 
 #[test]
 fn a_stop_during_a_hard_restart_exits_instead_of_restarting() {
     let mut sim = Sim::with(pool(2, 1, 3, 4), Behaviour::IgnoresTerm);
     sim.settle();
-    let cfg = sim.parent.config().clone();
-    sim.parent.handle_command(sim.now, Command::HardRestart(Box::new(cfg)), &sim.board);
-    sim.parent.handle_command(sim.now, Command::Stop, &sim.board);
-    sim.drain();
-    assert_eq!(sim.parent.phase(), Phase::Stopping);
+    let cfg = sim.parent().config().clone();
+    sim.command(Command::HardRestart(Box::new(cfg)));
+    sim.command(Command::Stop);
+    assert_eq!(sim.parent().phase(), Phase::Stopping);
     sim.advance(Duration::from_secs(9));
     sim.reap();
     assert_eq!(sim.exit_code, Some(0));
@@ -480,26 +472,13 @@ fn children_that_survive_a_hard_restart_keep_their_slots_marked_graceful() {
     let mut sim = Sim::with(pool(2, 1, 3, 4), Behaviour::Unkillable);
     sim.settle();
     sim.behaviour = Behaviour::Normal;
-    let cfg = sim.parent.config().clone();
-    sim.parent.handle_command(sim.now, Command::HardRestart(Box::new(cfg)), &sim.board);
-    sim.drain();
+    let cfg = sim.parent().config().clone();
+    sim.command(Command::HardRestart(Box::new(cfg)));
     sim.advance(Duration::from_secs(10));
     assert_eq!(sim.logged(|l| matches!(l, ParentLog::GaveUp { .. })), 2);
-    assert_eq!(sim.parent.phase(), Phase::Running);
+    assert_eq!(sim.parent().phase(), Phase::Running);
     assert_eq!(sim.letters(), "GGSS", "stuck children keep slots 0-1 as G; the new ones go to 2-3");
     sim.check();
-}
-
-#[test]
-fn spawn_reports_without_a_pending_spawn_are_logged_not_applied() {
-    let mut sim = Sim::new(pool(1, 1, 3, 4));
-    let pid = sim.pid_in(0);
-    sim.parent.handle_spawned(0, 9999);
-    sim.parent.handle_spawn_failed(sim.now, 3, &sim.board);
-    sim.drain();
-    assert_eq!(sim.logged(|l| matches!(l, ParentLog::DriverMisuse { .. })), 2);
-    assert_eq!(sim.pid_in(0), pid, "the known child is untouched");
-    assert_eq!(sim.letters(), "S...");
 }
 
 #[test]

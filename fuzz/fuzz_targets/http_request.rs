@@ -1,3 +1,3 @@
 #![no_main]
 
-libfuzzer_sys::fuzz_target!(|data: &[u8]| prefork_server::fuzzing::http_request(data));
+libfuzzer_sys::fuzz_target!(|data: &[u8]| preforkd::fuzzing::http_request(data));

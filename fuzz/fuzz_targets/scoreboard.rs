@@ -1,3 +1,3 @@
 #![no_main]
 
-libfuzzer_sys::fuzz_target!(|data: &[u8]| prefork_server::fuzzing::scoreboard(data));
+libfuzzer_sys::fuzz_target!(|data: &[u8]| preforkd::fuzzing::scoreboard(data));

@@ -141,7 +141,7 @@ pub fn parent_events_with(data: &[u8], bug: Option<SeededBug>) {
             1 if !pending.is_empty() => {
                 let (slot, born) = pending.remove(usize::from(b.byte()) % pending.len());
                 if b.byte() % 8 == 0 {
-                    parent.handle_spawn_failed(now, slot, &board);
+                    parent.handle_spawn_failed(now, slot, "fuzzed fork failure", &board);
                 } else {
                     next_pid += 1;
                     parent.handle_spawned(slot, next_pid);

@@ -22,8 +22,9 @@
 use crate::words::{ShuttleWord, shuttle_board};
 use prefork_core::child::{ChildAction, ChildEvent, ChildLoop};
 use prefork_core::config::PoolConfig;
+use prefork_core::driver::{ParentDriver, Platform};
 use prefork_core::exit::{ExitReason, ExitStatus};
-use prefork_core::parent::{Command, KillSignal, Parent, ParentAction, Pid};
+use prefork_core::parent::{Command, KillSignal, Parent, ParentLog, Pid};
 use prefork_core::scoreboard::{ChildSlot, MemoryBoard, ScoreboardView, SlotUpdate};
 use prefork_core::seeded::SeededBug;
 use prefork_core::slot::{SlotState, SlotWord};
@@ -410,61 +411,24 @@ pub fn run(scenario: &Scenario) {
         sh.leave(&mut w);
     });
 
-    // The parent, on this thread.
+    // The parent, on this thread, driven as every driver drives it: its effects happen on the
+    // shuttle platform (each effect takes the world lock; the core's steps run outside it, racing
+    // the children on the slot words).
     let mut parent = Parent::new(cfg.clone());
     if let Some(bug @ (SeededBug::RetireWithoutClaim | SeededBug::IgnoreGenerationOnReap)) = scenario.bug {
         parent.seed_bug(bug);
     }
-    let mut children = vec![];
-    parent.start(Time::ZERO, &shared.board);
+    let mut driver = ParentDriver::new(parent);
+    let mut platform = ShuttlePlatform { shared: &shared, scenario, children: vec![] };
+    let mut exit = driver.start(Time::ZERO, &shared.board, &mut platform);
     loop {
-        // Perform the actions, then check the invariants at this step boundary.
-        let mut exit = false;
+        // Check the invariants at this step boundary.
         {
             let mut w = shared.lock();
-            while let Some(action) = parent.poll_action() {
-                match action {
-                    ParentAction::Spawn { slot, born } => {
-                        let pid = 100 + children.len() as Pid;
-                        let mut child =
-                            ChildLoop::new(cfg.listen.len(), cfg.lock_in_use(), cfg.connection_limit(u64::from(pid)));
-                        if let Some(bug @ SeededBug::NoAcceptLock) = scenario.bug {
-                            child.seed_bug(bug);
-                        }
-                        w.procs.insert(pid, ProcInfo { generation: born.generation, ..ProcInfo::default() });
-                        w.threads += 1;
-                        let sh = shared.clone();
-                        let interrupts = scenario.wake_interrupts_lock;
-                        children.push(thread::spawn(move || child_main(sh, pid, slot, born, child, interrupts)));
-                        parent.handle_spawned(slot, pid);
-                    }
-                    ParentAction::Wake { pid, .. } => {
-                        if let Some(p) = w.procs.get_mut(&pid) {
-                            p.woken = true;
-                        }
-                    }
-                    ParentAction::Signal { pid, signal } => {
-                        if let Some(p) = w.procs.get_mut(&pid) {
-                            p.killed.get_or_insert(if signal == KillSignal::Term { 15 } else { 9 });
-                        }
-                    }
-                    ParentAction::CloseListeners => {
-                        w.listening = false;
-                        let reset: usize = w.queues.iter().map(VecDeque::len).sum();
-                        w.refused += reset as u32;
-                        w.queues.iter_mut().for_each(VecDeque::clear);
-                    }
-                    ParentAction::Log(l) => {
-                        let line = format!("{} {l}", w.clock);
-                        w.log.push(line);
-                    }
-                    ParentAction::Exit { .. } => exit = true,
-                }
-            }
-            w.generation = parent.generation();
-            check_board(&parent, &shared, &w);
+            w.generation = driver.parent().generation();
+            check_board(driver.parent(), &shared, &w);
             shared.notify(&mut w);
-            if exit {
+            if exit.is_some() {
                 w.parent_done = true;
                 shared.quiet.notify_all();
                 break;
@@ -479,7 +443,7 @@ pub fn run(scenario: &Scenario) {
             if let Some(c) = w.commands.pop_front() {
                 break Work::Command(c);
             }
-            if parent.poll_timeout().is_some_and(|t| t <= w.clock) {
+            if driver.poll_timeout().is_some_and(|t| t <= w.clock) {
                 break Work::Timeout;
             }
             if w.parent_caught_up < w.clock {
@@ -490,13 +454,16 @@ pub fn run(scenario: &Scenario) {
         };
         let now = w.clock;
         drop(w);
-        // The core's step, outside the world lock: it races the children on the slot words.
-        match work {
-            Work::Reap((pid, status, reason)) => parent.handle_child_exit(now, pid, status, reason, &shared.board),
-            Work::Command(c) => parent.handle_command(now, c, &shared.board),
-            Work::Timeout => parent.handle_timeout(now, &shared.board),
-        }
+        let board = &shared.board;
+        exit = match work {
+            Work::Reap((pid, status, reason)) => {
+                driver.handle_child_exit(now, pid, status, reason, board, &mut platform)
+            }
+            Work::Command(c) => driver.handle_command(now, c, board, &mut platform),
+            Work::Timeout => driver.handle_timeout(now, board, &mut platform),
+        };
     }
+    let children = platform.children;
     shared.notify(&mut shared.lock());
     let children_spawned = children.len();
     for h in [client, clock, operator].into_iter().chain(children) {
@@ -574,6 +541,65 @@ static TOTALS: std::sync::Mutex<Totals> = std::sync::Mutex::new(Totals {
 /// Takes the totals accumulated so far (and resets them).
 pub fn take_totals() -> Totals {
     std::mem::take(&mut *TOTALS.lock().unwrap())
+}
+
+/// The shuttle platform: the parent's effects on the world (child threads, wake flags, kills,
+/// listen queues, the log).
+struct ShuttlePlatform<'a> {
+    shared: &'a Arc<Shared>,
+    scenario: &'a Scenario,
+    children: Vec<thread::JoinHandle<()>>,
+}
+
+impl Platform<MemoryBoard<ShuttleWord>> for ShuttlePlatform<'_> {
+    fn spawn(
+        &mut self,
+        parent: &Parent,
+        _: &MemoryBoard<ShuttleWord>,
+        slot: usize,
+        born: SlotWord,
+    ) -> Result<Pid, String> {
+        let cfg = parent.config();
+        let pid = 100 + self.children.len() as Pid;
+        let mut child = ChildLoop::new(cfg.listen.len(), cfg.lock_in_use(), cfg.connection_limit(u64::from(pid)));
+        if let Some(bug @ SeededBug::NoAcceptLock) = self.scenario.bug {
+            child.seed_bug(bug);
+        }
+        let mut w = self.shared.lock();
+        w.procs.insert(pid, ProcInfo { generation: born.generation, ..ProcInfo::default() });
+        w.threads += 1;
+        drop(w);
+        let sh = self.shared.clone();
+        let interrupts = self.scenario.wake_interrupts_lock;
+        self.children.push(thread::spawn(move || child_main(sh, pid, slot, born, child, interrupts)));
+        Ok(pid)
+    }
+
+    fn wake(&mut self, _: usize, pid: Pid) {
+        if let Some(p) = self.shared.lock().procs.get_mut(&pid) {
+            p.woken = true;
+        }
+    }
+
+    fn signal(&mut self, _: &Parent, pid: Pid, signal: KillSignal) {
+        if let Some(p) = self.shared.lock().procs.get_mut(&pid) {
+            p.killed.get_or_insert(if signal == KillSignal::Term { 15 } else { 9 });
+        }
+    }
+
+    fn close_listeners(&mut self) {
+        let mut w = self.shared.lock();
+        w.listening = false;
+        let reset: usize = w.queues.iter().map(VecDeque::len).sum();
+        w.refused += reset as u32;
+        w.queues.iter_mut().for_each(VecDeque::clear);
+    }
+
+    fn log(&mut self, line: ParentLog) {
+        let mut w = self.shared.lock();
+        let line = format!("{} {line}", w.clock);
+        w.log.push(line);
+    }
 }
 
 enum Work {

@@ -14,8 +14,9 @@
 use crate::words::CellBoard;
 use prefork_core::child::{AfterRelease, ChildAction, ChildEvent, ChildLoop, ChildPhase};
 use prefork_core::config::PoolConfig;
+use prefork_core::driver::{ParentDriver, Platform};
 use prefork_core::exit::{ExitReason, ExitStatus};
-use prefork_core::parent::{Command, KillSignal, Parent, ParentAction, Phase, Pid};
+use prefork_core::parent::{Command, KillSignal, Parent, ParentLog, Phase, Pid};
 use prefork_core::scoreboard::{ChildSlot, ScoreboardView};
 use prefork_core::seeded::SeededBug;
 use prefork_core::slot::{SlotState, SlotWord};
@@ -110,15 +111,22 @@ pub struct Violations {
     pub signal_while_running: bool,
 }
 
-/// The whole system.
+/// The whole system: the parent (with the driver contract) and everything else.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct SysState {
+    /// The core's parent, driven as every driver drives it.
+    pub driver: ParentDriver,
+    /// Processes, sockets, lock, clock, counters: the platform.
+    pub world: World,
+}
+
+/// Everything but the parent: the platform the parent's effects happen on.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct World {
     /// The running-generation word.
     pub generation_word: u64,
     /// The slot words.
     pub board: Vec<u64>,
-    /// The parent.
-    pub parent: Parent,
     /// Live child processes, in pid order.
     pub procs: Vec<Proc>,
     /// Connections waiting in each listen queue.
@@ -157,7 +165,25 @@ pub struct SysState {
     pub violations: Violations,
 }
 
+impl std::ops::Deref for SysState {
+    type Target = World;
+    fn deref(&self) -> &World {
+        &self.world
+    }
+}
+
+impl std::ops::DerefMut for SysState {
+    fn deref_mut(&mut self) -> &mut World {
+        &mut self.world
+    }
+}
+
 impl SysState {
+    /// The parent.
+    pub fn parent(&self) -> &Parent {
+        self.driver.parent()
+    }
+
     /// The snapshot of the board in this state.
     pub fn view(&self) -> ScoreboardView {
         ScoreboardView::capture(&CellBoard::load(self.generation_word, &self.board))
@@ -198,63 +224,24 @@ impl SystemModel {
         SystemModel { pool, budget, ops, robust_lock: true, bug: None, wake_interrupts_lock: true }
     }
 
-    fn with_board(&self, s: &mut SysState, f: impl FnOnce(&mut Parent, &CellBoard, Time)) {
-        let board = CellBoard::load(s.generation_word, &s.board);
-        f(&mut s.parent, &board, s.now);
-        (s.generation_word, s.board) = board.save();
-        self.parent_actions(s);
-    }
-
-    /// Performs what the parent asked for.
-    fn parent_actions(&self, s: &mut SysState) {
-        while let Some(a) = s.parent.poll_action() {
-            match a {
-                ParentAction::Spawn { slot, born } => {
-                    if born.generation != s.parent.generation() {
-                        s.violations.spawned_old = true;
-                    }
-                    let pid = s.next_pid;
-                    s.next_pid += 1;
-                    let cfg = s.parent.config();
-                    let mut child = ChildLoop::new(cfg.listen.len(), cfg.lock_in_use(), 0);
-                    if let Some(bug @ SeededBug::NoAcceptLock) = self.bug {
-                        child.seed_bug(bug);
-                    }
-                    s.procs.push(Proc { pid, slot, born, child, next: None, conn: false, woken: false });
-                    s.parent.handle_spawned(slot, pid);
-                }
-                ParentAction::Wake { pid, .. } => {
-                    if let Some(p) = s.procs.iter_mut().find(|p| p.pid == pid) {
-                        p.woken = true;
-                    }
-                }
-                ParentAction::Signal { pid, signal } => {
-                    let running = s.parent.phase() == Phase::Running;
-                    if running {
-                        s.violations.signal_while_running = true;
-                    }
-                    if let Some(i) = s.procs.iter().position(|p| p.pid == pid) {
-                        if running && s.procs[i].busy() {
-                            s.violations.killed_busy = true;
-                        }
-                        let sig = if signal == KillSignal::Term { 15 } else { 9 };
-                        self.die(s, i, ExitStatus::Signaled(sig));
-                    }
-                }
-                ParentAction::CloseListeners => {
-                    s.listening = false;
-                    s.refused += s.queues.iter().sum::<u8>();
-                    s.queues.iter_mut().for_each(|q| *q = 0);
-                }
-                ParentAction::Log(_) => {}
-                ParentAction::Exit { code } => s.exit_code = Some(code),
-            }
+    /// Feeds the parent one input through the driver; its effects happen on this model's platform.
+    fn drive(
+        &self,
+        s: &mut SysState,
+        input: impl FnOnce(&mut ParentDriver, Time, &CellBoard, &mut ModelPlatform<'_>) -> Option<i32>,
+    ) {
+        let board = CellBoard::load(s.world.generation_word, &s.world.board);
+        let now = s.world.now;
+        let mut platform = ModelPlatform { model: self, world: &mut s.world };
+        if let Some(code) = input(&mut s.driver, now, &board, &mut platform) {
+            s.world.exit_code = Some(code);
         }
+        (s.world.generation_word, s.world.board) = board.save();
     }
 
     /// Process `i` ends abnormally (crash or signal): what it held is lost, the lock is released if
     /// the kernel releases it.
-    fn die(&self, s: &mut SysState, i: usize, status: ExitStatus) {
+    fn die(&self, s: &mut World, i: usize, status: ExitStatus) {
         let p = s.procs.remove(i);
         if p.conn {
             s.lost += 1;
@@ -272,6 +259,7 @@ impl SystemModel {
 
     /// Feeds `event` to process `i` and applies the action it returns.
     fn feed(&self, s: &mut SysState, i: usize, event: ChildEvent<'_>) {
+        let s = &mut s.world;
         let board = CellBoard::load(s.generation_word, &s.board);
         let p = &mut s.procs[i];
         let action = ChildSlot::attach(&board, p.slot, p.born)
@@ -331,10 +319,9 @@ impl Model for SystemModel {
         if let Some(bug @ (SeededBug::RetireWithoutClaim | SeededBug::IgnoreGenerationOnReap)) = self.bug {
             parent.seed_bug(bug);
         }
-        let mut s = SysState {
+        let world = World {
             generation_word: 0,
             board: vec![0; self.pool.server_limit as usize],
-            parent,
             procs: vec![],
             queues: vec![0; listeners],
             listening: true,
@@ -354,13 +341,14 @@ impl Model for SystemModel {
             exit_code: None,
             violations: Violations::default(),
         };
-        self.with_board(&mut s, |parent, board, now| parent.start(now, board));
+        let mut s = SysState { driver: ParentDriver::new(parent), world };
+        self.drive(&mut s, |driver, now, board, platform| driver.start(now, board, platform));
         vec![s]
     }
 
     fn actions(&self, s: &SysState, actions: &mut Vec<Action>) {
         let parent_alive = s.exit_code.is_none();
-        if parent_alive && s.budget.ticks > 0 && s.parent.poll_timeout().is_some() {
+        if parent_alive && s.budget.ticks > 0 && s.driver.poll_timeout().is_some() {
             actions.push(Action::Tick);
         }
         if parent_alive && !s.zombies.is_empty() {
@@ -399,17 +387,19 @@ impl Model for SystemModel {
         match action {
             Action::Tick => {
                 s.budget.ticks -= 1;
-                s.now = s.now.max(s.parent.poll_timeout()?);
-                self.with_board(&mut s, |parent, board, now| parent.handle_timeout(now, board));
+                s.now = s.now.max(s.driver.poll_timeout()?);
+                self.drive(&mut s, |driver, now, board, platform| driver.handle_timeout(now, board, platform));
             }
             Action::Reap => {
                 let (pid, status, reason) = s.zombies.remove(0);
-                self.with_board(&mut s, |parent, board, now| parent.handle_child_exit(now, pid, status, reason, board));
+                self.drive(&mut s, |driver, now, board, platform| {
+                    driver.handle_child_exit(now, pid, status, reason, board, platform)
+                });
             }
             Action::Crash(pid) => {
                 s.budget.crashes -= 1;
                 let i = s.procs.iter().position(|p| p.pid == pid)?;
-                self.die(&mut s, i, ExitStatus::Signaled(11)); // a crash (SIGSEGV): it feeds the brake
+                self.die(&mut s.world, i, ExitStatus::Signaled(11)); // a crash (SIGSEGV): it feeds the brake
             }
             Action::Connect(l) => {
                 s.budget.connections -= 1;
@@ -417,14 +407,14 @@ impl Model for SystemModel {
             }
             Action::Command(op) => {
                 s.budget.commands -= 1;
-                let cfg = Box::new(s.parent.config().clone());
+                let cfg = Box::new(s.parent().config().clone());
                 let command = match op {
                     Op::GracefulRestart => Command::GracefulRestart(cfg),
                     Op::HardRestart => Command::HardRestart(cfg),
                     Op::GracefulStop => Command::GracefulStop,
                     Op::Stop => Command::Stop,
                 };
-                self.with_board(&mut s, |parent, board, now| parent.handle_command(now, command, board));
+                self.drive(&mut s, |driver, now, board, platform| driver.handle_command(now, command, board, platform));
             }
             Action::Woken(pid) => {
                 let i = s.procs.iter().position(|p| p.pid == pid)?;
@@ -512,7 +502,7 @@ impl Model for SystemModel {
             }),
             Property::always("I9/I14: the board agrees with the parent's records", |_: &SystemModel, s: &SysState| {
                 let counts = s.view().counts();
-                counts.corrupt == 0 && counts.live() == s.parent.live_children()
+                counts.corrupt == 0 && counts.live() == s.parent().live_children()
             }),
             Property::always(
                 "I11: every accepted connection is served or lost with its child",
@@ -542,13 +532,13 @@ impl Model for SystemModel {
             ),
             Property::eventually("L1: an old generation disappears", |m: &SystemModel, s: &SysState| {
                 terminal(m, s)
-                    && (s.exit_code.is_some() || s.procs.iter().all(|p| p.born.generation == s.parent.generation()))
+                    && (s.exit_code.is_some() || s.procs.iter().all(|p| p.born.generation == s.parent().generation()))
             }),
             // Examples that must exist: a model that cannot reach these proves nothing.
             Property::sometimes("example: a connection is served", |_: &SystemModel, s: &SysState| s.served > 0),
             Property::sometimes("example: an idle child is retired", |_: &SystemModel, s: &SysState| s.retired > 0),
             Property::sometimes("example: a graceful restart completes", |_: &SystemModel, s: &SysState| {
-                s.parent.generation() > 0 && !s.procs.is_empty() && s.procs.iter().all(|p| p.born.generation > 0)
+                s.parent().generation() > 0 && !s.procs.is_empty() && s.procs.iter().all(|p| p.born.generation > 0)
             }),
             Property::sometimes("example: the parent exits", |_: &SystemModel, s: &SysState| s.exit_code.is_some()),
             Property::sometimes("example: a dead holder's lock is taken again", |_: &SystemModel, s: &SysState| {
@@ -556,6 +546,60 @@ impl Model for SystemModel {
             }),
         ]
     }
+}
+
+/// The model's platform: what the parent's effects do to the processes, queues and lock.
+pub struct ModelPlatform<'a> {
+    model: &'a SystemModel,
+    world: &'a mut World,
+}
+
+impl Platform<CellBoard> for ModelPlatform<'_> {
+    fn spawn(&mut self, parent: &Parent, _: &CellBoard, slot: usize, born: SlotWord) -> Result<Pid, String> {
+        let s = &mut *self.world;
+        if born.generation != parent.generation() {
+            s.violations.spawned_old = true;
+        }
+        let pid = s.next_pid;
+        s.next_pid += 1;
+        let cfg = parent.config();
+        let mut child = ChildLoop::new(cfg.listen.len(), cfg.lock_in_use(), 0);
+        if let Some(bug @ SeededBug::NoAcceptLock) = self.model.bug {
+            child.seed_bug(bug);
+        }
+        s.procs.push(Proc { pid, slot, born, child, next: None, conn: false, woken: false });
+        Ok(pid)
+    }
+
+    fn wake(&mut self, _: usize, pid: Pid) {
+        if let Some(p) = self.world.procs.iter_mut().find(|p| p.pid == pid) {
+            p.woken = true;
+        }
+    }
+
+    fn signal(&mut self, parent: &Parent, pid: Pid, signal: KillSignal) {
+        let s = &mut *self.world;
+        let running = parent.phase() == Phase::Running;
+        if running {
+            s.violations.signal_while_running = true;
+        }
+        if let Some(i) = s.procs.iter().position(|p| p.pid == pid) {
+            if running && s.procs[i].busy() {
+                s.violations.killed_busy = true;
+            }
+            let sig = if signal == KillSignal::Term { 15 } else { 9 };
+            self.model.die(s, i, ExitStatus::Signaled(sig));
+        }
+    }
+
+    fn close_listeners(&mut self) {
+        let s = &mut *self.world;
+        s.listening = false;
+        s.refused += s.queues.iter().sum::<u8>();
+        s.queues.iter_mut().for_each(|q| *q = 0);
+    }
+
+    fn log(&mut self, _: ParentLog) {}
 }
 
 /// The model the explorer shows: two listeners (the lock in use), one crash, any one command.

@@ -9,6 +9,7 @@ use loom::sync::{Arc, Mutex};
 use loom::thread;
 use prefork_core::child::{ChildAction, ChildEvent, ChildLoop};
 use prefork_core::config::PoolConfig;
+use prefork_core::driver::{ParentDriver, Recorder};
 use prefork_core::exit::ExitReason;
 use prefork_core::parent::{Command, Parent, ParentAction, ParentLog, Pid};
 use prefork_core::scoreboard::{ChildSlot, MemoryBoard, ScoreboardView, SlotTable, SlotUpdate};
@@ -72,18 +73,18 @@ struct Kid {
 }
 
 /// A started parent whose children have all run `Started` (sequentially, before any thread).
-fn pool(cfg: &PoolConfig, bug: Option<SeededBug>) -> (Arc<Board>, Parent, Vec<Kid>) {
+fn pool(cfg: &PoolConfig, bug: Option<SeededBug>) -> (Arc<Board>, Driven, Vec<Kid>) {
     let board = Arc::new(loom_board(cfg.server_limit as usize));
     let mut parent = Parent::new(cfg.clone());
     if let Some(bug) = bug {
         parent.seed_bug(bug);
     }
-    parent.start(Time::ZERO, &*board);
+    let mut parent = Driven { driver: ParentDriver::new(parent), effects: Recorder::new(100) };
+    parent.driver.start(Time::ZERO, &*board, &mut parent.effects);
     let mut kids = vec![];
-    while let Some(action) = parent.poll_action() {
+    for action in parent.effects.take() {
         if let ParentAction::Spawn { slot, born } = action {
             let pid = 100 + slot as Pid;
-            parent.handle_spawned(slot, pid);
             let mut child = ChildLoop::new(cfg.listen.len(), cfg.lock_in_use(), 0);
             let next = child.handle(ChildEvent::Started, &ChildSlot::attach(&*board, slot, born).unwrap()).unwrap();
             kids.push(Kid { slot, born, pid, child, next });
@@ -92,8 +93,15 @@ fn pool(cfg: &PoolConfig, bug: Option<SeededBug>) -> (Arc<Board>, Parent, Vec<Ki
     (board, parent, kids)
 }
 
-fn drain(parent: &mut Parent) -> Vec<ParentAction> {
-    std::iter::from_fn(|| parent.poll_action()).collect()
+/// The parent with the driver contract, its effects recorded (the recorder's pids are 100, 101 …
+/// in spawn order, which here is slot order).
+struct Driven {
+    driver: ParentDriver,
+    effects: Recorder,
+}
+
+fn drain(parent: &mut Driven) -> Vec<ParentAction> {
+    parent.effects.take()
 }
 
 /// The parent's maintenance tick (which wants to retire one of three idle children) races the
@@ -105,7 +113,7 @@ fn retirement_race(bug: Option<SeededBug>) -> (Vec<ParentAction>, ChildAction, K
     assert_eq!(kid.slot, 2);
     let b = board.clone();
     let parent_thread = thread::spawn(move || {
-        parent.handle_timeout(Time::from_secs(1), &*b);
+        parent.driver.handle_timeout(Time::from_secs(1), &*b, &mut parent.effects);
         drain(&mut parent)
     });
     let b = board.clone();
@@ -183,7 +191,7 @@ fn snapshots_taken_while_a_child_serves_are_never_torn() {
                 let w = view.slots[0].expect("a decodable word");
                 assert_eq!((w.incarnation, w.generation), (1, 0), "the word belongs to the child");
                 assert!(w.state == SlotState::Ready || w.state.is_busy(), "impossible state {}", w.state);
-                parent.handle_timeout(Time::from_secs(t), &*b);
+                parent.driver.handle_timeout(Time::from_secs(t), &*b, &mut parent.effects);
             }
             drain(&mut parent)
         });
@@ -206,8 +214,18 @@ fn a_child_that_sees_its_graceful_mark_also_sees_the_new_generation() {
         let b = board.clone();
         let next = cfg.clone();
         let parent_thread = thread::spawn(move || {
-            parent.handle_command(Time::from_secs(1), Command::GracefulRestart(Box::new(next.clone())), &*b);
-            parent.handle_command(Time::from_secs(2), Command::GracefulRestart(Box::new(next)), &*b);
+            parent.driver.handle_command(
+                Time::from_secs(1),
+                Command::GracefulRestart(Box::new(next.clone())),
+                &*b,
+                &mut parent.effects,
+            );
+            parent.driver.handle_command(
+                Time::from_secs(2),
+                Command::GracefulRestart(Box::new(next)),
+                &*b,
+                &mut parent.effects,
+            );
             drain(&mut parent)
         });
         let b = board.clone();

@@ -11,13 +11,14 @@
 use nix::sys::mman::{MapFlags, ProtFlags, mmap_anonymous};
 use nix::sys::wait::waitpid;
 use nix::unistd::{ForkResult, fork};
-use prefork_server::locks::{AcceptLock, Mechanism};
+use prefork_core::config::LockMechanism;
+use prefork_server::locks::AcceptLock;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 const ROUNDS: usize = 5;
 const RUN: Duration = Duration::from_millis(300);
-const MECHANISMS: [Mechanism; 4] = [Mechanism::Fcntl, Mechanism::Flock, Mechanism::Pthread, Mechanism::Sysvsem];
+const MECHANISMS: [LockMechanism; 4] = LockMechanism::ALL;
 
 fn shared_counter() -> &'static AtomicU64 {
     let len = std::num::NonZeroUsize::new(8).unwrap();
@@ -29,7 +30,7 @@ fn shared_counter() -> &'static AtomicU64 {
 }
 
 /// Lock+unlock pairs per second with `procs` processes competing.
-fn measure(m: Mechanism, procs: usize) -> f64 {
+fn measure(m: LockMechanism, procs: usize) -> f64 {
     let mut lock = AcceptLock::create(m, &std::env::temp_dir(), None).expect("lock");
     let counter = shared_counter();
     let start = Instant::now() + Duration::from_millis(50);

@@ -13,17 +13,13 @@
 use prefork_core::config::{PoolConfig, RawPoolConfig};
 use prefork_core::scoreboard::SlotUpdate;
 use prefork_core::slot::SlotState;
-use prefork_server::{Connection, Server, Stream};
+use prefork_server::{Connection, Server};
 use std::io::{BufRead, BufReader, Write};
 
 /// One connection: echo lines until the client closes, showing R (reading) and W (writing) in the
 /// scoreboard; on a graceful restart or stop, answer the line in hand and close.
 fn echo(conn: &mut Connection<'_>) -> std::io::Result<()> {
-    let reader = match conn.stream() {
-        Stream::Tcp(s) => Stream::Tcp(s.try_clone()?),
-        Stream::Unix(s) => Stream::Unix(s.try_clone()?),
-    };
-    let mut reader = BufReader::new(reader);
+    let mut reader = BufReader::new(conn.stream().try_clone()?);
     let mut line = String::new();
     loop {
         conn.status().set(SlotState::BusyRead);

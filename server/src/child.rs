@@ -16,8 +16,9 @@
 use crate::creds::Credentials;
 use crate::listeners::Listener;
 use crate::locks::{AcceptLock, LockError};
+use crate::service::{Connection, Service, Status, Stream};
 use crate::shm::{FLAG_HOLDS_LOCK, Scoreboard, SlotRecord};
-use crate::{Connection, Service, Status, Stream, unix_ms};
+use crate::unix_ms;
 use nix::errno::Errno;
 use nix::sys::epoll::{Epoll, EpollCreateFlags, EpollEvent, EpollFlags, EpollTimeout};
 use nix::sys::signal::{SaFlags, SigAction, SigHandler, SigSet, SigmaskHow, Signal, sigaction, sigprocmask};
@@ -28,7 +29,7 @@ use prefork_core::exit::{ExitReason, code};
 use prefork_core::scoreboard::ChildSlot;
 use prefork_core::slot::SlotWord;
 use std::io::Write;
-use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::os::fd::{AsFd, OwnedFd};
 use std::sync::atomic::{AtomicBool, Ordering};
 use tracing::{debug, error, warn};
 
@@ -43,7 +44,8 @@ const WAKE_TOKEN: u64 = u64::MAX;
 /// A child re-checks its slot at least this often even if nothing wakes it.
 const WAIT_TIMEOUT_MS: u16 = 1000;
 
-/// Everything a child needs, borrowed from the parent's (copied) memory.
+/// Everything a child needs, borrowed from the parent's (copied) memory: the one argument of the
+/// child's whole life.
 pub(crate) struct ChildSetup<'a> {
     pub(crate) board: &'a Scoreboard,
     pub(crate) slot: usize,
@@ -102,28 +104,29 @@ pub(crate) fn run(setup: ChildSetup<'_>) -> ! {
     if nix::sys::prctl::set_pdeathsig(Signal::SIGKILL).is_err() || nix::unistd::getppid() != setup.parent {
         leave(code::OK); // the parent is already gone
     }
-    let ChildSetup { board, slot, born, listeners, mut lock, wake, creds, connection_limit, service, parent } = setup;
-    if let Some(lock) = lock.as_deref_mut()
+    let mut setup = setup;
+    let slot = setup.slot;
+    if let Some(lock) = setup.lock.as_deref_mut()
         && let Err(e) = lock.child_init()
     {
         error!("child slot {slot}: cannot initialise the {} accept lock: {e}", lock.mechanism().name());
         leave(code::CHILDFATAL);
     }
-    if let Some(c) = creds
+    if let Some(c) = setup.creds
         && let Err(e) = c.apply()
     {
         error!("child slot {slot}: cannot run as {}: {e}", c.label);
         leave(code::CHILDFATAL);
     }
     // Again after the privilege drop: the kernel clears PR_SET_PDEATHSIG when credentials change.
-    if nix::sys::prctl::set_pdeathsig(Signal::SIGKILL).is_err() || nix::unistd::getppid() != parent {
+    if nix::sys::prctl::set_pdeathsig(Signal::SIGKILL).is_err() || nix::unistd::getppid() != setup.parent {
         leave(code::OK);
     }
-    if let Err(e) = service.child_init() {
+    if let Err(e) = setup.service.child_init() {
         error!("child slot {slot}: service initialisation failed: {e}");
         leave(code::CHILDSICK);
     }
-    let reason = match serve_loop(board, slot, born, listeners, lock, &wake, connection_limit, service) {
+    let reason = match serve_loop(&mut setup) {
         Ok(reason) => reason,
         Err(e) => {
             error!("child slot {slot}: {e}");
@@ -187,23 +190,18 @@ fn acquire(lock: &mut AcceptLock) -> Result<(), LockError> {
     result
 }
 
-#[allow(clippy::too_many_arguments)]
-fn serve_loop(
-    board: &Scoreboard,
-    slot: usize,
-    born: SlotWord,
-    listeners: &[Listener],
-    mut lock: Option<&mut AcceptLock>,
-    wake: &OwnedFd,
-    connection_limit: u64,
-    service: &mut dyn Service,
-) -> Result<ExitReason, String> {
+/// The core's child loop on real system calls, until it says `Exit`.
+fn serve_loop(setup: &mut ChildSetup<'_>) -> Result<ExitReason, String> {
+    let ChildSetup { board, slot, born, listeners, lock, wake, connection_limit, service, .. } = setup;
+    let (board, slot, born, listeners, connection_limit): (&Scoreboard, usize, SlotWord, &[Listener], u64) =
+        (board, *slot, *born, listeners, *connection_limit);
     let record: &SlotRecord = board.record(slot);
     let me = ChildSlot::attach(board, slot, born).map_err(|e| format!("slot {slot}: {e}"))?;
+    let wake: &OwnedFd = wake;
     let epoll = epoll_for(listeners, wake).map_err(|e| format!("epoll: {e}"))?;
     let lock_in_use = lock.is_some();
     let mut child = ChildLoop::new(listeners.len(), lock_in_use, connection_limit);
-    let mut accepted: Option<(Stream, String, Option<std::net::SocketAddr>, usize)> = None;
+    let mut accepted: Option<(Stream, Option<std::net::SocketAddr>, usize)> = None;
     let mut ready: Vec<usize> = Vec::with_capacity(listeners.len());
     let mut events = [EpollEvent::empty(); 16];
     let mut event = ChildEvent::Started;
@@ -256,8 +254,8 @@ fn serve_loop(
             },
             ChildAction::Accept { listener } => match accept4(listeners[listener].as_fd(), SockFlag::SOCK_CLOEXEC) {
                 Ok(fd) => {
-                    let (stream, peer, peer_addr) = wrap(fd, &listeners[listener]);
-                    accepted = Some((stream, peer, peer_addr, listener));
+                    let (stream, peer_addr) = wrap(fd, &listeners[listener]);
+                    accepted = Some((stream, peer_addr, listener));
                     record.connections.fetch_add(1, Ordering::Relaxed);
                     ChildEvent::Accepted
                 }
@@ -280,22 +278,19 @@ fn serve_loop(
                 ChildEvent::LockReleased
             }
             ChildAction::Serve => {
-                let (stream, peer, peer_addr, listener) = accepted.take().expect("an accepted connection");
-                record.set_texts(Some(&peer), Some(""));
-                let status = Status { slot: me, record, listeners, released: std::cell::Cell::new(false) };
-                let mut conn = Connection { stream, peer, peer_addr, listener, status, board, listeners };
+                let (stream, peer_addr, listener) = accepted.take().expect("an accepted connection");
+                let status = Status::new(me, record, listeners);
+                let mut conn = Connection::new(stream, peer_addr, listener, status, board, listeners);
+                record.set_texts(Some(conn.peer()), Some(""));
                 if let Err(e) = service.serve(&mut conn) {
-                    debug!("child slot {slot}: connection from {}: {e}", conn.peer);
+                    debug!("child slot {slot}: connection from {}: {e}", conn.peer());
                 }
                 drop(conn);
                 record.last_used_ms.store(unix_ms(), Ordering::Relaxed);
                 ChildEvent::ConnectionDone
             }
             ChildAction::Exit(reason) => {
-                if reason != ExitReason::Retired
-                    && reason != ExitReason::Graceful
-                    && reason != ExitReason::MaxConnections
-                {
+                if !reason.is_voluntary() {
                     warn!("child slot {slot} exiting: {reason}");
                 }
                 return Ok(reason);
@@ -304,13 +299,12 @@ fn serve_loop(
     }
 }
 
-fn wrap(fd: OwnedFd, listener: &Listener) -> (Stream, String, Option<std::net::SocketAddr>) {
+fn wrap(fd: OwnedFd, listener: &Listener) -> (Stream, Option<std::net::SocketAddr>) {
     if listener.is_unix() {
-        (Stream::Unix(std::os::unix::net::UnixStream::from(fd)), "unix".to_string(), None)
+        (Stream::Unix(std::os::unix::net::UnixStream::from(fd)), None)
     } else {
         let stream = std::net::TcpStream::from(fd);
         let addr = stream.peer_addr().ok();
-        let peer = addr.map(|a| a.to_string()).unwrap_or_else(|| format!("fd {}", stream.as_raw_fd()));
-        (Stream::Tcp(stream), peer, addr)
+        (Stream::Tcp(stream), addr)
     }
 }

@@ -93,6 +93,36 @@ impl Listener {
             ListenAddr::Unix(_) => None,
         }
     }
+
+    /// The kernel's accept queue of a TCP listener, if it can be read (Linux `TCP_INFO` on a
+    /// listening socket: `tcpi_unacked` is the current queue length, `tcpi_sacked` the backlog).
+    /// `None` for unix-domain listeners.
+    pub fn queue(&self) -> Option<ListenQueue> {
+        use std::os::fd::AsRawFd;
+        self.tcp_addr()?;
+        // SAFETY: tcp_info is plain data; getsockopt writes at most `len` bytes into it.
+        unsafe {
+            let mut info: libc::tcp_info = std::mem::zeroed();
+            let mut len = size_of::<libc::tcp_info>() as libc::socklen_t;
+            let rc = libc::getsockopt(
+                self.socket.as_raw_fd(),
+                libc::IPPROTO_TCP,
+                libc::TCP_INFO,
+                &mut info as *mut libc::tcp_info as *mut libc::c_void,
+                &mut len,
+            );
+            (rc == 0).then_some(ListenQueue { waiting: info.tcpi_unacked, backlog: info.tcpi_sacked })
+        }
+    }
+}
+
+/// A listener's accept queue as the kernel reports it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ListenQueue {
+    /// Connections waiting to be accepted.
+    pub waiting: u32,
+    /// The backlog the socket listens with.
+    pub backlog: u32,
 }
 
 impl AsFd for Listener {

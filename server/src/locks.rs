@@ -14,7 +14,7 @@
 //! [`LockError::Interrupted`] then.
 
 use nix::errno::Errno;
-use prefork_core::config::AcceptMutex;
+use prefork_core::config::LockMechanism;
 use std::fs::File;
 use std::io;
 use std::mem::MaybeUninit;
@@ -25,49 +25,12 @@ use std::ptr::NonNull;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-/// A concrete mechanism (what `auto` resolves to is [`DEFAULT_MECHANISM`]).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum Mechanism {
-    /// POSIX record lock.
-    Fcntl,
-    /// BSD flock.
-    Flock,
-    /// Robust process-shared pthread mutex.
-    Pthread,
-    /// SysV semaphore with SEM_UNDO.
-    Sysvsem,
-}
-
 /// What `accept_mutex = "auto"` uses when a lock is needed: the robust pthread mutex. Measured
 /// (`cargo bench -p prefork-server --bench accept_lock`, BENCHMARKS.md): 13.6x fcntl's
 /// lock+unlock rate uncontended and 20x with 4 processes competing (a futex needs no system call
 /// when uncontended), and the kernel still recovers it from a dead holder (EOWNERDEAD). It is also
 /// Apache 2.4's Linux default since APR 1.7.
-pub const DEFAULT_MECHANISM: Mechanism = Mechanism::Pthread;
-
-impl Mechanism {
-    /// The mechanism for a configuration word; `None` for `none`.
-    pub fn from_config(m: AcceptMutex) -> Option<Mechanism> {
-        match m {
-            AcceptMutex::Auto => Some(DEFAULT_MECHANISM),
-            AcceptMutex::Fcntl => Some(Mechanism::Fcntl),
-            AcceptMutex::Flock => Some(Mechanism::Flock),
-            AcceptMutex::Pthread => Some(Mechanism::Pthread),
-            AcceptMutex::Sysvsem => Some(Mechanism::Sysvsem),
-            AcceptMutex::None => None,
-        }
-    }
-
-    /// Its configuration word.
-    pub fn name(self) -> &'static str {
-        match self {
-            Mechanism::Fcntl => "fcntl",
-            Mechanism::Flock => "flock",
-            Mechanism::Pthread => "pthread",
-            Mechanism::Sysvsem => "sysvsem",
-        }
-    }
-}
+pub const DEFAULT_MECHANISM: LockMechanism = LockMechanism::Pthread;
 
 /// A lock operation that did not take or release the lock.
 #[derive(Debug, thiserror::Error)]
@@ -112,10 +75,10 @@ const PTHREAD_SLICE: Duration = Duration::from_millis(250);
 impl AcceptLock {
     /// Creates the lock. `dir` holds the lock file for fcntl/flock; `child_ids` are the uid/gid
     /// the children will run as (the SysV semaphore is given to them, as Apache does).
-    pub fn create(mechanism: Mechanism, dir: &Path, child_ids: Option<(u32, u32)>) -> io::Result<AcceptLock> {
+    pub fn create(mechanism: LockMechanism, dir: &Path, child_ids: Option<(u32, u32)>) -> io::Result<AcceptLock> {
         let owner = std::process::id();
         let kind = match mechanism {
-            Mechanism::Fcntl | Mechanism::Flock => {
+            LockMechanism::Fcntl | LockMechanism::Flock => {
                 // Unique per lock: a process may create several (tests, restarts that change mechanism).
                 static SEQUENCE: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
                 let n = SEQUENCE.fetch_add(1, Ordering::Relaxed);
@@ -128,26 +91,26 @@ impl AcceptLock {
                     .custom_flags(libc::O_CLOEXEC)
                     .open(&path)
                     .map_err(|e| io::Error::new(e.kind(), format!("lock file {}: {e}", path.display())))?;
-                if mechanism == Mechanism::Fcntl {
+                if mechanism == LockMechanism::Fcntl {
                     std::fs::remove_file(&path)?;
                     Kind::Fcntl { fd: file.into() }
                 } else {
                     Kind::Flock { path, fd: None }
                 }
             }
-            Mechanism::Pthread => Kind::Pthread { mutex: create_robust_mutex()? },
-            Mechanism::Sysvsem => Kind::Sysvsem { id: create_semaphore(child_ids)? },
+            LockMechanism::Pthread => Kind::Pthread { mutex: create_robust_mutex()? },
+            LockMechanism::Sysvsem => Kind::Sysvsem { id: create_semaphore(child_ids)? },
         };
         Ok(AcceptLock { kind, owner })
     }
 
     /// The mechanism.
-    pub fn mechanism(&self) -> Mechanism {
+    pub fn mechanism(&self) -> LockMechanism {
         match self.kind {
-            Kind::Fcntl { .. } => Mechanism::Fcntl,
-            Kind::Flock { .. } => Mechanism::Flock,
-            Kind::Pthread { .. } => Mechanism::Pthread,
-            Kind::Sysvsem { .. } => Mechanism::Sysvsem,
+            Kind::Fcntl { .. } => LockMechanism::Fcntl,
+            Kind::Flock { .. } => LockMechanism::Flock,
+            Kind::Pthread { .. } => LockMechanism::Pthread,
+            Kind::Sysvsem { .. } => LockMechanism::Sysvsem,
         }
     }
 
@@ -347,7 +310,7 @@ mod tests {
     #[test]
     fn every_mechanism_survives_a_holder_that_dies() {
         let woken = AtomicBool::new(false);
-        for m in [Mechanism::Fcntl, Mechanism::Flock, Mechanism::Pthread, Mechanism::Sysvsem] {
+        for m in LockMechanism::ALL {
             let mut lock = AcceptLock::create(m, &std::env::temp_dir(), None).unwrap();
             // SAFETY: the child only takes the lock and calls _exit.
             match unsafe { fork() }.unwrap() {
@@ -369,7 +332,7 @@ mod tests {
 
     #[test]
     fn a_set_wake_flag_interrupts_a_pthread_wait() {
-        let mut lock = AcceptLock::create(Mechanism::Pthread, &std::env::temp_dir(), None).unwrap();
+        let mut lock = AcceptLock::create(LockMechanism::Pthread, &std::env::temp_dir(), None).unwrap();
         lock.acquire(&AtomicBool::new(false)).unwrap();
         // The mutex is not recursive: a second acquire would wait; the flag ends the wait.
         assert!(matches!(lock.acquire(&AtomicBool::new(true)), Err(LockError::Interrupted)));
@@ -378,13 +341,13 @@ mod tests {
 
     #[test]
     fn the_flock_file_is_removed_and_sysv_set_freed_when_the_parent_drops_the_lock() {
-        let lock = AcceptLock::create(Mechanism::Flock, &std::env::temp_dir(), None).unwrap();
+        let lock = AcceptLock::create(LockMechanism::Flock, &std::env::temp_dir(), None).unwrap();
         let Kind::Flock { path, .. } = &lock.kind else { unreachable!() };
         let path = path.clone();
         assert!(path.exists());
         drop(lock);
         assert!(!path.exists());
-        let lock = AcceptLock::create(Mechanism::Sysvsem, &std::env::temp_dir(), None).unwrap();
+        let lock = AcceptLock::create(LockMechanism::Sysvsem, &std::env::temp_dir(), None).unwrap();
         let Kind::Sysvsem { id } = lock.kind else { unreachable!() };
         drop(lock);
         // SAFETY: probing a removed set id.

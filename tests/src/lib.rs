@@ -29,7 +29,7 @@ pub fn preforkd_bin() -> PathBuf {
             let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
             let release = exe.to_string_lossy().contains("/release/");
             let mut cmd = Command::new(cargo);
-            cmd.args(["build", "-q", "-p", "prefork-server", "--bin", "preforkd"]);
+            cmd.args(["build", "-q", "-p", "preforkd", "--bin", "preforkd"]);
             if release {
                 cmd.arg("--release");
             }

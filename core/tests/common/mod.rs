@@ -1,12 +1,14 @@
 //! A deterministic simulation of one parent and its children, for tests: the core's own `Parent`
-//! and `ChildLoop` on a `MemoryBoard<Cell<u64>>`, with a fake clock and fake processes. Nothing here
-//! re-implements protocol logic: it only performs the actions the machines ask for.
+//! (through the `ParentDriver`, like every driver) and `ChildLoop` on a `MemoryBoard<Cell<u64>>`,
+//! with a fake clock and fake processes. Nothing here re-implements protocol logic: the platform
+//! only performs the effects the machines ask for.
 #![allow(dead_code)]
 
 use prefork_core::child::{ChildAction, ChildEvent, ChildLoop};
 use prefork_core::config::{PoolConfig, RawPoolConfig};
+use prefork_core::driver::{ParentDriver, Platform};
 use prefork_core::exit::{ExitReason, ExitStatus};
-use prefork_core::parent::{KillSignal, Parent, ParentAction, ParentLog, Pid};
+use prefork_core::parent::{Command, KillSignal, Parent, ParentLog, Pid};
 use prefork_core::scoreboard::{ChildSlot, MemoryBoard, ScoreboardView, SlotTable};
 use prefork_core::slot::{SlotState, SlotWord};
 use prefork_core::time::Time;
@@ -45,7 +47,7 @@ pub struct Proc {
 pub struct Sim {
     pub now: Time,
     pub board: MemoryBoard<Cell<u64>>,
-    pub parent: Parent,
+    pub driver: ParentDriver,
     pub procs: BTreeMap<Pid, Proc>,
     pub next_pid: Pid,
     pub forks: usize,
@@ -72,7 +74,7 @@ impl Sim {
         let mut sim = Sim {
             now: Time::ZERO,
             board: MemoryBoard::new(cfg.server_limit as usize),
-            parent: Parent::new(cfg),
+            driver: ParentDriver::new(Parent::new(cfg)),
             procs: BTreeMap::new(),
             next_pid: 100,
             forks: 0,
@@ -85,64 +87,67 @@ impl Sim {
             fork_fails: false,
             behaviour,
         };
-        sim.parent.start(sim.now, &sim.board);
-        sim.drain();
+        sim.drive(|driver, now, board, platform| driver.start(now, board, platform));
         sim
     }
 
-    /// Performs every action the parent asked for.
-    pub fn drain(&mut self) {
-        while let Some(a) = self.parent.poll_action() {
-            match a {
-                ParentAction::Spawn { slot, born } => {
-                    if self.fork_fails {
-                        self.parent.handle_spawn_failed(self.now, slot, &self.board);
-                        continue;
-                    }
-                    let pid = self.next_pid;
-                    self.next_pid += 1;
-                    self.forks += 1;
-                    let cfg = self.parent.config();
-                    let child =
-                        ChildLoop::new(cfg.listen.len(), cfg.lock_in_use(), cfg.connection_limit(u64::from(pid)));
-                    self.procs
-                        .insert(pid, Proc { slot, born, child, last: None, woken: false, behaviour: self.behaviour });
-                    self.parent.handle_spawned(slot, pid);
-                }
-                ParentAction::Wake { slot, pid } => {
-                    self.wakes.push((slot, pid));
-                    if let Some(p) = self.procs.get_mut(&pid) {
-                        p.woken = true;
-                    }
-                }
-                ParentAction::Signal { pid, signal } => {
-                    self.signals.push((self.now, pid, signal));
-                    let Some(p) = self.procs.get(&pid) else {
-                        continue;
-                    };
-                    let dies = !matches!(
-                        (p.behaviour, signal),
-                        (Behaviour::Unkillable, _) | (Behaviour::IgnoresTerm, KillSignal::Term)
-                    );
-                    if dies {
-                        let sig = if signal == KillSignal::Term { SIGTERM } else { SIGKILL };
-                        self.procs.remove(&pid);
-                        self.exits.push((pid, ExitStatus::Signaled(sig), None));
-                    }
-                }
-                ParentAction::CloseListeners => self.listeners_closed = true,
-                ParentAction::Log(l) => self.logs.push((self.now, l)),
-                ParentAction::Exit { code } => self.exit_code = Some(code),
-            }
+    /// The parent (to read; inputs go through the driver).
+    pub fn parent(&self) -> &Parent {
+        self.driver.parent()
+    }
+
+    /// Feeds the parent one input through the driver, performing its effects on the simulated
+    /// platform.
+    pub fn drive(
+        &mut self,
+        input: impl FnOnce(&mut ParentDriver, Time, &MemoryBoard<Cell<u64>>, &mut SimPlatform<'_>) -> Option<i32>,
+    ) {
+        let Sim {
+            now,
+            board,
+            driver,
+            procs,
+            next_pid,
+            forks,
+            logs,
+            wakes,
+            signals,
+            exits,
+            listeners_closed,
+            fork_fails,
+            behaviour,
+            ..
+        } = self;
+        let mut platform = SimPlatform {
+            now: *now,
+            procs,
+            next_pid,
+            forks,
+            logs,
+            wakes,
+            signals,
+            exits,
+            listeners_closed,
+            fork_fails: *fork_fails,
+            behaviour: *behaviour,
+        };
+        if let Some(code) = input(driver, *now, board, &mut platform) {
+            self.exit_code = Some(code);
         }
+    }
+
+    /// The operator's command.
+    pub fn command(&mut self, command: Command) {
+        self.drive(|driver, now, board, platform| driver.handle_command(now, command, board, platform));
     }
 
     /// Reaps every process that exited (the SIGCHLD + waitpid loop).
     pub fn reap(&mut self) {
         while !self.exits.is_empty() {
             for (pid, status, reason) in std::mem::take(&mut self.exits) {
-                self.parent.handle_child_exit(self.now, pid, status, reason, &self.board);
-                self.drain();
+                self.drive(|driver, now, board, platform| {
+                    driver.handle_child_exit(now, pid, status, reason, board, platform)
+                });
             }
         }
     }
@@ -221,17 +226,16 @@ impl Sim {
 
     /// Advances the clock to the parent's next timeout and handles it.
     pub fn next_timeout(&mut self) -> Option<Time> {
-        let t = self.parent.poll_timeout()?;
+        let t = self.driver.poll_timeout()?;
         self.now = self.now.max(t);
-        self.parent.handle_timeout(self.now, &self.board);
-        self.drain();
+        self.drive(|driver, now, board, platform| driver.handle_timeout(now, board, platform));
         Some(self.now)
     }
 
     /// Advances the clock by `d`, handling every timeout on the way.
     pub fn advance(&mut self, d: Duration) {
         let end = self.now + d;
-        while let Some(t) = self.parent.poll_timeout() {
+        while let Some(t) = self.driver.poll_timeout() {
             if t > end {
                 break;
             }
@@ -263,7 +267,7 @@ impl Sim {
     }
 
     pub fn pid_in(&self, slot: usize) -> Pid {
-        self.parent.children().find(|(s, _)| *s == slot).and_then(|(_, c)| c.pid).expect("child in slot")
+        self.parent().children().find(|(s, _)| *s == slot).and_then(|(_, c)| c.pid).expect("child in slot")
     }
 
     pub fn waiting(&self) -> Vec<Pid> {
@@ -279,12 +283,12 @@ impl Sim {
         let view = self.view();
         let counts = view.counts();
         assert_eq!(counts.corrupt, 0, "{view}");
-        assert_eq!(counts.live(), self.parent.live_children(), "board and parent disagree: {view}");
+        assert_eq!(counts.live(), self.parent().live_children(), "board and parent disagree: {view}");
         assert!(
-            self.parent.live_children() <= self.parent.config().max_request_workers as usize
-                || self.parent.generation() > 0
+            self.parent().live_children() <= self.parent().config().max_request_workers as usize
+                || self.parent().generation() > 0
         );
-        for (slot, rec) in self.parent.children() {
+        for (slot, rec) in self.parent().children() {
             let w = view.slots[slot].unwrap();
             assert_eq!((w.incarnation, w.generation), (rec.born.incarnation, rec.born.generation), "slot {slot}");
             if let Some(pid) = rec.pid {
@@ -292,6 +296,71 @@ impl Sim {
                 assert!(alive, "parent thinks {pid} lives in slot {slot}");
             }
         }
+    }
+}
+
+/// The simulated platform: the effects of the parent's actions on the simulated processes.
+pub struct SimPlatform<'a> {
+    now: Time,
+    procs: &'a mut BTreeMap<Pid, Proc>,
+    next_pid: &'a mut Pid,
+    forks: &'a mut usize,
+    logs: &'a mut Vec<(Time, ParentLog)>,
+    wakes: &'a mut Vec<(usize, Pid)>,
+    signals: &'a mut Vec<(Time, Pid, KillSignal)>,
+    exits: &'a mut Vec<(Pid, ExitStatus, Option<ExitReason>)>,
+    listeners_closed: &'a mut bool,
+    fork_fails: bool,
+    behaviour: Behaviour,
+}
+
+impl Platform<MemoryBoard<Cell<u64>>> for SimPlatform<'_> {
+    fn spawn(
+        &mut self,
+        parent: &Parent,
+        _: &MemoryBoard<Cell<u64>>,
+        slot: usize,
+        born: SlotWord,
+    ) -> Result<Pid, String> {
+        if self.fork_fails {
+            return Err("Resource temporarily unavailable (simulated)".into());
+        }
+        let pid = *self.next_pid;
+        *self.next_pid += 1;
+        *self.forks += 1;
+        let cfg = parent.config();
+        let child = ChildLoop::new(cfg.listen.len(), cfg.lock_in_use(), cfg.connection_limit(u64::from(pid)));
+        self.procs.insert(pid, Proc { slot, born, child, last: None, woken: false, behaviour: self.behaviour });
+        Ok(pid)
+    }
+
+    fn wake(&mut self, slot: usize, pid: Pid) {
+        self.wakes.push((slot, pid));
+        if let Some(p) = self.procs.get_mut(&pid) {
+            p.woken = true;
+        }
+    }
+
+    fn signal(&mut self, _: &Parent, pid: Pid, signal: KillSignal) {
+        self.signals.push((self.now, pid, signal));
+        let Some(p) = self.procs.get(&pid) else {
+            return;
+        };
+        let dies =
+            !matches!((p.behaviour, signal), (Behaviour::Unkillable, _) | (Behaviour::IgnoresTerm, KillSignal::Term));
+        if dies {
+            let sig = if signal == KillSignal::Term { SIGTERM } else { SIGKILL };
+            self.procs.remove(&pid);
+            self.exits.push((pid, ExitStatus::Signaled(sig), None));
+        }
+    }
+
+    fn close_listeners(&mut self) {
+        *self.listeners_closed = true;
+    }
+
+    fn log(&mut self, line: ParentLog) {
+        self.logs.push((self.now, line));
     }
 }
 

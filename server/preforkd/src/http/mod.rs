@@ -13,12 +13,12 @@ pub mod files;
 pub mod log;
 pub mod status;
 
-use crate::{Connection, Service, Stream};
 use files::{DEFAULT_PAGE, Resolved, Root};
 use ipnet::IpNet;
 use log::{AccessLog, Entry, LogFormat};
 use prefork_core::scoreboard::SlotUpdate;
 use prefork_core::slot::SlotState;
+use prefork_server::{Connection, Service, Stream};
 use std::io::{self, Read, Write};
 use std::net::{IpAddr, Shutdown};
 use std::path::PathBuf;
@@ -434,10 +434,11 @@ impl HttpService {
         if !allowed {
             return error(403, "The status pages are not open to this address.");
         }
-        let snap = status::Snapshot::take(conn.board());
+        let pool = conn.pool();
+        let snap = pool.snapshot();
         let name = &self.cfg.server_name;
         let (kind, body) = if path == self.cfg.metrics_path {
-            ("application/openmetrics-text; version=1.0.0; charset=utf-8", status::metrics(&snap, conn.listeners()))
+            ("application/openmetrics-text; version=1.0.0; charset=utf-8", status::metrics(&snap, &pool.listeners()))
         } else if query.split('&').any(|q| q == "auto") {
             ("text/plain; charset=utf-8", status::auto(&snap, name, SERVER))
         } else if query.split('&').any(|q| q == "json") {

@@ -4,12 +4,12 @@
 //! body panics only when the code under test panics or an answer breaks its contract.
 
 use crate::http::{HttpConfig, HttpService, status};
-use crate::shm::{Header, Scoreboard, SlotRecord};
-use crate::{Connection, Service, Status, Stream};
-use prefork_core::scoreboard::{ChildSlot, ScoreboardView, SlotTable};
-use prefork_core::slot::{SlotState, SlotWord};
+use prefork_core::scoreboard::ScoreboardView;
 use prefork_core::time::Time;
-use prefork_core::{Parent, ParentAction, PoolConfig, RawPoolConfig};
+use prefork_core::{Parent, ParentDriver, PoolConfig, RawPoolConfig, Recorder};
+use prefork_server::harness::ServiceHarness;
+use prefork_server::shm::{Header, Scoreboard, SlotRecord};
+use prefork_server::{PoolSnapshot, Stream};
 use std::cell::RefCell;
 use std::io::{Read, Write};
 use std::os::unix::net::UnixStream;
@@ -17,10 +17,9 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-/// What the HTTP body serves: a small document root and a one-slot board.
+/// What the HTTP body serves: a small document root, in a one-child pool in this process.
 struct HttpFixture {
-    board: Scoreboard,
-    born: SlotWord,
+    pool: ServiceHarness,
     service: HttpService,
     _root: PathBuf,
 }
@@ -37,8 +36,7 @@ fn http_fixture() -> HttpFixture {
     let _ = std::fs::write(root.join("a.txt"), "a");
     let _ = std::fs::write(root.join("dir/index.html"), "<p>dir</p>");
     let _ = std::fs::write(root.join("big.bin"), vec![7u8; 100_000]);
-    let board = Scoreboard::create(2, std::process::id(), 0).expect("a scoreboard");
-    let born = board.slot(0).and_then(|s| s.spawn(0)).expect("a slot");
+    let pool = ServiceHarness::new(2).expect("a scoreboard");
     let cfg = HttpConfig {
         document_root: Some(root.clone()),
         access_log: Some(PathBuf::from("/dev/null")),
@@ -52,7 +50,7 @@ fn http_fixture() -> HttpFixture {
         ..HttpConfig::default()
     };
     let service = HttpService::new(cfg).expect("the HTTP service");
-    HttpFixture { board, born, service, _root: root }
+    HttpFixture { pool, service, _root: root }
 }
 
 /// Statuses preforkd may answer with (SPEC.md §12.1).
@@ -65,8 +63,6 @@ pub fn http_request(data: &[u8]) {
     HTTP.with(|cell| {
         let mut guard = cell.borrow_mut();
         let fx = guard.get_or_insert_with(http_fixture);
-        // A fresh slot for each connection, as after a work claim.
-        fx.board.record(0).word.store(fx.born.with_state(SlotState::BusyRead).encode(), Ordering::Release);
         let (mut client, server) = UnixStream::pair().expect("a socket pair");
         let input = data.to_vec();
         let writer = std::thread::spawn(move || {
@@ -76,19 +72,8 @@ pub fn http_request(data: &[u8]) {
             let _ = client.read_to_end(&mut out);
             out
         });
-        let slot = ChildSlot::attach(&fx.board, 0, fx.born).expect("attach");
-        let status = Status { slot, record: fx.board.record(0), listeners: &[], released: std::cell::Cell::new(false) };
-        let mut conn = Connection {
-            stream: Stream::Unix(server),
-            peer: "fuzz".into(),
-            peer_addr: None,
-            listener: 0,
-            status,
-            board: &fx.board,
-            listeners: &[],
-        };
-        let _ = fx.service.serve(&mut conn);
-        drop(conn);
+        // A fresh slot for each connection, as after a work claim.
+        let _ = fx.pool.serve(&mut fx.service, Stream::Unix(server), None);
         let out = writer.join().expect("the client thread");
         check_responses(data, &out);
     });
@@ -131,8 +116,8 @@ fn looks_like_a_response(b: &[u8]) -> bool {
 pub fn config(data: &[u8]) {
     let text = String::from_utf8_lossy(data);
     let path = Path::new("fuzz.toml");
-    let cli = crate::daemon::settings::Settings::default();
-    let (settings, sources) = match crate::daemon::settings::load_text(&text, path, &cli) {
+    let cli = crate::settings::Settings::default();
+    let (settings, sources) = match crate::settings::load_text(&text, path, &cli) {
         Ok(s) => s,
         Err(errors) => {
             assert!(errors.iter().all(|e| e.starts_with("fuzz.toml")), "{errors:?}");
@@ -141,7 +126,7 @@ pub fn config(data: &[u8]) {
     };
     let running = PoolConfig::default();
     for against in [None, Some(&running)] {
-        match crate::daemon::settings::resolve(&settings, &sources, against) {
+        match crate::settings::resolve(&settings, &sources, against) {
             Ok(r) => {
                 let p = &r.pool;
                 assert!(p.max_request_workers <= p.server_limit && p.max_request_workers >= 1, "{p:?}");
@@ -216,7 +201,7 @@ pub fn scoreboard(data: &[u8]) {
         let board = guard.get_or_insert_with(|| Scoreboard::create(FUZZ_SLOTS, 1, 0).expect("a scoreboard"));
         // Pages, over garbage.
         scribble(board, data, 0);
-        let snap = status::Snapshot::take(board);
+        let snap = PoolSnapshot::take(board);
         let _ = status::auto(&snap, "fuzz", "preforkd/fuzz");
         let _ = status::html(&snap, "fuzz <&>", "preforkd/fuzz");
         let json = status::json(&snap, "fuzz", "preforkd/fuzz");
@@ -237,26 +222,14 @@ pub fn scoreboard(data: &[u8]) {
         })
         .expect("a pool")
         .value;
-        let mut parent = Parent::new(pool);
+        let mut parent = ParentDriver::new(Parent::new(pool));
+        let mut effects = Recorder::new(1000);
         let mut now = Time::ZERO;
-        parent.start(now, board);
-        let mut pid = 1000;
-        while let Some(a) = parent.poll_action() {
-            if let ParentAction::Spawn { slot, .. } = a {
-                pid += 1;
-                parent.handle_spawned(slot, pid);
-            }
-        }
+        parent.start(now, board, &mut effects);
         scribble(board, data, 0x5555_5555_5555_5555);
         for _ in 0..3 {
             now += Duration::from_secs(1);
-            parent.handle_timeout(now, board);
-            while let Some(a) = parent.poll_action() {
-                if let ParentAction::Spawn { slot, .. } = a {
-                    pid += 1;
-                    parent.handle_spawned(slot, pid);
-                }
-            }
+            parent.handle_timeout(now, board, &mut effects);
             let view = ScoreboardView::capture(board);
             assert_eq!(view.counts().corrupt, 0, "I14: a tick repairs every slot: {}", view.letters());
         }
@@ -264,7 +237,7 @@ pub fn scoreboard(data: &[u8]) {
         let file = tempfile_with(data);
         if let Ok(opened) = Scoreboard::open(&file) {
             let _ = opened.infos();
-            let _ = status::auto(&status::Snapshot::take(&opened), "fuzz", "preforkd/fuzz");
+            let _ = status::auto(&PoolSnapshot::take(&opened), "fuzz", "preforkd/fuzz");
         }
     });
 }

@@ -30,48 +30,27 @@
 
 use crate::config::PoolConfig;
 use crate::exit::{ExitCause, ExitReason, ExitStatus, code};
-use crate::policy::{Decision, PolicyLog, SpareLimits, SpareServerPolicy};
+use crate::policy::{Decision, SpareLimits, SpareServerPolicy};
 use crate::scoreboard::{ScoreboardView, SlotTable};
 use crate::slot::{SlotError, SlotState, SlotWord};
 use crate::time::Time;
 use std::collections::VecDeque;
-use std::fmt;
-use std::time::Duration;
+
+mod brake;
+mod log;
+mod reclaim;
+mod repair;
+
+use brake::self_inflicted;
+pub use brake::{CRASH_LOOP_MAX_PAUSE, CRASH_LOOP_THRESHOLD, EARLY_EXIT_WINDOW, FORK_RETRY_MAX, SpawnBrake};
+pub use log::{Level, ParentLog};
+pub use reclaim::{RECLAIM_SCHEDULE, ReclaimStep};
 
 /// A process id as the driver reports it.
 pub type Pid = u32;
 
-/// A child dying abnormally within this long of its spawn (or before it reached `Ready`) counts
-/// as an early exit for the crash-loop brake.
-pub const EARLY_EXIT_WINDOW: Duration = Duration::from_secs(2);
-/// Consecutive early exits that engage the crash-loop brake.
-pub const CRASH_LOOP_THRESHOLD: u32 = 3;
-/// Longest spawn pause of the crash-loop brake (the pause doubles from 1 s up to this).
-pub const CRASH_LOOP_MAX_PAUSE: Duration = Duration::from_secs(64);
-/// Longest back-off after failed fork()s (doubling from 1 s; Apache sleeps 10 s, blocking).
-pub const FORK_RETRY_MAX: Duration = Duration::from_secs(10);
-/// Stop escalation (Apache `ap_reclaim_child_processes`): after the initial quiet SIGTERM, these
-/// steps at these times since the stop began.
-pub const RECLAIM_SCHEDULE: [(Duration, ReclaimStep); 5] = [
-    (Duration::from_secs(3), ReclaimStep::Term),
-    (Duration::from_secs(5), ReclaimStep::Term),
-    (Duration::from_secs(7), ReclaimStep::Term),
-    (Duration::from_secs(9), ReclaimStep::Kill),
-    (Duration::from_secs(10), ReclaimStep::GiveUp),
-];
 /// Exit code of the parent when a current-generation child exits with `CHILDFATAL`.
 pub const EXIT_CHILD_FATAL: i32 = 1;
-
-/// One step of the stop escalation.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum ReclaimStep {
-    /// SIGTERM every child still alive, logging each (AH00045).
-    Term,
-    /// SIGKILL every child still alive, logging each (AH00046).
-    Kill,
-    /// Stop waiting, logging each child still alive (AH00047).
-    GiveUp,
-}
 
 /// A signal the parent sends to a child.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -174,278 +153,6 @@ pub enum SlotProblem {
     Foreign(SlotWord),
 }
 
-/// Log severities, as Apache's levels.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub enum Level {
-    /// Something is wrong.
-    Error,
-    /// Something may be wrong.
-    Warn,
-    /// Normal but significant.
-    Notice,
-    /// Informational.
-    Info,
-}
-
-/// Things the parent reports. [`ParentLog::apache_code`] gives Apache's code where there is one.
-#[derive(Clone, Debug, PartialEq, Eq, Hash)]
-pub enum ParentLog {
-    /// AH00163: children started, serving.
-    Resumed {
-        /// The running generation.
-        generation: u32,
-    },
-    /// A message of the spare-server policy (AH00161, AH00162).
-    Policy(PolicyLog),
-    /// A child was reaped.
-    ChildExited {
-        /// Its pid.
-        pid: Pid,
-        /// Its slot.
-        slot: usize,
-        /// Its generation.
-        generation: u32,
-        /// How it ended.
-        cause: ExitCause,
-    },
-    /// AH00167: waitpid() reported a pid the parent does not know.
-    LongLostChild {
-        /// The pid.
-        pid: Pid,
-        /// Its status.
-        status: ExitStatus,
-    },
-    /// AH00050: a current-generation child exited with CHILDFATAL: the server stops.
-    ChildFatal {
-        /// The child.
-        pid: Pid,
-        /// Its slot.
-        slot: usize,
-    },
-    /// AH00166: an old-generation child exited with CHILDFATAL: ignored.
-    IgnoringOldFatal {
-        /// The child.
-        pid: Pid,
-    },
-    /// AH00171: graceful restart.
-    GracefulRestart {
-        /// The new generation.
-        generation: u32,
-    },
-    /// AH00173: hard restart.
-    HardRestart {
-        /// The new generation.
-        generation: u32,
-    },
-    /// AH00169: stopping.
-    Stopping,
-    /// AH00170: graceful stop.
-    GracefulStopping {
-        /// graceful_shutdown_timeout, if any.
-        timeout: Option<Duration>,
-    },
-    /// graceful_shutdown_timeout expired with children left: stopping them.
-    GracefulStopTimedOut {
-        /// Children still alive.
-        remaining: usize,
-    },
-    /// AH00045 / AH00046: a child did not exit yet; sending it a signal.
-    StillRunning {
-        /// The child.
-        pid: Pid,
-        /// Its slot.
-        slot: usize,
-        /// What is sent.
-        sending: KillSignal,
-    },
-    /// AH00047: a child could not be made to exit; continuing anyway.
-    GaveUp {
-        /// The child.
-        pid: Pid,
-        /// Its slot.
-        slot: usize,
-    },
-    /// AH00159: fork() failed.
-    ForkFailed {
-        /// The slot it was for.
-        slot: usize,
-        /// When spawning is tried again.
-        retry_in: Duration,
-    },
-    /// Children keep dying right after start: spawning paused.
-    CrashLoop {
-        /// Consecutive early exits.
-        early_exits: u32,
-        /// How long spawning pauses.
-        paused_for: Duration,
-    },
-    /// A slot did not match the parent's records and was rewritten.
-    SlotRepaired {
-        /// The slot.
-        slot: usize,
-        /// What was wrong.
-        problem: SlotProblem,
-        /// The state written.
-        wrote: SlotState,
-    },
-    /// A command that does not apply in this phase.
-    CommandIgnored {
-        /// The command.
-        command: &'static str,
-        /// The phase.
-        phase: Phase,
-    },
-    /// A restart configuration tried to change server_limit (AH00179).
-    ServerLimitKept {
-        /// The value asked for.
-        given: u32,
-        /// The value kept.
-        kept: u32,
-    },
-    /// A driver call that broke the driver contract (a bug in the driver; nothing was changed).
-    DriverMisuse {
-        /// What was wrong.
-        what: String,
-    },
-}
-
-impl ParentLog {
-    /// Apache's log code for the same event, if it has one.
-    pub fn apache_code(&self) -> Option<&'static str> {
-        Some(match self {
-            ParentLog::Resumed { .. } => "AH00163",
-            ParentLog::Policy(PolicyLog::ReachedMaxRequestWorkers) => "AH00161",
-            ParentLog::Policy(PolicyLog::SeemsBusy { .. }) => "AH00162",
-            ParentLog::ChildExited { cause: ExitCause::Signal(sig), .. } if !expected_signal(*sig) => "AH00052",
-            ParentLog::LongLostChild { .. } => "AH00167",
-            ParentLog::ChildFatal { .. } => "AH00050",
-            ParentLog::IgnoringOldFatal { .. } => "AH00166",
-            ParentLog::GracefulRestart { .. } => "AH00171",
-            ParentLog::HardRestart { .. } => "AH00173",
-            ParentLog::Stopping => "AH00169",
-            ParentLog::GracefulStopping { .. } => "AH00170",
-            ParentLog::StillRunning { sending: KillSignal::Term, .. } => "AH00045",
-            ParentLog::StillRunning { sending: KillSignal::Kill, .. } => "AH00046",
-            ParentLog::GaveUp { .. } => "AH00047",
-            ParentLog::ForkFailed { .. } => "AH00159",
-            ParentLog::ServerLimitKept { .. } => "AH00179",
-            _ => return None,
-        })
-    }
-
-    /// The severity.
-    pub fn level(&self) -> Level {
-        match self {
-            ParentLog::Policy(PolicyLog::ReachedMaxRequestWorkers)
-            | ParentLog::ChildFatal { .. }
-            | ParentLog::GaveUp { .. }
-            | ParentLog::ForkFailed { .. }
-            | ParentLog::CrashLoop { .. }
-            | ParentLog::SlotRepaired { .. }
-            | ParentLog::DriverMisuse { .. }
-            | ParentLog::StillRunning { sending: KillSignal::Kill, .. } => Level::Error,
-            ParentLog::StillRunning { .. }
-            | ParentLog::LongLostChild { .. }
-            | ParentLog::GracefulStopTimedOut { .. }
-            | ParentLog::CommandIgnored { .. }
-            | ParentLog::ServerLimitKept { .. } => Level::Warn,
-            ParentLog::ChildExited { cause, .. } => match cause {
-                ExitCause::Voluntary(_) => Level::Info,
-                ExitCause::Signal(sig) if expected_signal(*sig) => Level::Info,
-                _ => Level::Warn,
-            },
-            ParentLog::Policy(PolicyLog::SeemsBusy { .. }) => Level::Info,
-            _ => Level::Notice,
-        }
-    }
-}
-
-/// Signals a child normally dies of (SIGHUP 1, SIGKILL 9, SIGUSR1 10, SIGTERM 15, as Apache's
-/// AH00051/AH00052 exclusions): not worth a warning. Any other signal is a crash.
-fn expected_signal(sig: i32) -> bool {
-    matches!(sig, 1 | 9 | 10 | 15)
-}
-
-/// A death that says something is wrong with the child itself: a non-zero exit code or a crash
-/// signal (SIGSEGV, SIGABRT …). Deaths by a signal someone sends (SIGKILL from the OOM killer or
-/// an operator, SIGTERM …) are not: the capacity they took is replaced at the policy's rate, not
-/// held back by the crash-loop brake.
-fn self_inflicted(status: ExitStatus) -> bool {
-    match status {
-        ExitStatus::Signaled(sig) => !expected_signal(sig),
-        other => other.is_abnormal(),
-    }
-}
-
-impl fmt::Display for ParentLog {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            ParentLog::Resumed { generation } => {
-                write!(f, "configured -- resuming normal operations (generation {generation})")
-            }
-            ParentLog::Policy(PolicyLog::ReachedMaxRequestWorkers) => f.write_str(
-                "server reached MaxRequestWorkers setting, consider raising the max_request_workers setting",
-            ),
-            ParentLog::Policy(PolicyLog::SeemsBusy { spawning, idle, total }) => write!(
-                f,
-                "server seems busy, (you may need to increase start_servers, or min/max_spare_servers), spawning {spawning} children, there are {idle} idle, and {total} total children"
-            ),
-            ParentLog::ChildExited { pid, slot, generation, cause } => {
-                write!(f, "child {pid} (slot {slot}, generation {generation}) {cause}")
-            }
-            ParentLog::LongLostChild { pid, status } => write!(f, "long lost child came home! (pid {pid}, {status:?})"),
-            ParentLog::ChildFatal { pid, slot } => write!(
-                f,
-                "child {pid} (slot {slot}) returned a fatal error; every child would fail the same way: shutting down"
-            ),
-            ParentLog::IgnoringOldFatal { pid } => {
-                write!(f, "ignoring fatal error in child {pid} of a previous generation")
-            }
-            ParentLog::GracefulRestart { generation } => {
-                write!(f, "graceful restart requested, doing restart (generation {generation})")
-            }
-            ParentLog::HardRestart { generation } => {
-                write!(f, "restart requested: stopping children, then restarting (generation {generation})")
-            }
-            ParentLog::Stopping => f.write_str("stop requested, shutting down"),
-            ParentLog::GracefulStopping { timeout: Some(t) } => {
-                write!(f, "graceful stop requested, shutting down gracefully (children have {}s)", t.as_secs())
-            }
-            ParentLog::GracefulStopping { timeout: None } => {
-                f.write_str("graceful stop requested, shutting down gracefully (waiting for every child)")
-            }
-            ParentLog::GracefulStopTimedOut { remaining } => {
-                write!(f, "graceful_shutdown_timeout expired with {remaining} children left: stopping them")
-            }
-            ParentLog::StillRunning { pid, slot, sending } => {
-                write!(f, "child process {pid} (slot {slot}) still did not exit, sending a {sending:?}")
-            }
-            ParentLog::GaveUp { pid, slot } => {
-                write!(f, "could not make child process {pid} (slot {slot}) exit, attempting to continue anyway")
-            }
-            ParentLog::ForkFailed { slot, retry_in } => {
-                write!(f, "fork: unable to fork a child for slot {slot}; retrying in {}s", retry_in.as_secs())
-            }
-            ParentLog::CrashLoop { early_exits, paused_for } => write!(
-                f,
-                "{early_exits} children in a row died right after start; pausing spawns for {}s (check the error log of the children)",
-                paused_for.as_secs()
-            ),
-            ParentLog::SlotRepaired { slot, problem, wrote } => {
-                write!(f, "scoreboard slot {slot} was inconsistent ({problem:?}); rewrote it as {wrote}")
-            }
-            ParentLog::CommandIgnored { command, phase } => {
-                write!(f, "{command} ignored: the server is in phase {phase:?}")
-            }
-            ParentLog::ServerLimitKept { given, kept } => write!(
-                f,
-                "server_limit cannot change from {kept} to {given} without a full stop and start; keeping {kept}"
-            ),
-            ParentLog::DriverMisuse { what } => write!(f, "driver contract broken: {what}"),
-        }
-    }
-}
-
 /// The parent's record of one child.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct ChildRecord {
@@ -470,52 +177,6 @@ enum Stage {
     Reclaiming { started: Time, step: usize, then: Then },
     Draining { deadline: Option<Time> },
     Exited,
-}
-
-/// Holds spawning back while children crash right after start, or fork() fails.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Hash)]
-pub struct SpawnBrake {
-    early_exits: u32,
-    fork_failures: u32,
-    paused_until: Option<Time>,
-}
-
-impl SpawnBrake {
-    /// May the parent fork at `now`?
-    pub fn allows(&self, now: Time) -> bool {
-        self.paused_until.is_none_or(|t| now >= t)
-    }
-
-    /// Consecutive early exits seen.
-    pub fn early_exits(&self) -> u32 {
-        self.early_exits
-    }
-
-    /// When spawning resumes, if paused.
-    pub fn paused_until(&self) -> Option<Time> {
-        self.paused_until
-    }
-
-    fn pause(&mut self, now: Time, d: Duration) {
-        let until = now + d;
-        self.paused_until = Some(self.paused_until.map_or(until, |t| t.max(until)));
-    }
-
-    /// Records an early exit; returns the pause if the brake engaged.
-    fn early_exit(&mut self, now: Time) -> Option<Duration> {
-        self.early_exits = self.early_exits.saturating_add(1);
-        let over = self.early_exits.checked_sub(CRASH_LOOP_THRESHOLD)?;
-        let pause = Duration::from_secs(1 << over.min(6)).min(CRASH_LOOP_MAX_PAUSE);
-        self.pause(now, pause);
-        Some(pause)
-    }
-
-    fn fork_failed(&mut self, now: Time) -> Duration {
-        self.fork_failures = self.fork_failures.saturating_add(1);
-        let pause = Duration::from_secs(1 << (self.fork_failures - 1).min(4)).min(FORK_RETRY_MAX);
-        self.pause(now, pause);
-        pause
-    }
 }
 
 /// The parent state machine. `Clone + Eq + Hash` so that an explicit-state model checker can
@@ -713,15 +374,16 @@ impl Parent {
         }
     }
 
-    /// fork() failed for `slot`: the slot goes back to `Dead` and spawning backs off.
-    pub fn handle_spawn_failed<T: SlotTable + ?Sized>(&mut self, now: Time, slot: usize, board: &T) {
+    /// fork() failed for `slot` (`error` says why, for the log): the slot goes back to `Dead` and
+    /// spawning backs off.
+    pub fn handle_spawn_failed<T: SlotTable + ?Sized>(&mut self, now: Time, slot: usize, error: &str, board: &T) {
         if let Some(born) = self.pending_spawn(slot, "handle_spawn_failed") {
             self.children[slot] = None;
             if let Ok(s) = board.slot(slot) {
                 let _ = s.reap(born);
             }
             let retry_in = self.brake.fork_failed(now);
-            self.log(ParentLog::ForkFailed { slot, retry_in });
+            self.log(ParentLog::ForkFailed { slot, error: error.to_string(), retry_in });
             self.check_done(now, board);
         }
     }
@@ -874,33 +536,8 @@ impl Parent {
                 self.tick(now, board);
             }
             Stage::Reclaiming { started, step, .. } => {
-                let (started, mut step) = (*started, *step);
-                while let Some(&(at, what)) = RECLAIM_SCHEDULE.get(step) {
-                    if now < started + at {
-                        break;
-                    }
-                    step += 1;
-                    if let Stage::Reclaiming { step: s, .. } = &mut self.stage {
-                        *s = step;
-                    }
-                    let alive: Vec<(usize, Option<Pid>)> = self.children().map(|(i, c)| (i, c.pid)).collect();
-                    for (slot, pid) in alive {
-                        let Some(pid) = pid else { continue };
-                        match what {
-                            ReclaimStep::Term | ReclaimStep::Kill => {
-                                let signal =
-                                    if what == ReclaimStep::Term { KillSignal::Term } else { KillSignal::Kill };
-                                self.log(ParentLog::StillRunning { pid, slot, sending: signal });
-                                self.actions.push_back(ParentAction::Signal { pid, signal });
-                            }
-                            ReclaimStep::GiveUp => self.log(ParentLog::GaveUp { pid, slot }),
-                        }
-                    }
-                    if what == ReclaimStep::GiveUp {
-                        self.finish_reclaim(now, board);
-                        break;
-                    }
-                }
+                let (started, step) = (*started, *step);
+                self.reclaim_step(now, board, started, step);
             }
             Stage::Draining { deadline: Some(d) } if now >= *d => {
                 self.log(ParentLog::GracefulStopTimedOut { remaining: self.live_children() });
@@ -910,14 +547,14 @@ impl Parent {
         }
     }
 
-    fn apply_config(&mut self, mut cfg: PoolConfig) {
-        if cfg.server_limit != self.config.server_limit {
-            self.log(ParentLog::ServerLimitKept { given: cfg.server_limit, kept: self.config.server_limit });
-            cfg.server_limit = self.config.server_limit;
-            cfg.max_request_workers = cfg.max_request_workers.min(cfg.server_limit);
-            cfg.start_servers = cfg.start_servers.min(cfg.max_request_workers);
+    /// A restart's configuration, as far as this parent can apply it (`server_limit` sizes the
+    /// board: [`PoolConfig::restrict_to_running`]).
+    fn apply_config(&mut self, cfg: PoolConfig) {
+        let checked = self.config.restrict_to_running(cfg);
+        for warning in checked.warnings {
+            self.log(ParentLog::ConfigAdjusted(warning));
         }
-        self.config = cfg;
+        self.config = checked.value;
     }
 
     /// Marks every working child `Graceful` and wakes it.
@@ -949,52 +586,6 @@ impl Parent {
                         }
                     }
                 }
-            }
-        }
-    }
-
-    fn begin_reclaim<T: SlotTable + ?Sized>(&mut self, now: Time, board: &T, then: Then) {
-        self.remaining_to_start = 0;
-        self.stage = Stage::Reclaiming { started: now, step: 0, then };
-        let pids: Vec<Pid> = self.children().filter_map(|(_, c)| c.pid).collect();
-        for pid in pids {
-            self.actions.push_back(ParentAction::Signal { pid, signal: KillSignal::Term });
-        }
-        self.check_done(now, board);
-    }
-
-    /// Ends a stop or restart once no child is left.
-    fn check_done<T: SlotTable + ?Sized>(&mut self, now: Time, board: &T) {
-        if self.live_children() > 0 {
-            return;
-        }
-        match self.stage {
-            Stage::Reclaiming { .. } => self.finish_reclaim(now, board),
-            Stage::Draining { .. } => {
-                self.stage = Stage::Exited;
-                self.actions.push_back(ParentAction::Exit { code: code::OK });
-            }
-            _ => {}
-        }
-    }
-
-    fn finish_reclaim<T: SlotTable + ?Sized>(&mut self, now: Time, board: &T) {
-        let Stage::Reclaiming { then, .. } = std::mem::replace(&mut self.stage, Stage::Exited) else {
-            return;
-        };
-        match then {
-            Then::Exit(code) => self.actions.push_back(ParentAction::Exit { code }),
-            Then::Restart(cfg) => {
-                self.apply_config(*cfg);
-                self.stage = Stage::Running;
-                // Children that would not die keep their slots, marked Graceful so they count as
-                // neither idle nor claimable; everything else starts afresh.
-                self.mark_all_graceful(board);
-                let mut view = ScoreboardView::capture(board);
-                self.repair(&mut view, board);
-                self.startup(now, board, &view, self.config.start_servers);
-                self.next_tick = now + self.config.maintenance_interval;
-                self.log(ParentLog::Resumed { generation: self.generation });
             }
         }
     }
@@ -1073,42 +664,36 @@ impl Parent {
             self.brake.early_exits = 0;
         }
     }
+}
 
-    /// Makes the board agree with the parent's records (the parent knows which processes exist;
-    /// the board says what they do). Never panics; logs every change.
-    fn repair<T: SlotTable + ?Sized>(&mut self, view: &mut ScoreboardView, board: &T) {
-        for slot in 0..self.slots(board).min(view.slots.len()) {
-            let rec = self.children[slot];
-            let (problem, wanted) = match (rec, view.slots[slot]) {
-                (None, Ok(w)) if w.state == SlotState::Dead => continue,
-                (None, Ok(w)) => (SlotProblem::NoChild(w.state), w.with_state(SlotState::Dead)),
-                (None, Err(e)) => (SlotProblem::Corrupt(e), SlotWord::EMPTY),
-                (Some(r), Ok(w))
-                    if w.incarnation == r.born.incarnation
-                        && w.generation == r.born.generation
-                        && w.state.is_live() =>
-                {
-                    continue;
-                }
-                (Some(r), Ok(w)) => (SlotProblem::Foreign(w), r.born.with_state(SlotState::Graceful)),
-                (Some(r), Err(e)) => (SlotProblem::Corrupt(e), r.born.with_state(SlotState::Graceful)),
-            };
-            let Ok(cell) = board.slot(slot) else { continue };
-            let seen = match view.slots[slot] {
-                Ok(w) => w.encode(),
-                Err(SlotError::CorruptWord { raw, .. }) => raw,
-                Err(_) => cell.raw(),
-            };
-            if let Err(now) = cell.repair(seen, wanted) {
-                // Changed meanwhile: decide with what is there now, look again at the next tick.
-                view.slots[slot] = SlotWord::decode(now);
-                continue;
-            }
-            view.slots[slot] = Ok(wanted);
-            self.log(ParentLog::SlotRepaired { slot, problem, wrote: wanted.state });
-            if let Some(ChildRecord { pid: Some(pid), .. }) = rec {
-                self.actions.push_back(ParentAction::Wake { slot, pid });
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::RawPoolConfig;
+    use crate::scoreboard::MemoryBoard;
+    use std::cell::Cell;
+
+    /// The raw calls are public for the fuzz body; a driver that misuses them (instead of going
+    /// through `ParentDriver`) is logged, and nothing changes.
+    #[test]
+    fn spawn_reports_without_a_pending_spawn_are_logged_not_applied() {
+        let raw = RawPoolConfig { start_servers: Some(1), server_limit: Some(4), ..Default::default() };
+        let board: MemoryBoard<Cell<u64>> = MemoryBoard::new(4);
+        let mut parent = Parent::new(PoolConfig::from_raw(&raw).unwrap().value);
+        parent.start(Time::ZERO, &board);
+        while let Some(a) = parent.poll_action() {
+            if let ParentAction::Spawn { slot, .. } = a {
+                parent.handle_spawned(slot, 100);
             }
         }
+        parent.handle_spawned(0, 9999);
+        parent.handle_spawn_failed(Time::ZERO, 3, "no", &board);
+        parent.start(Time::ZERO, &board);
+        let misuse = std::iter::from_fn(|| parent.poll_action())
+            .filter(|a| matches!(a, ParentAction::Log(ParentLog::DriverMisuse { .. })))
+            .count();
+        assert_eq!(misuse, 3);
+        assert_eq!(parent.slot_of(100), Some(0), "the known child is untouched");
+        assert_eq!(ScoreboardView::capture(&board).letters(), "S...");
     }
 }

@@ -1,5 +1,5 @@
-//! A line-protocol server for the real-process tests of `prefork-server` (tests/real.rs). Not for
-//! production: it answers `whoami` and `open PATH` to show what a child may do.
+//! A line-protocol server for the real-process tests of `prefork-server` (`tests/real.rs` in this
+//! crate). Not for production: it answers `whoami` and `open PATH` to show what a child may do.
 //!
 //! One request per line, one answer per line, until the client closes or sends `quit`:
 //! `echo TEXT` → `TEXT`; `whoami` → `uid=U gid=G pid=P slot=S`; `open PATH` → `ok` or
@@ -79,7 +79,7 @@ impl prefork_server::Service for LineService {
 }
 
 fn serve(conn: &mut Connection<'_>) -> std::io::Result<()> {
-    let mut reader = BufReader::new(conn.stream().try_clone_stream()?);
+    let mut reader = BufReader::new(conn.stream().try_clone()?);
     let mut line = String::new();
     loop {
         conn.status().set(SlotState::BusyRead);
@@ -118,20 +118,6 @@ fn serve(conn: &mut Connection<'_>) -> std::io::Result<()> {
         if closing || conn.status().set(SlotState::Keepalive) == SlotUpdate::Graceful {
             return Ok(()); // graceful restart or stop: finish the request in hand, then close
         }
-    }
-}
-
-/// A second handle on the stream for the buffered reader.
-trait TryCloneStream {
-    fn try_clone_stream(&self) -> std::io::Result<prefork_server::Stream>;
-}
-
-impl TryCloneStream for prefork_server::Stream {
-    fn try_clone_stream(&self) -> std::io::Result<prefork_server::Stream> {
-        Ok(match self {
-            prefork_server::Stream::Tcp(s) => prefork_server::Stream::Tcp(s.try_clone()?),
-            prefork_server::Stream::Unix(s) => prefork_server::Stream::Unix(s.try_clone()?),
-        })
     }
 }
 

@@ -4,7 +4,7 @@
 //! every CI run even where nightly and cargo-fuzz are not installed.
 
 use prefork_model::fuzzing::replay::replay;
-use prefork_server::fuzzing;
+use preforkd::fuzzing;
 
 #[test]
 fn http_request_corpus() {

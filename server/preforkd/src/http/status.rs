@@ -1,105 +1,14 @@
-//! Status pages from the shared scoreboard: mod_status's HTML page and `?auto` text (same field
-//! names and meaning, so existing parsers work), `?json`, and OpenMetrics.
+//! Status pages from a snapshot of the shared scoreboard: mod_status's HTML page and `?auto` text
+//! (same field names and meaning, so existing parsers work), `?json`, and OpenMetrics.
 //!
-//! Counting follows mod_status: a `Ready` slot of the running generation is idle; `Graceful` is
-//! graceful; `Dead`, `Starting` and `IdleKill` are not counted; everything else (`R W K L C`, and a
-//! `Ready` slot of an older generation) is busy.
+//! Nothing is counted here: busy, idle and graceful workers are the core's mod_status counts
+//! (`ScoreboardView::worker_counts`, SPEC.md §12.5), the totals are the snapshot's; this module
+//! only renders them.
 
-use crate::Listener;
 use crate::http::log::civil_from_days;
-use crate::shm::{Scoreboard, SlotInfo};
 use prefork_core::slot::SlotState;
+use prefork_server::{ListenerInfo, PoolSnapshot};
 use std::fmt::Write as _;
-use std::os::fd::AsRawFd;
-use std::sync::atomic::Ordering;
-
-/// Everything a status page shows, read once.
-#[derive(Debug, Clone)]
-pub struct Snapshot {
-    /// Now (unix ms).
-    pub now_ms: u64,
-    /// Parent start (unix ms).
-    pub started_ms: u64,
-    /// Last start or hard restart (unix ms).
-    pub restarted_ms: u64,
-    /// Running generation.
-    pub generation: u64,
-    /// Spawn rate.
-    pub spawn_rate: u64,
-    /// Children forked so far.
-    pub spawned_total: u64,
-    /// Every slot.
-    pub slots: Vec<SlotInfo>,
-}
-
-/// Counts and totals.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct Summary {
-    /// BusyWorkers.
-    pub busy: usize,
-    /// IdleWorkers.
-    pub idle: usize,
-    /// GracefulWorkers.
-    pub graceful: usize,
-    /// Total Accesses (requests).
-    pub accesses: u64,
-    /// Total bytes.
-    pub bytes: u64,
-    /// Total connections.
-    pub connections: u64,
-    /// Total wasted wake-ups.
-    pub wasted_wakeups: u64,
-}
-
-impl Snapshot {
-    /// Reads the board.
-    pub fn take(board: &Scoreboard) -> Snapshot {
-        let h = board.header();
-        Snapshot {
-            now_ms: crate::unix_ms(),
-            started_ms: h.started_ms.load(Ordering::Relaxed),
-            restarted_ms: h.restarted_ms.load(Ordering::Relaxed),
-            generation: h.generation.load(Ordering::Acquire),
-            spawn_rate: h.spawn_rate.load(Ordering::Relaxed),
-            spawned_total: h.spawned_total.load(Ordering::Relaxed),
-            slots: board.infos(),
-        }
-    }
-
-    fn state(&self, i: usize) -> Option<SlotState> {
-        self.slots[i].word.ok().map(|w| w.state)
-    }
-
-    /// mod_status's counts and the totals.
-    pub fn summary(&self) -> Summary {
-        let mut s = Summary::default();
-        for (i, info) in self.slots.iter().enumerate() {
-            // Saturating: the counters live in memory any process of the user can write.
-            s.accesses = s.accesses.saturating_add(info.requests);
-            s.bytes = s.bytes.saturating_add(info.bytes);
-            s.connections = s.connections.saturating_add(info.connections);
-            s.wasted_wakeups = s.wasted_wakeups.saturating_add(info.wasted_wakeups);
-            match self.state(i) {
-                Some(SlotState::Ready) if info.word.is_ok_and(|w| u64::from(w.generation) == self.generation) => {
-                    s.idle += 1
-                }
-                None | Some(SlotState::Dead | SlotState::Starting | SlotState::IdleKill) => {}
-                Some(SlotState::Graceful) => s.graceful += 1,
-                Some(_) => s.busy += 1,
-            }
-        }
-        s
-    }
-
-    /// One letter per slot (`?` for a damaged slot).
-    pub fn letters(&self) -> String {
-        (0..self.slots.len()).map(|i| self.state(i).map_or('?', SlotState::letter)).collect()
-    }
-
-    fn uptime_s(&self) -> u64 {
-        self.now_ms.saturating_sub(self.started_ms) / 1000
-    }
-}
 
 /// C's `%g`: six significant digits, no trailing zeros.
 fn g(x: f64) -> String {
@@ -148,8 +57,8 @@ fn loadavg() -> [String; 3] {
 }
 
 /// `?auto`: mod_status's machine-readable report, in Apache's order.
-pub fn auto(snap: &Snapshot, server_name: &str, version: &str) -> String {
-    let s = snap.summary();
+pub fn auto(snap: &PoolSnapshot, server_name: &str, version: &str) -> String {
+    let (s, w) = (snap.totals(), snap.workers());
     let up = snap.uptime_s();
     let [l1, l5, l15] = loadavg();
     let mut out = String::new();
@@ -159,8 +68,8 @@ pub fn auto(snap: &Snapshot, server_name: &str, version: &str) -> String {
     let _ = writeln!(out, "Server Built: {}", env!("CARGO_PKG_VERSION"));
     let _ = writeln!(out, "CurrentTime: {}", ap_time(snap.now_ms));
     let _ = writeln!(out, "RestartTime: {}", ap_time(snap.restarted_ms));
-    let _ = writeln!(out, "ParentServerConfigGeneration: {}", snap.generation.saturating_add(1));
-    let _ = writeln!(out, "ParentServerMPMGeneration: {}", snap.generation);
+    let _ = writeln!(out, "ParentServerConfigGeneration: {}", u64::from(snap.generation()) + 1);
+    let _ = writeln!(out, "ParentServerMPMGeneration: {}", snap.generation());
     let _ = writeln!(out, "ServerUptimeSeconds: {up}");
     let _ = writeln!(out, "ServerUptime:{}", show_time(up));
     let _ = writeln!(out, "Load1: {l1}\nLoad5: {l5}\nLoad15: {l15}");
@@ -174,9 +83,9 @@ pub fn auto(snap: &Snapshot, server_name: &str, version: &str) -> String {
     if s.accesses > 0 {
         let _ = writeln!(out, "BytesPerReq: {}", g(s.bytes as f64 / s.accesses as f64));
     }
-    let _ = writeln!(out, "BusyWorkers: {}", s.busy);
-    let _ = writeln!(out, "GracefulWorkers: {}", s.graceful);
-    let _ = writeln!(out, "IdleWorkers: {}", s.idle);
+    let _ = writeln!(out, "BusyWorkers: {}", w.busy);
+    let _ = writeln!(out, "GracefulWorkers: {}", w.graceful);
+    let _ = writeln!(out, "IdleWorkers: {}", w.idle);
     let _ = writeln!(out, "Scoreboard: {}", snap.letters());
     out
 }
@@ -186,8 +95,8 @@ fn html_escape(s: &str) -> String {
 }
 
 /// The HTML page: summary, scoreboard grid (64 letters a line), legend, per-slot table.
-pub fn html(snap: &Snapshot, server_name: &str, version: &str) -> String {
-    let s = snap.summary();
+pub fn html(snap: &PoolSnapshot, server_name: &str, version: &str) -> String {
+    let (s, w) = (snap.totals(), snap.workers());
     let up = snap.uptime_s();
     let name = html_escape(server_name);
     let mut out = format!(
@@ -200,13 +109,13 @@ pub fn html(snap: &Snapshot, server_name: &str, version: &str) -> String {
         html_escape(version),
         ap_time(snap.now_ms),
         ap_time(snap.restarted_ms),
-        snap.generation,
+        snap.generation(),
         show_time(up),
         s.accesses,
         s.bytes / 1024,
-        s.busy,
-        s.idle,
-        s.graceful
+        w.busy,
+        w.idle,
+        w.graceful
     );
     out.push_str("<pre>");
     for (i, c) in snap.letters().chars().enumerate() {
@@ -260,8 +169,8 @@ pub fn html(snap: &Snapshot, server_name: &str, version: &str) -> String {
 }
 
 /// `?json`.
-pub fn json(snap: &Snapshot, server_name: &str, version: &str) -> String {
-    let s = snap.summary();
+pub fn json(snap: &PoolSnapshot, server_name: &str, version: &str) -> String {
+    let (s, w) = (snap.totals(), snap.workers());
     let slots: Vec<serde_json::Value> = snap
         .slots
         .iter()
@@ -280,41 +189,22 @@ pub fn json(snap: &Snapshot, server_name: &str, version: &str) -> String {
     let doc = serde_json::json!({
         "server_name": server_name, "server_version": version, "mpm": "prefork",
         "now_ms": snap.now_ms, "started_ms": snap.started_ms, "restarted_ms": snap.restarted_ms,
-        "uptime_seconds": snap.uptime_s(), "generation": snap.generation,
+        "uptime_seconds": snap.uptime_s(), "generation": snap.generation(),
         "spawn_rate": snap.spawn_rate, "spawned_total": snap.spawned_total,
         "total_accesses": s.accesses, "total_kbytes": s.bytes / 1024, "total_connections": s.connections,
-        "wasted_wakeups": s.wasted_wakeups, "busy_workers": s.busy, "idle_workers": s.idle,
-        "graceful_workers": s.graceful, "scoreboard": snap.letters(), "slots": slots,
+        "wasted_wakeups": s.wasted_wakeups, "busy_workers": w.busy, "idle_workers": w.idle,
+        "graceful_workers": w.graceful, "scoreboard": snap.letters(), "slots": slots,
     });
     format!("{doc}\n")
 }
 
-/// The accept queue of a TCP listener (Linux `TCP_INFO` on a listening socket: `tcpi_unacked` is
-/// the current queue length, `tcpi_sacked` the backlog).
-pub fn listen_queue(listener: &Listener) -> Option<(u32, u32)> {
-    listener.tcp_addr()?;
-    // SAFETY: tcp_info is plain data; getsockopt writes at most `len` bytes into it.
-    unsafe {
-        let mut info: libc::tcp_info = std::mem::zeroed();
-        let mut len = size_of::<libc::tcp_info>() as libc::socklen_t;
-        let rc = libc::getsockopt(
-            listener.socket().as_raw_fd(),
-            libc::IPPROTO_TCP,
-            libc::TCP_INFO,
-            &mut info as *mut libc::tcp_info as *mut libc::c_void,
-            &mut len,
-        );
-        (rc == 0).then_some((info.tcpi_unacked, info.tcpi_sacked))
-    }
-}
-
 /// OpenMetrics text.
-pub fn metrics(snap: &Snapshot, listeners: &[Listener]) -> String {
-    let s = snap.summary();
+pub fn metrics(snap: &PoolSnapshot, listeners: &[ListenerInfo]) -> String {
+    let (s, w) = (snap.totals(), snap.workers());
     let mut by_state = [0usize; 11];
     let mut damaged = 0;
     for (i, _) in snap.slots.iter().enumerate() {
-        match snap.state(i) {
+        match snap.view.state(i) {
             Some(st) => by_state[st.code() as usize] += 1,
             None => damaged += 1,
         }
@@ -342,16 +232,18 @@ pub fn metrics(snap: &Snapshot, listeners: &[Listener]) -> String {
     }
     let gauges = [
         ("prefork_spawn_rate", "Current spawn rate of the spare-server policy.", snap.spawn_rate),
-        ("prefork_generation", "Running generation.", snap.generation),
+        ("prefork_generation", "Running generation.", u64::from(snap.generation())),
         ("prefork_uptime_seconds", "Seconds since the parent started.", snap.uptime_s()),
-        ("prefork_busy_workers", "BusyWorkers as mod_status counts them.", s.busy as u64),
-        ("prefork_idle_workers", "IdleWorkers as mod_status counts them.", s.idle as u64),
+        ("prefork_busy_workers", "BusyWorkers as mod_status counts them.", w.busy as u64),
+        ("prefork_idle_workers", "IdleWorkers as mod_status counts them.", w.idle as u64),
     ];
     for (name, help, v) in gauges {
         let _ = writeln!(out, "# TYPE {name} gauge\n# HELP {name} {help}\n{name} {v}");
     }
-    let queues: Vec<(String, (u32, u32))> =
-        listeners.iter().filter_map(|l| Some((l.local.to_string(), listen_queue(l)?))).collect();
+    let queues: Vec<(String, (u32, u32))> = listeners
+        .iter()
+        .filter_map(|l| Some((l.address.to_string(), l.queue.map(|q| (q.waiting, q.backlog))?)))
+        .collect();
     if !queues.is_empty() {
         let _ = writeln!(
             out,
@@ -392,6 +284,8 @@ mod tests {
     #[test]
     fn counts_follow_mod_status_and_auto_has_apaches_fields() {
         use prefork_core::scoreboard::{ChildSlot, SlotTable};
+        use prefork_server::Scoreboard;
+        use std::sync::atomic::Ordering;
         let board = Scoreboard::create(6, 1, 0).unwrap();
         board.publish_generation(1);
         let spawn = |i: usize, generation: u32, states: &[SlotState]| {
@@ -409,9 +303,9 @@ mod tests {
         board.slot(4).unwrap().mark_graceful().unwrap();
         board.record(1).requests.store(10, Ordering::Relaxed);
         board.record(1).bytes.store(5 * 1024, Ordering::Relaxed);
-        let snap = Snapshot::take(&board);
-        let s = snap.summary();
-        assert_eq!((s.busy, s.idle, s.graceful, s.accesses), (2, 1, 1, 10));
+        let snap = PoolSnapshot::take(&board);
+        let (s, w) = (snap.totals(), snap.workers());
+        assert_eq!((w.busy, w.idle, w.graceful, s.accesses), (2, 1, 1, 10));
         let text = auto(&snap, "localhost", "preforkd/0.1");
         for field in [
             "ServerMPM: prefork",

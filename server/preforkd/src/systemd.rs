@@ -1,6 +1,6 @@
 //! systemd integration without libsystemd: socket activation (`LISTEN_FDS`) and `sd_notify`.
 
-use crate::Listener;
+use prefork_server::Listener;
 use std::io;
 use std::os::fd::{FromRawFd, OwnedFd};
 use std::os::unix::net::UnixDatagram;

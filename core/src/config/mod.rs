@@ -10,10 +10,13 @@
 
 use serde::Deserialize;
 use std::fmt;
-use std::net::{Ipv4Addr, SocketAddr};
-use std::path::PathBuf;
-use std::str::FromStr;
 use std::time::Duration;
+
+mod accept_mutex;
+mod listen;
+
+pub use accept_mutex::{AcceptMutex, LockMechanism, accept_mutex_values};
+pub use listen::{LISTEN_FORMS, ListenAddr};
 
 /// `ServerLimit` default (Apache `DEFAULT_SERVER_LIMIT`).
 pub const DEFAULT_SERVER_LIMIT: u32 = 256;
@@ -33,135 +36,6 @@ pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
 pub const DEFAULT_MAINTENANCE_INTERVAL: Duration = Duration::from_secs(1);
 /// Longest path a unix socket address can hold (`sun_path` is 108 bytes with the NUL).
 pub const MAX_UNIX_PATH: usize = 107;
-
-/// A listener address: TCP (IPv4 or IPv6) or a unix-domain socket path.
-#[derive(Clone, Debug, PartialEq, Eq, Hash)]
-pub enum ListenAddr {
-    /// `127.0.0.1:8080`, `[::1]:8080`, or `8080` (meaning `0.0.0.0:8080`). Port 0 asks the kernel for one.
-    Tcp(SocketAddr),
-    /// `unix:/run/preforkd.sock`.
-    Unix(PathBuf),
-}
-
-/// What a `listen` entry may look like; shown in errors.
-pub const LISTEN_FORMS: &str =
-    "IP:PORT (127.0.0.1:8080), [IPv6]:PORT ([::1]:8080), PORT (all IPv4 addresses) or unix:/path/to/socket";
-
-impl FromStr for ListenAddr {
-    type Err = ConfigError;
-    fn from_str(s: &str) -> Result<Self, ConfigError> {
-        let bad = |reason: &str| ConfigError::InvalidListen { given: s.to_string(), reason: reason.to_string() };
-        if let Some(path) = s.strip_prefix("unix:") {
-            if path.is_empty() {
-                return Err(bad("the unix socket path is empty"));
-            }
-            if path.len() > MAX_UNIX_PATH {
-                return Err(bad(&format!("a unix socket path may have at most {MAX_UNIX_PATH} bytes")));
-            }
-            if path.contains('\0') {
-                return Err(bad("the path contains a NUL byte"));
-            }
-            return Ok(ListenAddr::Unix(PathBuf::from(path)));
-        }
-        if !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()) {
-            let port = s.parse::<u16>().map_err(|_| bad("a port is 0 to 65535"))?;
-            return Ok(ListenAddr::Tcp(SocketAddr::from((Ipv4Addr::UNSPECIFIED, port))));
-        }
-        s.parse::<SocketAddr>().map(ListenAddr::Tcp).map_err(|_| {
-            bad(if s.contains(':') && !s.starts_with('[') && s.matches(':').count() > 1 {
-                "an IPv6 address needs brackets: [::1]:8080"
-            } else {
-                "not an IP address with a port (host names are not resolved)"
-            })
-        })
-    }
-}
-
-impl fmt::Display for ListenAddr {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            ListenAddr::Tcp(a) => write!(f, "{a}"),
-            ListenAddr::Unix(p) => write!(f, "unix:{}", p.display()),
-        }
-    }
-}
-
-/// The accept-mutex mechanism (`accept_mutex`; Apache's `Mutex ... mpm-accept`).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
-pub enum AcceptMutex {
-    /// No lock with one listener; with several, the server's default mechanism.
-    #[default]
-    Auto,
-    /// POSIX record lock on an unlinked file; released by the kernel when the holder dies.
-    Fcntl,
-    /// BSD flock on a file re-opened by each child; released by the kernel when the holder dies.
-    Flock,
-    /// Process-shared robust pthread mutex in shared memory (EOWNERDEAD recovery).
-    Pthread,
-    /// SysV semaphore with SEM_UNDO.
-    Sysvsem,
-    /// Never lock, even with several listeners (rely on the kernel's wake-up behaviour).
-    None,
-}
-
-/// The accepted `accept_mutex` values; shown in errors.
-pub const ACCEPT_MUTEX_VALUES: &str = "auto, fcntl, flock, pthread, sysvsem, none";
-
-impl AcceptMutex {
-    /// Is a lock taken around wait+accept with `listeners` listeners? As Apache on Linux
-    /// (`SINGLE_LISTEN_UNSERIALIZED_ACCEPT`): never with a single listener, whatever the mechanism.
-    pub fn lock_in_use(self, listeners: usize) -> bool {
-        listeners > 1 && self != AcceptMutex::None
-    }
-
-    /// The configuration word for this mechanism.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            AcceptMutex::Auto => "auto",
-            AcceptMutex::Fcntl => "fcntl",
-            AcceptMutex::Flock => "flock",
-            AcceptMutex::Pthread => "pthread",
-            AcceptMutex::Sysvsem => "sysvsem",
-            AcceptMutex::None => "none",
-        }
-    }
-}
-
-impl FromStr for AcceptMutex {
-    type Err = ConfigError;
-    fn from_str(s: &str) -> Result<Self, ConfigError> {
-        Ok(match s {
-            "auto" | "default" => AcceptMutex::Auto,
-            "fcntl" => AcceptMutex::Fcntl,
-            "flock" => AcceptMutex::Flock,
-            "pthread" => AcceptMutex::Pthread,
-            "sysvsem" => AcceptMutex::Sysvsem,
-            "none" => AcceptMutex::None,
-            "posixsem" | "sem" => {
-                return Err(ConfigError::InvalidValue {
-                    key: "accept_mutex",
-                    given: s.to_string(),
-                    allowed: format!(
-                        "{ACCEPT_MUTEX_VALUES} (posixsem is not offered: a child that dies holding it hangs every other child)"
-                    ),
-                });
-            }
-            _ => {
-                return Err(ConfigError::InvalidValue {
-                    key: "accept_mutex",
-                    given: s.to_string(),
-                    allowed: ACCEPT_MUTEX_VALUES.to_string(),
-                });
-            }
-        })
-    }
-}
-
-impl fmt::Display for AcceptMutex {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
 
 /// The pool configuration as given: every key optional.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize)]
@@ -258,7 +132,7 @@ impl Default for PoolConfig {
 }
 
 /// A value that was accepted but changed. Logged at start-up and on every reload.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct ConfigWarning {
     /// The key.
     pub key: &'static str,
@@ -454,6 +328,40 @@ impl Validator {
     }
 }
 
+/// The rule that `server_limit` cannot change while the parent lives (it sizes the shared
+/// scoreboard, Apache's AH00179): the warning when `given` differs from the `running` value.
+fn server_limit_kept(running: u32, given: u32) -> Option<ConfigWarning> {
+    (given != running).then(|| ConfigWarning {
+        key: "server_limit",
+        message: format!(
+            "changing it from {running} to {given} needs a full stop and start (it sizes the shared scoreboard); keeping {running}"
+        ),
+        apache_code: Some("AH00179"),
+    })
+}
+
+/// `max_request_workers` above `server_limit` (AH00180).
+fn max_request_workers_clamped(max_request_workers: u32, server_limit: u32) -> Option<ConfigWarning> {
+    (max_request_workers > server_limit).then(|| ConfigWarning {
+        key: "max_request_workers",
+        message: format!(
+            "{max_request_workers} exceeds server_limit = {server_limit}; using {server_limit} (raise server_limit to allow more)"
+        ),
+        apache_code: Some("AH00180"),
+    })
+}
+
+/// `start_servers` above `max_request_workers`.
+fn start_servers_clamped(start_servers: u32, max_request_workers: u32) -> Option<ConfigWarning> {
+    (start_servers > max_request_workers).then(|| ConfigWarning {
+        key: "start_servers",
+        message: format!(
+            "{start_servers} exceeds max_request_workers = {max_request_workers}; starting {max_request_workers}"
+        ),
+        apache_code: None,
+    })
+}
+
 impl PoolConfig {
     /// Validates a first configuration (at start-up): Apache's defaults for what is missing,
     /// Apache's clamps (each with a warning), errors for what cannot be used.
@@ -465,6 +373,26 @@ impl PoolConfig {
     /// the shared scoreboard, so it keeps its current value (with a warning if the new one differs).
     pub fn reload(&self, raw: &RawPoolConfig) -> Result<Checked<PoolConfig>, ConfigErrors> {
         Self::validate(raw, Some(self.server_limit))
+    }
+
+    /// `next` (already validated) as a parent running `self` can apply it: `server_limit` keeps its
+    /// running value, `max_request_workers` and `start_servers` are clamped to it, each change with
+    /// its warning. For a configuration that did not come from [`PoolConfig::reload`] of `self`.
+    pub fn restrict_to_running(&self, mut next: PoolConfig) -> Checked<PoolConfig> {
+        let mut warnings = vec![];
+        if let Some(kept) = server_limit_kept(self.server_limit, next.server_limit) {
+            warnings.push(kept);
+            next.server_limit = self.server_limit;
+        }
+        if let Some(clamp) = max_request_workers_clamped(next.max_request_workers, next.server_limit) {
+            warnings.push(clamp);
+            next.max_request_workers = next.server_limit;
+        }
+        if let Some(clamp) = start_servers_clamped(next.start_servers, next.max_request_workers) {
+            warnings.push(clamp);
+            next.start_servers = next.max_request_workers;
+        }
+        Checked { value: next, warnings }
     }
 
     fn validate(raw: &RawPoolConfig, fixed_server_limit: Option<u32>) -> Result<Checked<PoolConfig>, ConfigErrors> {
@@ -511,15 +439,9 @@ impl PoolConfig {
             None => d.server_limit,
         };
         if let Some(fixed) = fixed_server_limit
-            && fixed != server_limit
+            && let Some(kept) = server_limit_kept(fixed, server_limit)
         {
-            v.warn(
-                    "server_limit",
-                    Some("AH00179"),
-                    format!(
-                        "changing it from {fixed} to {server_limit} needs a full stop and start (it sizes the shared scoreboard); keeping {fixed}"
-                    ),
-                );
+            v.warnings.push(kept);
             server_limit = fixed;
         }
 
@@ -529,24 +451,14 @@ impl PoolConfig {
             None => server_limit,
             Some(_) => v.at_least_one("max_request_workers", "AH00182", mrw_raw, server_limit),
         };
-        if max_request_workers > server_limit {
-            v.warn(
-                "max_request_workers",
-                Some("AH00180"),
-                format!(
-                    "{max_request_workers} exceeds server_limit = {server_limit}; using {server_limit} (raise server_limit to allow more)"
-                ),
-            );
+        if let Some(clamp) = max_request_workers_clamped(max_request_workers, server_limit) {
+            v.warnings.push(clamp);
             max_request_workers = server_limit;
         }
 
         let mut start_servers = v.at_least_one("start_servers", "AH00184", raw.start_servers, d.start_servers);
-        if start_servers > max_request_workers {
-            v.warn(
-                "start_servers",
-                None,
-                format!("{start_servers} exceeds max_request_workers = {max_request_workers}; starting {max_request_workers}"),
-            );
+        if let Some(clamp) = start_servers_clamped(start_servers, max_request_workers) {
+            v.warnings.push(clamp);
             start_servers = max_request_workers;
         }
         let min_spare_servers =
@@ -787,6 +699,12 @@ mod tests {
         assert_eq!(codes, ["AH00179", "AH00180"]);
         let same = first.reload(&RawPoolConfig { server_limit: Some(64), ..Default::default() }).unwrap();
         assert!(same.warnings.is_empty());
+        // The same rule for a configuration that was validated on its own (what the parent applies).
+        let alone = ok(RawPoolConfig { server_limit: Some(128), max_request_workers: Some(100), ..Default::default() });
+        let kept = first.restrict_to_running(alone.value);
+        assert_eq!((kept.value.server_limit, kept.value.max_request_workers), (64, 64));
+        assert_eq!(kept.warnings, again.warnings, "the same warnings, word for word");
+        assert!(first.restrict_to_running(first.clone()).warnings.is_empty());
     }
 
     #[test]
@@ -850,23 +768,25 @@ mod tests {
 
     #[test]
     fn accept_mutex_words_and_the_single_listener_rule() {
-        for (word, m) in [
-            ("auto", AcceptMutex::Auto),
-            ("default", AcceptMutex::Auto),
-            ("fcntl", AcceptMutex::Fcntl),
-            ("flock", AcceptMutex::Flock),
-            ("pthread", AcceptMutex::Pthread),
-            ("sysvsem", AcceptMutex::Sysvsem),
-            ("none", AcceptMutex::None),
-        ] {
+        let mut cases = vec![("auto", AcceptMutex::Auto), ("default", AcceptMutex::Auto), ("none", AcceptMutex::None)];
+        cases.extend(LockMechanism::ALL.map(|m| (m.name(), AcceptMutex::Use(m))));
+        for (word, m) in cases {
             assert_eq!(word.parse::<AcceptMutex>(), Ok(m));
             assert!(!m.lock_in_use(1), "{word}: never a lock with one listener");
             assert_eq!(m.lock_in_use(2), m != AcceptMutex::None, "{word}");
+            assert_eq!(m.mechanism(1, LockMechanism::Pthread), None, "{word}");
         }
+        assert_eq!(AcceptMutex::Auto.mechanism(2, LockMechanism::Flock), Some(LockMechanism::Flock));
+        assert_eq!(
+            AcceptMutex::Use(LockMechanism::Sysvsem).mechanism(3, LockMechanism::Flock),
+            Some(LockMechanism::Sysvsem)
+        );
+        assert_eq!(AcceptMutex::None.mechanism(2, LockMechanism::Flock), None);
+        assert_eq!(accept_mutex_values(), "auto, fcntl, flock, pthread, sysvsem, none");
         let e = "posixsem".parse::<AcceptMutex>().unwrap_err().to_string();
         assert!(e.contains("hangs"), "{e}");
         let e = "spinlock".parse::<AcceptMutex>().unwrap_err().to_string();
-        assert_eq!(e, format!("accept_mutex = \"spinlock\" is not valid: allowed {ACCEPT_MUTEX_VALUES}"));
+        assert_eq!(e, format!("accept_mutex = \"spinlock\" is not valid: allowed {}", accept_mutex_values()));
     }
 
     #[test]

@@ -4,12 +4,11 @@
 
 use clap::Parser;
 use prefork_core::config::Checked;
-use prefork_server::Server;
-use prefork_server::daemon::control::{self, Action};
-use prefork_server::daemon::settings::{self, Settings};
-use prefork_server::daemon::systemd;
-use prefork_server::http::HttpService;
-use prefork_server::{Lifecycle, Reloaded};
+use prefork_server::{Lifecycle, Reloaded, Server};
+use preforkd::control::{self, Action};
+use preforkd::http::HttpService;
+use preforkd::settings::{self, Settings};
+use preforkd::systemd;
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use tracing::{info, warn};

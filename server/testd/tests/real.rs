@@ -1,9 +1,10 @@
-//! Real processes on loopback: the `prefork-testd` binary (a line-protocol server built on this
-//! crate) under load, signals and faults. Every process a test starts is killed by pid at the end,
+//! Real processes on loopback: the `prefork-testd` binary (a line-protocol server built on
+//! `prefork-server`) under load, signals and faults. Every process a test starts is killed by pid at the end,
 //! also on failure. Tests in this file run one at a time (timing assertions on a 2-core machine).
 
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
+use prefork_core::config::LockMechanism;
 use prefork_core::scoreboard::ScoreboardView;
 use prefork_server::Scoreboard;
 use prefork_tests::{alive, wait_until};
@@ -200,7 +201,7 @@ impl Load {
 #[test]
 fn every_lock_mechanism_serves_two_listeners_and_survives_its_holder_being_killed() {
     let _s = serial();
-    for mechanism in ["fcntl", "flock", "pthread", "sysvsem"] {
+    for mechanism in LockMechanism::ALL.map(LockMechanism::name) {
         let d = Daemon::start(&format!(
             "--listen 127.0.0.1:0 --listen 127.0.0.1:0 --mutex {mechanism} --start 4 --min 2 --max 6 --limit 8 --interval-ms 200"
         ));

@@ -1,0 +1,338 @@
+//! The real [`System`] of the parent process on Linux: fork, signalfd, waitpid, kill, wake pipes,
+//! listeners, accept locks, accounts. Only effects live here; what to do and when is decided by
+//! the core and the supervisor (`crate::supervisor`).
+//!
+//! ```text
+//! bind listeners -> scoreboard (memfd, MAP_SHARED) -> accept lock -> pid file
+//!   -> block signals, signalfd -> Supervisor::start -> Supervisor::run -> remove pid file
+//! ```
+//! The parent never signals itself or its process group: only the pids the core names.
+
+use crate::child::{self, ChildSetup};
+use crate::creds::{self, Credentials};
+use crate::listeners::{self, Listener};
+use crate::locks::{AcceptLock, DEFAULT_MECHANISM};
+use crate::server::{Lifecycle, OnReady, Options, ServerError};
+use crate::service::Service;
+use crate::shm::Scoreboard;
+use crate::supervisor::{Notice, Supervisor, System};
+use crate::unix_ms;
+use nix::errno::Errno;
+use nix::fcntl::OFlag;
+use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+use nix::sys::signal::{SigSet, SigmaskHow, Signal, kill, sigprocmask};
+use nix::sys::signalfd::{SfdFlags, SignalFd};
+use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
+use nix::unistd::{ForkResult, Pid, fork, pipe2};
+use prefork_core::config::{LockMechanism, PoolConfig};
+use prefork_core::driver::Platform;
+use prefork_core::exit::ExitStatus;
+use prefork_core::parent::{KillSignal, Level, Parent, ParentLog};
+use prefork_core::slot::SlotWord;
+use prefork_core::time::Time;
+use std::collections::HashMap;
+use std::io::{self, Write};
+use std::os::fd::{AsFd, OwnedFd};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::Ordering;
+use std::time::Instant;
+use tracing::{error, info, warn};
+
+const HANDLED: [Signal; 6] =
+    [Signal::SIGCHLD, Signal::SIGUSR1, Signal::SIGHUP, Signal::SIGWINCH, Signal::SIGTERM, Signal::SIGINT];
+
+fn log_at(level: Level, message: &dyn std::fmt::Display) {
+    match level {
+        Level::Error => error!("{message}"),
+        Level::Warn => warn!("{message}"),
+        Level::Notice | Level::Info => info!("{message}"),
+    }
+}
+
+/// The accept lock `config` needs with `listeners` listeners (none with one listener, or with
+/// `accept_mutex = "none"`).
+fn lock_for(
+    config: &PoolConfig,
+    listeners: usize,
+    dir: &Path,
+    creds: Option<&Credentials>,
+) -> Result<Option<AcceptLock>, ServerError> {
+    let Some(mechanism) = config.accept_mutex.mechanism(listeners, DEFAULT_MECHANISM) else { return Ok(None) };
+    let ids = creds.map(|c| (c.uid.as_raw(), c.gid.as_raw()));
+    AcceptLock::create(mechanism, dir, ids).map(Some).map_err(|source| ServerError::Lock {
+        mechanism: mechanism.name(),
+        dir: dir.to_path_buf(),
+        source,
+    })
+}
+
+/// The parent's resources and its view of the operating system.
+pub(crate) struct Os {
+    started: Instant,
+    pid: Pid,
+    /// Taken (and so closed) in each child right after fork().
+    signals: Option<SignalFd>,
+    listeners: Vec<Listener>,
+    /// The listeners came from a service manager: keep them, whatever `listen` says.
+    inherited: bool,
+    lock: Option<AcceptLock>,
+    /// Locks of earlier configurations, kept until the parent exits (old children may use them).
+    retired_locks: Vec<AcceptLock>,
+    lock_dir: PathBuf,
+    creds: Option<Credentials>,
+    /// Each child's wake pipe (write end), by pid, until it is reaped.
+    wakers: HashMap<u32, OwnedFd>,
+    service: Box<dyn Service>,
+    on_ready: Option<OnReady>,
+    notify: Option<Box<dyn FnMut(Lifecycle)>>,
+}
+
+/// Runs the parent in this process (see [`crate::Server::run`]).
+pub(crate) fn run(mut options: Options) -> Result<i32, ServerError> {
+    let cfg = options.config.clone();
+    let (creds, note) = creds::resolve(cfg.user.as_deref(), cfg.group.as_deref()).map_err(ServerError::Credentials)?;
+    if let Some(note) = note {
+        info!("{note}");
+    }
+    let inherited = options.inherited.is_some();
+    let listeners = match options.inherited.take() {
+        Some(l) => l,
+        None => listeners::bind_all(&cfg.listen, cfg.listen_backlog).map_err(ServerError::Bind)?,
+    };
+    let pid = nix::unistd::getpid();
+    let board = Scoreboard::create(cfg.server_limit as usize, pid.as_raw() as u32, unix_ms())
+        .map_err(ServerError::Scoreboard)?;
+    let lock = lock_for(&cfg, listeners.len(), &options.lock_dir, creds.as_ref())?;
+    if let Some(path) = &options.pid_file {
+        std::fs::write(path, format!("{pid}\n"))
+            .map_err(|source| ServerError::PidFile { path: path.clone(), source })?;
+    }
+    let mut mask = SigSet::empty();
+    for s in HANDLED {
+        mask.add(s);
+    }
+    sigprocmask(SigmaskHow::SIG_BLOCK, Some(&mask), None).map_err(|e| ServerError::Signals(e.into()))?;
+    let signals = SignalFd::with_flags(&mask, SfdFlags::SFD_NONBLOCK | SfdFlags::SFD_CLOEXEC)
+        .map_err(|e| ServerError::Signals(e.into()))?;
+    info!(
+        "listening on {}; accept lock: {}",
+        listeners.iter().map(|l| l.local.to_string()).collect::<Vec<_>>().join(", "),
+        lock.as_ref().map_or("none", |l| l.mechanism().name())
+    );
+    let os = Os {
+        started: Instant::now(),
+        pid,
+        signals: Some(signals),
+        listeners,
+        inherited,
+        lock,
+        retired_locks: vec![],
+        lock_dir: options.lock_dir,
+        creds,
+        wakers: HashMap::new(),
+        service: options.service,
+        on_ready: options.on_ready,
+        notify: options.notify,
+    };
+    let mut supervisor = Supervisor::new(cfg, board, os, options.reload);
+    let code = match supervisor.start() {
+        Some(code) => code,
+        None => supervisor.run(),
+    };
+    if let Some(path) = &options.pid_file {
+        let _ = std::fs::remove_file(path);
+    }
+    Ok(code)
+}
+
+impl Platform<Scoreboard> for Os {
+    fn spawn(&mut self, parent: &Parent, board: &Scoreboard, slot: usize, born: SlotWord) -> Result<Pid32, String> {
+        board.header().spawned_total.fetch_add(1, Ordering::Relaxed);
+        let (wake_r, wake_w) =
+            pipe2(OFlag::O_CLOEXEC | OFlag::O_NONBLOCK).map_err(|e| format!("cannot create a wake pipe: {e}"))?;
+        board.record(slot).prepare_for_spawn(unix_ms());
+        let _ = io::stdout().flush();
+        let _ = io::stderr().flush();
+        // SAFETY: the parent is single-threaded (it never starts threads), so the child may run
+        // ordinary code after fork().
+        match unsafe { fork() } {
+            Ok(ForkResult::Child) => {
+                drop(wake_w);
+                // Parent-only descriptors: the signalfd and the other children's wake pipes.
+                self.wakers.clear();
+                self.signals = None;
+                let connection_limit =
+                    parent.config().connection_limit(u64::from(std::process::id()) << 16 | slot as u64);
+                child::run(ChildSetup {
+                    board,
+                    slot,
+                    born,
+                    listeners: &self.listeners,
+                    lock: self.lock.as_mut(),
+                    wake: wake_r,
+                    creds: self.creds.as_ref(),
+                    connection_limit,
+                    service: &mut *self.service,
+                    parent: self.pid,
+                })
+            }
+            Ok(ForkResult::Parent { child }) => {
+                drop(wake_r);
+                let pid = child.as_raw() as u32;
+                board.record(slot).pid.store(u64::from(pid), Ordering::Release);
+                self.wakers.insert(pid, wake_w);
+                Ok(pid)
+            }
+            Err(e) => Err(e.to_string()),
+        }
+    }
+
+    fn wake(&mut self, _: usize, pid: Pid32) {
+        if let Some(w) = self.wakers.get(&pid) {
+            let _ = nix::unistd::write(w, b"!"); // full pipe: already woken
+        }
+        // Interrupts a wait for the accept lock (SPEC.md §7.1).
+        let _ = kill(Pid::from_raw(pid as i32), Signal::SIGUSR1);
+    }
+
+    fn signal(&mut self, _: &Parent, pid: Pid32, signal: KillSignal) {
+        let sig = if signal == KillSignal::Term { Signal::SIGTERM } else { Signal::SIGKILL };
+        if pid as i32 != self.pid.as_raw() && pid > 1 {
+            let _ = kill(Pid::from_raw(pid as i32), sig);
+        }
+    }
+
+    fn close_listeners(&mut self) {
+        self.listeners.clear();
+    }
+
+    fn log(&mut self, line: ParentLog) {
+        match line.apache_code() {
+            Some(code) => log_at(line.level(), &format_args!("[{code}] {line}")),
+            None => log_at(line.level(), &line),
+        }
+    }
+}
+
+/// The core's pid type (the platform's `Pid` is nix's).
+type Pid32 = prefork_core::parent::Pid;
+
+impl System for Os {
+    fn now(&self) -> Time {
+        Time::from_millis(self.started.elapsed().as_millis() as u64)
+    }
+
+    fn wait(&mut self, until: Option<Time>) -> Vec<Notice> {
+        let timeout = match until {
+            Some(t) => {
+                let ms = t.as_millis().saturating_sub(self.now().as_millis());
+                PollTimeout::try_from(ms.min(60_000) as i32).unwrap_or(PollTimeout::MAX)
+            }
+            None => PollTimeout::from(1000u16),
+        };
+        let signals = self.signals.as_ref().expect("the parent keeps its signalfd");
+        let mut fds = [PollFd::new(signals.as_fd(), PollFlags::POLLIN)];
+        match poll(&mut fds, timeout) {
+            Ok(_) | Err(Errno::EINTR) => {}
+            Err(e) => error!("poll: {e}"),
+        }
+        let mut notices = vec![];
+        while let Ok(Some(info)) = signals.read_signal() {
+            let notice = match Signal::try_from(info.ssi_signo as i32) {
+                Ok(Signal::SIGCHLD) => Notice::ChildExited,
+                Ok(Signal::SIGUSR1) => Notice::Restart { graceful: true },
+                Ok(Signal::SIGHUP) => Notice::Restart { graceful: false },
+                Ok(Signal::SIGWINCH) if info.ssi_code == libc::SI_KERNEL => {
+                    // Sent by the terminal because its window was resized, not by anyone asking
+                    // for a graceful stop (Apache stops here; resizing a terminal should not).
+                    info!(
+                        "SIGWINCH from the terminal (window resized) ignored; graceful stop: kill -WINCH {}",
+                        self.pid
+                    );
+                    continue;
+                }
+                Ok(Signal::SIGWINCH) => Notice::GracefulStop,
+                Ok(Signal::SIGTERM | Signal::SIGINT) => Notice::Stop,
+                _ => continue,
+            };
+            notices.push(notice);
+        }
+        notices
+    }
+
+    fn reap(&mut self) -> Option<(Pid32, ExitStatus)> {
+        loop {
+            let (pid, status) = match waitpid(None::<Pid>, Some(WaitPidFlag::WNOHANG)) {
+                Ok(WaitStatus::Exited(pid, c)) => (pid, ExitStatus::Code(c)),
+                Ok(WaitStatus::Signaled(pid, sig, _)) => (pid, ExitStatus::Signaled(sig as i32)),
+                Ok(WaitStatus::StillAlive) | Err(Errno::ECHILD) => return None,
+                Ok(_) | Err(Errno::EINTR) => continue,
+                Err(e) => {
+                    error!("waitpid: {e}");
+                    return None;
+                }
+            };
+            let pid = pid.as_raw() as u32;
+            self.wakers.remove(&pid);
+            return Some((pid, status));
+        }
+    }
+
+    fn reconfigure(&mut self, current: &PoolConfig, next: &PoolConfig) -> Result<(), String> {
+        // Everything that can fail, before anything in force changes: accounts, the lock, then
+        // the listeners (whose reconcile either binds every new address or changes nothing).
+        let creds = if next.user != current.user || next.group != current.group {
+            Some(creds::resolve(next.user.as_deref(), next.group.as_deref())?.0)
+        } else {
+            None
+        };
+        let wanted: Vec<_> = if self.inherited {
+            self.listeners.iter().map(|l| l.configured.clone()).collect()
+        } else {
+            next.listen.clone()
+        };
+        let mechanism: Option<LockMechanism> = next.accept_mutex.mechanism(wanted.len(), DEFAULT_MECHANISM);
+        let lock = if self.lock.as_ref().map(AcceptLock::mechanism) != mechanism {
+            let ids = creds.as_ref().unwrap_or(&self.creds).as_ref();
+            Some(lock_for(next, wanted.len(), &self.lock_dir, ids).map_err(|e| e.to_string())?)
+        } else {
+            None
+        };
+        match listeners::reconcile(std::mem::take(&mut self.listeners), &wanted, next.listen_backlog) {
+            Ok(r) => {
+                self.listeners = r.kept;
+                drop(r.closed);
+            }
+            Err(refused) => {
+                self.listeners = refused.unchanged;
+                return Err(refused.error.to_string());
+            }
+        }
+        if let Some(lock) = lock {
+            self.retired_locks.extend(std::mem::replace(&mut self.lock, lock));
+        }
+        if let Some(creds) = creds {
+            self.creds = creds;
+        }
+        Ok(())
+    }
+
+    fn replace_service(&mut self, service: Box<dyn Service>) {
+        self.service = service; // new children get it; old ones keep theirs
+    }
+
+    fn lifecycle(&mut self, moment: Lifecycle) {
+        if moment == Lifecycle::Ready
+            && let Some(f) = self.on_ready.take()
+        {
+            f(&self.listeners);
+        }
+        if let Some(f) = self.notify.as_mut() {
+            f(moment);
+        }
+    }
+
+    fn note(&mut self, level: Level, message: String) {
+        log_at(level, &message);
+    }
+}

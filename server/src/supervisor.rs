@@ -1,0 +1,442 @@
+//! The parent process's logic: one loop around the core's `ParentDriver`, on a [`System`].
+//!
+//! ```text
+//! start: core.start -> Ready
+//! loop {
+//!   wait for notices until the core's next timeout
+//!   ChildExited        -> reap every exited child (waitpid WNOHANG) -> core.handle_child_exit
+//!   Restart{graceful}  -> reload the configuration -> reconfigure listeners, lock, accounts
+//!                         (either refused: logged, nothing changes) -> core.handle_command
+//!   GracefulStop, Stop -> core.handle_command
+//!   timeout due        -> reap (a missed SIGCHLD is caught within a tick) -> core.handle_timeout
+//! }
+//! ```
+//!
+//! Everything that is a system call lives behind [`System`]: `crate::os::Os` is the real one
+//! (fork, signalfd, waitpid, kill, sockets, locks); the tests below script one, so the restart,
+//! refusal and reap paths are checked without a single fork.
+
+use crate::server::{Lifecycle, Reloaded, Reloader};
+use crate::service::Service;
+use crate::shm::Scoreboard;
+use prefork_core::config::{Checked, PoolConfig};
+use prefork_core::driver::{ParentDriver, Platform};
+use prefork_core::exit::{ExitReason, ExitStatus};
+use prefork_core::parent::{Command, Level, Parent, Phase, Pid};
+use prefork_core::time::Time;
+use std::sync::atomic::Ordering;
+
+/// What the operating system tells the parent (Apache's signals, already interpreted).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Notice {
+    /// SIGCHLD: one or more children exited.
+    ChildExited,
+    /// SIGUSR1 (graceful) or SIGHUP.
+    Restart {
+        /// SIGUSR1.
+        graceful: bool,
+    },
+    /// SIGWINCH (sent by someone, not a terminal resize).
+    GracefulStop,
+    /// SIGTERM, SIGINT.
+    Stop,
+}
+
+/// The parent's side of the operating system: the core's effects ([`Platform`]) plus what the
+/// supervision loop itself needs.
+pub(crate) trait System: Platform<Scoreboard> {
+    /// The monotonic clock, as the core's time.
+    fn now(&self) -> Time;
+    /// Blocks until something happens or `until` (if any) passes; what happened, in order.
+    fn wait(&mut self, until: Option<Time>) -> Vec<Notice>;
+    /// One child that has exited and is not reaped yet (`waitpid(WNOHANG)`), if any.
+    fn reap(&mut self) -> Option<(Pid, ExitStatus)>;
+    /// Brings listeners, accept lock and accounts in line with `next` (running `current`): either
+    /// all of it, or nothing and the reason.
+    fn reconfigure(&mut self, current: &PoolConfig, next: &PoolConfig) -> Result<(), String>;
+    /// The service new children get from now on (old children keep theirs).
+    fn replace_service(&mut self, service: Box<dyn Service>);
+    /// A lifecycle moment (for a service manager).
+    fn lifecycle(&mut self, moment: Lifecycle);
+    /// The supervisor's own log lines (the core's go through [`Platform::log`]).
+    fn note(&mut self, level: Level, message: String);
+}
+
+/// The parent: the core's machine with the driver contract, the shared board, the system, and
+/// how restarts get their configuration.
+pub(crate) struct Supervisor<S> {
+    driver: ParentDriver,
+    board: Scoreboard,
+    system: S,
+    reload: Option<Reloader>,
+}
+
+impl<S: System> Supervisor<S> {
+    pub(crate) fn new(config: PoolConfig, board: Scoreboard, system: S, reload: Option<Reloader>) -> Self {
+        Supervisor { driver: ParentDriver::new(Parent::new(config)), board, system, reload }
+    }
+
+    /// Starts the pool (StartServers children); `Some(code)` if the parent is already done.
+    pub(crate) fn start(&mut self) -> Option<i32> {
+        let now = self.system.now();
+        let exit = self.drive(|driver, board, system| driver.start(now, board, system));
+        self.system.lifecycle(Lifecycle::Ready);
+        exit
+    }
+
+    /// Runs until the parent exits; its exit code.
+    pub(crate) fn run(&mut self) -> i32 {
+        loop {
+            if let Some(code) = self.turn() {
+                return code;
+            }
+        }
+    }
+
+    /// One turn: wait for notices or the next timeout, handle them.
+    pub(crate) fn turn(&mut self) -> Option<i32> {
+        for notice in self.system.wait(self.driver.poll_timeout()) {
+            let exit = match notice {
+                Notice::ChildExited => self.reap(),
+                Notice::Restart { graceful } => self.restart(graceful),
+                Notice::GracefulStop => self.command(Command::GracefulStop),
+                Notice::Stop => self.command(Command::Stop),
+            };
+            if exit.is_some() {
+                return exit;
+            }
+        }
+        if self.driver.poll_timeout().is_some_and(|t| t <= self.system.now()) {
+            // A child whose SIGCHLD never arrived (or was coalesced away before its exit was
+            // complete) is found here, within one tick, instead of holding its slot for ever.
+            if let Some(code) = self.reap() {
+                return Some(code);
+            }
+            let now = self.system.now();
+            return self.drive(|driver, board, system| driver.handle_timeout(now, board, system));
+        }
+        None
+    }
+
+    /// Feeds the core one input through the driver, then publishes what status pages show and
+    /// reports a finished hard restart.
+    fn drive(&mut self, input: impl FnOnce(&mut ParentDriver, &Scoreboard, &mut S) -> Option<i32>) -> Option<i32> {
+        let before = self.driver.parent().phase();
+        let exit = input(&mut self.driver, &self.board, &mut self.system);
+        let header = self.board.header();
+        header.spawn_rate.store(u64::from(self.driver.parent().policy().idle_spawn_rate()), Ordering::Relaxed);
+        if before == Phase::Restarting && self.driver.parent().phase() == Phase::Running {
+            header.restarted_ms.store(crate::unix_ms(), Ordering::Relaxed);
+            self.system.lifecycle(Lifecycle::Ready); // a hard restart finished
+        }
+        exit
+    }
+
+    fn command(&mut self, command: Command) -> Option<i32> {
+        let stopping = matches!(command, Command::Stop | Command::GracefulStop);
+        let restarting = matches!(command, Command::GracefulRestart(_) | Command::HardRestart(_));
+        if stopping && !matches!(self.driver.parent().phase(), Phase::Stopping | Phase::Draining) {
+            self.system.lifecycle(Lifecycle::Stopping);
+        }
+        if restarting {
+            self.system.lifecycle(Lifecycle::Reloading);
+        }
+        let now = self.system.now();
+        let exit = self.drive(|driver, board, system| driver.handle_command(now, command, board, system));
+        if restarting && self.driver.parent().phase() == Phase::Running {
+            self.system.lifecycle(Lifecycle::Ready); // a graceful restart is in force at once
+        }
+        exit
+    }
+
+    /// SIGUSR1 / SIGHUP: a new configuration, or a clear refusal that changes nothing.
+    fn restart(&mut self, graceful: bool) -> Option<i32> {
+        let kind = if graceful { "graceful restart" } else { "restart" };
+        let current = self.driver.parent().config().clone();
+        let reloaded = match self.reload.as_mut() {
+            Some(reload) => reload(&current),
+            None => Ok(Reloaded::from(Checked { value: current.clone(), warnings: vec![] })),
+        };
+        let reloaded = match reloaded {
+            Ok(r) => r,
+            Err(why) => {
+                self.system.note(
+                    Level::Error,
+                    format!(
+                        "{kind} refused: the new configuration is invalid: {why}; still running with the previous one"
+                    ),
+                );
+                return None;
+            }
+        };
+        for w in &reloaded.config.warnings {
+            self.system.note(Level::Warn, format!("configuration: {w}"));
+        }
+        let next = reloaded.config.value;
+        if let Err(why) = self.system.reconfigure(&current, &next) {
+            self.system
+                .note(Level::Error, format!("{kind} refused: {why}; still running with the previous configuration"));
+            return None;
+        }
+        if let Some(service) = reloaded.service {
+            self.system.replace_service(service);
+        }
+        let next = Box::new(next);
+        self.command(if graceful { Command::GracefulRestart(next) } else { Command::HardRestart(next) })
+    }
+
+    /// Reaps every exited child (signals coalesce: one SIGCHLD may stand for several).
+    fn reap(&mut self) -> Option<i32> {
+        while let Some((pid, status)) = self.system.reap() {
+            let reported = self.driver.parent().slot_of(pid).and_then(|slot| {
+                ExitReason::from_u8(self.board.record(slot).exit_reason.load(Ordering::Acquire) as u8)
+            });
+            let now = self.system.now();
+            let exit =
+                self.drive(|driver, board, system| driver.handle_child_exit(now, pid, status, reported, board, system));
+            if exit.is_some() {
+                return exit;
+            }
+        }
+        None
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::server::Reloaded;
+    use prefork_core::config::RawPoolConfig;
+    use prefork_core::parent::{KillSignal, ParentLog};
+    use prefork_core::slot::SlotWord;
+    use std::collections::VecDeque;
+    use std::time::Duration;
+
+    /// A system that does what the script says: notices to deliver, children that exit, forks
+    /// that fail, reconfigurations that are refused; it records every effect.
+    #[derive(Default)]
+    struct Scripted {
+        now: Time,
+        notices: VecDeque<Vec<Notice>>,
+        exited: VecDeque<(Pid, ExitStatus)>,
+        next_pid: Pid,
+        fork_error: Option<String>,
+        reconfigure_error: Option<String>,
+        alive: Vec<Pid>,
+        spawns: usize,
+        wakes: Vec<Pid>,
+        signals: Vec<(Pid, KillSignal)>,
+        listeners_closed: bool,
+        logs: Vec<ParentLog>,
+        notes: Vec<(Level, String)>,
+        moments: Vec<Lifecycle>,
+        reconfigured: Vec<PoolConfig>,
+        services_replaced: usize,
+    }
+
+    impl Platform<Scoreboard> for Scripted {
+        fn spawn(&mut self, _: &Parent, _: &Scoreboard, _: usize, _: SlotWord) -> Result<Pid, String> {
+            self.spawns += 1;
+            if let Some(e) = &self.fork_error {
+                return Err(e.clone());
+            }
+            self.next_pid += 1;
+            self.alive.push(self.next_pid);
+            Ok(self.next_pid)
+        }
+        fn wake(&mut self, _: usize, pid: Pid) {
+            self.wakes.push(pid);
+        }
+        fn signal(&mut self, _: &Parent, pid: Pid, signal: KillSignal) {
+            self.signals.push((pid, signal));
+            // Every child dies of its first signal.
+            if let Some(i) = self.alive.iter().position(|&p| p == pid) {
+                self.alive.remove(i);
+                self.exited.push_back((pid, ExitStatus::Signaled(if signal == KillSignal::Term { 15 } else { 9 })));
+                self.notices.push_front(vec![Notice::ChildExited]);
+            }
+        }
+        fn close_listeners(&mut self) {
+            self.listeners_closed = true;
+        }
+        fn log(&mut self, line: ParentLog) {
+            self.logs.push(line);
+        }
+    }
+
+    impl System for Scripted {
+        fn now(&self) -> Time {
+            self.now
+        }
+        fn wait(&mut self, until: Option<Time>) -> Vec<Notice> {
+            match self.notices.pop_front() {
+                Some(n) => n,
+                None => {
+                    // Nothing scripted: time passes to the next timeout.
+                    self.now = self.now.max(until.unwrap_or(self.now + Duration::from_secs(1)));
+                    vec![]
+                }
+            }
+        }
+        fn reap(&mut self) -> Option<(Pid, ExitStatus)> {
+            self.exited.pop_front()
+        }
+        fn reconfigure(&mut self, _: &PoolConfig, next: &PoolConfig) -> Result<(), String> {
+            match &self.reconfigure_error {
+                Some(e) => Err(e.clone()),
+                None => {
+                    self.reconfigured.push(next.clone());
+                    Ok(())
+                }
+            }
+        }
+        fn replace_service(&mut self, _: Box<dyn Service>) {
+            self.services_replaced += 1;
+        }
+        fn lifecycle(&mut self, moment: Lifecycle) {
+            self.moments.push(moment);
+        }
+        fn note(&mut self, level: Level, message: String) {
+            self.notes.push((level, message));
+        }
+    }
+
+    fn config(start: i64) -> PoolConfig {
+        let raw = RawPoolConfig {
+            start_servers: Some(start),
+            min_spare_servers: Some(1),
+            max_spare_servers: Some(5),
+            server_limit: Some(8),
+            ..Default::default()
+        };
+        PoolConfig::from_raw(&raw).unwrap().value
+    }
+
+    fn supervisor(reload: Option<Reloader>) -> Supervisor<Scripted> {
+        let board = Scoreboard::create(8, 1, 0).unwrap();
+        let mut s = Supervisor::new(config(3), board, Scripted { next_pid: 100, ..Scripted::default() }, reload);
+        assert_eq!(s.start(), None);
+        assert_eq!(s.system.alive, [101, 102, 103]);
+        s
+    }
+
+    /// Runs turns until the script is used up (and at most `n`).
+    fn turns(s: &mut Supervisor<Scripted>, n: usize) -> Option<i32> {
+        for _ in 0..n {
+            if let Some(code) = s.turn() {
+                return Some(code);
+            }
+        }
+        None
+    }
+
+    #[test]
+    fn a_restart_with_an_invalid_configuration_is_refused_and_changes_nothing() {
+        let reload: Reloader =
+            Box::new(|_: &PoolConfig| Err("preforkd.toml:3: start_servers = -1 is out of range".into()));
+        let mut s = supervisor(Some(reload));
+        s.system.notices.push_back(vec![Notice::Restart { graceful: true }]);
+        assert_eq!(turns(&mut s, 1), None);
+        let (level, note) = s.system.notes.last().cloned().unwrap();
+        assert_eq!(level, Level::Error);
+        assert_eq!(
+            note,
+            "graceful restart refused: the new configuration is invalid: preforkd.toml:3: start_servers = -1 is out of range; still running with the previous one"
+        );
+        assert_eq!(s.driver.parent().generation(), 0, "no new generation");
+        assert!(s.system.reconfigured.is_empty(), "listeners, lock and accounts untouched");
+        assert!(s.system.wakes.is_empty() && s.system.signals.is_empty(), "no child was told anything");
+        assert_eq!(s.system.moments, [Lifecycle::Ready], "no RELOADING for a refused restart");
+    }
+
+    #[test]
+    fn a_restart_whose_listeners_cannot_be_bound_is_refused_and_changes_nothing() {
+        let reload: Reloader =
+            Box::new(|running: &PoolConfig| Ok(Reloaded::from(Checked { value: running.clone(), warnings: vec![] })));
+        let mut s = supervisor(Some(reload));
+        s.system.reconfigure_error = Some("listen 127.0.0.1:80: Permission denied".into());
+        s.system.notices.push_back(vec![Notice::Restart { graceful: false }]);
+        assert_eq!(turns(&mut s, 1), None);
+        assert_eq!(
+            s.system.notes.last().unwrap().1,
+            "restart refused: listen 127.0.0.1:80: Permission denied; still running with the previous configuration"
+        );
+        assert_eq!(s.driver.parent().generation(), 0);
+        assert_eq!(s.driver.parent().phase(), Phase::Running);
+        assert!(s.system.signals.is_empty(), "a refused hard restart stops no child");
+    }
+
+    #[test]
+    fn a_graceful_restart_reconfigures_swaps_the_service_and_reports_reloading_then_ready() {
+        let reload: Reloader = Box::new(|_: &PoolConfig| {
+            Ok(Reloaded {
+                config: Checked { value: config(2), warnings: vec![] },
+                service: Some(Box::new(|_: &mut crate::Connection<'_>| Ok(()))),
+            })
+        });
+        let mut s = supervisor(Some(reload));
+        s.system.notices.push_back(vec![Notice::Restart { graceful: true }]);
+        assert_eq!(turns(&mut s, 1), None);
+        assert_eq!(s.system.reconfigured, [config(2)]);
+        assert_eq!(s.system.services_replaced, 1);
+        assert_eq!(s.driver.parent().generation(), 1);
+        assert_eq!(s.system.wakes, [101, 102, 103], "every old child is told to finish up");
+        assert_eq!(s.system.moments, [Lifecycle::Ready, Lifecycle::Reloading, Lifecycle::Ready]);
+    }
+
+    #[test]
+    fn a_hard_restart_reports_ready_when_the_new_children_are_up() {
+        let mut s = supervisor(None);
+        s.system.notices.push_back(vec![Notice::Restart { graceful: false }]);
+        turns(&mut s, 4);
+        assert_eq!(s.system.signals.iter().map(|s| s.0).collect::<Vec<_>>(), [101, 102, 103]);
+        assert_eq!(s.driver.parent().phase(), Phase::Running);
+        assert_eq!(s.system.alive, [104, 105, 106]);
+        assert_eq!(s.system.moments, [Lifecycle::Ready, Lifecycle::Reloading, Lifecycle::Ready]);
+        assert!(s.board.header().restarted_ms.load(Ordering::Relaxed) > 0, "the restart time is published");
+    }
+
+    #[test]
+    fn a_child_whose_sigchld_was_missed_is_reaped_at_the_next_tick() {
+        let mut s = supervisor(None);
+        // Child 102 crashed, but no SIGCHLD notice ever arrives.
+        s.system.alive.retain(|&p| p != 102);
+        s.system.exited.push_back((102, ExitStatus::Signaled(9)));
+        assert_eq!(s.driver.parent().live_children(), 3);
+        assert_eq!(turns(&mut s, 1), None, "the next timeout is due after one wait");
+        assert!(
+            s.system.logs.iter().any(|l| matches!(l, ParentLog::ChildExited { pid: 102, .. })),
+            "reaped at the tick: {:?}",
+            s.system.logs
+        );
+        assert!(s.driver.parent().slot_of(102).is_none());
+        assert_eq!(s.driver.parent().live_children(), 2);
+        assert_eq!(crate::view::PoolSnapshot::take(&s.board).letters(), "S.S.....", "its slot is free again");
+    }
+
+    #[test]
+    fn a_failed_fork_is_logged_once_with_its_reason_and_retried_later() {
+        let board = Scoreboard::create(8, 1, 0).unwrap();
+        let system =
+            Scripted { next_pid: 100, fork_error: Some("fork: EAGAIN: Try again".into()), ..Scripted::default() };
+        let mut s = Supervisor::new(config(1), board, system, None);
+        assert_eq!(s.start(), None);
+        let failed: Vec<String> =
+            s.system.logs.iter().filter(|l| l.apache_code() == Some("AH00159")).map(ToString::to_string).collect();
+        assert_eq!(failed, ["fork: unable to fork a child for slot 0: fork: EAGAIN: Try again; retrying in 1s"]);
+        assert!(s.system.notes.is_empty(), "the supervisor adds no second line for the same failure");
+        assert_eq!(crate::view::PoolSnapshot::take(&s.board).letters(), "........", "the slot is free again");
+        s.system.fork_error = None;
+        turns(&mut s, 3);
+        assert!(!s.system.alive.is_empty(), "forks work again: children are spawned");
+    }
+
+    #[test]
+    fn a_stop_signals_every_child_and_exits_with_ok_once_all_are_reaped() {
+        let mut s = supervisor(None);
+        s.system.notices.push_back(vec![Notice::Stop]);
+        assert_eq!(turns(&mut s, 5), Some(0));
+        assert!(s.system.listeners_closed);
+        assert_eq!(s.system.moments, [Lifecycle::Ready, Lifecycle::Stopping]);
+    }
+}

@@ -1,0 +1,161 @@
+//! The pool as a service (or a status tool) may see it: read-only snapshots of the shared
+//! scoreboard and the listeners' accept queues. Counting follows the core's derived view
+//! (`ScoreboardView`, mod_status's `WorkerCounts`); this module only reads the shared memory.
+
+use crate::listeners::{ListenQueue, Listener};
+use crate::shm::{Scoreboard, SlotInfo};
+use prefork_core::config::ListenAddr;
+use prefork_core::scoreboard::{ScoreboardView, WorkerCounts};
+use std::sync::atomic::Ordering;
+
+/// A read-only handle on the pool: what status pages need, nothing a service could break.
+#[derive(Clone, Copy, Debug)]
+pub struct PoolView<'a> {
+    board: &'a Scoreboard,
+    listeners: &'a [Listener],
+}
+
+/// One listener as a status page shows it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ListenerInfo {
+    /// The address it is bound to (the real port when port 0 was asked for).
+    pub address: ListenAddr,
+    /// Its accept queue (`None` for unix-domain listeners).
+    pub queue: Option<ListenQueue>,
+}
+
+impl<'a> PoolView<'a> {
+    /// A view of `board` and `listeners` (the whole pool, read-only).
+    pub fn new(board: &'a Scoreboard, listeners: &'a [Listener]) -> Self {
+        PoolView { board, listeners }
+    }
+
+    /// Reads the scoreboard once.
+    pub fn snapshot(&self) -> PoolSnapshot {
+        PoolSnapshot::take(self.board)
+    }
+
+    /// Every listener, in the configuration's order, with its accept queue now.
+    pub fn listeners(&self) -> Vec<ListenerInfo> {
+        self.listeners.iter().map(|l| ListenerInfo { address: l.local.clone(), queue: l.queue() }).collect()
+    }
+}
+
+/// Everything a status page shows, read once from the shared memory.
+#[derive(Clone, Debug)]
+pub struct PoolSnapshot {
+    /// Now (unix ms).
+    pub now_ms: u64,
+    /// Parent start (unix ms).
+    pub started_ms: u64,
+    /// Last start or hard restart (unix ms).
+    pub restarted_ms: u64,
+    /// The spare-server policy's spawn rate.
+    pub spawn_rate: u64,
+    /// Children forked so far.
+    pub spawned_total: u64,
+    /// The core's view of the slot words: states, letters, counts.
+    pub view: ScoreboardView,
+    /// Every slot, with its counters and texts.
+    pub slots: Vec<SlotInfo>,
+}
+
+/// Sums of the per-slot counters.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Totals {
+    /// `Total Accesses` (requests).
+    pub accesses: u64,
+    /// Bytes sent.
+    pub bytes: u64,
+    /// Connections accepted.
+    pub connections: u64,
+    /// Wake-ups that found nothing to accept.
+    pub wasted_wakeups: u64,
+}
+
+impl PoolSnapshot {
+    /// Reads `board` (each slot once; the view is built from the same words).
+    pub fn take(board: &Scoreboard) -> PoolSnapshot {
+        let h = board.header();
+        let slots = board.infos();
+        let view = ScoreboardView {
+            generation: h.generation.load(Ordering::Acquire) as u32,
+            slots: slots.iter().map(|i| i.word).collect(),
+        };
+        PoolSnapshot {
+            now_ms: crate::unix_ms(),
+            started_ms: h.started_ms.load(Ordering::Relaxed),
+            restarted_ms: h.restarted_ms.load(Ordering::Relaxed),
+            spawn_rate: h.spawn_rate.load(Ordering::Relaxed),
+            spawned_total: h.spawned_total.load(Ordering::Relaxed),
+            view,
+            slots,
+        }
+    }
+
+    /// The running generation.
+    pub fn generation(&self) -> u32 {
+        self.view.generation
+    }
+
+    /// mod_status's busy, idle and graceful workers (the core's rule).
+    pub fn workers(&self) -> WorkerCounts {
+        self.view.worker_counts()
+    }
+
+    /// One mod_status letter per slot (`?` for a damaged slot).
+    pub fn letters(&self) -> String {
+        self.view.letters()
+    }
+
+    /// The counters summed over every slot. Saturating: the counters live in memory any process
+    /// of the user can write.
+    pub fn totals(&self) -> Totals {
+        self.slots.iter().fold(Totals::default(), |t, i| Totals {
+            accesses: t.accesses.saturating_add(i.requests),
+            bytes: t.bytes.saturating_add(i.bytes),
+            connections: t.connections.saturating_add(i.connections),
+            wasted_wakeups: t.wasted_wakeups.saturating_add(i.wasted_wakeups),
+        })
+    }
+
+    /// Whole seconds since the parent started.
+    pub fn uptime_s(&self) -> u64 {
+        self.now_ms.saturating_sub(self.started_ms) / 1000
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use prefork_core::scoreboard::{ChildSlot, SlotTable};
+    use prefork_core::slot::SlotState;
+
+    #[test]
+    fn a_snapshot_counts_as_the_core_and_sums_the_counters() {
+        let board = Scoreboard::create(6, 1, 0).unwrap();
+        board.publish_generation(1);
+        let spawn = |i: usize, generation: u32, states: &[SlotState]| {
+            let w = board.slot(i).unwrap().spawn(generation).unwrap();
+            let c = ChildSlot::attach(&board, i, w).unwrap();
+            for &s in states {
+                c.set(s).unwrap();
+            }
+        };
+        spawn(0, 1, &[SlotState::Ready]);
+        spawn(1, 1, &[SlotState::Ready, SlotState::BusyRead, SlotState::BusyWrite]);
+        spawn(2, 0, &[SlotState::Ready]); // an old generation's ready child counts busy
+        spawn(3, 1, &[]);
+        spawn(4, 0, &[SlotState::Ready]);
+        board.slot(4).unwrap().mark_graceful().unwrap();
+        board.record(1).requests.store(10, Ordering::Relaxed);
+        board.record(1).bytes.store(5 * 1024, Ordering::Relaxed);
+        board.record(2).requests.store(u64::MAX, Ordering::Relaxed);
+        let snap = PoolSnapshot::take(&board);
+        assert_eq!(snap.workers(), WorkerCounts { busy: 2, idle: 1, graceful: 1 });
+        assert_eq!(snap.letters(), "_W_SG.");
+        assert_eq!(snap.generation(), 1);
+        assert_eq!(snap.totals().accesses, u64::MAX, "saturates");
+        assert_eq!(snap.totals().bytes, 5 * 1024);
+    }
+}
