@@ -2,7 +2,7 @@
 //!
 //! With no arguments it serves a built-in page on 127.0.0.1:8080 in the foreground.
 
-use clap::Parser;
+use clap::{CommandFactory, FromArgMatches, Parser};
 use prefork_core::config::Checked;
 use prefork_server::{Lifecycle, Reloaded, Server};
 use preforkd::control::{self, Action};
@@ -17,12 +17,7 @@ use tracing::{info, warn};
 #[command(
     name = "preforkd",
     version,
-    about = "A preforking HTTP/1.1 static-file server with Apache's MPM prefork process model",
-    long_about = "A preforking HTTP/1.1 static-file server with Apache's MPM prefork process model.\n\n\
-        With no arguments it serves a built-in page on 127.0.0.1:8080 in the foreground.\n\
-        Every setting is a key of the TOML file (--config) and a flag; flags override the file.\n\n\
-        Signals: SIGUSR1 graceful restart, SIGHUP restart, SIGWINCH graceful stop, SIGTERM/SIGINT stop.\n\
-        Status: /server-status (?auto, ?json) and /metrics, from 127.0.0.1 and ::1 by default."
+    about = "A preforking HTTP/1.1 static-file server with Apache's MPM prefork process model"
 )]
 struct Cli {
     /// TOML configuration file (Apache's directives in snake_case); re-read on every restart.
@@ -75,8 +70,23 @@ fn default_user(pool: &mut prefork_core::config::PoolConfig) -> Option<&'static 
     None
 }
 
+/// The command line: the derived flags, their defaults and the long description filled in from
+/// where the defaults live (`settings::defaults`).
+fn command() -> clap::Command {
+    let defaults: std::collections::HashMap<_, _> = settings::defaults().into_iter().collect();
+    let long_about = format!(
+        "A preforking HTTP/1.1 static-file server with Apache's MPM prefork process model.\n\n\
+         With no arguments it serves a built-in page on {} in the foreground.\n\
+         Every setting is a key of the TOML file (--config) and a flag; flags override the file.\n\n\
+         Signals: SIGUSR1 graceful restart, SIGHUP restart, SIGWINCH graceful stop, SIGTERM/SIGINT stop.\n\
+         Status: {} (?auto, ?json) and {}, from {} by default (status_allow).",
+        defaults["listen"], defaults["status_path"], defaults["metrics_path"], defaults["status_allow"]
+    );
+    settings::with_defaults(Cli::command()).long_about(long_about)
+}
+
 fn main() {
-    let cli = Cli::parse();
+    let cli = Cli::from_arg_matches(&command().get_matches()).unwrap_or_else(|e| e.exit());
     let (merged, sources) = settings::load(cli.config.as_deref(), &cli.settings).unwrap_or_else(|e| fail(e));
     let mut resolved = settings::resolve(&merged, &sources, None).unwrap_or_else(|e| fail(e));
     if cli.check {

@@ -37,76 +37,141 @@ macro_rules! settings {
 }
 
 settings! {
-    /// Address to listen on (repeatable): IP:PORT, [IPv6]:PORT, PORT, or unix:/path [default: 127.0.0.1:8080].
+    /// Address to listen on (repeatable): IP:PORT, [IPv6]:PORT, PORT, or unix:/path.
     listen: Vec<String>,
-    /// listen(2) backlog [default: 511].
+    /// listen(2) backlog.
     listen_backlog: i64,
-    /// Children forked at start-up [default: 5].
+    /// Children forked at start-up.
     start_servers: i64,
-    /// Fewer idle children than this: spawn more (1, 2, 4 … 32 per second) [default: 5].
+    /// Fewer idle children than this: spawn more (1, 2, 4 … 32 per second).
     min_spare_servers: i64,
-    /// More idle children than this: retire one per second [default: 10].
+    /// More idle children than this: retire one per second.
     max_spare_servers: i64,
-    /// Most children at once [default: server_limit].
+    /// Most children at once.
     max_request_workers: i64,
     /// Old name of max_request_workers.
     max_clients: i64,
-    /// Scoreboard size; cannot change on a restart [default: 256].
+    /// Scoreboard size; cannot change on a restart.
     server_limit: i64,
-    /// Connections a child serves before it is replaced; 0 is unlimited [default: 0].
+    /// Connections a child serves before it is replaced; 0 is unlimited.
     max_connections_per_child: i64,
     /// Old name of max_connections_per_child.
     max_requests_per_child: i64,
-    /// Up to this many extra connections per child, so children do not recycle together [default: 0].
+    /// Up to this many extra connections per child, so children do not recycle together.
     max_connections_per_child_jitter: i64,
-    /// Accept lock with 2+ listeners: auto, fcntl, flock, pthread, sysvsem, none [default: auto].
+    /// Accept lock with 2+ listeners.
     accept_mutex: String,
-    /// Seconds a graceful stop waits for children; 0 waits forever [default: 0].
+    /// Seconds a graceful stop waits for children; 0 waits forever.
     graceful_shutdown_timeout: i64,
-    /// Spare-server maintenance period in milliseconds [default: 1000].
+    /// Spare-server maintenance period in milliseconds.
     maintenance_interval_ms: i64,
-    /// User the children run as (name or #uid); required when started as root.
+    /// User the children run as (name or #uid).
     user: String,
-    /// Group the children run as (name or #gid) [default: the user's group].
+    /// Group the children run as (name or #gid).
     group: String,
-    /// Directory of files to serve [default: a built-in page].
+    /// Directory of files to serve.
     document_root: PathBuf,
-    /// Keep connections open between requests: true or false [default: true].
+    /// Keep connections open between requests: true or false.
     keep_alive: bool,
-    /// Seconds an idle kept-alive connection waits for its next request [default: 5].
+    /// Seconds an idle kept-alive connection waits for its next request.
     keep_alive_timeout: i64,
-    /// Requests per kept-alive connection; 0 is unlimited [default: 100].
+    /// Requests per kept-alive connection; 0 is unlimited.
     max_keep_alive_requests: i64,
-    /// Seconds any single read or write may wait [default: 60].
+    /// Seconds any single read or write may wait.
     timeout: i64,
-    /// Seconds the whole request head may take to arrive (mod_reqtimeout header=) [default: 20].
+    /// Seconds the whole request head may take to arrive (mod_reqtimeout header=).
     request_read_timeout: i64,
-    /// Longest request line in bytes (longer: 414) [default: 8190].
+    /// Longest request line in bytes (longer: 414).
     limit_request_line: i64,
-    /// Most request header fields (more: 431) [default: 100].
+    /// Most request header fields (more: 431).
     limit_request_fields: i64,
-    /// Longest request header line in bytes (longer: 431) [default: 8190].
+    /// Longest request header line in bytes (longer: 431).
     limit_request_field_size: i64,
-    /// Largest request body in bytes (larger: 413) [default: 1048576].
+    /// Largest request body in bytes (larger: 413).
     limit_request_body: i64,
-    /// Access log file, "-" for standard output, "off" for none [default: -].
+    /// Access log file, "-" for standard output, "off" for none.
     access_log: PathBuf,
-    /// Access log format: combined or common [default: combined].
+    /// Access log format: combined or common.
     log_format: String,
-    /// Error log file [default: standard error].
+    /// Error log file.
     error_log: PathBuf,
-    /// Location of the status page (?auto, ?json) [default: /server-status].
+    /// Location of the status page (?auto, ?json).
     status_path: String,
-    /// Location of the OpenMetrics page [default: /metrics].
+    /// Location of the OpenMetrics page.
     metrics_path: String,
-    /// Networks allowed to read status and metrics (repeatable) [default: 127.0.0.0/8, ::1].
+    /// Networks allowed to read status and metrics (repeatable).
     status_allow: Vec<String>,
-    /// Server name shown on status pages [default: localhost].
+    /// Server name shown on status pages.
     server_name: String,
     /// File holding the parent's pid while it runs (needed by -k).
     pid_file: PathBuf,
-    /// Directory for the fcntl/flock lock file [default: the temp directory].
+    /// Directory for the fcntl/flock lock file.
     lock_dir: PathBuf,
+}
+
+/// Every setting's default as `--help` shows it. The values come from where each default lives
+/// (`PoolConfig::default`, `HttpConfig::default`, the core's list of lock mechanisms); where a
+/// default is a rule rather than a value, it says so in words. Every key has an entry (tested).
+pub fn defaults() -> Vec<(&'static str, String)> {
+    let p = PoolConfig::default();
+    let h = HttpConfig::default();
+    let list = |items: Vec<String>| items.join(", ");
+    let secs = |d: Duration| d.as_secs().to_string();
+    vec![
+        ("listen", list(p.listen.iter().map(ToString::to_string).collect())),
+        ("listen_backlog", p.listen_backlog.to_string()),
+        ("start_servers", p.start_servers.to_string()),
+        ("min_spare_servers", p.min_spare_servers.to_string()),
+        ("max_spare_servers", p.max_spare_servers.to_string()),
+        ("max_request_workers", "server_limit".into()),
+        ("max_clients", "none".into()),
+        ("server_limit", p.server_limit.to_string()),
+        ("max_connections_per_child", p.max_connections_per_child.to_string()),
+        ("max_requests_per_child", "none".into()),
+        ("max_connections_per_child_jitter", p.max_connections_per_child_jitter.to_string()),
+        ("accept_mutex", p.accept_mutex.to_string()),
+        ("graceful_shutdown_timeout", secs(p.graceful_shutdown_timeout)),
+        ("maintenance_interval_ms", p.maintenance_interval.as_millis().to_string()),
+        ("user", "none: the server's own account (nobody when started as root)".into()),
+        ("group", "the user's group".into()),
+        ("document_root", "a built-in page".into()),
+        ("keep_alive", h.keep_alive.to_string()),
+        ("keep_alive_timeout", secs(h.keep_alive_timeout)),
+        ("max_keep_alive_requests", h.max_keep_alive_requests.to_string()),
+        ("timeout", secs(h.timeout)),
+        ("request_read_timeout", secs(h.request_read_timeout)),
+        ("limit_request_line", h.limit_request_line.to_string()),
+        ("limit_request_fields", h.limit_request_fields.to_string()),
+        ("limit_request_field_size", h.limit_request_field_size.to_string()),
+        ("limit_request_body", h.limit_request_body.to_string()),
+        ("access_log", h.access_log.as_ref().map_or("off".into(), |p| p.display().to_string())),
+        ("log_format", h.log_format.name().into()),
+        ("error_log", "standard error".into()),
+        ("status_path", h.status_path.clone()),
+        ("metrics_path", h.metrics_path.clone()),
+        ("status_allow", list(h.status_allow.iter().map(ToString::to_string).collect())),
+        ("server_name", h.server_name.clone()),
+        ("pid_file", "none".into()),
+        ("lock_dir", "the temp directory".into()),
+    ]
+}
+
+/// Completes the help of every setting's flag: its default ([`defaults`]) and, for
+/// `accept_mutex`, the accepted values (from the core's one list).
+pub fn with_defaults(mut command: clap::Command) -> clap::Command {
+    for (key, default) in defaults() {
+        command = command.mut_arg(key, |arg| {
+            let help = arg.get_help().map(ToString::to_string).unwrap_or_default();
+            let help = help.trim_end_matches('.');
+            let values = if key == "accept_mutex" {
+                format!(": {}", prefork_core::config::accept_mutex_values())
+            } else {
+                String::new()
+            };
+            arg.help(format!("{help}{values} [default: {default}]"))
+        });
+    }
+    command
 }
 
 /// Everything `preforkd` runs with.
@@ -186,13 +251,13 @@ impl Errors<'_> {
         self.list.push(format!("{}: {msg}", self.sources.origin(key)));
     }
 
-    fn seconds(&mut self, key: &'static str, v: Option<i64>, default: u64, min: i64, max: i64) -> Duration {
+    fn seconds(&mut self, key: &'static str, v: Option<i64>, default: Duration, min: i64, max: i64) -> Duration {
         match v {
-            None => Duration::from_secs(default),
+            None => default,
             Some(s) if (min..=max).contains(&s) => Duration::from_secs(s as u64),
             Some(s) => {
                 self.push(key, format!("{key} = {s} is out of range: allowed {min} to {max} seconds"));
-                Duration::from_secs(default)
+                default
             }
         }
     }
@@ -249,7 +314,8 @@ pub fn resolve(s: &Settings, sources: &Sources, running: Option<&PoolConfig>) ->
     };
     let d = HttpConfig::default();
     let log_format = match s.log_format.as_deref() {
-        None | Some("combined") => LogFormat::Combined,
+        None => d.log_format,
+        Some("combined") => LogFormat::Combined,
         Some("common") => LogFormat::Common,
         Some(other) => {
             errors.push("log_format", format!("log_format = {other:?} is not valid: allowed combined, common"));
@@ -274,33 +340,51 @@ pub fn resolve(s: &Settings, sources: &Sources, running: Option<&PoolConfig>) ->
         }
     }
     let access_log = match s.access_log.as_deref() {
-        None => Some(PathBuf::from("-")),
+        None => d.access_log.clone(),
         Some(p) if p == Path::new("off") => None,
         Some(p) => Some(p.to_path_buf()),
     };
     let http = HttpConfig {
         document_root: s.document_root.clone(),
         keep_alive: s.keep_alive.unwrap_or(d.keep_alive),
-        keep_alive_timeout: errors.seconds("keep_alive_timeout", s.keep_alive_timeout, 5, 1, 3600),
+        keep_alive_timeout: errors.seconds("keep_alive_timeout", s.keep_alive_timeout, d.keep_alive_timeout, 1, 3600),
         max_keep_alive_requests: errors.count(
             "max_keep_alive_requests",
             s.max_keep_alive_requests,
-            100,
+            u64::from(d.max_keep_alive_requests),
             0,
             u32::MAX as i64,
         ) as u32,
-        timeout: errors.seconds("timeout", s.timeout, 60, 1, 86_400),
-        request_read_timeout: errors.seconds("request_read_timeout", s.request_read_timeout, 20, 1, 86_400),
-        limit_request_line: errors.count("limit_request_line", s.limit_request_line, 8190, 64, 1 << 20) as usize,
-        limit_request_fields: errors.count("limit_request_fields", s.limit_request_fields, 100, 1, 10_000) as usize,
-        limit_request_field_size: errors.count(
-            "limit_request_field_size",
-            s.limit_request_field_size,
-            8190,
+        timeout: errors.seconds("timeout", s.timeout, d.timeout, 1, 86_400),
+        request_read_timeout: errors.seconds(
+            "request_read_timeout",
+            s.request_read_timeout,
+            d.request_read_timeout,
+            1,
+            86_400,
+        ),
+        limit_request_line: errors.count(
+            "limit_request_line",
+            s.limit_request_line,
+            d.limit_request_line as u64,
             64,
             1 << 20,
         ) as usize,
-        limit_request_body: errors.count("limit_request_body", s.limit_request_body, 1 << 20, 0, i64::MAX),
+        limit_request_fields: errors.count(
+            "limit_request_fields",
+            s.limit_request_fields,
+            d.limit_request_fields as u64,
+            1,
+            10_000,
+        ) as usize,
+        limit_request_field_size: errors.count(
+            "limit_request_field_size",
+            s.limit_request_field_size,
+            d.limit_request_field_size as u64,
+            64,
+            1 << 20,
+        ) as usize,
+        limit_request_body: errors.count("limit_request_body", s.limit_request_body, d.limit_request_body, 0, i64::MAX),
         access_log,
         log_format,
         status_path: s.status_path.clone().unwrap_or(d.status_path),
@@ -393,6 +477,29 @@ mod tests {
         assert!(e.contains("line 1") && e.contains("invalid type"), "{e}");
         std::fs::remove_file(&path).unwrap();
         std::fs::remove_file(&path2).unwrap();
+    }
+
+    #[test]
+    fn every_key_has_its_default_in_the_help_and_the_defaults_are_the_ones_in_force() {
+        use clap::{Args, Command};
+        let command = with_defaults(Settings::augment_args(Command::new("t")));
+        let table = defaults();
+        for arg in command.get_arguments() {
+            let id = arg.get_id().as_str();
+            assert!(table.iter().any(|(k, _)| *k == id), "{id} has no default in the table");
+            let help = arg.get_help().unwrap().to_string();
+            assert!(help.contains("[default: "), "{id}: {help}");
+        }
+        assert_eq!(table.len(), command.get_arguments().count(), "one entry per key, no stale ones");
+        let help =
+            |id: &str| command.get_arguments().find(|a| a.get_id() == id).unwrap().get_help().unwrap().to_string();
+        assert!(help("keep_alive_timeout").ends_with("[default: 5]"), "{}", help("keep_alive_timeout"));
+        assert!(help("accept_mutex").contains("auto, fcntl, flock, pthread, sysvsem, none [default: auto]"));
+        assert!(help("status_allow").contains("[default: 127.0.0.0/8, ::1/128]"), "{}", help("status_allow"));
+        // What the help says is what a configuration without the key gets.
+        let r = resolve(&Settings::default(), &Sources::default(), None).unwrap();
+        assert_eq!(r.http, HttpConfig::default());
+        assert_eq!(r.pool, PoolConfig::default());
     }
 
     #[test]

@@ -18,6 +18,16 @@ pub enum LogFormat {
     Combined,
 }
 
+impl LogFormat {
+    /// Its configuration word.
+    pub fn name(self) -> &'static str {
+        match self {
+            LogFormat::Common => "common",
+            LogFormat::Combined => "combined",
+        }
+    }
+}
+
 /// Where access log lines go.
 #[derive(Debug)]
 pub struct AccessLog {

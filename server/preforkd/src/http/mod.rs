@@ -47,7 +47,7 @@ pub struct HttpConfig {
     pub limit_request_field_size: usize,
     /// `LimitRequestBody` (bytes): a longer body is a 413. Bodies are read and discarded.
     pub limit_request_body: u64,
-    /// `CustomLog` file (`-` is standard output); `None` logs nothing.
+    /// `CustomLog` file (`-` is standard output, the default); `None` logs nothing.
     pub access_log: Option<PathBuf>,
     /// `LogFormat`: common or combined.
     pub log_format: LogFormat,
@@ -74,7 +74,7 @@ impl Default for HttpConfig {
             limit_request_fields: 100,
             limit_request_field_size: 8190,
             limit_request_body: 1 << 20,
-            access_log: None,
+            access_log: Some(PathBuf::from("-")),
             log_format: LogFormat::Combined,
             status_path: "/server-status".into(),
             metrics_path: "/metrics".into(),
