@@ -41,7 +41,8 @@ if [ "$(id -u)" != 0 ]; then
 fi
 
 echo "== building (release)" >&2
-cargo build -q --release -p prefork-server --bin preforkd --example bare_prefork
+cargo build -q --release -p preforkd --bin preforkd
+cargo build -q --release -p prefork-server --example bare_prefork
 PREFORKD=$PWD/target/release/preforkd
 BARE=$PWD/target/release/examples/bare_prefork
 
