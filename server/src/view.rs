@@ -128,34 +128,29 @@ impl PoolSnapshot {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use prefork_core::scoreboard::{ChildSlot, SlotTable};
-    use prefork_core::slot::SlotState;
+    use prefork_core::scoreboard::SlotTable;
+    use prefork_core::slot::{SlotState, SlotWord};
 
     #[test]
-    fn a_snapshot_counts_as_the_core_and_sums_the_counters() {
-        let board = Scoreboard::create(6, 1, 0).unwrap();
-        board.publish_generation(1);
-        let spawn = |i: usize, generation: u32, states: &[SlotState]| {
-            let w = board.slot(i).unwrap().spawn(generation).unwrap();
-            let c = ChildSlot::attach(&board, i, w).unwrap();
-            for &s in states {
-                c.set(s).unwrap();
-            }
+    fn a_snapshot_is_the_cores_view_of_the_same_words_and_sums_saturate() {
+        let board = Scoreboard::create(4, 1, 0).unwrap();
+        board.publish_generation(3);
+        let put = |i: usize, state, generation| {
+            let word = SlotWord { state, incarnation: 1, generation };
+            board.record(i).word.store(word.encode(), Ordering::Release);
         };
-        spawn(0, 1, &[SlotState::Ready]);
-        spawn(1, 1, &[SlotState::Ready, SlotState::BusyRead, SlotState::BusyWrite]);
-        spawn(2, 0, &[SlotState::Ready]); // an old generation's ready child counts busy
-        spawn(3, 1, &[]);
-        spawn(4, 0, &[SlotState::Ready]);
-        board.slot(4).unwrap().mark_graceful().unwrap();
-        board.record(1).requests.store(10, Ordering::Relaxed);
-        board.record(1).bytes.store(5 * 1024, Ordering::Relaxed);
-        board.record(2).requests.store(u64::MAX, Ordering::Relaxed);
+        put(0, SlotState::Ready, 3);
+        put(1, SlotState::Ready, 2); // an old generation: busy for mod_status
+        put(2, SlotState::Keepalive, 3);
+        board.record(3).word.store(0xee, Ordering::Release); // damaged
+        board.record(0).requests.store(u64::MAX - 1, Ordering::Relaxed);
+        board.record(2).requests.store(5, Ordering::Relaxed);
+        board.record(2).connections.store(2, Ordering::Relaxed);
         let snap = PoolSnapshot::take(&board);
-        assert_eq!(snap.workers(), WorkerCounts { busy: 2, idle: 1, graceful: 1 });
-        assert_eq!(snap.letters(), "_W_SG.");
-        assert_eq!(snap.generation(), 1);
-        assert_eq!(snap.totals().accesses, u64::MAX, "saturates");
-        assert_eq!(snap.totals().bytes, 5 * 1024);
+        assert_eq!(snap.letters(), "__K?");
+        assert_eq!(snap.generation(), 3);
+        assert_eq!(snap.workers(), WorkerCounts { busy: 2, idle: 1, graceful: 0 });
+        assert_eq!(snap.workers(), ScoreboardView::capture(&board).worker_counts(), "the core's count");
+        assert_eq!((snap.totals().accesses, snap.totals().connections), (u64::MAX, 2), "sums saturate");
     }
 }

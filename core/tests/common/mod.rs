@@ -48,6 +48,14 @@ pub struct Sim {
     pub now: Time,
     pub board: MemoryBoard<Cell<u64>>,
     pub driver: ParentDriver,
+    pub exit_code: Option<i32>,
+    /// Everything but the parent (the simulated platform); its fields read as `sim.procs` etc.
+    pub world: World,
+}
+
+/// The simulated processes and what the parent did to them.
+#[derive(Default)]
+pub struct World {
     pub procs: BTreeMap<Pid, Proc>,
     pub next_pid: Pid,
     pub forks: usize,
@@ -56,9 +64,21 @@ pub struct Sim {
     pub signals: Vec<(Time, Pid, KillSignal)>,
     pub exits: Vec<(Pid, ExitStatus, Option<ExitReason>)>,
     pub listeners_closed: bool,
-    pub exit_code: Option<i32>,
     pub fork_fails: bool,
     pub behaviour: Behaviour,
+}
+
+impl std::ops::Deref for Sim {
+    type Target = World;
+    fn deref(&self) -> &World {
+        &self.world
+    }
+}
+
+impl std::ops::DerefMut for Sim {
+    fn deref_mut(&mut self) -> &mut World {
+        &mut self.world
+    }
 }
 
 pub fn config(raw: RawPoolConfig) -> PoolConfig {
@@ -75,17 +95,8 @@ impl Sim {
             now: Time::ZERO,
             board: MemoryBoard::new(cfg.server_limit as usize),
             driver: ParentDriver::new(Parent::new(cfg)),
-            procs: BTreeMap::new(),
-            next_pid: 100,
-            forks: 0,
-            logs: vec![],
-            wakes: vec![],
-            signals: vec![],
-            exits: vec![],
-            listeners_closed: false,
             exit_code: None,
-            fork_fails: false,
-            behaviour,
+            world: World { next_pid: 100, behaviour, ..World::default() },
         };
         sim.drive(|driver, now, board, platform| driver.start(now, board, platform));
         sim
@@ -102,36 +113,8 @@ impl Sim {
         &mut self,
         input: impl FnOnce(&mut ParentDriver, Time, &MemoryBoard<Cell<u64>>, &mut SimPlatform<'_>) -> Option<i32>,
     ) {
-        let Sim {
-            now,
-            board,
-            driver,
-            procs,
-            next_pid,
-            forks,
-            logs,
-            wakes,
-            signals,
-            exits,
-            listeners_closed,
-            fork_fails,
-            behaviour,
-            ..
-        } = self;
-        let mut platform = SimPlatform {
-            now: *now,
-            procs,
-            next_pid,
-            forks,
-            logs,
-            wakes,
-            signals,
-            exits,
-            listeners_closed,
-            fork_fails: *fork_fails,
-            behaviour: *behaviour,
-        };
-        if let Some(code) = input(driver, *now, board, &mut platform) {
+        let mut platform = SimPlatform { now: self.now, world: &mut self.world };
+        if let Some(code) = input(&mut self.driver, self.now, &self.board, &mut platform) {
             self.exit_code = Some(code);
         }
     }
@@ -154,7 +137,7 @@ impl Sim {
 
     /// Feeds one event to child `pid` and records its action; an `Exit` ends the process.
     pub fn step(&mut self, pid: Pid, ev: ChildEvent<'_>) -> ChildAction {
-        let p = self.procs.get_mut(&pid).expect("live pid");
+        let p = self.world.procs.get_mut(&pid).expect("live pid");
         let slot = ChildSlot::attach(&self.board, p.slot, p.born).unwrap();
         let a = p.child.handle(ev, &slot).expect("legal event");
         p.last = Some(a);
@@ -302,16 +285,7 @@ impl Sim {
 /// The simulated platform: the effects of the parent's actions on the simulated processes.
 pub struct SimPlatform<'a> {
     now: Time,
-    procs: &'a mut BTreeMap<Pid, Proc>,
-    next_pid: &'a mut Pid,
-    forks: &'a mut usize,
-    logs: &'a mut Vec<(Time, ParentLog)>,
-    wakes: &'a mut Vec<(usize, Pid)>,
-    signals: &'a mut Vec<(Time, Pid, KillSignal)>,
-    exits: &'a mut Vec<(Pid, ExitStatus, Option<ExitReason>)>,
-    listeners_closed: &'a mut bool,
-    fork_fails: bool,
-    behaviour: Behaviour,
+    world: &'a mut World,
 }
 
 impl Platform<MemoryBoard<Cell<u64>>> for SimPlatform<'_> {
@@ -322,45 +296,47 @@ impl Platform<MemoryBoard<Cell<u64>>> for SimPlatform<'_> {
         slot: usize,
         born: SlotWord,
     ) -> Result<Pid, String> {
-        if self.fork_fails {
+        if self.world.fork_fails {
             return Err("Resource temporarily unavailable (simulated)".into());
         }
-        let pid = *self.next_pid;
-        *self.next_pid += 1;
-        *self.forks += 1;
+        let pid = self.world.next_pid;
+        self.world.next_pid += 1;
+        self.world.forks += 1;
         let cfg = parent.config();
         let child = ChildLoop::new(cfg.listen.len(), cfg.lock_in_use(), cfg.connection_limit(u64::from(pid)));
-        self.procs.insert(pid, Proc { slot, born, child, last: None, woken: false, behaviour: self.behaviour });
+        self.world
+            .procs
+            .insert(pid, Proc { slot, born, child, last: None, woken: false, behaviour: self.world.behaviour });
         Ok(pid)
     }
 
     fn wake(&mut self, slot: usize, pid: Pid) {
-        self.wakes.push((slot, pid));
-        if let Some(p) = self.procs.get_mut(&pid) {
+        self.world.wakes.push((slot, pid));
+        if let Some(p) = self.world.procs.get_mut(&pid) {
             p.woken = true;
         }
     }
 
     fn signal(&mut self, _: &Parent, pid: Pid, signal: KillSignal) {
-        self.signals.push((self.now, pid, signal));
-        let Some(p) = self.procs.get(&pid) else {
+        self.world.signals.push((self.now, pid, signal));
+        let Some(p) = self.world.procs.get(&pid) else {
             return;
         };
         let dies =
             !matches!((p.behaviour, signal), (Behaviour::Unkillable, _) | (Behaviour::IgnoresTerm, KillSignal::Term));
         if dies {
             let sig = if signal == KillSignal::Term { SIGTERM } else { SIGKILL };
-            self.procs.remove(&pid);
-            self.exits.push((pid, ExitStatus::Signaled(sig), None));
+            self.world.procs.remove(&pid);
+            self.world.exits.push((pid, ExitStatus::Signaled(sig), None));
         }
     }
 
     fn close_listeners(&mut self) {
-        *self.listeners_closed = true;
+        self.world.listeners_closed = true;
     }
 
     fn log(&mut self, line: ParentLog) {
-        self.logs.push((self.now, line));
+        self.world.logs.push((self.now, line));
     }
 }
 
