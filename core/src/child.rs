@@ -215,6 +215,7 @@ impl ChildLoop {
 
             (P::Locking, E::LockAcquired) => {
                 self.holding_lock = true;
+                slot.lock_acquired();
                 match slot.directive() {
                     Some(reason) => self.leave(reason),
                     None => self.wait(),
@@ -261,6 +262,7 @@ impl ChildLoop {
 
             (P::Releasing(then), E::LockReleased) => {
                 self.holding_lock = false;
+                slot.lock_released();
                 self.after_release(then, slot)
             }
 

@@ -9,12 +9,12 @@
 //! feed the parent an event while a `Spawn` is unanswered, or forget to answer one.
 //!
 //! ```text
-//!   handle_*(now, …, board, platform)
+//!   handle_*(now, …, board, platform)      (handle_timeout first asks platform.listen_queues)
 //!      └─> Parent::handle_*  ──> actions, in order:
 //!            Spawn { slot, born }  ─> platform.spawn ─ Ok(pid) ─> Parent::handle_spawned
 //!                                                   └ Err(why) ─> Parent::handle_spawn_failed (may add actions)
 //!            Wake { slot, pid }    ─> platform.wake
-//!            Signal { pid, sig }   ─> platform.signal
+//!            Signal { pid, sig, stall } ─> platform.signal
 //!            CloseListeners        ─> platform.close_listeners
 //!            Log(line)             ─> platform.log
 //!            Exit { code }         ─> returned (and kept: exit_code())
@@ -23,8 +23,8 @@
 //! The raw `Parent` calls (`poll_action`, `handle_spawned`, …) stay public for the fuzz body that
 //! feeds the parent impossible sequences on purpose (`prefork_model::fuzzing::parent_events`).
 
-use crate::exit::{ExitReason, ExitStatus};
-use crate::parent::{Command, KillSignal, Parent, ParentAction, ParentLog, Pid};
+use crate::exit::{ExitReason, ExitStatus, Stall};
+use crate::parent::{Command, KillSignal, Parent, ParentAction, ParentLog, Pid, QueueDepth};
 use crate::scoreboard::SlotTable;
 use crate::slot::SlotWord;
 use crate::time::Time;
@@ -42,9 +42,14 @@ pub trait Platform<T: SlotTable + ?Sized> {
     /// return, and so must a blocked accept-lock acquisition (SPEC.md §7.1).
     fn wake(&mut self, slot: usize, pid: Pid);
 
-    /// Sends `signal` to child `pid`, to that process only. `parent` is the parent at that moment
+    /// Sends `signal` to child `pid`, to that process only. `stall` says why when the watchdog
+    /// kills a stalled child (`None`: a stop or restart). `parent` is the parent at that moment
     /// (the models check its phase: retirement must never use a signal).
-    fn signal(&mut self, parent: &Parent, pid: Pid, signal: KillSignal);
+    fn signal(&mut self, parent: &Parent, board: &T, pid: Pid, signal: KillSignal, stall: Option<Stall>);
+
+    /// What each listener's accept queue holds now, in the configuration's order (empty once the
+    /// listeners are closed). Asked before every timeout: the watchdog's evidence (SPEC.md §7.8).
+    fn listen_queues(&mut self) -> Vec<QueueDepth>;
 
     /// Closes every listening socket (stops only; restarts keep them).
     fn close_listeners(&mut self);
@@ -94,13 +99,14 @@ impl ParentDriver {
         self.dispatch(now, board, platform)
     }
 
-    /// Time passed ([`Parent::handle_timeout`]).
+    /// Time passed ([`Parent::handle_timeout`], with the platform's [`Platform::listen_queues`]).
     pub fn handle_timeout<T, P>(&mut self, now: Time, board: &T, platform: &mut P) -> Option<i32>
     where
         T: SlotTable + ?Sized,
         P: Platform<T> + ?Sized,
     {
-        self.parent.handle_timeout(now, board);
+        let queues = platform.listen_queues();
+        self.parent.handle_timeout(now, board, &queues);
         self.dispatch(now, board, platform)
     }
 
@@ -145,7 +151,7 @@ impl ParentDriver {
                     Err(why) => self.parent.handle_spawn_failed(now, slot, &why, board),
                 },
                 ParentAction::Wake { slot, pid } => platform.wake(slot, pid),
-                ParentAction::Signal { pid, signal } => platform.signal(&self.parent, pid, signal),
+                ParentAction::Signal { pid, signal, stall } => platform.signal(&self.parent, board, pid, signal, stall),
                 ParentAction::CloseListeners => platform.close_listeners(),
                 ParentAction::Log(line) => platform.log(line),
                 ParentAction::Exit { code } => self.exit = Some(code),
@@ -156,8 +162,8 @@ impl ParentDriver {
 }
 
 /// A platform that performs nothing and records every effect, in order, as the action that asked
-/// for it. Spawns succeed with pids counting up from `next_pid` (or all fail, with `fail_spawns`).
-/// For examples, the loom models and the fuzz bodies.
+/// for it. Spawns succeed with pids counting up from `next_pid` (or all fail, with `fail_spawns`);
+/// the listen queues are what `queues` says. For examples, the loom models and the fuzz bodies.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Recorder {
     /// Every effect so far.
@@ -166,12 +172,14 @@ pub struct Recorder {
     pub next_pid: Pid,
     /// Make every spawn fail.
     pub fail_spawns: bool,
+    /// What [`Platform::listen_queues`] answers.
+    pub queues: Vec<QueueDepth>,
 }
 
 impl Recorder {
     /// A recorder whose first child gets `first_pid`.
     pub fn new(first_pid: Pid) -> Self {
-        Recorder { effects: Vec::new(), next_pid: first_pid, fail_spawns: false }
+        Recorder { effects: Vec::new(), next_pid: first_pid, fail_spawns: false, queues: Vec::new() }
     }
 
     /// The effects recorded since the last call.
@@ -192,8 +200,11 @@ impl<T: SlotTable + ?Sized> Platform<T> for Recorder {
     fn wake(&mut self, slot: usize, pid: Pid) {
         self.effects.push(ParentAction::Wake { slot, pid });
     }
-    fn signal(&mut self, _: &Parent, pid: Pid, signal: KillSignal) {
-        self.effects.push(ParentAction::Signal { pid, signal });
+    fn signal(&mut self, _: &Parent, _: &T, pid: Pid, signal: KillSignal, stall: Option<Stall>) {
+        self.effects.push(ParentAction::Signal { pid, signal, stall });
+    }
+    fn listen_queues(&mut self) -> Vec<QueueDepth> {
+        self.queues.clone()
     }
     fn close_listeners(&mut self) {
         self.effects.push(ParentAction::CloseListeners);
@@ -250,9 +261,12 @@ mod tests {
             self.checked += 1;
             Platform::<T>::wake(&mut self.rec, slot, pid);
         }
-        fn signal(&mut self, parent: &Parent, pid: Pid, signal: KillSignal) {
+        fn signal(&mut self, parent: &Parent, board: &T, pid: Pid, signal: KillSignal, stall: Option<Stall>) {
             self.answered(parent);
-            Platform::<T>::signal(&mut self.rec, parent, pid, signal);
+            self.rec.signal(parent, board, pid, signal, stall);
+        }
+        fn listen_queues(&mut self) -> Vec<QueueDepth> {
+            Platform::<T>::listen_queues(&mut self.rec)
         }
         fn close_listeners(&mut self) {
             Platform::<T>::close_listeners(&mut self.rec);

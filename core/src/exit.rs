@@ -2,6 +2,7 @@
 
 use crate::slot::SlotState;
 use std::fmt;
+use std::time::Duration;
 
 /// Apache's exit codes (`include/httpd.h`).
 pub mod code {
@@ -105,6 +106,68 @@ impl ExitStatus {
     }
 }
 
+/// Why the parent's watchdog killed a live child (SPEC.md §7.8): it stopped making progress.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Stall {
+    /// It held the accept lock (one acquisition) this long without accepting, while connections
+    /// waited on a listener (`accept_lock_timeout`).
+    AcceptLock {
+        /// How long the parent saw it hold the lock with connections waiting.
+        held: Duration,
+    },
+    /// One request kept it busy this long (`request_deadline`).
+    Request {
+        /// How long the parent saw it busy with the same request.
+        busy: Duration,
+    },
+}
+
+impl Stall {
+    /// A short name, for status pages and metrics: `accept_lock` or `request_deadline`.
+    pub const fn name(self) -> &'static str {
+        match self {
+            Stall::AcceptLock { .. } => "accept_lock",
+            Stall::Request { .. } => "request_deadline",
+        }
+    }
+
+    /// A byte for the slot record (1-based; 0 = none), as [`ExitReason::as_u8`].
+    pub const fn code(self) -> u8 {
+        match self {
+            Stall::AcceptLock { .. } => 1,
+            Stall::Request { .. } => 2,
+        }
+    }
+
+    /// The name of the stall a [`Stall::code`] stands for.
+    pub fn name_of_code(code: u8) -> Option<&'static str> {
+        match code {
+            1 => Some("accept_lock"),
+            2 => Some("request_deadline"),
+            _ => None,
+        }
+    }
+}
+
+impl fmt::Display for Stall {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Stall::AcceptLock { held } => write!(
+                f,
+                "held the accept lock {}.{:03}s without accepting while connections waited (accept_lock_timeout)",
+                held.as_secs(),
+                held.subsec_millis()
+            ),
+            Stall::Request { busy } => write!(
+                f,
+                "busy with one request for {}.{:03}s (request_deadline)",
+                busy.as_secs(),
+                busy.subsec_millis()
+            ),
+        }
+    }
+}
+
 /// The parent's reading of a child's exit, as logged.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum ExitCause {
@@ -118,6 +181,8 @@ pub enum ExitCause {
     Code(i32),
     /// Killed by a signal.
     Signal(i32),
+    /// Killed by the parent's watchdog (SIGKILL) because it stalled.
+    Killed(Stall),
 }
 
 impl ExitCause {
@@ -148,6 +213,7 @@ impl fmt::Display for ExitCause {
             ExitCause::Fatal => f.write_str("exited with a fatal error (code 15)"),
             ExitCause::Code(c) => write!(f, "exited with code {c}"),
             ExitCause::Signal(s) => write!(f, "killed by signal {s}"),
+            ExitCause::Killed(stall) => write!(f, "killed by the watchdog: it {stall}"),
         }
     }
 }

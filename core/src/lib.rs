@@ -10,7 +10,7 @@
 //! | module | SPEC.md | what |
 //! |---|---|---|
 //! | [`slot`] | §2, §3.1 | slot states, letters, the transition table, the slot word |
-//! | [`atomic`], [`scoreboard`] | §3, §4 | the shared-memory protocol and the derived view |
+//! | [`atomic`], [`scoreboard`], [`activity`] | §3, §4 | the shared-memory protocol, the activity word, the derived view |
 //! | [`policy`] | §5 | the spare-server policy (`perform_idle_server_maintenance`) |
 //! | [`child`] | §6 | the child loop |
 //! | [`exit`] | §6.4, §7.3 | exit reasons, codes and causes |
@@ -42,6 +42,7 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs, unreachable_pub)]
 
+pub mod activity;
 pub mod atomic;
 pub mod child;
 pub mod config;

@@ -15,12 +15,14 @@
 //! * the parent's directives (`Graceful`, `IdleKill`) are never overwritten by the child: a child that
 //!   finds one is told so ([`SlotUpdate`]) and winds down.
 
+use crate::activity::{self, Activity};
 use crate::atomic::{AtomicWord, Ordering};
 use crate::exit::ExitReason;
 use crate::slot::{Side, SlotError, SlotState, SlotWord, check_transition};
 use std::fmt;
 
-/// The shared memory the protocol runs on: one word per slot plus the running generation.
+/// The shared memory the protocol runs on: two words per slot (the slot word and the child's
+/// activity word) plus the running generation.
 pub trait SlotTable {
     /// The atomic cell type.
     type Word: AtomicWord;
@@ -28,6 +30,8 @@ pub trait SlotTable {
     fn slot_count(&self) -> usize;
     /// The word of slot `index` (`index < slot_count()`).
     fn slot_word(&self, index: usize) -> &Self::Word;
+    /// The activity word of slot `index` (`index < slot_count()`; see [`crate::activity`]).
+    fn activity_word(&self, index: usize) -> &Self::Word;
     /// The running generation, written by the parent, read by the children.
     fn generation_word(&self) -> &Self::Word;
 
@@ -35,7 +39,7 @@ pub trait SlotTable {
     fn slot(&self, index: usize) -> Result<Slot<'_, Self::Word>, SlotError> {
         let slots = self.slot_count();
         if index < slots {
-            Ok(Slot { index, word: self.slot_word(index) })
+            Ok(Slot { index, word: self.slot_word(index), activity: self.activity_word(index) })
         } else {
             Err(SlotError::NoSuchSlot { slot: index, slots })
         }
@@ -57,12 +61,17 @@ pub trait SlotTable {
 pub struct MemoryBoard<W> {
     generation: W,
     slots: Vec<W>,
+    activity: Vec<W>,
 }
 
 impl<W: AtomicWord> MemoryBoard<W> {
     /// A board of `slots` zeroed words made by `new_word` (all slots `Dead`, generation 0).
     pub fn with(slots: usize, mut new_word: impl FnMut() -> W) -> Self {
-        MemoryBoard { generation: new_word(), slots: (0..slots).map(|_| new_word()).collect() }
+        MemoryBoard {
+            generation: new_word(),
+            slots: (0..slots).map(|_| new_word()).collect(),
+            activity: (0..slots).map(|_| new_word()).collect(),
+        }
     }
 }
 
@@ -81,6 +90,9 @@ impl<W: AtomicWord> SlotTable for MemoryBoard<W> {
     fn slot_word(&self, index: usize) -> &W {
         &self.slots[index]
     }
+    fn activity_word(&self, index: usize) -> &W {
+        &self.activity[index]
+    }
     fn generation_word(&self) -> &W {
         &self.generation
     }
@@ -91,6 +103,7 @@ impl<W: AtomicWord> SlotTable for MemoryBoard<W> {
 pub struct Slot<'a, W> {
     index: usize,
     word: &'a W,
+    activity: &'a W,
 }
 
 // By hand: a derive would require `W: Copy`, but only a reference is copied.
@@ -114,11 +127,6 @@ pub struct ClaimLost {
 }
 
 impl<'a, W: AtomicWord> Slot<'a, W> {
-    /// Wraps a word as slot `index` (for [`SlotTable`] implementations and tests).
-    pub fn new(index: usize, word: &'a W) -> Self {
-        Slot { index, word }
-    }
-
     /// The slot's index.
     pub fn index(&self) -> usize {
         self.index
@@ -145,6 +153,7 @@ impl<'a, W: AtomicWord> Slot<'a, W> {
             Ok(w) => SlotError::IllegalTransition { side: Side::Parent, from: w.state, to: SlotState::Starting },
             Err(e) => e,
         })?;
+        self.activity.store(0, Ordering::Release); // a fresh child has done nothing yet
         Ok(born)
     }
 
@@ -155,6 +164,8 @@ impl<'a, W: AtomicWord> Slot<'a, W> {
         let found = self.read();
         // The process is gone: nobody else writes this slot any more, so a plain store is safe.
         self.word.store(known.with_state(SlotState::Dead).encode(), Ordering::Release);
+        self.activity.store(0, Ordering::Release); // a dead holder holds nothing
+
         let found = found?;
         if found.incarnation != known.incarnation {
             return Err(SlotError::NotOwner { expected: known.incarnation, found: found.incarnation });
@@ -207,6 +218,11 @@ impl<'a, W: AtomicWord> Slot<'a, W> {
     /// The raw word (Acquire), for diagnostics and repairs.
     pub fn raw(&self) -> u64 {
         self.word.load(Ordering::Acquire)
+    }
+
+    /// What the slot's child last published about its work (the watchdog's evidence).
+    pub fn activity(&self) -> Activity {
+        Activity::read(self.activity)
     }
 }
 
@@ -272,6 +288,21 @@ impl<'a, W: AtomicWord> ChildSlot<'a, W> {
         })
     }
 
+    /// The child got the accept lock (publishes it in its activity word).
+    pub fn lock_acquired(&self) {
+        activity::update(self.slot.activity, Activity::acquired);
+    }
+
+    /// The child let the accept lock go.
+    pub fn lock_released(&self) {
+        activity::update(self.slot.activity, Activity::released);
+    }
+
+    /// What this child has published about its work.
+    pub fn activity(&self) -> Activity {
+        self.slot.activity()
+    }
+
     /// Why this child must stop taking work, if it must: the parent left a directive (`Graceful`,
     /// `IdleKill`), the running generation moved on (a restart), or the slot is no longer its own.
     /// `None`: carry on.
@@ -305,7 +336,13 @@ impl<'a, W: AtomicWord> ChildSlot<'a, W> {
                 SlotState::IdleKill => return Ok(SlotUpdate::Retire),
                 from => check_transition(Side::Child, from, to)?,
             }
-            if now.state == to || self.slot.cas(now, now.with_state(to)).is_ok() {
+            if now.state == to {
+                return Ok(SlotUpdate::Applied);
+            }
+            if self.slot.cas(now, now.with_state(to)).is_ok() {
+                if to == SlotState::BusyRead {
+                    activity::update(self.slot.activity, Activity::request_started);
+                }
                 return Ok(SlotUpdate::Applied);
             }
             // The parent wrote a directive meanwhile: read again.

@@ -6,7 +6,7 @@
 
 use crate::system::{Budget, Op, SystemModel};
 use prefork_core::exit::{ExitReason, ExitStatus};
-use prefork_core::parent::{Command, Pid};
+use prefork_core::parent::{Command, KillSignal, Pid, QueueDepth};
 use prefork_core::scoreboard::{ChildSlot, MemoryBoard, SlotTable};
 use prefork_core::seeded::SeededBug;
 use prefork_core::slot::{SlotState, SlotWord};
@@ -47,7 +47,11 @@ pub fn system_walk_with(data: &[u8], bug: Option<SeededBug>) {
     let mut b = Bytes(data);
     let shape = b.byte();
     let listeners = 1 + usize::from(shape & 1);
-    let budget = Budget { ticks: 30, connections: 30, crashes: 1 + (shape >> 1) % 4, commands: 1 + (shape >> 3) % 4 };
+    let budget = Budget {
+        stalls: (shape >> 5) % 3,
+        grace: 3,
+        ..Budget::new(30, 30, 1 + (shape >> 1) % 4, 1 + (shape >> 3) % 4)
+    };
     let ops = vec![Op::GracefulRestart, Op::HardRestart, Op::GracefulStop, Op::Stop];
     let mut model = SystemModel::new(SystemModel::small_pool(listeners), budget, ops);
     model.bug = bug;
@@ -120,7 +124,7 @@ pub fn parent_events_with(data: &[u8], bug: Option<SeededBug>) {
             0 => {
                 now += Duration::from_millis(u64::from(b.byte()) * 20);
                 if parent.poll_timeout().is_some_and(|t| t <= now) {
-                    parent.handle_timeout(now, &board);
+                    parent.handle_timeout(now, &board, &queues(now));
                     exited |= drain(&mut parent, &board, &mut pending, &children, &mut live);
                     // Maintenance ticks repair the board; stops only reclaim children.
                     let view = prefork_core::ScoreboardView::capture(&board);
@@ -189,7 +193,7 @@ pub fn parent_events_with(data: &[u8], bug: Option<SeededBug>) {
             }
             6 => {
                 // Time may also not move, or the driver may call early.
-                parent.handle_timeout(now, &board);
+                parent.handle_timeout(now, &board, &queues(now));
             }
             7 if !children.is_empty() => {
                 // A signalled child dies of it.
@@ -202,6 +206,12 @@ pub fn parent_events_with(data: &[u8], bug: Option<SeededBug>) {
         }
         exited |= drain(&mut parent, &board, &mut pending, &children, &mut live);
     }
+}
+
+/// What the listen queues hold at `now`: a pattern that comes and goes (taken from the time, not
+/// from the input, so that the committed corpora keep their meaning).
+fn queues(now: Time) -> [QueueDepth; 1] {
+    [QueueDepth { waiting: (now.as_millis() / 20 % 3) as u32, exact: true }]
 }
 
 /// Performs the parent's actions, checking them; whether it exited.
@@ -223,8 +233,11 @@ fn drain(
                 assert_eq!(born.generation, parent.generation(), "I13: born in the running generation");
                 pending.push((slot, born));
             }
-            ParentAction::Signal { pid, signal } => {
+            ParentAction::Signal { pid, signal, stall } => {
                 assert!(children.contains_key(&pid), "I15: {signal:?} to {pid}, not a child");
+                if stall.is_some() {
+                    assert_eq!(signal, KillSignal::Kill, "the watchdog kills with SIGKILL");
+                }
             }
             ParentAction::Wake { pid, .. } => {
                 assert!(children.contains_key(&pid), "wake for {pid}, not a child");

@@ -23,9 +23,10 @@ use crate::words::{ShuttleWord, shuttle_board};
 use prefork_core::child::{ChildAction, ChildEvent, ChildLoop};
 use prefork_core::config::PoolConfig;
 use prefork_core::driver::{ParentDriver, Platform};
+use prefork_core::exit::Stall;
 use prefork_core::exit::{ExitReason, ExitStatus};
-use prefork_core::parent::{Command, KillSignal, Parent, ParentLog, Pid};
-use prefork_core::scoreboard::{ChildSlot, MemoryBoard, ScoreboardView, SlotUpdate};
+use prefork_core::parent::{Command, KillSignal, Parent, ParentLog, Pid, QueueDepth};
+use prefork_core::scoreboard::{ChildSlot, MemoryBoard, ScoreboardView, SlotTable, SlotUpdate};
 use prefork_core::seeded::SeededBug;
 use prefork_core::slot::{SlotState, SlotWord};
 use prefork_core::time::Time;
@@ -48,6 +49,9 @@ pub struct Scenario {
     pub connections: u32,
     /// At most this many children die at a random step.
     pub deaths: u32,
+    /// At most this many children stall at a random step: they stop taking steps for ever (also
+    /// holding the accept lock or a connection); only SIGKILL ends them.
+    pub stalls: u32,
     /// Restarts the operator may send (each chosen at random: graceful or hard), before stopping.
     pub restarts: u32,
     /// A seeded bug (negative tests).
@@ -55,6 +59,10 @@ pub struct Scenario {
     /// Does a wake-up interrupt a child blocked on the accept lock (SPEC.md §7.1)? `false` is a
     /// negative test: old children stuck behind the lock outlive a graceful restart.
     pub wake_interrupts_lock: bool,
+    /// Before its final stop, the operator waits (up to a minute of simulated time) until the
+    /// client is done and every connection was accepted: a pool that leaves connections waiting
+    /// then fails the queue-wait check instead of hiding it behind the stop.
+    pub drain_before_stop: bool,
 }
 
 /// One child process as the platform sees it.
@@ -62,6 +70,7 @@ pub struct Scenario {
 struct ProcInfo {
     generation: u32,
     killed: Option<i32>,
+    stalled: bool,
     woken: bool,
     in_section: bool,
     conn: Option<u32>,
@@ -80,6 +89,11 @@ struct World {
     lost: BTreeMap<u32, Pid>,
     refused: u32,
     deaths_left: u32,
+    stalls_left: u32,
+    /// How long each connection still in a listen queue has waited while a child could take it.
+    queued_for: BTreeMap<u32, Duration>,
+    /// The longest any connection waited in a queue while a live, non-stalled child existed.
+    longest_wait: Duration,
     clock: Time,
     parent_caught_up: Time,
     generation: u32,
@@ -93,6 +107,12 @@ struct World {
     epoch: u64,
     /// The parent's log, for diagnostics.
     log: Vec<String>,
+    /// Children the watchdog killed.
+    watchdog_kills: u32,
+    /// The client has produced every connection.
+    client_done: bool,
+    /// The parent's phase and next timeout at its last step boundary, for diagnostics.
+    parent_state: String,
     /// What the operator is doing, for diagnostics.
     operator: String,
 }
@@ -104,6 +124,10 @@ struct Shared {
     quiet: Condvar,
     board: MemoryBoard<ShuttleWord>,
     lock_in_use: bool,
+    /// The longest a queued connection may wait while a live, non-stalled child of the running
+    /// generation exists: each stall that can wedge the lock costs the watchdog's limit plus a
+    /// tick (its first look), and one more such span of slack.
+    max_queue_wait: Duration,
 }
 
 impl Shared {
@@ -187,6 +211,21 @@ fn child_main(
                 die(&shared, &mut w, pid, ExitStatus::Signaled(sig));
                 return;
             }
+            // Stalls happen anywhere in the loop (after start-up: a child stuck before its first
+            // step counts as starting, as in Apache; SPEC.md §7.8).
+            if next.is_some() && w.stalls_left > 0 && rng.gen_ratio(1, 12) {
+                // A stall: no more steps, whatever the child holds. A stopped process keeps a
+                // SIGTERM pending; only SIGKILL ends it.
+                w.stalls_left -= 1;
+                w.procs.get_mut(&pid).unwrap().stalled = true;
+                loop {
+                    if w.procs[&pid].killed == Some(9) {
+                        die(&shared, &mut w, pid, ExitStatus::Signaled(9));
+                        return;
+                    }
+                    w = shared.wait(w);
+                }
+            }
             if w.deaths_left > 0 && rng.gen_ratio(1, 12) {
                 w.deaths_left -= 1;
                 die(&shared, &mut w, pid, ExitStatus::Signaled(11)); // a crash (SIGSEGV)
@@ -230,6 +269,9 @@ fn child_main(
                 },
                 Some(ChildAction::Accept { listener }) => {
                     let conn = if w.listening { w.queues[listener].pop_front() } else { None };
+                    if let Some(conn) = conn {
+                        w.queued_for.remove(&conn);
+                    }
                     match conn {
                         Some(conn) => {
                             assert!(w.accepted.insert(conn, pid).is_none(), "connection {conn} accepted twice");
@@ -311,6 +353,7 @@ pub fn run(scenario: &Scenario) {
             queues: vec![VecDeque::new(); cfg.listen.len()],
             listening: true,
             deaths_left: scenario.deaths,
+            stalls_left: scenario.stalls,
             min_idle_goal: cfg.min_spare_servers as usize,
             threads: 3, // parent, client, operator
             ..World::default()
@@ -319,6 +362,13 @@ pub fn run(scenario: &Scenario) {
         quiet: Condvar::new(),
         board: shuttle_board(cfg.server_limit as usize),
         lock_in_use: cfg.lock_in_use(),
+        // Measured against the default limit when the watchdog is off (the negative test).
+        max_queue_wait: (if cfg.accept_lock_timeout.is_zero() {
+            prefork_core::config::DEFAULT_ACCEPT_LOCK_TIMEOUT
+        } else {
+            cfg.accept_lock_timeout
+        } + cfg.maintenance_interval)
+            * (scenario.stalls + 1),
     });
 
     // Clients.
@@ -337,6 +387,7 @@ pub fn run(scenario: &Scenario) {
             if w.listening {
                 let l = rng.gen_range(0..w.queues.len());
                 w.queues[l].push_back(conn);
+                w.queued_for.insert(conn, Duration::ZERO);
                 sh.notify(&mut w);
             } else {
                 w.refused += 1;
@@ -344,7 +395,9 @@ pub fn run(scenario: &Scenario) {
             drop(w);
             thread::yield_now();
         }
-        sh.leave(&mut sh.lock());
+        let mut w = sh.lock();
+        w.client_done = true;
+        sh.leave(&mut w);
     });
 
     // The clock: one second passes when every participant is blocked and the parent has caught up.
@@ -354,6 +407,33 @@ pub fn run(scenario: &Scenario) {
         while !w.parent_done {
             if w.sleepers == w.threads && w.parent_caught_up >= w.clock {
                 w.clock += Duration::from_secs(1);
+                // Liveness with stalls: a queued connection waits only while no live, non-stalled
+                // child of the running generation exists (a hard restart replaces them all; a
+                // graceful one replaces them as they leave), or the listeners are closing. Time
+                // counts against it only while such a child exists.
+                let generation = w.generation;
+                let able = w.listening
+                    && w.procs.values().any(|p| !p.stalled && p.killed.is_none() && p.generation == generation);
+                if able {
+                    w.queued_for.values_mut().for_each(|waited| *waited += Duration::from_secs(1));
+                }
+                if let Some(&waited) = w.queued_for.values().max() {
+                    w.longest_wait = w.longest_wait.max(waited);
+                    assert!(
+                        waited <= sh.max_queue_wait,
+                        "a connection waited {waited:?} in a listen queue while a live, non-stalled child could take it: procs {:?}, lock {:?}, board {}, activity {:?}, parent {}, clock {} caught up {} sleepers {}/{}, parent log (last 8): {:#?}",
+                        w.procs,
+                        w.lock_holder,
+                        ScoreboardView::capture(&sh.board).letters(),
+                        (0..sh.board.slot_count()).map(|i| sh.board.slot(i).map(|s| s.activity())).collect::<Vec<_>>(),
+                        w.parent_state,
+                        w.clock,
+                        w.parent_caught_up,
+                        w.sleepers,
+                        w.threads,
+                        &w.log[w.log.len().saturating_sub(8)..],
+                    );
+                }
                 sh.notify(&mut w);
                 assert!(
                     w.clock < Time::from_secs(MAX_SIMULATED_SECONDS),
@@ -378,6 +458,7 @@ pub fn run(scenario: &Scenario) {
     // The operator: restarts at random points, each followed by a wait for the old generation to
     // leave and the pool to refill; then a stop or a graceful stop.
     let (sh, restarts, next_cfg) = (shared.clone(), scenario.restarts, cfg.clone());
+    let drain_before_stop = scenario.drain_before_stop;
     let operator = thread::spawn(move || {
         let mut rng = thread_rng();
         for _ in 0..restarts {
@@ -396,7 +477,9 @@ pub fn run(scenario: &Scenario) {
             loop {
                 w.operator = format!("waiting after restart from generation {before}");
                 let generation = w.generation;
-                let old = w.procs.values().filter(|p| p.generation < generation).count();
+                // Stalled children never leave by themselves (a graceful restart waits for them,
+                // as Apache does); the rest must.
+                let old = w.procs.values().filter(|p| p.generation < generation && !p.stalled).count();
                 let fresh = w.procs.values().filter(|p| p.generation == generation && p.killed.is_none()).count();
                 if generation > before && old == 0 && fresh >= w.min_idle_goal {
                     break;
@@ -406,6 +489,13 @@ pub fn run(scenario: &Scenario) {
         }
         let pause = rng.gen_range(0..4);
         let mut w = sh.sleep(sh.lock(), pause);
+        if drain_before_stop {
+            w.operator = "waiting for every connection to be accepted".into();
+            let until = w.clock + Duration::from_secs(60);
+            while !(w.client_done && w.queued_for.is_empty()) && w.clock < until && !w.parent_done {
+                w = sh.wait(w);
+            }
+        }
         w.commands.push_back(if rng.gen_bool(0.5) { Command::Stop } else { Command::GracefulStop });
         sh.notify(&mut w);
         sh.leave(&mut w);
@@ -426,6 +516,7 @@ pub fn run(scenario: &Scenario) {
         {
             let mut w = shared.lock();
             w.generation = driver.parent().generation();
+            w.parent_state = format!("{:?}, next timeout {:?}", driver.parent().phase(), driver.poll_timeout());
             check_board(driver.parent(), &shared, &w);
             shared.notify(&mut w);
             if exit.is_some() {
@@ -491,6 +582,8 @@ pub fn run(scenario: &Scenario) {
         t.restarts += u64::from(w.generation);
         t.retired += w.log.iter().filter(|l| l.contains("retired")).count() as u64;
         t.died += w.log.iter().filter(|l| l.contains("killed by signal")).count() as u64;
+        t.stalled_killed += u64::from(w.watchdog_kills);
+        t.longest_wait = t.longest_wait.max(w.longest_wait);
         t.seconds += w.clock.as_millis() / 1000;
     }
     assert_eq!(
@@ -523,6 +616,10 @@ pub struct Totals {
     pub died: u64,
     /// Simulated seconds.
     pub seconds: u64,
+    /// Stalled children the watchdog killed.
+    pub stalled_killed: u64,
+    /// The longest a connection waited while a live, non-stalled child existed.
+    pub longest_wait: Duration,
 }
 
 static TOTALS: std::sync::Mutex<Totals> = std::sync::Mutex::new(Totals {
@@ -536,6 +633,8 @@ static TOTALS: std::sync::Mutex<Totals> = std::sync::Mutex::new(Totals {
     retired: 0,
     died: 0,
     seconds: 0,
+    stalled_killed: 0,
+    longest_wait: Duration::ZERO,
 });
 
 /// Takes the totals accumulated so far (and resets them).
@@ -581,10 +680,25 @@ impl Platform<MemoryBoard<ShuttleWord>> for ShuttlePlatform<'_> {
         }
     }
 
-    fn signal(&mut self, _: &Parent, pid: Pid, signal: KillSignal) {
-        if let Some(p) = self.shared.lock().procs.get_mut(&pid) {
-            p.killed.get_or_insert(if signal == KillSignal::Term { 15 } else { 9 });
+    fn signal(&mut self, _: &Parent, _: &MemoryBoard<ShuttleWord>, pid: Pid, signal: KillSignal, stall: Option<Stall>) {
+        let mut w = self.shared.lock();
+        if stall.is_some() {
+            w.watchdog_kills += 1;
         }
+        if let Some(p) = w.procs.get_mut(&pid) {
+            match signal {
+                KillSignal::Kill => p.killed = Some(9),
+                KillSignal::Term => _ = p.killed.get_or_insert(15),
+            }
+        }
+    }
+
+    fn listen_queues(&mut self) -> Vec<QueueDepth> {
+        let w = self.shared.lock();
+        if !w.listening {
+            return vec![];
+        }
+        w.queues.iter().map(|q| QueueDepth { waiting: q.len() as u32, exact: true }).collect()
     }
 
     fn close_listeners(&mut self) {
@@ -593,6 +707,7 @@ impl Platform<MemoryBoard<ShuttleWord>> for ShuttlePlatform<'_> {
         let reset: usize = w.queues.iter().map(VecDeque::len).sum();
         w.refused += reset as u32;
         w.queues.iter_mut().for_each(VecDeque::clear);
+        w.queued_for.clear();
     }
 
     fn log(&mut self, line: ParentLog) {

@@ -15,8 +15,9 @@ use crate::words::CellBoard;
 use prefork_core::child::{AfterRelease, ChildAction, ChildEvent, ChildLoop, ChildPhase};
 use prefork_core::config::PoolConfig;
 use prefork_core::driver::{ParentDriver, Platform};
+use prefork_core::exit::Stall;
 use prefork_core::exit::{ExitReason, ExitStatus};
-use prefork_core::parent::{Command, KillSignal, Parent, ParentLog, Phase, Pid};
+use prefork_core::parent::{Command, KillSignal, Parent, ParentLog, Phase, Pid, QueueDepth};
 use prefork_core::scoreboard::{ChildSlot, ScoreboardView};
 use prefork_core::seeded::SeededBug;
 use prefork_core::slot::{SlotState, SlotWord};
@@ -34,6 +35,30 @@ pub struct Budget {
     pub crashes: u8,
     /// Operator commands.
     pub commands: u8,
+    /// Child stalls: a process that stops taking steps for ever, at any point of its loop (holding
+    /// the accept lock, waiting for it, busy with a connection, idle). Only SIGKILL ends it.
+    pub stalls: u8,
+    /// Timeouts the parent may still take once every other budget is used up: time that goes on
+    /// passing after the run's last event, so that a recovery that needs time (the watchdog) can
+    /// happen after it.
+    pub grace: u8,
+}
+
+impl Budget {
+    /// A budget of `ticks` timeouts, `connections`, `crashes` and `commands`, without stalls.
+    pub const fn new(ticks: u8, connections: u8, crashes: u8, commands: u8) -> Self {
+        Budget { ticks, connections, crashes, commands, stalls: 0, grace: 0 }
+    }
+
+    /// May a grace timeout happen now (every other event used up)?
+    pub fn grace_due(&self) -> bool {
+        self.grace > 0
+            && self.ticks == 0
+            && self.connections == 0
+            && self.crashes == 0
+            && self.commands == 0
+            && self.stalls == 0
+    }
 }
 
 /// An operator command.
@@ -87,6 +112,12 @@ pub struct Proc {
     pub conn: bool,
     /// Its wake channel has been written.
     pub woken: bool,
+    /// It stopped taking steps (a stall): only SIGKILL ends it.
+    pub stalled: bool,
+    /// Since when it holds the accept lock (the model's own record, to judge the watchdog).
+    pub lock_since: Option<Time>,
+    /// Since when it is busy with its connection (from its work claim).
+    pub busy_since: Option<Time>,
 }
 
 impl Proc {
@@ -107,8 +138,12 @@ pub struct Violations {
     pub spawned_old: bool,
     /// A child that had claimed work was killed while the pool was running.
     pub killed_busy: bool,
-    /// The parent signalled a child while running (retirement must never use a signal).
+    /// The parent signalled a child while running (retirement must never use a signal; only the
+    /// watchdog kills a running pool's child).
     pub signal_while_running: bool,
+    /// The watchdog killed a child that had not held the lock, or been busy with one request,
+    /// for its limit.
+    pub unjustified_kill: bool,
 }
 
 /// The whole system: the parent (with the driver contract) and everything else.
@@ -127,6 +162,8 @@ pub struct World {
     pub generation_word: u64,
     /// The slot words.
     pub board: Vec<u64>,
+    /// The activity words.
+    pub activity: Vec<u64>,
     /// Live child processes, in pid order.
     pub procs: Vec<Proc>,
     /// Connections waiting in each listen queue.
@@ -153,6 +190,8 @@ pub struct World {
     pub lost: u8,
     /// Connections reset because the listeners closed.
     pub refused: u8,
+    /// Children the watchdog killed.
+    pub watchdog_kills: u8,
     /// Children that exited because they were retired.
     pub retired: u8,
     /// The kernel released the lock of a holder that died.
@@ -186,7 +225,7 @@ impl SysState {
 
     /// The snapshot of the board in this state.
     pub fn view(&self) -> ScoreboardView {
-        ScoreboardView::capture(&CellBoard::load(self.generation_word, &self.board))
+        ScoreboardView::capture(&CellBoard::load(self.generation_word, &self.board, &self.activity))
     }
 }
 
@@ -205,6 +244,8 @@ pub enum Action {
     Woken(Pid),
     /// Child `pid` crashes here.
     Crash(Pid),
+    /// Child `pid` stops taking steps, for ever (stopped, traced, stuck in the kernel).
+    Stall(Pid),
     /// A client connects to listener `l`.
     Connect(u8),
     /// The operator's command.
@@ -230,13 +271,13 @@ impl SystemModel {
         s: &mut SysState,
         input: impl FnOnce(&mut ParentDriver, Time, &CellBoard, &mut ModelPlatform<'_>) -> Option<i32>,
     ) {
-        let board = CellBoard::load(s.world.generation_word, &s.world.board);
+        let board = CellBoard::load(s.world.generation_word, &s.world.board, &s.world.activity);
         let now = s.world.now;
         let mut platform = ModelPlatform { model: self, world: &mut s.world };
         if let Some(code) = input(&mut s.driver, now, &board, &mut platform) {
             s.world.exit_code = Some(code);
         }
-        (s.world.generation_word, s.world.board) = board.save();
+        (s.world.generation_word, s.world.board, s.world.activity) = board.save();
     }
 
     /// Process `i` ends abnormally (crash or signal): what it held is lost, the lock is released if
@@ -260,14 +301,16 @@ impl SystemModel {
     /// Feeds `event` to process `i` and applies the action it returns.
     fn feed(&self, s: &mut SysState, i: usize, event: ChildEvent<'_>) {
         let s = &mut s.world;
-        let board = CellBoard::load(s.generation_word, &s.board);
+        let board = CellBoard::load(s.generation_word, &s.board, &s.activity);
         let p = &mut s.procs[i];
         let action = ChildSlot::attach(&board, p.slot, p.born)
             .map_err(|_| ())
             .and_then(|slot| p.child.handle(event, &slot).map_err(|_| ()))
             .unwrap_or(ChildAction::Exit(ExitReason::ProtocolError));
-        (s.generation_word, s.board) = board.save();
+        (s.generation_word, s.board, s.activity) = board.save();
         p.next = Some(action);
+        p.lock_since = if p.child.holds_lock() { p.lock_since.or(Some(s.now)) } else { None };
+        p.busy_since = if p.busy() { p.busy_since.or(Some(s.now)) } else { None };
         if let ChildAction::Exit(reason) = action {
             let p = s.procs.remove(i);
             if s.lock_holder == Some(p.pid) {
@@ -292,6 +335,9 @@ impl SystemModel {
 
     /// Can process `p` take a `Step` now (or is it blocked)?
     fn can_step(s: &SysState, p: &Proc) -> bool {
+        if p.stalled {
+            return false;
+        }
         match p.next {
             None => true,
             Some(ChildAction::AcquireLock) => s.lock_holder.is_none() && !s.lock_orphaned,
@@ -322,6 +368,7 @@ impl Model for SystemModel {
         let world = World {
             generation_word: 0,
             board: vec![0; self.pool.server_limit as usize],
+            activity: vec![0; self.pool.server_limit as usize],
             procs: vec![],
             queues: vec![0; listeners],
             listening: true,
@@ -335,6 +382,7 @@ impl Model for SystemModel {
             served: 0,
             lost: 0,
             refused: 0,
+            watchdog_kills: 0,
             retired: 0,
             lock_freed_by_death: false,
             lock_recovered: false,
@@ -348,7 +396,7 @@ impl Model for SystemModel {
 
     fn actions(&self, s: &SysState, actions: &mut Vec<Action>) {
         let parent_alive = s.exit_code.is_none();
-        if parent_alive && s.budget.ticks > 0 && s.driver.poll_timeout().is_some() {
+        if parent_alive && (s.budget.ticks > 0 || s.budget.grace_due()) && s.driver.poll_timeout().is_some() {
             actions.push(Action::Tick);
         }
         if parent_alive && !s.zombies.is_empty() {
@@ -365,11 +413,14 @@ impl Model for SystemModel {
             }
             // The driver contract (SPEC.md §7.1): a wake-up interrupts a readiness wait *and* a
             // blocked lock acquisition.
-            if p.woken && wakeable(p) {
+            if p.woken && wakeable(p) && !p.stalled {
                 actions.push(Action::Woken(p.pid));
             }
-            if s.budget.crashes > 0 {
+            if s.budget.crashes > 0 && !p.stalled {
                 actions.push(Action::Crash(p.pid));
+            }
+            if s.budget.stalls > 0 && !p.stalled {
+                actions.push(Action::Stall(p.pid));
             }
         }
         if parent_alive && s.listening && s.budget.connections > 0 {
@@ -386,7 +437,11 @@ impl Model for SystemModel {
         let mut s = last.clone();
         match action {
             Action::Tick => {
-                s.budget.ticks -= 1;
+                if s.budget.ticks > 0 {
+                    s.budget.ticks -= 1;
+                } else {
+                    s.budget.grace -= 1;
+                }
                 s.now = s.now.max(s.driver.poll_timeout()?);
                 self.drive(&mut s, |driver, now, board, platform| driver.handle_timeout(now, board, platform));
             }
@@ -400,6 +455,10 @@ impl Model for SystemModel {
                 s.budget.crashes -= 1;
                 let i = s.procs.iter().position(|p| p.pid == pid)?;
                 self.die(&mut s.world, i, ExitStatus::Signaled(11)); // a crash (SIGSEGV): it feeds the brake
+            }
+            Action::Stall(pid) => {
+                s.budget.stalls -= 1;
+                s.procs.iter_mut().find(|p| p.pid == pid)?.stalled = true;
             }
             Action::Connect(l) => {
                 s.budget.connections -= 1;
@@ -494,6 +553,10 @@ impl Model for SystemModel {
             Property::always("I4: retirement never sends a signal", |_: &SystemModel, s: &SysState| {
                 !s.violations.signal_while_running
             }),
+            Property::always(
+                "I27: the watchdog kills only a child that held the lock, or one request, for its limit",
+                |_: &SystemModel, s: &SysState| !s.violations.unjustified_kill,
+            ),
             Property::always("I13: children are born in the running generation", |_: &SystemModel, s: &SysState| {
                 !s.violations.spawned_old
             }),
@@ -521,18 +584,19 @@ impl Model for SystemModel {
             // each condition here can only be true in a terminal state (no action left: the budgets
             // make every run end, and there are no cycles): every complete run must *end* with P.
             Property::eventually(
-                "L: every pending connection is taken while a live child can take it",
+                "L: every pending connection is taken while a live, non-stalled child can take it",
                 |m: &SystemModel, s: &SysState| {
                     terminal(m, s)
                         && (s.queues.iter().all(|&q| q == 0)
                             || !s.listening
                             || s.exit_code.is_some()
-                            || s.procs.is_empty())
+                            || s.procs.iter().all(|p| p.stalled))
                 },
             ),
             Property::eventually("L1: an old generation disappears", |m: &SystemModel, s: &SysState| {
                 terminal(m, s)
-                    && (s.exit_code.is_some() || s.procs.iter().all(|p| p.born.generation == s.parent().generation()))
+                    && (s.exit_code.is_some()
+                        || s.procs.iter().all(|p| p.born.generation == s.parent().generation() || p.stalled))
             }),
             // Examples that must exist: a model that cannot reach these proves nothing.
             Property::sometimes("example: a connection is served", |_: &SystemModel, s: &SysState| s.served > 0),
@@ -543,6 +607,9 @@ impl Model for SystemModel {
             Property::sometimes("example: the parent exits", |_: &SystemModel, s: &SysState| s.exit_code.is_some()),
             Property::sometimes("example: a dead holder's lock is taken again", |_: &SystemModel, s: &SysState| {
                 s.lock_recovered
+            }),
+            Property::sometimes("example: the watchdog kills a stalled child", |_: &SystemModel, s: &SysState| {
+                s.watchdog_kills > 0
             }),
         ]
     }
@@ -567,7 +634,18 @@ impl Platform<CellBoard> for ModelPlatform<'_> {
         if let Some(bug @ SeededBug::NoAcceptLock) = self.model.bug {
             child.seed_bug(bug);
         }
-        s.procs.push(Proc { pid, slot, born, child, next: None, conn: false, woken: false });
+        s.procs.push(Proc {
+            pid,
+            slot,
+            born,
+            child,
+            next: None,
+            conn: false,
+            woken: false,
+            stalled: false,
+            lock_since: None,
+            busy_since: None,
+        });
         Ok(pid)
     }
 
@@ -577,19 +655,45 @@ impl Platform<CellBoard> for ModelPlatform<'_> {
         }
     }
 
-    fn signal(&mut self, parent: &Parent, pid: Pid, signal: KillSignal) {
+    fn signal(&mut self, parent: &Parent, _: &CellBoard, pid: Pid, signal: KillSignal, stall: Option<Stall>) {
         let s = &mut *self.world;
         let running = parent.phase() == Phase::Running;
-        if running {
+        if running && stall.is_none() {
             s.violations.signal_while_running = true;
         }
-        if let Some(i) = s.procs.iter().position(|p| p.pid == pid) {
-            if running && s.procs[i].busy() {
-                s.violations.killed_busy = true;
-            }
-            let sig = if signal == KillSignal::Term { 15 } else { 9 };
-            self.model.die(s, i, ExitStatus::Signaled(sig));
+        let Some(i) = s.procs.iter().position(|p| p.pid == pid) else { return };
+        let p = &s.procs[i];
+        if running && stall.is_none() && p.busy() {
+            s.violations.killed_busy = true;
         }
+        let cfg = parent.config();
+        let served_its_time = |since: Option<Time>, limit| since.is_some_and(|t| s.now.since(t) >= limit);
+        match stall {
+            Some(Stall::AcceptLock { .. }) if !served_its_time(p.lock_since, cfg.accept_lock_timeout) => {
+                s.violations.unjustified_kill = true;
+            }
+            Some(Stall::Request { .. }) if !served_its_time(p.busy_since, cfg.request_deadline) => {
+                s.violations.unjustified_kill = true;
+            }
+            _ => {}
+        }
+        if stall.is_some() {
+            s.watchdog_kills += 1;
+        }
+        // A stopped process keeps a SIGTERM pending until it runs again; SIGKILL ends it anyway.
+        if p.stalled && signal == KillSignal::Term {
+            return;
+        }
+        let sig = if signal == KillSignal::Term { 15 } else { 9 };
+        self.model.die(s, i, ExitStatus::Signaled(sig));
+    }
+
+    fn listen_queues(&mut self) -> Vec<QueueDepth> {
+        let s = &*self.world;
+        if !s.listening {
+            return vec![];
+        }
+        s.queues.iter().map(|&q| QueueDepth { waiting: u32::from(q), exact: true }).collect()
     }
 
     fn close_listeners(&mut self) {
@@ -604,7 +708,7 @@ impl Platform<CellBoard> for ModelPlatform<'_> {
 
 /// The model the explorer shows: two listeners (the lock in use), one crash, any one command.
 pub fn explorer_model() -> SystemModel {
-    let budget = Budget { ticks: 3, connections: 2, crashes: 1, commands: 1 };
+    let budget = Budget { stalls: 1, grace: 2, ..Budget::new(3, 2, 1, 1) };
     SystemModel::new(
         SystemModel::small_pool(2),
         budget,

@@ -57,17 +57,20 @@ pub fn shuttle_board(slots: usize) -> MemoryBoard<ShuttleWord> {
 pub struct CellBoard {
     generation: Cell<u64>,
     slots: Vec<Cell<u64>>,
+    activity: Vec<Cell<u64>>,
 }
 
 impl CellBoard {
-    /// A board holding `generation` and `words`.
-    pub fn load(generation: u64, words: &[u64]) -> Self {
-        CellBoard { generation: Cell::new(generation), slots: words.iter().map(|&w| Cell::new(w)).collect() }
+    /// A board holding `generation`, the slot `words` and the `activity` words.
+    pub fn load(generation: u64, words: &[u64], activity: &[u64]) -> Self {
+        let cells = |ws: &[u64]| ws.iter().map(|&w| Cell::new(w)).collect();
+        CellBoard { generation: Cell::new(generation), slots: cells(words), activity: cells(activity) }
     }
 
-    /// The running generation word and the slot words.
-    pub fn save(&self) -> (u64, Vec<u64>) {
-        (self.generation.get(), self.slots.iter().map(Cell::get).collect())
+    /// The running generation word, the slot words and the activity words.
+    pub fn save(&self) -> (u64, Vec<u64>, Vec<u64>) {
+        let words = |cs: &[Cell<u64>]| cs.iter().map(Cell::get).collect();
+        (self.generation.get(), words(&self.slots), words(&self.activity))
     }
 }
 
@@ -78,6 +81,9 @@ impl SlotTable for CellBoard {
     }
     fn slot_word(&self, index: usize) -> &Cell<u64> {
         &self.slots[index]
+    }
+    fn activity_word(&self, index: usize) -> &Cell<u64> {
+        &self.activity[index]
     }
     fn generation_word(&self) -> &Cell<u64> {
         &self.generation

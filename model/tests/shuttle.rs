@@ -18,36 +18,80 @@ fn scenario(name: &str) -> Scenario {
             pool: prefork_model::pool(2, 4, 1, 2, 4),
             connections: 6,
             deaths: 2,
+            stalls: 0,
             restarts: 2,
             bug: None,
             wake_interrupts_lock: true,
+            drain_before_stop: false,
         },
         "one-listener" => Scenario {
             pool: prefork_model::pool(1, 4, 2, 3, 5),
             connections: 8,
             deaths: 2,
+            stalls: 0,
             restarts: 2,
             bug: None,
             wake_interrupts_lock: true,
+            drain_before_stop: false,
         },
         "no-lock-bug" => Scenario {
             pool: prefork_model::pool(2, 3, 2, 3, 4),
             connections: 4,
             deaths: 0,
+            stalls: 0,
             restarts: 0,
             bug: Some(SeededBug::NoAcceptLock),
             wake_interrupts_lock: true,
+            drain_before_stop: false,
         },
         "lock-wait-not-interrupted" => Scenario {
             pool: prefork_model::pool(2, 4, 1, 2, 4),
             connections: 4,
             deaths: 0,
+            stalls: 0,
             restarts: 2,
             bug: None,
             wake_interrupts_lock: false,
+            drain_before_stop: false,
+        },
+        // Children stall at random steps (also holding the lock or a connection) besides dying;
+        // the watchdog (default accept_lock_timeout, 2 s; request_deadline 3 s) must keep every
+        // queued connection's wait under MAX_QUEUE_WAIT.
+        "stalls" => Scenario {
+            pool: watchdog(prefork_model::pool(2, 4, 1, 2, 4), true),
+            connections: 10,
+            deaths: 1,
+            stalls: 2,
+            restarts: 1,
+            bug: None,
+            wake_interrupts_lock: true,
+            drain_before_stop: true,
+        },
+        "stalls-no-watchdog" => Scenario {
+            pool: watchdog(prefork_model::pool(2, 4, 1, 2, 4), false),
+            connections: 10,
+            deaths: 0,
+            stalls: 2,
+            restarts: 0,
+            bug: None,
+            wake_interrupts_lock: true,
+            drain_before_stop: true,
         },
         other => panic!("unknown scenario {other}"),
     }
+}
+
+/// The pool with the watchdog on (and a 3 s request deadline) or entirely off. A stalled child
+/// never finishes by itself, so a graceful stop gives up on it after `graceful_shutdown_timeout`
+/// (5 s here; 0, the default, would wait for ever, as Apache does).
+fn watchdog(mut pool: prefork_core::PoolConfig, on: bool) -> prefork_core::PoolConfig {
+    pool.graceful_shutdown_timeout = std::time::Duration::from_secs(5);
+    if on {
+        pool.request_deadline = std::time::Duration::from_secs(3);
+    } else {
+        pool.accept_lock_timeout = std::time::Duration::ZERO;
+    }
+    pool
 }
 
 fn iterations(default: usize) -> usize {
@@ -72,6 +116,11 @@ fn one_listener_without_the_lock_crashes_and_restarts() {
     check("one-listener", iterations(3000), iterations(3000));
 }
 
+#[test]
+fn stalled_children_are_killed_and_no_connection_waits_long() {
+    check("stalls", iterations(2000), iterations(2000));
+}
+
 /// Runs `scenario` under the random scheduler; shuttle must find a failing execution whose panic
 /// message contains `expected`.
 fn expect_failure(name: &'static str, expected: &str) {
@@ -92,6 +141,11 @@ fn negative_no_accept_lock_puts_two_children_in_the_wait_section() {
 #[test]
 fn negative_a_wake_up_that_does_not_interrupt_the_lock_wait_leaks_old_children() {
     expect_failure("lock-wait-not-interrupted", "did not finish");
+}
+
+#[test]
+fn negative_without_the_watchdog_a_stalled_lock_holder_wedges_the_listeners() {
+    expect_failure("stalls-no-watchdog", "waited");
 }
 
 /// Replays a schedule printed by a failing run (does nothing unless PREFORK_SHUTTLE_REPLAY is set).

@@ -56,7 +56,7 @@ fn expect_counterexample(name: &str, model: SystemModel, property: &'static str)
 
 #[test]
 fn lock_in_use_with_crashes_at_any_step() {
-    let budget = Budget { ticks: 3, connections: 2, crashes: 1, commands: 0 };
+    let budget = Budget::new(3, 2, 1, 0);
     check(
         "2 listeners, lock, 1 crash",
         SystemModel::new(SystemModel::small_pool(2), budget, vec![]),
@@ -70,7 +70,7 @@ fn lock_in_use_with_crashes_at_any_step() {
 
 #[test]
 fn restarts_and_stops_at_any_point() {
-    let budget = Budget { ticks: 3, connections: 1, crashes: 0, commands: 1 };
+    let budget = Budget::new(3, 1, 0, 1);
     check(
         "2 listeners, lock, any one command",
         SystemModel::new(SystemModel::small_pool(2), budget, ALL_OPS.to_vec()),
@@ -80,11 +80,89 @@ fn restarts_and_stops_at_any_point() {
 
 #[test]
 fn one_listener_without_lock() {
-    let budget = Budget { ticks: 2, connections: 2, crashes: 1, commands: 1 };
+    let budget = Budget::new(2, 2, 1, 1);
     check(
         "1 listener, no lock, 1 crash, graceful restart",
         SystemModel::new(SystemModel::small_pool(1), budget, vec![Op::GracefulRestart]),
         &["example: a connection is served", "example: a graceful restart completes"],
+    );
+}
+
+/// Two listeners (the accept lock in use), one stall at any point of any child's loop, with the
+/// watchdog on (the default `accept_lock_timeout`, 2 s): the wedge a stalled holder causes is
+/// always broken, and only a child that held the lock for the limit is killed.
+#[test]
+fn a_stalled_child_never_wedges_the_pool() {
+    let budget = Budget { stalls: 1, grace: 3, ..Budget::new(2, 1, 0, 0) };
+    check(
+        "2 listeners, lock, 1 stall, watchdog on",
+        SystemModel::new(stall_pool(2, 0), budget, vec![]),
+        &["example: a connection is served", "example: the watchdog kills a stalled child"],
+    );
+}
+
+/// One listener, a stall anywhere (also mid-request), with `request_deadline` = 2 s: a child stuck
+/// in a request is killed and replaced, and only one that was busy for the deadline.
+#[test]
+fn a_child_stuck_in_a_request_is_killed_at_its_deadline() {
+    let budget = Budget { stalls: 1, grace: 3, ..Budget::new(2, 1, 0, 0) };
+    check(
+        "1 listener, 1 stall, request_deadline 2 s",
+        SystemModel::new(stall_pool(1, 2), budget, vec![]),
+        &["example: a connection is served", "example: the watchdog kills a stalled child"],
+    );
+}
+
+/// A crash, a stall and a graceful restart in one run, with the watchdog and the request deadline
+/// (a pool of two slots, to stay within CI time).
+#[test]
+fn crash_stall_and_restart_together() {
+    let budget = Budget { stalls: 1, grace: 3, ..Budget::new(2, 1, 1, 1) };
+    let mut pool = prefork_model::pool(2, 2, 1, 2, 2);
+    pool.request_deadline = std::time::Duration::from_secs(2);
+    check(
+        "2 listeners, lock, 2 slots, 1 crash, 1 stall, graceful restart",
+        SystemModel::new(pool, budget, vec![Op::GracefulRestart]),
+        &[
+            "example: a connection is served",
+            "example: the watchdog kills a stalled child",
+            "example: a graceful restart completes",
+        ],
+    );
+}
+
+/// The small pool with `request_deadline` (seconds; 0 is off) and the default watchdog.
+fn stall_pool(listeners: usize, request_deadline: u64) -> prefork_core::PoolConfig {
+    let mut pool = SystemModel::small_pool(listeners);
+    pool.request_deadline = std::time::Duration::from_secs(request_deadline);
+    pool
+}
+
+/// The same with three slots, two ticks and both commands a graceful restart may race (about
+/// 48 million unique states, 7 minutes on 2 cores): `PREFORK_MODEL_DEEP=1`.
+#[test]
+fn deep_crash_stall_and_restart_with_three_slots() {
+    if std::env::var_os("PREFORK_MODEL_DEEP").is_none() {
+        eprintln!("skipped: set PREFORK_MODEL_DEEP=1 for the deep run");
+        return;
+    }
+    let budget = Budget { stalls: 1, grace: 3, ..Budget::new(2, 1, 1, 1) };
+    check(
+        "deep: 2 listeners, lock, 3 slots, 1 crash, 1 stall, graceful restart",
+        SystemModel::new(stall_pool(2, 2), budget, vec![Op::GracefulRestart]),
+        &["example: a connection is served", "example: the watchdog kills a stalled child"],
+    );
+}
+
+#[test]
+fn negative_without_the_watchdog_a_stalled_lock_holder_wedges_every_listener() {
+    let budget = Budget { stalls: 1, grace: 3, ..Budget::new(2, 1, 0, 0) };
+    let mut pool = stall_pool(2, 0);
+    pool.accept_lock_timeout = std::time::Duration::ZERO;
+    expect_counterexample(
+        "stall, watchdog off",
+        SystemModel::new(pool, budget, vec![]),
+        "L: every pending connection is taken while a live, non-stalled child can take it",
     );
 }
 
@@ -94,7 +172,7 @@ fn deep_everything_at_once() {
         eprintln!("skipped: set PREFORK_MODEL_DEEP=1 for the deep run");
         return;
     }
-    let budget = Budget { ticks: 3, connections: 2, crashes: 1, commands: 1 };
+    let budget = Budget::new(3, 2, 1, 1);
     check(
         "deep: 2 listeners, lock, 1 crash, any one command",
         SystemModel::new(SystemModel::small_pool(2), budget, ALL_OPS.to_vec()),
@@ -104,7 +182,7 @@ fn deep_everything_at_once() {
 
 #[test]
 fn negative_no_accept_lock_puts_two_children_in_the_wait_section() {
-    let budget = Budget { ticks: 1, connections: 1, crashes: 0, commands: 0 };
+    let budget = Budget::new(1, 1, 0, 0);
     let mut model = SystemModel::new(SystemModel::small_pool(2), budget, vec![]);
     model.bug = Some(SeededBug::NoAcceptLock);
     expect_counterexample(
@@ -116,7 +194,7 @@ fn negative_no_accept_lock_puts_two_children_in_the_wait_section() {
 
 #[test]
 fn negative_non_robust_lock_deadlocks_when_its_holder_dies() {
-    let budget = Budget { ticks: 1, connections: 1, crashes: 1, commands: 0 };
+    let budget = Budget::new(1, 1, 1, 0);
     let mut model = SystemModel::new(SystemModel::small_pool(2), budget, vec![]);
     model.robust_lock = false;
     expect_counterexample("non-robust lock", model, "I10: no child waits forever on a lock whose holder died");
@@ -124,19 +202,19 @@ fn negative_non_robust_lock_deadlocks_when_its_holder_dies() {
 
 #[test]
 fn negative_non_robust_lock_also_breaks_liveness() {
-    let budget = Budget { ticks: 1, connections: 1, crashes: 1, commands: 0 };
+    let budget = Budget::new(1, 1, 1, 0);
     let mut model = SystemModel::new(SystemModel::small_pool(2), budget, vec![]);
     model.robust_lock = false;
     expect_counterexample(
         "non-robust lock, liveness",
         model,
-        "L: every pending connection is taken while a live child can take it",
+        "L: every pending connection is taken while a live, non-stalled child can take it",
     );
 }
 
 #[test]
 fn negative_ignoring_the_generation_on_reap_leaks_old_children() {
-    let budget = Budget { ticks: 2, connections: 0, crashes: 0, commands: 1 };
+    let budget = Budget::new(2, 0, 0, 1);
     let mut model = SystemModel::new(SystemModel::small_pool(1), budget, vec![Op::GracefulRestart]);
     model.bug = Some(SeededBug::IgnoreGenerationOnReap);
     expect_counterexample(
@@ -150,7 +228,7 @@ fn negative_ignoring_the_generation_on_reap_leaks_old_children() {
 fn negative_a_wake_up_that_does_not_interrupt_the_lock_wait_leaks_old_children() {
     // Found by this checker while building it: one accept lock serves every generation, so after a
     // graceful restart an idle new child can hold the lock forever while an old child waits for it.
-    let budget = Budget { ticks: 3, connections: 1, crashes: 0, commands: 1 };
+    let budget = Budget::new(3, 1, 0, 1);
     let mut model = SystemModel::new(SystemModel::small_pool(2), budget, vec![Op::GracefulRestart]);
     model.wake_interrupts_lock = false;
     expect_counterexample("wake-up does not interrupt the lock wait", model, "L1: an old generation disappears");

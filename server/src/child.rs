@@ -17,7 +17,7 @@ use crate::creds::Credentials;
 use crate::listeners::Listener;
 use crate::locks::{AcceptLock, LockError};
 use crate::service::{Connection, Service, Status, Stream};
-use crate::shm::{FLAG_HOLDS_LOCK, Scoreboard, SlotRecord};
+use crate::shm::{Scoreboard, SlotRecord};
 use crate::unix_ms;
 use nix::errno::Errno;
 use nix::sys::epoll::{Epoll, EpollCreateFlags, EpollEvent, EpollFlags, EpollTimeout};
@@ -133,7 +133,6 @@ pub(crate) fn run(setup: ChildSetup<'_>) -> ! {
             ExitReason::WaitFailed
         }
     };
-    record.flags.store(0, Ordering::Relaxed);
     record.exit_reason.store(u64::from(reason.as_u8()), Ordering::Release);
     leave(reason.exit_code())
 }
@@ -215,10 +214,7 @@ fn serve_loop(setup: &mut ChildSetup<'_>) -> Result<ExitReason, String> {
         };
         event = match action {
             ChildAction::AcquireLock => match acquire(lock.as_deref_mut().expect("lock in use")) {
-                Ok(()) => {
-                    record.flags.fetch_or(FLAG_HOLDS_LOCK, Ordering::Relaxed);
-                    ChildEvent::LockAcquired
-                }
+                Ok(()) => ChildEvent::LockAcquired,
                 Err(LockError::Interrupted) => ChildEvent::LockInterrupted,
                 Err(e) => {
                     error!("child slot {slot}: accept lock: {e}");
@@ -269,7 +265,6 @@ fn serve_loop(setup: &mut ChildSetup<'_>) -> Result<ExitReason, String> {
                 }
             },
             ChildAction::ReleaseLock => {
-                record.flags.fetch_and(!FLAG_HOLDS_LOCK, Ordering::Relaxed);
                 if let Err(e) = lock.as_deref_mut().expect("lock in use").release() {
                     // The lock is in an unknown state: this child must not go on.
                     error!("child slot {slot}: accept lock: {e}");

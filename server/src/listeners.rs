@@ -5,6 +5,7 @@
 //! then accept (SPEC.md §6.2, D3), and an accept that another child won must return `EAGAIN`.
 
 use prefork_core::config::ListenAddr;
+use prefork_core::parent::QueueDepth;
 use socket2::{Domain, SockAddr, Socket, Type};
 use std::io;
 use std::net::SocketAddr;
@@ -113,6 +114,21 @@ impl Listener {
             );
             (rc == 0).then_some(ListenQueue { waiting: info.tcpi_unacked, backlog: info.tcpi_sacked })
         }
+    }
+}
+
+impl Listener {
+    /// What the parent's watchdog needs to know of the accept queue (SPEC.md §7.8): the kernel's
+    /// count for TCP; for a unix-domain listener (the kernel reports no count for it) whether a
+    /// connection waits, from a zero-timeout poll for readiness.
+    pub fn depth(&self) -> QueueDepth {
+        if let Some(q) = self.queue() {
+            return QueueDepth { waiting: q.waiting, exact: true };
+        }
+        let mut fds = [nix::poll::PollFd::new(self.as_fd(), nix::poll::PollFlags::POLLIN)];
+        let readable = nix::poll::poll(&mut fds, nix::poll::PollTimeout::ZERO).is_ok_and(|n| n > 0)
+            && fds[0].revents().is_some_and(|r| r.contains(nix::poll::PollFlags::POLLIN));
+        QueueDepth { waiting: u32::from(readable), exact: !readable }
     }
 }
 

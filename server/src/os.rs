@@ -26,8 +26,8 @@ use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
 use nix::unistd::{ForkResult, Pid, fork, pipe2};
 use prefork_core::config::{LockMechanism, PoolConfig};
 use prefork_core::driver::Platform;
-use prefork_core::exit::ExitStatus;
-use prefork_core::parent::{KillSignal, Level, Parent, ParentLog};
+use prefork_core::exit::{ExitStatus, Stall};
+use prefork_core::parent::{KillSignal, Level, Parent, ParentLog, QueueDepth};
 use prefork_core::slot::SlotWord;
 use prefork_core::time::Time;
 use std::collections::HashMap;
@@ -195,11 +195,29 @@ impl Platform<Scoreboard> for Os {
         let _ = kill(Pid::from_raw(pid as i32), Signal::SIGUSR1);
     }
 
-    fn signal(&mut self, _: &Parent, pid: Pid32, signal: KillSignal) {
+    fn signal(&mut self, parent: &Parent, board: &Scoreboard, pid: Pid32, signal: KillSignal, stall: Option<Stall>) {
         let sig = if signal == KillSignal::Term { Signal::SIGTERM } else { Signal::SIGKILL };
-        if pid as i32 != self.pid.as_raw() && pid > 1 {
-            let _ = kill(Pid::from_raw(pid as i32), sig);
+        if pid as i32 == self.pid.as_raw() || pid <= 1 {
+            return;
         }
+        if let (Some(stall), Some(slot)) = (stall, parent.slot_of(pid)) {
+            // The slot keeps the reason for status pages, and the log names what the child was doing.
+            let record = board.record(slot);
+            record.killed_for.store(u64::from(stall.code()), Ordering::Relaxed);
+            record.killed_ms.store(unix_ms(), Ordering::Relaxed);
+            let info = record.info();
+            error!(
+                "child {pid} (slot {slot}) was killed by the watchdog ({}) while serving {}: {:?}",
+                stall.name(),
+                if info.client.is_empty() { "no client" } else { &info.client },
+                info.request
+            );
+        }
+        let _ = kill(Pid::from_raw(pid as i32), sig);
+    }
+
+    fn listen_queues(&mut self) -> Vec<QueueDepth> {
+        self.listeners.iter().map(Listener::depth).collect()
     }
 
     fn close_listeners(&mut self) {

@@ -14,9 +14,12 @@
 //!                pid         written by the parent after fork()
 //!                seq         seqlock of the two text fields below (child writes)
 //!                connections, requests, bytes, wasted_wakeups   counters (cumulative per slot)
-//!                flags       bit 0: the child holds the accept lock
+//!                activity    the core's activity word (holds the accept lock, lock acquisitions,
+//!                            requests started: the watchdog's evidence, SPEC §3.5)
 //!                started_ms, last_used_ms                       unix milliseconds
 //!                exit_reason the child's `ExitReason::as_u8`, written just before it exits
+//!                killed_for, killed_ms  the last watchdog kill in this slot (`Stall::code`, unix
+//!                            ms); kept when the slot is refilled, so status pages can show it
 //!                client      48 bytes of text (peer address), request 80 bytes of text
 //! ```
 //!
@@ -25,7 +28,8 @@
 
 use memmap2::{MmapOptions, MmapRaw};
 use nix::sys::memfd::{MFdFlags, memfd_create};
-use prefork_core::exit::ExitReason;
+use prefork_core::activity::Activity;
+use prefork_core::exit::{ExitReason, Stall};
 use prefork_core::scoreboard::SlotTable;
 use prefork_core::slot::{SlotError, SlotWord};
 use std::fs::File;
@@ -36,15 +40,13 @@ use std::sync::atomic::{AtomicU64, Ordering, fence};
 /// `b"PREFORK1"` as a little-endian `u64`.
 pub const MAGIC: u64 = u64::from_le_bytes(*b"PREFORK1");
 /// Version of this layout.
-pub const LAYOUT_VERSION: u64 = 2;
+pub const LAYOUT_VERSION: u64 = 3;
 /// The name of the memfd (as shown in `/proc/<pid>/fd`).
 pub const MEMFD_NAME: &str = "prefork-scoreboard";
 /// Bytes of the client-address text field.
 pub const CLIENT_BYTES: usize = 48;
 /// Bytes of the request-line text field (longer lines are cut).
 pub const REQUEST_BYTES: usize = 80;
-/// Flag bit: the child holds the accept lock.
-pub const FLAG_HOLDS_LOCK: u64 = 1;
 
 /// The header of the mapping.
 #[repr(C, align(64))]
@@ -91,15 +93,20 @@ pub struct SlotRecord {
     pub bytes: AtomicU64,
     /// Wake-ups that found nothing to accept (cumulative): the thundering-herd meter.
     pub wasted_wakeups: AtomicU64,
-    /// [`FLAG_HOLDS_LOCK`].
-    pub flags: AtomicU64,
+    /// The core's activity word ([`prefork_core::activity`]): written by the child, read by the
+    /// parent's watchdog, reset by the parent at spawn and reap.
+    pub activity: AtomicU64,
     /// When the current child was spawned (unix ms).
     pub started_ms: AtomicU64,
     /// When the current child last finished a connection (unix ms).
     pub last_used_ms: AtomicU64,
     /// The exiting child's [`ExitReason::as_u8`] (0: none).
     pub exit_reason: AtomicU64,
-    _reserved: [AtomicU64; 5],
+    /// The last watchdog kill in this slot: [`prefork_core::exit::Stall::code`] (0: none).
+    pub killed_for: AtomicU64,
+    /// When that kill happened (unix ms).
+    pub killed_ms: AtomicU64,
+    _reserved: [AtomicU64; 3],
     /// The peer address of the current or last connection (text, NUL-padded).
     pub client: [AtomicU64; CLIENT_BYTES / 8],
     /// The current or last request line (text, NUL-padded, cut at [`REQUEST_BYTES`]).
@@ -132,6 +139,10 @@ pub struct SlotInfo {
     pub last_used_ms: u64,
     /// The exit reason left by the last child, if any.
     pub exit_reason: Option<ExitReason>,
+    /// The last watchdog kill in this slot (`accept_lock`, `request_deadline`), if any.
+    pub killed_for: Option<&'static str>,
+    /// When (unix ms; 0: never).
+    pub killed_ms: u64,
     /// Peer address text.
     pub client: String,
     /// Request line text.
@@ -205,7 +216,6 @@ impl SlotRecord {
     /// Parent, before fork(): fresh per-child fields for a new child in this slot.
     pub fn prepare_for_spawn(&self, now_ms: u64) {
         self.pid.store(0, Ordering::Relaxed);
-        self.flags.store(0, Ordering::Relaxed);
         self.exit_reason.store(0, Ordering::Relaxed);
         self.started_ms.store(now_ms, Ordering::Relaxed);
         self.set_texts(Some(""), Some(""));
@@ -221,10 +231,12 @@ impl SlotRecord {
             requests: self.requests.load(Ordering::Relaxed),
             bytes: self.bytes.load(Ordering::Relaxed),
             wasted_wakeups: self.wasted_wakeups.load(Ordering::Relaxed),
-            holds_lock: self.flags.load(Ordering::Relaxed) & FLAG_HOLDS_LOCK != 0,
+            holds_lock: Activity::decode(self.activity.load(Ordering::Relaxed)).holds_lock,
             started_ms: self.started_ms.load(Ordering::Relaxed),
             last_used_ms: self.last_used_ms.load(Ordering::Relaxed),
             exit_reason: ExitReason::from_u8(self.exit_reason.load(Ordering::Relaxed) as u8),
+            killed_for: Stall::name_of_code(self.killed_for.load(Ordering::Relaxed) as u8),
+            killed_ms: self.killed_ms.load(Ordering::Relaxed),
             client,
             request,
         }
@@ -360,6 +372,9 @@ impl SlotTable for Scoreboard {
     }
     fn slot_word(&self, index: usize) -> &AtomicU64 {
         &self.record(index).word
+    }
+    fn activity_word(&self, index: usize) -> &AtomicU64 {
+        &self.record(index).activity
     }
     fn generation_word(&self) -> &AtomicU64 {
         &self.header().generation

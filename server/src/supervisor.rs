@@ -207,7 +207,8 @@ mod tests {
     use super::*;
     use crate::server::Reloaded;
     use prefork_core::config::RawPoolConfig;
-    use prefork_core::parent::{KillSignal, ParentLog};
+    use prefork_core::exit::Stall;
+    use prefork_core::parent::{KillSignal, ParentLog, QueueDepth};
     use prefork_core::slot::SlotWord;
     use std::collections::VecDeque;
     use std::time::Duration;
@@ -232,6 +233,7 @@ mod tests {
         moments: Vec<Lifecycle>,
         reconfigured: Vec<PoolConfig>,
         services_replaced: usize,
+        queues: Vec<QueueDepth>,
     }
 
     impl Platform<Scoreboard> for Scripted {
@@ -247,7 +249,7 @@ mod tests {
         fn wake(&mut self, _: usize, pid: Pid) {
             self.wakes.push(pid);
         }
-        fn signal(&mut self, _: &Parent, pid: Pid, signal: KillSignal) {
+        fn signal(&mut self, _: &Parent, _: &Scoreboard, pid: Pid, signal: KillSignal, _: Option<Stall>) {
             self.signals.push((pid, signal));
             // Every child dies of its first signal.
             if let Some(i) = self.alive.iter().position(|&p| p == pid) {
@@ -258,6 +260,9 @@ mod tests {
         }
         fn close_listeners(&mut self) {
             self.listeners_closed = true;
+        }
+        fn listen_queues(&mut self) -> Vec<QueueDepth> {
+            self.queues.clone()
         }
         fn log(&mut self, line: ParentLog) {
             self.logs.push(line);

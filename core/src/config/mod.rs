@@ -34,6 +34,10 @@ pub const DEFAULT_LISTEN_BACKLOG: u32 = 511;
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
 /// The maintenance tick (Apache: one second).
 pub const DEFAULT_MAINTENANCE_INTERVAL: Duration = Duration::from_secs(1);
+/// `accept_lock_timeout_ms` default: a holder is suspect only while connections wait, and a live
+/// one accepts within microseconds of a connection arriving; two seconds without that is a child
+/// that is stopped, traced or stuck in the kernel (SPEC.md §7.8, §8).
+pub const DEFAULT_ACCEPT_LOCK_TIMEOUT: Duration = Duration::from_secs(2);
 /// Longest path a unix socket address can hold (`sun_path` is 108 bytes with the NUL).
 pub const MAX_UNIX_PATH: usize = 107;
 
@@ -70,6 +74,10 @@ pub struct RawPoolConfig {
     pub graceful_shutdown_timeout: Option<i64>,
     /// The maintenance tick in milliseconds (Apache: fixed at 1000).
     pub maintenance_interval_ms: Option<i64>,
+    /// The accept-lock watchdog, milliseconds; 0 is off (not in Apache).
+    pub accept_lock_timeout_ms: Option<i64>,
+    /// The per-request deadline, seconds; 0 is off (gunicorn's `timeout`; not in Apache).
+    pub request_deadline: Option<i64>,
     /// `User` the children run as (name or `#uid`).
     pub user: Option<String>,
     /// `Group` the children run as (name or `#gid`).
@@ -103,6 +111,11 @@ pub struct PoolConfig {
     pub graceful_shutdown_timeout: Duration,
     /// Period of the spare-server maintenance.
     pub maintenance_interval: Duration,
+    /// A child that holds the accept lock this long without accepting while connections wait is
+    /// killed (SPEC.md §7.8); zero is off.
+    pub accept_lock_timeout: Duration,
+    /// A child busy with one request (`R W L C`) this long is killed; zero is off.
+    pub request_deadline: Duration,
     /// User the children run as.
     pub user: Option<String>,
     /// Group the children run as.
@@ -125,6 +138,8 @@ impl Default for PoolConfig {
             accept_mutex: AcceptMutex::Auto,
             graceful_shutdown_timeout: Duration::ZERO,
             maintenance_interval: DEFAULT_MAINTENANCE_INTERVAL,
+            accept_lock_timeout: DEFAULT_ACCEPT_LOCK_TIMEOUT,
+            request_deadline: Duration::ZERO,
             user: None,
             group: None,
         }
@@ -538,6 +553,26 @@ impl PoolConfig {
             60_000,
             "10 to 60000 milliseconds",
         )));
+        let accept_lock_timeout = Duration::from_millis(match raw.accept_lock_timeout_ms {
+            None => DEFAULT_ACCEPT_LOCK_TIMEOUT.as_millis() as u64,
+            Some(0) => 0,
+            given => u64::from(v.ranged(
+                "accept_lock_timeout_ms",
+                given,
+                DEFAULT_ACCEPT_LOCK_TIMEOUT.as_millis() as u32,
+                100,
+                600_000,
+                "0 (off) or 100 to 600000 milliseconds",
+            )),
+        });
+        let request_deadline = Duration::from_secs(u64::from(v.ranged(
+            "request_deadline",
+            raw.request_deadline,
+            0,
+            0,
+            86_400,
+            "0 (off) to 86400 seconds",
+        )));
         let user = v.account("user", &raw.user);
         let group = v.account("group", &raw.group);
 
@@ -558,6 +593,8 @@ impl PoolConfig {
                 accept_mutex,
                 graceful_shutdown_timeout,
                 maintenance_interval,
+                accept_lock_timeout,
+                request_deadline,
                 user,
                 group,
             },

@@ -2,7 +2,7 @@
 
 use super::{KillSignal, Phase, Pid, SlotProblem};
 use crate::config::ConfigWarning;
-use crate::exit::{ExitCause, ExitStatus};
+use crate::exit::{ExitCause, ExitStatus, Stall};
 use crate::policy::PolicyLog;
 use crate::slot::SlotState;
 use std::fmt;
@@ -99,6 +99,15 @@ pub enum ParentLog {
         /// Its slot.
         slot: usize,
     },
+    /// The watchdog found a child that stopped making progress and kills it (SIGKILL).
+    Stalled {
+        /// The child.
+        pid: Pid,
+        /// Its slot.
+        slot: usize,
+        /// What it did not do, for how long.
+        stall: Stall,
+    },
     /// AH00159: fork() failed.
     ForkFailed {
         /// The slot it was for.
@@ -172,6 +181,7 @@ impl ParentLog {
             | ParentLog::ChildFatal { .. }
             | ParentLog::GaveUp { .. }
             | ParentLog::ForkFailed { .. }
+            | ParentLog::Stalled { .. }
             | ParentLog::CrashLoop { .. }
             | ParentLog::SlotRepaired { .. }
             | ParentLog::DriverMisuse { .. }
@@ -243,6 +253,9 @@ impl fmt::Display for ParentLog {
             }
             ParentLog::GaveUp { pid, slot } => {
                 write!(f, "could not make child process {pid} (slot {slot}) exit, attempting to continue anyway")
+            }
+            ParentLog::Stalled { pid, slot, stall } => {
+                write!(f, "child {pid} (slot {slot}) {stall}: killing it (SIGKILL)")
             }
             ParentLog::ForkFailed { slot, error, retry_in } => {
                 write!(f, "fork: unable to fork a child for slot {slot}: {error}; retrying in {}s", retry_in.as_secs())

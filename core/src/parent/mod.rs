@@ -29,7 +29,7 @@
 //! [`Parent::handle_spawned`] or [`Parent::handle_spawn_failed`] before any other `handle_*` call.
 
 use crate::config::PoolConfig;
-use crate::exit::{ExitCause, ExitReason, ExitStatus, code};
+use crate::exit::{ExitCause, ExitReason, ExitStatus, Stall, code};
 use crate::policy::{Decision, SpareLimits, SpareServerPolicy};
 use crate::scoreboard::{ScoreboardView, SlotTable};
 use crate::slot::{SlotError, SlotState, SlotWord};
@@ -40,11 +40,14 @@ mod brake;
 mod log;
 mod reclaim;
 mod repair;
+mod watchdog;
 
 use brake::self_inflicted;
 pub use brake::{CRASH_LOOP_MAX_PAUSE, CRASH_LOOP_THRESHOLD, EARLY_EXIT_WINDOW, FORK_RETRY_MAX, SpawnBrake};
 pub use log::{Level, ParentLog};
 pub use reclaim::{RECLAIM_SCHEDULE, ReclaimStep};
+pub use watchdog::QueueDepth;
+use watchdog::SlotWatch;
 
 /// A process id as the driver reports it.
 pub type Pid = u32;
@@ -113,6 +116,8 @@ pub enum ParentAction {
         pid: Pid,
         /// The signal.
         signal: KillSignal,
+        /// Why, when the watchdog kills a stalled child (`None`: a stop or restart).
+        stall: Option<Stall>,
     },
     /// Close every listening socket (stops only; restarts keep them).
     CloseListeners,
@@ -162,6 +167,8 @@ pub struct ChildRecord {
     pub born: SlotWord,
     /// When the parent claimed the slot for it.
     pub spawned_at: Time,
+    /// The watchdog killed it for this stall (it is not reaped yet).
+    pub killed: Option<Stall>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
@@ -189,6 +196,7 @@ pub struct Parent {
     policy: SpareServerPolicy,
     brake: SpawnBrake,
     children: Vec<Option<ChildRecord>>,
+    watches: Vec<SlotWatch>,
     remaining_to_start: u32,
     next_tick: Time,
     actions: VecDeque<ParentAction>,
@@ -200,6 +208,7 @@ impl Parent {
     pub fn new(config: PoolConfig) -> Self {
         Parent {
             children: vec![None; config.server_limit as usize],
+            watches: vec![SlotWatch::default(); config.server_limit as usize],
             config,
             generation: 0,
             stage: Stage::New,
@@ -278,10 +287,15 @@ impl Parent {
     /// When [`Parent::handle_timeout`] wants to be called next.
     #[must_use]
     pub fn poll_timeout(&self) -> Option<Time> {
+        let earliest = |a: Option<Time>, b: Option<Time>| a.into_iter().chain(b).min();
         match &self.stage {
             Stage::New | Stage::Exited => None,
-            Stage::Running => Some(self.next_tick),
+            Stage::Running => earliest(Some(self.next_tick), self.watch_deadline()),
             Stage::Reclaiming { started, step, .. } => RECLAIM_SCHEDULE.get(*step).map(|(d, _)| *started + *d),
+            // While draining, only the request deadline still needs looks (the listeners are closed).
+            Stage::Draining { deadline } if !self.config.request_deadline.is_zero() => {
+                earliest(earliest(*deadline, Some(self.next_tick)), self.watch_deadline())
+            }
             Stage::Draining { deadline } => *deadline,
         }
     }
@@ -342,7 +356,7 @@ impl Parent {
     fn spawn_in<T: SlotTable + ?Sized>(&mut self, now: Time, board: &T, slot: usize, generation: u32) -> bool {
         match board.slot(slot).and_then(|s| s.spawn(generation)) {
             Ok(born) => {
-                self.children[slot] = Some(ChildRecord { pid: None, born, spawned_at: now });
+                self.children[slot] = Some(ChildRecord { pid: None, born, spawned_at: now, killed: None });
                 self.actions.push_back(ParentAction::Spawn { slot, born });
                 true
             }
@@ -420,7 +434,10 @@ impl Parent {
             }
             Err(_) => None,
         };
-        let cause = ExitCause::classify(status, last, reported);
+        let cause = match (rec.killed, status) {
+            (Some(stall), ExitStatus::Signaled(9)) => ExitCause::Killed(stall),
+            _ => ExitCause::classify(status, last, reported),
+        };
         let generation = rec.born.generation;
         self.log(ParentLog::ChildExited { pid, slot, generation, cause });
         let current = generation == self.generation;
@@ -529,19 +546,32 @@ impl Parent {
     }
 
     /// Time passed: run the maintenance tick or the next stop-escalation step if due.
-    pub fn handle_timeout<T: SlotTable + ?Sized>(&mut self, now: Time, board: &T) {
+    ///
+    /// `queues` is what the driver saw in each listener's accept queue just now (empty once the
+    /// listeners are closed, or if it cannot tell): the watchdog's evidence that connections wait.
+    pub fn handle_timeout<T: SlotTable + ?Sized>(&mut self, now: Time, board: &T, queues: &[QueueDepth]) {
         match &self.stage {
-            Stage::Running if now >= self.next_tick => {
-                self.next_tick = now + self.config.maintenance_interval;
-                self.tick(now, board);
+            Stage::Running => {
+                if now >= self.next_tick {
+                    self.next_tick = now + self.config.maintenance_interval;
+                    self.tick(now, board);
+                }
+                self.watch(now, board, queues);
             }
             Stage::Reclaiming { started, step, .. } => {
                 let (started, step) = (*started, *step);
                 self.reclaim_step(now, board, started, step);
             }
-            Stage::Draining { deadline: Some(d) } if now >= *d => {
-                self.log(ParentLog::GracefulStopTimedOut { remaining: self.live_children() });
-                self.begin_reclaim(now, board, Then::Exit(code::OK));
+            Stage::Draining { deadline } => {
+                let timed_out = deadline.is_some_and(|d| now >= d);
+                if now >= self.next_tick {
+                    self.next_tick = now + self.config.maintenance_interval;
+                }
+                self.watch(now, board, &[]);
+                if timed_out {
+                    self.log(ParentLog::GracefulStopTimedOut { remaining: self.live_children() });
+                    self.begin_reclaim(now, board, Then::Exit(code::OK));
+                }
             }
             _ => {}
         }
@@ -615,7 +645,7 @@ impl Parent {
             Decision::Retire { candidates } if self.has_bug(crate::seeded::SeededBug::RetireWithoutClaim) => {
                 // Seeded bug: "kill the idle child by pid", as peers without a claim do.
                 if let Some(pid) = candidates.iter().find_map(|&s| self.children.get(s).copied().flatten()?.pid) {
-                    self.actions.push_back(ParentAction::Signal { pid, signal: KillSignal::Term });
+                    self.actions.push_back(ParentAction::Signal { pid, signal: KillSignal::Term, stall: None });
                 }
             }
             Decision::Retire { candidates } => {

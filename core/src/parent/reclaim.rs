@@ -47,7 +47,7 @@ impl Parent {
                     ReclaimStep::Term | ReclaimStep::Kill => {
                         let signal = if what == ReclaimStep::Term { KillSignal::Term } else { KillSignal::Kill };
                         self.log(ParentLog::StillRunning { pid, slot, sending: signal });
-                        self.actions.push_back(ParentAction::Signal { pid, signal });
+                        self.actions.push_back(ParentAction::Signal { pid, signal, stall: None });
                     }
                     ReclaimStep::GiveUp => self.log(ParentLog::GaveUp { pid, slot }),
                 }
@@ -64,7 +64,7 @@ impl Parent {
         self.stage = Stage::Reclaiming { started: now, step: 0, then };
         let pids: Vec<Pid> = self.children().filter_map(|(_, c)| c.pid).collect();
         for pid in pids {
-            self.actions.push_back(ParentAction::Signal { pid, signal: KillSignal::Term });
+            self.actions.push_back(ParentAction::Signal { pid, signal: KillSignal::Term, stall: None });
         }
         self.check_done(now, board);
     }

@@ -7,8 +7,9 @@
 use prefork_core::child::{ChildAction, ChildEvent, ChildLoop};
 use prefork_core::config::{PoolConfig, RawPoolConfig};
 use prefork_core::driver::{ParentDriver, Platform};
+use prefork_core::exit::Stall;
 use prefork_core::exit::{ExitReason, ExitStatus};
-use prefork_core::parent::{Command, KillSignal, Parent, ParentLog, Pid};
+use prefork_core::parent::{Command, KillSignal, Parent, ParentLog, Pid, QueueDepth};
 use prefork_core::scoreboard::{ChildSlot, MemoryBoard, ScoreboardView, SlotTable};
 use prefork_core::slot::{SlotState, SlotWord};
 use prefork_core::time::Time;
@@ -66,6 +67,8 @@ pub struct World {
     pub listeners_closed: bool,
     pub fork_fails: bool,
     pub behaviour: Behaviour,
+    /// What the listen queues hold (the watchdog's evidence); empty by default.
+    pub queues: Vec<QueueDepth>,
 }
 
 impl std::ops::Deref for Sim {
@@ -317,7 +320,7 @@ impl Platform<MemoryBoard<Cell<u64>>> for SimPlatform<'_> {
         }
     }
 
-    fn signal(&mut self, _: &Parent, pid: Pid, signal: KillSignal) {
+    fn signal(&mut self, _: &Parent, _: &MemoryBoard<Cell<u64>>, pid: Pid, signal: KillSignal, _: Option<Stall>) {
         self.world.signals.push((self.now, pid, signal));
         let Some(p) = self.world.procs.get(&pid) else {
             return;
@@ -333,6 +336,11 @@ impl Platform<MemoryBoard<Cell<u64>>> for SimPlatform<'_> {
 
     fn close_listeners(&mut self) {
         self.world.listeners_closed = true;
+        self.world.queues.clear();
+    }
+
+    fn listen_queues(&mut self) -> Vec<QueueDepth> {
+        self.world.queues.clone()
     }
 
     fn log(&mut self, line: ParentLog) {

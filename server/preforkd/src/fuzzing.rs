@@ -177,16 +177,18 @@ fn scribble(board: &Scoreboard, data: &[u8], salt: u64) {
             &r.requests,
             &r.bytes,
             &r.wasted_wakeups,
-            &r.flags,
+            &r.activity,
             &r.started_ms,
             &r.last_used_ms,
             &r.exit_reason,
+            &r.killed_for,
+            &r.killed_ms,
         ];
         for (k, f) in fields.iter().enumerate() {
             f.store(words(base + k), Ordering::Relaxed);
         }
         for (k, f) in r.client.iter().chain(r.request.iter()).enumerate() {
-            f.store(words(base + 11 + k), Ordering::Relaxed);
+            f.store(words(base + fields.len() + k), Ordering::Relaxed);
         }
     }
 }

@@ -65,6 +65,12 @@ settings! {
     graceful_shutdown_timeout: i64,
     /// Spare-server maintenance period in milliseconds.
     maintenance_interval_ms: i64,
+    /// Milliseconds a child may hold the accept lock without accepting while connections wait
+    /// before the parent kills it (a stopped, traced or stuck child would wedge every listener); 0 is off.
+    accept_lock_timeout_ms: i64,
+    /// Seconds one request may keep a child busy (reading it, handling it, writing the answer)
+    /// before the parent kills the child; 0 is off. Not `timeout`, which bounds each single read or write.
+    request_deadline: i64,
     /// User the children run as (name or #uid).
     user: String,
     /// Group the children run as (name or #gid).
@@ -132,6 +138,8 @@ pub fn defaults() -> Vec<(&'static str, String)> {
         ("accept_mutex", p.accept_mutex.to_string()),
         ("graceful_shutdown_timeout", secs(p.graceful_shutdown_timeout)),
         ("maintenance_interval_ms", p.maintenance_interval.as_millis().to_string()),
+        ("accept_lock_timeout_ms", p.accept_lock_timeout.as_millis().to_string()),
+        ("request_deadline", secs(p.request_deadline)),
         ("user", "none: the server's own account (nobody when started as root)".into()),
         ("group", "the user's group".into()),
         ("document_root", "a built-in page".into()),
@@ -292,6 +300,8 @@ pub fn resolve(s: &Settings, sources: &Sources, running: Option<&PoolConfig>) ->
         accept_mutex: s.accept_mutex.clone(),
         graceful_shutdown_timeout: s.graceful_shutdown_timeout,
         maintenance_interval_ms: s.maintenance_interval_ms,
+        accept_lock_timeout_ms: s.accept_lock_timeout_ms,
+        request_deadline: s.request_deadline,
         user: s.user.clone(),
         group: s.group.clone(),
     };

@@ -1,0 +1,174 @@
+//! The stall watchdog (SPEC.md §7.8) on the deterministic simulation: who is killed, when, and
+//! who never is.
+
+mod common;
+
+use common::*;
+use prefork_core::child::{ChildAction, ChildEvent};
+use prefork_core::config::RawPoolConfig;
+use prefork_core::exit::{ExitCause, Stall};
+use prefork_core::parent::{KillSignal, ParentLog, Pid, QueueDepth};
+use prefork_core::scoreboard::ChildSlot;
+use prefork_core::slot::SlotState;
+use prefork_core::time::Time;
+use std::time::Duration;
+
+const WAITING: QueueDepth = QueueDepth { waiting: 1, exact: true };
+
+/// A pool of 3 children on `listeners` listeners, with `request_deadline` seconds (0: off) and
+/// the default accept-lock watchdog (2 s).
+fn sim(listeners: usize, request_deadline: u64) -> Sim {
+    let listen = ["127.0.0.1:1", "127.0.0.1:2"][..listeners].iter().map(|s| s.to_string()).collect();
+    let mut cfg = config(RawPoolConfig {
+        listen: Some(listen),
+        start_servers: Some(3),
+        min_spare_servers: Some(1),
+        max_spare_servers: Some(3),
+        server_limit: Some(4),
+        request_deadline: Some(request_deadline as i64),
+        ..Default::default()
+    });
+    cfg.maintenance_interval = Duration::from_secs(1);
+    let mut sim = Sim::new(cfg);
+    sim.settle();
+    sim
+}
+
+fn kills(sim: &Sim) -> Vec<(Time, Pid)> {
+    sim.signals.iter().filter(|(_, _, s)| *s == KillSignal::Kill).map(|(t, p, _)| (*t, *p)).collect()
+}
+
+/// Child `pid` (asking for the lock) gets it and waits for connections.
+fn take_lock(sim: &mut Sim, pid: Pid) {
+    assert_eq!(sim.step(pid, ChildEvent::LockAcquired), ChildAction::Wait);
+}
+
+/// Child `pid` (holding the lock, waiting) accepts one connection, serves it and asks for the
+/// lock again: what a healthy holder does.
+fn accept_one_and_come_back(sim: &mut Sim, pid: Pid) {
+    assert!(matches!(sim.step(pid, ChildEvent::Readable(&[0])), ChildAction::Accept { .. }));
+    assert_eq!(sim.step(pid, ChildEvent::Accepted), ChildAction::ReleaseLock);
+    assert_eq!(sim.step(pid, ChildEvent::LockReleased), ChildAction::Serve);
+    assert_eq!(sim.step(pid, ChildEvent::ConnectionDone), ChildAction::AcquireLock);
+}
+
+#[test]
+fn a_stalled_lock_holder_is_killed_once_connections_wait_for_the_limit() {
+    let mut sim = sim(2, 0);
+    let holder = sim.waiting().first().copied().unwrap_or_else(|| *sim.procs.keys().next().unwrap());
+    take_lock(&mut sim, holder);
+    // Nobody waits: a holder waiting for connections is doing its job, for as long as it takes.
+    sim.advance(Duration::from_secs(10));
+    assert!(kills(&sim).is_empty(), "never kill a holder while every queue is empty");
+    // A connection waits, the holder does not move: the first look starts the clock, the kill
+    // comes exactly accept_lock_timeout later (the parent schedules a look for that moment).
+    sim.queues = vec![WAITING, QueueDepth::default()];
+    let first_look = sim.next_timeout().unwrap();
+    assert_eq!(sim.parent().poll_timeout(), Some(first_look + Duration::from_secs(1)));
+    sim.advance(Duration::from_millis(1999));
+    assert!(kills(&sim).is_empty(), "not before the limit");
+    let at = sim.next_timeout().unwrap();
+    assert_eq!(at, first_look + Duration::from_secs(2));
+    assert_eq!(kills(&sim), [(at, holder)]);
+    assert_eq!(
+        sim.logged(|l| matches!(l, ParentLog::Stalled { pid, stall: Stall::AcceptLock { .. }, .. } if *pid == holder)),
+        1
+    );
+    sim.reap();
+    let cause = sim.logs.iter().find_map(|(_, l)| match l {
+        ParentLog::ChildExited { pid, cause, .. } if *pid == holder => Some(*cause),
+        _ => None,
+    });
+    assert_eq!(cause, Some(ExitCause::Killed(Stall::AcceptLock { held: Duration::from_secs(2) })));
+    assert_eq!(
+        sim.logs.iter().find(|(_, l)| matches!(l, ParentLog::Stalled { .. })).unwrap().1.to_string(),
+        format!(
+            "child {holder} (slot 0) held the accept lock 2.000s without accepting while connections waited (accept_lock_timeout): killing it (SIGKILL)"
+        )
+    );
+    sim.advance(Duration::from_secs(5));
+    assert_eq!(kills(&sim).len(), 1, "killed once, and nobody else");
+    sim.check();
+}
+
+#[test]
+fn a_holder_that_keeps_accepting_is_never_killed() {
+    let mut sim = sim(2, 0);
+    let holder = *sim.procs.keys().next().unwrap();
+    take_lock(&mut sim, holder);
+    sim.queues = vec![WAITING, WAITING];
+    for _ in 0..20 {
+        // Between two looks it accepts and takes the lock again: its count moves.
+        sim.next_timeout();
+        accept_one_and_come_back(&mut sim, holder);
+        take_lock(&mut sim, holder);
+    }
+    assert!(kills(&sim).is_empty(), "a holder that makes progress is never killed: {:?}", kills(&sim));
+    assert!(sim.now >= Time::from_secs(10));
+}
+
+#[test]
+fn a_slow_holder_is_killed_only_if_no_look_saw_it_move_for_the_limit() {
+    let mut sim = sim(2, 0);
+    let holder = *sim.procs.keys().next().unwrap();
+    take_lock(&mut sim, holder);
+    sim.queues = vec![WAITING, QueueDepth::default()];
+    // It moves once every 1.5 s of looks (less often than a tick, more often than the limit).
+    for _ in 0..6 {
+        sim.advance(Duration::from_millis(1500));
+        accept_one_and_come_back(&mut sim, holder);
+        take_lock(&mut sim, holder);
+    }
+    assert!(kills(&sim).is_empty(), "{:?}", kills(&sim));
+}
+
+#[test]
+fn a_request_past_its_deadline_is_killed_and_keep_alive_waits_are_not_requests() {
+    let mut sim = sim(1, 2);
+    let waiting = sim.waiting();
+    let (stuck, kept, busy) = (waiting[0], waiting[1], waiting[2]);
+    for pid in [stuck, kept, busy] {
+        assert_eq!(sim.take_connection(pid), ChildAction::Serve);
+    }
+    let slot_of = |sim: &Sim, pid: Pid| {
+        let p = &sim.procs[&pid];
+        (p.slot, p.born)
+    };
+    // `kept` waits between requests (K) for a long time; `busy` serves a new request every tick.
+    let (slot, born) = slot_of(&sim, kept);
+    ChildSlot::attach(&sim.board, slot, born).unwrap().set(SlotState::Keepalive).unwrap();
+    for _ in 0..6 {
+        sim.next_timeout();
+        let (slot, born) = slot_of(&sim, busy);
+        let me = ChildSlot::attach(&sim.board, slot, born).unwrap();
+        me.set(SlotState::Keepalive).unwrap();
+        me.set(SlotState::BusyRead).unwrap(); // the next request on the connection
+    }
+    let killed = kills(&sim);
+    assert_eq!(killed.len(), 1, "{killed:?}");
+    assert_eq!(killed[0].1, stuck);
+    assert_eq!(
+        sim.logged(|l| matches!(l, ParentLog::Stalled { pid, stall: Stall::Request { .. }, .. } if *pid == stuck)),
+        1
+    );
+    assert!(kills(&sim).iter().all(|(_, p)| *p != kept && *p != busy));
+}
+
+#[test]
+fn zero_turns_each_rule_off() {
+    let mut cfg = sim(2, 0).parent().config().clone();
+    cfg.accept_lock_timeout = Duration::ZERO;
+    let mut locked = Sim::new(cfg);
+    locked.settle();
+    let holder = *locked.procs.keys().next().unwrap();
+    take_lock(&mut locked, holder);
+    locked.queues = vec![WAITING, WAITING];
+    locked.advance(Duration::from_secs(30));
+    assert!(kills(&locked).is_empty(), "accept_lock_timeout = 0: never");
+    // request_deadline = 0 (the default): a connection may keep a child as long as it likes.
+    let mut one = sim(1, 0);
+    let child = one.waiting()[0];
+    assert_eq!(one.take_connection(child), ChildAction::Serve);
+    one.advance(Duration::from_secs(30));
+    assert!(kills(&one).is_empty(), "request_deadline = 0: never");
+}
