@@ -9,7 +9,7 @@
 //! feed the parent an event while a `Spawn` is unanswered, or forget to answer one.
 //!
 //! ```text
-//!   handle_*(now, …, board, platform)      (handle_timeout first asks platform.listen_queues)
+//!   handle_*(now, …, board, platform)      (handle_timeout first asks platform.observe)
 //!      └─> Parent::handle_*  ──> actions, in order:
 //!            Spawn { slot, born }  ─> platform.spawn ─ Ok(pid) ─> Parent::handle_spawned
 //!                                                   └ Err(why) ─> Parent::handle_spawn_failed (may add actions)
@@ -24,7 +24,7 @@
 //! feeds the parent impossible sequences on purpose (`prefork_model::fuzzing::parent_events`).
 
 use crate::exit::{ExitReason, ExitStatus, Stall};
-use crate::parent::{Command, KillSignal, Parent, ParentAction, ParentLog, Pid, QueueDepth};
+use crate::parent::{Command, KillSignal, Observation, Parent, ParentAction, ParentLog, Pid};
 use crate::scoreboard::SlotTable;
 use crate::slot::SlotWord;
 use crate::time::Time;
@@ -48,8 +48,9 @@ pub trait Platform<T: SlotTable + ?Sized> {
     fn signal(&mut self, parent: &Parent, board: &T, pid: Pid, signal: KillSignal, stall: Option<Stall>);
 
     /// What each listener's accept queue holds now, in the configuration's order (empty once the
-    /// listeners are closed). Asked before every timeout: the watchdog's evidence (SPEC.md §7.8).
-    fn listen_queues(&mut self) -> Vec<QueueDepth>;
+    /// listeners are closed), and who holds the accept lock if the kernel can tell. Asked before
+    /// every timeout: the watchdog's evidence (SPEC.md §7.8).
+    fn observe(&mut self) -> Observation;
 
     /// Closes every listening socket (stops only; restarts keep them).
     fn close_listeners(&mut self);
@@ -99,14 +100,14 @@ impl ParentDriver {
         self.dispatch(now, board, platform)
     }
 
-    /// Time passed ([`Parent::handle_timeout`], with the platform's [`Platform::listen_queues`]).
+    /// Time passed ([`Parent::handle_timeout`], with the platform's [`Platform::observe`]).
     pub fn handle_timeout<T, P>(&mut self, now: Time, board: &T, platform: &mut P) -> Option<i32>
     where
         T: SlotTable + ?Sized,
         P: Platform<T> + ?Sized,
     {
-        let queues = platform.listen_queues();
-        self.parent.handle_timeout(now, board, &queues);
+        let seen = platform.observe();
+        self.parent.handle_timeout(now, board, &seen);
         self.dispatch(now, board, platform)
     }
 
@@ -163,7 +164,7 @@ impl ParentDriver {
 
 /// A platform that performs nothing and records every effect, in order, as the action that asked
 /// for it. Spawns succeed with pids counting up from `next_pid` (or all fail, with `fail_spawns`);
-/// the listen queues are what `queues` says. For examples, the loom models and the fuzz bodies.
+/// what it sees is what `seen` says. For examples, the loom models and the fuzz bodies.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Recorder {
     /// Every effect so far.
@@ -172,14 +173,14 @@ pub struct Recorder {
     pub next_pid: Pid,
     /// Make every spawn fail.
     pub fail_spawns: bool,
-    /// What [`Platform::listen_queues`] answers.
-    pub queues: Vec<QueueDepth>,
+    /// What [`Platform::observe`] answers.
+    pub seen: Observation,
 }
 
 impl Recorder {
     /// A recorder whose first child gets `first_pid`.
     pub fn new(first_pid: Pid) -> Self {
-        Recorder { effects: Vec::new(), next_pid: first_pid, fail_spawns: false, queues: Vec::new() }
+        Recorder { effects: Vec::new(), next_pid: first_pid, fail_spawns: false, seen: Observation::default() }
     }
 
     /// The effects recorded since the last call.
@@ -203,8 +204,8 @@ impl<T: SlotTable + ?Sized> Platform<T> for Recorder {
     fn signal(&mut self, _: &Parent, _: &T, pid: Pid, signal: KillSignal, stall: Option<Stall>) {
         self.effects.push(ParentAction::Signal { pid, signal, stall });
     }
-    fn listen_queues(&mut self) -> Vec<QueueDepth> {
-        self.queues.clone()
+    fn observe(&mut self) -> Observation {
+        self.seen.clone()
     }
     fn close_listeners(&mut self) {
         self.effects.push(ParentAction::CloseListeners);
@@ -265,8 +266,8 @@ mod tests {
             self.answered(parent);
             self.rec.signal(parent, board, pid, signal, stall);
         }
-        fn listen_queues(&mut self) -> Vec<QueueDepth> {
-            Platform::<T>::listen_queues(&mut self.rec)
+        fn observe(&mut self) -> Observation {
+            Platform::<T>::observe(&mut self.rec)
         }
         fn close_listeners(&mut self) {
             Platform::<T>::close_listeners(&mut self.rec);

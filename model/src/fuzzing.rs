@@ -6,7 +6,7 @@
 
 use crate::system::{Budget, Op, SystemModel};
 use prefork_core::exit::{ExitReason, ExitStatus};
-use prefork_core::parent::{Command, KillSignal, Pid, QueueDepth};
+use prefork_core::parent::{Command, KillSignal, Observation, Pid, QueueDepth};
 use prefork_core::scoreboard::{ChildSlot, MemoryBoard, SlotTable};
 use prefork_core::seeded::SeededBug;
 use prefork_core::slot::{SlotState, SlotWord};
@@ -210,8 +210,11 @@ pub fn parent_events_with(data: &[u8], bug: Option<SeededBug>) {
 
 /// What the listen queues hold at `now`: a pattern that comes and goes (taken from the time, not
 /// from the input, so that the committed corpora keep their meaning).
-fn queues(now: Time) -> [QueueDepth; 1] {
-    [QueueDepth { waiting: (now.as_millis() / 20 % 3) as u32, exact: true }]
+fn queues(now: Time) -> Observation {
+    Observation {
+        queues: vec![QueueDepth { waiting: (now.as_millis() / 20 % 3) as u32, exact: true }],
+        lock_holder: None,
+    }
 }
 
 /// Performs the parent's actions, checking them; whether it exited.

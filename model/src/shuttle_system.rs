@@ -25,7 +25,7 @@ use prefork_core::config::PoolConfig;
 use prefork_core::driver::{ParentDriver, Platform};
 use prefork_core::exit::Stall;
 use prefork_core::exit::{ExitReason, ExitStatus};
-use prefork_core::parent::{Command, KillSignal, Parent, ParentLog, Pid, QueueDepth};
+use prefork_core::parent::{Command, KillSignal, Observation, Parent, ParentLog, Pid, QueueDepth};
 use prefork_core::scoreboard::{ChildSlot, MemoryBoard, ScoreboardView, SlotTable, SlotUpdate};
 use prefork_core::seeded::SeededBug;
 use prefork_core::slot::{SlotState, SlotWord};
@@ -693,12 +693,14 @@ impl Platform<MemoryBoard<ShuttleWord>> for ShuttlePlatform<'_> {
         }
     }
 
-    fn listen_queues(&mut self) -> Vec<QueueDepth> {
+    fn observe(&mut self) -> Observation {
         let w = self.shared.lock();
-        if !w.listening {
-            return vec![];
-        }
-        w.queues.iter().map(|q| QueueDepth { waiting: q.len() as u32, exact: true }).collect()
+        let queues = if w.listening {
+            w.queues.iter().map(|q| QueueDepth { waiting: q.len() as u32, exact: true }).collect()
+        } else {
+            vec![]
+        };
+        Observation { queues, lock_holder: w.lock_holder }
     }
 
     fn close_listeners(&mut self) {

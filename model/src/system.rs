@@ -17,7 +17,7 @@ use prefork_core::config::PoolConfig;
 use prefork_core::driver::{ParentDriver, Platform};
 use prefork_core::exit::Stall;
 use prefork_core::exit::{ExitReason, ExitStatus};
-use prefork_core::parent::{Command, KillSignal, Parent, ParentLog, Phase, Pid, QueueDepth};
+use prefork_core::parent::{Command, KillSignal, Observation, Parent, ParentLog, Phase, Pid, QueueDepth};
 use prefork_core::scoreboard::{ChildSlot, ScoreboardView};
 use prefork_core::seeded::SeededBug;
 use prefork_core::slot::{SlotState, SlotWord};
@@ -93,6 +93,15 @@ pub struct SystemModel {
     /// SPEC.md §7.1)? `false` models a driver that only wakes readiness waits: a negative test
     /// (an old child waiting for the lock while an idle new child holds it never exits).
     pub wake_interrupts_lock: bool,
+    /// Does the kernel hand a released lock straight to a waiter, which then holds it before it
+    /// takes another step (SysV semaphores do: the kernel completes the sleeper's `semop`)? The
+    /// waiter may be stalled. `false`: every waiter takes the lock itself when it runs (fcntl,
+    /// flock, robust pthread mutexes).
+    pub lock_handoff: bool,
+    /// Does the driver report the lock's holder as the kernel knows it
+    /// ([`Observation::lock_holder`])? `false` is a negative test: with `lock_handoff`, a lock
+    /// handed to a stalled waiter is invisible to the watchdog.
+    pub kernel_lock_evidence: bool,
 }
 
 /// One child process.
@@ -262,7 +271,16 @@ impl SystemModel {
 
     /// A model with these settings and no bug.
     pub fn new(pool: PoolConfig, budget: Budget, ops: Vec<Op>) -> Self {
-        SystemModel { pool, budget, ops, robust_lock: true, bug: None, wake_interrupts_lock: true }
+        SystemModel {
+            pool,
+            budget,
+            ops,
+            robust_lock: true,
+            bug: None,
+            wake_interrupts_lock: true,
+            lock_handoff: false,
+            kernel_lock_evidence: true,
+        }
     }
 
     /// Feeds the parent one input through the driver; its effects happen on this model's platform.
@@ -291,11 +309,25 @@ impl SystemModel {
             if self.robust_lock {
                 s.lock_holder = None;
                 s.lock_freed_by_death = true;
+                self.hand_off(s);
             } else {
                 s.lock_orphaned = true;
             }
         }
         s.zombies.push((p.pid, status, None));
+    }
+
+    /// The lock was just released: with `lock_handoff`, the kernel gives it to the first waiter
+    /// (stalled or not), which holds it from now on.
+    fn hand_off(&self, s: &mut World) {
+        let now = s.now;
+        if self.lock_handoff
+            && s.lock_holder.is_none()
+            && let Some(p) = s.procs.iter_mut().find(|p| p.next == Some(ChildAction::AcquireLock))
+        {
+            s.lock_holder = Some(p.pid);
+            p.lock_since = Some(now);
+        }
     }
 
     /// Feeds `event` to process `i` and applies the action it returns.
@@ -315,6 +347,7 @@ impl SystemModel {
             let p = s.procs.remove(i);
             if s.lock_holder == Some(p.pid) {
                 s.lock_holder = None;
+                self.hand_off(s);
             }
             if p.conn {
                 s.lost += 1;
@@ -333,6 +366,16 @@ impl SystemModel {
         (0..s.queues.len()).filter(|&l| s.queues[l] > 0).collect()
     }
 
+    /// Would a wake-up end what process `p` waits for (a readiness wait, or a lock wait the kernel
+    /// has not completed yet: a handed-off lock is held, not waited for)?
+    fn wakeable(&self, s: &SysState, p: &Proc) -> bool {
+        match p.next {
+            Some(ChildAction::Wait) => true,
+            Some(ChildAction::AcquireLock) => self.wake_interrupts_lock && s.lock_holder != Some(p.pid),
+            _ => false,
+        }
+    }
+
     /// Can process `p` take a `Step` now (or is it blocked)?
     fn can_step(s: &SysState, p: &Proc) -> bool {
         if p.stalled {
@@ -340,7 +383,9 @@ impl SystemModel {
         }
         match p.next {
             None => true,
-            Some(ChildAction::AcquireLock) => s.lock_holder.is_none() && !s.lock_orphaned,
+            Some(ChildAction::AcquireLock) => {
+                (s.lock_holder.is_none() || s.lock_holder == Some(p.pid)) && !s.lock_orphaned
+            }
             Some(ChildAction::Wait) => !Self::ready_listeners(s).is_empty(),
             Some(ChildAction::Exit(_)) => false,
             Some(_) => true,
@@ -396,17 +441,21 @@ impl Model for SystemModel {
 
     fn actions(&self, s: &SysState, actions: &mut Vec<Action>) {
         let parent_alive = s.exit_code.is_none();
-        if parent_alive && (s.budget.ticks > 0 || s.budget.grace_due()) && s.driver.poll_timeout().is_some() {
+        // Grace time passes only once every live, non-stalled process has done what it can (the
+        // synchronous assumption of SPEC.md §7.8: a running child is faster than the watchdog's
+        // limit); the `ticks` budget lets time pass anywhere else, to explore the races.
+        let quiescent =
+            || s.procs.iter().filter(|p| !p.stalled).all(|p| !(Self::can_step(s, p) || p.woken && self.wakeable(s, p)));
+        if parent_alive
+            && (s.budget.ticks > 0 || (s.budget.grace_due() && s.zombies.is_empty() && quiescent()))
+            && s.driver.poll_timeout().is_some()
+        {
             actions.push(Action::Tick);
         }
         if parent_alive && !s.zombies.is_empty() {
             actions.push(Action::Reap);
         }
-        let wakeable = |p: &Proc| match p.next {
-            Some(ChildAction::Wait) => true,
-            Some(ChildAction::AcquireLock) => self.wake_interrupts_lock,
-            _ => false,
-        };
+        let wakeable = |p: &Proc| self.wakeable(s, p);
         for p in &s.procs {
             if Self::can_step(s, p) {
                 actions.push(Action::Step(p.pid));
@@ -491,7 +540,7 @@ impl Model for SystemModel {
                 match p.next {
                     None => self.feed(&mut s, i, ChildEvent::Started),
                     Some(ChildAction::AcquireLock) => {
-                        if s.lock_holder.is_some() || s.lock_orphaned {
+                        if (s.lock_holder.is_some() && s.lock_holder != Some(pid)) || s.lock_orphaned {
                             return None;
                         }
                         s.lock_holder = Some(pid);
@@ -518,6 +567,7 @@ impl Model for SystemModel {
                     Some(ChildAction::ReleaseLock) => {
                         if s.lock_holder == Some(pid) {
                             s.lock_holder = None;
+                            self.hand_off(&mut s.world);
                         }
                         self.feed(&mut s, i, ChildEvent::LockReleased);
                     }
@@ -688,12 +738,14 @@ impl Platform<CellBoard> for ModelPlatform<'_> {
         self.model.die(s, i, ExitStatus::Signaled(sig));
     }
 
-    fn listen_queues(&mut self) -> Vec<QueueDepth> {
+    fn observe(&mut self) -> Observation {
         let s = &*self.world;
-        if !s.listening {
-            return vec![];
-        }
-        s.queues.iter().map(|&q| QueueDepth { waiting: u32::from(q), exact: true }).collect()
+        let queues = if s.listening {
+            s.queues.iter().map(|&q| QueueDepth { waiting: u32::from(q), exact: true }).collect()
+        } else {
+            vec![]
+        };
+        Observation { queues, lock_holder: if self.model.kernel_lock_evidence { s.lock_holder } else { None } }
     }
 
     fn close_listeners(&mut self) {

@@ -10,7 +10,8 @@
 //! 3. the accept lock's per-child set-up (flock re-opens the file) while still root;
 //! 4. privileges dropped (setgid, initgroups, setuid) — a failure is `CHILDFATAL`: every child
 //!    would fail the same way, so the server stops (as Apache);
-//! 5. the service's `child_init`, the epoll set (listeners with `EPOLLEXCLUSIVE`, the wake pipe);
+//! 5. the service's `child_init`, the epoll set (the listeners, `EPOLLEXCLUSIVE` unless the accept
+//!    lock is in use; the wake pipe);
 //! 6. the core's `ChildLoop` until it says `Exit`; the reason goes into the slot, then `_exit`.
 
 use crate::creds::Credentials;
@@ -137,14 +138,38 @@ pub(crate) fn run(setup: ChildSetup<'_>) -> ! {
     leave(reason.exit_code())
 }
 
-fn epoll_for(listeners: &[Listener], wake: &OwnedFd) -> nix::Result<Epoll> {
+/// The child's wait set: its listeners and its wake pipe.
+///
+/// Without the accept lock, listeners are `EPOLLEXCLUSIVE`: a connection wakes one waiting child,
+/// not all (the thundering herd). With the lock, only its holder waits, so exclusivity saves
+/// nothing, and it would lose wake-ups: an exclusive wake-up stops at the first epoll set with a
+/// waiter, so a connection that arrives while the holder is being woken for another listener is
+/// recorded only in the holder's set; the holder accepts the other connection, and the next holder
+/// would sleep beside a full queue (measured: ~0.4 s stalls with concurrent connections on two
+/// listeners, found by the accept-lock watchdog, SPEC.md §7.8).
+fn epoll_for(listeners: &[Listener], wake: &OwnedFd, lock_in_use: bool) -> nix::Result<Epoll> {
     let epoll = Epoll::new(EpollCreateFlags::EPOLL_CLOEXEC)?;
+    let flags = if lock_in_use { EpollFlags::EPOLLIN } else { EpollFlags::EPOLLIN | EpollFlags::EPOLLEXCLUSIVE };
     for (i, l) in listeners.iter().enumerate() {
-        // Exclusive: a connection wakes one waiting child, not all (the thundering herd).
-        epoll.add(l, EpollEvent::new(EpollFlags::EPOLLIN | EpollFlags::EPOLLEXCLUSIVE, i as u64))?;
+        epoll.add(l, EpollEvent::new(flags, i as u64))?;
     }
     epoll.add(wake, EpollEvent::new(EpollFlags::EPOLLIN, WAKE_TOKEN))?;
     Ok(epoll)
+}
+
+/// The listeners with a connection waiting now (a zero-timeout `poll`, which asks each socket
+/// rather than an epoll set's record of past wake-ups).
+fn readable_now(listeners: &[Listener], ready: &mut Vec<usize>) {
+    use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+    let mut fds: Vec<PollFd<'_>> = listeners.iter().map(|l| PollFd::new(l.as_fd(), PollFlags::POLLIN)).collect();
+    if poll(&mut fds, PollTimeout::ZERO).is_ok_and(|n| n > 0) {
+        ready.extend(
+            fds.iter()
+                .enumerate()
+                .filter(|(_, f)| f.revents().is_some_and(|r| r.contains(PollFlags::POLLIN)))
+                .map(|(i, _)| i),
+        );
+    }
 }
 
 /// Accept errors that mean "nothing to accept now" (Apache's `ap_unixd_accept` benign list).
@@ -197,8 +222,8 @@ fn serve_loop(setup: &mut ChildSetup<'_>) -> Result<ExitReason, String> {
     let record: &SlotRecord = board.record(slot);
     let me = ChildSlot::attach(board, slot, born).map_err(|e| format!("slot {slot}: {e}"))?;
     let wake: &OwnedFd = wake;
-    let epoll = epoll_for(listeners, wake).map_err(|e| format!("epoll: {e}"))?;
     let lock_in_use = lock.is_some();
+    let epoll = epoll_for(listeners, wake, lock_in_use).map_err(|e| format!("epoll: {e}"))?;
     let mut child = ChildLoop::new(listeners.len(), lock_in_use, connection_limit);
     let mut accepted: Option<(Stream, Option<std::net::SocketAddr>, usize)> = None;
     let mut ready: Vec<usize> = Vec::with_capacity(listeners.len());
@@ -239,6 +264,13 @@ fn serve_loop(setup: &mut ChildSetup<'_>) -> Result<ExitReason, String> {
                         } else {
                             ready.push(e.data() as usize);
                         }
+                    }
+                    if n == 0 {
+                        // A timeout: also ask the listeners themselves. An exclusive wake-up
+                        // that another child's wait set absorbed is never repeated, so a
+                        // connection it left behind is found here, within WAIT_TIMEOUT_MS.
+                        readable_now(listeners, &mut ready);
+                        woken = ready.is_empty();
                     }
                     if woken { ChildEvent::Woken } else { ChildEvent::Readable(&ready) }
                 }

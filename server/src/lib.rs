@@ -53,7 +53,7 @@ pub use listeners::{ListenQueue, Listener};
 pub use server::{Lifecycle, OnReady, Reloaded, Reloader, Server, ServerError};
 pub use service::{Connection, Service, Status, Stream};
 pub use shm::{Scoreboard, SlotInfo};
-pub use view::{ListenerInfo, PoolSnapshot, PoolView, Totals};
+pub use view::{ListenerInfo, PoolSnapshot, PoolView, Totals, WatchdogKills};
 
 /// Milliseconds since the Unix epoch.
 pub(crate) fn unix_ms() -> u64 {

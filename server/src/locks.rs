@@ -172,6 +172,40 @@ impl AcceptLock {
         }
     }
 
+    /// The process holding the lock, as the kernel knows it (the parent asks; SPEC.md §7.8). It
+    /// sees what a child's own flag cannot: a holder stopped between the kernel granting the lock
+    /// and its next step, and a SysV semaphore the kernel completed for a waiter that is stopped.
+    ///
+    /// | mechanism | how |
+    /// |---|---|
+    /// | `fcntl` | `F_GETLK`: the pid of the lock that conflicts with a write lock |
+    /// | `flock` | `/proc/locks`: the `FLOCK` line of the lock file's device and inode |
+    /// | `pthread` | the robust mutex's futex word, which holds the owner's thread id |
+    /// | `sysvsem` | `GETVAL` is 0: `GETPID`, the process of the last `semop` (the one that took it) |
+    pub fn holder(&self) -> Option<u32> {
+        match &self.kind {
+            Kind::Fcntl { fd } => {
+                let mut fl = whole_file(libc::F_WRLCK);
+                // SAFETY: a valid descriptor and a flock structure to fill.
+                let rc = unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_GETLK, &mut fl) };
+                (rc == 0 && fl.l_type != libc::F_UNLCK as libc::c_short && fl.l_pid > 0).then_some(fl.l_pid as u32)
+            }
+            Kind::Flock { path, .. } => flock_holder(path),
+            Kind::Pthread { mutex } => {
+                // SAFETY: the mutex lives in a mapping we keep for the life of the process; its
+                // first word is the futex, read atomically (other processes change it).
+                let futex = unsafe { &*(mutex.as_ptr() as *const std::sync::atomic::AtomicU32) };
+                let tid = futex.load(Ordering::Relaxed) & FUTEX_TID_MASK;
+                (tid != 0).then_some(tid)
+            }
+            Kind::Sysvsem { id } => {
+                // SAFETY: plain SysV queries on a set we created.
+                let (value, pid) = unsafe { (libc::semctl(*id, 0, libc::GETVAL), libc::semctl(*id, 0, libc::GETPID)) };
+                (value == 0 && pid > 0).then_some(pid as u32)
+            }
+        }
+    }
+
     /// Releases the lock (held by this process).
     pub fn release(&mut self) -> Result<(), LockError> {
         let check = |rc: libc::c_int, op| if rc == -1 { Err(failed(op, Errno::last())) } else { Ok(()) };
@@ -220,6 +254,26 @@ impl Drop for AcceptLock {
             Kind::Pthread { .. } | Kind::Fcntl { .. } => {}
         }
     }
+}
+
+/// The owner's thread id in a robust futex word (the kernel's `FUTEX_TID_MASK`).
+const FUTEX_TID_MASK: u32 = 0x3fff_ffff;
+
+/// The pid holding a `flock` on `path`, from `/proc/locks` (`N: FLOCK ADVISORY WRITE PID
+/// MAJ:MIN:INODE ...`, device numbers in hex; waiters are the lines with `->`).
+fn flock_holder(path: &Path) -> Option<u32> {
+    use std::os::unix::fs::MetadataExt;
+    let meta = std::fs::metadata(path).ok()?;
+    let (major, minor) = (libc::major(meta.dev()), libc::minor(meta.dev()));
+    let wanted = format!("{major:02x}:{minor:02x}:{}", meta.ino());
+    let locks = std::fs::read_to_string("/proc/locks").ok()?;
+    locks.lines().find_map(|line| {
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        match fields.as_slice() {
+            [_, "FLOCK", _, _, pid, id, ..] if *id == wanted => pid.parse().ok(),
+            _ => None,
+        }
+    })
 }
 
 fn whole_file(kind: libc::c_int) -> libc::flock {
@@ -307,6 +361,36 @@ mod tests {
 
     /// Each mechanism: a forked child takes the lock and dies holding it; the parent must then
     /// take it (the kernel released it, or EOWNERDEAD was recovered).
+    #[test]
+    fn the_kernel_names_the_holder_of_every_mechanism() {
+        for m in LockMechanism::ALL {
+            let lock = AcceptLock::create(m, &std::env::temp_dir(), None).unwrap();
+            assert_eq!(lock.holder(), None, "{}: nobody holds a new lock", m.name());
+            let (read, write) = nix::unistd::pipe().unwrap();
+            // SAFETY: the child takes the lock, says so, and waits to be killed.
+            match unsafe { fork() }.unwrap() {
+                ForkResult::Child => {
+                    let mut lock = lock;
+                    lock.child_init().unwrap();
+                    lock.acquire(&AtomicBool::new(false)).unwrap();
+                    let _ = nix::unistd::write(&write, b"!");
+                    std::thread::sleep(Duration::from_secs(30));
+                    // SAFETY: leaving the forked child without running destructors.
+                    unsafe { libc::_exit(0) };
+                }
+                ForkResult::Parent { child } => {
+                    drop(write);
+                    let mut byte = [0u8; 1];
+                    assert_eq!(nix::unistd::read(&read, &mut byte).unwrap(), 1);
+                    assert_eq!(lock.holder(), Some(child.as_raw() as u32), "{}", m.name());
+                    nix::sys::signal::kill(child, nix::sys::signal::Signal::SIGKILL).unwrap();
+                    waitpid(child, None).unwrap();
+                    assert_eq!(lock.holder(), None, "{}: released with its holder's death", m.name());
+                }
+            }
+        }
+    }
+
     #[test]
     fn every_mechanism_survives_a_holder_that_dies() {
         let woken = AtomicBool::new(false);

@@ -27,7 +27,7 @@ use nix::unistd::{ForkResult, Pid, fork, pipe2};
 use prefork_core::config::{LockMechanism, PoolConfig};
 use prefork_core::driver::Platform;
 use prefork_core::exit::{ExitStatus, Stall};
-use prefork_core::parent::{KillSignal, Level, Parent, ParentLog, QueueDepth};
+use prefork_core::parent::{KillSignal, Level, Observation, Parent, ParentLog};
 use prefork_core::slot::SlotWord;
 use prefork_core::time::Time;
 use std::collections::HashMap;
@@ -202,6 +202,11 @@ impl Platform<Scoreboard> for Os {
         }
         if let (Some(stall), Some(slot)) = (stall, parent.slot_of(pid)) {
             // The slot keeps the reason for status pages, and the log names what the child was doing.
+            let counter = match stall {
+                Stall::AcceptLock { .. } => &board.header().killed_accept_lock,
+                Stall::Request { .. } => &board.header().killed_request_deadline,
+            };
+            counter.fetch_add(1, Ordering::Relaxed);
             let record = board.record(slot);
             record.killed_for.store(u64::from(stall.code()), Ordering::Relaxed);
             record.killed_ms.store(unix_ms(), Ordering::Relaxed);
@@ -216,8 +221,11 @@ impl Platform<Scoreboard> for Os {
         let _ = kill(Pid::from_raw(pid as i32), sig);
     }
 
-    fn listen_queues(&mut self) -> Vec<QueueDepth> {
-        self.listeners.iter().map(Listener::depth).collect()
+    fn observe(&mut self) -> Observation {
+        Observation {
+            queues: self.listeners.iter().map(Listener::depth).collect(),
+            lock_holder: self.lock.as_ref().and_then(AcceptLock::holder),
+        }
     }
 
     fn close_listeners(&mut self) {

@@ -8,7 +8,8 @@
 //! offset 0     Header      (128 bytes): magic "PREFORK1", layout version, server_limit, record size,
 //!                           running generation (the core's generation word), parent pid,
 //!                           start time, restart time, the spawn rate and children spawned
-//!                           (published by the parent after each step, for status pages)
+//!                           (published by the parent after each step, for status pages),
+//!                           watchdog kills by reason
 //! offset 128   SlotRecord × server_limit (256 bytes each):
 //!                word        the core's slot word (state, incarnation, generation)
 //!                pid         written by the parent after fork()
@@ -72,7 +73,11 @@ pub struct Header {
     pub spawn_rate: AtomicU64,
     /// Children forked since the parent started.
     pub spawned_total: AtomicU64,
-    _reserved: [AtomicU64; 6],
+    /// Children the watchdog killed for holding the accept lock (`Stall::AcceptLock`).
+    pub killed_accept_lock: AtomicU64,
+    /// Children the watchdog killed for a request past `request_deadline`.
+    pub killed_request_deadline: AtomicU64,
+    _reserved: [AtomicU64; 4],
 }
 
 /// One slot.

@@ -208,7 +208,7 @@ mod tests {
     use crate::server::Reloaded;
     use prefork_core::config::RawPoolConfig;
     use prefork_core::exit::Stall;
-    use prefork_core::parent::{KillSignal, ParentLog, QueueDepth};
+    use prefork_core::parent::{KillSignal, Observation, ParentLog, QueueDepth};
     use prefork_core::slot::SlotWord;
     use std::collections::VecDeque;
     use std::time::Duration;
@@ -261,8 +261,8 @@ mod tests {
         fn close_listeners(&mut self) {
             self.listeners_closed = true;
         }
-        fn listen_queues(&mut self) -> Vec<QueueDepth> {
-            self.queues.clone()
+        fn observe(&mut self) -> Observation {
+            Observation { queues: self.queues.clone(), lock_holder: None }
         }
         fn log(&mut self, line: ParentLog) {
             self.logs.push(line);

@@ -5,6 +5,7 @@
 use crate::listeners::{ListenQueue, Listener};
 use crate::shm::{Scoreboard, SlotInfo};
 use prefork_core::config::ListenAddr;
+use prefork_core::parent::QueueDepth;
 use prefork_core::scoreboard::{ScoreboardView, WorkerCounts};
 use std::sync::atomic::Ordering;
 
@@ -20,8 +21,11 @@ pub struct PoolView<'a> {
 pub struct ListenerInfo {
     /// The address it is bound to (the real port when port 0 was asked for).
     pub address: ListenAddr,
-    /// Its accept queue (`None` for unix-domain listeners).
-    pub queue: Option<ListenQueue>,
+    /// Connections waiting in its accept queue (exact for TCP; for a unix-domain listener only
+    /// "none" or "at least one"), as the parent's watchdog sees it.
+    pub depth: QueueDepth,
+    /// The backlog it listens with, where the kernel reports it (TCP).
+    pub backlog: Option<u32>,
 }
 
 impl<'a> PoolView<'a> {
@@ -37,7 +41,14 @@ impl<'a> PoolView<'a> {
 
     /// Every listener, in the configuration's order, with its accept queue now.
     pub fn listeners(&self) -> Vec<ListenerInfo> {
-        self.listeners.iter().map(|l| ListenerInfo { address: l.local.clone(), queue: l.queue() }).collect()
+        self.listeners
+            .iter()
+            .map(|l| ListenerInfo {
+                address: l.local.clone(),
+                depth: l.depth(),
+                backlog: l.queue().map(|q: ListenQueue| q.backlog),
+            })
+            .collect()
     }
 }
 
@@ -54,10 +65,21 @@ pub struct PoolSnapshot {
     pub spawn_rate: u64,
     /// Children forked so far.
     pub spawned_total: u64,
+    /// Children the watchdog killed: for holding the accept lock, for a request past its deadline.
+    pub watchdog_kills: WatchdogKills,
     /// The core's view of the slot words: states, letters, counts.
     pub view: ScoreboardView,
     /// Every slot, with its counters and texts.
     pub slots: Vec<SlotInfo>,
+}
+
+/// Children the watchdog killed, by reason (SPEC.md §7.8).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct WatchdogKills {
+    /// For holding the accept lock without accepting while connections waited.
+    pub accept_lock: u64,
+    /// For a request past `request_deadline`.
+    pub request_deadline: u64,
 }
 
 /// Sums of the per-slot counters.
@@ -88,6 +110,10 @@ impl PoolSnapshot {
             restarted_ms: h.restarted_ms.load(Ordering::Relaxed),
             spawn_rate: h.spawn_rate.load(Ordering::Relaxed),
             spawned_total: h.spawned_total.load(Ordering::Relaxed),
+            watchdog_kills: WatchdogKills {
+                accept_lock: h.killed_accept_lock.load(Ordering::Relaxed),
+                request_deadline: h.killed_request_deadline.load(Ordering::Relaxed),
+            },
             view,
             slots,
         }

@@ -479,6 +479,8 @@ pub struct SlotInfo {
     pub holds_lock: bool,
     /// The request line it shows.
     pub request: String,
+    /// Why the watchdog last killed a child in this slot (`accept_lock`, `request_deadline`).
+    pub killed_for: Option<String>,
 }
 
 impl Preforkd {
@@ -498,6 +500,7 @@ impl Preforkd {
                     letter: s["letter"].as_str()?.chars().next()?,
                     holds_lock: s["holds_accept_lock"].as_bool().unwrap_or(false),
                     request: s["request"].as_str().unwrap_or("").to_string(),
+                    killed_for: s["killed_for"].as_str().map(str::to_string),
                 })
             })
             .filter(|s| s.pid != 0)

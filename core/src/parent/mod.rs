@@ -46,8 +46,8 @@ use brake::self_inflicted;
 pub use brake::{CRASH_LOOP_MAX_PAUSE, CRASH_LOOP_THRESHOLD, EARLY_EXIT_WINDOW, FORK_RETRY_MAX, SpawnBrake};
 pub use log::{Level, ParentLog};
 pub use reclaim::{RECLAIM_SCHEDULE, ReclaimStep};
-pub use watchdog::QueueDepth;
 use watchdog::SlotWatch;
+pub use watchdog::{Observation, QueueDepth};
 
 /// A process id as the driver reports it.
 pub type Pid = u32;
@@ -547,16 +547,16 @@ impl Parent {
 
     /// Time passed: run the maintenance tick or the next stop-escalation step if due.
     ///
-    /// `queues` is what the driver saw in each listener's accept queue just now (empty once the
-    /// listeners are closed, or if it cannot tell): the watchdog's evidence that connections wait.
-    pub fn handle_timeout<T: SlotTable + ?Sized>(&mut self, now: Time, board: &T, queues: &[QueueDepth]) {
+    /// `seen` is what the driver saw just now (the listeners' accept queues, the accept lock's
+    /// holder as the kernel knows it): the watchdog's evidence (SPEC.md §7.8).
+    pub fn handle_timeout<T: SlotTable + ?Sized>(&mut self, now: Time, board: &T, seen: &Observation) {
         match &self.stage {
             Stage::Running => {
                 if now >= self.next_tick {
                     self.next_tick = now + self.config.maintenance_interval;
                     self.tick(now, board);
                 }
-                self.watch(now, board, queues);
+                self.watch(now, board, seen);
             }
             Stage::Reclaiming { started, step, .. } => {
                 let (started, step) = (*started, *step);
@@ -567,7 +567,7 @@ impl Parent {
                 if now >= self.next_tick {
                     self.next_tick = now + self.config.maintenance_interval;
                 }
-                self.watch(now, board, &[]);
+                self.watch(now, board, &Observation::default());
                 if timed_out {
                     self.log(ParentLog::GracefulStopTimedOut { remaining: self.live_children() });
                     self.begin_reclaim(now, board, Then::Exit(code::OK));

@@ -5,9 +5,9 @@
 //! look (every timeout: maintenance ticks, and the moments a watched child would go over its
 //! limit):
 //!
-//! * **accept lock** (`accept_lock_timeout`): the child's activity word says it holds the accept
-//!   lock, its acquisition count has not moved, and some listener has connections waiting, at every
-//!   look for `accept_lock_timeout`. A holder that accepts (and so releases and takes the lock
+//! * **accept lock** (`accept_lock_timeout`): the child holds the accept lock (its activity word
+//!   says so, or the kernel does: [`Observation::lock_holder`]), its acquisition count has not
+//!   moved, and some listener has connections waiting, at every look for `accept_lock_timeout`. A holder that accepts (and so releases and takes the lock
 //!   again) moves its count; a holder waiting with every queue empty is not watched at all.
 //! * **request deadline** (`request_deadline`): the slot shows `R W L C` and the child's count of
 //!   requests started has not moved, at every look for `request_deadline`. `K` (waiting between
@@ -18,7 +18,7 @@
 //! slot, the pid and how long; when it is reaped, its exit is `ExitCause::Killed`. Its slot is
 //! refilled by the spare-server policy as for any other death.
 
-use super::{ChildRecord, KillSignal, Parent, ParentAction, ParentLog};
+use super::{ChildRecord, KillSignal, Parent, ParentAction, ParentLog, Pid};
 use crate::exit::Stall;
 use crate::scoreboard::SlotTable;
 use crate::slot::SlotState;
@@ -32,6 +32,20 @@ pub struct QueueDepth {
     /// `waiting` is the kernel's count (TCP); otherwise only "empty" (0) or "not empty" (1) is
     /// known (a unix-domain listener polled for readiness).
     pub exact: bool,
+}
+
+/// What the driver saw at a look: the watchdog's evidence from outside the scoreboard.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash)]
+pub struct Observation {
+    /// Each listener's accept queue, in the configuration's order (empty once the listeners are
+    /// closed, or when the driver cannot tell).
+    pub queues: Vec<QueueDepth>,
+    /// The process the kernel says holds the accept lock, where the mechanism can tell (the
+    /// owner of an fcntl or flock lock, of a robust pthread mutex, the last `semop` of a SysV
+    /// semaphore at zero). It covers what a child's activity word cannot: the moment between the
+    /// kernel granting the lock and the child's next step, and a semaphore the kernel hands to a
+    /// waiter that is stopped.
+    pub lock_holder: Option<Pid>,
 }
 
 /// When the parent first saw a piece of evidence that has not changed since.
@@ -63,10 +77,10 @@ fn in_request(state: SlotState) -> bool {
 
 impl Parent {
     /// One look at every live child (SPEC.md §7.8); kills the ones over a limit.
-    pub(super) fn watch<T: SlotTable + ?Sized>(&mut self, now: Time, board: &T, queues: &[QueueDepth]) {
+    pub(super) fn watch<T: SlotTable + ?Sized>(&mut self, now: Time, board: &T, seen: &Observation) {
         let lock_limit = self.config.accept_lock_timeout;
         let request_limit = self.config.request_deadline;
-        let connections_waiting = queues.iter().any(|q| q.waiting > 0);
+        let connections_waiting = seen.queues.iter().any(|q| q.waiting > 0);
         for slot in 0..self.slots(board) {
             let Some(ChildRecord { pid: Some(pid), born, killed: None, .. }) = self.children[slot] else {
                 self.watches[slot] = SlotWatch::default();
@@ -79,7 +93,8 @@ impl Parent {
             if w.incarnation != born.incarnation {
                 *w = SlotWatch { incarnation: born.incarnation, ..SlotWatch::default() };
             }
-            w.lock = (!lock_limit.is_zero() && activity.holds_lock && connections_waiting)
+            let holds_lock = activity.holds_lock || seen.lock_holder == Some(pid);
+            w.lock = (!lock_limit.is_zero() && holds_lock && connections_waiting)
                 .then(|| still(w.lock, activity.lock_acquisitions, now));
             w.request = (!request_limit.is_zero() && state.is_some_and(in_request))
                 .then(|| still(w.request, activity.requests, now));

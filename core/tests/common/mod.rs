@@ -9,7 +9,7 @@ use prefork_core::config::{PoolConfig, RawPoolConfig};
 use prefork_core::driver::{ParentDriver, Platform};
 use prefork_core::exit::Stall;
 use prefork_core::exit::{ExitReason, ExitStatus};
-use prefork_core::parent::{Command, KillSignal, Parent, ParentLog, Pid, QueueDepth};
+use prefork_core::parent::{Command, KillSignal, Observation, Parent, ParentLog, Pid, QueueDepth};
 use prefork_core::scoreboard::{ChildSlot, MemoryBoard, ScoreboardView, SlotTable};
 use prefork_core::slot::{SlotState, SlotWord};
 use prefork_core::time::Time;
@@ -69,6 +69,8 @@ pub struct World {
     pub behaviour: Behaviour,
     /// What the listen queues hold (the watchdog's evidence); empty by default.
     pub queues: Vec<QueueDepth>,
+    /// Who the "kernel" says holds the accept lock (the watchdog's other evidence).
+    pub lock_holder: Option<Pid>,
 }
 
 impl std::ops::Deref for Sim {
@@ -339,8 +341,8 @@ impl Platform<MemoryBoard<Cell<u64>>> for SimPlatform<'_> {
         self.world.queues.clear();
     }
 
-    fn listen_queues(&mut self) -> Vec<QueueDepth> {
-        self.world.queues.clone()
+    fn observe(&mut self) -> Observation {
+        Observation { queues: self.world.queues.clone(), lock_holder: self.world.lock_holder }
     }
 
     fn log(&mut self, line: ParentLog) {

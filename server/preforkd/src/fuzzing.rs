@@ -205,8 +205,8 @@ pub fn scoreboard(data: &[u8]) {
         scribble(board, data, 0);
         let snap = PoolSnapshot::take(board);
         let _ = status::auto(&snap, "fuzz", "preforkd/fuzz");
-        let _ = status::html(&snap, "fuzz <&>", "preforkd/fuzz");
-        let json = status::json(&snap, "fuzz", "preforkd/fuzz");
+        let _ = status::html(&snap, &[], "fuzz <&>", "preforkd/fuzz");
+        let json = status::json(&snap, &[], "fuzz", "preforkd/fuzz");
         assert!(serde_json::from_str::<serde_json::Value>(&json).is_ok(), "?json is JSON: {json}");
         let _ = status::metrics(&snap, &[]);
         // A parent running on a board that gets scribbled on.

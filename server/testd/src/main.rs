@@ -44,6 +44,12 @@ struct Args {
     /// graceful_shutdown_timeout (seconds).
     #[arg(long, default_value_t = 0)]
     graceful_timeout: i64,
+    /// accept_lock_timeout_ms (the stall watchdog; 0 is off).
+    #[arg(long, default_value_t = 2000)]
+    accept_lock_timeout_ms: i64,
+    /// request_deadline (seconds; 0 is off).
+    #[arg(long, default_value_t = 0)]
+    request_deadline: i64,
     /// user for the children.
     #[arg(long)]
     user: Option<String>,
@@ -81,12 +87,16 @@ impl prefork_server::Service for LineService {
 fn serve(conn: &mut Connection<'_>) -> std::io::Result<()> {
     let mut reader = BufReader::new(conn.stream().try_clone()?);
     let mut line = String::new();
+    let mut first = true;
     loop {
-        conn.status().set(SlotState::BusyRead);
+        // Waiting for the next line is waiting between requests (K), not a request.
+        conn.status().set(if first { SlotState::BusyRead } else { SlotState::Keepalive });
+        first = false;
         line.clear();
         if reader.read_line(&mut line)? == 0 {
             return Ok(());
         }
+        conn.status().set(SlotState::BusyRead);
         let request = line.trim_end();
         conn.status().request(request);
         let closing = conn.status().set(SlotState::BusyWrite) == SlotUpdate::Graceful;
@@ -134,6 +144,8 @@ fn merge(base: &RawPoolConfig, file: RawPoolConfig) -> RawPoolConfig {
         maintenance_interval_ms: file.maintenance_interval_ms.or(base.maintenance_interval_ms),
         max_connections_per_child: file.max_connections_per_child.or(base.max_connections_per_child),
         graceful_shutdown_timeout: file.graceful_shutdown_timeout.or(base.graceful_shutdown_timeout),
+        accept_lock_timeout_ms: file.accept_lock_timeout_ms.or(base.accept_lock_timeout_ms),
+        request_deadline: file.request_deadline.or(base.request_deadline),
         user: file.user.or(base.user.clone()),
         group: file.group.or(base.group.clone()),
         ..file
@@ -158,6 +170,8 @@ fn main() {
         maintenance_interval_ms: Some(a.interval_ms),
         max_connections_per_child: Some(a.max_connections),
         graceful_shutdown_timeout: Some(a.graceful_timeout),
+        accept_lock_timeout_ms: Some(a.accept_lock_timeout_ms),
+        request_deadline: Some(a.request_deadline),
         user: a.user,
         group: a.group,
         ..Default::default()

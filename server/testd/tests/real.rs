@@ -6,6 +6,7 @@ use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 use prefork_core::config::LockMechanism;
 use prefork_core::scoreboard::ScoreboardView;
+use prefork_core::slot::SlotState;
 use prefork_server::Scoreboard;
 use prefork_tests::{alive, wait_until};
 use std::io::{BufRead, BufReader, Write};
@@ -491,4 +492,63 @@ fn a_broken_accept_lock_ends_children_not_the_server() {
     assert!(alive(d.pid));
     d.signal(Signal::SIGTERM);
     assert_eq!(d.wait(Duration::from_secs(5)), Some(0), "and stops cleanly");
+}
+
+/// A `Service` that hangs in a request past `request_deadline` (SPEC.md §7.8): the parent kills
+/// that child, the slot says why, the log names the request, a replacement comes, and the other
+/// clients never notice.
+#[test]
+fn a_request_past_its_deadline_is_killed_and_the_child_replaced() {
+    let _s = serial();
+    let d = Daemon::start("--start 3 --min 2 --max 6 --limit 8 --interval-ms 100 --request-deadline 1");
+    let addr = d.addrs[0].clone();
+    // A client whose request never finishes (the service sleeps ten minutes).
+    let mut hung = TcpStream::connect(&addr).unwrap();
+    hung.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    hung.write_all(b"sleep 600000\n").unwrap();
+    let mut victim = None;
+    assert!(
+        wait_until(Duration::from_secs(2), || {
+            victim = d.board().infos().into_iter().find(|i| i.request == "sleep 600000" && i.pid != 0).map(|i| i.pid);
+            victim.is_some()
+        }),
+        "the hung request shows on the board"
+    );
+    let victim = victim.unwrap();
+    let started = Instant::now();
+    // Meanwhile everyone else is served (a kept-alive client waiting between requests is not
+    // in a request: it is never killed, however long it waits).
+    let mut kept = TcpStream::connect(&addr).unwrap();
+    kept.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let mut kept_reader = BufReader::new(kept.try_clone().unwrap());
+    let mut line = String::new();
+    for i in 0..4 {
+        assert_eq!(request(&addr, &format!("echo {i}")).unwrap(), i.to_string());
+        kept.write_all(format!("echo k{i}\n").as_bytes()).unwrap();
+        line.clear();
+        kept_reader.read_line(&mut line).unwrap();
+        assert_eq!(line.trim_end(), format!("k{i}"));
+        std::thread::sleep(Duration::from_millis(400));
+    }
+    // The hung child was killed between 1 s and 1 s + one tick after its request began.
+    assert!(wait_until(Duration::from_secs(3), || !alive(victim)), "the hung child is gone");
+    let took = started.elapsed();
+    let mut rest = Vec::new();
+    let _ = std::io::Read::read_to_end(&mut hung, &mut rest); // its connection ends with it
+    let slot = d.board().infos().into_iter().position(|i| i.killed_for == Some("request_deadline"));
+    assert!(slot.is_some(), "a slot says request_deadline: {:?}", d.board().infos());
+    let log = d.log_text();
+    assert!(log.contains(&format!("child {victim} (slot {}) busy with one request for", slot.unwrap())), "{log}");
+    assert!(log.contains("\"sleep 600000\""), "the log names the request: {log}");
+    // Only the hung child was killed; the kept-alive one still answers.
+    assert_eq!(log.matches("killing it (SIGKILL)").count(), 1, "{log}");
+    kept.write_all(b"echo still\n").unwrap();
+    line.clear();
+    kept_reader.read_line(&mut line).unwrap();
+    assert_eq!(line.trim_end(), "still");
+    // The pool refills to min_spare_servers idle children.
+    assert!(wait_until(Duration::from_secs(3), || {
+        d.board().infos().iter().filter(|i| i.word.is_ok_and(|w| w.state == SlotState::Ready)).count() >= 2
+    }));
+    eprintln!("RESULT request-deadline: killed {took:?} after the check began (deadline 1 s, tick 100 ms)");
 }

@@ -442,9 +442,9 @@ impl HttpService {
         } else if query.split('&').any(|q| q == "auto") {
             ("text/plain; charset=utf-8", status::auto(&snap, name, SERVER))
         } else if query.split('&').any(|q| q == "json") {
-            ("application/json", status::json(&snap, name, SERVER))
+            ("application/json", status::json(&snap, &pool.listeners(), name, SERVER))
         } else {
-            ("text/html; charset=utf-8", status::html(&snap, name, SERVER))
+            ("text/html; charset=utf-8", status::html(&snap, &pool.listeners(), name, SERVER))
         };
         Response {
             status: 200,

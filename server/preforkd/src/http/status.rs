@@ -95,7 +95,7 @@ fn html_escape(s: &str) -> String {
 }
 
 /// The HTML page: summary, scoreboard grid (64 letters a line), legend, per-slot table.
-pub fn html(snap: &PoolSnapshot, server_name: &str, version: &str) -> String {
+pub fn html(snap: &PoolSnapshot, listeners: &[ListenerInfo], server_name: &str, version: &str) -> String {
     let (s, w) = (snap.totals(), snap.workers());
     let up = snap.uptime_s();
     let name = html_escape(server_name);
@@ -105,7 +105,8 @@ pub fn html(snap: &PoolSnapshot, server_name: &str, version: &str) -> String {
          <h1>Server Status for {name}</h1>\n<dl>\n<dt>Server Version: {}</dt>\n<dt>Server MPM: prefork</dt>\n\
          <dt>Current Time: {}</dt>\n<dt>Restart Time: {}</dt>\n<dt>Parent Server MPM Generation: {}</dt>\n\
          <dt>Server uptime:{}</dt>\n<dt>Total accesses: {} - Total Traffic: {} kB</dt>\n\
-         <dt>{} requests currently being processed, {} idle workers, {} gracefully finishing</dt>\n</dl>\n",
+         <dt>{} requests currently being processed, {} idle workers, {} gracefully finishing</dt>\n\
+         <dt>Stalled children killed: {} holding the accept lock, {} past request_deadline</dt>\n</dl>\n",
         html_escape(version),
         ap_time(snap.now_ms),
         ap_time(snap.restarted_ms),
@@ -115,8 +116,23 @@ pub fn html(snap: &PoolSnapshot, server_name: &str, version: &str) -> String {
         s.bytes / 1024,
         w.busy,
         w.idle,
-        w.graceful
+        w.graceful,
+        snap.watchdog_kills.accept_lock,
+        snap.watchdog_kills.request_deadline
     );
+    if !listeners.is_empty() {
+        out.push_str("<table>\n<tr><th>Listener</th><th>Waiting</th><th>Backlog</th></tr>\n");
+        for l in listeners {
+            let waiting = if l.depth.exact { l.depth.waiting.to_string() } else { format!("&ge;{}", l.depth.waiting) };
+            let backlog = l.backlog.map_or("-".to_string(), |b| b.to_string());
+            let _ = writeln!(
+                out,
+                "<tr><td>{}</td><td>{waiting}</td><td>{backlog}</td></tr>",
+                html_escape(&l.address.to_string())
+            );
+        }
+        out.push_str("</table>\n");
+    }
     out.push_str("<pre>");
     for (i, c) in snap.letters().chars().enumerate() {
         if i > 0 && i % 64 == 0 {
@@ -134,16 +150,20 @@ pub fn html(snap: &PoolSnapshot, server_name: &str, version: &str) -> String {
     );
     out.push_str(
         "<table>\n<tr><th>Srv</th><th>PID</th><th>Gen</th><th>M</th><th>Conn</th><th>Acc</th><th>kB</th>\
-         <th>SS</th><th>Wasted</th><th>Client</th><th>Request</th></tr>\n",
+         <th>SS</th><th>Wasted</th><th>Killed</th><th>Client</th><th>Request</th></tr>\n",
     );
     for (i, info) in snap.slots.iter().enumerate() {
         let Ok(w) = info.word else {
-            let _ = writeln!(out, "<tr><td>{i}</td><td colspan=\"10\">damaged slot</td></tr>");
+            let _ = writeln!(out, "<tr><td>{i}</td><td colspan=\"11\">damaged slot</td></tr>");
             continue;
         };
-        if w.state == SlotState::Dead && info.connections == 0 {
+        if w.state == SlotState::Dead && info.connections == 0 && info.killed_for.is_none() {
             continue;
         }
+        let killed = match info.killed_for {
+            Some(reason) => format!("{reason}, {}s ago", snap.now_ms.saturating_sub(info.killed_ms) / 1000),
+            None => "-".to_string(),
+        };
         let ss = if info.last_used_ms == 0 {
             "-".to_string()
         } else {
@@ -151,7 +171,7 @@ pub fn html(snap: &PoolSnapshot, server_name: &str, version: &str) -> String {
         };
         let _ = writeln!(
             out,
-            "<tr><td>{i}-{}</td><td>{}</td><td>{}</td><td><b>{}</b></td><td>{}</td><td>{}</td><td>{}</td><td>{ss}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+            "<tr><td>{i}-{}</td><td>{}</td><td>{}</td><td><b>{}</b></td><td>{}</td><td>{}</td><td>{}</td><td>{ss}</td><td>{}</td><td>{killed}</td><td>{}</td><td>{}</td></tr>",
             w.generation,
             if info.pid == 0 || w.state == SlotState::Dead { "-".to_string() } else { info.pid.to_string() },
             w.generation,
@@ -164,12 +184,17 @@ pub fn html(snap: &PoolSnapshot, server_name: &str, version: &str) -> String {
             html_escape(&info.request)
         );
     }
-    out.push_str("</table>\n</body></html>\n");
+    out.push_str(
+        "</table>\n<p>Killed: the last child the watchdog killed in this slot, and why: \
+         <code>accept_lock</code> (it held the accept lock without accepting while connections waited, \
+         accept_lock_timeout_ms) or <code>request_deadline</code> (one request kept it busy too long).</p>\n\
+         </body></html>\n",
+    );
     out
 }
 
 /// `?json`.
-pub fn json(snap: &PoolSnapshot, server_name: &str, version: &str) -> String {
+pub fn json(snap: &PoolSnapshot, listeners: &[ListenerInfo], server_name: &str, version: &str) -> String {
     let (s, w) = (snap.totals(), snap.workers());
     let slots: Vec<serde_json::Value> = snap
         .slots
@@ -182,6 +207,7 @@ pub fn json(snap: &PoolSnapshot, server_name: &str, version: &str) -> String {
                 "requests": info.requests, "bytes": info.bytes, "wasted_wakeups": info.wasted_wakeups,
                 "holds_accept_lock": info.holds_lock, "started_ms": info.started_ms,
                 "last_used_ms": info.last_used_ms, "client": info.client, "request": info.request,
+                "killed_for": info.killed_for, "killed_ms": info.killed_ms,
             }),
             Err(_) => serde_json::json!({ "slot": i, "state": "damaged" }),
         })
@@ -193,7 +219,16 @@ pub fn json(snap: &PoolSnapshot, server_name: &str, version: &str) -> String {
         "spawn_rate": snap.spawn_rate, "spawned_total": snap.spawned_total,
         "total_accesses": s.accesses, "total_kbytes": s.bytes / 1024, "total_connections": s.connections,
         "wasted_wakeups": s.wasted_wakeups, "busy_workers": w.busy, "idle_workers": w.idle,
-        "graceful_workers": w.graceful, "scoreboard": snap.letters(), "slots": slots,
+        "graceful_workers": w.graceful, "scoreboard": snap.letters(),
+        "watchdog_kills": {
+            "accept_lock": snap.watchdog_kills.accept_lock,
+            "request_deadline": snap.watchdog_kills.request_deadline,
+        },
+        "listeners": listeners.iter().map(|l| serde_json::json!({
+            "address": l.address.to_string(), "queue": l.depth.waiting, "queue_exact": l.depth.exact,
+            "backlog": l.backlog,
+        })).collect::<Vec<_>>(),
+        "slots": slots,
     });
     format!("{doc}\n")
 }
@@ -227,8 +262,17 @@ pub fn metrics(snap: &PoolSnapshot, listeners: &[ListenerInfo]) -> String {
         ("prefork_wasted_wakeups", "Wake-ups that found nothing to accept.", s.wasted_wakeups),
         ("prefork_spawned", "Children forked.", snap.spawned_total),
     ];
+    let kills =
+        [("accept_lock", snap.watchdog_kills.accept_lock), ("request_deadline", snap.watchdog_kills.request_deadline)];
     for (name, help, v) in counters {
         let _ = writeln!(out, "# TYPE {name} counter\n# HELP {name} {help}\n{name}_total {v}");
+    }
+    let _ = writeln!(
+        out,
+        "# TYPE prefork_watchdog_kills counter\n# HELP prefork_watchdog_kills Stalled children the watchdog killed, by reason."
+    );
+    for (reason, v) in kills {
+        let _ = writeln!(out, "prefork_watchdog_kills_total{{reason=\"{reason}\"}} {v}");
     }
     let gauges = [
         ("prefork_spawn_rate", "Current spawn rate of the spare-server policy.", snap.spawn_rate),
@@ -242,7 +286,8 @@ pub fn metrics(snap: &PoolSnapshot, listeners: &[ListenerInfo]) -> String {
     }
     let queues: Vec<(String, (u32, u32))> = listeners
         .iter()
-        .filter_map(|l| Some((l.address.to_string(), l.queue.map(|q| (q.waiting, q.backlog))?)))
+        .filter(|l| l.depth.exact)
+        .filter_map(|l| Some((l.address.to_string(), (l.depth.waiting, l.backlog?))))
         .collect();
     if !queues.is_empty() {
         let _ = writeln!(
@@ -303,6 +348,9 @@ mod tests {
         board.slot(4).unwrap().mark_graceful().unwrap();
         board.record(1).requests.store(10, Ordering::Relaxed);
         board.record(1).bytes.store(5 * 1024, Ordering::Relaxed);
+        board.record(3).killed_for.store(2, Ordering::Relaxed); // request_deadline
+        board.record(3).killed_ms.store(1, Ordering::Relaxed);
+        board.header().killed_accept_lock.store(4, Ordering::Relaxed);
         let snap = PoolSnapshot::take(&board);
         let (s, w) = (snap.totals(), snap.workers());
         assert_eq!((w.busy, w.idle, w.graceful, s.accesses), (2, 1, 1, 10));
@@ -321,11 +369,18 @@ mod tests {
             assert!(text.lines().any(|l| l == field), "{field} missing in\n{text}");
         }
         assert!(text.starts_with("localhost\nServerVersion: preforkd/0.1\n"));
-        let j: serde_json::Value = serde_json::from_str(&json(&snap, "localhost", "v")).unwrap();
+        let j: serde_json::Value = serde_json::from_str(&json(&snap, &[], "localhost", "v")).unwrap();
         assert_eq!(j["busy_workers"], 2);
         assert_eq!(j["slots"][1]["letter"], "W");
+        assert_eq!(j["slots"][3]["killed_for"], "request_deadline");
+        assert_eq!(j["slots"][0]["killed_for"], serde_json::Value::Null);
+        assert_eq!(j["watchdog_kills"]["accept_lock"], 4);
         let m = metrics(&snap, &[]);
         assert!(m.contains("prefork_children{state=\"graceful\"} 1") && m.ends_with("# EOF\n"), "{m}");
-        assert!(html(&snap, "<x>", "v").contains("Server Status for &lt;x&gt;"));
+        assert!(m.contains("prefork_watchdog_kills_total{reason=\"accept_lock\"} 4"), "{m}");
+        let page = html(&snap, &[], "<x>", "v");
+        assert!(page.contains("Server Status for &lt;x&gt;"));
+        assert!(page.contains("<td>request_deadline, "), "{page}");
+        assert!(page.contains("Stalled children killed: 4 holding the accept lock, 0 past request_deadline"));
     }
 }

@@ -1,0 +1,329 @@
+//! Stalls from the outside (SPEC.md §7.8): children that are alive but stopped (`SIGSTOP`, as a
+//! debugger, a page-in storm or a dead NFS mount would leave them). The accept-lock holder stopped
+//! would wedge every listener; the watchdog must kill it within `accept_lock_timeout_ms` plus a
+//! tick, for every lock mechanism, and must leave everyone else alone. Each test prints a results
+//! line (`RESULT ...`) that `tests/RESULTS.md` records.
+//!
+//! The settings make the bound short (`--accept-lock-timeout-ms 300`, a 100 ms tick):
+//! `PREFORK_FAULTS_LONG=1` multiplies the rounds by 10.
+
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+use prefork_tests::*;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+fn scale() -> usize {
+    if std::env::var_os("PREFORK_FAULTS_LONG").is_some() { 10 } else { 1 }
+}
+
+const MECHANISMS: [&str; 4] = ["fcntl", "flock", "pthread", "sysvsem"];
+const WATCHDOG: Duration = Duration::from_millis(300);
+const TICK: Duration = Duration::from_millis(100);
+/// What the bound leaves for this machine: process wake-ups, the reap, a loaded CI runner.
+const SLACK: Duration = Duration::from_millis(600);
+
+fn signal(pid: u32, sig: Signal) {
+    let _ = kill(Pid::from_raw(pid as i32), sig);
+}
+
+fn two_listeners(mechanism: &str, extra: &[&str]) -> Preforkd {
+    let mut args = vec![
+        "--listen",
+        "127.0.0.1:0",
+        "--listen",
+        "127.0.0.1:0",
+        "--accept-mutex",
+        mechanism,
+        "--accept-lock-timeout-ms",
+        "300",
+        "--maintenance-interval-ms",
+        "100",
+    ];
+    args.extend_from_slice(extra);
+    let p = Preforkd::start(&args);
+    assert_eq!(p.addrs.len(), 2);
+    p
+}
+
+/// Stops the child that holds the accept lock, and makes sure it was the holder: either the
+/// status page still shows it holding the lock (a stopped child cannot let go), or it is already
+/// dead because the watchdog killed it while that very status request waited behind it. A child
+/// that was not the holder is continued and the next one tried. Returns its pid and, when the
+/// status request itself had to wait for the watchdog, how long that took.
+fn stop_the_holder(p: &Preforkd, stopped: &mut Vec<u32>) -> (u32, Option<Duration>) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while Instant::now() < deadline {
+        let Some(holder) = p.slots().into_iter().find(|s| s.holds_lock).map(|s| s.pid) else {
+            std::thread::sleep(Duration::from_millis(5));
+            continue;
+        };
+        signal(holder, Signal::SIGSTOP);
+        stopped.push(holder);
+        let asked = Instant::now();
+        let still = p.slots().iter().any(|s| s.pid == holder && s.holds_lock);
+        let waited = asked.elapsed();
+        // Dead already: the watchdog killed it while the status request waited behind it (the
+        // page, rendered by the next holder, may still show the dead child's last flag).
+        if !alive(holder) {
+            return (holder, Some(waited));
+        }
+        if still {
+            return (holder, None);
+        }
+        signal(holder, Signal::SIGCONT);
+    }
+    panic!(
+        "no child held the accept lock long enough to be stopped: {:?}\n?auto:\n{}",
+        p.slots(),
+        p.get("/server-status?auto").text()
+    );
+}
+
+/// The pids the watchdog killed for holding the accept lock, from the error log.
+fn killed_holders(p: &Preforkd) -> Vec<u32> {
+    p.stderr()
+        .lines()
+        .filter(|l| l.contains("without accepting while connections waited (accept_lock_timeout): killing it"))
+        .filter_map(|l| l.split("child ").nth(1)?.split_whitespace().next()?.parse().ok())
+        .collect()
+}
+
+/// One request on each listener at once; the time until the last is answered (`None` if one
+/// fails or takes longer than `limit`).
+fn serve_both(addrs: &[SocketAddr], limit: Duration) -> Option<Duration> {
+    let start = Instant::now();
+    let probes: Vec<_> = addrs
+        .iter()
+        .map(|&addr| {
+            std::thread::spawn(move || {
+                let mut c = Client::connect(addr).ok()?;
+                c.set_read_timeout(limit);
+                let r = c.request("GET / HTTP/1.1\r\nHost: probe\r\nConnection: close\r\n\r\n").ok()?;
+                (r.status == 200).then(|| start.elapsed())
+            })
+        })
+        .collect();
+    let mut worst = Duration::ZERO;
+    for probe in probes {
+        worst = worst.max(probe.join().ok()??);
+    }
+    Some(worst)
+}
+
+fn summary(mut v: Vec<Duration>) -> String {
+    v.sort();
+    let at = |q: f64| v.get(((v.len() as f64 - 1.0) * q).round() as usize).copied().unwrap_or_default();
+    format!("median {:?} p90 {:?} max {:?}", at(0.5), at(0.9), at(1.0))
+}
+
+fn watchdog_kills(p: &Preforkd) -> usize {
+    killed_holders(p).len()
+}
+
+#[test]
+fn a_stopped_lock_holder_is_killed_and_both_listeners_answer_within_the_watchdog_and_a_tick() {
+    let _s = serial();
+    let rounds = 20 * scale();
+    for mechanism in MECHANISMS {
+        let p =
+            two_listeners(mechanism, &["--start-servers", "4", "--min-spare-servers", "2", "--max-spare-servers", "8"]);
+        let mut times = vec![];
+        let mut stopped = vec![];
+        let bound = WATCHDOG + TICK + SLACK;
+        for round in 0..rounds {
+            let (holder, waited) = stop_the_holder(&p, &mut stopped);
+            let took = match waited {
+                Some(waited) => waited, // the status request was the connection that waited
+                None => serve_both(&p.addrs, Duration::from_secs(5)).unwrap_or_else(|| {
+                    panic!("{mechanism} round {round}: a listener did not answer with the holder {holder} stopped")
+                }),
+            };
+            assert!(took <= bound, "{mechanism} round {round}: answered after {took:?} (bound {bound:?})");
+            times.push(took);
+            assert!(wait_until(Duration::from_secs(2), || !alive(holder)), "{mechanism}: the stopped holder is gone");
+            // Waking it up now changes nothing: it is dead.
+            signal(holder, Signal::SIGCONT);
+        }
+        let killed = killed_holders(&p);
+        assert!(killed.len() >= rounds, "{mechanism}: every stopped holder was killed: {killed:?}");
+        assert!(
+            killed.iter().all(|k| stopped.contains(k)),
+            "{mechanism}: only stopped children are killed: killed {killed:?}, stopped {stopped:?}\n{}",
+            p.stderr()
+        );
+        assert!(
+            p.slots().iter().any(|s| s.killed_for.as_deref() == Some("accept_lock")),
+            "{mechanism}: ?json says why: {:?}",
+            p.slots()
+        );
+        assert!(serve_both(&p.addrs, Duration::from_secs(2)).is_some(), "{mechanism}: still serving");
+        eprintln!(
+            "RESULT stopped-lock-holder {mechanism}: {rounds} stops, both listeners answered after {} (watchdog 300 ms + tick 100 ms)",
+            summary(times)
+        );
+    }
+}
+
+#[test]
+fn a_stopped_holder_under_load_costs_no_request_but_its_own() {
+    let _s = serial();
+    let rounds = 5 * scale();
+    for mechanism in MECHANISMS {
+        let p = two_listeners(
+            mechanism,
+            &["--start-servers", "6", "--min-spare-servers", "4", "--max-spare-servers", "10"],
+        );
+        let load = Load::start(&p.addrs, 4, Mode::KeepAlive, "/");
+        assert!(load.progresses(50, Duration::from_secs(5)));
+        let mut times = vec![];
+        let mut stopped = vec![];
+        for round in 0..rounds {
+            let (holder, waited) = stop_the_holder(&p, &mut stopped);
+            let took = match waited {
+                Some(waited) => waited,
+                None => serve_both(&p.addrs, Duration::from_secs(5))
+                    .unwrap_or_else(|| panic!("{mechanism} round {round}: not serving with holder {holder} stopped")),
+            };
+            times.push(took);
+            assert!(wait_until(Duration::from_secs(2), || !alive(holder)), "{mechanism}: the stopped holder is gone");
+            assert!(load.progresses(20, Duration::from_secs(3)), "{mechanism}: the load goes on");
+        }
+        let t = load.stop();
+        let killed = killed_holders(&p);
+        assert!(killed.iter().all(|k| stopped.contains(k)), "{mechanism}: killed {killed:?}, stopped {stopped:?}");
+        // A holder stopped right after accepting holds one connection; nothing else may fail.
+        assert!(
+            t.failures.len() <= rounds,
+            "{mechanism}: {} failures for {rounds} stops: {:?}",
+            t.failures.len(),
+            t.failures
+        );
+        eprintln!(
+            "RESULT stopped-lock-holder-under-load {mechanism}: {rounds} stops, {} requests, {} failed, recovery {}",
+            t.ok + t.failures.len() as u64,
+            t.failures.len(),
+            summary(times)
+        );
+    }
+}
+
+#[test]
+fn stopping_an_idle_child_or_a_kept_alive_one_kills_nothing() {
+    let _s = serial();
+    for mechanism in MECHANISMS {
+        stop_an_idle_child_and_a_kept_alive_one(mechanism);
+    }
+}
+
+fn stop_an_idle_child_and_a_kept_alive_one(mechanism: &str) {
+    let p = two_listeners(mechanism, &["--start-servers", "4", "--min-spare-servers", "2", "--max-spare-servers", "8"]);
+    // A child serving a kept-alive connection, waiting for its next request (K).
+    let mut kept = Client::connect(p.addrs[0]).unwrap();
+    kept.set_read_timeout(Duration::from_secs(5));
+    assert_eq!(kept.request("GET / HTTP/1.1\r\nHost: k\r\n\r\n").unwrap().status, 200);
+    let mut in_k = None;
+    assert!(wait_until(Duration::from_secs(2), || {
+        in_k = p.slots().into_iter().find(|s| s.letter == 'K').map(|s| s.pid);
+        in_k.is_some()
+    }));
+    let in_k = in_k.unwrap();
+    // An idle child that does not hold the lock.
+    let idle =
+        p.slots().into_iter().find(|s| s.letter == '_' && !s.holds_lock).expect("an idle child without the lock").pid;
+    signal(in_k, Signal::SIGSTOP);
+    signal(idle, Signal::SIGSTOP);
+    let started = Instant::now();
+    let mut served = 0;
+    while started.elapsed() < WATCHDOG * 5 {
+        assert!(serve_both(&p.addrs, Duration::from_secs(2)).is_some(), "{mechanism}: serving goes on");
+        served += 2;
+    }
+    assert_eq!(watchdog_kills(&p), 0, "{mechanism}: nothing was killed:\n{}", p.stderr());
+    assert!(alive(in_k) && alive(idle), "both stopped children are still there");
+    signal(in_k, Signal::SIGCONT);
+    signal(idle, Signal::SIGCONT);
+    assert_eq!(kept.request("GET / HTTP/1.1\r\nHost: k\r\n\r\n").unwrap().status, 200, "the kept-alive client goes on");
+    eprintln!("RESULT stopped-idle-and-keepalive {mechanism}: {served} requests served meanwhile, 0 kills");
+}
+
+#[test]
+fn a_slow_holder_that_keeps_accepting_is_never_killed() {
+    let _s = serial();
+    // One child, so it is the holder whenever it waits. It is stopped for 200 ms out of every
+    // 300 (less than the 300 ms limit at a time), while clients keep coming.
+    let p = two_listeners(
+        "auto",
+        &["--start-servers", "1", "--min-spare-servers", "1", "--max-spare-servers", "2", "--max-request-workers", "1"],
+    );
+    let child = p.slots()[0].pid;
+    let load = Load::start(&p.addrs, 2, Mode::Close, "/");
+    let throttle_until = Instant::now() + Duration::from_secs(3);
+    let mut cycles = 0;
+    while Instant::now() < throttle_until {
+        signal(child, Signal::SIGSTOP);
+        std::thread::sleep(Duration::from_millis(200));
+        signal(child, Signal::SIGCONT);
+        std::thread::sleep(Duration::from_millis(100));
+        cycles += 1;
+    }
+    let t = load.stop();
+    assert!(alive(child), "the slow holder was killed:\n{}", p.stderr());
+    assert_eq!(watchdog_kills(&p), 0, "{}", p.stderr());
+    assert!(t.ok > 0 && t.failures.is_empty(), "{} ok, failures {:?}", t.ok, t.failures);
+    eprintln!("RESULT slow-holder: {cycles} stop/continue cycles of 200/100 ms, {} requests served, 0 kills", t.ok);
+}
+
+#[test]
+fn a_request_past_request_deadline_is_killed_and_the_reason_shown() {
+    let _s = serial();
+    // A client that sends half a request head and then nothing keeps a child reading (R) for up
+    // to request_read_timeout (20 s here); request_deadline (1 s) ends that child sooner.
+    let p = Preforkd::start(&[
+        "--start-servers",
+        "3",
+        "--min-spare-servers",
+        "2",
+        "--max-spare-servers",
+        "6",
+        "--maintenance-interval-ms",
+        "100",
+        "--request-deadline",
+        "1",
+    ]);
+    let mut slow = Client::connect(p.addr()).unwrap();
+    slow.send(b"GET /never-finished HTTP/1.1\r\nHost: x\r\n").unwrap();
+    let mut victim = None;
+    assert!(wait_until(Duration::from_secs(2), || {
+        victim = p.slots().into_iter().find(|s| s.letter == 'R' && s.request.is_empty()).map(|s| s.pid);
+        victim.is_some()
+    }));
+    let victim = victim.unwrap();
+    let started = Instant::now();
+    // Everyone else is served meanwhile.
+    while started.elapsed() < Duration::from_millis(800) {
+        assert_eq!(p.get("/").status, 200);
+    }
+    assert!(wait_until(Duration::from_secs(3), || !alive(victim)), "the child stuck in a request is gone");
+    let took = started.elapsed();
+    assert!(slow.closed_within(Duration::from_secs(2)), "its connection ends with it");
+    let slots = p.slots();
+    assert!(slots.iter().any(|s| s.killed_for.as_deref() == Some("request_deadline")), "?json says why: {slots:?}");
+    let log = p.stderr();
+    assert!(log.contains(&format!("child {victim} (slot")) && log.contains("(request_deadline): killing it"), "{log}");
+    let json: serde_json::Value = serde_json::from_str(&p.get("/server-status?json").text()).unwrap();
+    assert_eq!(json["watchdog_kills"]["request_deadline"], 1);
+    assert_eq!(json["listeners"][0]["queue_exact"], true, "{json}");
+    assert!(json["listeners"][0]["queue"].is_u64() && json["listeners"][0]["backlog"].is_u64(), "{json}");
+    assert!(p.get("/server-status").text().contains("request_deadline, "), "the HTML page shows it too");
+    assert!(p.get("/metrics").text().contains("prefork_watchdog_kills_total{reason=\"request_deadline\"} 1"));
+    eprintln!(
+        "RESULT request-deadline: a child stuck reading a request head killed {took:?} after it showed R (deadline 1 s, tick 100 ms)"
+    );
+}
