@@ -109,9 +109,7 @@ pub fn parent_events_with(data: &[u8], bug: Option<SeededBug>) {
     let config = pool(&mut b);
     let board: MemoryBoard<Cell<u64>> = MemoryBoard::new(config.server_limit as usize);
     let mut parent = Parent::new(config.clone());
-    if let Some(bug) = bug {
-        parent.seed_bug(bug);
-    }
+    crate::seeded::seed_parent(&mut parent, bug);
     let mut now = Time::ZERO;
     let mut next_pid: Pid = 100;
     let mut pending: Vec<(usize, SlotWord)> = vec![];
@@ -276,9 +274,7 @@ pub fn child_events_with(data: &[u8], bug: Option<SeededBug>) {
     let born = board.slot(0).unwrap().spawn(0).unwrap();
     let Ok(me) = ChildSlot::attach(&board, 0, born) else { return };
     let mut child = ChildLoop::new(listeners, lock, u64::from(b.byte() % 8));
-    if let Some(bug) = bug {
-        child.seed_bug(bug);
-    }
+    crate::seeded::seed_child(&mut child, bug);
     let mut ready = [0usize; 3];
     let mut accepted = false;
     let mut last: Option<ChildAction> = None;

@@ -505,9 +505,7 @@ pub fn run(scenario: &Scenario) {
     // shuttle platform (each effect takes the world lock; the core's steps run outside it, racing
     // the children on the slot words).
     let mut parent = Parent::new(cfg.clone());
-    if let Some(bug @ (SeededBug::RetireWithoutClaim | SeededBug::IgnoreGenerationOnReap)) = scenario.bug {
-        parent.seed_bug(bug);
-    }
+    crate::seeded::seed_parent(&mut parent, scenario.bug);
     let mut driver = ParentDriver::new(parent);
     let mut platform = ShuttlePlatform { shared: &shared, scenario, children: vec![] };
     let mut exit = driver.start(Time::ZERO, &shared.board, &mut platform);
@@ -661,9 +659,7 @@ impl Platform<MemoryBoard<ShuttleWord>> for ShuttlePlatform<'_> {
         let cfg = parent.config();
         let pid = 100 + self.children.len() as Pid;
         let mut child = ChildLoop::new(cfg.listen.len(), cfg.lock_in_use(), cfg.connection_limit(u64::from(pid)));
-        if let Some(bug @ SeededBug::NoAcceptLock) = self.scenario.bug {
-            child.seed_bug(bug);
-        }
+        crate::seeded::seed_child(&mut child, self.scenario.bug);
         let mut w = self.shared.lock();
         w.procs.insert(pid, ProcInfo { generation: born.generation, ..ProcInfo::default() });
         w.threads += 1;

@@ -407,9 +407,7 @@ impl Model for SystemModel {
     fn init_states(&self) -> Vec<SysState> {
         let listeners = self.pool.listen.len();
         let mut parent = Parent::new(self.pool.clone());
-        if let Some(bug @ (SeededBug::RetireWithoutClaim | SeededBug::IgnoreGenerationOnReap)) = self.bug {
-            parent.seed_bug(bug);
-        }
+        crate::seeded::seed_parent(&mut parent, self.bug);
         let world = World {
             generation_word: 0,
             board: vec![0; self.pool.server_limit as usize],
@@ -681,9 +679,7 @@ impl Platform<CellBoard> for ModelPlatform<'_> {
         s.next_pid += 1;
         let cfg = parent.config();
         let mut child = ChildLoop::new(cfg.listen.len(), cfg.lock_in_use(), 0);
-        if let Some(bug @ SeededBug::NoAcceptLock) = self.model.bug {
-            child.seed_bug(bug);
-        }
+        crate::seeded::seed_child(&mut child, self.model.bug);
         s.procs.push(Proc {
             pid,
             slot,
