@@ -4,6 +4,10 @@
 //! A failing execution prints `failing schedule: "..."`. Replay it with
 //! `PREFORK_SHUTTLE_REPLAY='<schedule>' PREFORK_SHUTTLE_SCENARIO=<name> cargo test -p prefork-model --test shuttle replay -- --nocapture`
 //! (see README.md). `PREFORK_SHUTTLE_ITERATIONS` raises the number of executions per scheduler.
+//!
+//! Every run is seeded: by default with a fixed seed (printed), so CI explores the same schedules
+//! each time and a failure repeats; `PREFORK_SHUTTLE_SEED=<n>` picks another, and
+//! `PREFORK_SHUTTLE_SEED=random` a fresh one per run (printed too).
 
 use prefork_core::seeded::SeededBug;
 use prefork_model::shuttle_system::{Scenario, run};
@@ -98,11 +102,35 @@ fn iterations(default: usize) -> usize {
     std::env::var("PREFORK_SHUTTLE_ITERATIONS").ok().and_then(|v| v.parse().ok()).unwrap_or(default)
 }
 
-fn check(name: &'static str, random: usize, pct: usize) {
+/// The seed of this run (see the module documentation).
+fn seed() -> u64 {
+    const FIXED: u64 = 0x5eed_0f_2026_12_02;
+    match std::env::var("PREFORK_SHUTTLE_SEED").as_deref() {
+        Err(_) => FIXED,
+        Ok("random") => std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as u64,
+        Ok(n) => n.parse().unwrap_or_else(|_| panic!("PREFORK_SHUTTLE_SEED={n:?}: a number or \"random\"")),
+    }
+}
+
+fn random(name: &'static str, seed: u64, iterations: usize) {
+    shuttle::check_random_with_seed(move || run(&scenario(name)), seed, iterations);
+}
+
+fn pct(name: &'static str, seed: u64, iterations: usize) {
+    let scheduler = shuttle::scheduler::PctScheduler::new_from_seed(seed, 3, iterations);
+    shuttle::Runner::new(scheduler, shuttle::Config::default()).run(move || run(&scenario(name)));
+}
+
+fn check(name: &'static str, random_runs: usize, pct_runs: usize) {
     let started = Instant::now();
-    shuttle::check_random(move || run(&scenario(name)), random);
-    shuttle::check_pct(move || run(&scenario(name)), pct, 3);
-    eprintln!("shuttle {name}: {random} random + {pct} PCT(depth 3) executions in {:.1?}", started.elapsed());
+    let seed = seed();
+    eprintln!("shuttle {name}: seed {seed} (PREFORK_SHUTTLE_SEED={seed} repeats this run)");
+    random(name, seed, random_runs);
+    pct(name, seed, pct_runs);
+    eprintln!(
+        "shuttle {name}: {random_runs} random + {pct_runs} PCT(depth 3) executions in {:.1?}",
+        started.elapsed()
+    );
     eprintln!("  totals: {:?}", prefork_model::shuttle_system::take_totals());
 }
 
@@ -124,7 +152,9 @@ fn stalled_children_are_killed_and_no_connection_waits_long() {
 /// Runs `scenario` under the random scheduler; shuttle must find a failing execution whose panic
 /// message contains `expected`.
 fn expect_failure(name: &'static str, expected: &str) {
-    let result = catch_unwind(AssertUnwindSafe(|| shuttle::check_random(move || run(&scenario(name)), 2000)));
+    let seed = seed();
+    eprintln!("shuttle {name}: seed {seed}");
+    let result = catch_unwind(AssertUnwindSafe(|| random(name, seed, 2000)));
     let err = result.expect_err("shuttle must find a failing execution");
     let msg = err.downcast_ref::<String>().cloned().or_else(|| err.downcast_ref::<&str>().map(|s| s.to_string()));
     let msg = msg.unwrap_or_default();
