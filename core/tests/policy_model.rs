@@ -4,9 +4,9 @@
 //! §1.5, quoted in the comments), plus the one documented difference (SPEC.md §5.3: spawns never
 //! make more children live than max_request_workers).
 //!
-//! Invariants checked after every step (SPEC.md §9): never spawn into a non-Dead slot (I5), at most
-//! one retirement per tick (I4), spawn rate in {1,2,4,8,16,32} (I7), live <= max_request_workers <=
-//! server_limit after any spawn (I6), derived counts equal a recount (I8).
+//! Invariants checked after every step (SPEC.md §9): never spawn into a non-Dead slot (I6), at most
+//! one retirement per tick (I5), spawn rate in {1,2,4,8,16,32} (I8), live <= max_request_workers <=
+//! server_limit after any spawn (I7), derived counts equal a recount (I9).
 
 use prefork_core::policy::{Decision, PolicyLog, SpareLimits, SpareServerPolicy};
 use prefork_core::scoreboard::{ChildSlot, Counts, MemoryBoard, ScoreboardView, SlotTable};
@@ -306,7 +306,7 @@ impl<V: Which> StateMachineTest for PolicyTest<V> {
                     Decision::Spawn { slots } => {
                         assert!(!slots.is_empty() && slots.len() <= 32);
                         for slot in slots {
-                            // I5: spawn() refuses any slot that is not Dead.
+                            // I6: spawn() refuses any slot that is not Dead.
                             let word =
                                 sut.board.slot(slot).unwrap().spawn(sut.generation).expect("spawn into a Dead slot");
                             sut.born[slot] = word;
@@ -328,13 +328,13 @@ impl<V: Which> StateMachineTest for PolicyTest<V> {
                     }
                     Decision::Steady | Decision::AtMaxRequestWorkers | Decision::SpawnPaused => {}
                 }
-                assert!(retired.len() <= 1, "I4: at most one retirement per tick");
+                assert!(retired.len() <= 1, "I5: at most one retirement per tick");
                 assert_eq!(spawned, m.spawned, "spawned slots");
                 assert_eq!(retired.first().copied(), m.retired, "retired slot");
                 assert_eq!(out.log, m.log, "log");
                 if !spawned.is_empty() {
                     let live = ScoreboardView::capture(&sut.board).counts().live();
-                    assert!(live <= sut.limits.max_request_workers as usize, "I6: spawning past max_request_workers");
+                    assert!(live <= sut.limits.max_request_workers as usize, "I7: spawning past max_request_workers");
                 }
             }
             Step::ChildReady(s) | Step::ChildIdle(s) => {
@@ -373,11 +373,11 @@ impl<V: Which> StateMachineTest for PolicyTest<V> {
 
     fn check_invariants(sut: &Sut, m: &Model) {
         let rate = sut.policy.idle_spawn_rate();
-        assert!([1, 2, 4, 8, 16, 32].contains(&rate), "I7: rate {rate}");
+        assert!([1, 2, 4, 8, 16, 32].contains(&rate), "I8: rate {rate}");
         assert_eq!(rate, m.idle_spawn_rate);
         assert_eq!(sut.policy.hold_off(), m.hold_off_on_exponential_spawning);
-        assert!(sut.limits.max_request_workers as usize <= m.server_limit, "I6");
-        // I8: derived counts equal a recount of the (reference) states, and the states agree.
+        assert!(sut.limits.max_request_workers as usize <= m.server_limit, "I7");
+        // I9: derived counts equal a recount of the (reference) states, and the states agree.
         let view = ScoreboardView::capture(&sut.board);
         let states: Vec<SlotState> = (0..m.server_limit).map(|i| view.state(i).unwrap()).collect();
         assert_eq!(states, m.states);
@@ -385,7 +385,7 @@ impl<V: Which> StateMachineTest for PolicyTest<V> {
         for s in &m.states {
             recount.add(Some(*s));
         }
-        assert_eq!(sut.counts(), recount, "I8: counts drifted from a recount");
+        assert_eq!(sut.counts(), recount, "I9: counts drifted from a recount");
         assert_eq!(sut.counts().total(), m.server_limit);
     }
 }

@@ -355,16 +355,26 @@ pub fn child_events_with(data: &[u8], bug: Option<SeededBug>) {
 pub mod replay {
     use std::path::PathBuf;
 
-    /// The committed inputs of `target`: `fuzz/corpus/<target>/` and `fuzz/regressions/<target>/`.
+    /// The committed inputs of `target`: `fuzz/corpus/<target>/` (which must exist and hold inputs:
+    /// a replay of nothing must not pass) and `fuzz/regressions/<target>/` (if any).
     pub fn inputs(target: &str) -> Vec<(String, Vec<u8>)> {
         let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../fuzz");
         let mut out = vec![];
         for dir in ["corpus", "regressions"] {
-            let Ok(entries) = std::fs::read_dir(root.join(dir).join(target)) else { continue };
+            let path = root.join(dir).join(target);
+            let entries = match std::fs::read_dir(&path) {
+                Ok(entries) => entries,
+                Err(_) if dir == "regressions" => continue,
+                Err(e) => panic!("{}: {e}: the committed corpus of {target} is missing", path.display()),
+            };
             for e in entries.flatten() {
                 out.push((e.path().display().to_string(), std::fs::read(e.path()).expect("a corpus file")));
             }
         }
+        assert!(
+            out.iter().any(|(name, _)| name.contains("/corpus/")),
+            "fuzz/corpus/{target} holds no inputs: a replay of nothing proves nothing"
+        );
         out.sort();
         out
     }

@@ -3,8 +3,9 @@
 //! checked against the safety and liveness properties of `prefork_model::system`. Then the seeded
 //! bugs, each of which must produce a counterexample.
 //!
-//! `PREFORK_MODEL_DEEP=1` adds a run with every kind of event at once (about 8 million states,
-//! 40 s on 2 cores; see README.md).
+//! `PREFORK_MODEL_DEEP=1` adds two larger runs (every kind of event at once; a crash, a stall and
+//! a restart with three slots): about 19 million unique states each, 2–3 minutes in release
+//! builds; README.md has the figures.
 
 use prefork_core::seeded::SeededBug;
 use prefork_model::system::{Budget, Op, SystemModel};
