@@ -54,12 +54,33 @@ fn spec_names_only_existing_tests() {
         let found = files
             .iter()
             .filter(|p| p.ends_with(file))
-            .any(|p| fs::read_to_string(p).is_ok_and(|src| src.contains(&format!("fn {name}("))));
+            .any(|p| fs::read_to_string(p).is_ok_and(|src| is_test(&src, name)));
         if !found {
             missing.push(format!("{file}: {name}"));
         }
     }
-    assert!(missing.is_empty(), "SPEC.md names tests that do not exist: {missing:#?}");
+    assert!(missing.is_empty(), "SPEC.md names tests that do not exist (or are not #[test]s): {missing:#?}");
+}
+
+/// Does `src` define `fn name(` as a test: a `#[test]` among the attributes right above it?
+fn is_test(src: &str, name: &str) -> bool {
+    let lines: Vec<&str> = src.lines().collect();
+    lines.iter().enumerate().filter(|(_, l)| l.trim_start().starts_with(&format!("fn {name}("))).any(|(i, _)| {
+        lines[..i]
+            .iter()
+            .rev()
+            .map(|l| l.trim())
+            .take_while(|l| l.starts_with("#[") || l.starts_with("//") || l.is_empty())
+            .any(|l| l == "#[test]")
+    })
+}
+
+#[test]
+fn a_reference_must_name_a_test_not_a_helper() {
+    let src =
+        "fn helper() {}\n\n/// A test.\n#[test]\n#[ignore]\nfn real_one() {}\n#[test]\nfn other() {}\nfn helper2() {}";
+    assert!(is_test(src, "real_one") && is_test(src, "other"));
+    assert!(!is_test(src, "helper") && !is_test(src, "helper2") && !is_test(src, "missing"));
 }
 
 #[test]

@@ -127,10 +127,7 @@ fn check(name: &'static str, random_runs: usize, pct_runs: usize) {
     eprintln!("shuttle {name}: seed {seed} (PREFORK_SHUTTLE_SEED={seed} repeats this run)");
     random(name, seed, random_runs);
     pct(name, seed, pct_runs);
-    eprintln!(
-        "shuttle {name}: {random_runs} random + {pct_runs} PCT(depth 3) executions in {:.1?}",
-        started.elapsed()
-    );
+    eprintln!("shuttle {name}: {random_runs} random + {pct_runs} PCT(depth 3) executions in {:.1?}", started.elapsed());
     eprintln!("  totals: {:?}", prefork_model::shuttle_system::take_totals());
 }
 
