@@ -104,7 +104,7 @@ fn iterations(default: usize) -> usize {
 
 /// The seed of this run (see the module documentation).
 fn seed() -> u64 {
-    const FIXED: u64 = 0x5eed_0f_2026_12_02;
+    const FIXED: u64 = 0x005e_ed0f_2026_1202;
     match std::env::var("PREFORK_SHUTTLE_SEED").as_deref() {
         Err(_) => FIXED,
         Ok("random") => std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as u64,
