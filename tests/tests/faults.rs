@@ -216,29 +216,55 @@ fn a_thousand_random_child_kills_leave_no_stale_slot_and_no_zombie() {
         "{} failures, but only {with_connection} of {kills} killed children held a connection",
         t.failures.len()
     );
-    // Let the parent reap the last exits, then compare its board with /proc.
-    std::thread::sleep(Duration::from_millis(300));
-    assert!(p.zombies().is_empty(), "unreaped children: {:?}", p.zombies());
-    let slots = p.slots();
-    let live: Vec<&SlotInfo> = slots.iter().filter(|s| s.letter != '.').collect();
-    for s in &live {
-        assert!(alive(s.pid), "slot {} shows {} for pid {}, which is gone", s.slot, s.letter, s.pid);
-        assert_eq!(parent_of(s.pid), Some(p.pid), "slot {} pid {} is not our child", s.slot, s.pid);
-        assert!(!killed.contains(&s.pid), "slot {} still shows killed pid {}", s.slot, s.pid);
-    }
-    let mut on_board: Vec<u32> = live.iter().map(|s| s.pid).collect();
-    let mut in_proc: Vec<u32> = children_of(p.pid);
-    on_board.sort();
-    in_proc.sort();
-    assert_eq!(on_board, in_proc, "the board's children are exactly the parent's children");
-    let auto = p.get("/server-status?auto").text();
-    let field = |n: &str| auto_field_in(&auto, n).unwrap().to_string();
-    let busy: usize = field("BusyWorkers").parse().unwrap();
-    let idle: usize = field("IdleWorkers").parse().unwrap();
-    let graceful: usize = field("GracefulWorkers").parse().unwrap();
-    let board = field("Scoreboard");
-    let starting = board.chars().filter(|&c| c == 'S' || c == 'I').count();
-    assert_eq!(busy + idle + graceful + starting, in_proc.len(), "derived counts = a recount from /proc: {board}");
+    // The board must come to agree with /proc: every exit reaped, the board's children exactly the
+    // parent's, the derived counts a recount. The pool may still retire or spawn at a tick, so
+    // read until one consistent view (every read within a few milliseconds) says so.
+    let mut last = String::new();
+    let mut idle = 0;
+    let consistent = wait_until(Duration::from_secs(5), || {
+        let check = || -> Result<usize, String> {
+            if !p.zombies().is_empty() {
+                return Err(format!("unreaped children: {:?}", p.zombies()));
+            }
+            let slots = p.slots();
+            let live: Vec<&SlotInfo> = slots.iter().filter(|s| s.letter != '.').collect();
+            for s in &live {
+                if !alive(s.pid) || parent_of(s.pid) != Some(p.pid) || killed.contains(&s.pid) {
+                    return Err(format!(
+                        "slot {} shows {} for pid {}, not a live child of ours",
+                        s.slot, s.letter, s.pid
+                    ));
+                }
+            }
+            let mut on_board: Vec<u32> = live.iter().map(|s| s.pid).collect();
+            let mut in_proc: Vec<u32> = children_of(p.pid);
+            on_board.sort();
+            in_proc.sort();
+            if on_board != in_proc {
+                return Err(format!("board {on_board:?} vs /proc {in_proc:?}"));
+            }
+            let auto = p.get("/server-status?auto").text();
+            let field = |n: &str| auto_field_in(&auto, n).unwrap_or("0").parse::<usize>().unwrap_or(0);
+            let board = auto_field_in(&auto, "Scoreboard").unwrap_or("").to_string();
+            let starting = board.chars().filter(|&c| c == 'S' || c == 'I').count();
+            let recount = field("BusyWorkers") + field("IdleWorkers") + field("GracefulWorkers") + starting;
+            if recount != children_of(p.pid).len() || in_proc != children_of(p.pid) {
+                return Err(format!("derived counts {recount} vs /proc {}: {board}", in_proc.len()));
+            }
+            Ok(field("IdleWorkers"))
+        };
+        match check() {
+            Ok(n) => {
+                idle = n;
+                true
+            }
+            Err(e) => {
+                last = e;
+                false
+            }
+        }
+    });
+    assert!(consistent, "the board never agreed with /proc: {last}");
     eprintln!(
         "RESULT random-child-kills: faults {kills} in {storm:?} ({with_connection} held a connection), requests {}, failed {}, recovery {:?} to serve, {back:?} to {} idle",
         t.ok + t.failures.len() as u64,

@@ -287,8 +287,12 @@ fn a_burst_of_slow_connections_ramps_spawns_and_idle_children_retire_one_per_tic
             std::thread::spawn(move || request(&addr, "sleep 3000"))
         })
         .collect();
-    std::thread::sleep(Duration::from_millis(6 * tick + 200));
-    // Spawn times, grouped by tick: start_servers, then 1, 2, 4, 8 ... per tick.
+    // start_servers, then 1, 2, 4, 8 per tick: 16 children.
+    assert!(
+        wait_until(Duration::from_millis(12 * tick), || d.board().infos().iter().filter(|i| i.pid != 0).count() >= 16),
+        "the pool did not ramp to 16 children"
+    );
+    // Spawn times, grouped by tick (a gap of half a tick separates two ticks' forks).
     let mut started: Vec<u64> = d.board().infos().iter().filter(|i| i.pid != 0).map(|i| i.started_ms).collect();
     started.sort();
     let mut groups: Vec<usize> = vec![];
@@ -327,11 +331,14 @@ fn graceful_restarts_under_load_lose_no_request() {
         "--listen 127.0.0.1:0 --listen 127.0.0.1:0 --start 3 --min 2 --max 6 --limit 16 --interval-ms 200",
     );
     let load = Load::start(&d.addrs, 4);
-    std::thread::sleep(Duration::from_millis(300));
     let board = d.board();
-    for _ in 0..5 {
+    for generation in 1..=5 {
         d.signal(Signal::SIGUSR1);
-        std::thread::sleep(Duration::from_millis(400));
+        // One restart at a time (signals of one kind coalesce): wait until it is in force.
+        assert!(
+            wait_until(Duration::from_secs(3), || board.header().generation.load(Ordering::Relaxed) == generation),
+            "restart {generation} not in force"
+        );
     }
     let (ok, failed) = load.finish();
     assert!(failed.is_empty(), "{} of {} requests failed across 5 graceful restarts: {failed:?}", failed.len(), ok);
@@ -458,7 +465,9 @@ fn max_connections_per_child_recycles_children_without_losing_requests() {
     let (ok, failed) = load.finish();
     assert!(failed.is_empty(), "{failed:?}");
     let recycled = d.log_text().matches("exited: max_connections_per_child reached").count();
-    assert!(recycled as u64 >= ok / 5 - 10, "{ok} requests but only {recycled} recycled children");
+    // Each child serves 5 connections (one request each) and leaves; the last few may still be
+    // serving when the load stops.
+    assert!(recycled as u64 + 10 >= ok / 5, "{ok} requests but only {recycled} recycled children");
     eprintln!("{ok} requests, {recycled} children recycled after 5 connections each, 0 failed");
 }
 
