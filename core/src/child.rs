@@ -208,6 +208,19 @@ impl ChildLoop {
         event: ChildEvent<'_>,
         slot: &ChildSlot<'_, W>,
     ) -> Result<ChildAction, UnexpectedEvent> {
+        let action = self.step(event, slot)?;
+        #[cfg(feature = "seeded-bugs")]
+        if self.has_bug(crate::seeded::SeededBug::ChildClearsItsSlot) && matches!(action, ChildAction::Exit(_)) {
+            slot.store_unchecked(SlotState::Dead);
+        }
+        Ok(action)
+    }
+
+    fn step<W: AtomicWord>(
+        &mut self,
+        event: ChildEvent<'_>,
+        slot: &ChildSlot<'_, W>,
+    ) -> Result<ChildAction, UnexpectedEvent> {
         use ChildEvent as E;
         use ChildPhase as P;
         Ok(match (self.phase, event) {
@@ -239,6 +252,10 @@ impl ChildLoop {
                 if slot.generation_changed() {
                     return Ok(self.leave(ExitReason::Graceful));
                 }
+                #[cfg(feature = "seeded-bugs")]
+                if self.has_bug(crate::seeded::SeededBug::WorkClaimByStore) {
+                    slot.store_unchecked(SlotState::BusyRead);
+                }
                 match slot.set(SlotState::BusyRead) {
                     Ok(SlotUpdate::Applied) => {
                         self.phase = P::Accepting;
@@ -252,6 +269,11 @@ impl ChildLoop {
 
             (P::Accepting, E::Accepted) => {
                 self.connections += 1;
+                if self.has_bug(crate::seeded::SeededBug::DropConnectionOnDirective)
+                    && let Some(reason) = slot.directive()
+                {
+                    return Ok(self.leave(reason));
+                }
                 self.release_then(AfterRelease::Serve, slot)
             }
             (P::Accepting, E::AcceptEmpty) => {
@@ -329,7 +351,7 @@ impl ChildLoop {
 
     /// Exit, releasing the lock first if it is held.
     fn leave(&mut self, reason: ExitReason) -> ChildAction {
-        if self.holding_lock {
+        if self.holding_lock && !self.has_bug(crate::seeded::SeededBug::ExitHoldingLock) {
             self.phase = ChildPhase::Releasing(AfterRelease::Exit(reason));
             ChildAction::ReleaseLock
         } else {

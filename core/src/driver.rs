@@ -312,31 +312,35 @@ mod tests {
         let board: MemoryBoard<Cell<u64>> = MemoryBoard::new(4);
         let mut driver = ParentDriver::new(Parent::new(config()));
         let mut rec = Recorder { fail_spawns: true, ..Recorder::new(100) };
+        let failures = |rec: &mut Recorder| -> Vec<String> {
+            rec.take()
+                .into_iter()
+                .filter_map(|a| match a {
+                    ParentAction::Log(l @ ParentLog::ForkFailed { .. }) => Some(l.to_string()),
+                    _ => None,
+                })
+                .collect()
+        };
+        let failed = |secs: u64| {
+            vec![format!("fork: unable to fork a child for slot 0: spawning is switched off; retrying in {secs}s")]
+        };
+        // start_servers 3: the first fork fails, and the two queued behind it are cancelled (no
+        // fork before the back-off is over); the failure is logged once, with the system's reason.
         driver.start(Time::ZERO, &board, &mut rec);
         assert_eq!(driver.parent().live_children(), 0);
         assert_eq!(ScoreboardView::capture(&board).letters(), "....");
-        let failures: Vec<String> = rec
-            .take()
-            .into_iter()
-            .filter_map(|a| match a {
-                ParentAction::Log(l @ ParentLog::ForkFailed { .. }) => Some(l.to_string()),
-                _ => None,
-            })
-            .collect();
-        // Each failure is logged once, with the system's reason; the back-off doubles.
-        assert_eq!(
-            failures,
-            (0..3)
-                .map(|slot| format!(
-                    "fork: unable to fork a child for slot {slot}: spawning is switched off; retrying in {}s",
-                    1 << slot
-                ))
-                .collect::<Vec<_>>()
-        );
-        rec.fail_spawns = false;
+        assert_eq!(failures(&mut rec), failed(1));
+        // The back-off doubles: 1 s, then 2 s (no fork at 2 s), then 4 s.
         driver.handle_timeout(Time::from_secs(1), &board, &mut rec);
+        assert_eq!(failures(&mut rec), failed(2));
+        driver.handle_timeout(Time::from_secs(2), &board, &mut rec);
+        assert_eq!(failures(&mut rec), Vec::<String>::new(), "still backing off");
+        driver.handle_timeout(Time::from_secs(3), &board, &mut rec);
+        assert_eq!(failures(&mut rec), failed(4));
+        rec.fail_spawns = false;
+        driver.handle_timeout(Time::from_secs(6), &board, &mut rec);
         assert_eq!(driver.parent().live_children(), 0, "still backing off");
-        driver.handle_timeout(Time::from_secs(4), &board, &mut rec);
-        assert_eq!(driver.parent().live_children(), 1, "forks work again: the policy spawns at its rate");
+        driver.handle_timeout(Time::from_secs(7), &board, &mut rec);
+        assert_eq!(driver.parent().live_children(), 1, "forks work again, from a rate of one (I8)");
     }
 }

@@ -141,8 +141,8 @@ impl SpareServerPolicy {
         self.hold_off = GRACEFUL_HOLD_OFF;
     }
 
-    /// A child exited with `APEXIT_CHILDSICK` (resource shortage), or the crash-loop brake engaged:
-    /// fork slowly again.
+    /// A child exited with `APEXIT_CHILDSICK` (resource shortage), a fork failed, or the crash-loop
+    /// brake engaged: fork slowly again.
     pub fn on_child_sick(&mut self) {
         self.idle_spawn_rate = 1;
     }

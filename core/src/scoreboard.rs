@@ -324,6 +324,15 @@ impl<'a, W: AtomicWord> ChildSlot<'a, W> {
         Ok(now)
     }
 
+    /// Seeded bugs only: writes `to` over whatever the slot holds, without the transition table or
+    /// the compare-and-swap (what a careless child would do).
+    #[cfg(feature = "seeded-bugs")]
+    pub(crate) fn store_unchecked(&self, to: SlotState) {
+        let raw = self.slot.raw();
+        let word = self.born.with_state(to);
+        let _ = self.slot.repair(raw, word);
+    }
+
     /// Child: moves its slot to `to` by compare-and-swap, unless the parent has left a directive.
     ///
     /// `set(BusyRead)` from `Ready` is the *work claim*: call it before accept(). If it returns

@@ -19,6 +19,55 @@ pub enum SeededBug {
     /// of the running generation: old-generation children keep appearing after a graceful restart.
     /// Caught by stateright (I13, L1).
     IgnoreGenerationOnReap,
+    /// The graceful-restart refill in `Parent::handle_child_exit` forgets `max_request_workers`:
+    /// it refills a reaped slot even when the children still draining already fill the (lowered)
+    /// limit. Caught by stateright (I7: a spawn makes more children live than the limit).
+    RefillPastLimit,
+    /// A child that finds a directive (`G`, `I`) on its slot when accept() returns leaves at once,
+    /// dropping the connection it just accepted. Caught by stateright (I11).
+    DropConnectionOnDirective,
+    /// The maintenance tick ignores the policy's `Spawn` decision: a crashed child is never
+    /// replaced. Caught by stateright (L4: the pool returns to `min_spare_servers` idle children).
+    NoRespawn,
+    /// A child told to leave while it holds the accept lock exits without releasing it first.
+    /// Caught by stateright (I10: a child releases the lock before it exits).
+    ExitHoldingLock,
+    /// The crash-loop brake never engages: children that die right after start are replaced at
+    /// the policy's rate for ever. Caught by stateright (I16) and the deterministic simulation.
+    NoCrashBrake,
+    /// A child "tidies up" on exit: it writes its own slot `Dead`, a state only the parent
+    /// writes. Caught by stateright (I1/I2: every write a child makes is a row of its side of the
+    /// transition table).
+    ChildClearsItsSlot,
+    /// The work claim is a plain store instead of a compare-and-swap from `Ready`: a retirement
+    /// claim (`I`) the parent made meanwhile is overwritten. Caught by stateright (I3: a child
+    /// never overwrites a parent directive).
+    WorkClaimByStore,
+    /// The stop ladder sends `SIGKILL` at its first step (3 s) instead of `SIGTERM` at 3, 5 and
+    /// 7 s. Caught by stateright (I15: the ladder's signals and times) and the deterministic
+    /// simulation.
+    HurriedKill,
+    /// The stop ladder stalls after the first `SIGTERM`: no more signals, no `SIGKILL`, no giving
+    /// up. A child that ignores `SIGTERM` keeps the parent waiting for ever. Caught by stateright
+    /// (L3: a stop ends).
+    NoStopEscalation,
+}
+
+impl SeededBug {
+    /// Does the bug live in the parent ([`crate::Parent::seed_bug`]) rather than the child loop
+    /// ([`crate::ChildLoop::seed_bug`])?
+    pub const fn in_parent(self) -> bool {
+        matches!(
+            self,
+            SeededBug::RetireWithoutClaim
+                | SeededBug::IgnoreGenerationOnReap
+                | SeededBug::RefillPastLimit
+                | SeededBug::NoRespawn
+                | SeededBug::NoCrashBrake
+                | SeededBug::HurriedKill
+                | SeededBug::NoStopEscalation
+        )
+    }
 }
 
 /// The bug a machine runs with: always "none" without the `seeded-bugs` feature (a zero-sized

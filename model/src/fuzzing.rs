@@ -49,12 +49,19 @@ pub fn system_walk_with(data: &[u8], bug: Option<SeededBug>) {
     let listeners = 1 + usize::from(shape & 1);
     let budget = Budget {
         stalls: (shape >> 5) % 3,
-        grace: 3,
+        grace: 4,
+        fork_failures: shape >> 7,
         ..Budget::new(30, 30, 1 + (shape >> 1) % 4, 1 + (shape >> 3) % 4)
     };
     let ops = vec![Op::GracefulRestart, Op::HardRestart, Op::GracefulStop, Op::Stop];
     let mut model = SystemModel::new(SystemModel::small_pool(listeners), budget, ops);
     model.bug = bug;
+    // Half the walks restart into a lower max_request_workers (2 of 3 slots), with children that
+    // ignore SIGTERM.
+    if shape & 0x80 != 0 {
+        model.restart_pool = Some(crate::pool_with_limits(listeners, 2, 1, 2, 2, 3));
+        model.children_ignore_term = true;
+    }
     let properties = model.properties();
     let mut state = model.init_states().swap_remove(0);
     let mut path = Vec::new();
@@ -87,9 +94,17 @@ pub fn system_walk_with(data: &[u8], bug: Option<SeededBug>) {
     }
 }
 
+/// A pool of 6 slots whose `max_request_workers` is 3 to 6: restarts raise and lower it (I7).
 fn pool(b: &mut Bytes<'_>) -> PoolConfig {
     let shape = b.byte();
-    crate::pool(1 + usize::from(shape & 1), 1 + i64::from(shape >> 1 & 3), 1, 2 + i64::from(shape >> 3 & 3), 6)
+    crate::pool_with_limits(
+        1 + usize::from(shape & 1),
+        1 + i64::from(shape >> 1 & 3),
+        1,
+        2 + i64::from(shape >> 3 & 3),
+        3 + i64::from(shape >> 5 & 3),
+        6,
+    )
 }
 
 /// The parent alone, with arbitrary events, including ones a correct driver never sends: exits of
@@ -224,9 +239,11 @@ fn drain(
     live: &mut usize,
 ) -> bool {
     let mut exited = false;
+    let mut spawned = false;
     while let Some(action) = parent.poll_action() {
         match action {
             ParentAction::Spawn { slot, born } => {
+                spawned = true;
                 let limit = parent.config().max_request_workers as usize;
                 assert!(slot < limit, "I6: spawn into slot {slot}, limit {limit}");
                 assert_eq!(board.slot(slot).unwrap().read(), Ok(born), "I6: the slot holds the born word");
@@ -247,9 +264,10 @@ fn drain(
             ParentAction::CloseListeners | ParentAction::Log(_) => {}
         }
     }
+    // Children above a lowered limit may stay (they drain), but no spawn may happen then.
     let now_live = parent.live_children();
     let limit = parent.config().max_request_workers as usize;
-    assert!(now_live <= *live || now_live <= limit, "I7: {now_live} live children after spawning, limit {limit}");
+    assert!(!spawned || now_live <= limit, "I7: {now_live} live children after spawning, limit {limit}");
     *live = now_live;
     let rate = parent.policy().idle_spawn_rate();
     assert!(rate.is_power_of_two() && rate <= 32, "I8: spawn rate {rate}");
@@ -411,10 +429,24 @@ pub mod replay {
         eprintln!("{target}: {} corpus inputs and {random} pseudo-random inputs replayed", corpus.len());
     }
 
-    /// Negative tests: `body` (with a seeded bug) must fail on one of the pseudo-random inputs.
-    pub fn catches(target: &str, body: impl Fn(&[u8]) + std::panic::RefUnwindSafe, random: usize, len: usize) {
-        let caught = pseudo_random(random, len).iter().position(|d| std::panic::catch_unwind(|| body(d)).is_err());
-        let at = caught.unwrap_or_else(|| panic!("{target}: the seeded bug went unnoticed in {random} inputs"));
-        eprintln!("{target}: seeded bug caught by pseudo-random input {at}");
+    /// Negative tests: `body` (with a seeded bug) must fail on one of the pseudo-random inputs,
+    /// and the first failure must be the `expected` violation (a substring of its panic message),
+    /// not any panic.
+    pub fn catches(
+        target: &str,
+        body: impl Fn(&[u8]) + std::panic::RefUnwindSafe,
+        random: usize,
+        len: usize,
+        expected: &str,
+    ) {
+        let caught = pseudo_random(random, len).iter().enumerate().find_map(|(i, d)| {
+            let err = std::panic::catch_unwind(|| body(d)).err()?;
+            let msg =
+                err.downcast_ref::<String>().cloned().or_else(|| err.downcast_ref::<&str>().map(|s| s.to_string()));
+            Some((i, msg.unwrap_or_default()))
+        });
+        let (at, msg) = caught.unwrap_or_else(|| panic!("{target}: the seeded bug went unnoticed in {random} inputs"));
+        assert!(msg.contains(expected), "{target}: input {at} failed, but not with {expected:?}: {msg}");
+        eprintln!("{target}: seeded bug caught by pseudo-random input {at}: {msg}");
     }
 }

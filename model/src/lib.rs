@@ -25,14 +25,26 @@ use prefork_core::config::{PoolConfig, RawPoolConfig};
 /// `start_servers`, `min_spare_servers`, `max_spare_servers`, `max_request_workers` (also the
 /// `server_limit`).
 pub fn pool(listeners: usize, start: i64, min_spare: i64, max_spare: i64, limit: i64) -> PoolConfig {
+    pool_with_limits(listeners, start, min_spare, max_spare, limit, limit)
+}
+
+/// The same with a `max_request_workers` below the `server_limit`.
+pub fn pool_with_limits(
+    listeners: usize,
+    start: i64,
+    min_spare: i64,
+    max_spare: i64,
+    max_request_workers: i64,
+    server_limit: i64,
+) -> PoolConfig {
     let listen = ["127.0.0.1:1", "127.0.0.1:2"][..listeners.clamp(1, 2)].iter().map(|s| s.to_string()).collect();
     PoolConfig::from_raw(&RawPoolConfig {
         listen: Some(listen),
         start_servers: Some(start),
         min_spare_servers: Some(min_spare),
         max_spare_servers: Some(max_spare),
-        max_request_workers: Some(limit),
-        server_limit: Some(limit),
+        max_request_workers: Some(max_request_workers),
+        server_limit: Some(server_limit),
         ..Default::default()
     })
     .expect("a valid pool")

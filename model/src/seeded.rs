@@ -5,14 +5,9 @@
 use prefork_core::seeded::SeededBug;
 use prefork_core::{ChildLoop, Parent};
 
-/// The bugs that live in the parent.
-pub(crate) fn in_parent(bug: SeededBug) -> bool {
-    matches!(bug, SeededBug::RetireWithoutClaim | SeededBug::IgnoreGenerationOnReap)
-}
-
 /// Selects `bug` in `parent` if it is one of the parent's.
 pub(crate) fn seed_parent(parent: &mut Parent, bug: Option<SeededBug>) {
-    let Some(bug) = bug.filter(|&b| in_parent(b)) else { return };
+    let Some(bug) = bug.filter(|&b| b.in_parent()) else { return };
     #[cfg(feature = "seeded-bugs")]
     parent.seed_bug(bug);
     #[cfg(not(feature = "seeded-bugs"))]
@@ -21,7 +16,7 @@ pub(crate) fn seed_parent(parent: &mut Parent, bug: Option<SeededBug>) {
 
 /// Selects `bug` in `child` if it is one of the child loop's.
 pub(crate) fn seed_child(child: &mut ChildLoop, bug: Option<SeededBug>) {
-    let Some(bug) = bug.filter(|&b| !in_parent(b)) else { return };
+    let Some(bug) = bug.filter(|&b| !b.in_parent()) else { return };
     #[cfg(feature = "seeded-bugs")]
     child.seed_bug(bug);
     #[cfg(not(feature = "seeded-bugs"))]

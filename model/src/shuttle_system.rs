@@ -54,6 +54,9 @@ pub struct Scenario {
     pub stalls: u32,
     /// Restarts the operator may send (each chosen at random: graceful or hard), before stopping.
     pub restarts: u32,
+    /// The configuration the restarts bring (`None`: the same again). A lower
+    /// `max_request_workers` leaves children above it to drain (I7).
+    pub restart_pool: Option<PoolConfig>,
     /// A seeded bug (negative tests).
     pub bug: Option<SeededBug>,
     /// Does a wake-up interrupt a child blocked on the accept lock (SPEC.md §7.1)? `false` is a
@@ -339,10 +342,7 @@ fn check_board(parent: &Parent, shared: &Shared, w: &World) {
     assert_eq!(counts.corrupt, 0);
     assert_eq!(counts.live(), parent.live_children(), "derived live count vs the parent's records");
     assert_eq!(parent.live_children(), w.procs.len() + w.zombies.len(), "the parent's records vs the processes");
-    assert!(
-        counts.live() <= parent.config().max_request_workers as usize,
-        "more live children than max_request_workers"
-    );
+    assert!(counts.live() <= parent.config().server_limit as usize, "more live children than server_limit");
 }
 
 /// One execution of `scenario`: run it inside `shuttle::check_*` or `shuttle::replay`.
@@ -457,7 +457,8 @@ pub fn run(scenario: &Scenario) {
 
     // The operator: restarts at random points, each followed by a wait for the old generation to
     // leave and the pool to refill; then a stop or a graceful stop.
-    let (sh, restarts, next_cfg) = (shared.clone(), scenario.restarts, cfg.clone());
+    let (sh, restarts, next_cfg) =
+        (shared.clone(), scenario.restarts, scenario.restart_pool.clone().unwrap_or_else(|| cfg.clone()));
     let drain_before_stop = scenario.drain_before_stop;
     let operator = thread::spawn(move || {
         let mut rng = thread_rng();
@@ -657,6 +658,10 @@ impl Platform<MemoryBoard<ShuttleWord>> for ShuttlePlatform<'_> {
         born: SlotWord,
     ) -> Result<Pid, String> {
         let cfg = parent.config();
+        // The parent has recorded this child already: it counts.
+        let (live, limit) = (parent.live_children(), cfg.max_request_workers as usize);
+        assert!(live <= limit, "I7: a spawn makes {live} children live, max_request_workers {limit}");
+        assert!(slot < limit, "I6: a spawn into slot {slot}, max_request_workers {limit}");
         let pid = 100 + self.children.len() as Pid;
         let mut child = ChildLoop::new(cfg.listen.len(), cfg.lock_in_use(), cfg.connection_limit(u64::from(pid)));
         crate::seeded::seed_child(&mut child, self.scenario.bug);

@@ -20,9 +20,19 @@ use prefork_core::exit::{ExitReason, ExitStatus};
 use prefork_core::parent::{Command, KillSignal, Observation, Parent, ParentLog, Phase, Pid, QueueDepth};
 use prefork_core::scoreboard::{ChildSlot, ScoreboardView};
 use prefork_core::seeded::SeededBug;
-use prefork_core::slot::{SlotState, SlotWord};
+use prefork_core::slot::{Side, SlotState, SlotWord};
 use prefork_core::time::Time;
 use stateright::{Model, Property};
+use std::time::Duration;
+
+/// How soon after its fork a crash counts towards the crash-loop brake (SPEC.md §7.7).
+const EARLY_EXIT: Duration = Duration::from_secs(2);
+
+/// When a stop or hard restart signals its children, counted from its first signal (SPEC.md
+/// §7.5, I15): SIGTERM at 0, 3, 5 and 7 s, SIGKILL at 9 s.
+const LADDER_TERM_AT: [u64; 4] = [0, 3, 5, 7];
+/// See [`LADDER_TERM_AT`].
+const LADDER_KILL_AT: u64 = 9;
 
 /// How many events of each kind may still happen.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -39,15 +49,17 @@ pub struct Budget {
     /// the accept lock, waiting for it, busy with a connection, idle). Only SIGKILL ends it.
     pub stalls: u8,
     /// Timeouts the parent may still take once every other budget is used up: time that goes on
-    /// passing after the run's last event, so that a recovery that needs time (the watchdog) can
-    /// happen after it.
+    /// passing after the run's last event, so that a recovery that needs time (the watchdog, a
+    /// respawn, the stop ladder) can happen after it.
     pub grace: u8,
+    /// fork() failures: each makes the next fork the parent asks for fail (EAGAIN).
+    pub fork_failures: u8,
 }
 
 impl Budget {
     /// A budget of `ticks` timeouts, `connections`, `crashes` and `commands`, without stalls.
     pub const fn new(ticks: u8, connections: u8, crashes: u8, commands: u8) -> Self {
-        Budget { ticks, connections, crashes, commands, stalls: 0, grace: 0 }
+        Budget { ticks, connections, crashes, commands, stalls: 0, grace: 0, fork_failures: 0 }
     }
 
     /// May a grace timeout happen now (every other event used up)?
@@ -58,6 +70,7 @@ impl Budget {
             && self.crashes == 0
             && self.commands == 0
             && self.stalls == 0
+            && self.fork_failures == 0
     }
 }
 
@@ -102,6 +115,12 @@ pub struct SystemModel {
     /// ([`Observation::lock_holder`])? `false` is a negative test: with `lock_handoff`, a lock
     /// handed to a stalled waiter is invisible to the watchdog.
     pub kernel_lock_evidence: bool,
+    /// The configuration restarts bring (`None`: the running one again). With a lower
+    /// `max_request_workers`, children above the new limit drain (I7).
+    pub restart_pool: Option<PoolConfig>,
+    /// Do children ignore SIGTERM (a handler that does not exit)? Then a stop climbs the whole
+    /// ladder: SIGTERM at 0, 3, 5 and 7 s, SIGKILL at 9 s (I15, L3).
+    pub children_ignore_term: bool,
 }
 
 /// One child process.
@@ -127,6 +146,25 @@ pub struct Proc {
     pub lock_since: Option<Time>,
     /// Since when it is busy with its connection (from its work claim).
     pub busy_since: Option<Time>,
+    /// When it was forked.
+    pub spawned_at: Time,
+}
+
+/// An exited child the parent has not reaped yet.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Zombie {
+    /// Its pid.
+    pub pid: Pid,
+    /// What waitpid() reports.
+    pub status: ExitStatus,
+    /// The reason it left in its record, if it exited by itself.
+    pub reason: Option<ExitReason>,
+    /// When it was forked.
+    pub spawned_at: Time,
+    /// Its generation.
+    pub generation: u32,
+    /// Its slot.
+    pub slot: usize,
 }
 
 impl Proc {
@@ -153,6 +191,25 @@ pub struct Violations {
     /// The watchdog killed a child that had not held the lock, or been busy with one request,
     /// for its limit.
     pub unjustified_kill: bool,
+    /// A spawn made more children live than `max_request_workers` (I7).
+    pub spawned_over_limit: bool,
+    /// A spawn went into a slot at or above `max_request_workers` (I6).
+    pub spawned_above_limit_slot: bool,
+    /// A child exited by itself while holding an accepted connection (I11).
+    pub dropped_connection: bool,
+    /// A child exited by itself while holding the accept lock (I10).
+    pub exit_holding_lock: bool,
+    /// The child loop or its slot returned an error (an event the loop cannot handle).
+    pub protocol_error: bool,
+    /// A child wrote its slot outside its side of the transition table (I1, I2).
+    pub illegal_child_write: bool,
+    /// A child overwrote a parent directive (`G`, `I`) (I3).
+    pub directive_overwritten: bool,
+    /// A stop or hard restart signalled a child off Apache's ladder (I15).
+    pub off_the_ladder: bool,
+    /// A fork came before the back-off after a fork failure, or the crash-loop pause, was over
+    /// (I16).
+    pub forked_too_soon: bool,
 }
 
 /// The whole system: the parent (with the driver contract) and everything else.
@@ -184,7 +241,7 @@ pub struct World {
     /// The lock's holder died and the lock was not released (non-robust lock).
     pub lock_orphaned: bool,
     /// Exited children not yet reaped.
-    pub zombies: Vec<(Pid, ExitStatus, Option<ExitReason>)>,
+    pub zombies: Vec<Zombie>,
     /// The clock.
     pub now: Time,
     /// The next pid to hand out.
@@ -209,6 +266,28 @@ pub struct World {
     pub lock_recovered: bool,
     /// The parent exited with this code.
     pub exit_code: Option<i32>,
+    /// The next fork fails.
+    pub fork_broken: bool,
+    /// Fork failures in a row, and the earliest time the next fork may happen after the last one
+    /// (1, 2, 4, 8, 10 s: I16).
+    pub fork_failures_in_row: u8,
+    /// See `fork_failures_in_row`.
+    pub fork_retry_at: Option<Time>,
+    /// Current-generation children that crashed within 2 s of their fork, in a row (no healthy
+    /// child seen at a tick since), and the end of the crash-loop pause they call for (I16).
+    pub early_crashes: u8,
+    /// See `early_crashes`.
+    pub crash_pause_until: Option<Time>,
+    /// Forks that failed and a fork that succeeded after one.
+    pub fork_recovered: bool,
+    /// When the running stop or hard restart sent its first signal (the ladder's 0 s).
+    pub reclaim_started: Option<Time>,
+    /// The operator asked for a stop (SIGTERM).
+    pub stop_requested: bool,
+    /// SIGKILLs sent by a stop or restart.
+    pub ladder_kills: u8,
+    /// Children that left after `max_connections_per_child`.
+    pub recycled: u8,
     /// Things that must never happen.
     pub violations: Violations,
 }
@@ -259,6 +338,8 @@ pub enum Action {
     Connect(u8),
     /// The operator's command.
     Command(Op),
+    /// The next fork fails (EAGAIN: a process limit, memory).
+    ForkFailure,
 }
 
 impl SystemModel {
@@ -280,6 +361,8 @@ impl SystemModel {
             wake_interrupts_lock: true,
             lock_handoff: false,
             kernel_lock_evidence: true,
+            restart_pool: None,
+            children_ignore_term: false,
         }
     }
 
@@ -296,6 +379,22 @@ impl SystemModel {
             s.world.exit_code = Some(code);
         }
         (s.world.generation_word, s.world.board, s.world.activity) = board.save();
+        if !matches!(s.parent().phase(), Phase::Stopping | Phase::Restarting) {
+            s.world.reclaim_started = None;
+        }
+    }
+
+    /// Records that process `p` ended with `status` (`reason`: it exited by itself).
+    fn bury(s: &mut World, p: &Proc, status: ExitStatus, reason: Option<ExitReason>) {
+        let zombie = Zombie {
+            pid: p.pid,
+            status,
+            reason,
+            spawned_at: p.spawned_at,
+            generation: p.born.generation,
+            slot: p.slot,
+        };
+        s.zombies.push(zombie);
     }
 
     /// Process `i` ends abnormally (crash or signal): what it held is lost, the lock is released if
@@ -314,7 +413,7 @@ impl SystemModel {
                 s.lock_orphaned = true;
             }
         }
-        s.zombies.push((p.pid, status, None));
+        Self::bury(s, &p, status, None);
     }
 
     /// The lock was just released: with `lock_handoff`, the kernel gives it to the first waiter
@@ -330,33 +429,74 @@ impl SystemModel {
         }
     }
 
-    /// Feeds `event` to process `i` and applies the action it returns.
+    /// Feeds `event` to process `i` and applies the action it returns. Everything the child
+    /// writes is checked here: its slot word may only move along a row of the child's side of
+    /// the transition table, never away from a parent directive (I1-I3); an error from the loop
+    /// is a violation, not an exit.
     fn feed(&self, s: &mut SysState, i: usize, event: ChildEvent<'_>) {
         let s = &mut s.world;
         let board = CellBoard::load(s.generation_word, &s.board, &s.activity);
         let p = &mut s.procs[i];
+        let before = s.board[p.slot];
         let action = ChildSlot::attach(&board, p.slot, p.born)
             .map_err(|_| ())
             .and_then(|slot| p.child.handle(event, &slot).map_err(|_| ()))
-            .unwrap_or(ChildAction::Exit(ExitReason::ProtocolError));
+            .unwrap_or_else(|()| {
+                s.violations.protocol_error = true;
+                ChildAction::Exit(ExitReason::ProtocolError)
+            });
         (s.generation_word, s.board, s.activity) = board.save();
+        let after = s.board[p.slot];
+        if before != after {
+            match (SlotWord::decode(before), SlotWord::decode(after)) {
+                (Ok(b), _) if b.state.is_directive() => s.violations.directive_overwritten = true,
+                (Ok(b), Ok(a))
+                    if a.incarnation == b.incarnation
+                        && prefork_core::slot::is_legal(Side::Child, b.state, a.state) => {}
+                _ => s.violations.illegal_child_write = true,
+            }
+        }
         p.next = Some(action);
         p.lock_since = if p.child.holds_lock() { p.lock_since.or(Some(s.now)) } else { None };
         p.busy_since = if p.busy() { p.busy_since.or(Some(s.now)) } else { None };
         if let ChildAction::Exit(reason) = action {
             let p = s.procs.remove(i);
             if s.lock_holder == Some(p.pid) {
+                // The kernel releases it at exit, but the loop must have released it first.
+                s.violations.exit_holding_lock = true;
                 s.lock_holder = None;
                 self.hand_off(s);
             }
             if p.conn {
-                s.lost += 1;
+                s.violations.dropped_connection = true;
             }
-            if reason == ExitReason::Retired {
-                s.retired += 1;
+            match reason {
+                ExitReason::Retired => s.retired += 1,
+                ExitReason::MaxConnections => s.recycled += 1,
+                _ => {}
             }
-            s.zombies.push((p.pid, ExitStatus::Code(reason.exit_code()), Some(reason)));
+            Self::bury(s, &p, ExitStatus::Code(reason.exit_code()), Some(reason));
         }
+    }
+
+    /// May a grace timeout happen now? Every other event is used up, or (connections, commands)
+    /// can no longer happen.
+    fn grace_due(&self, s: &SysState) -> bool {
+        let mut left = s.budget;
+        if !s.listening || s.exit_code.is_some() {
+            left.connections = 0;
+        }
+        if self.ops.is_empty() || s.exit_code.is_some() {
+            left.commands = 0;
+        }
+        // A stopping parent spawns no more children: once only stalled ones are left, no crash or
+        // stall can happen any more.
+        let spawns_ended = matches!(s.parent().phase(), Phase::Stopping | Phase::Draining | Phase::Exited);
+        if spawns_ended && s.procs.iter().all(|p| p.stalled) {
+            left.crashes = 0;
+            left.stalls = 0;
+        }
+        left.grace_due()
     }
 
     fn ready_listeners(s: &SysState) -> Vec<usize> {
@@ -430,6 +570,16 @@ impl Model for SystemModel {
             lock_freed_by_death: false,
             lock_recovered: false,
             exit_code: None,
+            fork_broken: false,
+            fork_failures_in_row: 0,
+            fork_retry_at: None,
+            early_crashes: 0,
+            crash_pause_until: None,
+            fork_recovered: false,
+            reclaim_started: None,
+            stop_requested: false,
+            ladder_kills: 0,
+            recycled: 0,
             violations: Violations::default(),
         };
         let mut s = SysState { driver: ParentDriver::new(parent), world };
@@ -445,7 +595,7 @@ impl Model for SystemModel {
         let quiescent =
             || s.procs.iter().filter(|p| !p.stalled).all(|p| !(Self::can_step(s, p) || p.woken && self.wakeable(s, p)));
         if parent_alive
-            && (s.budget.ticks > 0 || (s.budget.grace_due() && s.zombies.is_empty() && quiescent()))
+            && (s.budget.ticks > 0 || (self.grace_due(s) && s.zombies.is_empty() && quiescent()))
             && s.driver.poll_timeout().is_some()
         {
             actions.push(Action::Tick);
@@ -478,6 +628,9 @@ impl Model for SystemModel {
         if parent_alive && s.budget.commands > 0 {
             actions.extend(self.ops.iter().map(|&op| Action::Command(op)));
         }
+        if parent_alive && s.budget.fork_failures > 0 && !s.fork_broken {
+            actions.push(Action::ForkFailure);
+        }
     }
 
     fn next_state(&self, last: &SysState, action: Action) -> Option<SysState> {
@@ -490,13 +643,45 @@ impl Model for SystemModel {
                     s.budget.grace -= 1;
                 }
                 s.now = s.now.max(s.driver.poll_timeout()?);
+                // A healthy child (current generation, 2 s old, ready or busy) ends a crash loop
+                // at a tick (SPEC.md §7.7). A child that died but is not reaped yet still looks
+                // healthy on the board, and the parent cannot know better.
+                let view = s.view();
+                let generation = s.parent().generation();
+                let healthy = |slot: usize, born_in: u32, spawned_at: Time| {
+                    born_in == generation
+                        && s.now.since(spawned_at) >= EARLY_EXIT
+                        && view.state(slot).is_some_and(|st| st == SlotState::Ready || st.is_busy())
+                };
+                if s.procs.iter().any(|p| healthy(p.slot, p.born.generation, p.spawned_at))
+                    || s.zombies.iter().any(|z| healthy(z.slot, z.generation, z.spawned_at))
+                {
+                    s.early_crashes = 0;
+                }
                 self.drive(&mut s, |driver, now, board, platform| driver.handle_timeout(now, board, platform));
             }
             Action::Reap => {
-                let (pid, status, reason) = s.zombies.remove(0);
+                let z = s.zombies.remove(0);
+                // The crash-loop brake (SPEC.md §7.7): the third early crash of a current-generation
+                // child in a row pauses forks for 1 s, each further one doubles it, up to 64 s.
+                if z.status == ExitStatus::Signaled(11)
+                    && z.generation == s.parent().generation()
+                    && s.parent().phase() == Phase::Running
+                    && s.now.since(z.spawned_at) < EARLY_EXIT
+                {
+                    s.early_crashes += 1;
+                    if let Some(over) = s.early_crashes.checked_sub(3) {
+                        let pause = std::time::Duration::from_secs(1 << over.min(6));
+                        s.crash_pause_until = Some(s.now + pause);
+                    }
+                }
                 self.drive(&mut s, |driver, now, board, platform| {
-                    driver.handle_child_exit(now, pid, status, reason, board, platform)
+                    driver.handle_child_exit(now, z.pid, z.status, z.reason, board, platform)
                 });
+            }
+            Action::ForkFailure => {
+                s.budget.fork_failures -= 1;
+                s.fork_broken = true;
             }
             Action::Crash(pid) => {
                 s.budget.crashes -= 1;
@@ -513,7 +698,8 @@ impl Model for SystemModel {
             }
             Action::Command(op) => {
                 s.budget.commands -= 1;
-                let cfg = Box::new(s.parent().config().clone());
+                let cfg = Box::new(self.restart_pool.clone().unwrap_or_else(|| s.parent().config().clone()));
+                s.stop_requested |= op == Op::Stop;
                 let command = match op {
                     Op::GracefulRestart => Command::GracefulRestart(cfg),
                     Op::HardRestart => Command::HardRestart(cfg),
@@ -608,18 +794,50 @@ impl Model for SystemModel {
             Property::always("I13: children are born in the running generation", |_: &SystemModel, s: &SysState| {
                 !s.violations.spawned_old
             }),
-            Property::always("I7: live children <= max_request_workers", |m: &SystemModel, s: &SysState| {
-                s.view().counts().live() <= m.pool.max_request_workers as usize
+            Property::always(
+                "I7: no spawn makes more children live than max_request_workers",
+                |m: &SystemModel, s: &SysState| {
+                    !s.violations.spawned_over_limit && s.view().counts().live() <= m.pool.server_limit as usize
+                },
+            ),
+            Property::always(
+                "I6: spawns go only into slots below max_request_workers",
+                |_: &SystemModel, s: &SysState| !s.violations.spawned_above_limit_slot,
+            ),
+            Property::always(
+                "I1/I2: every write a child makes is a row of its side of the transition table",
+                |_: &SystemModel, s: &SysState| !s.violations.illegal_child_write,
+            ),
+            Property::always("I3: a child never overwrites a parent directive", |_: &SystemModel, s: &SysState| {
+                !s.violations.directive_overwritten
+            }),
+            Property::always("I10: a child releases the lock before it exits", |_: &SystemModel, s: &SysState| {
+                !s.violations.exit_holding_lock
+            }),
+            Property::always(
+                "protocol: the child loop never gets an event it cannot handle",
+                |_: &SystemModel, s: &SysState| !s.violations.protocol_error,
+            ),
+            Property::always(
+                "I15: a stop sends SIGTERM at 0, 3, 5 and 7 s and SIGKILL at 9 s, nothing else",
+                |_: &SystemModel, s: &SysState| !s.violations.off_the_ladder,
+            ),
+            Property::always(
+                "I16: no fork before the fork-failure back-off or the crash-loop pause is over",
+                |_: &SystemModel, s: &SysState| !s.violations.forked_too_soon,
+            ),
+            Property::always("L3: a stop ends within 10 s", |_: &SystemModel, s: &SysState| {
+                s.reclaim_started.is_none_or(|t| s.now.since(t) <= Duration::from_secs(10))
             }),
             Property::always("I9/I14: the board agrees with the parent's records", |_: &SystemModel, s: &SysState| {
                 let counts = s.view().counts();
                 counts.corrupt == 0 && counts.live() == s.parent().live_children()
             }),
             Property::always(
-                "I11: every accepted connection is served or lost with its child",
+                "I11: every accepted connection is served, or lost only with a child that crashed or was killed",
                 |_: &SystemModel, s: &SysState| {
                     let holding = s.procs.iter().filter(|p| p.conn).count() as u8;
-                    s.accepted == s.served + s.lost + holding
+                    !s.violations.dropped_connection && s.accepted == s.served + s.lost + holding
                 },
             ),
             Property::always(
@@ -646,6 +864,27 @@ impl Model for SystemModel {
                     && (s.exit_code.is_some()
                         || s.procs.iter().all(|p| p.born.generation == s.parent().generation() || p.stalled))
             }),
+            Property::eventually(
+                "L4: after a crash, a kill or a failed fork the pool returns to min_spare_servers idle children",
+                |m: &SystemModel, s: &SysState| {
+                    let parent = s.parent();
+                    let counts = s.view().counts();
+                    // A run can also end with a crash or a stall unused, when no child is left to
+                    // take it: its grace time (which waits for every fault) never began. The runs
+                    // that did use every fault are judged.
+                    terminal(m, s)
+                        && (parent.phase() != Phase::Running
+                            || s.budget.crashes > 0
+                            || s.budget.stalls > 0
+                            // The brake delays it (bounded by I16).
+                            || !parent.brake().allows(s.now)
+                            || counts.idle() >= parent.config().min_spare_servers as usize
+                            || counts.live() >= parent.config().max_request_workers as usize)
+                },
+            ),
+            Property::eventually("L3: a stop ends", |m: &SystemModel, s: &SysState| {
+                terminal(m, s) && (!s.stop_requested || s.exit_code.is_some())
+            }),
             // Examples that must exist: a model that cannot reach these proves nothing.
             Property::sometimes("example: a connection is served", |_: &SystemModel, s: &SysState| s.served > 0),
             Property::sometimes("example: an idle child is retired", |_: &SystemModel, s: &SysState| s.retired > 0),
@@ -659,6 +898,33 @@ impl Model for SystemModel {
             Property::sometimes("example: the watchdog kills a stalled child", |_: &SystemModel, s: &SysState| {
                 s.watchdog_kills > 0
             }),
+            Property::sometimes(
+                "example: a child recycles after max_connections_per_child",
+                |_: &SystemModel, s: &SysState| s.recycled > 0,
+            ),
+            Property::sometimes("example: a fork fails and a later one succeeds", |_: &SystemModel, s: &SysState| {
+                s.fork_recovered
+            }),
+            Property::sometimes("example: the crash-loop brake pauses forks", |_: &SystemModel, s: &SysState| {
+                s.crash_pause_until.is_some_and(|t| s.now < t)
+            }),
+            Property::sometimes("example: a stop climbs the ladder to SIGKILL", |_: &SystemModel, s: &SysState| {
+                s.ladder_kills > 0
+            }),
+            Property::sometimes("example: a second restart completes", |_: &SystemModel, s: &SysState| {
+                s.parent().generation() >= 2
+                    && s.parent().phase() == Phase::Running
+                    && !s.procs.is_empty()
+                    && s.procs.iter().all(|p| p.born.generation >= 2)
+            }),
+            Property::sometimes(
+                "example: live children above a lowered max_request_workers drain",
+                |_: &SystemModel, s: &SysState| {
+                    s.parent().phase() == Phase::Running
+                        && s.procs.iter().any(|p| p.born.generation < s.parent().generation())
+                        && s.procs.len() > s.parent().config().max_request_workers as usize
+                },
+            ),
         ]
     }
 }
@@ -675,10 +941,31 @@ impl Platform<CellBoard> for ModelPlatform<'_> {
         if born.generation != parent.generation() {
             s.violations.spawned_old = true;
         }
+        let cfg = parent.config();
+        let mrw = cfg.max_request_workers as usize;
+        // The parent has recorded this child already: it counts.
+        if parent.live_children() > mrw {
+            s.violations.spawned_over_limit = true;
+        }
+        if slot >= mrw {
+            s.violations.spawned_above_limit_slot = true;
+        }
+        let too_soon = |t: Option<Time>| t.is_some_and(|t| s.now < t);
+        if too_soon(s.fork_retry_at) || too_soon(s.crash_pause_until) {
+            s.violations.forked_too_soon = true;
+        }
+        if std::mem::take(&mut s.fork_broken) {
+            // Back-off (SPEC.md §7.7): 1 s after the first failure, doubling up to 10 s.
+            s.fork_failures_in_row += 1;
+            let backoff = Duration::from_secs(1 << (s.fork_failures_in_row - 1).min(4)).min(Duration::from_secs(10));
+            s.fork_retry_at = Some(s.now + backoff);
+            return Err("fork: Resource temporarily unavailable (model)".into());
+        }
+        s.fork_recovered |= s.fork_failures_in_row > 0;
+        s.fork_failures_in_row = 0;
         let pid = s.next_pid;
         s.next_pid += 1;
-        let cfg = parent.config();
-        let mut child = ChildLoop::new(cfg.listen.len(), cfg.lock_in_use(), 0);
+        let mut child = ChildLoop::new(cfg.listen.len(), cfg.lock_in_use(), cfg.connection_limit(u64::from(pid)));
         crate::seeded::seed_child(&mut child, self.model.bug);
         s.procs.push(Proc {
             pid,
@@ -691,6 +978,7 @@ impl Platform<CellBoard> for ModelPlatform<'_> {
             stalled: false,
             lock_since: None,
             busy_since: None,
+            spawned_at: s.now,
         });
         Ok(pid)
     }
@@ -726,8 +1014,19 @@ impl Platform<CellBoard> for ModelPlatform<'_> {
         if stall.is_some() {
             s.watchdog_kills += 1;
         }
-        // A stopped process keeps a SIGTERM pending until it runs again; SIGKILL ends it anyway.
-        if p.stalled && signal == KillSignal::Term {
+        if stall.is_none() && matches!(parent.phase(), Phase::Stopping | Phase::Restarting) {
+            let started = *s.reclaim_started.get_or_insert(s.now);
+            let at = s.now.since(started);
+            let on_ladder = match signal {
+                KillSignal::Term => LADDER_TERM_AT.iter().any(|&t| at == Duration::from_secs(t)),
+                KillSignal::Kill => at == Duration::from_secs(LADDER_KILL_AT),
+            };
+            s.violations.off_the_ladder |= !on_ladder;
+            s.ladder_kills += u8::from(signal == KillSignal::Kill);
+        }
+        // A stopped process keeps a SIGTERM pending until it runs again, and a child with a
+        // SIGTERM handler that does not exit carries on; SIGKILL ends both.
+        if (p.stalled || self.model.children_ignore_term) && signal == KillSignal::Term {
             return;
         }
         let sig = if signal == KillSignal::Term { 15 } else { 9 };

@@ -29,6 +29,7 @@ fn negative_parent_events_catches_ignoring_the_generation_on_reap() {
         |d| fuzzing::parent_events_with(d, Some(prefork_core::seeded::SeededBug::IgnoreGenerationOnReap)),
         3000,
         600,
+        "I13: born in the running generation",
     );
 }
 
@@ -39,6 +40,7 @@ fn negative_child_events_catches_a_child_that_skips_the_accept_lock() {
         |d| fuzzing::child_events_with(d, Some(prefork_core::seeded::SeededBug::NoAcceptLock)),
         3000,
         400,
+        "I10",
     );
 }
 
@@ -49,5 +51,28 @@ fn negative_system_walk_catches_a_child_that_skips_the_accept_lock() {
         |d| fuzzing::system_walk_with(d, Some(prefork_core::seeded::SeededBug::NoAcceptLock)),
         300,
         400,
+        "I10: with the lock in use, at most one child waits and accepts",
+    );
+}
+
+#[test]
+fn negative_parent_events_catches_a_refill_past_a_lowered_limit() {
+    catches(
+        "parent_events",
+        |d| fuzzing::parent_events_with(d, Some(prefork_core::seeded::SeededBug::RefillPastLimit)),
+        3000,
+        600,
+        "I7:",
+    );
+}
+
+#[test]
+fn negative_system_walk_catches_a_parent_that_never_respawns() {
+    catches(
+        "system_walk",
+        |d| fuzzing::system_walk_with(d, Some(prefork_core::seeded::SeededBug::NoRespawn)),
+        300,
+        400,
+        "L4: after a crash",
     );
 }

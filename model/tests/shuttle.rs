@@ -24,26 +24,34 @@ fn scenario(name: &str) -> Scenario {
             deaths: 2,
             stalls: 0,
             restarts: 2,
+            restart_pool: None,
             bug: None,
             wake_interrupts_lock: true,
             drain_before_stop: false,
         },
+        // max_request_workers 4 below server_limit 5, and restarts that lower it to 3: children
+        // above the new limit drain and count against it (I7).
         "one-listener" => Scenario {
-            pool: prefork_model::pool(1, 4, 2, 3, 5),
+            pool: prefork_model::pool_with_limits(1, 4, 2, 3, 4, 5),
             connections: 8,
             deaths: 2,
             stalls: 0,
             restarts: 2,
+            restart_pool: Some(prefork_model::pool_with_limits(1, 3, 2, 3, 3, 5)),
             bug: None,
             wake_interrupts_lock: true,
             drain_before_stop: false,
         },
+        "refill-past-limit" => {
+            Scenario { bug: Some(SeededBug::RefillPastLimit), connections: 2, deaths: 0, ..scenario("one-listener") }
+        }
         "no-lock-bug" => Scenario {
             pool: prefork_model::pool(2, 3, 2, 3, 4),
             connections: 4,
             deaths: 0,
             stalls: 0,
             restarts: 0,
+            restart_pool: None,
             bug: Some(SeededBug::NoAcceptLock),
             wake_interrupts_lock: true,
             drain_before_stop: false,
@@ -54,6 +62,7 @@ fn scenario(name: &str) -> Scenario {
             deaths: 0,
             stalls: 0,
             restarts: 2,
+            restart_pool: None,
             bug: None,
             wake_interrupts_lock: false,
             drain_before_stop: false,
@@ -67,6 +76,7 @@ fn scenario(name: &str) -> Scenario {
             deaths: 1,
             stalls: 2,
             restarts: 1,
+            restart_pool: None,
             bug: None,
             wake_interrupts_lock: true,
             drain_before_stop: true,
@@ -77,6 +87,7 @@ fn scenario(name: &str) -> Scenario {
             deaths: 0,
             stalls: 2,
             restarts: 0,
+            restart_pool: None,
             bug: None,
             wake_interrupts_lock: true,
             drain_before_stop: true,
@@ -163,6 +174,11 @@ fn expect_failure(name: &'static str, expected: &str) {
 #[test]
 fn negative_no_accept_lock_puts_two_children_in_the_wait_section() {
     expect_failure("no-lock-bug", "two children in the wait+accept section");
+}
+
+#[test]
+fn negative_a_refill_past_a_lowered_max_request_workers_is_caught() {
+    expect_failure("refill-past-limit", "I7: a spawn makes");
 }
 
 #[test]

@@ -3,9 +3,10 @@
 //! checked against the safety and liveness properties of `prefork_model::system`. Then the seeded
 //! bugs, each of which must produce a counterexample.
 //!
-//! `PREFORK_MODEL_DEEP=1` adds two larger runs (every kind of event at once; a crash, a stall and
-//! a restart with three slots): about 19 million unique states each, 2–3 minutes in release
-//! builds; README.md has the figures.
+//! Two larger runs (every kind of event at once; a crash, a stall and a restart with three slots)
+//! are `#[ignore]`d: about 19 million unique states each, 2–3 minutes in release builds, run them
+//! with `cargo test --release -p prefork-model --test stateright -- --ignored` (README.md has the
+//! figures).
 
 use prefork_core::seeded::SeededBug;
 use prefork_model::system::{Budget, Op, SystemModel};
@@ -57,7 +58,7 @@ fn expect_counterexample(name: &str, model: SystemModel, property: &'static str)
 
 #[test]
 fn lock_in_use_with_crashes_at_any_step() {
-    let budget = Budget::new(3, 2, 1, 0);
+    let budget = Budget { grace: 2, ..Budget::new(3, 2, 1, 0) };
     check(
         "2 listeners, lock, 1 crash",
         SystemModel::new(SystemModel::small_pool(2), budget, vec![]),
@@ -71,7 +72,7 @@ fn lock_in_use_with_crashes_at_any_step() {
 
 #[test]
 fn restarts_and_stops_at_any_point() {
-    let budget = Budget::new(3, 1, 0, 1);
+    let budget = Budget { grace: 2, ..Budget::new(3, 1, 0, 1) };
     check(
         "2 listeners, lock, any one command",
         SystemModel::new(SystemModel::small_pool(2), budget, ALL_OPS.to_vec()),
@@ -81,7 +82,7 @@ fn restarts_and_stops_at_any_point() {
 
 #[test]
 fn one_listener_without_lock() {
-    let budget = Budget::new(2, 2, 1, 1);
+    let budget = Budget { grace: 2, ..Budget::new(2, 2, 1, 1) };
     check(
         "1 listener, no lock, 1 crash, graceful restart",
         SystemModel::new(SystemModel::small_pool(1), budget, vec![Op::GracefulRestart]),
@@ -118,7 +119,7 @@ fn a_child_stuck_in_a_request_is_killed_at_its_deadline() {
 /// (a pool of two slots, to stay within CI time).
 #[test]
 fn crash_stall_and_restart_together() {
-    let budget = Budget { stalls: 1, grace: 3, ..Budget::new(2, 1, 1, 1) };
+    let budget = Budget { stalls: 1, grace: 4, ..Budget::new(2, 1, 1, 1) };
     let mut pool = prefork_model::pool(2, 2, 1, 2, 2);
     pool.request_deadline = std::time::Duration::from_secs(2);
     check(
@@ -139,15 +140,12 @@ fn stall_pool(listeners: usize, request_deadline: u64) -> prefork_core::PoolConf
     pool
 }
 
-/// The same with three slots (the small pool): `PREFORK_MODEL_DEEP=1` (see README.md for its
-/// size and time; two connections instead of one need more than 24 GiB).
+/// The same with three slots (the small pool): a deep run, not in CI (README.md has its size and
+/// time; two connections instead of one need more than 24 GiB).
 #[test]
+#[ignore = "deep run (about 3 minutes in release): cargo test --release -p prefork-model --test stateright -- --ignored"]
 fn deep_crash_stall_and_restart_with_three_slots() {
-    if std::env::var_os("PREFORK_MODEL_DEEP").is_none() {
-        eprintln!("skipped: set PREFORK_MODEL_DEEP=1 for the deep run");
-        return;
-    }
-    let budget = Budget { stalls: 1, grace: 3, ..Budget::new(2, 1, 1, 1) };
+    let budget = Budget { stalls: 1, grace: 4, ..Budget::new(2, 1, 1, 1) };
     check(
         "deep: 2 listeners, lock, 3 slots, 1 crash, 1 stall, graceful restart",
         SystemModel::new(stall_pool(2, 2), budget, vec![Op::GracefulRestart]),
@@ -194,12 +192,10 @@ fn negative_without_the_watchdog_a_stalled_lock_holder_wedges_every_listener() {
     );
 }
 
+/// Every kind of event at once with three slots: a deep run, not in CI (README.md).
 #[test]
+#[ignore = "deep run (about 2 minutes in release): cargo test --release -p prefork-model --test stateright -- --ignored"]
 fn deep_everything_at_once() {
-    if std::env::var_os("PREFORK_MODEL_DEEP").is_none() {
-        eprintln!("skipped: set PREFORK_MODEL_DEEP=1 for the deep run");
-        return;
-    }
     let budget = Budget::new(3, 1, 1, 1);
     check(
         "deep: 2 listeners, lock, 1 crash, any one command",
@@ -260,4 +256,174 @@ fn negative_a_wake_up_that_does_not_interrupt_the_lock_wait_leaks_old_children()
     let mut model = SystemModel::new(SystemModel::small_pool(2), budget, vec![Op::GracefulRestart]);
     model.wake_interrupts_lock = false;
     expect_counterexample("wake-up does not interrupt the lock wait", model, "L1: an old generation disappears");
+}
+
+/// A pool that starts with `max_request_workers` = `server_limit` = 3 and two restarts (graceful
+/// or hard) that lower `max_request_workers` to 2: the children above the new limit drain, count
+/// against it, and no spawn ever makes more than 2 live (I7); a crash anywhere.
+fn lowered_limit_model(budget: Budget) -> SystemModel {
+    let mut model =
+        SystemModel::new(prefork_model::pool(1, 3, 1, 2, 3), budget, vec![Op::GracefulRestart, Op::HardRestart]);
+    model.restart_pool = Some(prefork_model::pool_with_limits(1, 2, 1, 2, 2, 3));
+    model
+}
+
+#[test]
+fn restarts_that_lower_max_request_workers_never_spawn_past_it() {
+    let budget = Budget { grace: 2, ..Budget::new(2, 1, 1, 2) };
+    check(
+        "1 listener, max_request_workers 3 -> 2 < server_limit 3, two restarts, 1 crash",
+        lowered_limit_model(budget),
+        &[
+            "example: live children above a lowered max_request_workers drain",
+            "example: a second restart completes",
+            "example: a connection is served",
+        ],
+    );
+}
+
+#[test]
+fn negative_a_refill_past_the_lowered_limit_is_caught() {
+    let mut model = lowered_limit_model(Budget::new(1, 0, 0, 1));
+    model.ops = vec![Op::GracefulRestart];
+    model.bug = Some(SeededBug::RefillPastLimit);
+    expect_counterexample(
+        "seeded bug RefillPastLimit",
+        model,
+        "I7: no spawn makes more children live than max_request_workers",
+    );
+}
+
+/// fork() failures and children that crash right after start: the back-off after a failed fork
+/// (1, 2, 4, 8, 10 s) and the crash-loop brake (the third early crash in a row pauses forks for
+/// 1 s, each further one doubles it) are respected by every fork, and the pool comes back.
+fn crash_loop_model() -> SystemModel {
+    let budget = Budget { grace: 3, fork_failures: 1, ..Budget::new(5, 0, 4, 0) };
+    SystemModel::new(prefork_model::pool(1, 1, 1, 2, 2), budget, vec![])
+}
+
+#[test]
+fn fork_failures_and_crash_loops_are_braked() {
+    check(
+        "1 listener, 2 slots, 4 crashes, 1 fork failure",
+        crash_loop_model(),
+        &["example: the crash-loop brake pauses forks", "example: a fork fails and a later one succeeds"],
+    );
+}
+
+#[test]
+fn negative_without_the_crash_loop_brake_forks_go_on_at_the_policys_rate() {
+    let mut model = crash_loop_model();
+    model.budget.fork_failures = 0;
+    model.bug = Some(SeededBug::NoCrashBrake);
+    expect_counterexample(
+        "seeded bug NoCrashBrake",
+        model,
+        "I16: no fork before the fork-failure back-off or the crash-loop pause is over",
+    );
+}
+
+/// `max_connections_per_child` = 1: every child leaves after one connection, and the pool
+/// replaces it; with the lock in use and a crash anywhere.
+#[test]
+fn children_recycle_after_max_connections_per_child() {
+    let mut pool = SystemModel::small_pool(2);
+    pool.max_connections_per_child = 1;
+    let budget = Budget { grace: 2, ..Budget::new(2, 2, 1, 0) };
+    check(
+        "2 listeners, lock, max_connections_per_child 1, 1 crash",
+        SystemModel::new(pool, budget, vec![]),
+        &["example: a child recycles after max_connections_per_child", "example: a connection is served"],
+    );
+}
+
+/// Children with a SIGTERM handler that does not exit: a stop or hard restart climbs the whole
+/// ladder (SIGTERM at 0, 3, 5, 7 s, SIGKILL at 9 s) and ends within 10 s (I15, L3).
+fn term_ignoring_model() -> SystemModel {
+    let budget = Budget { grace: 6, ..Budget::new(1, 1, 0, 1) };
+    let mut model =
+        SystemModel::new(SystemModel::small_pool(1), budget, vec![Op::Stop, Op::HardRestart, Op::GracefulStop]);
+    model.children_ignore_term = true;
+    model
+}
+
+#[test]
+fn children_that_ignore_sigterm_are_killed_on_the_ladder() {
+    check(
+        "1 listener, children ignore SIGTERM, a stop or restart",
+        term_ignoring_model(),
+        &["example: a stop climbs the ladder to SIGKILL", "example: the parent exits"],
+    );
+}
+
+#[test]
+fn negative_a_hurried_kill_is_off_the_ladder() {
+    let mut model = term_ignoring_model();
+    model.bug = Some(SeededBug::HurriedKill);
+    expect_counterexample(
+        "seeded bug HurriedKill",
+        model,
+        "I15: a stop sends SIGTERM at 0, 3, 5 and 7 s and SIGKILL at 9 s, nothing else",
+    );
+}
+
+#[test]
+fn negative_a_stop_ladder_that_stalls_never_ends() {
+    let mut model = term_ignoring_model();
+    model.ops = vec![Op::Stop];
+    model.bug = Some(SeededBug::NoStopEscalation);
+    expect_counterexample("seeded bug NoStopEscalation", model, "L3: a stop ends");
+}
+
+#[test]
+fn negative_a_child_that_drops_its_connection_on_a_directive_is_caught() {
+    let mut model = SystemModel::new(SystemModel::small_pool(1), Budget::new(1, 1, 0, 1), vec![Op::GracefulRestart]);
+    model.bug = Some(SeededBug::DropConnectionOnDirective);
+    expect_counterexample(
+        "seeded bug DropConnectionOnDirective",
+        model,
+        "I11: every accepted connection is served, or lost only with a child that crashed or was killed",
+    );
+}
+
+#[test]
+fn negative_a_parent_that_never_respawns_is_caught() {
+    let budget = Budget { grace: 2, ..Budget::new(0, 0, 1, 0) };
+    let mut model = SystemModel::new(prefork_model::pool(1, 1, 1, 2, 2), budget, vec![]);
+    model.bug = Some(SeededBug::NoRespawn);
+    expect_counterexample(
+        "seeded bug NoRespawn",
+        model,
+        "L4: after a crash, a kill or a failed fork the pool returns to min_spare_servers idle children",
+    );
+}
+
+#[test]
+fn negative_a_child_that_exits_holding_the_lock_is_caught() {
+    let mut model = SystemModel::new(SystemModel::small_pool(2), Budget::new(1, 0, 0, 1), vec![Op::GracefulRestart]);
+    model.bug = Some(SeededBug::ExitHoldingLock);
+    expect_counterexample("seeded bug ExitHoldingLock", model, "I10: a child releases the lock before it exits");
+}
+
+#[test]
+fn negative_a_child_that_clears_its_own_slot_is_caught() {
+    // A child that leaves after its one connection (a directive would make it I3 instead).
+    let mut pool = SystemModel::small_pool(1);
+    pool.max_connections_per_child = 1;
+    let mut model = SystemModel::new(pool, Budget::new(0, 1, 0, 0), vec![]);
+    model.bug = Some(SeededBug::ChildClearsItsSlot);
+    expect_counterexample(
+        "seeded bug ChildClearsItsSlot",
+        model,
+        "I1/I2: every write a child makes is a row of its side of the transition table",
+    );
+}
+
+#[test]
+fn negative_a_work_claim_by_store_overwrites_the_retirement_claim() {
+    // Four children at start above max_spare 2: the tick claims one, which may see a connection
+    // before its wake-up.
+    let mut model = SystemModel::new(prefork_model::pool(1, 4, 1, 2, 4), Budget::new(1, 1, 0, 0), vec![]);
+    model.bug = Some(SeededBug::WorkClaimByStore);
+    expect_counterexample("seeded bug WorkClaimByStore", model, "I3: a child never overwrites a parent directive");
 }

@@ -389,14 +389,30 @@ impl Parent {
     }
 
     /// fork() failed for `slot` (`error` says why, for the log): the slot goes back to `Dead` and
-    /// spawning backs off.
+    /// spawning backs off. The forks still queued from the same batch are cancelled too (their
+    /// slots go back to `Dead`): no fork happens before the back-off is over (I16); the policy
+    /// asks again then.
     pub fn handle_spawn_failed<T: SlotTable + ?Sized>(&mut self, now: Time, slot: usize, error: &str, board: &T) {
-        if let Some(born) = self.pending_spawn(slot, "handle_spawn_failed") {
-            self.children[slot] = None;
-            if let Ok(s) = board.slot(slot) {
-                let _ = s.reap(born);
+        if self.pending_spawn(slot, "handle_spawn_failed").is_some() {
+            let queued: Vec<usize> = self
+                .actions
+                .iter()
+                .filter_map(|a| match a {
+                    ParentAction::Spawn { slot, .. } => Some(*slot),
+                    _ => None,
+                })
+                .collect();
+            self.actions.retain(|a| !matches!(a, ParentAction::Spawn { .. }));
+            for slot in std::iter::once(slot).chain(queued) {
+                if let Some(rec) = self.children[slot].take()
+                    && let Ok(s) = board.slot(slot)
+                {
+                    let _ = s.reap(rec.born);
+                }
             }
             let retry_in = self.brake.fork_failed(now);
+            // The system is short of something: start again from one fork per tick.
+            self.policy.on_child_sick();
             self.log(ParentLog::ForkFailed { slot, error: error.to_string(), retry_in });
             self.check_done(now, board);
         }
@@ -460,16 +476,19 @@ impl Parent {
             && self_inflicted(status)
             && early
             && self.stage == Stage::Running
+            && !self.has_bug(crate::seeded::SeededBug::NoCrashBrake)
             && let Some(paused_for) = self.brake.early_exit(now)
         {
             self.policy.on_child_sick();
             self.log(ParentLog::CrashLoop { early_exits: self.brake.early_exits, paused_for });
         }
 
+        let within_limit = slot < self.max_request_workers(board)
+            && (self.live_children() < self.max_request_workers(board)
+                || self.has_bug(crate::seeded::SeededBug::RefillPastLimit));
         if self.stage == Stage::Running
             && self.remaining_to_start > 0
-            && slot < self.max_request_workers(board)
-            && self.live_children() < self.max_request_workers(board)
+            && within_limit
             && self.brake.allows(now)
             && self.spawn_in(now, board, slot, self.refill_generation(generation))
         {
@@ -637,6 +656,7 @@ impl Parent {
             self.log(ParentLog::Policy(l));
         }
         match m.decision {
+            Decision::Spawn { .. } if self.has_bug(crate::seeded::SeededBug::NoRespawn) => {}
             Decision::Spawn { slots } => {
                 for slot in slots {
                     self.spawn(now, board, slot);

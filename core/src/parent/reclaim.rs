@@ -32,10 +32,18 @@ impl Parent {
     /// Runs the ladder's steps that are due at `now` (the stage is `Reclaiming` since `started`,
     /// with `step` steps done).
     pub(super) fn reclaim_step<T: SlotTable + ?Sized>(&mut self, now: Time, board: &T, started: Time, mut step: usize) {
+        if self.has_bug(crate::seeded::SeededBug::NoStopEscalation) {
+            return;
+        }
         while let Some(&(at, what)) = RECLAIM_SCHEDULE.get(step) {
             if now < started + at {
                 break;
             }
+            let what = if self.has_bug(crate::seeded::SeededBug::HurriedKill) && what == ReclaimStep::Term {
+                ReclaimStep::Kill
+            } else {
+                what
+            };
             step += 1;
             if let Stage::Reclaiming { step: s, .. } = &mut self.stage {
                 *s = step;
