@@ -107,6 +107,7 @@ pub struct SpareServerPolicy {
     idle_spawn_rate: u32,
     hold_off: u32,
     max_workers_reported: bool,
+    bugs: crate::seeded::BugSwitch,
 }
 
 impl Default for SpareServerPolicy {
@@ -118,7 +119,18 @@ impl Default for SpareServerPolicy {
 impl SpareServerPolicy {
     /// A fresh policy: rate 1, no hold-off.
     pub const fn new() -> Self {
-        SpareServerPolicy { idle_spawn_rate: 1, hold_off: 0, max_workers_reported: false }
+        SpareServerPolicy {
+            idle_spawn_rate: 1,
+            hold_off: 0,
+            max_workers_reported: false,
+            bugs: crate::seeded::BugSwitch::NONE,
+        }
+    }
+
+    /// Selects a deliberately broken variant (through [`crate::Parent::seed_bug`]).
+    #[cfg(feature = "seeded-bugs")]
+    pub(crate) fn seed_bug(&mut self, bug: crate::seeded::SeededBug) {
+        self.bugs.set(bug);
     }
 
     /// The current spawn rate: always one of 1, 2, 4, 8, 16, 32.
@@ -152,7 +164,7 @@ impl SpareServerPolicy {
     pub fn tick(&mut self, limits: SpareLimits, view: &ScoreboardView, spawn_allowed: bool) -> Maintenance {
         let mrw = limits.max_request_workers as usize;
         let below = view.counts_below(mrw);
-        let idle = below.idle();
+        let idle = if self.bugs.is(crate::seeded::SeededBug::IdleIgnoresStarting) { below.ready } else { below.idle() };
         let total = below.total() - below.dead;
         // Children anywhere on the board (old generations may sit above a lowered max_request_workers).
         let everywhere = view.counts();

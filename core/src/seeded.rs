@@ -51,6 +51,19 @@ pub enum SeededBug {
     /// up. A child that ignores `SIGTERM` keeps the parent waiting for ever. Caught by stateright
     /// (L3: a stop ends).
     NoStopEscalation,
+    /// The maintenance tick claims every retirement candidate it can, not only the first: several
+    /// idle children retire in one tick. Caught by proptest (I5).
+    RetireEveryCandidate,
+    /// The maintenance tick forks into the highest `Dead` slots instead of the lowest. Caught by
+    /// proptest (I6).
+    SpawnHighestFirst,
+    /// A `CHILDSICK` exit does not reset the spawn rate: the parent goes on forking fast while
+    /// the system is short of resources. Caught by proptest (I8).
+    SickKeepsRate,
+    /// The spare-server policy counts only `Ready` children as idle, not `Starting` ones (Apache
+    /// counts both): children still starting are not seen, and the ramp overshoots. Caught by
+    /// proptest (I9: the tick's decision is not the one a recount of the board gives).
+    IdleIgnoresStarting,
 }
 
 impl SeededBug {
@@ -66,6 +79,10 @@ impl SeededBug {
                 | SeededBug::NoCrashBrake
                 | SeededBug::HurriedKill
                 | SeededBug::NoStopEscalation
+                | SeededBug::RetireEveryCandidate
+                | SeededBug::SpawnHighestFirst
+                | SeededBug::SickKeepsRate
+                | SeededBug::IdleIgnoresStarting
         )
     }
 }
@@ -79,6 +96,12 @@ pub(crate) struct BugSwitch {
 }
 
 impl BugSwitch {
+    /// No bug (for `const` constructors).
+    pub(crate) const NONE: BugSwitch = BugSwitch {
+        #[cfg(feature = "seeded-bugs")]
+        bug: None,
+    };
+
     /// Selects `bug`.
     #[cfg(feature = "seeded-bugs")]
     pub(crate) fn set(&mut self, bug: SeededBug) {

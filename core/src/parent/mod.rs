@@ -225,6 +225,7 @@ impl Parent {
     #[cfg(feature = "seeded-bugs")]
     pub fn seed_bug(&mut self, bug: crate::seeded::SeededBug) {
         self.bugs.set(bug);
+        self.policy.seed_bug(bug);
     }
 
     fn has_bug(&self, bug: crate::seeded::SeededBug) -> bool {
@@ -468,7 +469,7 @@ impl Parent {
                 return;
             }
         }
-        if matches!(cause, ExitCause::Sick(_)) {
+        if matches!(cause, ExitCause::Sick(_)) && !self.has_bug(crate::seeded::SeededBug::SickKeepsRate) {
             self.policy.on_child_sick();
         }
         let early = last == Some(SlotState::Starting) || now.since(rec.spawned_at) < EARLY_EXIT_WINDOW;
@@ -657,6 +658,14 @@ impl Parent {
         }
         match m.decision {
             Decision::Spawn { .. } if self.has_bug(crate::seeded::SeededBug::NoRespawn) => {}
+            Decision::Spawn { slots } if self.has_bug(crate::seeded::SeededBug::SpawnHighestFirst) => {
+                let mrw = self.max_request_workers(board);
+                let highest: Vec<usize> =
+                    (0..mrw).rev().filter(|&s| view.state(s) == Some(SlotState::Dead)).take(slots.len()).collect();
+                for slot in highest {
+                    self.spawn(now, board, slot);
+                }
+            }
             Decision::Spawn { slots } => {
                 for slot in slots {
                     self.spawn(now, board, slot);
@@ -680,7 +689,9 @@ impl Parent {
                         if let Some(pid) = rec.pid {
                             self.actions.push_back(ParentAction::Wake { slot, pid });
                         }
-                        break;
+                        if !self.has_bug(crate::seeded::SeededBug::RetireEveryCandidate) {
+                            break;
+                        }
                     }
                 }
             }
