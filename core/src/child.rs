@@ -256,6 +256,10 @@ impl ChildLoop {
                 if self.has_bug(crate::seeded::SeededBug::WorkClaimByStore) {
                     slot.store_unchecked(SlotState::BusyRead);
                 }
+                #[cfg(feature = "seeded-bugs")]
+                if self.has_bug(crate::seeded::SeededBug::TornClaim) {
+                    slot.store_torn(SlotState::BusyRead);
+                }
                 match slot.set(SlotState::BusyRead) {
                     Ok(SlotUpdate::Applied) => {
                         self.phase = P::Accepting;
@@ -363,7 +367,8 @@ impl ChildLoop {
     /// cursor moves past it. A listener that stays ready is chosen within `listeners` accepts.
     fn choose(&mut self, ready: &[usize]) -> Option<usize> {
         let n = self.listeners;
-        let chosen = ready.iter().copied().filter(|&l| l < n).min_by_key(|&l| (l + n - self.cursor) % n)?;
+        let cursor = if self.has_bug(crate::seeded::SeededBug::NoRoundRobin) { 0 } else { self.cursor };
+        let chosen = ready.iter().copied().filter(|&l| l < n).min_by_key(|&l| (l + n - cursor) % n)?;
         self.cursor = (chosen + 1) % n;
         Some(chosen)
     }

@@ -333,6 +333,21 @@ impl<'a, W: AtomicWord> ChildSlot<'a, W> {
         let _ = self.slot.repair(raw, word);
     }
 
+    /// Seeded bugs only: writes `to` in two stores, the state with no owner first, then the whole
+    /// word (unless the slot changed meanwhile): a torn write.
+    #[cfg(feature = "seeded-bugs")]
+    pub(crate) fn store_torn(&self, to: SlotState) {
+        let raw = self.slot.raw();
+        let Ok(now) = SlotWord::decode(raw) else { return };
+        if now.state.is_directive() || now.incarnation != self.born.incarnation {
+            return;
+        }
+        let half = SlotWord { state: to, incarnation: 0, generation: 0 };
+        if self.slot.repair(raw, half).is_ok() {
+            let _ = self.slot.repair(half.encode(), self.born.with_state(to));
+        }
+    }
+
     /// Child: moves its slot to `to` by compare-and-swap, unless the parent has left a directive.
     ///
     /// `set(BusyRead)` from `Ready` is the *work claim*: call it before accept(). If it returns

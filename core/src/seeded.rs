@@ -27,7 +27,7 @@ pub enum SeededBug {
     /// dropping the connection it just accepted. Caught by stateright (I11).
     DropConnectionOnDirective,
     /// The maintenance tick ignores the policy's `Spawn` decision: a crashed child is never
-    /// replaced. Caught by stateright (L4: the pool returns to `min_spare_servers` idle children).
+    /// replaced. Caught by stateright (L2: the pool returns to `min_spare_servers` idle children).
     NoRespawn,
     /// A child told to leave while it holds the accept lock exits without releasing it first.
     /// Caught by stateright (I10: a child releases the lock before it exits).
@@ -64,6 +64,37 @@ pub enum SeededBug {
     /// counts both): children still starting are not seen, and the ramp overshoots. Caught by
     /// proptest (I9: the tick's decision is not the one a recount of the board gives).
     IdleIgnoresStarting,
+    /// The child always picks the lowest readable listener instead of going round-robin: a
+    /// listener that stays readable can be passed over for ever. Caught by the `child_events` fuzz
+    /// body (I12).
+    NoRoundRobin,
+    /// Reaping forgets to write the slot back to `Dead`: the board shows a child the parent no
+    /// longer has (until a repair). Caught by stateright (I9/I14).
+    ReapLeavesSlot,
+    /// A restart's configuration is applied as it comes, `server_limit` included (no
+    /// `restrict_to_running`). Caught by the deterministic simulation (I17).
+    ServerLimitFollowsReload,
+    /// A `CHILDFATAL` exit stops the server whatever the child's generation (Apache's PR 39311
+    /// race: an old child's fatal error during a restart). Caught by the deterministic
+    /// simulation (I18).
+    OldFatalStops,
+    /// The child's work claim first writes its new state with no owner (generation and
+    /// incarnation 0), then the whole word: a snapshot in between sees a torn word. Caught by
+    /// loom (I20).
+    TornClaim,
+    /// The accept-lock watchdog does not require connections to be waiting: a holder that waits
+    /// in an idle pool is killed. Caught by stateright (I27).
+    WatchdogWithoutQueue,
+    /// Graceful restarts and stops mark slots `G` but never wake the children (neither at once
+    /// nor at the next ticks): an idle old child waits for a connection for ever. Caught by
+    /// stateright (L1).
+    NoGracefulWake,
+    /// The maintenance tick ignores the policy's `Retire` decision: idle children above
+    /// `max_spare_servers` are never retired. Caught by the deterministic simulation (L2).
+    NoRetire,
+    /// The watchdog finds a stalled child but never kills it: a stalled accept-lock holder wedges
+    /// every listener. Caught by stateright (L4).
+    WatchdogNeverKills,
 }
 
 impl SeededBug {
@@ -83,6 +114,13 @@ impl SeededBug {
                 | SeededBug::SpawnHighestFirst
                 | SeededBug::SickKeepsRate
                 | SeededBug::IdleIgnoresStarting
+                | SeededBug::ReapLeavesSlot
+                | SeededBug::ServerLimitFollowsReload
+                | SeededBug::OldFatalStops
+                | SeededBug::WatchdogWithoutQueue
+                | SeededBug::NoGracefulWake
+                | SeededBug::NoRetire
+                | SeededBug::WatchdogNeverKills
         )
     }
 }

@@ -8,6 +8,7 @@ use prefork_core::exit::{ExitCause, ExitReason, ExitStatus, code};
 use prefork_core::parent::{CRASH_LOOP_MAX_PAUSE, Command, KillSignal, ParentLog, Phase, SlotProblem};
 use prefork_core::policy::PolicyLog;
 use prefork_core::scoreboard::SlotTable;
+use prefork_core::seeded::SeededBug;
 use prefork_core::slot::{SlotState, SlotWord};
 use prefork_core::time::Time;
 use std::time::Duration;
@@ -119,14 +120,25 @@ fn graceful_restart_marks_every_child_and_refills_with_the_new_generation() {
 
 #[test]
 fn graceful_restart_applies_new_limits_but_keeps_server_limit() {
-    let mut sim = Sim::new(pool(2, 1, 3, 8));
+    restart_with_a_new_server_limit(None);
+}
+
+#[test]
+fn negative_a_reload_that_changes_server_limit_is_caught() {
+    expect_violation("I17: server_limit", || {
+        restart_with_a_new_server_limit(Some(SeededBug::ServerLimitFollowsReload))
+    });
+}
+
+fn restart_with_a_new_server_limit(bug: Option<SeededBug>) {
+    let mut sim = Sim::seeded(pool(2, 1, 3, 8), Behaviour::Normal, bug);
     sim.settle();
     let mut cfg = sim.parent().config().clone();
     cfg.server_limit = 64;
     cfg.max_request_workers = 20;
     cfg.start_servers = 6;
     sim.command(Command::GracefulRestart(Box::new(cfg)));
-    assert_eq!(sim.parent().config().server_limit, 8);
+    assert_eq!(sim.parent().config().server_limit, 8, "I17: server_limit is fixed for the life of the parent");
     assert_eq!(sim.parent().config().max_request_workers, 8);
     assert_eq!(sim.logged(|l| matches!(l, ParentLog::ConfigAdjusted(w) if w.key == "server_limit")), 1);
     assert_eq!(sim.logged(|l| l.apache_code() == Some("AH00179")), 1);
@@ -152,7 +164,16 @@ fn hard_restart_stops_every_child_then_starts_afresh() {
 
 #[test]
 fn stop_escalates_term_at_3_5_7_kill_at_9_and_gives_up_at_10_seconds() {
-    let mut sim = Sim::with(pool(2, 1, 3, 4), Behaviour::Unkillable);
+    stop_of_unkillable_children(None);
+}
+
+#[test]
+fn negative_a_hurried_kill_is_caught() {
+    expect_violation("I15: the ladder", || stop_of_unkillable_children(Some(SeededBug::HurriedKill)));
+}
+
+fn stop_of_unkillable_children(bug: Option<SeededBug>) {
+    let mut sim = Sim::seeded(pool(2, 1, 3, 4), Behaviour::Unkillable, bug);
     sim.settle();
     sim.now = Time::from_secs(100);
     sim.command(Command::Stop);
@@ -164,7 +185,8 @@ fn stop_escalates_term_at_3_5_7_kill_at_9_and_gives_up_at_10_seconds() {
     use KillSignal::*;
     assert_eq!(
         when,
-        [(0, Term), (0, Term), (3, Term), (3, Term), (5, Term), (5, Term), (7, Term), (7, Term), (9, Kill), (9, Kill)]
+        [(0, Term), (0, Term), (3, Term), (3, Term), (5, Term), (5, Term), (7, Term), (7, Term), (9, Kill), (9, Kill)],
+        "I15: the ladder"
     );
     assert_eq!(sim.now, Time::from_secs(110));
     assert_eq!(sim.logged(|l| matches!(l, ParentLog::GaveUp { .. })), 2);
@@ -226,14 +248,23 @@ fn graceful_stop_timeout_falls_back_to_the_stop_escalation() {
 
 #[test]
 fn children_crashing_at_start_cannot_make_the_parent_fork_in_a_loop() {
-    let mut sim = Sim::with(pool(5, 5, 10, 64), Behaviour::CrashOnStart);
+    crash_loop(None);
+}
+
+#[test]
+fn negative_a_parent_without_the_crash_loop_brake_is_caught() {
+    expect_violation("I16: forked", || crash_loop(Some(SeededBug::NoCrashBrake)));
+}
+
+fn crash_loop(bug: Option<SeededBug>) {
+    let mut sim = Sim::seeded(pool(5, 5, 10, 64), Behaviour::CrashOnStart, bug);
     for _ in 0..600 {
         sim.settle();
         sim.advance(Duration::from_secs(1));
     }
     // Ten minutes of children that die at once: Apache would fork 32 per second at worst.
     eprintln!("crash loop: {} forks in 10 minutes", sim.forks);
-    assert!(sim.forks <= 40, "forked {} times in 10 minutes", sim.forks);
+    assert!(sim.forks <= 40, "I16: forked {} times in 10 minutes", sim.forks);
     assert!(sim.logged(|l| matches!(l, ParentLog::CrashLoop { .. })) > 0);
     let last = sim.logs.iter().rev().find_map(|(_, l)| match l {
         ParentLog::CrashLoop { paused_for, .. } => Some(*paused_for),
@@ -306,7 +337,16 @@ fn fork_failures_back_off_and_recover() {
 
 #[test]
 fn a_fatal_child_of_the_current_generation_stops_the_server_one_of_an_old_generation_does_not() {
-    let mut sim = Sim::new(pool(2, 1, 3, 4));
+    fatal_children(None);
+}
+
+#[test]
+fn negative_an_old_fatal_child_that_stops_the_server_is_caught() {
+    expect_violation("I18: an old generation's fatal exit", || fatal_children(Some(SeededBug::OldFatalStops)));
+}
+
+fn fatal_children(bug: Option<SeededBug>) {
+    let mut sim = Sim::seeded(pool(2, 1, 3, 4), Behaviour::Normal, bug);
     sim.settle();
     let old = sim.pid_in(0);
     sim.take_connection(old);
@@ -315,8 +355,12 @@ fn a_fatal_child_of_the_current_generation_stops_the_server_one_of_an_old_genera
     sim.procs.remove(&old);
     sim.exits.push((old, ExitStatus::Code(code::CHILDFATAL), None));
     sim.settle();
-    assert_eq!(sim.logged(|l| matches!(l, ParentLog::IgnoringOldFatal { .. })), 1);
-    assert_eq!(sim.parent().phase(), Phase::Running);
+    assert_eq!(
+        sim.logged(|l| matches!(l, ParentLog::IgnoringOldFatal { .. })),
+        1,
+        "I18: an old generation's fatal exit is ignored"
+    );
+    assert_eq!(sim.parent().phase(), Phase::Running, "I18: an old generation's fatal exit does not stop the server");
     let young = sim.pid_in(1);
     sim.procs.remove(&young);
     sim.exits.push((young, ExitStatus::Code(code::CHILDFATAL), None));
@@ -451,14 +495,23 @@ fn max_connections_per_child_recycles_children_without_immediate_respawn() {
 
 #[test]
 fn idle_pool_converges_into_the_spare_range_and_stays_there() {
+    converging_pools(None);
+}
+
+#[test]
+fn negative_a_parent_that_never_retires_does_not_converge() {
+    expect_violation("L2: start", || converging_pools(Some(SeededBug::NoRetire)));
+}
+
+fn converging_pools(bug: Option<SeededBug>) {
     for (start, min, max) in [(1, 5, 10), (40, 5, 10), (8, 2, 3), (20, 20, 21)] {
-        let mut sim = Sim::new(pool(start, min, max, 64));
+        let mut sim = Sim::seeded(pool(start, min, max, 64), Behaviour::Normal, bug);
         for _ in 0..80 {
             sim.tick();
             sim.check();
         }
         let idle = sim.view().counts().idle() as i64;
-        assert!((min..=max).contains(&idle), "start {start} min {min} max {max}: idle {idle}");
+        assert!((min..=max).contains(&idle), "L2: start {start} min {min} max {max}: idle {idle}");
         let forks = sim.forks;
         for _ in 0..20 {
             sim.tick();
@@ -505,4 +558,14 @@ fn crashes_are_warnings_with_apaches_code_and_stop_signals_are_not() {
     for sig in [1, 9, 10, 15] {
         assert_eq!((exited(sig).level(), exited(sig).apache_code()), (Level::Info, None), "signal {sig}");
     }
+}
+
+/// Runs `scenario` (with a seeded bug), which must fail with a message containing `expected`: the
+/// specific violation, not any panic.
+fn expect_violation(expected: &str, scenario: impl FnOnce() + std::panic::UnwindSafe) {
+    let err = std::panic::catch_unwind(scenario).expect_err("the seeded bug must be caught");
+    let msg = err.downcast_ref::<String>().cloned().or_else(|| err.downcast_ref::<&str>().map(|s| s.to_string()));
+    let msg = msg.unwrap_or_default();
+    assert!(msg.contains(expected), "caught, but not as {expected:?}: {msg}");
+    eprintln!("caught as expected: {}", msg.lines().next().unwrap_or_default());
 }

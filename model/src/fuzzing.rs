@@ -295,6 +295,8 @@ pub fn child_events_with(data: &[u8], bug: Option<SeededBug>) {
     crate::seeded::seed_child(&mut child, bug);
     let mut ready = [0usize; 3];
     let mut accepted = false;
+    // I12: how many accepts in a row passed over each listener while it was readable.
+    let mut passed_over = [0usize; 3];
     let mut last: Option<ChildAction> = None;
     while !b.done() {
         if b.byte() % 5 == 0 {
@@ -314,11 +316,22 @@ pub fn child_events_with(data: &[u8], bug: Option<SeededBug>) {
                 _ => {}
             }
         }
-        let n = 1 + usize::from(b.byte()) % listeners;
-        for (i, r) in ready.iter_mut().enumerate().take(n) {
-            *r = (i + usize::from(b.byte())) % (listeners + 1);
-        }
-        let event = match b.byte() % 13 {
+        // Every listener readable (half the time: what a busy server sees), or a few, possibly
+        // out of range.
+        let n = if b.byte() & 1 == 0 {
+            ready.iter_mut().enumerate().for_each(|(i, r)| *r = i);
+            listeners
+        } else {
+            let n = 1 + usize::from(b.byte()) % listeners;
+            for (i, r) in ready.iter_mut().enumerate().take(n) {
+                *r = (i + usize::from(b.byte())) % (listeners + 1);
+            }
+            n
+        };
+        // Three bytes in four send what a correct driver would (so that whole accept cycles
+        // happen), the rest any event at all.
+        let pick = b.byte();
+        let event = match if pick >= 0x40 { 12 } else { pick % 12 } {
             0 => ChildEvent::Started,
             1 => ChildEvent::LockAcquired,
             2 => ChildEvent::LockInterrupted,
@@ -347,6 +360,15 @@ pub fn child_events_with(data: &[u8], bug: Option<SeededBug>) {
             Ok(action) => {
                 if let ChildAction::Accept { listener } = action {
                     assert!(listener < listeners, "accept on listener {listener} of {listeners}");
+                    if let ChildEvent::Readable(r) = event {
+                        for (l, passed) in passed_over.iter_mut().enumerate().take(listeners) {
+                            *passed = if l != listener && r.contains(&l) { *passed + 1 } else { 0 };
+                            assert!(
+                                *passed < listeners,
+                                "I12: listener {l} was readable and passed over {passed} times in a row ({listeners} listeners)"
+                            );
+                        }
+                    }
                     assert!(!lock || child.holds_lock(), "I10: accept without the lock");
                     assert!(
                         matches!(board.slot(0).unwrap().read(), Ok(w) if w.state == SlotState::BusyRead),

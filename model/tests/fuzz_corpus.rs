@@ -73,6 +73,17 @@ fn negative_system_walk_catches_a_parent_that_never_respawns() {
         |d| fuzzing::system_walk_with(d, Some(prefork_core::seeded::SeededBug::NoRespawn)),
         300,
         400,
-        "L4: after a crash",
+        "L2: after a crash",
+    );
+}
+
+#[test]
+fn negative_child_events_catches_a_child_without_round_robin() {
+    catches(
+        "child_events",
+        |d| fuzzing::child_events_with(d, Some(prefork_core::seeded::SeededBug::NoRoundRobin)),
+        3000,
+        400,
+        "I12: listener",
     );
 }

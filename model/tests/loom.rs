@@ -76,7 +76,7 @@ struct Kid {
 fn pool(cfg: &PoolConfig, bug: Option<SeededBug>) -> (Arc<Board>, Driven, Vec<Kid>) {
     let board = Arc::new(loom_board(cfg.server_limit as usize));
     let mut parent = Parent::new(cfg.clone());
-    if let Some(bug) = bug {
+    if let Some(bug) = bug.filter(|b| b.in_parent()) {
         parent.seed_bug(bug);
     }
     let mut parent = Driven { driver: ParentDriver::new(parent), effects: Recorder::new(100) };
@@ -86,6 +86,9 @@ fn pool(cfg: &PoolConfig, bug: Option<SeededBug>) -> (Arc<Board>, Driven, Vec<Ki
         if let ParentAction::Spawn { slot, born } = action {
             let pid = 100 + slot as Pid;
             let mut child = ChildLoop::new(cfg.listen.len(), cfg.lock_in_use(), 0);
+            if let Some(bug) = bug.filter(|b| !b.in_parent()) {
+                child.seed_bug(bug);
+            }
             let next = child.handle(ChildEvent::Started, &ChildSlot::attach(&*board, slot, born).unwrap()).unwrap();
             kids.push(Kid { slot, born, pid, child, next });
         }
@@ -169,9 +172,23 @@ fn negative_retiring_by_pid_without_the_claim_kills_a_busy_child() {
 
 #[test]
 fn snapshots_taken_while_a_child_serves_are_never_torn() {
-    explore("parent snapshots vs a serving child", || {
+    explore("parent snapshots vs a serving child", || snapshots_vs_a_serving_child(None));
+}
+
+#[test]
+fn negative_a_torn_work_claim_is_seen_by_a_snapshot() {
+    let msg = expect_failure("negative_a_torn_work_claim_is_seen_by_a_snapshot", || {
+        snapshots_vs_a_serving_child(Some(SeededBug::TornClaim))
+    });
+    assert!(msg.contains("the word belongs to the child"), "{msg}");
+}
+
+/// I20: the parent's snapshots, taken while the child claims work and serves, only ever show a
+/// word the child wrote whole.
+fn snapshots_vs_a_serving_child(bug: Option<SeededBug>) {
+    {
         let cfg = prefork_model::pool(1, 1, 1, 3, 2);
-        let (board, mut parent, mut kids) = pool(&cfg, None);
+        let (board, mut parent, mut kids) = pool(&cfg, bug);
         let mut kid = kids.pop().unwrap();
         let b = board.clone();
         let child_thread = thread::spawn(move || {
@@ -202,7 +219,7 @@ fn snapshots_taken_while_a_child_serves_are_never_torn() {
             "the parent found an inconsistent slot: {actions:?}"
         );
         assert_eq!(ScoreboardView::capture(&*board).state(0), Some(SlotState::Ready));
-    });
+    }
 }
 
 #[test]

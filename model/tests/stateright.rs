@@ -394,7 +394,7 @@ fn negative_a_parent_that_never_respawns_is_caught() {
     expect_counterexample(
         "seeded bug NoRespawn",
         model,
-        "L4: after a crash, a kill or a failed fork the pool returns to min_spare_servers idle children",
+        "L2: after a crash, a kill or a failed fork the pool returns to min_spare_servers idle children",
     );
 }
 
@@ -426,4 +426,43 @@ fn negative_a_work_claim_by_store_overwrites_the_retirement_claim() {
     let mut model = SystemModel::new(prefork_model::pool(1, 4, 1, 2, 4), Budget::new(1, 1, 0, 0), vec![]);
     model.bug = Some(SeededBug::WorkClaimByStore);
     expect_counterexample("seeded bug WorkClaimByStore", model, "I3: a child never overwrites a parent directive");
+}
+
+#[test]
+fn negative_a_reap_that_leaves_the_slot_is_caught() {
+    let mut model = SystemModel::new(SystemModel::small_pool(1), Budget::new(0, 0, 1, 0), vec![]);
+    model.bug = Some(SeededBug::ReapLeavesSlot);
+    expect_counterexample("seeded bug ReapLeavesSlot", model, "I9/I14: the board agrees with the parent's records");
+}
+
+#[test]
+fn negative_a_watchdog_that_ignores_the_queues_kills_an_idle_holder() {
+    let budget = Budget { stalls: 1, grace: 3, ..Budget::new(2, 1, 0, 0) };
+    let mut model = SystemModel::new(stall_pool(2, 0), budget, vec![]);
+    model.bug = Some(SeededBug::WatchdogWithoutQueue);
+    expect_counterexample(
+        "seeded bug WatchdogWithoutQueue",
+        model,
+        "I27: the watchdog kills only a child that held the lock, or one request, for its limit",
+    );
+}
+
+#[test]
+fn negative_a_graceful_restart_that_wakes_no_one_leaves_old_children() {
+    let budget = Budget { grace: 2, ..Budget::new(1, 0, 0, 1) };
+    let mut model = SystemModel::new(SystemModel::small_pool(1), budget, vec![Op::GracefulRestart]);
+    model.bug = Some(SeededBug::NoGracefulWake);
+    expect_counterexample("seeded bug NoGracefulWake", model, "L1: an old generation disappears");
+}
+
+#[test]
+fn negative_a_watchdog_that_never_kills_leaves_the_pool_wedged() {
+    let budget = Budget { stalls: 1, grace: 3, ..Budget::new(2, 1, 0, 0) };
+    let mut model = SystemModel::new(stall_pool(2, 0), budget, vec![]);
+    model.bug = Some(SeededBug::WatchdogNeverKills);
+    expect_counterexample(
+        "seeded bug WatchdogNeverKills",
+        model,
+        "L: every pending connection is taken while a live, non-stalled child can take it",
+    );
 }

@@ -436,7 +436,10 @@ impl Parent {
         let Some(rec) = self.children[slot].take() else {
             return;
         };
-        let last = match board.slot(slot).map(|s| s.reap(rec.born)) {
+        let reap = |s: crate::scoreboard::Slot<'_, T::Word>| {
+            if self.has_bug(crate::seeded::SeededBug::ReapLeavesSlot) { s.read() } else { s.reap(rec.born) }
+        };
+        let last = match board.slot(slot).map(reap) {
             Ok(Ok(word)) => Some(word.state),
             Ok(Err(e)) => {
                 let problem = match e {
@@ -460,7 +463,7 @@ impl Parent {
         let current = generation == self.generation;
 
         if cause == ExitCause::Fatal {
-            if !current {
+            if !current && !self.has_bug(crate::seeded::SeededBug::OldFatalStops) {
                 self.log(ParentLog::IgnoringOldFatal { pid });
             } else if self.stage == Stage::Running {
                 self.log(ParentLog::ChildFatal { pid, slot });
@@ -600,6 +603,10 @@ impl Parent {
     /// A restart's configuration, as far as this parent can apply it (`server_limit` sizes the
     /// board: [`PoolConfig::restrict_to_running`]).
     fn apply_config(&mut self, cfg: PoolConfig) {
+        if self.has_bug(crate::seeded::SeededBug::ServerLimitFollowsReload) {
+            self.config = cfg;
+            return;
+        }
         let checked = self.config.restrict_to_running(cfg);
         for warning in checked.warnings {
             self.log(ParentLog::ConfigAdjusted(warning));
@@ -613,7 +620,7 @@ impl Parent {
         for (slot, pid) in alive {
             match board.slot(slot).map(|s| s.mark_graceful()) {
                 Ok(Ok(before)) if before.is_live() && !before.is_directive() => {
-                    if let Some(pid) = pid {
+                    if let Some(pid) = pid.filter(|_| !self.has_bug(crate::seeded::SeededBug::NoGracefulWake)) {
                         self.actions.push_back(ParentAction::Wake { slot, pid });
                     }
                 }
@@ -671,6 +678,7 @@ impl Parent {
                     self.spawn(now, board, slot);
                 }
             }
+            Decision::Retire { .. } if self.has_bug(crate::seeded::SeededBug::NoRetire) => {}
             Decision::Retire { candidates } if self.has_bug(crate::seeded::SeededBug::RetireWithoutClaim) => {
                 // Seeded bug: "kill the idle child by pid", as peers without a claim do.
                 if let Some(pid) = candidates.iter().find_map(|&s| self.children.get(s).copied().flatten()?.pid) {
@@ -703,6 +711,9 @@ impl Parent {
     /// lost: a signal that interrupts lock waits may land just before the child enters the
     /// blocking call. Repeating it each tick bounds the delay to one tick (SPEC.md §7.1).
     fn rewake(&mut self, view: &ScoreboardView) {
+        if self.has_bug(crate::seeded::SeededBug::NoGracefulWake) {
+            return;
+        }
         let pending: Vec<(usize, Pid)> = self
             .children()
             .filter(|(slot, _)| view.state(*slot).is_some_and(SlotState::is_directive))

@@ -80,7 +80,9 @@ impl Parent {
     pub(super) fn watch<T: SlotTable + ?Sized>(&mut self, now: Time, board: &T, seen: &Observation) {
         let lock_limit = self.config.accept_lock_timeout;
         let request_limit = self.config.request_deadline;
-        let connections_waiting = seen.queues.iter().any(|q| q.waiting > 0);
+        let never_kills = self.has_bug(crate::seeded::SeededBug::WatchdogNeverKills);
+        let connections_waiting =
+            seen.queues.iter().any(|q| q.waiting > 0) || self.has_bug(crate::seeded::SeededBug::WatchdogWithoutQueue);
         for slot in 0..self.slots(board) {
             let Some(ChildRecord { pid: Some(pid), born, killed: None, .. }) = self.children[slot] else {
                 self.watches[slot] = SlotWatch::default();
@@ -107,7 +109,7 @@ impl Parent {
                 }
                 _ => None,
             };
-            if let Some(stall) = stall {
+            if let Some(stall) = stall.filter(|_| !never_kills) {
                 *w = SlotWatch::default();
                 if let Some(rec) = self.children[slot].as_mut() {
                     rec.killed = Some(stall);

@@ -96,10 +96,19 @@ impl Sim {
     }
 
     pub fn with(cfg: PoolConfig, behaviour: Behaviour) -> Sim {
+        Self::seeded(cfg, behaviour, None)
+    }
+
+    /// A simulation whose parent runs with a seeded bug (negative tests).
+    pub fn seeded(cfg: PoolConfig, behaviour: Behaviour, bug: Option<prefork_core::seeded::SeededBug>) -> Sim {
+        let mut parent = Parent::new(cfg.clone());
+        if let Some(bug) = bug {
+            parent.seed_bug(bug);
+        }
         let mut sim = Sim {
             now: Time::ZERO,
             board: MemoryBoard::new(cfg.server_limit as usize),
-            driver: ParentDriver::new(Parent::new(cfg)),
+            driver: ParentDriver::new(parent),
             exit_code: None,
             world: World { next_pid: 100, behaviour, ..World::default() },
         };
