@@ -637,6 +637,21 @@ mod tests {
     }
 
     #[test]
+    fn listeners_out_of_range_are_ignored_and_wasted_wake_ups_counted() {
+        let r = Rig::new();
+        let mut c = ChildLoop::new(2, false, 0);
+        r.step(&mut c, E::Started);
+        assert_eq!(c.wasted_wakeups(), 0);
+        assert_eq!(r.step(&mut c, E::Readable(&[2, 7])), A::Wait, "no such listener: wait again");
+        assert_eq!(r.state(), SlotState::Ready, "no work claimed");
+        assert_eq!(r.step(&mut c, E::Readable(&[2, 1])), A::Accept { listener: 1 });
+        assert_eq!(r.step(&mut c, E::AcceptEmpty), A::Wait, "another child took it");
+        assert_eq!(r.step(&mut c, E::Readable(&[0])), A::Accept { listener: 0 });
+        assert_eq!(r.step(&mut c, E::AcceptEmpty), A::Wait);
+        assert_eq!((c.wasted_wakeups(), c.connections()), (2, 0));
+    }
+
+    #[test]
     fn unexpected_events_are_errors_not_panics() {
         let r = Rig::new();
         let mut c = ChildLoop::new(1, false, 0);

@@ -569,3 +569,174 @@ fn expect_violation(expected: &str, scenario: impl FnOnce() + std::panic::Unwind
     assert!(msg.contains(expected), "caught, but not as {expected:?}: {msg}");
     eprintln!("caught as expected: {}", msg.lines().next().unwrap_or_default());
 }
+
+// Edges the mutation run (README.md, "Mutation testing") found without a test.
+
+/// Generations count up one per restart, and a graceful restart's refills are born in the newest.
+#[test]
+fn generations_count_up_one_per_restart_and_refills_are_born_in_the_newest() {
+    let mut sim = Sim::new(pool(2, 1, 5, 4));
+    sim.settle();
+    assert_eq!(sim.parent().generation(), 0);
+    for generation in 1..=2 {
+        let cfg = sim.parent().config().clone();
+        sim.command(Command::GracefulRestart(Box::new(cfg)));
+        assert_eq!(sim.parent().generation(), generation);
+        assert_eq!(sim.board_generation(), generation);
+        sim.settle();
+        let born: Vec<u32> = sim.parent().children().map(|(_, c)| c.born.generation).collect();
+        assert_eq!(born, [generation, generation], "the refills are born in generation {generation}");
+    }
+}
+
+/// A graceful restart refills exactly `start_servers` slots one-for-one as old children leave,
+/// however many old children there were.
+#[test]
+fn a_graceful_restart_refills_exactly_start_servers_one_for_one() {
+    let mut sim = Sim::new(pool(4, 1, 10, 8));
+    sim.settle();
+    let mut cfg = sim.parent().config().clone();
+    cfg.start_servers = 2;
+    let forks = sim.forks;
+    sim.command(Command::GracefulRestart(Box::new(cfg)));
+    sim.settle(); // the four old children leave; no tick yet
+    assert_eq!(sim.forks - forks, 2, "two refills for four old children");
+    assert_eq!(sim.letters(), "__......");
+}
+
+/// Refills after a restart that lowers `max_request_workers` go only into slots below it, and only
+/// while fewer children than the limit live (I6, I7).
+#[test]
+fn refills_stay_below_a_lowered_max_request_workers() {
+    let mut sim = Sim::new(pool(3, 1, 5, 3));
+    sim.settle();
+    let mut cfg = sim.parent().config().clone();
+    cfg.max_request_workers = 2;
+    cfg.start_servers = 2;
+    sim.command(Command::GracefulRestart(Box::new(cfg)));
+    // The old children leave in slot order: slot 0 (two still live: no refill), slot 1 (one left:
+    // refill slot 1), slot 2 (slot 2 is above the new limit: no refill).
+    sim.settle();
+    assert_eq!(sim.letters(), "._.");
+    sim.tick(); // the rest of start_servers
+    assert_eq!(sim.letters(), "__.");
+    sim.check();
+}
+
+/// The crash-loop brake counts a child's crash as early if it was still starting, or within 2 s
+/// of its fork; not one that got past starting and lived 2 s or more.
+#[test]
+fn a_crash_counts_as_early_within_two_seconds_of_the_fork_or_while_starting() {
+    let mut sim = Sim::new(pool(3, 1, 5, 8));
+    sim.settle();
+    let crash = |sim: &mut Sim, slot: usize, at_ms: u64| {
+        sim.now = Time::from_millis(at_ms);
+        let pid = sim.pid_in(slot);
+        sim.procs.remove(&pid);
+        sim.exits.push((pid, ExitStatus::Signaled(11), None));
+        sim.reap();
+        sim.parent().brake().early_exits()
+    };
+    assert_eq!(crash(&mut sim, 0, 1_000), 1, "ready, 1 s old: early");
+    assert_eq!(crash(&mut sim, 1, 2_000), 1, "ready, 2 s old: not early");
+    assert_eq!(crash(&mut sim, 2, 3_000), 1, "ready, 3 s old: not early");
+    let mut sim = Sim::new(pool(1, 1, 5, 8)); // never started: its slot stays `S`
+    assert_eq!(crash(&mut sim, 0, 3_000), 1, "still starting, 3 s old: early");
+}
+
+/// While draining, the parent wants timeouts only for the request deadline (and the graceful
+/// timeout): without either it sleeps until the last child leaves; with a deadline, a request
+/// stuck past it is killed even during the drain.
+#[test]
+fn a_drain_wakes_the_parent_only_for_the_request_deadline() {
+    let mut sim = Sim::new(pool(1, 1, 5, 4));
+    sim.settle();
+    let pid = sim.pid_in(0);
+    sim.take_connection(pid);
+    sim.command(Command::GracefulStop);
+    assert_eq!(sim.parent().poll_timeout(), None, "nothing to wait for but the child");
+
+    let mut cfg = pool(1, 1, 5, 4);
+    cfg.request_deadline = Duration::from_secs(5);
+    let mut sim = Sim::new(cfg);
+    sim.settle();
+    let pid = sim.pid_in(0);
+    sim.take_connection(pid);
+    sim.command(Command::GracefulStop);
+    assert!(sim.parent().poll_timeout().is_some(), "the request deadline is watched while draining");
+    sim.advance(Duration::from_secs(6));
+    assert_eq!(sim.signals.iter().map(|s| (s.1, s.2)).collect::<Vec<_>>(), [(pid, KillSignal::Kill)]);
+    sim.reap();
+    assert_eq!(sim.exit_code, Some(0));
+}
+
+/// A restart asked for while a hard restart is under way replaces its configuration; a restart
+/// asked for while stopping is ignored and logged by name.
+#[test]
+fn a_restart_during_a_restart_uses_the_newest_configuration_and_one_during_a_stop_is_ignored() {
+    let mut sim = Sim::with(pool(3, 1, 5, 8), Behaviour::IgnoresTerm);
+    sim.settle();
+    sim.command(Command::HardRestart(Box::new(pool(3, 1, 5, 8))));
+    sim.command(Command::GracefulRestart(Box::new(pool(1, 1, 5, 8))));
+    sim.advance(Duration::from_secs(9)); // SIGKILL at 9 s
+    sim.reap();
+    assert_eq!(sim.parent().phase(), Phase::Running);
+    assert_eq!(sim.letters(), "S.......", "the newest configuration: start_servers 1");
+
+    sim.settle();
+    sim.command(Command::Stop);
+    sim.command(Command::GracefulRestart(Box::new(pool(3, 1, 5, 8))));
+    let ignored: Vec<String> = sim
+        .logs
+        .iter()
+        .filter(|(_, l)| matches!(l, ParentLog::CommandIgnored { .. }))
+        .map(|(_, l)| l.to_string())
+        .collect();
+    assert_eq!(ignored.len(), 1);
+    assert!(ignored[0].contains("graceful restart"), "{}", ignored[0]);
+}
+
+/// Commands before `start()`: a stop ends the parent at once; a restart's configuration is the one
+/// it starts with.
+#[test]
+fn commands_before_start_stop_at_once_or_change_the_configuration() {
+    use prefork_core::parent::{Parent, ParentAction};
+    use prefork_core::scoreboard::MemoryBoard;
+    let board: MemoryBoard<std::cell::Cell<u64>> = MemoryBoard::new(8);
+    let mut parent = Parent::new(pool(3, 1, 5, 8));
+    parent.handle_command(Time::ZERO, Command::Stop, &board);
+    assert_eq!(parent.phase(), Phase::Exited);
+    assert_eq!(parent.poll_action(), Some(ParentAction::Exit { code: code::OK }));
+
+    let mut parent = Parent::new(pool(3, 1, 5, 8));
+    parent.handle_command(Time::ZERO, Command::HardRestart(Box::new(pool(2, 1, 5, 8))), &board);
+    assert_eq!(parent.phase(), Phase::New);
+    parent.start(Time::ZERO, &board);
+    let spawns =
+        std::iter::from_fn(|| parent.poll_action()).filter(|a| matches!(a, ParentAction::Spawn { .. })).count();
+    assert_eq!(spawns, 2, "start_servers from the configuration given before start");
+}
+
+/// A slot that holds another child's word when its child is reaped is repaired, and the log names
+/// the word found there.
+#[test]
+fn a_reap_that_finds_a_foreign_word_logs_the_word_found() {
+    let mut sim = Sim::new(pool(1, 1, 5, 4));
+    sim.settle();
+    let pid = sim.pid_in(0);
+    let foreign = sim.board.slot(0).unwrap().read().unwrap().next_incarnation(0).with_state(SlotState::Ready);
+    sim.board.slot_word(0).set(foreign.encode());
+    sim.procs.remove(&pid);
+    sim.exits.push((pid, ExitStatus::Signaled(9), None));
+    sim.reap();
+    let found: Vec<SlotWord> = sim
+        .logs
+        .iter()
+        .filter_map(|(_, l)| match l {
+            ParentLog::SlotRepaired { slot: 0, problem: SlotProblem::Foreign(w), .. } => Some(*w),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(found.iter().map(|w| w.incarnation).collect::<Vec<_>>(), [foreign.incarnation]);
+    assert_eq!(sim.state(0), SlotState::Dead);
+}

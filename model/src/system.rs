@@ -148,6 +148,8 @@ pub struct Proc {
     pub busy_since: Option<Time>,
     /// When it was forked.
     pub spawned_at: Time,
+    /// Since when its slot shows the parent's `G` (told to leave).
+    pub graceful_since: Option<Time>,
 }
 
 /// An exited child the parent has not reaped yet.
@@ -381,6 +383,12 @@ impl SystemModel {
         (s.world.generation_word, s.world.board, s.world.activity) = board.save();
         if !matches!(s.parent().phase(), Phase::Stopping | Phase::Restarting) {
             s.world.reclaim_started = None;
+        }
+        let now = s.world.now;
+        let board = s.world.board.clone();
+        for p in &mut s.world.procs {
+            let marked = SlotWord::decode(board[p.slot]).is_ok_and(|w| w.state == SlotState::Graceful);
+            p.graceful_since = if marked { p.graceful_since.or(Some(now)) } else { None };
         }
     }
 
@@ -979,6 +987,7 @@ impl Platform<CellBoard> for ModelPlatform<'_> {
             lock_since: None,
             busy_since: None,
             spawned_at: s.now,
+            graceful_since: None,
         });
         Ok(pid)
     }
@@ -1010,7 +1019,11 @@ impl Platform<CellBoard> for ModelPlatform<'_> {
             Some(Stall::AcceptLock { .. }) if !(waiting && served_its_time(p.lock_since, cfg.accept_lock_timeout)) => {
                 s.violations.unjustified_kill = true;
             }
-            Some(Stall::Request { .. }) if !served_its_time(p.busy_since, cfg.request_deadline) => {
+            // Busy with one request, or told to leave (`G`), for the deadline.
+            Some(Stall::Request { .. })
+                if !served_its_time(p.busy_since, cfg.request_deadline)
+                    && !served_its_time(p.graceful_since, cfg.request_deadline) =>
+            {
                 s.violations.unjustified_kill = true;
             }
             _ => {}

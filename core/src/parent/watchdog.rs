@@ -9,9 +9,10 @@
 //!   says so, or the kernel does: [`Observation::lock_holder`]), its acquisition count has not
 //!   moved, and some listener has connections waiting, at every look for `accept_lock_timeout`. A holder that accepts (and so releases and takes the lock
 //!   again) moves its count; a holder waiting with every queue empty is not watched at all.
-//! * **request deadline** (`request_deadline`): the slot shows `R W L C` and the child's count of
-//!   requests started has not moved, at every look for `request_deadline`. `K` (waiting between
-//!   requests) is not a request.
+//! * **request deadline** (`request_deadline`): the slot shows `R W L C`, or `G` (a child told to
+//!   leave, which may be in a request: the mark hides it), and the child's count of requests
+//!   started has not moved, at every look for `request_deadline`. `K` (waiting between requests)
+//!   is not a request.
 //!
 //! A watched child over its limit gets SIGKILL (every accept lock offered is released by the
 //! kernel when its holder dies; SIGTERM would not reach a stopped process) and a log line with the
@@ -51,8 +52,9 @@ pub struct Observation {
 /// When the parent first saw a piece of evidence that has not changed since.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub(super) struct Seen {
-    /// The counter that has not moved (lock acquisitions or requests started).
-    count: u32,
+    /// What has not changed: the lock acquisitions; or the requests started, and whether the
+    /// slot showed `G` (the mark starts the request deadline afresh).
+    count: u64,
     /// The first look that saw it so.
     since: Time,
 }
@@ -66,13 +68,19 @@ pub(super) struct SlotWatch {
 }
 
 /// Keeps `seen` if the counter has not moved, else starts afresh at `now`.
-fn still(seen: Option<Seen>, count: u32, now: Time) -> Seen {
+fn still(seen: Option<Seen>, count: u64, now: Time) -> Seen {
     seen.filter(|s| s.count == count).unwrap_or(Seen { count, since: now })
 }
 
 /// A request is under way in these states (`K`, between requests, is not one).
+/// Does the request deadline run for a child in `state`? A request (`R W L C`; `K`, waiting between
+/// requests, is not one), or a child told to leave (`G`): the mark hides whether it is still in a
+/// request, and it must be gone within the deadline anyway (its request in hand, or none).
 fn in_request(state: SlotState) -> bool {
-    matches!(state, SlotState::BusyRead | SlotState::BusyWrite | SlotState::Logging | SlotState::Closing)
+    matches!(
+        state,
+        SlotState::BusyRead | SlotState::BusyWrite | SlotState::Logging | SlotState::Closing | SlotState::Graceful
+    )
 }
 
 impl Parent {
@@ -97,9 +105,11 @@ impl Parent {
             }
             let holds_lock = activity.holds_lock || seen.lock_holder == Some(pid);
             w.lock = (!lock_limit.is_zero() && holds_lock && connections_waiting)
-                .then(|| still(w.lock, activity.lock_acquisitions, now));
-            w.request = (!request_limit.is_zero() && state.is_some_and(in_request))
-                .then(|| still(w.request, activity.requests, now));
+                .then(|| still(w.lock, u64::from(activity.lock_acquisitions), now));
+            w.request = (!request_limit.is_zero() && state.is_some_and(in_request)).then(|| {
+                let marked = state == Some(SlotState::Graceful);
+                still(w.request, u64::from(activity.requests) | u64::from(marked) << 32, now)
+            });
             let stall = match (w.lock, w.request) {
                 (Some(l), _) if now.since(l.since) >= lock_limit => {
                     Some(Stall::AcceptLock { held: now.since(l.since) })
