@@ -312,14 +312,22 @@ mod tests {
         let board: MemoryBoard<Cell<u64>> = MemoryBoard::new(4);
         let mut driver = ParentDriver::new(Parent::new(config()));
         let mut rec = Recorder { fail_spawns: true, ..Recorder::new(100) };
+        // The failures logged, checking that every fork attempted was one the parent asked for and
+        // nothing else was logged as a misuse.
         let failures = |rec: &mut Recorder| -> Vec<String> {
-            rec.take()
+            let effects = rec.take();
+            let misuse = effects.iter().filter(|a| matches!(a, ParentAction::Log(ParentLog::DriverMisuse { .. })));
+            assert_eq!(misuse.count(), 0, "{effects:?}");
+            let forks = effects.iter().filter(|a| matches!(a, ParentAction::Spawn { .. })).count();
+            let failed: Vec<String> = effects
                 .into_iter()
                 .filter_map(|a| match a {
                     ParentAction::Log(l @ ParentLog::ForkFailed { .. }) => Some(l.to_string()),
                     _ => None,
                 })
-                .collect()
+                .collect();
+            assert_eq!(forks, failed.len(), "one fork per failure: the rest of the batch is cancelled");
+            failed
         };
         let failed = |secs: u64| {
             vec![format!("fork: unable to fork a child for slot 0: spawning is switched off; retrying in {secs}s")]

@@ -278,8 +278,10 @@ mod tests {
         let mut p = SpareServerPolicy { idle_spawn_rate: 8, ..SpareServerPolicy::new() };
         let limits = SpareLimits { min_spare: 2, max_spare: 4, max_request_workers: 4 };
         let view = ScoreboardView::from_states([BusyRead, BusyWrite, Keepalive, Ready, Dead, Dead]);
+        assert!(!p.max_workers_reported());
         let m = p.tick(limits, &view, true);
         assert_eq!((m.decision, m.log), (Decision::AtMaxRequestWorkers, Some(PolicyLog::ReachedMaxRequestWorkers)));
+        assert!(p.max_workers_reported());
         assert_eq!(p.idle_spawn_rate(), 1);
         let m = p.tick(limits, &view, true);
         assert_eq!((m.decision, m.log), (Decision::AtMaxRequestWorkers, None), "reported once");

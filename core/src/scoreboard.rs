@@ -529,6 +529,27 @@ mod tests {
     }
 
     #[test]
+    fn handles_know_their_slot_and_the_activity_word_follows_the_child() {
+        let b = board();
+        let me = born(&b, 2, 0);
+        assert_eq!((me.index(), b.slot(2).unwrap().index()), (2, 2));
+        assert_eq!(b.slot(2).unwrap().raw(), me.born().encode());
+        assert_eq!(me.activity(), Activity::default());
+        me.lock_acquired();
+        assert_eq!(me.activity(), Activity { holds_lock: true, lock_acquisitions: 1, requests: 0 });
+        me.lock_released();
+        assert_eq!(b.slot(2).unwrap().activity(), Activity { holds_lock: false, lock_acquisitions: 1, requests: 0 });
+        me.set(Ready).unwrap();
+        // Requests are counted when the slot enters `R`, and only then.
+        for (state, requests) in
+            [(BusyRead, 1), (BusyWrite, 1), (Keepalive, 1), (BusyRead, 2), (Logging, 2), (Ready, 2)]
+        {
+            me.set(state).unwrap();
+            assert_eq!(me.activity().requests, requests, "after {state:?}");
+        }
+    }
+
+    #[test]
     fn spawn_only_into_dead_and_bumps_incarnation() {
         let b = board();
         let s = b.slot(1).unwrap();

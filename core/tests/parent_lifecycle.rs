@@ -740,3 +740,39 @@ fn a_reap_that_finds_a_foreign_word_logs_the_word_found() {
     assert_eq!(found.iter().map(|w| w.incarnation).collect::<Vec<_>>(), [foreign.incarnation]);
     assert_eq!(sim.state(0), SlotState::Dead);
 }
+
+/// A graceful restart wakes each child it marks, once: not a child that already had a directive
+/// (the ticks wake those again), nor an empty slot.
+#[test]
+fn a_graceful_restart_wakes_each_child_it_marks_once() {
+    let mut sim = Sim::new(pool(4, 1, 2, 8));
+    sim.settle();
+    sim.next_timeout(); // four idle above max_spare 2: one is claimed for retirement (`I`), still there
+    let claimed = (0..8).filter(|&s| sim.state(s) == SlotState::IdleKill).count();
+    assert_eq!(claimed, 1, "{}", sim.letters());
+    sim.wakes.clear();
+    let cfg = sim.parent().config().clone();
+    sim.command(Command::GracefulRestart(Box::new(cfg)));
+    assert_eq!(sim.wakes.len(), 3, "the three children marked `G` now: {:?}", sim.wakes);
+}
+
+/// The crash-loop count is reset only by a healthy child: of the running generation, 2 s old,
+/// ready or busy, at a tick.
+#[test]
+fn only_a_healthy_child_resets_the_crash_loop_count() {
+    let mut sim = Sim::new(pool(3, 1, 5, 8));
+    sim.settle();
+    let crash = |sim: &mut Sim, slot: usize| {
+        let pid = sim.pid_in(slot);
+        sim.procs.remove(&pid);
+        sim.exits.push((pid, ExitStatus::Signaled(11), None));
+        sim.reap();
+    };
+    crash(&mut sim, 0);
+    crash(&mut sim, 1);
+    assert_eq!(sim.parent().brake().early_exits(), 2);
+    sim.next_timeout(); // 1 s: the child left is ready but only 1 s old
+    assert_eq!(sim.parent().brake().early_exits(), 2, "too young to count as healthy");
+    sim.next_timeout(); // 2 s: it has lived 2 s, ready
+    assert_eq!(sim.parent().brake().early_exits(), 0, "a healthy child ends the crash loop");
+}
