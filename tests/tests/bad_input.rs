@@ -264,6 +264,11 @@ fn configurations_that_cannot_start_fail_clearly_and_leave_nothing_behind() {
         (vec!["--listen", "127.0.0.1:99999"], "listen"),
         (vec!["--timeout", "soon"], "--timeout"),
         (vec!["--keep-alive", "maybe"], "--keep-alive"),
+        (
+            vec!["--types-config", "/nonexistent/mime.types"],
+            "types_config = \"/nonexistent/mime.types\" cannot be read",
+        ),
+        (vec!["--max-ranges=-1"], "max_ranges = -1 is out of range"),
         (vec!["--max-request-workers", "-"], "--max-request-workers"),
         (vec!["--no-such-flag"], "--no-such-flag"),
         (vec!["--config", "/nonexistent/preforkd.toml"], "/nonexistent/preforkd.toml"),

@@ -124,7 +124,7 @@ fn every_error_status_is_answered_and_the_pool_keeps_serving() {
         let r = request(p.addr(), raw).unwrap_or_else(|e| panic!("{name}: {e}"));
         assert_eq!(r.status, *want, "{name}: {}", r.text());
         if *want == 405 {
-            assert_eq!(r.header("Allow"), Some("GET, HEAD"));
+            assert_eq!(r.header("Allow"), Some("GET, HEAD, OPTIONS"));
         }
         assert_eq!(p.get("/").status, 200, "the pool serves after {name}");
     }
@@ -183,6 +183,7 @@ fn keep_alive_follows_the_protocol_version_the_limits_and_the_timeout() {
         assert_eq!(r.status, 200);
         let close = r.header("Connection") == Some("close");
         assert_eq!(close, i == 3, "request {i}: the 3rd reaches max_keep_alive_requests");
+        assert_eq!(r.header("Keep-Alive"), None, "no Keep-Alive header for HTTP/1.1 (deprecated there)");
     }
     assert!(c.closed_within(Duration::from_secs(2)));
     // HTTP/1.0: closes unless asked to keep alive.
@@ -191,6 +192,7 @@ fn keep_alive_follows_the_protocol_version_the_limits_and_the_timeout() {
     let mut c = Client::connect(p.addr()).unwrap();
     let r = c.request("GET / HTTP/1.0\r\nConnection: keep-alive\r\n\r\n").unwrap();
     assert_eq!(r.header("Connection"), Some("keep-alive"));
+    assert_eq!(r.header("Keep-Alive"), Some("timeout=1, max=2"), "an HTTP/1.0 keep-alive client learns the terms");
     assert_eq!(c.request("GET / HTTP/1.0\r\nConnection: keep-alive\r\n\r\n").unwrap().status, 200);
     // Idle longer than keep_alive_timeout: closed without a response.
     let mut c = Client::connect(p.addr()).unwrap();

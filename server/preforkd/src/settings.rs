@@ -95,6 +95,15 @@ settings! {
     limit_request_field_size: i64,
     /// Largest request body in bytes (larger: 413).
     limit_request_body: i64,
+    /// mime.types file mapping extensions to content types (Apache's TypesConfig), "off" for the
+    /// built-in table only; the default falls back to the built-in table where the file does not exist.
+    types_config: PathBuf,
+    /// Most byte ranges one request may ask for (more: the whole file); 0 turns ranges off.
+    max_ranges: i64,
+    /// Most overlapping or adjacent ranges in one request (more: the whole file).
+    max_range_overlaps: i64,
+    /// Most ranges out of ascending order in one request (more: the whole file).
+    max_range_reversals: i64,
     /// Access log file, "-" for standard output, "off" for none.
     access_log: PathBuf,
     /// Access log format: combined or common.
@@ -152,6 +161,10 @@ pub fn defaults() -> Vec<(&'static str, String)> {
         ("limit_request_fields", h.limit_request_fields.to_string()),
         ("limit_request_field_size", h.limit_request_field_size.to_string()),
         ("limit_request_body", h.limit_request_body.to_string()),
+        ("types_config", h.types_config.as_ref().map_or("off".into(), |p| p.display().to_string())),
+        ("max_ranges", h.range_limits.max_ranges.to_string()),
+        ("max_range_overlaps", h.range_limits.max_range_overlaps.to_string()),
+        ("max_range_reversals", h.range_limits.max_range_reversals.to_string()),
         ("access_log", h.access_log.as_ref().map_or("off".into(), |p| p.display().to_string())),
         ("log_format", h.log_format.name().into()),
         ("error_log", "standard error".into()),
@@ -349,6 +362,35 @@ pub fn resolve(s: &Settings, sources: &Sources, running: Option<&PoolConfig>) ->
             errors.push(key, format!("{key} = {p:?} must be a path starting with / (no query, no spaces)"));
         }
     }
+    let types_config = match s.types_config.as_deref() {
+        None => d.types_config.clone(),
+        Some(p) if p == Path::new("off") => None,
+        Some(p) => {
+            if let Err(e) = std::fs::File::open(p) {
+                errors
+                    .push("types_config", format!("types_config = {:?} cannot be read: {e}", p.display().to_string()));
+            }
+            Some(p.to_path_buf())
+        }
+    };
+    let limit = |errors: &mut Errors<'_>, key: &'static str, v: Option<i64>, d: u32| {
+        errors.count(key, v, u64::from(d), 0, i64::from(u32::MAX)) as u32
+    };
+    let range_limits = crate::http::conditional::RangeLimits {
+        max_ranges: limit(&mut errors, "max_ranges", s.max_ranges, d.range_limits.max_ranges),
+        max_range_overlaps: limit(
+            &mut errors,
+            "max_range_overlaps",
+            s.max_range_overlaps,
+            d.range_limits.max_range_overlaps,
+        ),
+        max_range_reversals: limit(
+            &mut errors,
+            "max_range_reversals",
+            s.max_range_reversals,
+            d.range_limits.max_range_reversals,
+        ),
+    };
     let access_log = match s.access_log.as_deref() {
         None => d.access_log.clone(),
         Some(p) if p == Path::new("off") => None,
@@ -401,6 +443,8 @@ pub fn resolve(s: &Settings, sources: &Sources, running: Option<&PoolConfig>) ->
         metrics_path: s.metrics_path.clone().unwrap_or(d.metrics_path),
         status_allow: if s.status_allow.is_some() { status_allow } else { d.status_allow },
         server_name: s.server_name.clone().unwrap_or(d.server_name),
+        types_config,
+        range_limits,
     };
     if let Some(root) = &http.document_root
         && !root.is_dir()

@@ -17,7 +17,8 @@
 //! * only regular files are served: a fifo, socket or device is a 403 (opened non-blocking, so a
 //!   fifo cannot hang the child);
 //! * a symlink loop, or any unexpected error (EMFILE, EIO ...), is a 500;
-//! * the Content-Type comes from the name asked for, not a symlink's target (as Apache's mod_mime).
+//! * the Content-Type comes from the name asked for, not a symlink's target (as Apache's mod_mime;
+//!   see [`super::mime`]).
 
 use nix::errno::Errno;
 use nix::fcntl::OFlag;
@@ -246,35 +247,6 @@ fn from_io(e: &io::Error) -> Resolved {
     }
 }
 
-/// The Content-Type for a file name.
-pub fn content_type(path: &Path) -> &'static str {
-    let ext = path.extension().and_then(OsStr::to_str).map(str::to_ascii_lowercase);
-    match ext.as_deref() {
-        Some("html" | "htm") => "text/html; charset=utf-8",
-        Some("css") => "text/css; charset=utf-8",
-        Some("js" | "mjs") => "text/javascript; charset=utf-8",
-        Some("json") => "application/json",
-        Some("txt" | "text") => "text/plain; charset=utf-8",
-        Some("xml") => "application/xml",
-        Some("svg") => "image/svg+xml",
-        Some("png") => "image/png",
-        Some("jpg" | "jpeg") => "image/jpeg",
-        Some("gif") => "image/gif",
-        Some("webp") => "image/webp",
-        Some("ico") => "image/x-icon",
-        Some("woff2") => "font/woff2",
-        Some("woff") => "font/woff",
-        Some("pdf") => "application/pdf",
-        Some("wasm") => "application/wasm",
-        Some("mp4") => "video/mp4",
-        Some("webm") => "video/webm",
-        Some("mp3") => "audio/mpeg",
-        Some("csv") => "text/csv; charset=utf-8",
-        Some("md") => "text/markdown; charset=utf-8",
-        _ => "application/octet-stream",
-    }
-}
-
 /// The page served when no `document_root` is configured.
 pub const DEFAULT_PAGE: &str = "<!DOCTYPE html>
 <html lang=\"en\">
@@ -374,12 +346,5 @@ mod tests {
             assert_eq!(kind(r.resolve(path)), want, "{path} (realpath)");
         }
         std::fs::remove_dir_all(base).unwrap();
-    }
-
-    #[test]
-    fn content_types_by_extension() {
-        assert_eq!(content_type(Path::new("x/INDEX.HTML")), "text/html; charset=utf-8");
-        assert_eq!(content_type(Path::new("a.png")), "image/png");
-        assert_eq!(content_type(Path::new("noext")), "application/octet-stream");
     }
 }

@@ -9,13 +9,17 @@
 //! (graceful restart or stop), the request in hand is answered with `Connection: close` and the
 //! connection ends: an idle keep-alive connection is never dropped under the client's feet.
 
+pub mod conditional;
 pub mod files;
 pub mod log;
+pub mod mime;
 pub mod status;
 
+use conditional::{Conditions, Precondition, RangeLimits, Ranges, Validators};
 use files::{DEFAULT_PAGE, Resolved, Root};
 use ipnet::IpNet;
 use log::{AccessLog, Entry, LogFormat};
+use mime::MimeTypes;
 use prefork_core::scoreboard::SlotUpdate;
 use prefork_core::slot::SlotState;
 use prefork_server::{Connection, Service, Stream};
@@ -59,6 +63,11 @@ pub struct HttpConfig {
     pub status_allow: Vec<IpNet>,
     /// `ServerName`, shown on status pages.
     pub server_name: String,
+    /// `TypesConfig`: the `mime.types` file; `None` uses only the built-in table. The default,
+    /// the system's `/etc/mime.types`, falls back to the built-in table where it does not exist.
+    pub types_config: Option<PathBuf>,
+    /// `MaxRanges`, `MaxRangeOverlaps`, `MaxRangeReversals`.
+    pub range_limits: RangeLimits,
 }
 
 impl Default for HttpConfig {
@@ -80,6 +89,8 @@ impl Default for HttpConfig {
             metrics_path: "/metrics".into(),
             status_allow: vec!["127.0.0.0/8".parse().expect("net"), "::1/128".parse().expect("net")],
             server_name: "localhost".into(),
+            types_config: Some(PathBuf::from(mime::SYSTEM_TYPES)),
+            range_limits: RangeLimits::default(),
         }
     }
 }
@@ -92,6 +103,7 @@ pub const SERVER: &str = concat!("preforkd/", env!("CARGO_PKG_VERSION"));
 pub struct HttpService {
     cfg: HttpConfig,
     root: Option<Root>,
+    mime: MimeTypes,
     access: Option<AccessLog>,
     buf: Vec<u8>,
     /// The response being written (head, and a small file's body with it).
@@ -109,9 +121,20 @@ impl HttpService {
     pub fn new(cfg: HttpConfig) -> io::Result<HttpService> {
         let root = cfg.document_root.as_deref().map(Root::new).transpose()?;
         let access = cfg.access_log.as_deref().map(|p| AccessLog::open(p, cfg.log_format)).transpose()?;
+        let mime = match cfg.types_config.as_deref() {
+            None => MimeTypes::builtin(),
+            Some(path) => match MimeTypes::load(path) {
+                Ok(m) => m,
+                Err(e) if e.kind() == io::ErrorKind::NotFound && path == std::path::Path::new(mime::SYSTEM_TYPES) => {
+                    MimeTypes::builtin()
+                }
+                Err(e) => return Err(e),
+            },
+        };
         Ok(HttpService {
             cfg,
             root,
+            mime,
             access,
             buf: Vec::with_capacity(8192),
             out: Vec::with_capacity(8192),
@@ -136,6 +159,11 @@ impl Head {
     }
     fn all(&self, name: &str) -> impl Iterator<Item = &str> {
         self.headers.iter().filter(move |(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
+    }
+    /// Every line of a list-valued field, joined as one list (RFC 9110 §5.3).
+    fn list(&self, name: &str) -> Option<String> {
+        let lines: Vec<&str> = self.all(name).collect();
+        (!lines.is_empty()).then(|| lines.join(", "))
     }
     fn has_token(&self, name: &str, token: &str) -> bool {
         self.all(name).flat_map(|v| v.split(',')).any(|t| t.trim().eq_ignore_ascii_case(token))
@@ -166,7 +194,25 @@ enum Body {
     Empty,
     Text(String),
     Static(&'static str),
-    File(std::fs::File, u64),
+    /// `len` bytes of a file from `offset` (the whole file, or one range).
+    File {
+        file: std::fs::File,
+        offset: u64,
+        len: u64,
+    },
+    /// Several ranges as `multipart/byteranges`: each part's head, then its bytes; then `end`.
+    Parts {
+        file: std::fs::File,
+        parts: Vec<Part>,
+        end: String,
+    },
+}
+
+/// One part of a `multipart/byteranges` body.
+struct Part {
+    head: String,
+    offset: u64,
+    len: u64,
 }
 
 impl Body {
@@ -175,14 +221,22 @@ impl Body {
             Body::Empty => 0,
             Body::Text(t) => t.len() as u64,
             Body::Static(t) => t.len() as u64,
-            Body::File(_, n) => *n,
+            Body::File { len, .. } => *len,
+            Body::Parts { parts, end, .. } => {
+                parts.iter().map(|p| p.head.len() as u64 + p.len).sum::<u64>() + end.len() as u64
+            }
         }
     }
 }
 
+/// The methods a file or a status page answers.
+const ALLOW: &str = "GET, HEAD, OPTIONS";
+
 fn reason(status: u16) -> &'static str {
     match status {
+        100 => "Continue",
         200 => "OK",
+        206 => "Partial Content",
         301 => "Moved Permanently",
         304 => "Not Modified",
         400 => "Bad Request",
@@ -190,8 +244,11 @@ fn reason(status: u16) -> &'static str {
         404 => "Not Found",
         405 => "Method Not Allowed",
         408 => "Request Timeout",
+        412 => "Precondition Failed",
         413 => "Content Too Large",
         414 => "URI Too Long",
+        416 => "Range Not Satisfiable",
+        417 => "Expectation Failed",
         431 => "Request Header Fields Too Large",
         500 => "Internal Server Error",
         501 => "Not Implemented",
@@ -205,7 +262,9 @@ fn error(status: u16, detail: &str) -> Response {
         "<!DOCTYPE html>\n<html><head><title>{status} {r}</title></head><body><h1>{status} {r}</h1><p>{detail}</p></body></html>\n",
         r = reason(status)
     );
-    let close = !matches!(status, 304 | 403 | 404 | 405);
+    // The connection stays usable after an answer about the resource; not after one about a
+    // request that could not be read or framed.
+    let close = !matches!(status, 304 | 403 | 404 | 405 | 412 | 416);
     Response {
         status,
         headers: vec![("Content-Type", "text/html; charset=utf-8".into())],
@@ -383,17 +442,45 @@ impl HttpService {
         if length > self.cfg.limit_request_body {
             return Ok(error(413, "The request body is too large."));
         }
-        if length > 0 && !self.discard_body(conn, length)? {
-            return Ok(error(400, "The request body did not arrive."));
-        }
-        match head.method.as_str() {
-            "GET" | "HEAD" => {}
-            "POST" | "PUT" | "DELETE" | "OPTIONS" | "PATCH" | "TRACE" | "CONNECT" => {
-                let mut r = error(405, "Only GET and HEAD are allowed.");
-                r.headers.push(("Allow", "GET, HEAD".into()));
-                return Ok(r);
+        let refusal = match head.method.as_str() {
+            "GET" | "HEAD" | "OPTIONS" => None,
+            "POST" | "PUT" | "DELETE" | "PATCH" | "TRACE" | "CONNECT" => {
+                let mut r = error(405, "Only GET, HEAD and OPTIONS are allowed.");
+                r.headers.push(("Allow", ALLOW.into()));
+                Some(r)
             }
-            _ => return Ok(error(501, "Unknown method.")),
+            _ => Some(error(501, "Unknown method.")),
+        };
+        // Expect (RFC 9110 §10.1.1; ignored from HTTP/1.0 clients): a body that would be refused
+        // is never asked for, the refusal goes out at once and the connection closes (its body
+        // was not read); a body that will be read is asked for with 100 Continue.
+        let expect = if head.minor >= 1 { head.list("Expect") } else { None };
+        let wants_continue = match expect.as_deref() {
+            None => false,
+            Some(e) if e.trim().eq_ignore_ascii_case("100-continue") => true,
+            Some(_) => return Ok(error(417, "Only \"Expect: 100-continue\" is supported.")),
+        };
+        if wants_continue && let Some(mut r) = refusal {
+            r.close = true;
+            return Ok(r);
+        }
+        if length > 0 {
+            if wants_continue {
+                conn.stream().write_all(b"HTTP/1.1 100 Continue\r\n\r\n")?;
+            }
+            if !self.discard_body(conn, length)? {
+                return Ok(error(400, "The request body did not arrive."));
+            }
+        }
+        if let Some(r) = refusal {
+            return Ok(r);
+        }
+        if head.target == "*" {
+            return Ok(if head.method == "OPTIONS" {
+                options()
+            } else {
+                error(400, "The target * is only for OPTIONS.")
+            });
         }
         let target = head.target.as_str();
         let target = match target.find("://") {
@@ -402,6 +489,10 @@ impl HttpService {
             None => target,
         };
         let (path, query) = target.split_once('?').unwrap_or((target, ""));
+        if head.method == "OPTIONS" {
+            // As Apache: what the server allows there, whether or not a file exists.
+            return Ok(if path.starts_with('/') { options() } else { error(400, "The path does not start with /.") });
+        }
         if path == self.cfg.status_path || path == self.cfg.metrics_path {
             return Ok(self.status(conn, path, query));
         }
@@ -468,23 +559,7 @@ impl HttpService {
             };
         };
         match root.resolve(path) {
-            Resolved::File { file, meta, path: real } => {
-                let modified = meta.modified().ok();
-                if let (Some(m), Some(since)) =
-                    (modified, head.header("If-Modified-Since").and_then(|v| httpdate::parse_http_date(v).ok()))
-                    && m.duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
-                        <= since.duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
-                {
-                    let mut r = Response { status: 304, headers: vec![], body: Body::Empty, close: false };
-                    r.headers.push(("Last-Modified", httpdate::fmt_http_date(m)));
-                    return r;
-                }
-                let mut headers = vec![("Content-Type", files::content_type(&real).to_string())];
-                if let Some(m) = modified {
-                    headers.push(("Last-Modified", httpdate::fmt_http_date(m)));
-                }
-                Response { status: 200, headers, body: Body::File(file, meta.len()), close: false }
-            }
+            Resolved::File { file, meta, path: real } => self.file_response(file, &meta, &real, head),
             Resolved::Redirect(to) => {
                 let to = if query.is_empty() { to } else { format!("{to}?{query}") };
                 let mut r = error(301, "Moved here.");
@@ -499,6 +574,88 @@ impl HttpService {
         }
     }
 
+    /// A file's answer: its validators, the preconditions, then the whole file or the ranges
+    /// asked for (RFC 9110 §13, §14; see [`conditional`]).
+    fn file_response(
+        &self,
+        file: std::fs::File,
+        meta: &std::fs::Metadata,
+        name: &std::path::Path,
+        head: &Head,
+    ) -> Response {
+        let len = meta.len();
+        let v = Validators::for_file(len, meta.modified().ok(), SystemTime::now());
+        let mut headers = vec![("ETag", v.etag.header())];
+        if let Some(lm) = v.last_modified {
+            headers.push(("Last-Modified", httpdate::fmt_http_date(lm)));
+        }
+        let (im, inm, ims, ius) = (
+            head.list("If-Match"),
+            head.list("If-None-Match"),
+            head.list("If-Modified-Since"),
+            head.list("If-Unmodified-Since"),
+        );
+        let conditions = Conditions {
+            if_match: im.as_deref(),
+            if_none_match: inm.as_deref(),
+            if_modified_since: ims.as_deref(),
+            if_unmodified_since: ius.as_deref(),
+        };
+        match conditional::evaluate(&conditions, &v, true) {
+            Precondition::Proceed => {}
+            Precondition::NotModified => return Response { status: 304, headers, body: Body::Empty, close: false },
+            Precondition::Failed => return error(412, "A precondition of the request failed."),
+        }
+        let limits = self.cfg.range_limits;
+        headers.push(("Accept-Ranges", if limits.max_ranges == 0 { "none" } else { "bytes" }.into()));
+        let kind = self.mime.content_type(name).to_string();
+        // Ranges are for GET only (RFC 9110 §14.2); a HEAD is answered as the GET without one.
+        let answer = match head.list("Range") {
+            Some(range) if head.method == "GET" => {
+                conditional::ranges(&range, head.list("If-Range").as_deref(), &v, len, limits)
+            }
+            _ => Ranges::Full,
+        };
+        match answer {
+            Ranges::Full => {
+                headers.insert(0, ("Content-Type", kind));
+                Response { status: 200, headers, body: Body::File { file, offset: 0, len }, close: false }
+            }
+            Ranges::Unsatisfiable => {
+                let mut r = error(416, "The range asked for is not in the file.");
+                r.headers.push(("Content-Range", format!("bytes */{len}")));
+                r
+            }
+            Ranges::Partial(ranges) if ranges.len() == 1 => {
+                let (first, last) = ranges[0];
+                headers.insert(0, ("Content-Type", kind));
+                headers.push(("Content-Range", format!("bytes {first}-{last}/{len}")));
+                Response {
+                    status: 206,
+                    headers,
+                    body: Body::File { file, offset: first, len: last - first + 1 },
+                    close: false,
+                }
+            }
+            Ranges::Partial(ranges) => {
+                let boundary = boundary();
+                let parts = ranges
+                    .iter()
+                    .map(|&(first, last)| Part {
+                        head: format!(
+                            "\r\n--{boundary}\r\nContent-Type: {kind}\r\nContent-Range: bytes {first}-{last}/{len}\r\n\r\n"
+                        ),
+                        offset: first,
+                        len: last - first + 1,
+                    })
+                    .collect();
+                headers.insert(0, ("Content-Type", format!("multipart/byteranges; boundary={boundary}")));
+                let end = format!("\r\n--{boundary}--\r\n");
+                Response { status: 206, headers, body: Body::Parts { file, parts, end }, close: false }
+            }
+        }
+    }
+
     /// Sets `SO_RCVTIMEO` if it changes (a kept-alive connection waits with the same value for
     /// every request: no system call).
     fn set_read_timeout(&mut self, conn: &mut Connection<'_>, d: Duration) -> io::Result<()> {
@@ -510,32 +667,57 @@ impl HttpService {
     }
 
     /// Writes the head and (unless HEAD) the body; returns the body bytes sent. A small body goes
-    /// out in the same write as the head; a large file follows it with sendfile(2).
+    /// out in the same write as the head; a large file follows it with sendfile(2), and so does
+    /// each large part of a multipart answer, after its own part head.
     fn write(&mut self, conn: &mut Connection<'_>, head: String, body: Body, head_only: bool) -> io::Result<u64> {
         let len = body.len();
         let out = &mut self.out;
         out.clear();
         out.extend_from_slice(head.as_bytes());
-        let mut large = None;
+        let mut large: Vec<(Option<String>, u64, u64)> = vec![];
+        let mut tail = None;
+        let mut source = None;
         match body {
             _ if head_only => {}
             Body::Empty => {}
             Body::Text(t) => out.extend_from_slice(t.as_bytes()),
             Body::Static(t) => out.extend_from_slice(t.as_bytes()),
-            Body::File(f, n) if n <= INLINE_BODY => {
-                let at = out.len();
-                (&f).take(n).read_to_end(out)?;
-                if (out.len() - at) as u64 != n {
-                    // The file changed size under us: the promised Content-Length cannot be kept.
-                    return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "the file shrank while being sent"));
+            Body::File { file, offset, len } if len <= INLINE_BODY => read_at(&file, offset, len, out)?,
+            Body::File { file, offset, len } => {
+                large.push((None, offset, len));
+                source = Some(file);
+            }
+            Body::Parts { file, parts, end } => {
+                if parts.iter().map(|p| p.len).sum::<u64>() <= INLINE_BODY {
+                    for p in &parts {
+                        out.extend_from_slice(p.head.as_bytes());
+                        read_at(&file, p.offset, p.len, out)?;
+                    }
+                    out.extend_from_slice(end.as_bytes());
+                } else {
+                    let mut parts = parts.into_iter();
+                    if let Some(first) = parts.next() {
+                        out.extend_from_slice(first.head.as_bytes());
+                        large.push((None, first.offset, first.len));
+                    }
+                    large.extend(parts.map(|p| (Some(p.head), p.offset, p.len)));
+                    tail = Some(end);
+                    source = Some(file);
                 }
             }
-            Body::File(f, n) => large = Some((f, n)),
         }
         let stream = conn.stream();
         stream.write_all(out)?;
-        if let Some((f, n)) = large {
-            send_file(stream, &f, n)?;
+        if let Some(file) = source {
+            for (part_head, offset, n) in large {
+                if let Some(h) = part_head {
+                    stream.write_all(h.as_bytes())?;
+                }
+                send_file(stream, &file, offset, n)?;
+            }
+        }
+        if let Some(end) = tail {
+            stream.write_all(end.as_bytes())?;
         }
         if out.capacity() > 4 * INLINE_BODY as usize {
             *out = Vec::with_capacity(8192); // do not keep a large status page's buffer
@@ -572,6 +754,32 @@ fn canonical(ip: IpAddr) -> IpAddr {
         IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
         v4 => v4,
     }
+}
+
+/// Appends `len` bytes of `file` from `offset` to `out`; a file that shrank since its length was
+/// announced is an error (the promised Content-Length cannot be kept).
+fn read_at(file: &std::fs::File, offset: u64, len: u64, out: &mut Vec<u8>) -> io::Result<()> {
+    use std::os::unix::fs::FileExt;
+    let at = out.len();
+    out.resize(at + len as usize, 0);
+    file.read_exact_at(&mut out[at..], offset).map_err(|e| {
+        if e.kind() == io::ErrorKind::UnexpectedEof {
+            io::Error::new(io::ErrorKind::UnexpectedEof, "the file shrank while being sent")
+        } else {
+            e
+        }
+    })
+}
+
+/// The answer to OPTIONS.
+fn options() -> Response {
+    Response { status: 200, headers: vec![("Allow", ALLOW.into())], body: Body::Empty, close: false }
+}
+
+/// A `multipart/byteranges` boundary: unique per response in this child (time and pid).
+fn boundary() -> String {
+    let nanos = SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64);
+    format!("{nanos:016x}{:08x}", std::process::id())
 }
 
 /// Checks `LimitRequestLine` and `LimitRequestFieldSize` on what has arrived so far.
@@ -615,10 +823,10 @@ fn response_headers(r: &mut Response, req: Option<&Head>, served: u32, cfg: &Htt
     }
     if r.close {
         head.push_str("Connection: close\r\n");
-    } else {
-        if minor == 0 {
-            head.push_str("Connection: keep-alive\r\n");
-        }
+    } else if minor == 0 {
+        // Only an HTTP/1.0 client that asked for keep-alive learns its terms (HTTP/1.1 keeps
+        // connections by default, and the Keep-Alive header is deprecated there, RFC 9112 §9.3).
+        head.push_str("Connection: keep-alive\r\n");
         let max = if cfg.max_keep_alive_requests == 0 {
             String::new()
         } else {
@@ -630,19 +838,20 @@ fn response_headers(r: &mut Response, req: Option<&Head>, served: u32, cfg: &Htt
     head
 }
 
-/// Sends `n` bytes of `file` with sendfile(2). Each call waits at most the socket's send timeout
+/// Sends `n` bytes of `file` from `from` with sendfile(2). Each call waits at most the socket's send timeout
 /// (`timeout`); a call that times out ends the response (`TimedOut`), so a client that stops
 /// reading holds the child for `timeout`, not longer (std's copy would fall back to read/write
 /// and wait again).
-fn send_file(stream: &Stream, file: &std::fs::File, n: u64) -> io::Result<()> {
+fn send_file(stream: &Stream, file: &std::fs::File, from: u64, n: u64) -> io::Result<()> {
     use std::os::fd::AsFd;
     let out = match stream {
         Stream::Tcp(s) => s.as_fd(),
         Stream::Unix(s) => s.as_fd(),
     };
-    let mut offset: libc::off_t = 0;
-    while (offset as u64) < n {
-        let chunk = (n - offset as u64).min(1 << 30) as usize;
+    let mut offset = from as libc::off_t;
+    let end = from + n;
+    while (offset as u64) < end {
+        let chunk = (end - offset as u64).min(1 << 30) as usize;
         match nix::sys::sendfile::sendfile(out, file.as_fd(), Some(&mut offset), chunk) {
             Ok(0) => return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "the file shrank while being sent")),
             Ok(_) => {}
