@@ -27,10 +27,11 @@ fn echo(conn: &mut Connection<'_>) -> std::io::Result<()> {
         if reader.read_line(&mut line)? == 0 {
             return Ok(()); // the client closed
         }
+        let started = std::time::Instant::now();
         conn.status().request(line.trim_end());
         let last = conn.status().set(SlotState::BusyWrite) == SlotUpdate::Graceful;
         conn.stream().write_all(line.as_bytes())?;
-        conn.status().count_request(line.len() as u64);
+        conn.status().count_request(line.len() as u64, started.elapsed());
         if last {
             return Ok(());
         }

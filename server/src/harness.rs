@@ -74,7 +74,7 @@ mod tests {
             conn.status().request(line.trim_end());
             let last = conn.status().set(SlotState::BusyWrite) == SlotUpdate::Graceful;
             conn.stream().write_all(line.as_bytes())?;
-            conn.status().count_request(line.len() as u64);
+            conn.status().count_request(line.len() as u64, std::time::Duration::ZERO);
             line.clear();
             if last {
                 break;

@@ -149,10 +149,14 @@ impl<'a> Status<'a> {
         self.record.set_texts(None, Some(line));
     }
 
-    /// Counts one request and the bytes sent for it.
-    pub fn count_request(&self, bytes_sent: u64) {
+    /// Counts one request, the bytes sent for it and the time it took (from its first byte to
+    /// its last; mod_status's `Total Duration`, `DurationPerReq` and `Req`).
+    pub fn count_request(&self, bytes_sent: u64, took: std::time::Duration) {
+        let us = u64::try_from(took.as_micros()).unwrap_or(u64::MAX);
         self.record.requests.fetch_add(1, Ordering::Relaxed);
         self.record.bytes.fetch_add(bytes_sent, Ordering::Relaxed);
+        self.record.duration_us.fetch_add(us, Ordering::Relaxed);
+        self.record.last_request_us.store(us, Ordering::Relaxed);
     }
 
     /// The slot index.

@@ -41,7 +41,7 @@ use std::sync::atomic::{AtomicU64, Ordering, fence};
 /// `b"PREFORK1"` as a little-endian `u64`.
 pub const MAGIC: u64 = u64::from_le_bytes(*b"PREFORK1");
 /// Version of this layout.
-pub const LAYOUT_VERSION: u64 = 3;
+pub const LAYOUT_VERSION: u64 = 4;
 /// The name of the memfd (as shown in `/proc/<pid>/fd`).
 pub const MEMFD_NAME: &str = "prefork-scoreboard";
 /// Bytes of the client-address text field.
@@ -111,7 +111,12 @@ pub struct SlotRecord {
     pub killed_for: AtomicU64,
     /// When that kill happened (unix ms).
     pub killed_ms: AtomicU64,
-    _reserved: [AtomicU64; 3],
+    /// Time spent on requests in this slot, in microseconds (cumulative; the service counts it):
+    /// mod_status's `Total Duration`.
+    pub duration_us: AtomicU64,
+    /// How long the last request took, in microseconds (mod_status's `Req` column).
+    pub last_request_us: AtomicU64,
+    _reserved: [AtomicU64; 1],
     /// The peer address of the current or last connection (text, NUL-padded).
     pub client: [AtomicU64; CLIENT_BYTES / 8],
     /// The current or last request line (text, NUL-padded, cut at [`REQUEST_BYTES`]).
@@ -136,6 +141,10 @@ pub struct SlotInfo {
     pub bytes: u64,
     /// Cumulative wasted wake-ups.
     pub wasted_wakeups: u64,
+    /// Cumulative time spent on requests (µs).
+    pub duration_us: u64,
+    /// The last request's time (µs).
+    pub last_request_us: u64,
     /// The child holds the accept lock.
     pub holds_lock: bool,
     /// Spawn time (unix ms).
@@ -236,6 +245,8 @@ impl SlotRecord {
             requests: self.requests.load(Ordering::Relaxed),
             bytes: self.bytes.load(Ordering::Relaxed),
             wasted_wakeups: self.wasted_wakeups.load(Ordering::Relaxed),
+            duration_us: self.duration_us.load(Ordering::Relaxed),
+            last_request_us: self.last_request_us.load(Ordering::Relaxed),
             holds_lock: Activity::decode(self.activity.load(Ordering::Relaxed)).holds_lock,
             started_ms: self.started_ms.load(Ordering::Relaxed),
             last_used_ms: self.last_used_ms.load(Ordering::Relaxed),

@@ -93,6 +93,8 @@ pub struct Totals {
     pub connections: u64,
     /// Wake-ups that found nothing to accept.
     pub wasted_wakeups: u64,
+    /// Time spent on requests (µs): `Total Duration`.
+    pub duration_us: u64,
 }
 
 impl PoolSnapshot {
@@ -142,6 +144,7 @@ impl PoolSnapshot {
             bytes: t.bytes.saturating_add(i.bytes),
             connections: t.connections.saturating_add(i.connections),
             wasted_wakeups: t.wasted_wakeups.saturating_add(i.wasted_wakeups),
+            duration_us: t.duration_us.saturating_add(i.duration_us),
         })
     }
 

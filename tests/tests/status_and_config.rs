@@ -41,6 +41,35 @@ fn server_status_auto_has_apaches_fields_and_meaning() {
     assert_eq!(board.chars().filter(|&c| c == '_').count(), idle, "IdleWorkers counts '_' (one generation)");
     assert_eq!(board.len(), 256, "one letter per slot of server_limit");
     assert!(board.chars().all(|c| "._SRWKLCGI".contains(c)), "{board}");
+    // The child that answers shows W, as Apache's (it has read the request and is answering).
+    assert!(board.contains('W') && !board.contains('R'), "{board}");
+    for name in ["Total Duration", "CPUUser", "CPUSystem", "CPUChildrenUser", "CPUChildrenSystem", "DurationPerReq"] {
+        let v = auto_field_in(&text, name).unwrap_or_else(|| panic!("{name} missing:\n{text}"));
+        assert!(v.parse::<f64>().is_ok_and(|x| x >= 0.0), "{name}: {v}");
+    }
+}
+
+#[test]
+fn status_urls_and_arguments_as_mod_status_reads_them() {
+    let p = Preforkd::start(&[]);
+    assert_eq!(p.get("/").status, 200);
+    for path in
+        ["/server-status?auto", "/server-status/?auto", "/server-status?auto=1", "/server-status?refresh=5&auto"]
+    {
+        let r = p.get(path);
+        assert_eq!((r.status, r.header("Content-Type")), (200, Some("text/plain; charset=utf-8")), "{path}");
+        assert_eq!(auto_field_in(&r.text(), "ServerMPM"), Some("prefork"), "{path}");
+    }
+    assert_eq!(p.get("/server-status?refresh=5&auto").header("Refresh"), Some("5"));
+    assert_eq!(p.get("/server-status?refresh").header("Refresh"), Some("10"), "Apache's default");
+    assert_eq!(p.get("/server-status?auto").header("Refresh"), None);
+    let html = p.get("/server-status/").text();
+    for line in ["Server Built:", "Server load:", "CPU Usage:", "Parent Server Config. Generation:", "<th>Dur</th><td>"]
+    {
+        assert!(html.contains(line), "{line} missing:\n{html}");
+    }
+    assert!(!p.get("/server-status?notable").text().contains("<th>Srv</th>"), "notable: no slot table");
+    assert_eq!(p.get("/server-status/x").status, 404, "only the page itself, with or without its slash");
 }
 
 #[test]

@@ -216,9 +216,12 @@ pub fn scoreboard(data: &[u8]) {
         // Pages, over garbage.
         scribble(board, data, 0);
         let snap = PoolSnapshot::take(board);
-        let _ = status::auto(&snap, "fuzz", "preforkd/fuzz");
-        let _ = status::html(&snap, &[], "fuzz <&>", "preforkd/fuzz");
-        let json = status::json(&snap, &[], "fuzz", "preforkd/fuzz");
+        // CPU times at their extremes too (they come from /proc, not from the board).
+        let cpu = status::Cpu { tick: 100.0, parent: [u64::MAX; 4], slots: vec![Some((u64::MAX, 1)); FUZZ_SLOTS] };
+        let _ = status::auto(&snap, &cpu, "fuzz", "preforkd/fuzz");
+        let options = status::HtmlOptions::default();
+        let _ = status::html(&snap, &cpu, &[], "fuzz <&>", "preforkd/fuzz", options);
+        let json = status::json(&snap, &cpu, &[], "fuzz", "preforkd/fuzz");
         assert!(serde_json::from_str::<serde_json::Value>(&json).is_ok(), "?json is JSON: {json}");
         let _ = status::metrics(&snap, &[]);
         // A parent running on a board that gets scribbled on.
@@ -251,7 +254,7 @@ pub fn scoreboard(data: &[u8]) {
         let file = tempfile_with(data);
         if let Ok(opened) = Scoreboard::open(&file) {
             let _ = opened.infos();
-            let _ = status::auto(&PoolSnapshot::take(&opened), "fuzz", "preforkd/fuzz");
+            let _ = status::auto(&PoolSnapshot::take(&opened), &status::Cpu::default(), "fuzz", "preforkd/fuzz");
         }
     });
 }

@@ -124,7 +124,7 @@ fn serve(conn: &mut Connection<'_>) -> std::io::Result<()> {
         };
         let answer = if closing { format!("{answer} (closing)\n") } else { format!("{answer}\n") };
         conn.stream().write_all(answer.as_bytes())?;
-        conn.status().count_request(answer.len() as u64);
+        conn.status().count_request(answer.len() as u64, std::time::Duration::ZERO);
         if closing || conn.status().set(SlotState::Keepalive) == SlotUpdate::Graceful {
             return Ok(()); // graceful restart or stop: finish the request in hand, then close
         }

@@ -287,19 +287,25 @@ impl Service for HttpService {
         let mut served = 0u32;
         loop {
             let head = self.read_head(conn, served == 0)?;
-            let arrived = SystemTime::now();
+            let (arrived, started) = (SystemTime::now(), Instant::now());
+            // The head is in: the request is handled and answered in `W`, as Apache's (so the
+            // child that serves a status page shows itself as `W`).
+            let mut graceful = false;
             let (mut response, line, request) = match head {
                 Incoming::Closed => return self.close(conn, false),
                 Incoming::Error(status, why) => (error(status, why), String::new(), None),
                 Incoming::Head(head) => {
                     let line = head.request_line();
                     conn.status().request(&line);
+                    graceful = conn.status().set(SlotState::BusyWrite) == SlotUpdate::Graceful;
                     let response = self.respond(conn, &head)?;
                     (response, line, Some(head))
                 }
             };
             served += 1;
-            let graceful = conn.status().set(SlotState::BusyWrite) == SlotUpdate::Graceful;
+            // Asked again just before the answer goes out: a graceful restart that came while the
+            // request was handled still gets this answer its `Connection: close`.
+            graceful |= conn.status().set(SlotState::BusyWrite) == SlotUpdate::Graceful;
             let wants_close = match &request {
                 None => true,
                 Some(h) => {
@@ -318,7 +324,7 @@ impl Service for HttpService {
             // A client gone mid-response is still logged (with what was sent), as Apache does.
             let written = self.write(conn, head, response.body, head_only);
             let sent = *written.as_ref().unwrap_or(&0);
-            conn.status().count_request(sent);
+            conn.status().count_request(sent, started.elapsed());
             if let Some(access) = &self.access {
                 conn.status().set(SlotState::Logging);
                 let host = conn.peer_addr().map_or_else(|| "-".to_string(), |a| a.ip().to_string());
@@ -493,8 +499,10 @@ impl HttpService {
             // As Apache: what the server allows there, whether or not a file exists.
             return Ok(if path.starts_with('/') { options() } else { error(400, "The path does not start with /.") });
         }
-        if path == self.cfg.status_path || path == self.cfg.metrics_path {
-            return Ok(self.status(conn, path, query));
+        // `/server-status/` is `/server-status` (the form Prometheus' apache_exporter asks for).
+        let page = path.strip_suffix('/').filter(|p| !p.is_empty()).unwrap_or(path);
+        if page == self.cfg.status_path || page == self.cfg.metrics_path {
+            return Ok(self.status(conn, page, query));
         }
         Ok(self.file(path, query, head))
     }
@@ -528,21 +536,26 @@ impl HttpService {
         let pool = conn.pool();
         let snap = pool.snapshot();
         let name = &self.cfg.server_name;
+        let mut headers = vec![("Cache-Control", "no-cache".to_string())];
         let (kind, body) = if path == self.cfg.metrics_path {
             ("application/openmetrics-text; version=1.0.0; charset=utf-8", status::metrics(&snap, &pool.listeners()))
-        } else if query.split('&').any(|q| q == "auto") {
-            ("text/plain; charset=utf-8", status::auto(&snap, name, SERVER))
-        } else if query.split('&').any(|q| q == "json") {
-            ("application/json", status::json(&snap, &pool.listeners(), name, SERVER))
         } else {
-            ("text/html; charset=utf-8", status::html(&snap, &pool.listeners(), name, SERVER))
+            let q = status::StatusQuery::parse(query);
+            if let Some(every) = q.refresh {
+                headers.push(("Refresh", every.to_string()));
+            }
+            let cpu = status::Cpu::read(std::os::unix::process::parent_id(), &snap);
+            if q.auto {
+                ("text/plain; charset=utf-8", status::auto(&snap, &cpu, name, SERVER))
+            } else if q.json {
+                ("application/json", status::json(&snap, &cpu, &pool.listeners(), name, SERVER))
+            } else {
+                let options = status::HtmlOptions { no_table: q.no_table };
+                ("text/html; charset=utf-8", status::html(&snap, &cpu, &pool.listeners(), name, SERVER, options))
+            }
         };
-        Response {
-            status: 200,
-            headers: vec![("Content-Type", kind.into()), ("Cache-Control", "no-cache".into())],
-            body: Body::Text(body),
-            close: false,
-        }
+        headers.insert(0, ("Content-Type", kind.to_string()));
+        Response { status: 200, headers, body: Body::Text(body), close: false }
     }
 
     fn file(&self, path: &str, query: &str, head: &Head) -> Response {

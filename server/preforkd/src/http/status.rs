@@ -10,14 +10,53 @@ use prefork_core::slot::SlotState;
 use prefork_server::{ListenerInfo, PoolSnapshot};
 use std::fmt::Write as _;
 
-/// C's `%g`: six significant digits, no trailing zeros.
+/// The arguments of a status page, read as mod_status reads them: each option is found anywhere
+/// in the query (`?auto`, `?auto=1`, `?refresh=5&auto` all ask for the text report).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct StatusQuery {
+    /// `auto`: the machine-readable text.
+    pub auto: bool,
+    /// `json` (ours).
+    pub json: bool,
+    /// `refresh[=N]`: a `Refresh` header of N seconds (10 when N is missing or below 1).
+    pub refresh: Option<u64>,
+    /// `notable`: the HTML page without the per-slot table.
+    pub no_table: bool,
+}
+
+impl StatusQuery {
+    /// Parses a query string (without the `?`).
+    pub fn parse(query: &str) -> StatusQuery {
+        let refresh = query.find("refresh").map(|at| {
+            let after = &query[at + "refresh".len()..];
+            let n = after.strip_prefix('=').map_or(0, |v| {
+                let digits: String = v.chars().take_while(char::is_ascii_digit).collect();
+                if digits.is_empty() { 0 } else { digits.parse::<u64>().unwrap_or(u64::MAX) }
+            });
+            if n < 1 { 10 } else { n.min(86_400) }
+        });
+        StatusQuery {
+            auto: query.contains("auto"),
+            json: query.contains("json"),
+            refresh,
+            no_table: query.contains("notable"),
+        }
+    }
+}
+
+/// APR's `%g` as mod_status prints it: six significant digits, no trailing zeros, and no zero
+/// before the point (`.01`, as Apache's `CPUSystem: .01`).
 fn g(x: f64) -> String {
     if x == 0.0 || !x.is_finite() {
         return "0".into();
     }
     let digits = 6 - 1 - x.abs().log10().floor() as i32;
     let s = format!("{:.*}", digits.max(0) as usize, x);
-    if s.contains('.') { s.trim_end_matches('0').trim_end_matches('.').to_string() } else { s }
+    let s = if s.contains('.') { s.trim_end_matches('0').trim_end_matches('.').to_string() } else { s };
+    match s.strip_prefix("0.") {
+        Some(rest) => format!(".{rest}"),
+        None => s.replacen("-0.", "-.", 1),
+    }
 }
 
 /// Apache's `show_time`: " 1 day 2 hours 3 minutes 4 seconds" (zero parts left out).
@@ -50,14 +89,93 @@ fn ap_time(ms: u64) -> String {
     )
 }
 
+/// CPU time, read from `/proc` when a status page is asked for (nothing is counted per request):
+/// the parent's own and its exited children's (`utime`, `stime`, `cutime`, `cstime` of
+/// `/proc/<parent>/stat`), and each live child's own (`/proc/<child>/stat`).
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Cpu {
+    /// Clock ticks per second (`sysconf(_SC_CLK_TCK)`).
+    pub tick: f64,
+    /// The parent: user, system, exited children's user, exited children's system (ticks).
+    pub parent: [u64; 4],
+    /// Per slot: the live child's user and system ticks (`None`: no child, or not readable).
+    pub slots: Vec<Option<(u64, u64)>>,
+}
+
+/// `utime stime cutime cstime` of `/proc/<pid>/stat` (fields 14 to 17).
+fn proc_times(pid: u32) -> Option<[u64; 4]> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name (field 2) may hold spaces and parentheses: count from the last ')'.
+    let rest = &text[text.rfind(')')? + 1..];
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    // rest starts at field 3 (state): field n is f[n - 3].
+    let num = |n: usize| f.get(n - 3).and_then(|v| v.parse::<u64>().ok());
+    Some([num(14)?, num(15)?, num(16)?, num(17)?])
+}
+
+impl Cpu {
+    /// Reads the parent's and every live child's CPU time.
+    pub fn read(parent: u32, snap: &PoolSnapshot) -> Cpu {
+        let tick = nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK).ok().flatten().unwrap_or(100) as f64;
+        let slots = snap
+            .slots
+            .iter()
+            .map(|info| match info.word {
+                Ok(w) if info.pid != 0 && w.state != SlotState::Dead => proc_times(info.pid).map(|t| (t[0], t[1])),
+                _ => None,
+            })
+            .collect();
+        Cpu { tick, parent: proc_times(parent).unwrap_or_default(), slots }
+    }
+
+    /// mod_status's `CPUUser`, `CPUSystem`, `CPUChildrenUser`, `CPUChildrenSystem` in seconds:
+    /// the parent's and the live children's own time, and the time of the children that exited.
+    pub fn seconds(&self) -> [f64; 4] {
+        let (u, s) = self
+            .slots
+            .iter()
+            .flatten()
+            .fold((0u64, 0u64), |(u, s), (cu, cs)| (u.saturating_add(*cu), s.saturating_add(*cs)));
+        let tick = if self.tick > 0.0 { self.tick } else { 100.0 };
+        [
+            self.parent[0].saturating_add(u) as f64 / tick,
+            self.parent[1].saturating_add(s) as f64 / tick,
+            self.parent[2] as f64 / tick,
+            self.parent[3] as f64 / tick,
+        ]
+    }
+
+    /// One slot's child's CPU seconds (user + system).
+    fn slot_seconds(&self, i: usize) -> Option<f64> {
+        let (u, s) = self.slots.get(i).copied().flatten()?;
+        Some(u.saturating_add(s) as f64 / if self.tick > 0.0 { self.tick } else { 100.0 })
+    }
+}
+
+/// Apache's `format_byte_out`: bytes in B, kB, MB or GB (one decimal above bytes).
+fn human_bytes(bytes: u64) -> String {
+    const KB: f64 = 1024.0;
+    let b = bytes as f64;
+    if b < 5.0 * KB {
+        format!("{bytes} B")
+    } else if b < 5.0 * KB * KB {
+        format!("{:.1} kB", b / KB)
+    } else if b < 5.0 * KB * KB * KB {
+        format!("{:.1} MB", b / KB / KB)
+    } else {
+        format!("{:.1} GB", b / KB / KB / KB)
+    }
+}
+
 fn loadavg() -> [String; 3] {
     let text = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
     let mut it = text.split_whitespace().map(str::to_string);
     [it.next().unwrap_or_default(), it.next().unwrap_or_default(), it.next().unwrap_or_default()]
 }
 
-/// `?auto`: mod_status's machine-readable report, in Apache's order.
-pub fn auto(snap: &PoolSnapshot, server_name: &str, version: &str) -> String {
+/// `?auto`: mod_status's machine-readable report, in Apache's order and formats (with
+/// `ExtendedStatus On`, Apache 2.4's default when mod_status is loaded).
+pub fn auto(snap: &PoolSnapshot, cpu: &Cpu, server_name: &str, version: &str) -> String {
     let (s, w) = (snap.totals(), snap.workers());
     let up = snap.uptime_s();
     let [l1, l5, l15] = loadavg();
@@ -75,6 +193,14 @@ pub fn auto(snap: &PoolSnapshot, server_name: &str, version: &str) -> String {
     let _ = writeln!(out, "Load1: {l1}\nLoad5: {l5}\nLoad15: {l15}");
     let _ = writeln!(out, "Total Accesses: {}", s.accesses);
     let _ = writeln!(out, "Total kBytes: {}", s.bytes / 1024);
+    let _ = writeln!(out, "Total Duration: {}", s.duration_us / 1000);
+    let [tu, ts, tcu, tcs] = cpu.seconds();
+    let _ = writeln!(out, "CPUUser: {}\nCPUSystem: {}", g(tu), g(ts));
+    let _ = writeln!(out, "CPUChildrenUser: {}\nCPUChildrenSystem: {}", g(tcu), g(tcs));
+    let total_cpu = tu + ts + tcu + tcs;
+    if total_cpu > 0.0 && up > 0 {
+        let _ = writeln!(out, "CPULoad: {}", g(total_cpu / up as f64 * 100.0));
+    }
     let _ = writeln!(out, "Uptime: {up}");
     if up > 0 {
         let _ = writeln!(out, "ReqPerSec: {}", g(s.accesses as f64 / up as f64));
@@ -82,6 +208,7 @@ pub fn auto(snap: &PoolSnapshot, server_name: &str, version: &str) -> String {
     }
     if s.accesses > 0 {
         let _ = writeln!(out, "BytesPerReq: {}", g(s.bytes as f64 / s.accesses as f64));
+        let _ = writeln!(out, "DurationPerReq: {}", g(s.duration_us as f64 / 1000.0 / s.accesses as f64));
     }
     let _ = writeln!(out, "BusyWorkers: {}", w.busy);
     let _ = writeln!(out, "GracefulWorkers: {}", w.graceful);
@@ -94,31 +221,67 @@ fn html_escape(s: &str) -> String {
     s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;")
 }
 
-/// The HTML page: summary, scoreboard grid (64 letters a line), legend, per-slot table.
-pub fn html(snap: &PoolSnapshot, listeners: &[ListenerInfo], server_name: &str, version: &str) -> String {
+/// What the HTML page shows besides the summary (mod_status's `?notable` leaves the slot table out).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct HtmlOptions {
+    /// Leave out the per-slot table.
+    pub no_table: bool,
+}
+
+/// The HTML page, as mod_status's with `ExtendedStatus On`: the summary (version, MPM, build,
+/// times, generations, uptime, load, traffic, CPU, rates, workers), the scoreboard grid (64
+/// letters a line) with its key, the per-slot table and its column legend; and what Apache does
+/// not have: listener queues and watchdog kills.
+pub fn html(
+    snap: &PoolSnapshot,
+    cpu: &Cpu,
+    listeners: &[ListenerInfo],
+    server_name: &str,
+    version: &str,
+    options: HtmlOptions,
+) -> String {
     let (s, w) = (snap.totals(), snap.workers());
     let up = snap.uptime_s();
     let name = html_escape(server_name);
+    let [l1, l5, l15] = loadavg();
+    let [tu, ts, tcu, tcs] = cpu.seconds();
+    let total_cpu = tu + ts + tcu + tcs;
     let mut out = format!(
         "<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\"><title>Server Status for {name}</title>\n\
          <style>body{{font-family:sans-serif}}table{{border-collapse:collapse}}td,th{{border:1px solid #ccc;padding:2px 6px;font-size:90%}}pre{{font-size:120%}}</style></head><body>\n\
          <h1>Server Status for {name}</h1>\n<dl>\n<dt>Server Version: {}</dt>\n<dt>Server MPM: prefork</dt>\n\
-         <dt>Current Time: {}</dt>\n<dt>Restart Time: {}</dt>\n<dt>Parent Server MPM Generation: {}</dt>\n\
-         <dt>Server uptime:{}</dt>\n<dt>Total accesses: {} - Total Traffic: {} kB</dt>\n\
-         <dt>{} requests currently being processed, {} idle workers, {} gracefully finishing</dt>\n\
-         <dt>Stalled children killed: {} holding the accept lock, {} past request_deadline</dt>\n</dl>\n",
+         <dt>Server Built: {}</dt>\n</dl><hr /><dl>\n\
+         <dt>Current Time: {}</dt>\n<dt>Restart Time: {}</dt>\n<dt>Parent Server Config. Generation: {}</dt>\n\
+         <dt>Parent Server MPM Generation: {}</dt>\n<dt>Server uptime:{}</dt>\n<dt>Server load: {l1} {l5} {l15}</dt>\n\
+         <dt>Total accesses: {} - Total Traffic: {} - Total Duration: {}</dt>\n",
         html_escape(version),
+        env!("CARGO_PKG_VERSION"),
         ap_time(snap.now_ms),
         ap_time(snap.restarted_ms),
+        u64::from(snap.generation()) + 1,
         snap.generation(),
         show_time(up),
         s.accesses,
-        s.bytes / 1024,
-        w.busy,
-        w.idle,
-        w.graceful,
-        snap.watchdog_kills.accept_lock,
-        snap.watchdog_kills.request_deadline
+        human_bytes(s.bytes),
+        s.duration_us / 1000,
+    );
+    let load = if up > 0 { format!(" - {}% CPU load", g(total_cpu / up as f64 * 100.0)) } else { String::new() };
+    let _ = writeln!(out, "<dt>CPU Usage: u{} s{} cu{} cs{}{load}</dt>", g(tu), g(ts), g(tcu), g(tcs));
+    if up > 0 && s.accesses > 0 {
+        let _ = writeln!(
+            out,
+            "<dt>{} requests/sec - {}/second - {}/request - {} ms/request</dt>",
+            g(s.accesses as f64 / up as f64),
+            human_bytes(s.bytes / up),
+            human_bytes(s.bytes / s.accesses),
+            g(s.duration_us as f64 / 1000.0 / s.accesses as f64)
+        );
+    }
+    let _ = writeln!(
+        out,
+        "<dt>{} requests currently being processed, {} idle workers, {} gracefully finishing</dt>\n\
+         <dt>Stalled children killed: {} holding the accept lock, {} past request_deadline</dt>\n</dl>",
+        w.busy, w.idle, w.graceful, snap.watchdog_kills.accept_lock, snap.watchdog_kills.request_deadline
     );
     if !listeners.is_empty() {
         out.push_str("<table>\n<tr><th>Listener</th><th>Waiting</th><th>Backlog</th></tr>\n");
@@ -148,13 +311,17 @@ pub fn html(snap: &PoolSnapshot, listeners: &[ListenerInfo], server_name: &str, 
          \"<b><code>L</code></b>\" Logging,\n\"<b><code>G</code></b>\" Gracefully finishing,<br>\n\
          \"<b><code>I</code></b>\" Idle cleanup of worker,\n\"<b><code>.</code></b>\" Open slot with no current process</p>\n",
     );
+    if options.no_table {
+        out.push_str("</body></html>\n");
+        return out;
+    }
     out.push_str(
-        "<table>\n<tr><th>Srv</th><th>PID</th><th>Gen</th><th>M</th><th>Conn</th><th>Acc</th><th>kB</th>\
-         <th>SS</th><th>Wasted</th><th>Killed</th><th>Client</th><th>Request</th></tr>\n",
+        "<table>\n<tr><th>Srv</th><th>PID</th><th>Conn</th><th>Acc</th><th>M</th><th>CPU</th><th>SS</th>\
+         <th>Req</th><th>Dur</th><th>Slot</th><th>Wasted</th><th>Killed</th><th>Client</th><th>Request</th></tr>\n",
     );
     for (i, info) in snap.slots.iter().enumerate() {
         let Ok(w) = info.word else {
-            let _ = writeln!(out, "<tr><td>{i}</td><td colspan=\"11\">damaged slot</td></tr>");
+            let _ = writeln!(out, "<tr><td>{i}</td><td colspan=\"13\">damaged slot</td></tr>");
             continue;
         };
         if w.state == SlotState::Dead && info.connections == 0 && info.killed_for.is_none() {
@@ -169,32 +336,49 @@ pub fn html(snap: &PoolSnapshot, listeners: &[ListenerInfo], server_name: &str, 
         } else {
             (snap.now_ms.saturating_sub(info.last_used_ms) / 1000).to_string()
         };
+        let cpu_s = cpu.slot_seconds(i).map_or("-".to_string(), |c| format!("{c:.2}"));
         let _ = writeln!(
             out,
-            "<tr><td>{i}-{}</td><td>{}</td><td>{}</td><td><b>{}</b></td><td>{}</td><td>{}</td><td>{}</td><td>{ss}</td><td>{}</td><td>{killed}</td><td>{}</td><td>{}</td></tr>",
+            "<tr><td>{i}-{}</td><td>{}</td><td>{}</td><td>{}</td><td><b>{}</b></td><td>{cpu_s}</td><td>{ss}</td>\
+             <td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{killed}</td><td>{}</td><td>{}</td></tr>",
             w.generation,
             if info.pid == 0 || w.state == SlotState::Dead { "-".to_string() } else { info.pid.to_string() },
-            w.generation,
-            w.state.letter(),
             info.connections,
             info.requests,
-            info.bytes / 1024,
+            w.state.letter(),
+            info.last_request_us / 1000,
+            info.duration_us / 1000,
+            human_bytes(info.bytes),
             info.wasted_wakeups,
             html_escape(&info.client),
             html_escape(&info.request)
         );
     }
     out.push_str(
-        "</table>\n<p>Killed: the last child the watchdog killed in this slot, and why: \
+        "</table>\n<hr />\n<table>\n\
+         <tr><th>Srv</th><td>Slot number - generation of its child</td></tr>\n\
+         <tr><th>PID</th><td>OS process ID</td></tr>\n\
+         <tr><th>Conn</th><td>Connections served in this slot</td></tr>\n\
+         <tr><th>Acc</th><td>Requests served in this slot</td></tr>\n\
+         <tr><th>M</th><td>Mode of operation (the scoreboard key above)</td></tr>\n\
+         <tr><th>CPU</th><td>CPU usage of the child, seconds</td></tr>\n\
+         <tr><th>SS</th><td>Seconds since the end of the most recent connection</td></tr>\n\
+         <tr><th>Req</th><td>Milliseconds required to process the most recent request</td></tr>\n\
+         <tr><th>Dur</th><td>Sum of milliseconds required to process all requests in this slot</td></tr>\n\
+         <tr><th>Slot</th><td>Total traffic sent from this slot</td></tr>\n\
+         <tr><th>Wasted</th><td>Wake-ups that found no connection to accept (the thundering-herd meter)</td></tr>\n\
+         <tr><th>Killed</th><td>The last child the watchdog killed in this slot, and why: \
          <code>accept_lock</code> (it held the accept lock without accepting while connections waited, \
-         accept_lock_timeout_ms) or <code>request_deadline</code> (one request kept it busy too long).</p>\n\
-         </body></html>\n",
+         accept_lock_timeout_ms) or <code>request_deadline</code> (one request kept it busy too long)</td></tr>\n\
+         <tr><th>Client</th><td>Client of the current or last connection</td></tr>\n\
+         <tr><th>Request</th><td>The current or last request line</td></tr>\n\
+         </table>\n</body></html>\n",
     );
     out
 }
 
 /// `?json`.
-pub fn json(snap: &PoolSnapshot, listeners: &[ListenerInfo], server_name: &str, version: &str) -> String {
+pub fn json(snap: &PoolSnapshot, cpu: &Cpu, listeners: &[ListenerInfo], server_name: &str, version: &str) -> String {
     let (s, w) = (snap.totals(), snap.workers());
     let slots: Vec<serde_json::Value> = snap
         .slots
@@ -208,17 +392,22 @@ pub fn json(snap: &PoolSnapshot, listeners: &[ListenerInfo], server_name: &str, 
                 "holds_accept_lock": info.holds_lock, "started_ms": info.started_ms,
                 "last_used_ms": info.last_used_ms, "client": info.client, "request": info.request,
                 "killed_for": info.killed_for, "killed_ms": info.killed_ms,
+                "duration_us": info.duration_us, "last_request_us": info.last_request_us,
+                "cpu_seconds": cpu.slot_seconds(i),
             }),
             Err(_) => serde_json::json!({ "slot": i, "state": "damaged" }),
         })
         .collect();
+    let [tu, ts, tcu, tcs] = cpu.seconds();
     let doc = serde_json::json!({
         "server_name": server_name, "server_version": version, "mpm": "prefork",
         "now_ms": snap.now_ms, "started_ms": snap.started_ms, "restarted_ms": snap.restarted_ms,
         "uptime_seconds": snap.uptime_s(), "generation": snap.generation(),
         "spawn_rate": snap.spawn_rate, "spawned_total": snap.spawned_total,
         "total_accesses": s.accesses, "total_kbytes": s.bytes / 1024, "total_connections": s.connections,
-        "wasted_wakeups": s.wasted_wakeups, "busy_workers": w.busy, "idle_workers": w.idle,
+        "wasted_wakeups": s.wasted_wakeups, "total_duration_ms": s.duration_us / 1000,
+        "cpu": { "user": tu, "system": ts, "children_user": tcu, "children_system": tcs },
+        "busy_workers": w.busy, "idle_workers": w.idle,
         "graceful_workers": w.graceful, "scoreboard": snap.letters(),
         "watchdog_kills": {
             "accept_lock": snap.watchdog_kills.accept_lock,
@@ -262,6 +451,12 @@ pub fn metrics(snap: &PoolSnapshot, listeners: &[ListenerInfo]) -> String {
         ("prefork_wasted_wakeups", "Wake-ups that found nothing to accept.", s.wasted_wakeups),
         ("prefork_spawned", "Children forked.", snap.spawned_total),
     ];
+    let _ = writeln!(
+        out,
+        "# TYPE prefork_request_duration_seconds counter\n# HELP prefork_request_duration_seconds Time spent on requests.\n\
+         prefork_request_duration_seconds_total {}",
+        s.duration_us as f64 / 1e6
+    );
     let kills =
         [("accept_lock", snap.watchdog_kills.accept_lock), ("request_deadline", snap.watchdog_kills.request_deadline)];
     for (name, help, v) in counters {
@@ -311,8 +506,41 @@ mod tests {
     use super::*;
 
     #[test]
+    fn status_arguments_are_found_as_mod_status_finds_them() {
+        let q = StatusQuery::parse;
+        assert_eq!(q(""), StatusQuery::default());
+        assert!(q("auto").auto && q("auto=1").auto && q("refresh=5&auto").auto && q("x=1&auto").auto);
+        assert_eq!(q("refresh=5&auto").refresh, Some(5));
+        assert_eq!(q("refresh").refresh, Some(10));
+        assert_eq!(q("refresh=0").refresh, Some(10));
+        assert_eq!(q("refresh=x").refresh, Some(10));
+        assert_eq!(q("refresh=99999999999999999999999").refresh, Some(86_400));
+        assert!(q("notable").no_table && q("json").json && !q("json").auto);
+    }
+
+    #[test]
+    fn traffic_in_human_units_and_cpu_from_proc() {
+        assert_eq!(human_bytes(0), "0 B");
+        assert_eq!(human_bytes(5119), "5119 B");
+        assert_eq!(human_bytes(5120), "5.0 kB");
+        assert_eq!(human_bytes(10 << 20), "10.0 MB");
+        assert_eq!(human_bytes(6 << 30), "6.0 GB");
+        // This process's own line: four numbers, the command name notwithstanding.
+        let own = proc_times(std::process::id()).expect("/proc/<pid>/stat");
+        let spin = std::time::Instant::now();
+        while spin.elapsed() < std::time::Duration::from_millis(30) {
+            std::hint::black_box(0u64);
+        }
+        let later = proc_times(std::process::id()).unwrap();
+        assert!(later[0] + later[1] >= own[0] + own[1]);
+        assert_eq!(proc_times(u32::MAX), None);
+    }
+
+    #[test]
     fn g_formats_like_c() {
-        assert_eq!(g(0.0813333), "0.0813333");
+        assert_eq!(g(0.0813333), ".0813333");
+        assert_eq!(g(0.01), ".01");
+        assert_eq!(g(-0.5), "-.5");
         assert_eq!(g(512.0), "512");
         assert_eq!(g(41.6), "41.6");
         assert_eq!(g(0.0), "0");
@@ -348,14 +576,24 @@ mod tests {
         board.slot(4).unwrap().mark_graceful().unwrap();
         board.record(1).requests.store(10, Ordering::Relaxed);
         board.record(1).bytes.store(5 * 1024, Ordering::Relaxed);
+        board.record(1).duration_us.store(25_000, Ordering::Relaxed);
         board.record(3).killed_for.store(2, Ordering::Relaxed); // request_deadline
         board.record(3).killed_ms.store(1, Ordering::Relaxed);
         board.header().killed_accept_lock.store(4, Ordering::Relaxed);
         let snap = PoolSnapshot::take(&board);
         let (s, w) = (snap.totals(), snap.workers());
         assert_eq!((w.busy, w.idle, w.graceful, s.accesses), (2, 1, 1, 10));
-        let text = auto(&snap, "localhost", "preforkd/0.1");
+        let cpu =
+            Cpu { tick: 100.0, parent: [100, 50, 300, 200], slots: vec![Some((25, 25)), None, None, None, None, None] };
+        assert_eq!(cpu.seconds(), [1.25, 0.75, 3.0, 2.0]);
+        let text = auto(&snap, &cpu, "localhost", "preforkd/0.1");
         for field in [
+            "Total Duration: 25",
+            "CPUUser: 1.25",
+            "CPUSystem: 0.75",
+            "CPUChildrenUser: 3",
+            "CPUChildrenSystem: 2",
+            "DurationPerReq: 2.5",
             "ServerMPM: prefork",
             "Total Accesses: 10",
             "Total kBytes: 5",
@@ -369,7 +607,42 @@ mod tests {
             assert!(text.lines().any(|l| l == field), "{field} missing in\n{text}");
         }
         assert!(text.starts_with("localhost\nServerVersion: preforkd/0.1\n"));
-        let j: serde_json::Value = serde_json::from_str(&json(&snap, &[], "localhost", "v")).unwrap();
+        // Apache's order (mod_status.c, short report with ExtendedStatus).
+        let order = [
+            "ServerVersion",
+            "ServerMPM",
+            "Server Built",
+            "CurrentTime",
+            "RestartTime",
+            "ParentServerConfigGeneration",
+            "ParentServerMPMGeneration",
+            "ServerUptimeSeconds",
+            "ServerUptime",
+            "Load1",
+            "Load5",
+            "Load15",
+            "Total Accesses",
+            "Total kBytes",
+            "Total Duration",
+            "CPUUser",
+            "CPUSystem",
+            "CPUChildrenUser",
+            "CPUChildrenSystem",
+            "CPULoad",
+            "Uptime",
+            "ReqPerSec",
+            "BytesPerSec",
+            "BytesPerReq",
+            "DurationPerReq",
+            "BusyWorkers",
+            "GracefulWorkers",
+            "IdleWorkers",
+            "Scoreboard",
+        ];
+        let keys: Vec<&str> = text.lines().skip(1).filter_map(|l| l.split_once(':').map(|(k, _)| k)).collect();
+        assert!(snap.uptime_s() > 0, "the rates are printed only with an uptime");
+        assert_eq!(keys, order, "{text}");
+        let j: serde_json::Value = serde_json::from_str(&json(&snap, &cpu, &[], "localhost", "v")).unwrap();
         assert_eq!(j["busy_workers"], 2);
         assert_eq!(j["slots"][1]["letter"], "W");
         assert_eq!(j["slots"][3]["killed_for"], "request_deadline");
@@ -378,8 +651,22 @@ mod tests {
         let m = metrics(&snap, &[]);
         assert!(m.contains("prefork_children{state=\"graceful\"} 1") && m.ends_with("# EOF\n"), "{m}");
         assert!(m.contains("prefork_watchdog_kills_total{reason=\"accept_lock\"} 4"), "{m}");
-        let page = html(&snap, &[], "<x>", "v");
+        assert_eq!(j["total_duration_ms"], 25);
+        assert_eq!(j["slots"][0]["cpu_seconds"], 0.5);
+        assert_eq!(j["cpu"]["children_user"], 3.0);
+        let page = html(&snap, &cpu, &[], "<x>", "v", HtmlOptions::default());
         assert!(page.contains("Server Status for &lt;x&gt;"));
+        for line in [
+            "<dt>Server load: ",
+            "<dt>CPU Usage: u1.25 s0.75 cu3 cs2 - ",
+            "Total Traffic: 5.0 kB - Total Duration: 25",
+            "<dt>Parent Server Config. Generation: 2</dt>",
+            "<th>Req</th><td>Milliseconds required",
+        ] {
+            assert!(page.contains(line), "{line} missing in {page}");
+        }
+        let short = html(&snap, &cpu, &[], "x", "v", HtmlOptions { no_table: true });
+        assert!(!short.contains("<th>Srv</th>") && short.contains("Scoreboard Key"));
         assert!(page.contains("<td>request_deadline, "), "{page}");
         assert!(page.contains("Stalled children killed: 4 holding the accept lock, 0 past request_deadline"));
     }
