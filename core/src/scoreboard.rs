@@ -671,6 +671,7 @@ mod tests {
             generation: 2,
             slots: vec![
                 word(Ready, 2),     // idle
+                word(Ready, 2),     // idle (two, so that idle and busy Ready children differ in number)
                 word(Ready, 1),     // an old generation's idle child: busy, as Apache counts it
                 word(BusyWrite, 2), // busy
                 word(Keepalive, 1), // busy
@@ -681,8 +682,8 @@ mod tests {
                 Err(SlotError::CorruptWord { raw: 0xee, code: 0xee }),
             ],
         };
-        assert_eq!(v.worker_counts(), WorkerCounts { busy: 3, idle: 1, graceful: 1 });
-        assert_eq!(v.counts().idle(), 3, "the policy counts Starting and every Ready as idle");
+        assert_eq!(v.worker_counts(), WorkerCounts { busy: 3, idle: 2, graceful: 1 });
+        assert_eq!(v.counts().idle(), 4, "the policy counts Starting and every Ready as idle");
     }
 
     #[test]
