@@ -302,3 +302,102 @@ fn access_and_error_logs_go_to_files_and_flags_override_the_file() {
         std::panic::resume_unwind(e);
     }
 }
+
+/// preforkd with an error log file: its pid, its address (from the log), the log's reader.
+fn start_logging_to(error_log: &std::path::Path, args: &[&str]) -> (std::process::Child, std::net::SocketAddr) {
+    let child = std::process::Command::new(preforkd_bin())
+        .args(["--listen", "127.0.0.1:0", "--error-log", error_log.to_str().unwrap()])
+        .args(args)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let log = || std::fs::read_to_string(error_log).unwrap_or_default();
+    assert!(
+        wait_until(std::time::Duration::from_secs(10), || log().contains("resuming normal operations")),
+        "{}",
+        log()
+    );
+    let addr = log()
+        .lines()
+        .find_map(|l| l.split("listening on ").nth(1))
+        .and_then(|rest| rest.split(';').next())
+        .and_then(|a| a.trim().parse().ok())
+        .expect("the listening address in the error log");
+    (child, addr)
+}
+
+fn stop(mut child: std::process::Child) {
+    let children = children_of(child.id());
+    let _ = child.kill();
+    let _ = child.wait();
+    for c in children {
+        let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(c as i32), nix::sys::signal::Signal::SIGKILL);
+    }
+}
+
+#[test]
+fn access_log_lines_that_cannot_be_written_are_reported_and_serving_goes_on() {
+    let dir = tempdir("full");
+    let errors = dir.join("error.log");
+    // /dev/full fails every write with ENOSPC, as a full disk does.
+    let (child, addr) = start_logging_to(&errors, &["--access-log", "/dev/full", "--start-servers", "1"]);
+    let result = std::panic::catch_unwind(|| {
+        let mut c = Client::connect(addr).unwrap();
+        for _ in 0..3 {
+            assert_eq!(c.request("GET / HTTP/1.1\r\nHost: x\r\n\r\n").unwrap().status, 200, "serving goes on");
+        }
+        let reports = || {
+            std::fs::read_to_string(&errors)
+                .unwrap_or_default()
+                .lines()
+                .filter(|l| l.contains("could not be written"))
+                .count()
+        };
+        assert!(wait_until(std::time::Duration::from_secs(5), || reports() >= 1));
+        let log = std::fs::read_to_string(&errors).unwrap();
+        assert!(log.contains("access_log /dev/full: a line could not be written (No space left on device"), "{log}");
+        assert_eq!(reports(), 1, "three lost lines in one child, reported once (at most once a minute):\n{log}");
+    });
+    stop(child);
+    std::fs::remove_dir_all(dir).unwrap();
+    if let Err(e) = result {
+        std::panic::resume_unwind(e);
+    }
+}
+
+#[test]
+fn logs_are_opened_again_at_a_graceful_restart_so_logrotate_works() {
+    let dir = tempdir("rotate");
+    let (access, errors) = (dir.join("access.log"), dir.join("error.log"));
+    let (child, addr) = start_logging_to(&errors, &["--access-log", access.to_str().unwrap()]);
+    let pid = child.id();
+    let result = std::panic::catch_unwind(|| {
+        let get = |path: &str| {
+            request(addr, &format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")).unwrap().status
+        };
+        assert_eq!(get("/before"), 404);
+        let has = |file: &std::path::Path, text: &str| std::fs::read_to_string(file).is_ok_and(|t| t.contains(text));
+        assert!(wait_until(std::time::Duration::from_secs(2), || has(&access, "GET /before ")));
+        // What logrotate does: move the files away, then ask for a graceful restart.
+        std::fs::rename(&access, dir.join("access.log.1")).unwrap();
+        std::fs::rename(&errors, dir.join("error.log.1")).unwrap();
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), nix::sys::signal::Signal::SIGUSR1).unwrap();
+        assert!(
+            wait_until(std::time::Duration::from_secs(10), || has(&errors, "graceful restart requested")),
+            "the error log is opened again and the restart logged there"
+        );
+        // New children write to the new access log (old ones may still finish in the old file).
+        assert!(wait_until(std::time::Duration::from_secs(10), || {
+            let _ = get("/after");
+            has(&access, "GET /after ")
+        }));
+        assert!(has(&dir.join("access.log.1"), "GET /before "), "the rotated file keeps its lines");
+        assert!(has(&dir.join("error.log.1"), "resuming normal operations"), "the rotated error log keeps its lines");
+    });
+    stop(child);
+    std::fs::remove_dir_all(dir).unwrap();
+    if let Err(e) = result {
+        std::panic::resume_unwind(e);
+    }
+}

@@ -9,8 +9,7 @@ use preforkd::control::{self, Action};
 use preforkd::http::HttpService;
 use preforkd::settings::{self, Settings};
 use preforkd::systemd;
-use std::io::IsTerminal;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use tracing::{info, warn};
 
 #[derive(Parser, Debug)]
@@ -39,25 +38,6 @@ fn fail(errors: Vec<String>) -> ! {
     }
     eprintln!("preforkd: the configuration has {} error(s); nothing was started", errors.len());
     std::process::exit(1)
-}
-
-fn init_logging(error_log: Option<&Path>) -> Result<(), String> {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
-    match error_log {
-        Some(path) => {
-            let file = std::fs::File::options()
-                .append(true)
-                .create(true)
-                .open(path)
-                .map_err(|e| format!("error_log {}: {e}", path.display()))?;
-            tracing_subscriber::fmt().with_env_filter(filter).with_writer(file).with_ansi(false).init();
-        }
-        None => {
-            let ansi = std::io::stderr().is_terminal();
-            tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_ansi(ansi).init();
-        }
-    }
-    Ok(())
 }
 
 /// Run as root with no `user`: the children run as `nobody` (Apache's default is a daemon
@@ -108,7 +88,7 @@ fn main() {
             }
         }
     }
-    if let Err(e) = init_logging(resolved.error_log.as_deref()) {
+    if let Err(e) = preforkd::error_log::init(resolved.error_log.as_deref()) {
         fail(vec![e]);
     }
     for w in &resolved.warnings {
@@ -124,6 +104,8 @@ fn main() {
     let mut server = Server::builder(resolved.pool.clone())
         .service(service)
         .reload(move |running| {
+            // Log files are opened again at every restart, so logrotate can move them away.
+            preforkd::error_log::reopen();
             let (merged, sources) = settings::load(config_path.as_deref(), &cli_settings).map_err(|e| e.join("; "))?;
             let mut r = settings::resolve(&merged, &sources, Some(running)).map_err(|e| e.join("; "))?;
             for w in &r.warnings {

@@ -1,12 +1,21 @@
 //! The access log: one line per request in the Common or Combined Log Format, written by the child
 //! that served it with a single `write(2)` on a descriptor the parent opened with `O_APPEND`, so
 //! lines from different children never interleave.
+//!
+//! A line that cannot be written (a full disk, a removed device, a short write) is lost, and the
+//! child goes on serving; it says so in the error log, with how many lines it has lost, at most once
+//! a minute (so a full disk does not also fill the error log). The parent opens the file again at
+//! every restart and graceful restart (a new `HttpService`), so a rotated log is let go of.
 
+use std::cell::Cell;
 use std::fs::File;
 use std::io::{self, Write};
 use std::os::fd::AsFd;
 use std::path::Path;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+/// A child reports lost access-log lines at most this often.
+pub const LOSS_REPORT_EVERY: Duration = Duration::from_secs(60);
 
 /// `log_format`.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -33,6 +42,12 @@ impl LogFormat {
 pub struct AccessLog {
     out: File,
     format: LogFormat,
+    /// The path, for messages.
+    name: String,
+    /// Lines this process could not write.
+    lost: Cell<u64>,
+    /// When that was last reported.
+    reported: Cell<Option<Instant>>,
 }
 
 /// One logged request.
@@ -66,13 +81,37 @@ impl AccessLog {
                 .open(path)
                 .map_err(|e| io::Error::new(e.kind(), format!("access_log {}: {e}", path.display())))?
         };
-        Ok(AccessLog { out, format })
+        Ok(AccessLog { out, format, name: path.display().to_string(), lost: Cell::new(0), reported: Cell::new(None) })
     }
 
-    /// Writes one line (errors are ignored: a full disk must not stop serving).
+    /// Writes one line. A line that cannot be written is counted and reported (rate-limited), never
+    /// an error: a full disk must not stop serving.
     pub fn write(&self, e: &Entry<'_>) {
         let line = self.format_line(e);
-        let _ = (&self.out).write(line.as_bytes());
+        match (&self.out).write(line.as_bytes()) {
+            Ok(n) if n == line.len() => {}
+            Ok(n) => self.lost(&format!("only {n} of {} bytes written", line.len())),
+            Err(err) => self.lost(&err.to_string()),
+        }
+    }
+
+    /// Lines this process could not write so far.
+    pub fn lost_lines(&self) -> u64 {
+        self.lost.get()
+    }
+
+    fn lost(&self, why: &str) {
+        let lost = self.lost.get() + 1;
+        self.lost.set(lost);
+        let now = Instant::now();
+        if self.reported.get().is_none_or(|at| now.duration_since(at) >= LOSS_REPORT_EVERY) {
+            self.reported.set(Some(now));
+            tracing::error!(
+                "access_log {}: a line could not be written ({why}); this child has lost {lost} line(s); \
+                 serving goes on (reported at most once a minute per child)",
+                self.name
+            );
+        }
     }
 
     fn format_line(&self, e: &Entry<'_>) -> String {
@@ -160,5 +199,24 @@ mod tests {
             text,
             "127.0.0.1 - - [01/Jan/1970:00:00:00 +0000] \"GET /a\\\"b HTTP/1.1\" 200 - \"-\" \"curl/8\\x01\"\n"
         );
+        assert_eq!(log.lost_lines(), 0);
+    }
+
+    #[test]
+    fn lines_that_cannot_be_written_are_counted() {
+        // /dev/full: every write fails with ENOSPC, as on a full disk.
+        let log = AccessLog::open(Path::new("/dev/full"), LogFormat::Common).unwrap();
+        let e = Entry {
+            host: "h",
+            request_line: "GET / HTTP/1.1",
+            status: 200,
+            bytes: 1,
+            referer: None,
+            user_agent: None,
+            time: UNIX_EPOCH,
+        };
+        log.write(&e);
+        log.write(&e);
+        assert_eq!(log.lost_lines(), 2);
     }
 }
