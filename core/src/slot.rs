@@ -384,6 +384,12 @@ mod tests {
         }
     }
 
+    #[test]
+    fn busy_means_serving_a_connection() {
+        let busy: String = SlotState::ALL.iter().filter(|s| s.is_busy()).map(|s| s.letter()).collect();
+        assert_eq!(busy, "RWKLC");
+    }
+
     /// The expected table, written out independently of [`TRANSITIONS`]: for each side, a row per
     /// source state listing the legal targets by letter.
     fn expected(side: Side, from: SlotState) -> &'static str {
