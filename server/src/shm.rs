@@ -77,7 +77,11 @@ pub struct Header {
     pub killed_accept_lock: AtomicU64,
     /// Children the watchdog killed for a request past `request_deadline`.
     pub killed_request_deadline: AtomicU64,
-    _reserved: [AtomicU64; 4],
+    /// Children reaped since the parent started (every exit, whatever its cause).
+    pub exited_total: AtomicU64,
+    /// Of those, children that exited because the parent retired them (too many idle).
+    pub retired_total: AtomicU64,
+    _reserved: [AtomicU64; 2],
 }
 
 /// One slot.

@@ -191,6 +191,12 @@ impl<S: System> Supervisor<S> {
             let reported = self.driver.parent().slot_of(pid).and_then(|slot| {
                 ExitReason::from_u8(self.board.record(slot).exit_reason.load(Ordering::Acquire) as u8)
             });
+            // For status pages: how the pool breathes.
+            let header = self.board.header();
+            header.exited_total.fetch_add(1, Ordering::Relaxed);
+            if reported == Some(ExitReason::Retired) {
+                header.retired_total.fetch_add(1, Ordering::Relaxed);
+            }
             let now = self.system.now();
             let exit =
                 self.drive(|driver, board, system| driver.handle_child_exit(now, pid, status, reported, board, system));

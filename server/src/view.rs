@@ -65,6 +65,10 @@ pub struct PoolSnapshot {
     pub spawn_rate: u64,
     /// Children forked so far.
     pub spawned_total: u64,
+    /// Children reaped so far.
+    pub exited_total: u64,
+    /// Children retired (too many idle) so far.
+    pub retired_total: u64,
     /// Children the watchdog killed: for holding the accept lock, for a request past its deadline.
     pub watchdog_kills: WatchdogKills,
     /// The core's view of the slot words: states, letters, counts.
@@ -112,6 +116,8 @@ impl PoolSnapshot {
             restarted_ms: h.restarted_ms.load(Ordering::Relaxed),
             spawn_rate: h.spawn_rate.load(Ordering::Relaxed),
             spawned_total: h.spawned_total.load(Ordering::Relaxed),
+            exited_total: h.exited_total.load(Ordering::Relaxed),
+            retired_total: h.retired_total.load(Ordering::Relaxed),
             watchdog_kills: WatchdogKills {
                 accept_lock: h.killed_accept_lock.load(Ordering::Relaxed),
                 request_deadline: h.killed_request_deadline.load(Ordering::Relaxed),

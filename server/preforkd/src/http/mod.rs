@@ -547,6 +547,14 @@ impl HttpService {
             let cpu = status::Cpu::read(std::os::unix::process::parent_id(), &snap);
             if q.auto {
                 ("text/plain; charset=utf-8", status::auto(&snap, &cpu, name, SERVER))
+            } else if q.live {
+                // Everything it needs is in the page: nothing may be loaded from elsewhere.
+                headers.push((
+                    "Content-Security-Policy",
+                    "default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; connect-src 'self'"
+                        .into(),
+                ));
+                ("text/html; charset=utf-8", status::LIVE_PAGE.to_string())
             } else if q.json {
                 ("application/json", status::json(&snap, &cpu, &pool.listeners(), name, SERVER))
             } else {

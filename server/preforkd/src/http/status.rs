@@ -22,7 +22,13 @@ pub struct StatusQuery {
     pub refresh: Option<u64>,
     /// `notable`: the HTML page without the per-slot table.
     pub no_table: bool,
+    /// `live` (ours): the live page ([`LIVE_PAGE`]).
+    pub live: bool,
 }
+
+/// The live page: one self-contained HTML page (no external assets) that polls `?json` once a
+/// second and shows the scoreboard changing, with charts of the last five minutes.
+pub const LIVE_PAGE: &str = include_str!("live.html");
 
 impl StatusQuery {
     /// Parses a query string (without the `?`).
@@ -40,6 +46,7 @@ impl StatusQuery {
             json: query.contains("json"),
             refresh,
             no_table: query.contains("notable"),
+            live: query.contains("live"),
         }
     }
 }
@@ -249,7 +256,8 @@ pub fn html(
     let mut out = format!(
         "<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\"><title>Server Status for {name}</title>\n\
          <style>body{{font-family:sans-serif}}table{{border-collapse:collapse}}td,th{{border:1px solid #ccc;padding:2px 6px;font-size:90%}}pre{{font-size:120%}}</style></head><body>\n\
-         <h1>Server Status for {name}</h1>\n<dl>\n<dt>Server Version: {}</dt>\n<dt>Server MPM: prefork</dt>\n\
+         <h1>Server Status for {name}</h1>\n<p><a href=\"?live\">Live view</a> (charts of the last minutes) \
+         - <a href=\"?auto\">?auto</a> - <a href=\"?json\">?json</a></p>\n<dl>\n<dt>Server Version: {}</dt>\n<dt>Server MPM: prefork</dt>\n\
          <dt>Server Built: {}</dt>\n</dl><hr /><dl>\n\
          <dt>Current Time: {}</dt>\n<dt>Restart Time: {}</dt>\n<dt>Parent Server Config. Generation: {}</dt>\n\
          <dt>Parent Server MPM Generation: {}</dt>\n<dt>Server uptime:{}</dt>\n<dt>Server load: {l1} {l5} {l15}</dt>\n\
@@ -404,6 +412,7 @@ pub fn json(snap: &PoolSnapshot, cpu: &Cpu, listeners: &[ListenerInfo], server_n
         "now_ms": snap.now_ms, "started_ms": snap.started_ms, "restarted_ms": snap.restarted_ms,
         "uptime_seconds": snap.uptime_s(), "generation": snap.generation(),
         "spawn_rate": snap.spawn_rate, "spawned_total": snap.spawned_total,
+        "exited_total": snap.exited_total, "retired_total": snap.retired_total,
         "total_accesses": s.accesses, "total_kbytes": s.bytes / 1024, "total_connections": s.connections,
         "wasted_wakeups": s.wasted_wakeups, "total_duration_ms": s.duration_us / 1000,
         "cpu": { "user": tu, "system": ts, "children_user": tcu, "children_system": tcs },
@@ -450,6 +459,8 @@ pub fn metrics(snap: &PoolSnapshot, listeners: &[ListenerInfo]) -> String {
         ("prefork_bytes", "Bytes sent.", s.bytes),
         ("prefork_wasted_wakeups", "Wake-ups that found nothing to accept.", s.wasted_wakeups),
         ("prefork_spawned", "Children forked.", snap.spawned_total),
+        ("prefork_exited", "Children reaped (every exit).", snap.exited_total),
+        ("prefork_retired", "Children retired because too many were idle.", snap.retired_total),
     ];
     let _ = writeln!(
         out,
@@ -590,7 +601,7 @@ mod tests {
         for field in [
             "Total Duration: 25",
             "CPUUser: 1.25",
-            "CPUSystem: 0.75",
+            "CPUSystem: .75",
             "CPUChildrenUser: 3",
             "CPUChildrenSystem: 2",
             "DurationPerReq: 2.5",
@@ -658,7 +669,7 @@ mod tests {
         assert!(page.contains("Server Status for &lt;x&gt;"));
         for line in [
             "<dt>Server load: ",
-            "<dt>CPU Usage: u1.25 s0.75 cu3 cs2 - ",
+            "<dt>CPU Usage: u1.25 s.75 cu3 cs2 - ",
             "Total Traffic: 5.0 kB - Total Duration: 25",
             "<dt>Parent Server Config. Generation: 2</dt>",
             "<th>Req</th><td>Milliseconds required",
