@@ -72,3 +72,25 @@ impl SpawnBrake {
         pause
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_pause_is_reported_until_it_ends_and_grows() {
+        let mut brake = SpawnBrake::default();
+        let t = Time::ZERO + Duration::from_secs(10);
+        assert_eq!(brake.paused_until(), None);
+        assert_eq!(brake.early_exit(t), None);
+        assert_eq!(brake.early_exit(t), None);
+        assert_eq!(brake.early_exit(t), Some(Duration::from_secs(1)), "the third early exit engages it");
+        assert_eq!(brake.paused_until(), Some(t + Duration::from_secs(1)));
+        assert!(!brake.allows(t) && brake.allows(t + Duration::from_secs(1)));
+        assert_eq!(brake.early_exit(t), Some(Duration::from_secs(2)), "doubling");
+        assert_eq!(brake.paused_until(), Some(t + Duration::from_secs(2)));
+        // A fork failure's shorter pause never shortens a longer one.
+        assert_eq!(brake.fork_failed(t), Duration::from_secs(1));
+        assert_eq!(brake.paused_until(), Some(t + Duration::from_secs(2)));
+    }
+}
