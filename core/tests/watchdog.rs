@@ -172,3 +172,59 @@ fn zero_turns_each_rule_off() {
     one.advance(Duration::from_secs(30));
     assert!(kills(&one).is_empty(), "request_deadline = 0: never");
 }
+
+#[test]
+fn only_a_queue_with_connections_waiting_counts() {
+    // Two listeners, both queues read and empty: a holder waiting for connections is never
+    // killed; both with connections waiting: it is.
+    let mut sim = sim(2, 0);
+    let holder = *sim.procs.keys().next().unwrap();
+    take_lock(&mut sim, holder);
+    sim.queues = vec![QueueDepth { waiting: 0, exact: true }; 2];
+    sim.advance(Duration::from_secs(10));
+    assert!(kills(&sim).is_empty(), "every queue read, every queue empty: {:?}", kills(&sim));
+    sim.queues = vec![WAITING, WAITING];
+    sim.advance(Duration::from_secs(3));
+    assert_eq!(kills(&sim).iter().map(|(_, p)| *p).collect::<Vec<_>>(), [holder]);
+}
+
+#[test]
+fn the_parent_wakes_for_a_limit_between_two_ticks() {
+    // accept_lock_timeout 1.5 s with ticks every second: the kill comes at 1.5 s after the first
+    // look, not at the next tick after it (the parent schedules a look for that moment).
+    let mut cfg = sim(2, 0).parent().config().clone();
+    cfg.accept_lock_timeout = Duration::from_millis(1500);
+    let mut sim = Sim::new(cfg);
+    sim.settle();
+    let holder = *sim.procs.keys().next().unwrap();
+    take_lock(&mut sim, holder);
+    sim.queues = vec![WAITING, QueueDepth::default()];
+    let first_look = sim.next_timeout().unwrap();
+    assert_eq!(sim.parent().poll_timeout(), Some(first_look + Duration::from_secs(1)), "the next tick first");
+    sim.next_timeout();
+    assert_eq!(sim.parent().poll_timeout(), Some(first_look + Duration::from_millis(1500)), "then the limit");
+    sim.next_timeout();
+    assert_eq!(kills(&sim), [(first_look + Duration::from_millis(1500), holder)]);
+}
+
+#[test]
+fn a_graceful_mark_starts_the_request_deadline_afresh() {
+    // A child stuck in a request for 1.5 s of its 2 s is marked G by a graceful restart: it gets
+    // the whole deadline again from the mark (its request in hand may be finished, or it leaves),
+    // not the half second left.
+    let mut sim = sim(1, 2);
+    let child = sim.waiting()[0];
+    assert_eq!(sim.take_connection(child), ChildAction::Serve);
+    let first_look = sim.next_timeout().unwrap();
+    sim.advance(Duration::from_millis(1500));
+    let same = Box::new(sim.parent().config().clone());
+    sim.command(prefork_core::parent::Command::GracefulRestart(same));
+    sim.advance(Duration::from_millis(1000));
+    assert!(
+        kills(&sim).iter().all(|(_, p)| *p != child),
+        "killed at {:?}, 2 s after the first look at {first_look:?}: the mark did not restart the deadline",
+        kills(&sim)
+    );
+    sim.advance(Duration::from_secs(3));
+    assert!(kills(&sim).iter().any(|(_, p)| *p == child), "a marked child stuck past the deadline is killed");
+}
