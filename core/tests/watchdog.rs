@@ -228,3 +228,31 @@ fn a_graceful_mark_starts_the_request_deadline_afresh() {
     sim.advance(Duration::from_secs(3));
     assert!(kills(&sim).iter().any(|(_, p)| *p == child), "a marked child stuck past the deadline is killed");
 }
+
+#[test]
+fn a_new_child_in_a_watched_slot_is_watched_afresh() {
+    // A is watched in a request; a graceful restart lets it finish and leave, and the slot is
+    // refilled at once (the restart's one-for-one refill) with B, which starts a request of its
+    // own before the parent looks again. B's clock starts at that look, not at A's.
+    let mut sim = sim(1, 2);
+    let a = sim.waiting()[0];
+    let slot = sim.procs[&a].slot;
+    assert_eq!(sim.take_connection(a), ChildAction::Serve);
+    let first_look = sim.next_timeout().unwrap();
+    let same = Box::new(sim.parent().config().clone());
+    sim.command(prefork_core::parent::Command::GracefulRestart(same));
+    assert!(matches!(sim.finish_connection(a), ChildAction::Exit(_)), "A leaves after its request");
+    sim.reap();
+    let b = sim.pid_in(slot);
+    assert_ne!(b, a, "the slot was refilled at once");
+    sim.start_children();
+    assert_eq!(sim.take_connection(b), ChildAction::Serve);
+    sim.advance(Duration::from_millis(2500));
+    assert!(
+        kills(&sim).iter().all(|(_, p)| *p != b),
+        "B was killed at {:?}, on A's clock (A first seen at {first_look:?})",
+        kills(&sim)
+    );
+    sim.advance(Duration::from_secs(2));
+    assert!(kills(&sim).iter().any(|(_, p)| *p == b), "B stuck past its own deadline is killed");
+}
