@@ -401,3 +401,53 @@ fn logs_are_opened_again_at_a_graceful_restart_so_logrotate_works() {
         std::panic::resume_unwind(e);
     }
 }
+
+/// One request over a unix socket: the status code.
+fn unix_status(path: &std::path::Path, raw: &str) -> u16 {
+    use std::io::{Read, Write};
+    let mut s = std::os::unix::net::UnixStream::connect(path).unwrap();
+    s.set_read_timeout(Some(std::time::Duration::from_secs(5))).unwrap();
+    s.write_all(raw.as_bytes()).unwrap();
+    let mut out = vec![];
+    let _ = s.read_to_end(&mut out);
+    let text = String::from_utf8_lossy(&out);
+    text.split(' ').nth(1).and_then(|c| c.parse().ok()).unwrap_or_else(|| panic!("no status in {text:?}"))
+}
+
+#[test]
+fn status_pages_behind_a_proxy_a_listener_of_their_own_or_off() {
+    // Behind a reverse proxy on this host every client is loopback: a forwarded request is not.
+    let p = Preforkd::start(&[]);
+    for header in [
+        "Forwarded: for=203.0.113.7",
+        "X-Forwarded-For: 203.0.113.7",
+        "X-Forwarded-Host: www.example.com",
+        "X-Real-IP: 203.0.113.7",
+        "Via: 1.1 proxy",
+    ] {
+        for path in ["/server-status", "/server-status?auto", "/server-status?live", "/metrics"] {
+            let r =
+                request(p.addr(), &format!("GET {path} HTTP/1.1\r\nHost: x\r\n{header}\r\nConnection: close\r\n\r\n"))
+                    .unwrap();
+            assert_eq!(r.status, 403, "{path} with {header}");
+        }
+    }
+    assert_eq!(p.get("/server-status?auto").status, 200, "a direct request from this machine still reads it");
+    // A listener of their own (here a unix socket): only there, and there also through a proxy.
+    let dir = tempdir("status-listen");
+    let sock = dir.join("status.sock");
+    let unix = format!("unix:{}", sock.display());
+    let q = Preforkd::start(&["--listen", "127.0.0.1:0", "--status-listen", &unix]);
+    for path in ["/server-status", "/server-status?auto", "/metrics"] {
+        assert_eq!(q.get(path).status, 404, "{path} is an ordinary path on the public listener");
+        let raw =
+            format!("GET {path} HTTP/1.1\r\nHost: x\r\nX-Forwarded-For: 203.0.113.7\r\nConnection: close\r\n\r\n");
+        assert_eq!(unix_status(&sock, &raw), 200, "{path} on the status listener");
+    }
+    assert_eq!(q.get("/").status, 200, "the public listener serves files");
+    // Off.
+    let off = Preforkd::start(&["--status-path", "off", "--metrics-path", "off"]);
+    assert_eq!((off.get("/server-status").status, off.get("/metrics").status), (404, 404));
+    drop(q);
+    let _ = std::fs::remove_dir_all(dir);
+}

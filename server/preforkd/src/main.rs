@@ -99,6 +99,14 @@ fn main() {
     }
     let service = HttpService::new(resolved.http.clone()).unwrap_or_else(|e| fail(vec![e.to_string()]));
     let inherited = systemd::listen_fds().unwrap_or_else(|e| fail(vec![e.to_string()]));
+    // With socket activation the sockets are systemd's, in its order: status_listen cannot name
+    // one of them.
+    const NO_STATUS_LISTEN: &str = "status_listen cannot be used with socket activation (the listening sockets \
+        come from systemd, not from listen); give the status pages their own preforkd, or leave status_listen unset";
+    if inherited.is_some() && resolved.http.status_listeners.is_some() {
+        fail(vec![NO_STATUS_LISTEN.to_string()]);
+    }
+    let activated = inherited.is_some();
 
     let (config_path, cli_settings) = (cli.config.clone(), cli.settings.clone());
     let mut server = Server::builder(resolved.pool.clone())
@@ -112,6 +120,9 @@ fn main() {
                 warn!("configuration: {w}");
             }
             default_user(&mut r.pool);
+            if activated && r.http.status_listeners.is_some() {
+                return Err(NO_STATUS_LISTEN.to_string());
+            }
             let service = HttpService::new(r.http).map_err(|e| e.to_string())?;
             Ok(Reloaded { config: Checked { value: r.pool, warnings: vec![] }, service: Some(Box::new(service)) })
         })

@@ -5,7 +5,7 @@
 use crate::http::HttpConfig;
 use crate::http::log::LogFormat;
 use ipnet::IpNet;
-use prefork_core::config::{ConfigWarning, PoolConfig, RawPoolConfig};
+use prefork_core::config::{ConfigWarning, ListenAddr, PoolConfig, RawPoolConfig};
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -110,10 +110,14 @@ settings! {
     log_format: String,
     /// Error log file.
     error_log: PathBuf,
-    /// Location of the status page (?auto, ?json).
+    /// Location of the status page (?auto, ?json, ?live); "off" for none.
     status_path: String,
-    /// Location of the OpenMetrics page.
+    /// Location of the OpenMetrics page; "off" for none.
     metrics_path: String,
+    /// Serve the status and metrics pages only on these addresses (repeatable; added to listen if
+    /// missing), e.g. a loopback port or a unix socket that no proxy forwards to. Then requests
+    /// forwarded by a proxy may read them there; without it they never may.
+    status_listen: Vec<String>,
     /// Networks allowed to read status and metrics (repeatable).
     status_allow: Vec<String>,
     /// Server name shown on status pages.
@@ -168,8 +172,9 @@ pub fn defaults() -> Vec<(&'static str, String)> {
         ("access_log", h.access_log.as_ref().map_or("off".into(), |p| p.display().to_string())),
         ("log_format", h.log_format.name().into()),
         ("error_log", "standard error".into()),
-        ("status_path", h.status_path.clone()),
-        ("metrics_path", h.metrics_path.clone()),
+        ("status_path", h.status_path.clone().unwrap_or_else(|| "off".into())),
+        ("metrics_path", h.metrics_path.clone().unwrap_or_else(|| "off".into())),
+        ("status_listen", "none: every listener".into()),
         ("status_allow", list(h.status_allow.iter().map(ToString::to_string).collect())),
         ("server_name", h.server_name.clone()),
         ("pid_file", "none".into()),
@@ -298,8 +303,24 @@ impl Errors<'_> {
 /// Validates everything; on failure, every problem with its origin.
 pub fn resolve(s: &Settings, sources: &Sources, running: Option<&PoolConfig>) -> Result<Resolved, Vec<String>> {
     let mut errors = Errors { list: vec![], sources };
+    // status_listen: its addresses are listeners too (added to listen where missing).
+    let mut status_addrs = vec![];
+    for a in s.status_listen.clone().unwrap_or_default() {
+        match a.parse::<ListenAddr>() {
+            Ok(addr) => status_addrs.push((a, addr)),
+            Err(e) => errors.push("status_listen", format!("status_listen = {a:?}: {e}")),
+        }
+    }
+    let listen = if status_addrs.is_empty() {
+        s.listen.clone()
+    } else {
+        let mut all = s.listen.clone().unwrap_or_else(|| vec![prefork_core::config::DEFAULT_LISTEN.to_string()]);
+        let known: Vec<ListenAddr> = all.iter().filter_map(|a| a.parse().ok()).collect();
+        all.extend(status_addrs.iter().filter(|(_, addr)| !known.contains(addr)).map(|(text, _)| text.clone()));
+        Some(all)
+    };
     let raw = RawPoolConfig {
-        listen: s.listen.clone(),
+        listen,
         listen_backlog: s.listen_backlog,
         start_servers: s.start_servers,
         min_spare_servers: s.min_spare_servers,
@@ -357,11 +378,20 @@ pub fn resolve(s: &Settings, sources: &Sources, running: Option<&PoolConfig>) ->
     }
     for (key, path) in [("status_path", &s.status_path), ("metrics_path", &s.metrics_path)] {
         if let Some(p) = path
+            && p != "off"
             && (!p.starts_with('/') || p.contains(['?', '#', ' ']))
         {
-            errors.push(key, format!("{key} = {p:?} must be a path starting with / (no query, no spaces)"));
+            errors.push(key, format!("{key} = {p:?} must be a path starting with / (no query, no spaces), or \"off\""));
         }
     }
+    let page = |given: &Option<String>, default: Option<String>| match given.as_deref() {
+        None => default,
+        Some("off") => None,
+        Some(p) => Some(p.to_string()),
+    };
+    let status_listeners = pool.as_ref().filter(|_| !status_addrs.is_empty()).map(|p| {
+        p.listen.iter().enumerate().filter(|(_, l)| status_addrs.iter().any(|(_, a)| a == *l)).map(|(i, _)| i).collect()
+    });
     let types_config = match s.types_config.as_deref() {
         None => d.types_config.clone(),
         Some(p) if p == Path::new("off") => None,
@@ -439,8 +469,9 @@ pub fn resolve(s: &Settings, sources: &Sources, running: Option<&PoolConfig>) ->
         limit_request_body: errors.count("limit_request_body", s.limit_request_body, d.limit_request_body, 0, i64::MAX),
         access_log,
         log_format,
-        status_path: s.status_path.clone().unwrap_or(d.status_path),
-        metrics_path: s.metrics_path.clone().unwrap_or(d.metrics_path),
+        status_path: page(&s.status_path, d.status_path),
+        metrics_path: page(&s.metrics_path, d.metrics_path),
+        status_listeners,
         status_allow: if s.status_allow.is_some() { status_allow } else { d.status_allow },
         server_name: s.server_name.clone().unwrap_or(d.server_name),
         types_config,

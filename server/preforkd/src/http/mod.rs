@@ -55,10 +55,13 @@ pub struct HttpConfig {
     pub access_log: Option<PathBuf>,
     /// `LogFormat`: common or combined.
     pub log_format: LogFormat,
-    /// mod_status `SetHandler server-status` location.
-    pub status_path: String,
-    /// OpenMetrics location.
-    pub metrics_path: String,
+    /// mod_status `SetHandler server-status` location; `None` turns the status pages off.
+    pub status_path: Option<String>,
+    /// OpenMetrics location; `None` turns it off.
+    pub metrics_path: Option<String>,
+    /// The listeners (indices in the pool's `listen` order) that serve the status and metrics
+    /// pages; `None`: every listener. Elsewhere those paths are ordinary paths (404).
+    pub status_listeners: Option<Vec<usize>>,
     /// Who may read the status and metrics pages.
     pub status_allow: Vec<IpNet>,
     /// `ServerName`, shown on status pages.
@@ -85,8 +88,9 @@ impl Default for HttpConfig {
             limit_request_body: 1 << 20,
             access_log: Some(PathBuf::from("-")),
             log_format: LogFormat::Combined,
-            status_path: "/server-status".into(),
-            metrics_path: "/metrics".into(),
+            status_path: Some("/server-status".into()),
+            metrics_path: Some("/metrics".into()),
+            status_listeners: None,
             status_allow: vec!["127.0.0.0/8".parse().expect("net"), "::1/128".parse().expect("net")],
             server_name: "localhost".into(),
             types_config: Some(PathBuf::from(mime::SYSTEM_TYPES)),
@@ -228,6 +232,10 @@ impl Body {
         }
     }
 }
+
+/// Headers a proxy adds (RFC 7239 `Forwarded`, the de-facto `X-Forwarded-*`, `X-Real-IP`, and
+/// `Via`, RFC 9110 §7.6.3): a request carrying one came through a proxy.
+const PROXY_HEADERS: [&str; 5] = ["Forwarded", "X-Forwarded-For", "X-Forwarded-Host", "X-Real-IP", "Via"];
 
 /// The methods a file or a status page answers.
 const ALLOW: &str = "GET, HEAD, OPTIONS";
@@ -501,8 +509,10 @@ impl HttpService {
         }
         // `/server-status/` is `/server-status` (the form Prometheus' apache_exporter asks for).
         let page = path.strip_suffix('/').filter(|p| !p.is_empty()).unwrap_or(path);
-        if page == self.cfg.status_path || page == self.cfg.metrics_path {
-            return Ok(self.status(conn, page, query));
+        let is_status = self.cfg.status_path.as_deref() == Some(page) || self.cfg.metrics_path.as_deref() == Some(page);
+        let served_here = self.cfg.status_listeners.as_ref().is_none_or(|on| on.contains(&conn.listener()));
+        if is_status && served_here {
+            return Ok(self.status(conn, page, query, head));
         }
         Ok(self.file(path, query, head))
     }
@@ -525,7 +535,7 @@ impl HttpService {
         Ok(true)
     }
 
-    fn status(&self, conn: &Connection<'_>, path: &str, query: &str) -> Response {
+    fn status(&self, conn: &Connection<'_>, path: &str, query: &str, head: &Head) -> Response {
         let allowed = match conn.peer_addr() {
             None => true, // a unix-domain peer is on this machine
             Some(a) => self.cfg.status_allow.iter().any(|net| net.contains(&canonical(a.ip()))),
@@ -533,11 +543,20 @@ impl HttpService {
         if !allowed {
             return error(403, "The status pages are not open to this address.");
         }
+        // Behind a reverse proxy on this host every client looks local: a request that says it
+        // was forwarded is not, unless it came on a listener given to the status pages.
+        if self.cfg.status_listeners.is_none() && PROXY_HEADERS.iter().any(|h| head.header(h).is_some()) {
+            return error(
+                403,
+                "The status pages are not served to requests forwarded by a proxy: their client is not this \
+                 machine. To read them through a proxy, give them a listener of their own (status_listen).",
+            );
+        }
         let pool = conn.pool();
         let snap = pool.snapshot();
         let name = &self.cfg.server_name;
         let mut headers = vec![("Cache-Control", "no-cache".to_string())];
-        let (kind, body) = if path == self.cfg.metrics_path {
+        let (kind, body) = if self.cfg.metrics_path.as_deref() == Some(path) {
             ("application/openmetrics-text; version=1.0.0; charset=utf-8", status::metrics(&snap, &pool.listeners()))
         } else {
             let q = status::StatusQuery::parse(query);
