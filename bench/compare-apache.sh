@@ -220,7 +220,8 @@ done
 pss_median() { # parent pid
     local parent=$1
     for c in $(cat "/proc/$parent/task/$parent/children" 2>/dev/null); do
-        awk '/^Pss:/ {print $2}' "/proc/$c/smaps_rollup" 2>/dev/null
+        # A child may retire between the listing and the read: skip it (awk's error would end the run).
+        awk '/^Pss:/ {print $2}' "/proc/$c/smaps_rollup" 2>/dev/null || true
     done | median
 }
 sleep 2
