@@ -563,9 +563,10 @@ impl HttpService {
             if let Some(every) = q.refresh {
                 headers.push(("Refresh", every.to_string()));
             }
-            let cpu = status::Cpu::read(std::os::unix::process::parent_id(), &snap);
+            // CPU times come from /proc: read them only for the pages that show them.
+            let cpu = || status::Cpu::read(std::os::unix::process::parent_id(), &snap);
             if q.auto {
-                ("text/plain; charset=utf-8", status::auto(&snap, &cpu, name, SERVER))
+                ("text/plain; charset=utf-8", status::auto(&snap, &cpu(), name, SERVER))
             } else if q.live {
                 // Everything it needs is in the page: nothing may be loaded from elsewhere.
                 headers.push((
@@ -575,10 +576,10 @@ impl HttpService {
                 ));
                 ("text/html; charset=utf-8", status::LIVE_PAGE.to_string())
             } else if q.json {
-                ("application/json", status::json(&snap, &cpu, &pool.listeners(), name, SERVER))
+                ("application/json", status::json(&snap, &cpu(), &pool.listeners(), name, SERVER))
             } else {
                 let options = status::HtmlOptions { no_table: q.no_table };
-                ("text/html; charset=utf-8", status::html(&snap, &cpu, &pool.listeners(), name, SERVER, options))
+                ("text/html; charset=utf-8", status::html(&snap, &cpu(), &pool.listeners(), name, SERVER, options))
             }
         };
         headers.insert(0, ("Content-Type", kind.to_string()));
@@ -706,58 +707,52 @@ impl HttpService {
         Ok(())
     }
 
-    /// Writes the head and (unless HEAD) the body; returns the body bytes sent. A small body goes
-    /// out in the same write as the head; a large file follows it with sendfile(2), and so does
-    /// each large part of a multipart answer, after its own part head.
+    /// Writes the head and (unless HEAD) the body; returns the body bytes sent. A body of file
+    /// bytes is a list of parts (a whole file or one range: one part with no part head; several
+    /// ranges: each with its part head, then the closing boundary). Up to [`INLINE_BODY`] file
+    /// bytes go out in the head's write; beyond, each part's bytes follow with sendfile(2), the
+    /// first part's head going with the response head.
     fn write(&mut self, conn: &mut Connection<'_>, head: String, body: Body, head_only: bool) -> io::Result<u64> {
         let len = body.len();
         let out = &mut self.out;
         out.clear();
         out.extend_from_slice(head.as_bytes());
-        let mut large: Vec<(Option<String>, u64, u64)> = vec![];
-        let mut tail = None;
-        let mut source = None;
-        match body {
-            _ if head_only => {}
-            Body::Empty => {}
-            Body::Text(t) => out.extend_from_slice(t.as_bytes()),
-            Body::Static(t) => out.extend_from_slice(t.as_bytes()),
-            Body::File { file, offset, len } if len <= INLINE_BODY => read_at(&file, offset, len, out)?,
+        let file_parts = match body {
+            _ if head_only => None,
+            Body::Empty => None,
+            Body::Text(t) => {
+                out.extend_from_slice(t.as_bytes());
+                None
+            }
+            Body::Static(t) => {
+                out.extend_from_slice(t.as_bytes());
+                None
+            }
             Body::File { file, offset, len } => {
-                large.push((None, offset, len));
-                source = Some(file);
+                Some((file, vec![Part { head: String::new(), offset, len }], String::new()))
             }
-            Body::Parts { file, parts, end } => {
-                if parts.iter().map(|p| p.len).sum::<u64>() <= INLINE_BODY {
-                    for p in &parts {
-                        out.extend_from_slice(p.head.as_bytes());
-                        read_at(&file, p.offset, p.len, out)?;
-                    }
-                    out.extend_from_slice(end.as_bytes());
-                } else {
-                    let mut parts = parts.into_iter();
-                    if let Some(first) = parts.next() {
-                        out.extend_from_slice(first.head.as_bytes());
-                        large.push((None, first.offset, first.len));
-                    }
-                    large.extend(parts.map(|p| (Some(p.head), p.offset, p.len)));
-                    tail = Some(end);
-                    source = Some(file);
-                }
-            }
-        }
+            Body::Parts { file, parts, end } => Some((file, parts, end)),
+        };
         let stream = conn.stream();
-        stream.write_all(out)?;
-        if let Some(file) = source {
-            for (part_head, offset, n) in large {
-                if let Some(h) = part_head {
-                    stream.write_all(h.as_bytes())?;
+        match file_parts {
+            None => stream.write_all(out)?,
+            Some((file, parts, end)) if parts.iter().map(|p| p.len).sum::<u64>() <= INLINE_BODY => {
+                for p in &parts {
+                    out.extend_from_slice(p.head.as_bytes());
+                    read_at(&file, p.offset, p.len, out)?;
                 }
-                send_file(stream, &file, offset, n)?;
+                out.extend_from_slice(end.as_bytes());
+                stream.write_all(out)?;
             }
-        }
-        if let Some(end) = tail {
-            stream.write_all(end.as_bytes())?;
+            Some((file, parts, end)) => {
+                for p in &parts {
+                    out.extend_from_slice(p.head.as_bytes());
+                    stream.write_all(out)?;
+                    out.clear();
+                    send_file(stream, &file, p.offset, p.len)?;
+                }
+                stream.write_all(end.as_bytes())?;
+            }
         }
         if out.capacity() > 4 * INLINE_BODY as usize {
             *out = Vec::with_capacity(8192); // do not keep a large status page's buffer

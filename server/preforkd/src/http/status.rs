@@ -143,7 +143,7 @@ impl Cpu {
             .iter()
             .flatten()
             .fold((0u64, 0u64), |(u, s), (cu, cs)| (u.saturating_add(*cu), s.saturating_add(*cs)));
-        let tick = if self.tick > 0.0 { self.tick } else { 100.0 };
+        let tick = self.ticks_per_second();
         [
             self.parent[0].saturating_add(u) as f64 / tick,
             self.parent[1].saturating_add(s) as f64 / tick,
@@ -155,7 +155,18 @@ impl Cpu {
     /// One slot's child's CPU seconds (user + system).
     fn slot_seconds(&self, i: usize) -> Option<f64> {
         let (u, s) = self.slots.get(i).copied().flatten()?;
-        Some(u.saturating_add(s) as f64 / if self.tick > 0.0 { self.tick } else { 100.0 })
+        Some(u.saturating_add(s) as f64 / self.ticks_per_second())
+    }
+
+    /// mod_status's CPU load: all four CPU times as a percentage of `uptime` seconds (`None`
+    /// without an uptime).
+    fn load_percent(&self, uptime: u64) -> Option<f64> {
+        (uptime > 0).then(|| self.seconds().iter().sum::<f64>() / uptime as f64 * 100.0)
+    }
+
+    /// `tick`, or Linux's usual 100 where it was not read.
+    fn ticks_per_second(&self) -> f64 {
+        if self.tick > 0.0 { self.tick } else { 100.0 }
     }
 }
 
@@ -204,9 +215,8 @@ pub fn auto(snap: &PoolSnapshot, cpu: &Cpu, server_name: &str, version: &str) ->
     let [tu, ts, tcu, tcs] = cpu.seconds();
     let _ = writeln!(out, "CPUUser: {}\nCPUSystem: {}", g(tu), g(ts));
     let _ = writeln!(out, "CPUChildrenUser: {}\nCPUChildrenSystem: {}", g(tcu), g(tcs));
-    let total_cpu = tu + ts + tcu + tcs;
-    if total_cpu > 0.0 && up > 0 {
-        let _ = writeln!(out, "CPULoad: {}", g(total_cpu / up as f64 * 100.0));
+    if let Some(load) = cpu.load_percent(up).filter(|&l| l > 0.0) {
+        let _ = writeln!(out, "CPULoad: {}", g(load));
     }
     let _ = writeln!(out, "Uptime: {up}");
     if up > 0 {
@@ -252,7 +262,6 @@ pub fn html(
     let name = html_escape(server_name);
     let [l1, l5, l15] = loadavg();
     let [tu, ts, tcu, tcs] = cpu.seconds();
-    let total_cpu = tu + ts + tcu + tcs;
     let mut out = format!(
         "<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\"><title>Server Status for {name}</title>\n\
          <style>body{{font-family:sans-serif}}table{{border-collapse:collapse}}td,th{{border:1px solid #ccc;padding:2px 6px;font-size:90%}}pre{{font-size:120%}}</style></head><body>\n\
@@ -273,7 +282,7 @@ pub fn html(
         human_bytes(s.bytes),
         s.duration_us / 1000,
     );
-    let load = if up > 0 { format!(" - {}% CPU load", g(total_cpu / up as f64 * 100.0)) } else { String::new() };
+    let load = cpu.load_percent(up).map_or(String::new(), |l| format!(" - {}% CPU load", g(l)));
     let _ = writeln!(out, "<dt>CPU Usage: u{} s{} cu{} cs{}{load}</dt>", g(tu), g(ts), g(tcu), g(tcs));
     if up > 0 && s.accesses > 0 {
         let _ = writeln!(
