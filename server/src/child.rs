@@ -95,8 +95,19 @@ fn reset_signals() -> nix::Result<()> {
     sigprocmask(SigmaskHow::SIG_SETMASK, Some(&wake_mask()), None)
 }
 
-/// Runs a child to its end. Never returns.
+/// Runs a child to its end. Never returns, also when the service panics: unwinding out of here
+/// would run the copy of the parent's code this process still holds (a second "parent"), so a
+/// panic ends the child with `CHILDSICK` (the panic hook has already printed the message).
 pub(crate) fn run(setup: ChildSetup<'_>) -> ! {
+    let slot = setup.slot;
+    let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| run_child(setup)));
+    if outcome.is_err() {
+        error!("child slot {slot}: the service panicked; the child exits and the parent replaces it");
+    }
+    leave(code::CHILDSICK)
+}
+
+fn run_child(setup: ChildSetup<'_>) -> ! {
     let record = setup.board.record(setup.slot);
     if let Err(e) = reset_signals() {
         error!("child slot {}: cannot reset signals: {e}", setup.slot);

@@ -120,6 +120,7 @@ fn serve(conn: &mut Connection<'_>) -> std::io::Result<()> {
                 format!("slept {ms}")
             }
             "quit" => return Ok(()),
+            "panic" => panic!("asked to panic"),
             other => format!("unknown {other}"),
         };
         let answer = if closing { format!("{answer} (closing)\n") } else { format!("{answer}\n") };

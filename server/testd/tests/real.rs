@@ -389,6 +389,35 @@ fn killing_the_parent_takes_every_child_down_within_a_second() {
     eprintln!("all {} children gone {:?} after the parent", children.len(), killed.elapsed());
 }
 
+/// A service that panics ends its child, never unwinds into the copy of the parent's code the
+/// child holds: the child exits, the parent replaces it and stays the only parent.
+#[test]
+fn a_panicking_service_ends_its_child_and_the_parent_replaces_it() {
+    let _s = serial();
+    let d = Daemon::start("--listen 127.0.0.1:0 --start 2 --min 2 --max 4");
+    let addr = d.addrs[0].clone();
+    let before = d.children();
+    assert_eq!(before.len(), 2);
+    assert!(request(&addr, "panic").is_err(), "a panicking child answers nothing");
+    assert!(
+        wait_until(Duration::from_secs(5), || {
+            let now = d.children();
+            now.len() == 2 && now.iter().any(|c| !before.contains(c))
+        }),
+        "the panicked child was not replaced: {:?} -> {:?}",
+        before,
+        d.children()
+    );
+    let gone: Vec<u32> = before.iter().copied().filter(|c| !d.children().contains(c)).collect();
+    assert_eq!(gone.len(), 1, "exactly the panicked child left");
+    assert!(wait_until(Duration::from_secs(2), || !alive(gone[0])), "the panicked child {} still runs", gone[0]);
+    // Every process in the server is the parent or one of its live children: no second parent.
+    let task_children = prefork_tests::children_of(d.pid);
+    assert!(task_children.iter().all(|c| !alive(*c) || d.children().contains(c)), "{task_children:?}");
+    assert_eq!(request(&addr, "echo still").unwrap(), "still");
+    assert!(d.log_text().contains("the service panicked"), "{}", d.log_text());
+}
+
 /// Without PR_SET_PDEATHSIG (cleared by the service, as a credential change would), children
 /// still leave when the parent dies: their wake pipe hangs up. Before this was handled, such
 /// orphans spun on the hung-up pipe at full CPU forever.
