@@ -39,6 +39,8 @@
 
 mod child;
 mod creds;
+#[doc = include_str!("../../docs/embedding.md")]
+pub mod guide {}
 pub mod harness;
 pub mod listeners;
 pub mod locks;

@@ -179,19 +179,6 @@ fn check_config_says_syntax_ok_or_lists_the_problems_and_clamps_are_warnings() {
     assert!(err.contains("document_root = \"/no/such/dir\" is not a directory"), "{err}");
 }
 
-/// The example configuration in contrib/ is valid (its accounts and paths replaced by flags,
-/// which override the file).
-#[test]
-fn the_example_configuration_is_valid() {
-    let example = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../contrib/preforkd.toml");
-    let dir = tempdir("example");
-    let dir_s = dir.to_str().unwrap();
-    let (code, out, err) =
-        run(&["-t", "--config", example.to_str().unwrap(), "--user", "nobody", "--document-root", dir_s]);
-    assert_eq!((code, out.trim()), (0, "Syntax OK"), "{err}");
-    std::fs::remove_dir_all(dir).unwrap();
-}
-
 #[test]
 fn help_lists_every_setting() {
     let (code, out, _) = run(&["--help"]);
