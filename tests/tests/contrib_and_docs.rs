@@ -626,6 +626,8 @@ fn logrotate_snippet_rotates_both_logs_and_loses_no_line() {
         let count = old.matches(&needle).count() + new.matches(&needle).count();
         assert_eq!(count, 1, "{path} has {count} log lines");
     }
+    drop(started);
+    let _ = server.wait();
     eprintln!(
         "rotated under load: {} requests, {} lines before, {} after",
         sent.len(),
