@@ -306,7 +306,7 @@ echo
 echo "machine: $(nproc) cpu, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs), $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo), Linux $(uname -r)"
 echo "apache:  $(/usr/sbin/apache2 -v | head -1 | cut -d: -f2 | xargs), mpm_prefork; wrk $(wrk -v 2>&1 | head -1 | awk '{print $2}')"
 echo "preforkd: $("$PREFORKD" --version)"
-echo "rounds: $ROUNDS x ${SECONDS_PER_RUN}s, alternating; medians"
+echo "rounds: $ROUNDS x ${SECONDS_PER_RUN}s for throughput (3 for wake-ups and the step), alternating; medians"
 echo
 printf '%-24s %12s %12s %12s %16s %14s\n' "requests/s" "apache" "preforkd" "bare" "preforkd/apache" "bare/apache"
 for sc in "${SCENARIOS[@]}"; do

@@ -128,6 +128,23 @@ fn every_error_status_is_answered_and_the_pool_keeps_serving() {
         }
         assert_eq!(p.get("/").status, 200, "the pool serves after {name}");
     }
+    // The error log says why each 403 was given, in Apache's words.
+    let log = p.stderr();
+    for why in ["403 for /escape from 127.0.0.1:", "[AH00037]", "403 for /nolist/ from 127.0.0.1:", "[AH01276]"] {
+        assert!(log.contains(why), "the error log does not say {why:?}:\n{log}");
+    }
+    // A file the children's account cannot read (as root they run as nobody).
+    if nix::unistd::geteuid().is_root() {
+        let private = root.join("private.txt");
+        std::fs::write(&private, "secret").unwrap();
+        std::fs::set_permissions(&private, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
+        assert_eq!(p.get("/private.txt").status, 403);
+        assert!(
+            wait_until(std::time::Duration::from_secs(2), || p.stderr().contains("[AH00132] file permissions deny")),
+            "{}",
+            p.stderr()
+        );
+    }
 }
 
 #[test]

@@ -60,8 +60,9 @@ pub enum Resolved {
     Redirect(String),
     /// The path is malformed (bad escape, NUL, `..`).
     BadRequest(&'static str),
-    /// Outside the root, unreadable, not a regular file, or a directory without an index.
-    Forbidden,
+    /// Outside the root, unreadable, not a regular file, or a directory without an index: why,
+    /// for the error log (Apache's words and code).
+    Forbidden(&'static str),
     /// Nothing there.
     NotFound,
     /// An unexpected error reading it (I/O error, too many open files …).
@@ -146,7 +147,7 @@ impl Root {
             });
         }
         if !meta.is_dir() {
-            return Some(Resolved::Forbidden); // a device, a socket, a fifo
+            return Some(Resolved::Forbidden(NOT_A_FILE)); // a device, a socket, a fifo
         }
         if !raw.ends_with('/') {
             return Some(Resolved::Redirect(format!("{raw}/")));
@@ -155,11 +156,11 @@ impl Root {
         Some(match self.open_beneath(&index) {
             Beneath::Opened(file) => match file.metadata() {
                 Ok(meta) if meta.is_file() => Resolved::File { file, meta, path: index },
-                Ok(_) => Resolved::Forbidden,
+                Ok(_) => Resolved::Forbidden(NOT_A_FILE),
                 Err(e) => from_io(&e),
             },
             Beneath::Fallback => return None,
-            Beneath::Error(e) if e.kind() == io::ErrorKind::NotFound => Resolved::Forbidden, // no listings
+            Beneath::Error(e) if e.kind() == io::ErrorKind::NotFound => Resolved::Forbidden(NO_INDEX), // no listings
             Beneath::Error(e) => from_io(&e),
         })
     }
@@ -191,7 +192,7 @@ impl Root {
             Err(e) => return from_io(&e),
         };
         if !real.starts_with(&self.dir) {
-            return Resolved::Forbidden; // a symlink pointing out of the root
+            return Resolved::Forbidden(OUTSIDE); // a symlink pointing out of the root
         }
         let (real, name) = if real.is_dir() {
             if !raw.ends_with('/') {
@@ -199,8 +200,8 @@ impl Root {
             }
             match real.join("index.html").canonicalize() {
                 Ok(index) if index.starts_with(&self.dir) => (index, rel.join("index.html")),
-                Ok(_) => return Resolved::Forbidden,
-                Err(e) if e.kind() == io::ErrorKind::NotFound => return Resolved::Forbidden, // no listings
+                Ok(_) => return Resolved::Forbidden(OUTSIDE),
+                Err(e) if e.kind() == io::ErrorKind::NotFound => return Resolved::Forbidden(NO_INDEX), // no listings
                 Err(e) => return from_io(&e),
             }
         } else if raw.ends_with('/') {
@@ -215,7 +216,7 @@ impl Root {
             .and_then(|f| f.metadata().map(|m| (f, m)));
         match opened {
             Ok((file, meta)) if meta.is_file() => Resolved::File { file, meta, path: name },
-            Ok(_) => Resolved::Forbidden, // a device, a socket, a fifo
+            Ok(_) => Resolved::Forbidden(NOT_A_FILE), // a device, a socket, a fifo
             Err(e) => from_io(&e),
         }
     }
@@ -239,10 +240,16 @@ fn valid_escapes(s: &str) -> bool {
     true
 }
 
+/// Why a 403, as Apache's error log says it.
+const PERMISSIONS: &str = "[AH00132] file permissions deny server access (the children's user cannot read it)";
+const NOT_A_FILE: &str = "not a regular file (a device, socket or fifo)";
+const NO_INDEX: &str = "[AH01276] no index.html in the directory, and listings are not served";
+const OUTSIDE: &str = "[AH00037] a symbolic link leads out of document_root";
+
 fn from_io(e: &io::Error) -> Resolved {
     match e.kind() {
         io::ErrorKind::NotFound | io::ErrorKind::NotADirectory | io::ErrorKind::InvalidFilename => Resolved::NotFound,
-        io::ErrorKind::PermissionDenied => Resolved::Forbidden,
+        io::ErrorKind::PermissionDenied => Resolved::Forbidden(PERMISSIONS),
         _ => Resolved::Failed,
     }
 }
@@ -296,7 +303,7 @@ mod tests {
             }
             Resolved::Redirect(to) => format!("redirect {to}"),
             Resolved::BadRequest(_) => "400".into(),
-            Resolved::Forbidden => "403".into(),
+            Resolved::Forbidden(_) => "403".into(),
             Resolved::NotFound => "404".into(),
             Resolved::Failed => "500".into(),
         }

@@ -514,7 +514,7 @@ impl HttpService {
         if is_status && served_here {
             return Ok(self.status(conn, page, query, head));
         }
-        Ok(self.file(path, query, head))
+        Ok(self.file(path, query, head, conn.peer()))
     }
 
     fn discard_body(&mut self, conn: &mut Connection<'_>, mut left: u64) -> io::Result<bool> {
@@ -586,7 +586,7 @@ impl HttpService {
         Response { status: 200, headers, body: Body::Text(body), close: false }
     }
 
-    fn file(&self, path: &str, query: &str, head: &Head) -> Response {
+    fn file(&self, path: &str, query: &str, head: &Head, peer: &str) -> Response {
         let Some(root) = &self.root else {
             return if path == "/" || path == "/index.html" {
                 Response {
@@ -609,7 +609,10 @@ impl HttpService {
                 r
             }
             Resolved::BadRequest(why) => error(400, why),
-            Resolved::Forbidden => error(403, "Forbidden."),
+            Resolved::Forbidden(why) => {
+                tracing::info!("403 for {path} from {peer}: {why}");
+                error(403, "Forbidden.")
+            }
             Resolved::NotFound => error(404, "Not found."),
             Resolved::Failed => error(500, "The file could not be read."),
         }
