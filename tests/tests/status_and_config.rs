@@ -420,6 +420,23 @@ fn status_pages_behind_a_proxy_a_listener_of_their_own_or_off() {
         }
     }
     assert_eq!(p.get("/server-status?auto").status, 200, "a direct request from this machine still reads it");
+    // A listener marked as the proxy's (nginx's proxy_pass adds no forwarding header by default):
+    // nothing on it reads the pages, the other listener still does.
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let proxied = format!("127.0.0.1:{port}");
+    let m = Preforkd::start(&["--listen", "127.0.0.1:0", "--proxied-listen", &proxied]);
+    assert_eq!(m.addrs.len(), 2, "proxied_listen is added to listen: {:?}", m.addrs);
+    let on_proxied: std::net::SocketAddr = proxied.parse().unwrap();
+    for path in ["/server-status?auto", "/metrics"] {
+        let raw = format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+        assert_eq!(request(on_proxied, &raw).unwrap().status, 403, "{path} on the proxied listener");
+        assert_eq!(request(m.addrs[0], &raw).unwrap().status, 200, "{path} on the other listener");
+    }
+    assert_eq!(request(on_proxied, "GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").unwrap().status, 200);
+    drop(m);
+    let (code, _, err) = run(&["-t", "--status-listen", "127.0.0.1:9", "--proxied-listen", "127.0.0.1:9"]);
+    assert_eq!(code, 1);
+    assert!(err.contains("--proxied-listen: proxied_listen = \"127.0.0.1:9\" is also in status_listen"), "{err}");
     // A listener of their own (here a unix socket): only there, and there also through a proxy.
     let dir = tempdir("status-listen");
     let sock = dir.join("status.sock");

@@ -101,9 +101,12 @@ fn main() {
     let inherited = systemd::listen_fds().unwrap_or_else(|e| fail(vec![e.to_string()]));
     // With socket activation the sockets are systemd's, in its order: status_listen cannot name
     // one of them.
-    const NO_STATUS_LISTEN: &str = "status_listen cannot be used with socket activation (the listening sockets \
-        come from systemd, not from listen); give the status pages their own preforkd, or leave status_listen unset";
-    if inherited.is_some() && resolved.http.status_listeners.is_some() {
+    const NO_STATUS_LISTEN: &str = "status_listen and proxied_listen cannot be used with socket activation (the \
+        listening sockets come from systemd, not from listen); give the status pages their own preforkd, or leave \
+        them unset";
+    let names_listeners =
+        |h: &preforkd::http::HttpConfig| h.status_listeners.is_some() || !h.proxied_listeners.is_empty();
+    if inherited.is_some() && names_listeners(&resolved.http) {
         fail(vec![NO_STATUS_LISTEN.to_string()]);
     }
     let activated = inherited.is_some();
@@ -120,7 +123,7 @@ fn main() {
                 warn!("configuration: {w}");
             }
             default_user(&mut r.pool);
-            if activated && r.http.status_listeners.is_some() {
+            if activated && names_listeners(&r.http) {
                 return Err(NO_STATUS_LISTEN.to_string());
             }
             let service = HttpService::new(r.http).map_err(|e| e.to_string())?;

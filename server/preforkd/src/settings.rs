@@ -118,6 +118,10 @@ settings! {
     /// missing), e.g. a loopback port or a unix socket that no proxy forwards to. Then requests
     /// forwarded by a proxy may read them there; without it they never may.
     status_listen: Vec<String>,
+    /// Listeners a reverse proxy forwards to (repeatable; added to listen if missing): their
+    /// requests count as forwarded even without Forwarded/X-Forwarded-For (nginx adds neither by
+    /// default), so they never see the status pages.
+    proxied_listen: Vec<String>,
     /// Networks allowed to read status and metrics (repeatable).
     status_allow: Vec<String>,
     /// Server name shown on status pages.
@@ -175,6 +179,7 @@ pub fn defaults() -> Vec<(&'static str, String)> {
         ("status_path", h.status_path.clone().unwrap_or_else(|| "off".into())),
         ("metrics_path", h.metrics_path.clone().unwrap_or_else(|| "off".into())),
         ("status_listen", "none: every listener".into()),
+        ("proxied_listen", "none".into()),
         ("status_allow", list(h.status_allow.iter().map(ToString::to_string).collect())),
         ("server_name", h.server_name.clone()),
         ("pid_file", "none".into()),
@@ -304,19 +309,38 @@ impl Errors<'_> {
 pub fn resolve(s: &Settings, sources: &Sources, running: Option<&PoolConfig>) -> Result<Resolved, Vec<String>> {
     let mut errors = Errors { list: vec![], sources };
     // status_listen: its addresses are listeners too (added to listen where missing).
-    let mut status_addrs = vec![];
-    for a in s.status_listen.clone().unwrap_or_default() {
-        match a.parse::<ListenAddr>() {
-            Ok(addr) => status_addrs.push((a, addr)),
-            Err(e) => errors.push("status_listen", format!("status_listen = {a:?}: {e}")),
+    // status_listen and proxied_listen: their addresses are listeners too (added to listen
+    // where missing).
+    let mut addresses = |key: &'static str, list: &Option<Vec<String>>| -> Vec<(String, ListenAddr)> {
+        let mut parsed = vec![];
+        for a in list.clone().unwrap_or_default() {
+            match a.parse::<ListenAddr>() {
+                Ok(addr) => parsed.push((a, addr)),
+                Err(e) => errors.push(key, format!("{key} = {a:?}: {e}")),
+            }
         }
+        parsed
+    };
+    let status_addrs = addresses("status_listen", &s.status_listen);
+    let proxied_addrs = addresses("proxied_listen", &s.proxied_listen);
+    if let Some((text, _)) = proxied_addrs.iter().find(|(_, p)| status_addrs.iter().any(|(_, a)| a == p)) {
+        errors.push(
+            "proxied_listen",
+            format!(
+                "proxied_listen = {text:?} is also in status_listen: a listener for the status pages must not be \
+                 one a proxy forwards to"
+            ),
+        );
     }
-    let listen = if status_addrs.is_empty() {
+    let listen = if status_addrs.is_empty() && proxied_addrs.is_empty() {
         s.listen.clone()
     } else {
         let mut all = s.listen.clone().unwrap_or_else(|| vec![prefork_core::config::DEFAULT_LISTEN.to_string()]);
-        let known: Vec<ListenAddr> = all.iter().filter_map(|a| a.parse().ok()).collect();
-        all.extend(status_addrs.iter().filter(|(_, addr)| !known.contains(addr)).map(|(text, _)| text.clone()));
+        for (text, addr) in status_addrs.iter().chain(&proxied_addrs) {
+            if !all.iter().filter_map(|a| a.parse::<ListenAddr>().ok()).any(|known| known == *addr) {
+                all.push(text.clone());
+            }
+        }
         Some(all)
     };
     let raw = RawPoolConfig {
@@ -389,9 +413,12 @@ pub fn resolve(s: &Settings, sources: &Sources, running: Option<&PoolConfig>) ->
         Some("off") => None,
         Some(p) => Some(p.to_string()),
     };
-    let status_listeners = pool.as_ref().filter(|_| !status_addrs.is_empty()).map(|p| {
-        p.listen.iter().enumerate().filter(|(_, l)| status_addrs.iter().any(|(_, a)| a == *l)).map(|(i, _)| i).collect()
-    });
+    let indices = |addrs: &[(String, ListenAddr)]| -> Vec<usize> {
+        let listen = pool.as_ref().map(|p| p.listen.as_slice()).unwrap_or_default();
+        listen.iter().enumerate().filter(|(_, l)| addrs.iter().any(|(_, a)| a == *l)).map(|(i, _)| i).collect()
+    };
+    let status_listeners = (!status_addrs.is_empty()).then(|| indices(&status_addrs));
+    let proxied_listeners = indices(&proxied_addrs);
     let types_config = match s.types_config.as_deref() {
         None => d.types_config.clone(),
         Some(p) if p == Path::new("off") => None,
@@ -472,6 +499,7 @@ pub fn resolve(s: &Settings, sources: &Sources, running: Option<&PoolConfig>) ->
         status_path: page(&s.status_path, d.status_path),
         metrics_path: page(&s.metrics_path, d.metrics_path),
         status_listeners,
+        proxied_listeners,
         status_allow: if s.status_allow.is_some() { status_allow } else { d.status_allow },
         server_name: s.server_name.clone().unwrap_or(d.server_name),
         types_config,

@@ -62,6 +62,9 @@ pub struct HttpConfig {
     /// The listeners (indices in the pool's `listen` order) that serve the status and metrics
     /// pages; `None`: every listener. Elsewhere those paths are ordinary paths (404).
     pub status_listeners: Option<Vec<usize>>,
+    /// The listeners a reverse proxy forwards to (`proxied_listen`): every request on them counts
+    /// as forwarded.
+    pub proxied_listeners: Vec<usize>,
     /// Who may read the status and metrics pages.
     pub status_allow: Vec<IpNet>,
     /// `ServerName`, shown on status pages.
@@ -91,6 +94,7 @@ impl Default for HttpConfig {
             status_path: Some("/server-status".into()),
             metrics_path: Some("/metrics".into()),
             status_listeners: None,
+            proxied_listeners: vec![],
             status_allow: vec!["127.0.0.0/8".parse().expect("net"), "::1/128".parse().expect("net")],
             server_name: "localhost".into(),
             types_config: Some(PathBuf::from(mime::SYSTEM_TYPES)),
@@ -545,7 +549,9 @@ impl HttpService {
         }
         // Behind a reverse proxy on this host every client looks local: a request that says it
         // was forwarded is not, unless it came on a listener given to the status pages.
-        if self.cfg.status_listeners.is_none() && PROXY_HEADERS.iter().any(|h| head.header(h).is_some()) {
+        let forwarded = self.cfg.proxied_listeners.contains(&conn.listener())
+            || PROXY_HEADERS.iter().any(|h| head.header(h).is_some());
+        if self.cfg.status_listeners.is_none() && forwarded {
             return error(
                 403,
                 "The status pages are not served to requests forwarded by a proxy: their client is not this \
