@@ -22,7 +22,7 @@
 //!
 //! The machines are sans-IO: feed events with `now`; the effects they ask for (fork, wake,
 //! signal, log …) are carried out on a [`Platform`] by the [`ParentDriver`], the one loop every
-//! driver uses (the same example is in README.md):
+//! driver uses:
 //!
 //! ```
 //! use prefork_core::{MemoryBoard, Parent, ParentDriver, PoolConfig, Recorder, SlotTable, Time};

@@ -570,7 +570,7 @@ fn expect_violation(expected: &str, scenario: impl FnOnce() + std::panic::Unwind
     eprintln!("caught as expected: {}", msg.lines().next().unwrap_or_default());
 }
 
-// Edges the mutation run (README.md, "Mutation testing") found without a test.
+// Edges the mutation run (docs/contributing.md, "Mutation testing") found without a test.
 
 /// Generations count up one per restart, and a graceful restart's refills are born in the newest.
 #[test]

@@ -1,4 +1,4 @@
-//! The explorer (README: `cargo run -p prefork-model --example explorer`) serves the model on
+//! The explorer (docs/contributing.md: `cargo run -p prefork-model --example explorer`) serves the model on
 //! loopback and answers its state API.
 
 use std::io::{Read, Write};

@@ -3,7 +3,7 @@
 //!
 //! A failing execution prints `failing schedule: "..."`. Replay it with
 //! `PREFORK_SHUTTLE_REPLAY='<schedule>' PREFORK_SHUTTLE_SCENARIO=<name> cargo test -p prefork-model --test shuttle replay -- --nocapture`
-//! (see README.md). `PREFORK_SHUTTLE_ITERATIONS` raises the number of executions per scheduler.
+//! (see docs/contributing.md). `PREFORK_SHUTTLE_ITERATIONS` raises the number of executions per scheduler.
 //!
 //! Every run is seeded: by default with a fixed seed (printed), so CI explores the same schedules
 //! each time and a failure repeats; `PREFORK_SHUTTLE_SEED=<n>` picks another, and

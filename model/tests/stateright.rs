@@ -5,7 +5,7 @@
 //!
 //! Two larger runs (every kind of event at once; a crash, a stall and a restart with three slots)
 //! are `#[ignore]`d: about 19 million unique states each, 2–3 minutes in release builds, run them
-//! with `cargo test --release -p prefork-model --test stateright -- --ignored` (README.md has the
+//! with `cargo test --release -p prefork-model --test stateright -- --ignored` (docs/contributing.md has the
 //! figures).
 
 use prefork_core::seeded::SeededBug;
@@ -140,7 +140,7 @@ fn stall_pool(listeners: usize, request_deadline: u64) -> prefork_core::PoolConf
     pool
 }
 
-/// The same with three slots (the small pool): a deep run, not in CI (README.md has its size and
+/// The same with three slots (the small pool): a deep run, not in CI (docs/contributing.md has its size and
 /// time; two connections instead of one need more than 24 GiB).
 #[test]
 #[ignore = "deep run (about 3 minutes in release): cargo test --release -p prefork-model --test stateright -- --ignored"]
@@ -192,7 +192,7 @@ fn negative_without_the_watchdog_a_stalled_lock_holder_wedges_every_listener() {
     );
 }
 
-/// Every kind of event at once with three slots: a deep run, not in CI (README.md).
+/// Every kind of event at once with three slots: a deep run, not in CI (docs/contributing.md).
 #[test]
 #[ignore = "deep run (about 2 minutes in release): cargo test --release -p prefork-model --test stateright -- --ignored"]
 fn deep_everything_at_once() {

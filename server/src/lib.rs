@@ -41,6 +41,10 @@ mod child;
 mod creds;
 #[doc = include_str!("../../docs/embedding.md")]
 pub mod guide {}
+/// README.md's embedding example, compiled as a doc test.
+#[cfg(doctest)]
+#[doc = include_str!("../../README.md")]
+pub struct ReadmeDoctests;
 pub mod harness;
 pub mod listeners;
 pub mod locks;

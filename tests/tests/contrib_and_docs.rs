@@ -635,3 +635,63 @@ fn logrotate_snippet_rotates_both_logs_and_loses_no_line() {
         new.lines().count()
     );
 }
+
+/// GitHub's anchor for a heading: lower case, spaces to `-`, punctuation other than `-` and `_`
+/// dropped.
+fn anchor(heading: &str) -> String {
+    heading
+        .trim()
+        .to_lowercase()
+        .chars()
+        .filter_map(|c| match c {
+            ' ' => Some('-'),
+            c if c.is_alphanumeric() || c == '-' || c == '_' => Some(c),
+            _ => None,
+        })
+        .collect()
+}
+
+/// Every relative link in README.md and docs/ leads to a file that exists, and to a heading
+/// that exists where it names one.
+#[test]
+fn links_in_readme_and_docs_lead_somewhere() {
+    let mut pages = vec![repo().join("README.md")];
+    for entry in std::fs::read_dir(repo().join("docs")).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_some_and(|e| e == "md") {
+            pages.push(path);
+        }
+    }
+    assert!(pages.len() >= 6, "README and docs/: {pages:?}");
+    let mut broken = vec![];
+    for page in &pages {
+        let text = std::fs::read_to_string(page).unwrap();
+        for (i, _) in text.match_indices("](") {
+            let rest = &text[i + 2..];
+            let Some(end) = rest.find(')') else { continue };
+            let target = &rest[..end];
+            if target.contains("://") || target.starts_with("mailto:") || target.contains(' ') {
+                continue;
+            }
+            let (file, fragment) = target.split_once('#').unwrap_or((target, ""));
+            let dest = if file.is_empty() { page.clone() } else { page.parent().unwrap().join(file) };
+            if !dest.exists() {
+                broken.push(format!("{}: {target}: no such file", page.display()));
+                continue;
+            }
+            if !fragment.is_empty() {
+                let headings: Vec<String> = std::fs::read_to_string(&dest)
+                    .unwrap_or_default()
+                    .lines()
+                    .filter_map(|l| l.strip_prefix('#').map(|h| anchor(h.trim_start_matches('#'))))
+                    .collect();
+                if !headings.iter().any(|h| h == fragment) {
+                    broken.push(format!("{}: {target}: no such heading", page.display()));
+                }
+            }
+        }
+    }
+    assert!(broken.is_empty(), "{broken:#?}");
+    assert_eq!(anchor("Status pages and who may read them"), "status-pages-and-who-may-read-them");
+    assert_eq!(anchor("Signals and `-k`"), "signals-and--k");
+}

@@ -59,7 +59,9 @@ fn command() -> clap::Command {
          With no arguments it serves a built-in page on {} in the foreground.\n\
          Every setting is a key of the TOML file (--config) and a flag; flags override the file.\n\n\
          Signals: SIGUSR1 graceful restart, SIGHUP restart, SIGWINCH graceful stop, SIGTERM/SIGINT stop.\n\
-         Status: {} (?auto, ?json) and {}, from {} by default (status_allow).",
+         Status: {} (?auto, ?json) and {}, from {} by default (status_allow),\n\
+         never to requests forwarded by a proxy or on proxied_listen (unless on status_listen).\n\n\
+         Example configuration with every key: contrib/preforkd.toml; docs/configuration.md explains them.",
         defaults["listen"], defaults["status_path"], defaults["metrics_path"], defaults["status_allow"]
     );
     settings::with_defaults(Cli::command()).long_about(long_about)

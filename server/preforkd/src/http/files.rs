@@ -1,6 +1,6 @@
 //! Static files under `document_root`, and the rule that no request path ever leaves it.
 //!
-//! The policy (README "Paths"):
+//! The policy (SPEC.md §12.4):
 //! * the path is percent-decoded once; a `%00` or an invalid escape is a 400;
 //! * empty and `.` segments are ignored; any `..` segment, encoded or not, is a 400 (there is no
 //!   legitimate reason to walk up, so there is nothing to normalise);
