@@ -279,7 +279,11 @@ impl Installed {
             .replace("\"/var/www/html\"", &format!("\"{d}/www\""));
         let config = dir.join("preforkd.toml");
         std::fs::write(&config, text).unwrap();
-        let bin = preforkd_bin();
+        // Installed as the docs say (a copy any account may run: the build tree may be private,
+        // as a fresh clone in a 0700 temporary directory is).
+        let bin = dir.join("preforkd");
+        std::fs::copy(preforkd_bin(), &bin).unwrap();
+        std::fs::set_permissions(&bin, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
         let command = |key: &str| -> Vec<String> {
             let line = unit_values(&unit, key).pop().unwrap_or_else(|| panic!("preforkd.service has no {key}="));
             line.split_whitespace()
@@ -452,8 +456,14 @@ fn systemd_units_verify_and_work_as_shipped() {
             "RUST_LOG=info".into(),
         ];
         activate.extend(inst.start.iter().cloned());
-        let mut server = inst.command(user, &activate).stdin(std::process::Stdio::null()).spawn().unwrap();
+        let mut server = inst
+            .command(user, &activate)
+            .stdin(std::process::Stdio::null())
+            .stderr(std::fs::File::create(inst.dir.join("activate.err")).unwrap())
+            .spawn()
+            .unwrap();
         let started = Started(server.id());
+        let said = || std::fs::read_to_string(inst.dir.join("activate.err")).unwrap_or_default();
         let pid = server.id();
         // As systemd does with a socket unit, systemd-socket-activate starts the service at the
         // first connection, which is then served.
@@ -463,7 +473,9 @@ fn systemd_units_verify_and_work_as_shipped() {
         );
         for addr in [format!("127.0.0.1:{port}"), format!("[::1]:{port}")] {
             let r = request(addr.parse().unwrap(), "GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
-            let r = r.unwrap_or_else(|e| panic!("{label}: {addr}: {e}; error log:\n{}", inst.log("error.log")));
+            let r = r.unwrap_or_else(|e| {
+                panic!("{label}: {addr}: {e}; standard error:\n{}\nerror log:\n{}", said(), inst.log("error.log"))
+            });
             assert_eq!((r.status, r.text().as_str()), (200, "<h1>installed</h1>\n"), "{label}: {addr}");
         }
         assert!(
