@@ -9,7 +9,14 @@ fn server_status_auto_has_apaches_fields_and_meaning() {
     for _ in 0..5 {
         assert_eq!(p.get("/").status, 200);
     }
-    let auto = p.get("/server-status?auto");
+    // A request is counted just after its answer went out: the last one may still be on its way
+    // into the totals when another child answers ?auto.
+    let mut auto = p.get("/server-status?auto");
+    let accesses = |r: &Response| auto_field_in(&r.text(), "Total Accesses").and_then(|v| v.parse::<u64>().ok());
+    assert!(wait_until(std::time::Duration::from_secs(5), || {
+        auto = p.get("/server-status?auto");
+        accesses(&auto).is_some_and(|n| n >= 5)
+    }));
     assert_eq!(auto.header("Content-Type"), Some("text/plain; charset=utf-8"));
     let text = auto.text();
     assert_eq!(text.lines().next(), Some("test.example"));
@@ -334,6 +341,7 @@ fn access_log_lines_that_cannot_be_written_are_reported_and_serving_goes_on() {
         for _ in 0..3 {
             assert_eq!(c.request("GET / HTTP/1.1\r\nHost: x\r\n\r\n").unwrap().status, 200, "serving goes on");
         }
+        drop(c); // the connection's lines are written when it ends
         let reports = || {
             std::fs::read_to_string(&errors)
                 .unwrap_or_default()
@@ -343,7 +351,7 @@ fn access_log_lines_that_cannot_be_written_are_reported_and_serving_goes_on() {
         };
         assert!(wait_until(std::time::Duration::from_secs(5), || reports() >= 1));
         let log = std::fs::read_to_string(&errors).unwrap();
-        assert!(log.contains("access_log /dev/full: a line could not be written (No space left on device"), "{log}");
+        assert!(log.contains("access_log /dev/full: 3 line(s) could not be written (No space left on device"), "{log}");
         assert_eq!(reports(), 1, "three lost lines in one child, reported once (at most once a minute):\n{log}");
     });
     stop(child);
@@ -454,4 +462,54 @@ fn status_pages_behind_a_proxy_a_listener_of_their_own_or_off() {
     assert_eq!((off.get("/server-status").status, off.get("/metrics").status), (404, 404));
     drop(q);
     let _ = std::fs::remove_dir_all(dir);
+}
+
+/// Access-log lines wait in the child until its connection ends (Apache's BufferedLogs), and none
+/// is lost when the server restarts gracefully or stops (the child flushes on SIGTERM). A
+/// SIGKILLed child loses the lines of the connection it was serving, and only those.
+#[test]
+fn access_log_lines_are_buffered_per_connection_and_never_lost_on_restart_or_stop() {
+    let dir = tempdir("buffered");
+    let access = dir.join("access.log");
+    let mut p = Preforkd::start(&["--start-servers", "3", "--access-log", access.to_str().unwrap()]);
+    let lines = |tag: &str| std::fs::read_to_string(&access).unwrap_or_default().matches(tag).count();
+    let get = |c: &mut Client, path: &str| c.request(&format!("GET {path} HTTP/1.1\r\nHost: x\r\n\r\n")).unwrap();
+
+    // Kept alive: buffered; a graceful restart closes the connection after the next answer,
+    // and every line is written.
+    let mut kept = Client::connect(p.addr()).unwrap();
+    for i in 0..5 {
+        assert_eq!(get(&mut kept, &format!("/kept-{i}")).status, 404);
+    }
+    assert_eq!(lines("/kept-"), 0, "a kept-alive connection's lines wait in its child");
+    let generation = p.generation();
+    p.signal(nix::sys::signal::Signal::SIGUSR1);
+    assert!(wait_until(std::time::Duration::from_secs(5), || p.generation() > generation));
+    let last = get(&mut kept, "/kept-5");
+    assert_eq!(last.header("Connection"), Some("close"), "the graceful restart ends the connection");
+    assert!(wait_until(std::time::Duration::from_secs(5), || lines("/kept-") == 6), "{} of 6 lines", lines("/kept-"));
+
+    // A SIGKILLed child loses the lines of its connection in hand, and nothing else.
+    let mut doomed = Client::connect(p.addr()).unwrap();
+    assert_eq!(get(&mut doomed, "/doomed-0").status, 404);
+    assert_eq!(get(&mut doomed, "/doomed-1").status, 404);
+    let serving = p.slots().into_iter().find(|s| s.request.contains("/doomed-1")).expect("the serving child's slot");
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(serving.pid as i32), nix::sys::signal::Signal::SIGKILL).unwrap();
+    assert!(doomed.closed_within(std::time::Duration::from_secs(5)));
+    assert_eq!(lines("/doomed-"), 0, "SIGKILL loses the buffered lines of the connection in hand");
+    assert_eq!(lines("/kept-"), 6, "and nothing written before");
+
+    // Stop (SIGTERM to the children): a kept-alive connection's lines are written first.
+    let mut open = Client::connect(p.addr()).unwrap();
+    for i in 0..3 {
+        assert_eq!(get(&mut open, &format!("/open-{i}")).status, 404);
+    }
+    assert_eq!(lines("/open-"), 0);
+    p.signal(nix::sys::signal::Signal::SIGTERM);
+    assert!(p.wait(std::time::Duration::from_secs(15)).is_some(), "the server stopped");
+    assert_eq!(lines("/open-"), 3, "the stopped child wrote its lines");
+    let text = std::fs::read_to_string(&access).unwrap();
+    assert!(text.lines().all(|l| l.starts_with("127.0.0.1 - - [") && l.ends_with('"')), "whole lines only:\n{text}");
+    drop(p);
+    std::fs::remove_dir_all(dir).unwrap();
 }

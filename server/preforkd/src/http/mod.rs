@@ -112,7 +112,7 @@ pub struct HttpService {
     cfg: HttpConfig,
     root: Option<Root>,
     mime: MimeTypes,
-    access: Option<AccessLog>,
+    access: Option<std::rc::Rc<AccessLog>>,
     buf: Vec<u8>,
     /// The response being written (head, and a small file's body with it).
     out: Vec<u8>,
@@ -128,7 +128,8 @@ impl HttpService {
     /// children share one append descriptor and need no right to open it).
     pub fn new(cfg: HttpConfig) -> io::Result<HttpService> {
         let root = cfg.document_root.as_deref().map(Root::new).transpose()?;
-        let access = cfg.access_log.as_deref().map(|p| AccessLog::open(p, cfg.log_format)).transpose()?;
+        let access =
+            cfg.access_log.as_deref().map(|p| AccessLog::open(p, cfg.log_format)).transpose()?.map(std::rc::Rc::new);
         let mime = match cfg.types_config.as_deref() {
             None => MimeTypes::builtin(),
             Some(path) => match MimeTypes::load(path) {
@@ -286,7 +287,25 @@ fn error(status: u16, detail: &str) -> Response {
 }
 
 impl Service for HttpService {
+    fn child_init(&mut self) -> io::Result<()> {
+        if let Some(access) = &self.access {
+            access.flush_on_sigterm()?;
+        }
+        Ok(())
+    }
+
     fn serve(&mut self, conn: &mut Connection<'_>) -> io::Result<()> {
+        let result = self.serve_connection(conn);
+        // The connection's access-log lines go out when it ends (log.rs: buffered per child).
+        if let Some(access) = &self.access {
+            access.flush();
+        }
+        result
+    }
+}
+
+impl HttpService {
+    fn serve_connection(&mut self, conn: &mut Connection<'_>) -> io::Result<()> {
         self.buf.clear();
         if let Stream::Tcp(s) = conn.stream() {
             // As Apache: responses go out at once, not after the client's delayed ACK of a
@@ -334,6 +353,7 @@ impl Service for HttpService {
             let head_only = request.as_ref().is_some_and(|h| h.method == "HEAD");
             let head = response_headers(&mut response, request.as_ref(), served, &self.cfg);
             // A client gone mid-response is still logged (with what was sent), as Apache does.
+            let held = self.access.as_ref().map(AccessLog::hold);
             let written = self.write(conn, head, response.body, head_only);
             let sent = *written.as_ref().unwrap_or(&0);
             conn.status().count_request(sent, started.elapsed());
@@ -350,6 +370,7 @@ impl Service for HttpService {
                     time: arrived,
                 });
             }
+            drop(held);
             written?;
             if response.close {
                 // Unread bytes (a pipelined request, an error before the body) would make close()
@@ -359,9 +380,7 @@ impl Service for HttpService {
             }
         }
     }
-}
 
-impl HttpService {
     /// Reads one request head.
     fn read_head(&mut self, conn: &mut Connection<'_>, first: bool) -> io::Result<Incoming> {
         let (timeout, header_timeout) = (self.cfg.timeout, self.cfg.request_read_timeout);
@@ -744,23 +763,23 @@ impl HttpService {
         };
         let stream = conn.stream();
         match file_parts {
-            None => stream.write_all(out)?,
+            None => write_all(stream, out)?,
             Some((file, parts, end)) if parts.iter().map(|p| p.len).sum::<u64>() <= INLINE_BODY => {
                 for p in &parts {
                     out.extend_from_slice(p.head.as_bytes());
                     read_at(&file, p.offset, p.len, out)?;
                 }
                 out.extend_from_slice(end.as_bytes());
-                stream.write_all(out)?;
+                write_all(stream, out)?;
             }
             Some((file, parts, end)) => {
                 for p in &parts {
                     out.extend_from_slice(p.head.as_bytes());
-                    stream.write_all(out)?;
+                    write_all(stream, out)?;
                     out.clear();
                     send_file(stream, &file, p.offset, p.len)?;
                 }
-                stream.write_all(end.as_bytes())?;
+                write_all(stream, end.as_bytes())?;
             }
         }
         if out.capacity() > 4 * INLINE_BODY as usize {
@@ -886,6 +905,27 @@ fn response_headers(r: &mut Response, req: Option<&Head>, served: u32, cfg: &Htt
 /// (`timeout`); a call that times out ends the response (`TimedOut`), so a client that stops
 /// reading holds the child for `timeout`, not longer (std's copy would fall back to read/write
 /// and wait again).
+/// `Write::write_all`, except that a write a stop interrupts gives up ([`log::stop_requested`]).
+fn write_all(stream: &mut Stream, mut buf: &[u8]) -> io::Result<()> {
+    while !buf.is_empty() {
+        if log::stop_requested() {
+            return Err(stopping()); // (a write the signal cut short returns what it sent)
+        }
+        match stream.write(buf) {
+            Ok(0) => return Err(io::Error::new(io::ErrorKind::WriteZero, "the connection took no more bytes")),
+            Ok(n) => buf = &buf[n..],
+            Err(e) if e.kind() == io::ErrorKind::Interrupted && log::stop_requested() => return Err(stopping()),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
+fn stopping() -> io::Error {
+    io::Error::new(io::ErrorKind::Interrupted, "the server is stopping")
+}
+
 fn send_file(stream: &Stream, file: &std::fs::File, from: u64, n: u64) -> io::Result<()> {
     use std::os::fd::AsFd;
     let out = match stream {
@@ -895,10 +935,14 @@ fn send_file(stream: &Stream, file: &std::fs::File, from: u64, n: u64) -> io::Re
     let mut offset = from as libc::off_t;
     let end = from + n;
     while (offset as u64) < end {
+        if log::stop_requested() {
+            return Err(stopping()); // (a sendfile the signal cut short returns what it sent)
+        }
         let chunk = (end - offset as u64).min(1 << 30) as usize;
         match nix::sys::sendfile::sendfile(out, file.as_fd(), Some(&mut offset), chunk) {
             Ok(0) => return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "the file shrank while being sent")),
             Ok(_) => {}
+            Err(nix::errno::Errno::EINTR) if log::stop_requested() => return Err(stopping()),
             Err(nix::errno::Errno::EINTR) => {}
             Err(nix::errno::Errno::EAGAIN) => {
                 return Err(io::Error::new(io::ErrorKind::TimedOut, "the client did not read within timeout"));
