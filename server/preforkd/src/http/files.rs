@@ -98,6 +98,11 @@ impl Root {
         &self.dir
     }
 
+    /// The root's descriptor (names beneath it are resolved from here).
+    pub fn fd(&self) -> std::os::fd::BorrowedFd<'_> {
+        self.fd.as_fd()
+    }
+
     /// Resolves the path part of a request target (no query).
     pub fn resolve(&self, raw: &str) -> Resolved {
         let Some(rest) = raw.strip_prefix('/') else { return Resolved::BadRequest("the path does not start with /") };

@@ -9,6 +9,7 @@
 //! (graceful restart or stop), the request in hand is answered with `Connection: close` and the
 //! connection ends: an idle keep-alive connection is never dropped under the client's feet.
 
+pub mod cache;
 pub mod conditional;
 pub mod files;
 pub mod log;
@@ -118,6 +119,8 @@ pub struct HttpService {
     out: Vec<u8>,
     /// The connection's current `SO_RCVTIMEO`, so it is set only when it changes.
     read_timeout: Option<Duration>,
+    /// Small files, revalidated by one `statx` per request ([`cache`]).
+    cache: std::cell::RefCell<cache::FileCache>,
 }
 
 /// Files up to this size go out in the same write as the head; larger ones with sendfile(2).
@@ -148,6 +151,7 @@ impl HttpService {
             buf: Vec::with_capacity(8192),
             out: Vec::with_capacity(8192),
             read_timeout: None,
+            cache: Default::default(),
         })
     }
 }
@@ -205,16 +209,51 @@ enum Body {
     Static(&'static str),
     /// `len` bytes of a file from `offset` (the whole file, or one range).
     File {
-        file: std::fs::File,
+        file: Source,
         offset: u64,
         len: u64,
     },
     /// Several ranges as `multipart/byteranges`: each part's head, then its bytes; then `end`.
     Parts {
-        file: std::fs::File,
+        file: Source,
         parts: Vec<Part>,
         end: String,
     },
+}
+
+/// Where a file's bytes come from: the open file, or the child's cache.
+enum Source {
+    File(std::fs::File),
+    Cached(std::rc::Rc<[u8]>),
+}
+
+impl Source {
+    /// Appends `len` bytes from `offset` to `out`; a file that shrank since its length was
+    /// announced is an error (the promised Content-Length cannot be kept).
+    fn read_into(&self, offset: u64, len: u64, out: &mut Vec<u8>) -> io::Result<()> {
+        match self {
+            Source::File(file) => read_at(file, offset, len, out),
+            Source::Cached(bytes) => {
+                let part = bytes
+                    .get(offset as usize..(offset + len) as usize)
+                    .ok_or_else(|| io::Error::new(io::ErrorKind::UnexpectedEof, "a range outside the cached file"))?;
+                out.extend_from_slice(part);
+                Ok(())
+            }
+        }
+    }
+
+    /// Sends `len` bytes from `offset`: sendfile(2) from a file, a write from the cache.
+    fn send(&self, stream: &mut Stream, offset: u64, len: u64) -> io::Result<()> {
+        match self {
+            Source::File(file) => send_file(stream, file, offset, len),
+            Source::Cached(_) => {
+                let mut part = Vec::with_capacity(len as usize);
+                self.read_into(offset, len, &mut part)?;
+                write_all(stream, &part)
+            }
+        }
+    }
 }
 
 /// One part of a `multipart/byteranges` body.
@@ -624,8 +663,18 @@ impl HttpService {
                 error(404, "Not found.")
             };
         };
+        // A kept file that is still the same file: no open, no read (cache.rs).
+        let hit = self.cache.borrow_mut().get(root.fd(), path).map(|c| (c.bytes.clone(), c.modified, c.name.clone()));
+        if let Some((bytes, modified, name)) = hit {
+            let len = bytes.len() as u64;
+            return self.file_response(Source::Cached(bytes), len, Some(modified), &name, head);
+        }
         match root.resolve(path) {
-            Resolved::File { file, meta, path: real } => self.file_response(file, &meta, &real, head),
+            Resolved::File { file, meta, path: real } => {
+                let kept = self.cache.borrow_mut().offer(path, &real, &file, &meta, SystemTime::now());
+                let source = kept.map_or(Source::File(file), Source::Cached);
+                self.file_response(source, meta.len(), meta.modified().ok(), &real, head)
+            }
             Resolved::Redirect(to) => {
                 let to = if query.is_empty() { to } else { format!("{to}?{query}") };
                 let mut r = error(301, "Moved here.");
@@ -647,13 +696,13 @@ impl HttpService {
     /// asked for (RFC 9110 §13, §14; see [`conditional`]).
     fn file_response(
         &self,
-        file: std::fs::File,
-        meta: &std::fs::Metadata,
+        file: Source,
+        len: u64,
+        modified: Option<SystemTime>,
         name: &std::path::Path,
         head: &Head,
     ) -> Response {
-        let len = meta.len();
-        let v = Validators::for_file(len, meta.modified().ok(), SystemTime::now());
+        let v = Validators::for_file(len, modified, SystemTime::now());
         let mut headers = vec![("ETag", v.etag.header())];
         if let Some(lm) = v.last_modified {
             headers.push(("Last-Modified", httpdate::fmt_http_date(lm)));
@@ -767,7 +816,7 @@ impl HttpService {
             Some((file, parts, end)) if parts.iter().map(|p| p.len).sum::<u64>() <= INLINE_BODY => {
                 for p in &parts {
                     out.extend_from_slice(p.head.as_bytes());
-                    read_at(&file, p.offset, p.len, out)?;
+                    file.read_into(p.offset, p.len, out)?;
                 }
                 out.extend_from_slice(end.as_bytes());
                 write_all(stream, out)?;
@@ -777,7 +826,7 @@ impl HttpService {
                     out.extend_from_slice(p.head.as_bytes());
                     write_all(stream, out)?;
                     out.clear();
-                    send_file(stream, &file, p.offset, p.len)?;
+                    file.send(stream, p.offset, p.len)?;
                 }
                 write_all(stream, end.as_bytes())?;
             }
