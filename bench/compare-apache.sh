@@ -11,13 +11,17 @@
 # Rounds alternate between the servers; the report gives medians and preforkd/Apache ratios.
 #
 # Measured:
-#   1. requests/s: keep-alive c=16, connection-close c=16, keep-alive c=64 (wrk -t2)
+#   1. requests/s: keep-alive c=16, connection-close c=16, keep-alive c=64, and a 200 KiB file with
+#      keep-alive c=16 (wrk -t2 --latency); the 99th percentile latency of each
+#      (issue 13 asks for c=64)
 #   2. two listeners, preforkd with the accept lock (auto) and without (none): wasted wake-ups per
 #      accepted connection (from /metrics) under connection-close load on both listeners
 #   3. idle child PSS (median over the idle children, /proc/PID/smaps_rollup), after the load
-#   4. step: from StartServers 8, 64 keep-alive clients arrive at once; time until the pool has
-#      grown to MaxRequestWorkers (64 children: with 64 clients it cannot hold MinSpareServers idle
-#      beyond them, so this is when spawning for the step is done)
+#   4. step: from StartServers 8, 64 keep-alive clients arrive at once (bench/first_responses.py:
+#      one request each, then they stay connected); time until the pool has grown to
+#      MaxRequestWorkers (64 children: with 64 clients it cannot hold MinSpareServers idle beyond
+#      them, so this is when spawning for the step is done), and time until every client had its
+#      first response (until then the slowest waited in the accept queue without a byte)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -64,6 +68,10 @@ trap cleanup EXIT
 
 mkdir -p "$WORK/docs"
 head -c 1024 /dev/zero | tr '\0' 'x' >"$WORK/docs/1k.html"
+head -c 204800 /dev/zero | tr '\0' 'y' >"$WORK/docs/200k.bin"
+# Both files settled (a server that keeps small files keeps only files not changed in the last
+# second; a deployed site's files are older than that).
+touch -d '1 hour ago' "$WORK/docs/1k.html" "$WORK/docs/200k.bin"
 chmod -R a+rX "$WORK/docs"
 
 # A port below the ephemeral range (wrk's own connections take ports from that range, and the
@@ -177,11 +185,15 @@ stop() { # pid
     wait "$1" 2>/dev/null || true
 }
 
-rps() { # port connections [extra wrk args...]
-    local port=$1 c=$2
-    shift 2
-    wrk -t2 -c"$c" -d"${SECONDS_PER_RUN}s" "$@" "http://127.0.0.1:$port/1k.html" 2>&1 |
-        awk '/Requests\/sec:/ {print $2} /Non-2xx|Socket errors/ {print "wrk: " $0 > "/dev/stderr"}'
+rps() { # port connections path [extra wrk args...] -> "requests/s p99-ms"
+    local port=$1 c=$2 path=$3
+    shift 3
+    wrk -t2 -c"$c" -d"${SECONDS_PER_RUN}s" --latency "$@" "http://127.0.0.1:$port$path" 2>&1 |
+        awk '/Requests\/sec:/ {r = $2}
+             /^ +99%/ {v = $2; m = 1; if (v ~ /us$/) m = 0.001; else if (v ~ /ms$/) m = 1; else if (v ~ /s$/) m = 1000;
+                       sub(/[a-z]+$/, "", v); p = v * m}
+             /Non-2xx|Socket errors/ {print "wrk: " $0 > "/dev/stderr"}
+             END {printf "%s %.2f\n", r, p}'
 }
 
 median() { sort -g | awk '{a[NR]=$1} END {if (NR == 0) {print "nan"} else if (NR % 2) {print a[(NR+1)/2]} else {print (a[NR/2]+a[NR/2+1])/2}}'; }
@@ -195,23 +207,27 @@ start_preforkd "$PP"
 PB=$(free_port)
 start_bare "$PB"
 
-declare -A RESULTS
-SCENARIOS=("keep-alive c=16|16|" "connection-close c=16|16|close" "keep-alive c=64|64|")
+declare -A RESULTS LATENCY
+SCENARIOS=("keep-alive c=16|16||/1k.html" "connection-close c=16|16|close|/1k.html" "keep-alive c=64|64||/1k.html"
+    "200 KiB keep-alive c=16|16||/200k.bin")
 echo "== throughput: $ROUNDS rounds x ${SECONDS_PER_RUN}s per server and scenario" >&2
 for round in $(seq 1 "$ROUNDS"); do
     for sc in "${SCENARIOS[@]}"; do
-        IFS='|' read -r name c extra <<<"$sc"
+        IFS='|' read -r name c extra path <<<"$sc"
         # Alternate the order each round.
         if [ $((round % 2)) = 1 ]; then order="apache preforkd bare"; else order="bare preforkd apache"; fi
         for server in $order; do
+            # The bare loop answers 1 KiB to anything: not a baseline for the 200 KiB file.
+            if [ "$server" = bare ] && [ "$path" != /1k.html ]; then continue; fi
             case $server in apache) port=$PA ;; preforkd) port=$PP ;; bare) port=$PB ;; esac
             if [ "$extra" = close ]; then
-                r=$(rps "$port" "$c" -H "Connection: close")
+                read -r r l <<<"$(rps "$port" "$c" "$path" -H "Connection: close")"
             else
-                r=$(rps "$port" "$c")
+                read -r r l <<<"$(rps "$port" "$c" "$path")"
             fi
             RESULTS["$name|$server"]+="$r "
-            echo "   round $round  $name  $server: $r req/s" >&2
+            LATENCY["$name|$server"]+="$l "
+            echo "   round $round  $name  $server: $r req/s, p99 $l ms" >&2
         done
     done
 done
@@ -243,9 +259,9 @@ wasted() { # mutex -> "wasted connections"
     p1=$(free_port)
     p2=$(free_port)
     start_preforkd "$p1" --listen "127.0.0.1:$p2" --accept-mutex "$1"
-    rps "$p1" 8 -H "Connection: close" >/dev/null &
+    rps "$p1" 8 /1k.html -H "Connection: close" >/dev/null &
     local bg=$!
-    rps "$p2" 8 -H "Connection: close" >/dev/null
+    rps "$p2" 8 /1k.html -H "Connection: close" >/dev/null
     wait "$bg" # not a bare `wait`: preforkd is a background job of this shell too
     local w n
     w=$(metric "$p1" prefork_wasted_wakeups_total)
@@ -267,7 +283,7 @@ for round in $(seq 1 3); do
 done
 
 # --- 4. step of 64 clients ---------------------------------------------------------------------
-step() { # server -> seconds until 64 children
+step() { # server -> "seconds-until-64-children seconds-until-every-client-answered"
     local port
     port=$(free_port)
     case $1 in
@@ -275,30 +291,38 @@ step() { # server -> seconds until 64 children
         preforkd) start_preforkd "$port"; local pid=$PREFORKD_PID ;;
     esac
     sleep 1.5 # settle at StartServers
-    local t0 t
-    t0=$(date +%s.%N)
-    wrk -t2 -c64 -d20s "http://127.0.0.1:$port/1k.html" >/dev/null 2>&1 &
+    rm -f "$WORK/step-start" "$WORK/step-out"
+    # 64 clients at once, one request each, then connected and idle for 8 s (keep-alive).
+    python3 bench/first_responses.py "$port" 64 /1k.html 8 "$WORK/step-start" >"$WORK/step-out" &
     local load=$!
-    t=""
+    local t=""
     for _ in $(seq 1 1500); do
-        if [ "$(children_of "$pid")" -ge 64 ]; then
-            t=$(awk -v a="$t0" -v b="$(date +%s.%N)" 'BEGIN {printf "%.2f", b-a}')
+        if [ -s "$WORK/step-start" ] && [ "$(children_of "$pid")" -ge 64 ]; then
+            t=$(awk -v a="$(cat "$WORK/step-start")" -v b="$(date +%s.%N)" 'BEGIN {printf "%.2f", b-a}')
             break
         fi
         sleep 0.01
     done
-    kill "$load" 2>/dev/null || true
     wait "$load" 2>/dev/null || true
+    local first
+    first=$(awk '{print $1}' "$WORK/step-out")
     stop "$pid"
-    echo "${t:-timeout}"
+    echo "${t:-timeout} ${first:-timeout}"
 }
 echo "== step of 64 clients" >&2
 STEP_A=()
 STEP_P=()
+FIRST_A=()
+FIRST_P=()
 for round in $(seq 1 3); do
-    STEP_A+=("$(step apache)")
-    STEP_P+=("$(step preforkd)")
-    echo "   round $round  apache ${STEP_A[-1]} s, preforkd ${STEP_P[-1]} s" >&2
+    read -r t f <<<"$(step apache)"
+    STEP_A+=("$t")
+    FIRST_A+=("$f")
+    read -r t f <<<"$(step preforkd)"
+    STEP_P+=("$t")
+    FIRST_P+=("$f")
+    echo "   round $round  until 64 children: apache ${STEP_A[-1]} s, preforkd ${STEP_P[-1]} s;" \
+        "until every client answered: apache ${FIRST_A[-1]} s, preforkd ${FIRST_P[-1]} s" >&2
 done
 
 # --- report ----------------------------------------------------------------------------------
@@ -310,11 +334,24 @@ echo "rounds: $ROUNDS x ${SECONDS_PER_RUN}s for throughput (3 for wake-ups and t
 echo
 printf '%-24s %12s %12s %12s %16s %14s\n' "requests/s" "apache" "preforkd" "bare" "preforkd/apache" "bare/apache"
 for sc in "${SCENARIOS[@]}"; do
-    IFS='|' read -r name _ _ <<<"$sc"
+    IFS='|' read -r name _ _ path <<<"$sc"
     a=$(echo "${RESULTS["$name|apache"]}" | tr ' ' '\n' | grep . | median)
     p=$(echo "${RESULTS["$name|preforkd"]}" | tr ' ' '\n' | grep . | median)
-    b=$(echo "${RESULTS["$name|bare"]}" | tr ' ' '\n' | grep . | median)
-    printf '%-24s %12.0f %12.0f %12.0f %15sx %13sx\n' "$name" "$a" "$p" "$b" "$(ratio "$p" "$a")" "$(ratio "$b" "$a")"
+    if [ "$path" = /1k.html ]; then
+        b=$(echo "${RESULTS["$name|bare"]}" | tr ' ' '\n' | grep . | median)
+        printf '%-24s %12.0f %12.0f %12.0f %15sx %13sx\n' "$name" "$a" "$p" "$b" "$(ratio "$p" "$a")" "$(ratio "$b" "$a")"
+    else
+        printf '%-24s %12.0f %12.0f %12s %15sx %14s\n' "$name" "$a" "$p" "-" "$(ratio "$p" "$a")" "-"
+    fi
+done
+echo
+printf '%-24s %12s %12s %12s %16s\n' "p99 latency (ms)" "apache" "preforkd" "bare" "preforkd/apache"
+for sc in "${SCENARIOS[@]}"; do
+    IFS='|' read -r name _ _ path <<<"$sc"
+    a=$(echo "${LATENCY["$name|apache"]}" | tr ' ' '\n' | grep . | median)
+    p=$(echo "${LATENCY["$name|preforkd"]}" | tr ' ' '\n' | grep . | median)
+    b=$( [ "$path" = /1k.html ] && echo "${LATENCY["$name|bare"]}" | tr ' ' '\n' | grep . | median || echo -)
+    printf '%-24s %12s %12s %12s %15sx\n' "$name" "$a" "$p" "$b" "$(ratio "$p" "$a")"
 done
 echo
 printf '%-24s %12s %12s %12s %16s\n' "idle child PSS (kB)" "apache" "preforkd" "bare" "preforkd/apache"
@@ -327,5 +364,10 @@ echo "   without (none):              median $(printf '%s\n' "${W_NONE[@]}" | me
 echo
 sa=$(printf '%s\n' "${STEP_A[@]}" | grep -v timeout | median)
 sp=$(printf '%s\n' "${STEP_P[@]}" | grep -v timeout | median)
-echo "step of 64 keep-alive clients from 8 children: seconds until 64 children (spawning done)"
-echo "   apache median $sa s (${STEP_A[*]}), preforkd median $sp s (${STEP_P[*]}), preforkd/apache $(ratio "$sp" "$sa")x"
+fa=$(printf '%s\n' "${FIRST_A[@]}" | grep -v timeout | median)
+fp=$(printf '%s\n' "${FIRST_P[@]}" | grep -v timeout | median)
+echo "step of 64 keep-alive clients from 8 children:"
+echo "   seconds until 64 children (spawning done):"
+echo "      apache median $sa s (${STEP_A[*]}), preforkd median $sp s (${STEP_P[*]}), preforkd/apache $(ratio "$sp" "$sa")x"
+echo "   seconds until every client had its first response:"
+echo "      apache median $fa s (${FIRST_A[*]}), preforkd median $fp s (${FIRST_P[*]}), preforkd/apache $(ratio "$fp" "$fa")x"
