@@ -16,8 +16,12 @@
 //! the order given, stopping at the first claim that wins ([`crate::scoreboard::Slot::claim_idle`]).
 //! A candidate that took work since the snapshot makes its claim fail; it is never retired.
 
+use crate::config::SpawnMode;
 use crate::scoreboard::ScoreboardView;
 use crate::slot::SlotState;
+use crate::time::Time;
+use std::collections::VecDeque;
+use std::time::Duration;
 
 /// Highest spawn rate (Apache `MAX_SPAWN_RATE`).
 pub const MAX_SPAWN_RATE: u32 = 32;
@@ -26,7 +30,7 @@ pub const BUSY_LOG_RATE: u32 = 8;
 /// Spawning ticks without rate doubling after a graceful restart (`hold_off_on_exponential_spawning`).
 pub const GRACEFUL_HOLD_OFF: u32 = 10;
 
-/// The three numbers the policy works with.
+/// What the policy works with.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct SpareLimits {
     /// `min_spare_servers`.
@@ -35,6 +39,23 @@ pub struct SpareLimits {
     pub max_spare: u32,
     /// `max_request_workers`.
     pub max_request_workers: u32,
+    /// `spawn_mode`.
+    pub mode: SpawnMode,
+    /// `fork_rate_limit`: forks in any window of [`FORK_WINDOW`].
+    pub fork_rate_limit: u32,
+}
+
+impl SpareLimits {
+    /// Apache's policy (the ramp) with these three numbers and the default fork-rate limit.
+    pub const fn ramp(min_spare: u32, max_spare: u32, max_request_workers: u32) -> SpareLimits {
+        SpareLimits {
+            min_spare,
+            max_spare,
+            max_request_workers,
+            mode: SpawnMode::Ramp,
+            fork_rate_limit: crate::config::DEFAULT_FORK_RATE_LIMIT,
+        }
+    }
 }
 
 impl From<&crate::config::PoolConfig> for SpareLimits {
@@ -43,8 +64,45 @@ impl From<&crate::config::PoolConfig> for SpareLimits {
             min_spare: c.min_spare_servers,
             max_spare: c.max_spare_servers,
             max_request_workers: c.max_request_workers,
+            mode: c.spawn_mode,
+            fork_rate_limit: c.fork_rate_limit,
         }
     }
+}
+
+/// The window `fork_rate_limit` counts forks in.
+pub const FORK_WINDOW: Duration = Duration::from_secs(1);
+
+/// The forks of the last [`FORK_WINDOW`], by tick.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash)]
+pub struct ForkWindow {
+    batches: VecDeque<(Time, u32)>,
+}
+
+impl ForkWindow {
+    /// Forks still allowed at `now` under `limit`.
+    pub fn left(&mut self, now: Time, limit: u32) -> u32 {
+        while self.batches.front().is_some_and(|&(at, _)| now.since(at) >= FORK_WINDOW) {
+            self.batches.pop_front();
+        }
+        limit.saturating_sub(self.batches.iter().map(|&(_, n)| n).sum())
+    }
+
+    /// `n` forks at `now`.
+    pub fn record(&mut self, now: Time, n: u32) {
+        if n > 0 {
+            self.batches.push_back((now, n));
+        }
+    }
+}
+
+/// What the parent saw outside the scoreboard for a tick.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Demand {
+    /// Connections waiting in the listeners' accept queues.
+    pub waiting: usize,
+    /// The time of the tick (for `fork_rate_limit`).
+    pub now: Time,
 }
 
 /// What one tick decided.
@@ -107,6 +165,7 @@ pub struct SpareServerPolicy {
     idle_spawn_rate: u32,
     hold_off: u32,
     max_workers_reported: bool,
+    forks: ForkWindow,
     bugs: crate::seeded::BugSwitch,
 }
 
@@ -123,13 +182,14 @@ impl SpareServerPolicy {
             idle_spawn_rate: 1,
             hold_off: 0,
             max_workers_reported: false,
+            forks: ForkWindow { batches: VecDeque::new() },
             bugs: crate::seeded::BugSwitch::NONE,
         }
     }
 
-    /// Selects a deliberately broken variant (through [`crate::Parent::seed_bug`]).
+    /// Selects a deliberately broken variant (also through [`crate::Parent::seed_bug`]).
     #[cfg(feature = "seeded-bugs")]
-    pub(crate) fn seed_bug(&mut self, bug: crate::seeded::SeededBug) {
+    pub fn seed_bug(&mut self, bug: crate::seeded::SeededBug) {
         self.bugs.set(bug);
     }
 
@@ -159,9 +219,22 @@ impl SpareServerPolicy {
         self.idle_spawn_rate = 1;
     }
 
-    /// One maintenance tick over `view`. `spawn_allowed` is false while the parent holds spawning
-    /// back; the rate then stays as it is.
+    /// One maintenance tick over `view` with nothing seen outside the board and no fork-rate
+    /// window: Apache's `perform_idle_server_maintenance` as it is (for tests of the ramp).
     pub fn tick(&mut self, limits: SpareLimits, view: &ScoreboardView, spawn_allowed: bool) -> Maintenance {
+        self.maintain(limits, view, spawn_allowed, None)
+    }
+
+    /// One maintenance tick over `view`. `spawn_allowed` is false while the parent holds spawning
+    /// back; the rate then stays as it is. `demand`: the connections waiting and the time, for
+    /// [`SpawnMode::Demand`] and `fork_rate_limit` (without it, neither applies).
+    pub fn maintain(
+        &mut self,
+        limits: SpareLimits,
+        view: &ScoreboardView,
+        spawn_allowed: bool,
+        demand: Option<Demand>,
+    ) -> Maintenance {
         let mrw = limits.max_request_workers as usize;
         let below = view.counts_below(mrw);
         let idle = if self.bugs.is(crate::seeded::SeededBug::IdleIgnoresStarting) { below.ready } else { below.idle() };
@@ -170,35 +243,62 @@ impl SpareServerPolicy {
         let everywhere = view.counts();
         let alive = everywhere.live() + everywhere.corrupt;
 
+        let waiting = demand.map_or(0, |d| d.waiting);
+        let demand_mode = limits.mode == SpawnMode::Demand && demand.is_some();
+        // Demand: enough children for the connections waiting, plus min_spare idle after them.
+        let need = if demand_mode { (waiting + limits.min_spare as usize).saturating_sub(idle) } else { 0 };
+
         let mut log = None;
-        let decision = if idle > limits.max_spare as usize {
+        let decision = if idle > limits.max_spare as usize && waiting == 0 {
             self.idle_spawn_rate = 1;
             let candidates =
                 (0..mrw.min(view.slots.len())).rev().filter(|&i| view.state(i) == Some(SlotState::Ready)).collect();
             Decision::Retire { candidates }
-        } else if idle < limits.min_spare as usize {
-            let budget = (self.idle_spawn_rate as usize).min(mrw.saturating_sub(alive));
-            let slots: Vec<usize> = (0..mrw.min(view.slots.len()))
+        } else if idle < limits.min_spare as usize || need > 0 {
+            let want = if demand_mode { need } else { self.idle_spawn_rate as usize };
+            let budget = if demand_mode && self.bugs.is(crate::seeded::SeededBug::DemandPastMaxRequestWorkers) {
+                want
+            } else {
+                want.min(mrw.saturating_sub(alive))
+            };
+            let free: Vec<usize> = (0..mrw.min(view.slots.len()))
                 .filter(|&i| view.state(i) == Some(SlotState::Dead))
                 .take(budget)
                 .collect();
-            if slots.is_empty() {
+            // fork_rate_limit: forks in the last FORK_WINDOW count against it.
+            let allowed = match demand {
+                Some(d) if !self.bugs.is(crate::seeded::SeededBug::NoForkRateLimit) => {
+                    self.forks.left(d.now, limits.fork_rate_limit) as usize
+                }
+                _ => usize::MAX,
+            };
+            if free.is_empty() {
                 if !self.max_workers_reported {
                     self.max_workers_reported = true;
                     log = Some(PolicyLog::ReachedMaxRequestWorkers);
                 }
                 self.idle_spawn_rate = 1;
                 Decision::AtMaxRequestWorkers
-            } else if !spawn_allowed {
+            } else if !spawn_allowed || allowed == 0 {
                 Decision::SpawnPaused
             } else {
-                if self.idle_spawn_rate >= BUSY_LOG_RATE {
-                    log = Some(PolicyLog::SeemsBusy { spawning: self.idle_spawn_rate, idle, total });
+                let slots: Vec<usize> = free.into_iter().take(allowed).collect();
+                if let Some(d) = demand {
+                    self.forks.record(d.now, slots.len() as u32);
                 }
-                if self.hold_off > 0 {
-                    self.hold_off -= 1;
-                } else if self.idle_spawn_rate < MAX_SPAWN_RATE {
-                    self.idle_spawn_rate *= 2;
+                if demand_mode {
+                    if slots.len() >= BUSY_LOG_RATE as usize {
+                        log = Some(PolicyLog::SeemsBusy { spawning: slots.len() as u32, idle, total });
+                    }
+                } else {
+                    if self.idle_spawn_rate >= BUSY_LOG_RATE {
+                        log = Some(PolicyLog::SeemsBusy { spawning: self.idle_spawn_rate, idle, total });
+                    }
+                    if self.hold_off > 0 {
+                        self.hold_off -= 1;
+                    } else if self.idle_spawn_rate < MAX_SPAWN_RATE {
+                        self.idle_spawn_rate *= 2;
+                    }
                 }
                 Decision::Spawn { slots }
             }
@@ -215,7 +315,7 @@ mod tests {
     use super::*;
     use crate::slot::SlotState::{self, *};
 
-    const LIMITS: SpareLimits = SpareLimits { min_spare: 5, max_spare: 10, max_request_workers: 64 };
+    const LIMITS: SpareLimits = SpareLimits::ramp(5, 10, 64);
 
     fn board(states: &[(SlotState, usize)], len: usize) -> ScoreboardView {
         let mut v: Vec<SlotState> = states.iter().flat_map(|&(s, n)| std::iter::repeat_n(s, n)).collect();
@@ -233,7 +333,7 @@ mod tests {
     #[test]
     fn empty_pool_ramps_one_two_four_up_to_thirty_two() {
         let mut p = SpareServerPolicy::new();
-        let limits = SpareLimits { min_spare: 100, max_spare: 200, max_request_workers: 256 };
+        let limits = SpareLimits::ramp(100, 200, 256);
         let mut states = vec![Dead; 256];
         let mut sizes = vec![];
         for _ in 0..8 {
@@ -276,7 +376,7 @@ mod tests {
     #[test]
     fn full_pool_reports_max_request_workers_once() {
         let mut p = SpareServerPolicy { idle_spawn_rate: 8, ..SpareServerPolicy::new() };
-        let limits = SpareLimits { min_spare: 2, max_spare: 4, max_request_workers: 4 };
+        let limits = SpareLimits::ramp(2, 4, 4);
         let view = ScoreboardView::from_states([BusyRead, BusyWrite, Keepalive, Ready, Dead, Dead]);
         assert!(!p.max_workers_reported());
         let m = p.tick(limits, &view, true);
@@ -290,7 +390,7 @@ mod tests {
     #[test]
     fn graceful_slots_occupy_capacity() {
         let mut p = SpareServerPolicy::new();
-        let limits = SpareLimits { min_spare: 2, max_spare: 4, max_request_workers: 3 };
+        let limits = SpareLimits::ramp(2, 4, 3);
         let m = p.tick(limits, &ScoreboardView::from_states([Graceful, Graceful, Graceful]), true);
         assert_eq!(m.decision, Decision::AtMaxRequestWorkers);
     }
@@ -299,7 +399,7 @@ mod tests {
     fn children_above_a_lowered_max_request_workers_use_up_the_budget() {
         // max_request_workers was lowered from 6 to 3 on a restart; three old children still live above.
         let mut p = SpareServerPolicy { idle_spawn_rate: 4, ..SpareServerPolicy::new() };
-        let limits = SpareLimits { min_spare: 2, max_spare: 4, max_request_workers: 3 };
+        let limits = SpareLimits::ramp(2, 4, 3);
         let view = ScoreboardView::from_states([Ready, Dead, Dead, Graceful, Graceful, BusyRead]);
         assert_eq!(p.tick(limits, &view, true).decision, Decision::AtMaxRequestWorkers);
         assert_eq!(p.idle_spawn_rate(), 1, "hitting the limit resets the rate");
@@ -324,7 +424,7 @@ mod tests {
         let mut p = SpareServerPolicy::new();
         p.on_graceful_restart();
         let busy = board(&[(BusyRead, 1)], 256);
-        let limits = SpareLimits { min_spare: 5, max_spare: 10, max_request_workers: 256 };
+        let limits = SpareLimits::ramp(5, 10, 256);
         for tick in 0..10 {
             assert_eq!(spawned(&p.tick(limits, &busy, true)).len(), 1, "tick {tick}");
         }
@@ -356,7 +456,57 @@ mod tests {
         let mut p = SpareServerPolicy::new();
         let mut view = ScoreboardView::from_states([Dead, Dead]);
         view.slots[0] = Err(crate::slot::SlotError::CorruptWord { raw: 7, code: 7 });
-        let limits = SpareLimits { min_spare: 1, max_spare: 2, max_request_workers: 2 };
+        let limits = SpareLimits::ramp(1, 2, 2);
         assert_eq!(spawned(&p.tick(limits, &view, true)), [1]);
+    }
+    fn demand(waiting: usize, ms: u64) -> Option<Demand> {
+        Some(Demand { waiting, now: Time::from_millis(ms) })
+    }
+
+    fn demand_limits(min: u32, max: u32, mrw: u32, fork_rate_limit: u32) -> SpareLimits {
+        SpareLimits { mode: SpawnMode::Demand, fork_rate_limit, ..SpareLimits::ramp(min, max, mrw) }
+    }
+
+    #[test]
+    fn demand_spawns_what_the_waiting_connections_need_at_once() {
+        let mut p = SpareServerPolicy::new();
+        // 8 children busy, 56 connections waiting: all 56 free slots at once (61 would be needed
+        // to keep min_spare idle after them, max_request_workers allows 56).
+        let view = board(&[(BusyWrite, 8)], 64);
+        let m = p.maintain(demand_limits(5, 20, 64, 64), &view, true, demand(56, 1000));
+        assert_eq!(spawned(&m), (8..64).collect::<Vec<_>>());
+        assert_eq!(m.log, Some(PolicyLog::SeemsBusy { spawning: 56, idle: 0, total: 8 }));
+        // Nothing waiting, 2 idle below min_spare 5: the 3 missing at once, not 1 then 2.
+        let mut p = SpareServerPolicy::new();
+        let view = board(&[(Ready, 2), (BusyRead, 3)], 64);
+        assert_eq!(spawned(&p.maintain(demand_limits(5, 20, 64, 64), &view, true, demand(0, 1000))).len(), 3);
+        // Children still starting count as idle: no second batch for the same connections, only
+        // the min_spare_servers that should stay idle after them.
+        let view = board(&[(BusyWrite, 8), (Starting, 56)], 128);
+        let m = p.maintain(demand_limits(5, 60, 128, 64), &view, true, demand(56, 1100));
+        assert_eq!(spawned(&m).len(), 5);
+    }
+
+    #[test]
+    fn demand_forks_at_most_fork_rate_limit_in_any_second() {
+        let mut p = SpareServerPolicy::new();
+        let limits = demand_limits(5, 20, 200, 20);
+        let view = board(&[(BusyWrite, 8)], 200);
+        assert_eq!(spawned(&p.maintain(limits, &view, true, demand(150, 1000))).len(), 20);
+        // 100 ms later the window is spent: nothing, and the rate limit is not "max workers".
+        let view = board(&[(BusyWrite, 28)], 200);
+        let m = p.maintain(limits, &view, true, demand(150, 1100));
+        assert_eq!((m.decision, m.log), (Decision::SpawnPaused, None));
+        // A second after the first batch: 20 more.
+        assert_eq!(spawned(&p.maintain(limits, &view, true, demand(150, 2000))).len(), 20);
+    }
+
+    #[test]
+    fn connections_waiting_keep_idle_children_from_being_retired() {
+        let mut p = SpareServerPolicy::new();
+        let view = board(&[(Ready, 30)], 64);
+        let limits = demand_limits(5, 20, 64, 64);
+        assert_eq!(p.maintain(limits, &view, true, demand(3, 1000)).decision, Decision::Steady);
+        assert!(matches!(p.maintain(limits, &view, true, demand(0, 2000)).decision, Decision::Retire { .. }));
     }
 }

@@ -95,6 +95,13 @@ pub enum SeededBug {
     /// The watchdog finds a stalled child but never kills it: a stalled accept-lock holder wedges
     /// every listener. Caught by stateright (L4).
     WatchdogNeverKills,
+    /// Demand spawning ignores `fork_rate_limit`: a flood of waiting connections forks as fast as
+    /// slots allow. Caught by proptest (I28: forks in any second stay within the limit).
+    NoForkRateLimit,
+    /// Demand spawning counts only free slots, not the children alive: with old-generation
+    /// children still draining above a lowered `max_request_workers`, it forks past the limit.
+    /// Caught by proptest (I7).
+    DemandPastMaxRequestWorkers,
 }
 
 impl SeededBug {
@@ -121,6 +128,8 @@ impl SeededBug {
                 | SeededBug::NoGracefulWake
                 | SeededBug::NoRetire
                 | SeededBug::WatchdogNeverKills
+                | SeededBug::NoForkRateLimit
+                | SeededBug::DemandPastMaxRequestWorkers
         )
     }
 }

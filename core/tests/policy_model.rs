@@ -367,6 +367,10 @@ impl<V: Which> StateMachineTest for PolicyTest<V> {
             max_spare_servers: Some(i64::from(m.max_spare)),
             max_request_workers: Some(i64::from(m.mrw)),
             server_limit: Some(m.server_limit as i64),
+            // Apache's algorithm, which has neither demand spawning nor a fork-rate limit
+            // (`demand_spawning_*` below check those).
+            spawn_mode: Some("ramp".into()),
+            fork_rate_limit: Some(100_000),
             ..Default::default()
         };
         let config = PoolConfig::from_raw(&raw).expect("a valid pool").value;

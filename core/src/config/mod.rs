@@ -34,6 +34,30 @@ pub const DEFAULT_LISTEN_BACKLOG: u32 = 511;
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
 /// The maintenance tick (Apache: one second).
 pub const DEFAULT_MAINTENANCE_INTERVAL: Duration = Duration::from_secs(1);
+/// `fork_rate_limit` default: forks per second at most, however many connections wait.
+pub const DEFAULT_FORK_RATE_LIMIT: u32 = 64;
+
+/// How the parent grows the pool when too few children are idle (`spawn_mode`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum SpawnMode {
+    /// As many children as the waiting connections and `min_spare_servers` need, at once, within
+    /// `fork_rate_limit` and `max_request_workers` (not in Apache; the default).
+    #[default]
+    Demand,
+    /// Apache's ramp: 1, 2, 4 … 32 children per maintenance tick.
+    Ramp,
+}
+
+impl SpawnMode {
+    /// Its configuration word.
+    pub fn name(self) -> &'static str {
+        match self {
+            SpawnMode::Demand => "demand",
+            SpawnMode::Ramp => "ramp",
+        }
+    }
+}
+
 /// `accept_lock_timeout_ms` default: a holder is suspect only while connections wait, and a live
 /// one accepts within microseconds of a connection arriving; two seconds without that is a child
 /// that is stopped, traced or stuck in the kernel (SPEC.md §7.8, §8).
@@ -78,6 +102,10 @@ pub struct RawPoolConfig {
     pub accept_lock_timeout_ms: Option<i64>,
     /// The per-request deadline, seconds; 0 is off (gunicorn's `timeout`; not in Apache).
     pub request_deadline: Option<i64>,
+    /// `demand` or `ramp` ([`SpawnMode`]; not in Apache).
+    pub spawn_mode: Option<String>,
+    /// Most forks per second (not in Apache).
+    pub fork_rate_limit: Option<i64>,
     /// `User` the children run as (name or `#uid`).
     pub user: Option<String>,
     /// `Group` the children run as (name or `#gid`).
@@ -116,6 +144,10 @@ pub struct PoolConfig {
     pub accept_lock_timeout: Duration,
     /// A child busy with one request (`R W L C`) this long is killed; zero is off.
     pub request_deadline: Duration,
+    /// How the pool grows when too few children are idle.
+    pub spawn_mode: SpawnMode,
+    /// Most forks per second (a token bucket of this size, refilled at this rate).
+    pub fork_rate_limit: u32,
     /// User the children run as.
     pub user: Option<String>,
     /// Group the children run as.
@@ -140,6 +172,8 @@ impl Default for PoolConfig {
             maintenance_interval: DEFAULT_MAINTENANCE_INTERVAL,
             accept_lock_timeout: DEFAULT_ACCEPT_LOCK_TIMEOUT,
             request_deadline: Duration::ZERO,
+            spawn_mode: SpawnMode::Demand,
+            fork_rate_limit: DEFAULT_FORK_RATE_LIMIT,
             user: None,
             group: None,
         }
@@ -573,6 +607,27 @@ impl PoolConfig {
             86_400,
             "0 (off) to 86400 seconds",
         )));
+        let spawn_mode = match raw.spawn_mode.as_deref() {
+            None | Some("demand") => SpawnMode::Demand,
+            Some("ramp") => SpawnMode::Ramp,
+            Some(other) => {
+                v.errors.push(ConfigError::InvalidValue {
+                    key: "spawn_mode",
+                    given: other.to_string(),
+                    allowed: "demand (spawn what waiting connections need) or ramp (Apache's 1, 2, 4 … 32 per tick)"
+                        .into(),
+                });
+                SpawnMode::Demand
+            }
+        };
+        let fork_rate_limit = v.ranged(
+            "fork_rate_limit",
+            raw.fork_rate_limit,
+            DEFAULT_FORK_RATE_LIMIT,
+            1,
+            100_000,
+            "1 to 100000 forks per second",
+        );
         let user = v.account("user", &raw.user);
         let group = v.account("group", &raw.group);
 
@@ -595,6 +650,8 @@ impl PoolConfig {
                 maintenance_interval,
                 accept_lock_timeout,
                 request_deadline,
+                spawn_mode,
+                fork_rate_limit,
                 user,
                 group,
             },

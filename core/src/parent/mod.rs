@@ -577,7 +577,7 @@ impl Parent {
             Stage::Running => {
                 if now >= self.next_tick {
                     self.next_tick = now + self.config.maintenance_interval;
-                    self.tick(now, board);
+                    self.tick(now, board, seen);
                 }
                 self.watch(now, board, seen);
             }
@@ -648,7 +648,7 @@ impl Parent {
     }
 
     /// One maintenance tick.
-    fn tick<T: SlotTable + ?Sized>(&mut self, now: Time, board: &T) {
+    fn tick<T: SlotTable + ?Sized>(&mut self, now: Time, board: &T, seen: &Observation) {
         let mut view = ScoreboardView::capture(board);
         self.repair(&mut view, board);
         self.note_health(now, &view);
@@ -659,7 +659,9 @@ impl Parent {
             self.startup(now, board, &view, n);
             return;
         }
-        let m = self.policy.tick(SpareLimits::from(&self.config), &view, self.brake.allows(now));
+        let waiting = seen.queues.iter().map(|q| q.waiting as usize).sum();
+        let demand = crate::policy::Demand { waiting, now };
+        let m = self.policy.maintain(SpareLimits::from(&self.config), &view, self.brake.allows(now), Some(demand));
         if let Some(l) = m.log {
             self.log(ParentLog::Policy(l));
         }

@@ -366,6 +366,20 @@ pub fn pool(start: i64, min: i64, max: i64, mrw: i64) -> PoolConfig {
         max_spare_servers: Some(max),
         max_request_workers: Some(mrw),
         server_limit: Some(mrw.max(1)),
+        // Apache's ramp: these simulations check Apache's algorithm (`demand_pool` for the default).
+        spawn_mode: Some("ramp".into()),
+        ..Default::default()
+    })
+}
+
+/// [`pool`] with the default `spawn_mode = "demand"`.
+pub fn demand_pool(start: i64, min: i64, max: i64, mrw: i64) -> PoolConfig {
+    config(RawPoolConfig {
+        start_servers: Some(start),
+        min_spare_servers: Some(min),
+        max_spare_servers: Some(max),
+        max_request_workers: Some(mrw),
+        server_limit: Some(mrw.max(1)),
         ..Default::default()
     })
 }

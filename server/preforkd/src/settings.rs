@@ -43,7 +43,7 @@ settings! {
     listen_backlog: i64,
     /// Children forked at start-up.
     start_servers: i64,
-    /// Fewer idle children than this: spawn more (1, 2, 4 … 32 per second).
+    /// Fewer idle children than this: spawn more (at once, or Apache's ramp: spawn_mode).
     min_spare_servers: i64,
     /// More idle children than this: retire one per second.
     max_spare_servers: i64,
@@ -68,6 +68,11 @@ settings! {
     /// Milliseconds a child may hold the accept lock without accepting while connections wait
     /// before the parent kills it (a stopped, traced or stuck child would wedge every listener); 0 is off.
     accept_lock_timeout_ms: i64,
+    /// How the pool grows when too few children are idle: demand (at once, as many as the waiting
+    /// connections and min_spare_servers need) or ramp (Apache's 1, 2, 4 … 32 per second).
+    spawn_mode: String,
+    /// Most children forked in any one second (a flood of connections cannot fork-bomb the host).
+    fork_rate_limit: i64,
     /// Seconds one request may keep a child busy (reading it, handling it, writing the answer)
     /// before the parent kills the child; 0 is off. Not `timeout`, which bounds each single read or write.
     request_deadline: i64,
@@ -157,6 +162,8 @@ pub fn defaults() -> Vec<(&'static str, String)> {
         ("maintenance_interval_ms", p.maintenance_interval.as_millis().to_string()),
         ("accept_lock_timeout_ms", p.accept_lock_timeout.as_millis().to_string()),
         ("request_deadline", secs(p.request_deadline)),
+        ("spawn_mode", p.spawn_mode.name().into()),
+        ("fork_rate_limit", p.fork_rate_limit.to_string()),
         ("user", "none: the server's own account (nobody when started as root)".into()),
         ("group", "the user's group".into()),
         ("document_root", "a built-in page".into()),
@@ -360,6 +367,8 @@ pub fn resolve(s: &Settings, sources: &Sources, running: Option<&PoolConfig>) ->
         maintenance_interval_ms: s.maintenance_interval_ms,
         accept_lock_timeout_ms: s.accept_lock_timeout_ms,
         request_deadline: s.request_deadline,
+        spawn_mode: s.spawn_mode.clone(),
+        fork_rate_limit: s.fork_rate_limit,
         user: s.user.clone(),
         group: s.group.clone(),
     };

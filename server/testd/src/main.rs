@@ -50,6 +50,12 @@ struct Args {
     /// request_deadline (seconds; 0 is off).
     #[arg(long, default_value_t = 0)]
     request_deadline: i64,
+    /// spawn_mode: demand or ramp.
+    #[arg(long, default_value = "demand")]
+    spawn_mode: String,
+    /// fork_rate_limit (forks per second).
+    #[arg(long, default_value_t = 64)]
+    fork_rate_limit: i64,
     /// user for the children.
     #[arg(long)]
     user: Option<String>,
@@ -147,6 +153,8 @@ fn merge(base: &RawPoolConfig, file: RawPoolConfig) -> RawPoolConfig {
         graceful_shutdown_timeout: file.graceful_shutdown_timeout.or(base.graceful_shutdown_timeout),
         accept_lock_timeout_ms: file.accept_lock_timeout_ms.or(base.accept_lock_timeout_ms),
         request_deadline: file.request_deadline.or(base.request_deadline),
+        spawn_mode: file.spawn_mode.or(base.spawn_mode.clone()),
+        fork_rate_limit: file.fork_rate_limit.or(base.fork_rate_limit),
         user: file.user.or(base.user.clone()),
         group: file.group.or(base.group.clone()),
         ..file
@@ -173,6 +181,8 @@ fn main() {
         graceful_shutdown_timeout: Some(a.graceful_timeout),
         accept_lock_timeout_ms: Some(a.accept_lock_timeout_ms),
         request_deadline: Some(a.request_deadline),
+        spawn_mode: Some(a.spawn_mode),
+        fork_rate_limit: Some(a.fork_rate_limit),
         user: a.user,
         group: a.group,
         ..Default::default()

@@ -283,11 +283,46 @@ fn running_children_as_root_needs_an_explicit_user() {
     assert!(err.contains("running as root: set `user`"), "{err}");
 }
 
+/// `spawn_mode = "demand"` (the default): a burst of 20 slow connections gets its children at the
+/// first tick that sees them waiting, all at once, within `fork_rate_limit`.
+#[test]
+fn a_burst_of_slow_connections_gets_its_children_at_once_on_demand() {
+    let _s = serial();
+    let tick = 300u64;
+    let d = Daemon::start(&format!(
+        "--listen 127.0.0.1:0 --start 1 --min 2 --max 3 --limit 32 --interval-ms {tick} --fork-rate-limit 12"
+    ));
+    let addr = d.addrs[0].clone();
+    let slow: Vec<_> = (0..20)
+        .map(|_| {
+            let addr = addr.clone();
+            std::thread::spawn(move || request(&addr, "sleep 2500"))
+        })
+        .collect();
+    // 20 connections need 20 children (plus 2 idle); at most 12 forks in any second.
+    assert!(
+        wait_until(Duration::from_millis(3000), || d.board().infos().iter().filter(|i| i.pid != 0).count() >= 22),
+        "the pool did not grow to 22 children"
+    );
+    let mut started: Vec<u64> = d.board().infos().iter().filter(|i| i.pid != 0).map(|i| i.started_ms).collect();
+    started.sort();
+    let first_fork = started[1]; // started[0] is start_servers
+    let in_first_second = started.iter().filter(|&&t| t >= first_fork && t < first_fork + 1000).count();
+    eprintln!("spawn times (ms): {:?}", started.iter().map(|t| t - started[0]).collect::<Vec<_>>());
+    assert!(in_first_second <= 12, "{in_first_second} forks within a second, fork_rate_limit 12");
+    assert!(in_first_second >= 10, "demand spawning forks what is needed at once, not 1, 2, 4: {in_first_second}");
+    for s in slow {
+        assert_eq!(s.join().unwrap().unwrap(), "slept 2500");
+    }
+}
+
 #[test]
 fn a_burst_of_slow_connections_ramps_spawns_and_idle_children_retire_one_per_tick() {
     let _s = serial();
     let tick = 300u64;
-    let d = Daemon::start(&format!("--listen 127.0.0.1:0 --start 1 --min 2 --max 3 --limit 32 --interval-ms {tick}"));
+    let d = Daemon::start(&format!(
+        "--listen 127.0.0.1:0 --start 1 --min 2 --max 3 --limit 32 --interval-ms {tick} --spawn-mode ramp"
+    ));
     let addr = d.addrs[0].clone();
     let slow: Vec<_> = (0..20)
         .map(|_| {
