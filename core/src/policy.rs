@@ -225,6 +225,25 @@ impl SpareServerPolicy {
         self.maintain(limits, view, spawn_allowed, None)
     }
 
+    /// A look between ticks in [`SpawnMode::Demand`]: the spawn part of [`Self::maintain`] only,
+    /// when connections wait; never a retirement. `Steady` when there is nothing to do.
+    pub fn spawn_on_demand(
+        &mut self,
+        limits: SpareLimits,
+        view: &ScoreboardView,
+        spawn_allowed: bool,
+        demand: Demand,
+    ) -> Maintenance {
+        let mrw = limits.max_request_workers as usize;
+        let below = view.counts_below(mrw);
+        let idle = below.idle();
+        let need = (demand.waiting + limits.min_spare as usize).saturating_sub(idle);
+        if limits.mode != SpawnMode::Demand || demand.waiting == 0 || need == 0 {
+            return Maintenance { decision: Decision::Steady, log: None, idle, total: below.total() - below.dead };
+        }
+        self.maintain(limits, view, spawn_allowed, Some(demand))
+    }
+
     /// One maintenance tick over `view`. `spawn_allowed` is false while the parent holds spawning
     /// back; the rate then stays as it is. `demand`: the connections waiting and the time, for
     /// [`SpawnMode::Demand`] and `fork_rate_limit` (without it, neither applies).

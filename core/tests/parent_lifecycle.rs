@@ -473,6 +473,8 @@ fn max_connections_per_child_recycles_children_without_immediate_respawn() {
         max_request_workers: Some(4),
         server_limit: Some(4),
         max_connections_per_child: Some(1),
+        // Only the ticks look at the queues: `sim.tick()` is then the next maintenance tick.
+        demand_interval_ms: Some(1000),
         ..Default::default()
     });
     let mut sim = Sim::new(cfg);
@@ -775,4 +777,53 @@ fn only_a_healthy_child_resets_the_crash_loop_count() {
     assert_eq!(sim.parent().brake().early_exits(), 2, "too young to count as healthy");
     sim.next_timeout(); // 2 s: it has lived 2 s, ready
     assert_eq!(sim.parent().brake().early_exits(), 0, "a healthy child ends the crash loop");
+}
+
+/// `spawn_mode = "demand"` (the default): a step of connections is met at the next look (every
+/// `demand_interval_ms`, 100 ms), all at once within `fork_rate_limit`, not at the next tick by the
+/// ramp; with nothing waiting, the looks fork nothing (SPEC.md §5.1a).
+#[test]
+fn a_step_of_waiting_connections_gets_its_children_at_the_next_look() {
+    let mut sim = Sim::new(common::demand_pool(8, 5, 20, 64));
+    sim.settle();
+    assert_eq!(sim.forks, 8);
+    // Every child takes a connection and keeps it; 56 more wait in the queue.
+    for pid in sim.waiting() {
+        sim.take_connection(pid);
+    }
+    let start = sim.now;
+    sim.world.queues = vec![prefork_core::parent::QueueDepth { waiting: 56, exact: true }];
+    let t = sim.next_timeout().unwrap();
+    assert!(t.since(start) <= std::time::Duration::from_millis(100), "the first look is within 100 ms");
+    sim.settle();
+    // 56 for the connections (the 5 idle to keep after them are beyond max_request_workers 64).
+    assert_eq!(sim.forks, 64, "one look forked what the queue needs");
+    assert_eq!(sim.logged(|l| matches!(l, ParentLog::Policy(PolicyLog::SeemsBusy { spawning: 56, .. }))), 1);
+    // The queue drained into the new children: further looks fork nothing.
+    sim.world.queues = vec![prefork_core::parent::QueueDepth { waiting: 0, exact: true }];
+    sim.advance(std::time::Duration::from_millis(900));
+    assert_eq!(sim.forks, 64);
+}
+
+/// The same step with `fork_rate_limit = 20`: 20 forks, then nothing more until a second has
+/// passed since them, then 20 more.
+#[test]
+fn demand_looks_fork_no_more_than_fork_rate_limit_in_a_second() {
+    let mut cfg = common::demand_pool(8, 5, 20, 64);
+    cfg.fork_rate_limit = 20;
+    let mut sim = Sim::new(cfg);
+    sim.settle();
+    for pid in sim.waiting() {
+        sim.take_connection(pid);
+    }
+    sim.world.queues = vec![prefork_core::parent::QueueDepth { waiting: 56, exact: true }];
+    sim.next_timeout();
+    sim.settle();
+    assert_eq!(sim.forks, 8 + 20);
+    // The queue still waits (the new children are starting: they count as idle, 20 of the 56).
+    sim.advance(std::time::Duration::from_millis(850));
+    assert_eq!(sim.forks, 8 + 20, "no more forks within the second");
+    sim.advance(std::time::Duration::from_millis(300));
+    sim.settle();
+    assert_eq!(sim.forks, 8 + 40, "the next second's 20");
 }

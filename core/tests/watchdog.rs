@@ -26,6 +26,9 @@ fn sim(listeners: usize, request_deadline: u64) -> Sim {
         max_spare_servers: Some(3),
         server_limit: Some(4),
         request_deadline: Some(request_deadline as i64),
+        // The watchdog's world: children appear only by the ticks (no demand looks between them,
+        // which would also fork for the connections these tests leave waiting).
+        spawn_mode: Some("ramp".into()),
         ..Default::default()
     });
     cfg.maintenance_interval = Duration::from_secs(1);

@@ -45,6 +45,10 @@ pub fn pool_with_limits(
         max_spare_servers: Some(max_spare),
         max_request_workers: Some(max_request_workers),
         server_limit: Some(server_limit),
+        // Demand spawning (the default) at the ticks only: looks between ticks would be extra
+        // timeouts that use up the models' tick budgets (the looks are checked by the core's
+        // tests, `parent_lifecycle.rs`, and on real processes).
+        demand_interval_ms: Some(1000),
         ..Default::default()
     })
     .expect("a valid pool")

@@ -36,6 +36,9 @@ pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
 pub const DEFAULT_MAINTENANCE_INTERVAL: Duration = Duration::from_secs(1);
 /// `fork_rate_limit` default: forks per second at most, however many connections wait.
 pub const DEFAULT_FORK_RATE_LIMIT: u32 = 64;
+/// `demand_interval_ms` default: how often a parent in `spawn_mode = "demand"` looks at the
+/// accept queues between maintenance ticks.
+pub const DEFAULT_DEMAND_INTERVAL: Duration = Duration::from_millis(100);
 
 /// How the parent grows the pool when too few children are idle (`spawn_mode`).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
@@ -106,6 +109,8 @@ pub struct RawPoolConfig {
     pub spawn_mode: Option<String>,
     /// Most forks per second (not in Apache).
     pub fork_rate_limit: Option<i64>,
+    /// Milliseconds between looks at the accept queues in `demand` mode (not in Apache).
+    pub demand_interval_ms: Option<i64>,
     /// `User` the children run as (name or `#uid`).
     pub user: Option<String>,
     /// `Group` the children run as (name or `#gid`).
@@ -146,8 +151,11 @@ pub struct PoolConfig {
     pub request_deadline: Duration,
     /// How the pool grows when too few children are idle.
     pub spawn_mode: SpawnMode,
-    /// Most forks per second (a token bucket of this size, refilled at this rate).
+    /// Most forks in any one second.
     pub fork_rate_limit: u32,
+    /// How often, between ticks, a `demand` parent looks at the accept queues and forks what they
+    /// need; at or above `maintenance_interval`, only the ticks look.
+    pub demand_interval: Duration,
     /// User the children run as.
     pub user: Option<String>,
     /// Group the children run as.
@@ -174,6 +182,7 @@ impl Default for PoolConfig {
             request_deadline: Duration::ZERO,
             spawn_mode: SpawnMode::Demand,
             fork_rate_limit: DEFAULT_FORK_RATE_LIMIT,
+            demand_interval: DEFAULT_DEMAND_INTERVAL,
             user: None,
             group: None,
         }
@@ -628,6 +637,14 @@ impl PoolConfig {
             100_000,
             "1 to 100000 forks per second",
         );
+        let demand_interval = Duration::from_millis(u64::from(v.ranged(
+            "demand_interval_ms",
+            raw.demand_interval_ms,
+            DEFAULT_DEMAND_INTERVAL.as_millis() as u32,
+            10,
+            60_000,
+            "10 to 60000 milliseconds",
+        )));
         let user = v.account("user", &raw.user);
         let group = v.account("group", &raw.group);
 
@@ -652,6 +669,7 @@ impl PoolConfig {
                 request_deadline,
                 spawn_mode,
                 fork_rate_limit,
+                demand_interval,
                 user,
                 group,
             },

@@ -199,6 +199,8 @@ pub struct Parent {
     watches: Vec<SlotWatch>,
     remaining_to_start: u32,
     next_tick: Time,
+    /// The next look at the accept queues between ticks (`spawn_mode = "demand"`).
+    next_look: Time,
     actions: VecDeque<ParentAction>,
     bugs: crate::seeded::BugSwitch,
 }
@@ -216,6 +218,7 @@ impl Parent {
             brake: SpawnBrake::default(),
             remaining_to_start: 0,
             next_tick: Time::ZERO,
+            next_look: Time::ZERO,
             actions: VecDeque::new(),
             bugs: crate::seeded::BugSwitch::default(),
         }
@@ -291,7 +294,9 @@ impl Parent {
         let earliest = |a: Option<Time>, b: Option<Time>| a.into_iter().chain(b).min();
         match &self.stage {
             Stage::New | Stage::Exited => None,
-            Stage::Running => earliest(Some(self.next_tick), self.watch_deadline()),
+            Stage::Running => {
+                earliest(earliest(Some(self.next_tick), self.looks().then_some(self.next_look)), self.watch_deadline())
+            }
             Stage::Reclaiming { started, step, .. } => RECLAIM_SCHEDULE.get(*step).map(|(d, _)| *started + *d),
             // While draining, only the request deadline still needs looks (the listeners are closed).
             Stage::Draining { deadline } if !self.config.request_deadline.is_zero() => {
@@ -325,7 +330,35 @@ impl Parent {
         self.repair(&mut view, board);
         self.startup(now, board, &view, self.config.start_servers);
         self.next_tick = now + self.config.maintenance_interval;
+        self.next_look = now + self.config.demand_interval;
         self.log(ParentLog::Resumed { generation: self.generation });
+    }
+
+    /// Does this parent look at the accept queues between ticks?
+    fn looks(&self) -> bool {
+        self.config.spawn_mode == crate::config::SpawnMode::Demand
+            && self.config.demand_interval < self.config.maintenance_interval
+    }
+
+    /// A look between ticks (`spawn_mode = "demand"`): if connections wait and too few children
+    /// are idle, fork what they need now rather than at the next tick (SPEC.md §5.1a). Nothing
+    /// else of the tick happens here.
+    fn look<T: SlotTable + ?Sized>(&mut self, now: Time, board: &T, seen: &Observation) {
+        let waiting: usize = seen.queues.iter().map(|q| q.waiting as usize).sum();
+        if waiting == 0 || self.remaining_to_start > 0 {
+            return;
+        }
+        let view = ScoreboardView::capture(board);
+        let demand = crate::policy::Demand { waiting, now };
+        let slots = self.policy.spawn_on_demand(SpareLimits::from(&self.config), &view, self.brake.allows(now), demand);
+        if let Some(l) = slots.log {
+            self.log(ParentLog::Policy(l));
+        }
+        if let Decision::Spawn { slots } = slots.decision {
+            for slot in slots {
+                self.spawn(now, board, slot);
+            }
+        }
     }
 
     /// Spawns up to `n` children into the lowest dead slots (Apache `startup_children`), or defers
@@ -577,7 +610,11 @@ impl Parent {
             Stage::Running => {
                 if now >= self.next_tick {
                     self.next_tick = now + self.config.maintenance_interval;
+                    self.next_look = now + self.config.demand_interval;
                     self.tick(now, board, seen);
+                } else if self.looks() && now >= self.next_look {
+                    self.next_look = now + self.config.demand_interval;
+                    self.look(now, board, seen);
                 }
                 self.watch(now, board, seen);
             }

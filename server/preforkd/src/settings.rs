@@ -73,6 +73,9 @@ settings! {
     spawn_mode: String,
     /// Most children forked in any one second (a flood of connections cannot fork-bomb the host).
     fork_rate_limit: i64,
+    /// Milliseconds between looks at the accept queues with spawn_mode = demand (between the
+    /// maintenance ticks; at or above maintenance_interval_ms only the ticks look).
+    demand_interval_ms: i64,
     /// Seconds one request may keep a child busy (reading it, handling it, writing the answer)
     /// before the parent kills the child; 0 is off. Not `timeout`, which bounds each single read or write.
     request_deadline: i64,
@@ -164,6 +167,7 @@ pub fn defaults() -> Vec<(&'static str, String)> {
         ("request_deadline", secs(p.request_deadline)),
         ("spawn_mode", p.spawn_mode.name().into()),
         ("fork_rate_limit", p.fork_rate_limit.to_string()),
+        ("demand_interval_ms", p.demand_interval.as_millis().to_string()),
         ("user", "none: the server's own account (nobody when started as root)".into()),
         ("group", "the user's group".into()),
         ("document_root", "a built-in page".into()),
@@ -369,6 +373,7 @@ pub fn resolve(s: &Settings, sources: &Sources, running: Option<&PoolConfig>) ->
         request_deadline: s.request_deadline,
         spawn_mode: s.spawn_mode.clone(),
         fork_rate_limit: s.fork_rate_limit,
+        demand_interval_ms: s.demand_interval_ms,
         user: s.user.clone(),
         group: s.group.clone(),
     };
