@@ -1,0 +1,104 @@
+//! A flood of connections (as a SYN flood that completes its handshakes, or a crowd of idle
+//! clients): the pool grows to `max_request_workers` and never past it, forks no faster than
+//! `fork_rate_limit`, and serves again once the flood is gone.
+
+use prefork_tests::*;
+use std::collections::BTreeSet;
+use std::os::fd::{FromRawFd, OwnedFd};
+use std::time::{Duration, Instant};
+
+/// A connection started without waiting for it (a SYN sent; the handshake completes in the
+/// kernel, or the SYN waits for room in the accept queue).
+fn connect_nonblocking(addr: std::net::SocketAddr) -> Option<OwnedFd> {
+    let std::net::SocketAddr::V4(v4) = addr else { return None };
+    // SAFETY: plain socket calls on a descriptor this function owns.
+    unsafe {
+        let fd = libc::socket(libc::AF_INET, libc::SOCK_STREAM | libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC, 0);
+        if fd < 0 {
+            return None;
+        }
+        let owned = OwnedFd::from_raw_fd(fd);
+        let sa = libc::sockaddr_in {
+            sin_family: libc::AF_INET as libc::sa_family_t,
+            sin_port: v4.port().to_be(),
+            sin_addr: libc::in_addr { s_addr: u32::from(*v4.ip()).to_be() },
+            sin_zero: [0; 8],
+        };
+        let rc = libc::connect(fd, (&raw const sa).cast(), std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t);
+        let in_progress = rc != 0 && std::io::Error::last_os_error().raw_os_error() == Some(libc::EINPROGRESS);
+        (rc == 0 || in_progress).then_some(owned)
+    }
+}
+
+/// User plus system CPU time of a process (from /proc/PID/stat, in clock ticks of 10 ms).
+fn parent_cpu(pid: u32) -> Duration {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let fields: Vec<&str> = stat.rsplit(')').next().unwrap_or("").split_whitespace().collect();
+    let ticks: u64 = fields.get(11).and_then(|v| v.parse().ok()).unwrap_or(0)
+        + fields.get(12).and_then(|v| v.parse().ok()).unwrap_or(0);
+    Duration::from_millis(ticks * 10)
+}
+
+#[test]
+fn a_flood_of_connections_never_forks_past_max_request_workers_or_the_fork_rate_limit() {
+    let p = Preforkd::start(&[
+        "--start-servers",
+        "2",
+        "--min-spare-servers",
+        "1",
+        "--max-spare-servers",
+        "4",
+        "--max-request-workers",
+        "24",
+        "--server-limit",
+        "24",
+        "--fork-rate-limit",
+        "10",
+        "--request-read-timeout",
+        "30",
+    ]);
+    // As many connections as the file-descriptor limit comfortably allows (2000 on CI), opened
+    // at once; none sends a byte, so each holds a child until request_read_timeout.
+    let limit =
+        nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE).map_or(1024, |(soft, _)| soft);
+    let n = (limit.saturating_sub(200) as usize).clamp(200, 2000);
+    let started = Instant::now();
+    let flood: Vec<std::os::fd::OwnedFd> = (0..n).filter_map(|_| connect_nonblocking(p.addr())).collect();
+    eprintln!("{} of {n} connections started after {:?}", flood.len(), started.elapsed());
+    // Watch the children for 3 s: never more than max_request_workers; every pid seen is a fork.
+    let mut seen: BTreeSet<u32> = children_of(p.pid).into_iter().collect();
+    let initial = seen.len();
+    let mut most = 0;
+    let mut forks_by_second: Vec<usize> = vec![0; 4];
+    while started.elapsed() < Duration::from_secs(3) {
+        let now = children_of(p.pid);
+        most = most.max(now.len());
+        for pid in now {
+            if seen.insert(pid) {
+                forks_by_second[(started.elapsed().as_secs() as usize).min(3)] += 1;
+            }
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    eprintln!("at most {most} children; forks in each second: {forks_by_second:?}");
+    assert!(most <= 24, "{most} children, max_request_workers 24");
+    assert_eq!(seen.len() - initial, 22, "the pool grew to max_request_workers: {} new children", seen.len() - initial);
+    // fork_rate_limit 10: no window of a second has more than 10 forks, so three seconds hold at
+    // most 30, and the first second at most 10.
+    assert!(forks_by_second[0] <= 10, "{forks_by_second:?}");
+    assert!(p.stderr().contains("server reached MaxRequestWorkers setting"), "{}", p.stderr());
+    // The host stays responsive: the parent did not spin (its CPU time over the flood).
+    let cpu = parent_cpu(p.pid);
+    eprintln!("parent CPU time so far: {cpu:?}");
+    assert!(cpu < Duration::from_millis(1500), "the parent used {cpu:?} of CPU during a 3 s flood");
+    // The flood leaves; the pool serves again.
+    drop(flood);
+    assert!(
+        wait_until(Duration::from_secs(10), || request(
+            p.addr(),
+            "GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+        )
+        .is_ok_and(|r| r.status == 200)),
+        "the server does not serve after the flood"
+    );
+}
