@@ -360,26 +360,22 @@ impl Platform<MemoryBoard<Cell<u64>>> for SimPlatform<'_> {
 }
 
 pub fn pool(start: i64, min: i64, max: i64, mrw: i64) -> PoolConfig {
-    config(RawPoolConfig {
-        start_servers: Some(start),
-        min_spare_servers: Some(min),
-        max_spare_servers: Some(max),
-        max_request_workers: Some(mrw),
-        server_limit: Some(mrw.max(1)),
-        // Apache's ramp: these simulations check Apache's algorithm (`demand_pool` for the default).
-        spawn_mode: Some("ramp".into()),
-        ..Default::default()
-    })
+    // Apache's ramp: these simulations check Apache's algorithm (`demand_pool` for the default).
+    config(RawPoolConfig { spawn_mode: Some("ramp".into()), ..raw_pool(start, min, max, mrw) })
 }
 
 /// [`pool`] with the default `spawn_mode = "demand"`.
 pub fn demand_pool(start: i64, min: i64, max: i64, mrw: i64) -> PoolConfig {
-    config(RawPoolConfig {
+    config(raw_pool(start, min, max, mrw))
+}
+
+fn raw_pool(start: i64, min: i64, max: i64, mrw: i64) -> RawPoolConfig {
+    RawPoolConfig {
         start_servers: Some(start),
         min_spare_servers: Some(min),
         max_spare_servers: Some(max),
         max_request_workers: Some(mrw),
         server_limit: Some(mrw.max(1)),
         ..Default::default()
-    })
+    }
 }

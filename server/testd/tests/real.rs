@@ -283,8 +283,27 @@ fn running_children_as_root_needs_an_explicit_user() {
     assert!(err.contains("running as root: set `user`"), "{err}");
 }
 
+/// Once the pool has `n` children (within `timeout`), their start times, sorted.
+fn spawn_times_once(d: &Daemon, n: usize, timeout: Duration) -> Vec<u64> {
+    let children = || d.board().infos().into_iter().filter(|i| i.pid != 0).collect::<Vec<_>>();
+    assert!(wait_until(timeout, || children().len() >= n), "the pool did not grow to {n} children");
+    let mut started: Vec<u64> = children().iter().map(|i| i.started_ms).collect();
+    started.sort();
+    started
+}
+
+/// `n` clients at once, each asking for `sleep ms`.
+fn slow_requests(addr: &str, n: usize, ms: u64) -> Vec<std::thread::JoinHandle<std::io::Result<String>>> {
+    (0..n)
+        .map(|_| {
+            let addr = addr.to_string();
+            std::thread::spawn(move || request(&addr, &format!("sleep {ms}")))
+        })
+        .collect()
+}
+
 /// `spawn_mode = "demand"` (the default): a burst of 20 slow connections gets its children at the
-/// first tick that sees them waiting, all at once, within `fork_rate_limit`.
+/// first look that sees them waiting, all at once, within `fork_rate_limit`.
 #[test]
 fn a_burst_of_slow_connections_gets_its_children_at_once_on_demand() {
     let _s = serial();
@@ -292,20 +311,9 @@ fn a_burst_of_slow_connections_gets_its_children_at_once_on_demand() {
     let d = Daemon::start(&format!(
         "--listen 127.0.0.1:0 --start 1 --min 2 --max 3 --limit 32 --interval-ms {tick} --fork-rate-limit 12"
     ));
-    let addr = d.addrs[0].clone();
-    let slow: Vec<_> = (0..20)
-        .map(|_| {
-            let addr = addr.clone();
-            std::thread::spawn(move || request(&addr, "sleep 2500"))
-        })
-        .collect();
+    let slow = slow_requests(&d.addrs[0], 20, 2500);
     // 20 connections need 20 children (plus 2 idle); at most 12 forks in any second.
-    assert!(
-        wait_until(Duration::from_millis(3000), || d.board().infos().iter().filter(|i| i.pid != 0).count() >= 22),
-        "the pool did not grow to 22 children"
-    );
-    let mut started: Vec<u64> = d.board().infos().iter().filter(|i| i.pid != 0).map(|i| i.started_ms).collect();
-    started.sort();
+    let started = spawn_times_once(&d, 22, Duration::from_millis(3000));
     let first_fork = started[1]; // started[0] is start_servers
     let in_first_second = started.iter().filter(|&&t| t >= first_fork && t < first_fork + 1000).count();
     eprintln!("spawn times (ms): {:?}", started.iter().map(|t| t - started[0]).collect::<Vec<_>>());
@@ -323,21 +331,10 @@ fn a_burst_of_slow_connections_ramps_spawns_and_idle_children_retire_one_per_tic
     let d = Daemon::start(&format!(
         "--listen 127.0.0.1:0 --start 1 --min 2 --max 3 --limit 32 --interval-ms {tick} --spawn-mode ramp"
     ));
-    let addr = d.addrs[0].clone();
-    let slow: Vec<_> = (0..20)
-        .map(|_| {
-            let addr = addr.clone();
-            std::thread::spawn(move || request(&addr, "sleep 3000"))
-        })
-        .collect();
+    let slow = slow_requests(&d.addrs[0], 20, 3000);
     // start_servers, then 1, 2, 4, 8 per tick: 16 children.
-    assert!(
-        wait_until(Duration::from_millis(12 * tick), || d.board().infos().iter().filter(|i| i.pid != 0).count() >= 16),
-        "the pool did not ramp to 16 children"
-    );
+    let started = spawn_times_once(&d, 16, Duration::from_millis(12 * tick));
     // Spawn times, grouped by tick (a gap of half a tick separates two ticks' forks).
-    let mut started: Vec<u64> = d.board().infos().iter().filter(|i| i.pid != 0).map(|i| i.started_ms).collect();
-    started.sort();
     let mut groups: Vec<usize> = vec![];
     let mut last = 0;
     for t in started {
