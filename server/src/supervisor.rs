@@ -318,6 +318,8 @@ mod tests {
             min_spare_servers: Some(1),
             max_spare_servers: Some(5),
             server_limit: Some(8),
+            // Each timeout a maintenance tick (no demand looks between): `turns` counts ticks.
+            demand_interval_ms: Some(1000),
             ..Default::default()
         };
         PoolConfig::from_raw(&raw).unwrap().value
