@@ -263,7 +263,14 @@ impl Client {
                     self.buf.extend_from_slice(&chunk[..n]);
                 }
                 let take = body_len.min(self.buf.len());
-                let body: Vec<u8> = self.buf.drain(..take).collect();
+                let mut body: Vec<u8> = self.buf.drain(..take).collect();
+                // A chunked body (another server's: the exporter's) read to the close: decoded.
+                let chunked = headers.iter().any(|(n, v)| {
+                    n.eq_ignore_ascii_case("Transfer-Encoding") && v.to_ascii_lowercase().contains("chunked")
+                });
+                if chunked && length.is_none() {
+                    body = dechunk(&body)?;
+                }
                 return Ok(Response { status, headers, body });
             }
             let n = self.stream.read(&mut chunk)?;
@@ -285,6 +292,27 @@ impl Client {
         self.stream.set_read_timeout(Some(timeout)).unwrap();
         let mut b = [0u8; 1];
         matches!(self.stream.read(&mut b), Ok(0)) || matches!(self.stream.read(&mut b), Ok(0))
+    }
+}
+
+/// The data of a complete `Transfer-Encoding: chunked` body.
+pub fn dechunk(mut raw: &[u8]) -> std::io::Result<Vec<u8>> {
+    let bad = |what: &str| std::io::Error::new(std::io::ErrorKind::InvalidData, format!("chunked body: {what}"));
+    let mut out = vec![];
+    loop {
+        let line_end = raw.windows(2).position(|w| w == b"\r\n").ok_or_else(|| bad("no chunk size line"))?;
+        let size_text = std::str::from_utf8(&raw[..line_end]).map_err(|_| bad("size not text"))?;
+        let size = usize::from_str_radix(size_text.split(';').next().unwrap_or("").trim(), 16)
+            .map_err(|_| bad("size not hex"))?;
+        raw = &raw[line_end + 2..];
+        if size == 0 {
+            return Ok(out);
+        }
+        if raw.len() < size + 2 {
+            return Err(bad("cut short"));
+        }
+        out.extend_from_slice(&raw[..size]);
+        raw = &raw[size + 2..];
     }
 }
 

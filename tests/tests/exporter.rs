@@ -111,6 +111,15 @@ fn start_apache(dir: &Path, port: u16) -> Spawned {
     apache
 }
 
+/// The exporter answers chunked: the harness decodes it (a chunk boundary inside a `# HELP` line
+/// once made "apache_up Could the apache server be reached" look like a sample).
+#[test]
+fn chunked_bodies_are_decoded() {
+    let raw = b"7\r\n# HELP \r\n1c\r\napache_up Could the apache s\r\n0\r\n\r\n";
+    assert_eq!(dechunk(raw).unwrap(), b"# HELP apache_up Could the apache s");
+    assert!(dechunk(b"zz\r\n").is_err());
+}
+
 #[test]
 fn apache_exporter_scrapes_every_series_apache_yields_from_both_url_forms() {
     if !Path::new(EXPORTER).exists() {
