@@ -537,7 +537,18 @@ impl Preforkd {
 
     /// A `?auto` field.
     pub fn auto_field(&self, name: &str) -> Option<String> {
-        auto_field_in(&self.get("/server-status?auto").text(), name).map(str::to_string)
+        // During a hard restart a child being stopped may close a connection it accepted without
+        // answering (as Apache's do): ask again, a few times, before calling it an error.
+        let raw = "GET /server-status?auto HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n";
+        let mut last = None;
+        for _ in 0..20 {
+            match request(self.addr(), raw) {
+                Ok(r) => return auto_field_in(&r.text(), name).map(str::to_string),
+                Err(e) => last = Some(e),
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!("?auto: {last:?}")
     }
 
     /// The running generation (`ParentServerMPMGeneration`).
