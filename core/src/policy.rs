@@ -96,6 +96,12 @@ impl ForkWindow {
     }
 }
 
+/// Children demand spawning wants: one for every waiting connection, and `min_spare` idle after
+/// them (children still starting count as idle).
+fn demand_need(limits: SpareLimits, waiting: usize, idle: usize) -> usize {
+    (waiting + limits.min_spare as usize).saturating_sub(idle)
+}
+
 /// What the parent saw outside the scoreboard for a tick.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct Demand {
@@ -237,8 +243,7 @@ impl SpareServerPolicy {
         let mrw = limits.max_request_workers as usize;
         let below = view.counts_below(mrw);
         let idle = below.idle();
-        let need = (demand.waiting + limits.min_spare as usize).saturating_sub(idle);
-        if limits.mode != SpawnMode::Demand || demand.waiting == 0 || need == 0 {
+        if limits.mode != SpawnMode::Demand || demand.waiting == 0 || demand_need(limits, demand.waiting, idle) == 0 {
             return Maintenance { decision: Decision::Steady, log: None, idle, total: below.total() - below.dead };
         }
         self.maintain(limits, view, spawn_allowed, Some(demand))
@@ -265,7 +270,7 @@ impl SpareServerPolicy {
         let waiting = demand.map_or(0, |d| d.waiting);
         let demand_mode = limits.mode == SpawnMode::Demand && demand.is_some();
         // Demand: enough children for the connections waiting, plus min_spare idle after them.
-        let need = if demand_mode { (waiting + limits.min_spare as usize).saturating_sub(idle) } else { 0 };
+        let need = if demand_mode { demand_need(limits, waiting, idle) } else { 0 };
 
         let mut log = None;
         let decision = if idle > limits.max_spare as usize && waiting == 0 {
@@ -478,6 +483,7 @@ mod tests {
         let limits = SpareLimits::ramp(1, 2, 2);
         assert_eq!(spawned(&p.tick(limits, &view, true)), [1]);
     }
+
     fn demand(waiting: usize, ms: u64) -> Option<Demand> {
         Some(Demand { waiting, now: Time::from_millis(ms) })
     }

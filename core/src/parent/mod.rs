@@ -344,7 +344,7 @@ impl Parent {
     /// are idle, fork what they need now rather than at the next tick (SPEC.md §5.1a). Nothing
     /// else of the tick happens here.
     fn look<T: SlotTable + ?Sized>(&mut self, now: Time, board: &T, seen: &Observation) {
-        let waiting: usize = seen.queues.iter().map(|q| q.waiting as usize).sum();
+        let waiting = seen.waiting();
         if waiting == 0 || self.remaining_to_start > 0 {
             return;
         }
@@ -696,8 +696,7 @@ impl Parent {
             self.startup(now, board, &view, n);
             return;
         }
-        let waiting = seen.queues.iter().map(|q| q.waiting as usize).sum();
-        let demand = crate::policy::Demand { waiting, now };
+        let demand = crate::policy::Demand { waiting: seen.waiting(), now };
         let m = self.policy.maintain(SpareLimits::from(&self.config), &view, self.brake.allows(now), Some(demand));
         if let Some(l) = m.log {
             self.log(ParentLog::Policy(l));

@@ -49,6 +49,13 @@ pub struct Observation {
     pub lock_holder: Option<Pid>,
 }
 
+impl Observation {
+    /// Connections waiting in all the accept queues (a lower bound where not exact).
+    pub fn waiting(&self) -> usize {
+        self.queues.iter().map(|q| q.waiting as usize).sum()
+    }
+}
+
 /// When the parent first saw a piece of evidence that has not changed since.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub(super) struct Seen {
