@@ -319,7 +319,6 @@ impl Errors<'_> {
 /// Validates everything; on failure, every problem with its origin.
 pub fn resolve(s: &Settings, sources: &Sources, running: Option<&PoolConfig>) -> Result<Resolved, Vec<String>> {
     let mut errors = Errors { list: vec![], sources };
-    // status_listen: its addresses are listeners too (added to listen where missing).
     // status_listen and proxied_listen: their addresses are listeners too (added to listen
     // where missing).
     let mut addresses = |key: &'static str, list: &Option<Vec<String>>| -> Vec<(String, ListenAddr)> {

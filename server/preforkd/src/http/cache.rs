@@ -109,8 +109,6 @@ pub struct Cached {
 pub struct FileCache {
     entries: HashMap<String, Cached>,
     bytes: usize,
-    hits: u64,
-    misses: u64,
 }
 
 impl FileCache {
@@ -122,10 +120,8 @@ impl FileCache {
         };
         if !fresh {
             self.remove(key);
-            self.misses += 1;
             return None;
         }
-        self.hits += 1;
         self.entries.get(key)
     }
 
@@ -170,9 +166,9 @@ impl FileCache {
         }
     }
 
-    /// Files and bytes kept, hits and misses (for tests).
-    pub fn stats(&self) -> (usize, usize, u64, u64) {
-        (self.entries.len(), self.bytes, self.hits, self.misses)
+    /// Files and bytes kept (for tests).
+    pub fn stats(&self) -> (usize, usize) {
+        (self.entries.len(), self.bytes)
     }
 }
 
@@ -242,7 +238,7 @@ mod tests {
         for i in 0..(MAX_ENTRIES + 10) {
             std::fs::write(d.join(format!("f{i}")), vec![b'y'; 10_000]).unwrap();
             assert!(offer(&mut cache, &d, &format!("f{i}"), later));
-            let (n, bytes, _, _) = cache.stats();
+            let (n, bytes) = cache.stats();
             assert!(n <= MAX_ENTRIES && bytes <= MAX_BYTES, "{n} entries, {bytes} bytes");
         }
         std::fs::remove_dir_all(&d).unwrap();

@@ -232,25 +232,33 @@ impl AccessLog {
     /// be written is counted and reported (rate-limited), never an error: a full disk must not
     /// stop serving.
     pub fn write(&self, e: &Entry<'_>) {
-        let p = &*self.pending;
-        let held = p.busy.swap(true, SeqCst);
-        let line = self.format_line(e);
-        if p.len.load(SeqCst) + line.len() > BUFFER {
-            self.write_pending();
-        }
-        let len = p.len.load(SeqCst);
-        if line.len() > BUFFER {
-            // Longer than the whole buffer: on its own.
-            match nix::unistd::write(&self.out, line.as_bytes()) {
-                Ok(n) if n == line.len() => {}
-                Ok(n) => self.lost(1, &format!("only {n} of {} bytes written", line.len())),
-                Err(err) => self.lost(1, &err.to_string()),
+        self.holding(|p| {
+            let line = self.format_line(e);
+            if p.len.load(SeqCst) + line.len() > BUFFER {
+                self.write_pending();
             }
-        } else {
-            p.bytes_mut_while_busy()[len..len + line.len()].copy_from_slice(line.as_bytes());
-            p.len.store(len + line.len(), SeqCst);
-        }
-        if !held {
+            let len = p.len.load(SeqCst);
+            if line.len() > BUFFER {
+                // Longer than the whole buffer: on its own.
+                match nix::unistd::write(&self.out, line.as_bytes()) {
+                    Ok(n) if n == line.len() => {}
+                    Ok(n) => self.lost(1, &format!("only {n} of {} bytes written", line.len())),
+                    Err(err) => self.lost(1, &err.to_string()),
+                }
+            } else {
+                p.bytes_mut_while_busy()[len..len + line.len()].copy_from_slice(line.as_bytes());
+                p.len.store(len + line.len(), SeqCst);
+            }
+        });
+    }
+
+    /// Runs `f` with the buffer held (`busy`), then lets go of it unless a caller further out
+    /// ([`AccessLog::hold`]) still holds it.
+    fn holding(&self, f: impl FnOnce(&Pending)) {
+        let p = &*self.pending;
+        let held_outside = p.busy.swap(true, SeqCst);
+        f(p);
+        if !held_outside {
             p.release();
         }
     }
@@ -266,14 +274,8 @@ impl AccessLog {
 
     /// Writes the buffered lines (at the end of every connection).
     pub fn flush(&self) {
-        let p = &*self.pending;
-        if p.len.load(SeqCst) == 0 {
-            return;
-        }
-        let held = p.busy.swap(true, SeqCst);
-        self.write_pending();
-        if !held {
-            p.release();
+        if self.pending.len.load(SeqCst) > 0 {
+            self.holding(|_| self.write_pending());
         }
     }
 

@@ -227,6 +227,13 @@ enum Source {
     Cached(std::rc::Rc<[u8]>),
 }
 
+/// `len` cached bytes from `offset`.
+fn cached_part(bytes: &[u8], offset: u64, len: u64) -> io::Result<&[u8]> {
+    bytes
+        .get(offset as usize..(offset + len) as usize)
+        .ok_or_else(|| io::Error::new(io::ErrorKind::UnexpectedEof, "a range outside the cached file"))
+}
+
 impl Source {
     /// Appends `len` bytes from `offset` to `out`; a file that shrank since its length was
     /// announced is an error (the promised Content-Length cannot be kept).
@@ -234,10 +241,7 @@ impl Source {
         match self {
             Source::File(file) => read_at(file, offset, len, out),
             Source::Cached(bytes) => {
-                let part = bytes
-                    .get(offset as usize..(offset + len) as usize)
-                    .ok_or_else(|| io::Error::new(io::ErrorKind::UnexpectedEof, "a range outside the cached file"))?;
-                out.extend_from_slice(part);
+                out.extend_from_slice(cached_part(bytes, offset, len)?);
                 Ok(())
             }
         }
@@ -247,11 +251,7 @@ impl Source {
     fn send(&self, stream: &mut Stream, offset: u64, len: u64) -> io::Result<()> {
         match self {
             Source::File(file) => send_file(stream, file, offset, len),
-            Source::Cached(_) => {
-                let mut part = Vec::with_capacity(len as usize);
-                self.read_into(offset, len, &mut part)?;
-                write_all(stream, &part)
-            }
+            Source::Cached(bytes) => write_all(stream, cached_part(bytes, offset, len)?),
         }
     }
 }
@@ -664,10 +664,9 @@ impl HttpService {
             };
         };
         // A kept file that is still the same file: no open, no read (cache.rs).
-        let hit = self.cache.borrow_mut().get(root.fd(), path).map(|c| (c.bytes.clone(), c.modified, c.name.clone()));
-        if let Some((bytes, modified, name)) = hit {
-            let len = bytes.len() as u64;
-            return self.file_response(Source::Cached(bytes), len, Some(modified), &name, head);
+        if let Some(c) = self.cache.borrow_mut().get(root.fd(), path) {
+            let len = c.bytes.len() as u64;
+            return self.file_response(Source::Cached(c.bytes.clone()), len, Some(c.modified), &c.name, head);
         }
         match root.resolve(path) {
             Resolved::File { file, meta, path: real } => {
@@ -950,20 +949,16 @@ fn response_headers(r: &mut Response, req: Option<&Head>, served: u32, cfg: &Htt
     head
 }
 
-/// Sends `n` bytes of `file` from `from` with sendfile(2). Each call waits at most the socket's send timeout
-/// (`timeout`); a call that times out ends the response (`TimedOut`), so a client that stops
-/// reading holds the child for `timeout`, not longer (std's copy would fall back to read/write
-/// and wait again).
-/// `Write::write_all`, except that a write a stop interrupts gives up ([`log::stop_requested`]).
+/// `Write::write_all`, except that it gives up once a stop was asked for while the answer went
+/// out ([`log::stop_requested`]; a write the signal cuts short returns what it sent, or EINTR).
 fn write_all(stream: &mut Stream, mut buf: &[u8]) -> io::Result<()> {
     while !buf.is_empty() {
         if log::stop_requested() {
-            return Err(stopping()); // (a write the signal cut short returns what it sent)
+            return Err(stopping());
         }
         match stream.write(buf) {
             Ok(0) => return Err(io::Error::new(io::ErrorKind::WriteZero, "the connection took no more bytes")),
             Ok(n) => buf = &buf[n..],
-            Err(e) if e.kind() == io::ErrorKind::Interrupted && log::stop_requested() => return Err(stopping()),
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
             Err(e) => return Err(e),
         }
@@ -975,6 +970,10 @@ fn stopping() -> io::Error {
     io::Error::new(io::ErrorKind::Interrupted, "the server is stopping")
 }
 
+/// Sends `n` bytes of `file` from `from` with sendfile(2). Each call waits at most the socket's send timeout
+/// (`timeout`); a call that times out ends the response (`TimedOut`), so a client that stops
+/// reading holds the child for `timeout`, not longer (std's copy would fall back to read/write
+/// and wait again).
 fn send_file(stream: &Stream, file: &std::fs::File, from: u64, n: u64) -> io::Result<()> {
     use std::os::fd::AsFd;
     let out = match stream {
@@ -985,13 +984,12 @@ fn send_file(stream: &Stream, file: &std::fs::File, from: u64, n: u64) -> io::Re
     let end = from + n;
     while (offset as u64) < end {
         if log::stop_requested() {
-            return Err(stopping()); // (a sendfile the signal cut short returns what it sent)
+            return Err(stopping()); // as in `write_all`
         }
         let chunk = (end - offset as u64).min(1 << 30) as usize;
         match nix::sys::sendfile::sendfile(out, file.as_fd(), Some(&mut offset), chunk) {
             Ok(0) => return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "the file shrank while being sent")),
             Ok(_) => {}
-            Err(nix::errno::Errno::EINTR) if log::stop_requested() => return Err(stopping()),
             Err(nix::errno::Errno::EINTR) => {}
             Err(nix::errno::Errno::EAGAIN) => {
                 return Err(io::Error::new(io::ErrorKind::TimedOut, "the client did not read within timeout"));
