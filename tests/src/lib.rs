@@ -41,6 +41,16 @@ pub fn preforkd_bin() -> PathBuf {
     .clone()
 }
 
+/// Runs the binary under test with `args` to its end: exit code, standard output, standard error.
+pub fn run(args: &[&str]) -> (i32, String, String) {
+    let out = Command::new(preforkd_bin()).args(args).output().unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into(),
+        String::from_utf8_lossy(&out.stderr).into(),
+    )
+}
+
 /// A fresh temporary directory.
 pub fn tempdir(tag: &str) -> PathBuf {
     static N: AtomicU64 = AtomicU64::new(0);

@@ -14,15 +14,6 @@ fn repo() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
 }
 
-fn run(args: &[&str]) -> (i32, String, String) {
-    let out = Command::new(preforkd_bin()).args(args).output().unwrap();
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into(),
-        String::from_utf8_lossy(&out.stderr).into(),
-    )
-}
-
 /// Every setting `--help` lists, as the file's key (`max_spare_servers`), with the default it
 /// shows, in `--help`'s order.
 fn help_defaults() -> Vec<(String, String)> {

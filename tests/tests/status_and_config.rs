@@ -1,7 +1,6 @@
 //! Status formats and configuration handling, from the outside.
 
 use prefork_tests::*;
-use std::process::Command;
 
 #[test]
 fn server_status_auto_has_apaches_fields_and_meaning() {
@@ -113,15 +112,6 @@ fn status_pages_are_closed_to_addresses_not_allowed() {
     assert_eq!(p.get("/st?auto").status, 200);
     assert_eq!(p.get("/m").status, 200);
     assert_eq!(p.get("/server-status").status, 404);
-}
-
-fn run(args: &[&str]) -> (i32, String, String) {
-    let out = Command::new(preforkd_bin()).args(args).output().unwrap();
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into(),
-        String::from_utf8_lossy(&out.stderr).into(),
-    )
 }
 
 #[test]
