@@ -62,20 +62,21 @@ fn a_flood_of_connections_never_forks_past_max_request_workers_or_the_fork_rate_
     let limit =
         nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE).map_or(1024, |(soft, _)| soft);
     let n = (limit.saturating_sub(200) as usize).clamp(200, 2000);
+    // The children before the flood (taken after it, the first forks may already be among them).
+    let mut seen: BTreeSet<u32> = children_of(p.pid).into_iter().collect();
+    let initial = seen.len();
     let started = Instant::now();
     let flood: Vec<std::os::fd::OwnedFd> = (0..n).filter_map(|_| connect_nonblocking(p.addr())).collect();
     eprintln!("{} of {n} connections started after {:?}", flood.len(), started.elapsed());
-    // Watch the children for 3 s: never more than max_request_workers; every pid seen is a fork.
-    let mut seen: BTreeSet<u32> = children_of(p.pid).into_iter().collect();
-    let initial = seen.len();
+    // Watch the children for 4 s (the pool needs a little over 2 s at 10 forks per second): never more than max_request_workers; every pid seen is a fork.
     let mut most = 0;
-    let mut forks_by_second: Vec<usize> = vec![0; 4];
-    while started.elapsed() < Duration::from_secs(3) {
+    let mut forks_by_second: Vec<usize> = vec![0; 5];
+    while started.elapsed() < Duration::from_secs(4) {
         let now = children_of(p.pid);
         most = most.max(now.len());
         for pid in now {
             if seen.insert(pid) {
-                forks_by_second[(started.elapsed().as_secs() as usize).min(3)] += 1;
+                forks_by_second[(started.elapsed().as_secs() as usize).min(4)] += 1;
             }
         }
         std::thread::sleep(Duration::from_millis(5));
@@ -83,14 +84,14 @@ fn a_flood_of_connections_never_forks_past_max_request_workers_or_the_fork_rate_
     eprintln!("at most {most} children; forks in each second: {forks_by_second:?}");
     assert!(most <= 24, "{most} children, max_request_workers 24");
     assert_eq!(seen.len() - initial, 22, "the pool grew to max_request_workers: {} new children", seen.len() - initial);
-    // fork_rate_limit 10: no window of a second has more than 10 forks, so three seconds hold at
-    // most 30, and the first second at most 10.
+    // fork_rate_limit 10: no window of a second has more than 10 forks, so the first second holds at most 10
+    // (the children before the flood were counted before it began).
     assert!(forks_by_second[0] <= 10, "{forks_by_second:?}");
     assert!(p.stderr().contains("server reached MaxRequestWorkers setting"), "{}", p.stderr());
     // The host stays responsive: the parent did not spin (its CPU time over the flood).
     let cpu = parent_cpu(p.pid);
     eprintln!("parent CPU time so far: {cpu:?}");
-    assert!(cpu < Duration::from_millis(1500), "the parent used {cpu:?} of CPU during a 3 s flood");
+    assert!(cpu < Duration::from_millis(1500), "the parent used {cpu:?} of CPU during a 4 s flood");
     // The flood leaves; the pool serves again.
     drop(flood);
     assert!(
