@@ -1,7 +1,10 @@
 //! The account the children run as: resolved by the parent (NSS lookups are not fork-safe in
-//! general), applied by each child right after its root-only set-up.
+//! general), applied by each child right after its root-only set-up. The supplementary groups are
+//! resolved by the parent too (`getgrouplist`, what `initgroups` would do in each child): a child
+//! then makes no NSS call at all, and does not load NSS modules (each would cost every child its
+//! own relocated pages).
 
-use nix::unistd::{Gid, Group, Uid, User, geteuid, initgroups, setgid, setuid};
+use nix::unistd::{Gid, Group, Uid, User, geteuid, getgrouplist, setgid, setgroups, setuid};
 use std::ffi::CString;
 
 /// The resolved `user`/`group`.
@@ -9,8 +12,9 @@ use std::ffi::CString;
 pub(crate) struct Credentials {
     pub(crate) uid: Uid,
     pub(crate) gid: Gid,
-    /// For initgroups (None for a numeric uid without a passwd entry: no supplementary groups).
-    pub(crate) name: Option<CString>,
+    /// The supplementary groups: the user's groups from the group database and `gid` (only `gid`
+    /// for a numeric uid without a passwd entry).
+    pub(crate) groups: Vec<Gid>,
     /// How it was configured, for messages.
     pub(crate) label: String,
 }
@@ -63,24 +67,24 @@ pub(crate) fn resolve(
         },
         None => primary.ok_or_else(|| format!("user {user} has no passwd entry: set `group` too"))?,
     };
-    let name = match name {
-        Some(n) => Some(CString::new(n).map_err(|_| format!("user name {user:?} contains NUL"))?),
-        None => None,
+    let groups = match name {
+        Some(n) => {
+            let n = CString::new(n).map_err(|_| format!("user name {user:?} contains NUL"))?;
+            getgrouplist(&n, gid).map_err(|e| format!("the groups of user {user:?}: {e}"))?
+        }
+        None => vec![gid],
     };
     let note = uid.is_root().then(|| "children run as root, as configured (user = root)".to_string());
     let label = format!("{user}{}", group.map(|g| format!(":{g}")).unwrap_or_default());
-    Ok((Some(Credentials { uid, gid, name, label }), note))
+    Ok((Some(Credentials { uid, gid, groups, label }), note))
 }
 
 impl Credentials {
-    /// Child: drops to this account (setgid, initgroups, setuid, in that order), then checks that
+    /// Child: drops to this account (setgid, setgroups, setuid, in that order), then checks that
     /// root cannot be regained.
     pub(crate) fn apply(&self) -> Result<(), String> {
         setgid(self.gid).map_err(|e| format!("setgid({}): {e}", self.gid))?;
-        match &self.name {
-            Some(name) => initgroups(name, self.gid).map_err(|e| format!("initgroups: {e}"))?,
-            None => nix::unistd::setgroups(&[self.gid]).map_err(|e| format!("setgroups: {e}"))?,
-        }
+        setgroups(&self.groups).map_err(|e| format!("setgroups: {e}"))?;
         setuid(self.uid).map_err(|e| format!("setuid({}): {e}", self.uid))?;
         if !self.uid.is_root() && setuid(Uid::from_raw(0)).is_ok() {
             return Err("privileges could be regained after setuid".into());
@@ -114,6 +118,11 @@ mod tests {
         assert!(c.unwrap().uid.is_root() && note.unwrap().contains("as configured"));
         let (c, _) = resolve(Some("#4242"), Some("#4242")).unwrap();
         let c = c.unwrap();
-        assert_eq!((c.uid.as_raw(), c.gid.as_raw(), c.name.is_none()), (4242, 4242, true));
+        assert_eq!((c.uid.as_raw(), c.gid.as_raw(), c.groups), (4242, 4242, vec![Gid::from_raw(4242)]));
+        // A user's groups from the group database, as initgroups would set them.
+        let (c, _) = resolve(Some("root"), None).unwrap();
+        let c = c.unwrap();
+        let wanted = getgrouplist(c"root", Gid::from_raw(0)).unwrap();
+        assert!(c.groups.contains(&Gid::from_raw(0)) && c.groups == wanted, "{:?}", c.groups);
     }
 }

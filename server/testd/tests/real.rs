@@ -266,6 +266,37 @@ fn children_run_as_the_configured_user_and_cannot_open_a_root_only_file() {
     assert!(whoami.starts_with(&format!("uid={} gid={}", nobody.uid, nobody.gid)), "{whoami}");
     let opened = request(&d.addrs[0], &format!("open {}", secret.display())).unwrap();
     assert!(opened.starts_with("denied"), "a child opened a root-only file: {opened}");
+    // Its supplementary groups are the user's, as initgroups would set them (resolved by the
+    // parent: a child makes no NSS call).
+    let wanted: Vec<u32> =
+        nix::unistd::getgrouplist(c"nobody", nobody.gid).unwrap().iter().map(|g| g.as_raw()).collect();
+    let child = d.board().infos().into_iter().find(|i| i.pid != 0).expect("a child").pid;
+    let child_status = std::fs::read_to_string(format!("/proc/{child}/status")).unwrap();
+    let mut groups: Vec<u32> = child_status
+        .lines()
+        .find_map(|l| l.strip_prefix("Groups:"))
+        .unwrap_or("")
+        .split_whitespace()
+        .map(|g| g.parse().unwrap())
+        .collect();
+    groups.sort();
+    let mut wanted_sorted = wanted.clone();
+    wanted_sorted.sort();
+    wanted_sorted.dedup();
+    assert_eq!(groups, wanted_sorted, "a child's supplementary groups");
+    let nss_modules = |pid: u32| -> std::collections::BTreeSet<String> {
+        let maps = std::fs::read_to_string(format!("/proc/{pid}/maps")).unwrap();
+        maps.lines()
+            .filter(|l| l.contains("libnss_"))
+            .filter_map(|l| l.split_whitespace().last())
+            .map(String::from)
+            .collect()
+    };
+    let (in_child, in_parent) = (nss_modules(child), nss_modules(d.pid));
+    assert!(
+        in_child.is_subset(&in_parent),
+        "a child loaded NSS modules the parent had not: {in_child:?} vs {in_parent:?}"
+    );
     let status = std::fs::read_to_string(format!("/proc/{}/status", d.pid)).unwrap();
     assert!(status.lines().any(|l| l.starts_with("Uid:\t0\t")), "the parent stays root");
     std::fs::remove_file(&secret).unwrap();
