@@ -16,7 +16,7 @@
 //! a minute (so a full disk does not also fill the error log). The parent opens the file again at
 //! every restart and graceful restart (a new `HttpService`), so a rotated log is let go of.
 
-use std::cell::{Cell, UnsafeCell};
+use std::cell::{Cell, RefCell, UnsafeCell};
 use std::fs::File;
 use std::io;
 use std::os::fd::{AsFd, AsRawFd};
@@ -63,6 +63,8 @@ pub struct AccessLog {
     reported: Cell<Option<Instant>>,
     /// Lines not yet written (boxed: its address is what the SIGTERM handler is given).
     pending: Box<Pending>,
+    /// The line being formatted (kept: a line costs no allocation).
+    line: RefCell<String>,
 }
 
 /// The buffer, shared with a signal handler: `busy` is set while this process's own code changes
@@ -183,8 +185,8 @@ extern "C" fn flush_then_die(sig: libc::c_int) {
 /// One logged request.
 #[derive(Debug)]
 pub struct Entry<'a> {
-    /// Client address (no port).
-    pub host: &'a str,
+    /// Client address (no port; `-` for none, e.g. a unix-socket peer).
+    pub host: Option<std::net::IpAddr>,
     /// The request line as received.
     pub request_line: &'a str,
     /// Status code sent.
@@ -225,6 +227,7 @@ impl AccessLog {
             lost: Cell::new(0),
             reported: Cell::new(None),
             pending,
+            line: RefCell::new(String::with_capacity(256)),
         })
     }
 
@@ -233,7 +236,8 @@ impl AccessLog {
     /// stop serving.
     pub fn write(&self, e: &Entry<'_>) {
         self.holding(|p| {
-            let line = self.format_line(e);
+            let mut line = self.line.borrow_mut();
+            self.format_line(e, &mut line);
             if p.len.load(SeqCst) + line.len() > BUFFER {
                 self.write_pending();
             }
@@ -332,43 +336,66 @@ impl AccessLog {
         }
     }
 
-    fn format_line(&self, e: &Entry<'_>) -> String {
-        let bytes = if e.bytes == 0 { "-".to_string() } else { e.bytes.to_string() };
-        let mut line =
-            format!("{} - - [{}] \"{}\" {} {}", e.host, clf_time(e.time), escape(e.request_line), e.status, bytes);
+    /// Formats `e` into `line` (cleared first; a buffer kept between calls, so a line costs no
+    /// allocation).
+    fn format_line(&self, e: &Entry<'_>, line: &mut String) {
+        use std::fmt::Write;
+        line.clear();
+        let _ = match e.host {
+            Some(ip) => write!(line, "{ip}"),
+            None => write!(line, "-"),
+        };
+        let _ = write!(line, " - - [{}] \"{}\" {} ", ClfTime(e.time), Escaped(e.request_line), e.status);
+        let _ = if e.bytes == 0 { write!(line, "-") } else { write!(line, "{}", e.bytes) };
         if self.format == LogFormat::Combined {
-            line.push_str(&format!(
-                " \"{}\" \"{}\"",
-                escape(e.referer.unwrap_or("-")),
-                escape(e.user_agent.unwrap_or("-"))
-            ));
+            let _ =
+                write!(line, " \"{}\" \"{}\"", Escaped(e.referer.unwrap_or("-")), Escaped(e.user_agent.unwrap_or("-")));
         }
         line.push('\n');
-        line
     }
 }
 
-/// Escapes quotes, backslashes and control characters, as Apache does in logs.
-fn escape(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for c in s.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            c if c.is_control() => out.push_str(&format!("\\x{:02x}", c as u32)),
-            c => out.push(c),
+/// Displays a string with quotes, backslashes and control characters escaped, as Apache does in
+/// logs.
+struct Escaped<'a>(&'a str);
+
+impl std::fmt::Display for Escaped<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let s = self.0;
+        let mut plain = 0; // start of the run of characters written as they are
+        for (i, c) in s.char_indices() {
+            if c == '"' || c == '\\' || c.is_control() {
+                f.write_str(&s[plain..i])?;
+                match c {
+                    '"' => f.write_str("\\\"")?,
+                    '\\' => f.write_str("\\\\")?,
+                    c => write!(f, "\\x{:02x}", c as u32)?,
+                }
+                plain = i + c.len_utf8();
+            }
         }
+        f.write_str(&s[plain..])
     }
-    out
 }
 
-/// `[day/Mon/year:HH:MM:SS +0000]` contents (UTC).
-pub fn clf_time(t: SystemTime) -> String {
-    let secs = t.duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
-    let (y, m, d) = civil_from_days((secs / 86_400) as i64);
-    let rem = secs % 86_400;
-    const MONTHS: [&str; 12] = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"];
-    format!("{d:02}/{}/{y}:{:02}:{:02}:{:02} +0000", MONTHS[(m - 1) as usize], rem / 3600, rem % 3600 / 60, rem % 60)
+/// Displays a time as `[day/Mon/year:HH:MM:SS +0000]` contents (UTC).
+struct ClfTime(SystemTime);
+
+impl std::fmt::Display for ClfTime {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let secs = self.0.duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+        let (y, m, d) = civil_from_days((secs / 86_400) as i64);
+        let rem = secs % 86_400;
+        const MONTHS: [&str; 12] = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"];
+        write!(
+            f,
+            "{d:02}/{}/{y}:{:02}:{:02}:{:02} +0000",
+            MONTHS[(m - 1) as usize],
+            rem / 3600,
+            rem % 3600 / 60,
+            rem % 60
+        )
+    }
 }
 
 /// Days since 1970-01-01 to (year, month, day), proleptic Gregorian (H. Hinnant's algorithm).
@@ -392,10 +419,10 @@ mod tests {
 
     #[test]
     fn clf_dates() {
-        assert_eq!(clf_time(UNIX_EPOCH), "01/Jan/1970:00:00:00 +0000");
+        assert_eq!(ClfTime(UNIX_EPOCH).to_string(), "01/Jan/1970:00:00:00 +0000");
         // 2026-11-25 13:45:11 UTC
-        assert_eq!(clf_time(UNIX_EPOCH + Duration::from_secs(1_795_614_311)), "25/Nov/2026:13:45:11 +0000");
-        assert_eq!(clf_time(UNIX_EPOCH + Duration::from_secs(951_782_400)), "29/Feb/2000:00:00:00 +0000");
+        assert_eq!(ClfTime(UNIX_EPOCH + Duration::from_secs(1_795_614_311)).to_string(), "25/Nov/2026:13:45:11 +0000");
+        assert_eq!(ClfTime(UNIX_EPOCH + Duration::from_secs(951_782_400)).to_string(), "29/Feb/2000:00:00:00 +0000");
     }
 
     #[test]
@@ -403,7 +430,7 @@ mod tests {
         let path = std::env::temp_dir().join(format!("prefork-access-{}", std::process::id()));
         let log = AccessLog::open(&path, LogFormat::Combined).unwrap();
         log.write(&Entry {
-            host: "127.0.0.1",
+            host: Some([127, 0, 0, 1].into()),
             request_line: "GET /a\"b HTTP/1.1",
             status: 200,
             bytes: 0,
@@ -427,7 +454,7 @@ mod tests {
         // /dev/full: every write fails with ENOSPC, as on a full disk.
         let log = AccessLog::open(Path::new("/dev/full"), LogFormat::Common).unwrap();
         let e = Entry {
-            host: "h",
+            host: None,
             request_line: "GET / HTTP/1.1",
             status: 200,
             bytes: 1,

@@ -24,6 +24,7 @@ use mime::MimeTypes;
 use prefork_core::scoreboard::SlotUpdate;
 use prefork_core::slot::SlotState;
 use prefork_server::{Connection, Service, Stream};
+use std::fmt::Write as _;
 use std::io::{self, Read, Write};
 use std::net::{IpAddr, Shutdown};
 use std::path::PathBuf;
@@ -398,9 +399,8 @@ impl HttpService {
             conn.status().count_request(sent, started.elapsed());
             if let Some(access) = &self.access {
                 conn.status().set(SlotState::Logging);
-                let host = conn.peer_addr().map_or_else(|| "-".to_string(), |a| a.ip().to_string());
                 access.write(&Entry {
-                    host: &host,
+                    host: conn.peer_addr().map(|a| a.ip()),
                     request_line: if line.is_empty() { "-" } else { &line },
                     status: response.status,
                     bytes: sent,
@@ -466,9 +466,11 @@ impl HttpService {
     /// Tries to parse the buffered head: `None` if more bytes are needed.
     fn parse(&self) -> Option<Incoming> {
         let cfg = &self.cfg;
-        let mut headers = vec![httparse::EMPTY_HEADER; cfg.limit_request_fields];
-        let mut req = httparse::Request::new(&mut headers);
-        match req.parse(&self.buf) {
+        // Left uninitialised: httparse writes the ones it fills (no zeroing per request).
+        let mut headers: Vec<std::mem::MaybeUninit<httparse::Header<'_>>> =
+            std::iter::repeat_with(std::mem::MaybeUninit::uninit).take(cfg.limit_request_fields).collect();
+        let mut req = httparse::Request::new(&mut []);
+        match req.parse_with_uninit_headers(&self.buf, &mut headers) {
             Ok(httparse::Status::Complete(len)) => {
                 let head = Head {
                     method: req.method.unwrap_or_default().to_string(),
@@ -915,22 +917,38 @@ fn line_limits(buf: &[u8], cfg: &HttpConfig) -> Option<Incoming> {
     None
 }
 
+/// Appends the current time as an HTTP date (RFC 9110 §5.6.7), formatted once a second.
+fn http_date_now(out: &mut String) {
+    thread_local! {
+        /// The second last formatted, and its text.
+        static DATE: std::cell::RefCell<(u64, String)> = const { std::cell::RefCell::new((u64::MAX, String::new())) };
+    }
+    let now = SystemTime::now();
+    let second = now.duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
+    DATE.with_borrow_mut(|(at, text)| {
+        if *at != second {
+            text.clear();
+            let _ = write!(text, "{}", httpdate::HttpDate::from(now));
+            *at = second;
+        }
+        out.push_str(text);
+    });
+}
+
 /// The response head, with the connection-management headers.
 fn response_headers(r: &mut Response, req: Option<&Head>, served: u32, cfg: &HttpConfig) -> String {
     let minor = req.map_or(1, |h| h.minor);
     // Always HTTP/1.1, the highest version we conform to, also to a 1.0 client (RFC 9110 §6.2,
     // as Apache); the connection rules still follow the client's version.
-    let mut head = format!(
-        "HTTP/1.1 {} {}\r\nDate: {}\r\nServer: {SERVER}\r\n",
-        r.status,
-        reason(r.status),
-        httpdate::fmt_http_date(SystemTime::now())
-    );
+    let mut head = String::with_capacity(256);
+    let _ = write!(head, "HTTP/1.1 {} {}\r\nDate: ", r.status, reason(r.status));
+    http_date_now(&mut head);
+    let _ = write!(head, "\r\nServer: {SERVER}\r\n");
     for (name, value) in &r.headers {
-        head.push_str(&format!("{name}: {value}\r\n"));
+        let _ = write!(head, "{name}: {value}\r\n");
     }
     if r.status != 304 {
-        head.push_str(&format!("Content-Length: {}\r\n", r.body.len()));
+        let _ = write!(head, "Content-Length: {}\r\n", r.body.len());
     }
     if r.close {
         head.push_str("Connection: close\r\n");
@@ -938,12 +956,11 @@ fn response_headers(r: &mut Response, req: Option<&Head>, served: u32, cfg: &Htt
         // Only an HTTP/1.0 client that asked for keep-alive learns its terms (HTTP/1.1 keeps
         // connections by default, and the Keep-Alive header is deprecated there, RFC 9112 §9.3).
         head.push_str("Connection: keep-alive\r\n");
-        let max = if cfg.max_keep_alive_requests == 0 {
-            String::new()
-        } else {
-            format!(", max={}", cfg.max_keep_alive_requests - served)
-        };
-        head.push_str(&format!("Keep-Alive: timeout={}{max}\r\n", cfg.keep_alive_timeout.as_secs()));
+        let _ = write!(head, "Keep-Alive: timeout={}", cfg.keep_alive_timeout.as_secs());
+        if cfg.max_keep_alive_requests != 0 {
+            let _ = write!(head, ", max={}", cfg.max_keep_alive_requests - served);
+        }
+        head.push_str("\r\n");
     }
     head.push_str("\r\n");
     head
