@@ -1,0 +1,1 @@
+"""preforkd-py: a reference port of the prefork protocol (SPEC.md) in Python 3, stdlib only."""
