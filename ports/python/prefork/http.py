@@ -89,8 +89,11 @@ def serve(ctx, board, slot, born, conn, peer):
             sent = _send(conn, status_code, hdrs, body, method == "HEAD", close=not keep)
             board.add_field(slot, slots.R_REQUESTS, 1)
             board.add_field(slot, slots.R_BYTES, sent)
-            if keep and not _set(board, slot, born, KEEPALIVE):
-                keep = False
+            if keep:
+                # A directive that came after this answer went out without `Connection: close`:
+                # the client may already be sending its next request, so wait for it and answer
+                # it with `Connection: close` (closing now could lose it).
+                _set(board, slot, born, KEEPALIVE)
     finally:
         _set(board, slot, born, CLOSING)
         try:
