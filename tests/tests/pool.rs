@@ -119,6 +119,7 @@ fn status_counts_equal_a_recount_from_proc_and_a_killed_child_is_replaced() {
     assert_eq!((busy, live, procs), (1, 5, 5), "the serving child is busy; every live slot is a process");
     assert_eq!(idle, 4);
     let victim = live_children(&p)[2];
+    let killed = Instant::now();
     signal(victim, Signal::SIGKILL);
     assert!(
         wait_until(Duration::from_secs(3), || {
@@ -127,6 +128,7 @@ fn status_counts_equal_a_recount_from_proc_and_a_killed_child_is_replaced() {
         }),
         "the killed child is reaped and replaced within a tick or two"
     );
+    eprintln!("RESULT respawn: a killed child replaced {:?} after the kill", killed.elapsed());
     assert!(p.zombies().is_empty(), "reaped");
     let slots = p.slots();
     assert!(slots.iter().all(|s| s.pid != victim), "no slot keeps the dead pid");

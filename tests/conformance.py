@@ -1,0 +1,135 @@
+#!/usr/bin/env python3
+"""The conformance suite (CONFORMANCE.md): the pool tier of the black-box tests, run against an
+implementation chosen by a path.
+
+    tests/conformance.py pool BIN     run the pool tier against BIN (exit 1 if a test fails)
+    tests/conformance.py table        run it against preforkd, ports/python and Apache httpd
+                                      (tests/adapters/apache-httpd.py), one test at a time, and
+                                      rewrite the table in CONFORMANCE.md
+
+Every test runs through `cargo test -p prefork-tests` with PREFORKD_BIN=BIN.
+"""
+
+import os
+import re
+import subprocess
+import sys
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+# (test file, test name, what it checks): the pool tier, in CONFORMANCE.md's order.
+POOL_TIER = [
+    ("pool", "the_pool_starts_at_start_servers_and_ramps_1_2_4_8_while_clients_wait",
+     "start_servers children, then Apache's ramp: 1, 2, 4, 8 per tick while clients wait"),
+    ("pool", "an_idle_surplus_is_retired_one_child_per_tick_down_to_max_spare_servers",
+     "one retirement per tick, down to max_spare_servers; ?auto agrees"),
+    ("pool", "status_counts_equal_a_recount_from_proc_and_a_killed_child_is_replaced",
+     "?auto and ?json counts equal a /proc recount; a killed child is reaped and replaced"),
+    ("faults", "a_thousand_random_child_kills_leave_no_stale_slot_and_no_zombie",
+     "1000 random child kills under load: no stale slot, no zombie, counts = /proc"),
+    ("faults", "killing_the_accept_lock_holder_never_hangs_the_pool",
+     "100 kills of the accept-lock holder (2 listeners, fcntl): both listeners serve again"),
+    ("faults", "graceful_restarts_under_mixed_load_lose_nothing_and_retire_old_children",
+     "20 graceful restarts under load: 0 failed requests, old generations gone"),
+    ("pool", "a_hard_restart_replaces_every_child_and_keeps_serving",
+     "SIGHUP: generation +1, every child replaced, serving"),
+    ("faults", "a_graceful_stop_under_load_completes_requests_in_flight_then_refuses",
+     "SIGWINCH under load: the request in flight answered, then refused"),
+    ("pool", "a_stop_escalates_to_sigkill_for_a_child_that_does_not_go_and_leaves_nothing",
+     "SIGTERM with a stopped child: TERM, then KILL at 9 s, nothing left"),
+    ("faults", "killing_the_parent_under_load_takes_every_child_down_within_a_second",
+     "SIGKILL the parent under load: every child gone within 1 s"),
+]
+
+IMPLEMENTATIONS = [
+    ("preforkd", None),
+    ("ports/python", "ports/python/preforkd.py"),
+    ("Apache httpd 2.4 prefork", "tests/adapters/apache-httpd.py"),
+]
+
+
+def cargo_test(binary, tests, extra_env=None):
+    env = dict(os.environ)
+    if binary:
+        env["PREFORKD_BIN"] = os.path.join(ROOT, binary)
+    env.update(extra_env or {})
+    files = sorted({f for f, _, _ in tests})
+    cmd = ["cargo", "test", "-q", "--locked", "-p", "prefork-tests"]
+    for f in files:
+        cmd += ["--test", f]
+    cmd += ["--", "--test-threads", "1", "--exact", "--nocapture"] + [t for _, t, _ in tests]
+    return subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
+
+
+def pool(binary):
+    r = cargo_test(binary, POOL_TIER)
+    sys.stdout.write(r.stdout)
+    sys.stderr.write(r.stderr[-20000:])
+    print(f"conformance: the pool tier against {binary}: {'passed' if r.returncode == 0 else 'FAILED'}",
+          file=sys.stderr)
+    return r.returncode
+
+
+def figure(results, key, pattern, fmt):
+    m = re.search(pattern, results.get(key, ""))
+    return fmt(m) if m else "—"
+
+
+def table():
+    subprocess.run(["cargo", "build", "-q", "--locked", "-p", "preforkd", "--bin", "preforkd"], cwd=ROOT, check=True)
+    rows = {}
+    figures = {}
+    for name, binary in IMPLEMENTATIONS:
+        results = {}
+        for f, test, _ in POOL_TIER:
+            started = time.monotonic()
+            r = cargo_test(binary, [(f, test, "")])
+            ok = r.returncode == 0
+            rows.setdefault(test, []).append("pass" if ok else "**fail**")
+            found = re.findall(r"RESULT ([a-z-]+): (.*)", r.stderr)
+            for k, v in found:
+                results[k] = v
+            print(f"{name}: {test}: {'pass' if ok else 'FAIL'} ({time.monotonic() - started:.0f} s)", file=sys.stderr)
+            if not ok:
+                why = re.search(r"panicked at [^\n]*\n([^\n]*)", r.stderr)
+                print(f"   {why.group(1) if why else r.stderr[-300:]}", file=sys.stderr)
+        figures[name] = [
+            figure(results, "respawn", r"replaced ([\d.]+m?s)", lambda m: m.group(1)),
+            figure(results, "graceful-restarts", r"requests (\d+), failed (\d+)",
+                   lambda m: f"{m.group(2)} of {m.group(1)}"),
+            figure(results, "parent-kill", r"(\d+) children gone ([\d.]+m?s)", lambda m: f"0 ({m.group(2)})"),
+            figure(results, "stop-ladder", r"exited ([\d.]+)s", lambda m: f"{float(m.group(1)):.1f} s"),
+        ]
+    names = [n for n, _ in IMPLEMENTATIONS]
+    out = ["| pool-tier test | what it checks | " + " | ".join(names) + " |",
+           "|---|---|" + "---|" * len(names)]
+    for f, test, what in POOL_TIER:
+        out.append(f"| `{f}.rs: {test}` | {what} | " + " | ".join(rows[test]) + " |")
+    out.append("| **passed** | | " + " | ".join(
+        f"**{sum(1 for t in POOL_TIER if rows[t[1]][i] == 'pass')} / {len(POOL_TIER)}**" for i in range(len(names))) + " |")
+    out += ["", "| measured | " + " | ".join(names) + " |", "|---|" + "---|" * len(names)]
+    labels = ["a killed child replaced after", "failed requests in 20 graceful restarts",
+              "orphans after the parent is killed (and how soon the children were gone)",
+              "parent exit after SIGTERM with a stopped child (SIGKILL at 9 s)"]
+    for i, label in enumerate(labels):
+        out.append(f"| {label} | " + " | ".join(figures[n][i] for n in names) + " |")
+    stamp = time.strftime("%Y-%m-%d", time.gmtime())
+    block = "\n".join(out) + f"\n\nGenerated by `tests/conformance.py table` on {stamp}" + \
+        f" ({os.cpu_count()} cpu, debug build of preforkd, {sys.version.split()[0]} for the port).\n"
+    path = os.path.join(ROOT, "CONFORMANCE.md")
+    text = open(path).read()
+    begin, end = "<!-- conformance-table -->", "<!-- /conformance-table -->"
+    text = text[:text.index(begin) + len(begin)] + "\n" + block + text[text.index(end):]
+    open(path, "w").write(text)
+    print(block)
+
+
+if __name__ == "__main__":
+    if len(sys.argv) == 3 and sys.argv[1] == "pool":
+        sys.exit(pool(sys.argv[2]))
+    if len(sys.argv) == 2 and sys.argv[1] == "table":
+        table()
+        sys.exit(0)
+    print(__doc__, file=sys.stderr)
+    sys.exit(2)
