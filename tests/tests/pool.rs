@@ -1,6 +1,11 @@
-//! The pool tier's own tests (CONFORMANCE.md): the process model seen from outside, through the
-//! contract's flags, signals, `?auto` and `/proc` only, so they test any implementation chosen
-//! by `PREFORKD_BIN` (preforkd, the Python port). The rest of the pool tier is in `faults.rs`.
+//! The pool tier (CONFORMANCE.md): the process model seen from outside, through the contract's
+//! flags, signals, `?auto`, `?json` and `/proc` only, so they test any implementation chosen by
+//! `PREFORKD_BIN` (preforkd, the Python port, Apache through an adapter): start-up and the ramp,
+//! retirement, status counts against a recount, killed children and a killed lock holder under
+//! load, graceful and hard restarts, graceful stop, the stop ladder, the killed parent. The fault
+//! tests print a results line (`RESULT ...`) that `tests/RESULTS.md` records.
+//!
+//! `PREFORK_FAULTS_LONG=1` multiplies the number of faults injected by 10.
 
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
@@ -9,7 +14,7 @@ use std::collections::BTreeSet;
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
-/// One at a time: they count processes and time ticks.
+/// One at a time: they count processes, time ticks and load the machine.
 static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
 fn serial() -> std::sync::MutexGuard<'static, ()> {
@@ -53,6 +58,70 @@ fn steps(changes: &[(Duration, usize)]) -> Vec<i64> {
         last_at = Some(w[1].0);
     }
     out
+}
+
+fn scale() -> usize {
+    if std::env::var_os("PREFORK_FAULTS_LONG").is_some() { 10 } else { 1 }
+}
+
+fn sigkill(pid: u32) {
+    let _ = kill(Pid::from_raw(pid as i32), Signal::SIGKILL);
+}
+
+fn two_listeners(extra: &[&str]) -> Preforkd {
+    let mut args = vec!["--listen", "127.0.0.1:0", "--listen", "127.0.0.1:0"];
+    args.extend_from_slice(extra);
+    let p = Preforkd::start(&args);
+    assert_eq!(p.addrs.len(), 2);
+    p
+}
+
+/// Time until a fresh request on every listener is answered, retrying.
+fn recovery(p: &Preforkd, limit: Duration) -> Option<Duration> {
+    let start = Instant::now();
+    for &addr in &p.addrs {
+        let ok = wait_until(limit.saturating_sub(start.elapsed()), || {
+            let mut c = match Client::connect(addr) {
+                Ok(c) => c,
+                Err(_) => return false,
+            };
+            c.set_read_timeout(Duration::from_millis(500));
+            c.request("GET / HTTP/1.1\r\nHost: probe\r\nConnection: close\r\n\r\n").is_ok_and(|r| r.status == 200)
+        });
+        if !ok {
+            return None;
+        }
+    }
+    Some(start.elapsed())
+}
+
+fn percentile(mut v: Vec<Duration>, p: f64) -> Duration {
+    v.sort();
+    v.get(((v.len() as f64 - 1.0) * p).round() as usize).copied().unwrap_or_default()
+}
+
+/// The pid holding a POSIX record lock (the fcntl accept lock), from `/proc/locks`.
+fn posix_lock_holders() -> Vec<u32> {
+    std::fs::read_to_string("/proc/locks")
+        .unwrap_or_default()
+        .lines()
+        .filter(|l| !l.contains("->"))
+        .filter_map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            (f.get(1) == Some(&"POSIX") && f.get(3) == Some(&"WRITE")).then(|| f.get(4)?.parse().ok()).flatten()
+        })
+        .collect()
+}
+
+/// Sockets `pid` has open (listeners, and an accepted connection if it holds one).
+fn sockets(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .map(|d| {
+            d.flatten()
+                .filter(|e| std::fs::read_link(e.path()).is_ok_and(|t| t.to_string_lossy().starts_with("socket:")))
+                .count()
+        })
+        .unwrap_or(0)
 }
 
 #[test]
@@ -174,4 +243,286 @@ fn a_stop_escalates_to_sigkill_for_a_child_that_does_not_go_and_leaves_nothing()
     assert!(!alive(stuck) || is_zombie(stuck), "the stopped child survived the stop");
     // SIGKILL at 9 s (SPEC §7.5), give up at 10 s.
     assert!(took >= Duration::from_secs(8) && took <= Duration::from_secs(11), "{took:?}");
+}
+
+#[test]
+fn killing_the_accept_lock_holder_never_hangs_the_pool() {
+    let _s = serial();
+    let kills = 100 * scale();
+    // fcntl, so that /proc/locks names the holder: a stopped child is checked to hold the lock
+    // before it is killed (the status page is always a moment late under load).
+    let p = two_listeners(&[
+        "--start-servers",
+        "8",
+        "--min-spare-servers",
+        "5",
+        "--max-spare-servers",
+        "20",
+        "--accept-mutex",
+        "fcntl",
+    ]);
+    let idle_sockets = sockets(p.slots()[0].pid); // the two listeners (and nothing accepted yet)
+    let load = Load::start(&p.addrs, 6, Mode::KeepAlive, "/");
+    assert!(load.progresses(100, Duration::from_secs(5)));
+    let mut recoveries = vec![];
+    let mut with_connection = 0;
+    for i in 0..kills {
+        // Under load the lock moves faster than a status page: stop every idle child at once
+        // (the holder is among them whenever it waits), let /proc/locks say which one holds
+        // the lock, continue the others.
+        let mut holder = None;
+        assert!(
+            wait_until(Duration::from_secs(5), || {
+                let idle: Vec<u32> = p.slots().into_iter().filter(|s| s.letter == '_').map(|s| s.pid).collect();
+                for &c in &idle {
+                    let _ = kill(Pid::from_raw(c as i32), Signal::SIGSTOP);
+                }
+                let locked = posix_lock_holders();
+                holder = idle.iter().copied().find(|c| locked.contains(c));
+                for &c in idle.iter().filter(|&&c| Some(c) != holder) {
+                    let _ = kill(Pid::from_raw(c as i32), Signal::SIGCONT);
+                }
+                holder.is_some()
+            }),
+            "kill {i}: no child was caught holding the accept lock: {:?}",
+            p.slots()
+        );
+        let holder = holder.unwrap();
+        // A holder can hold at most the one connection it has just accepted (it releases the lock
+        // before it serves): count the ones that did.
+        if sockets(holder) > idle_sockets {
+            with_connection += 1;
+        }
+        sigkill(holder);
+        match recovery(&p, Duration::from_secs(1)) {
+            Some(d) => recoveries.push(d),
+            None => panic!("kill {i}: not serving on both listeners within 1 s of killing the lock holder"),
+        }
+    }
+    assert!(load.progresses(100, Duration::from_secs(5)), "the load goes on");
+    let t = load.stop();
+    // Only the connection a killed holder had just accepted can fail.
+    assert!(
+        t.failures.len() <= with_connection,
+        "{} failures, but only {with_connection} of {kills} killed holders held a connection: {:?}",
+        t.failures.len(),
+        t.failures
+    );
+    let worst = recoveries.iter().max().copied().unwrap_or_default();
+    eprintln!(
+        "RESULT lock-holder-kill: faults {kills} (holders verified in /proc/locks; {with_connection} held a connection), requests {}, failed {}, recovery median {:?} p99 {:?} max {worst:?}",
+        t.ok + t.failures.len() as u64,
+        t.failures.len(),
+        percentile(recoveries.clone(), 0.5),
+        percentile(recoveries, 0.99)
+    );
+}
+
+#[test]
+fn a_thousand_random_child_kills_leave_no_stale_slot_and_no_zombie() {
+    let _s = serial();
+    let kills = 1000 * scale();
+    let p = Preforkd::start(&[
+        "--start-servers",
+        "16",
+        "--min-spare-servers",
+        "8",
+        "--max-spare-servers",
+        "24",
+        "--max-request-workers",
+        "64",
+        "--maintenance-interval-ms",
+        "100",
+    ]);
+    let load = Load::start(&p.addrs, 4, Mode::KeepAlive, "/");
+    let mut rng = 0x9e3779b97f4a7c15u64;
+    let mut killed = BTreeSet::new();
+    let mut with_connection = 0;
+    let started = Instant::now();
+    while killed.len() < kills {
+        assert!(started.elapsed() < Duration::from_secs(60 * scale() as u64), "only {} kills in time", killed.len());
+        let children: Vec<u32> =
+            children_of(p.pid).into_iter().filter(|&c| !is_zombie(c) && !killed.contains(&c)).collect();
+        if children.is_empty() {
+            std::thread::sleep(Duration::from_millis(5));
+            continue;
+        }
+        rng ^= rng << 13;
+        rng ^= rng >> 7;
+        rng ^= rng << 17;
+        let victim = children[(rng % children.len() as u64) as usize];
+        // Stopped, it cannot accept or close anything: a socket beyond the listener is a connection
+        // it holds, the only thing its death can cost a client.
+        let _ = kill(Pid::from_raw(victim as i32), Signal::SIGSTOP);
+        if sockets(victim) > p.addrs.len() {
+            with_connection += 1;
+        }
+        sigkill(victim);
+        killed.insert(victim);
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    let storm = started.elapsed();
+    // The pool comes back by itself.
+    let back = Instant::now();
+    let recovered = recovery(&p, Duration::from_secs(10));
+    assert!(recovered.is_some(), "not serving after the storm");
+    assert!(
+        wait_until(Duration::from_secs(10), || p.auto_field("IdleWorkers").and_then(|v| v.parse::<u32>().ok())
+            >= Some(8)),
+        "min_spare_servers idle children are back: {:?}",
+        p.auto_field("Scoreboard")
+    );
+    let back = back.elapsed();
+    let t = load.stop();
+    // Only a connection a killed child held can fail (at most one per such child).
+    assert!(
+        t.failures.len() <= with_connection,
+        "{} failures, but only {with_connection} of {kills} killed children held a connection",
+        t.failures.len()
+    );
+    // The board must come to agree with /proc: every exit reaped, the board's children exactly the
+    // parent's, the derived counts a recount. The pool may still retire or spawn at a tick, so
+    // read until one consistent view (every read within a few milliseconds) says so.
+    let mut last = String::new();
+    let mut idle = 0;
+    let consistent = wait_until(Duration::from_secs(5), || {
+        let check = || -> Result<usize, String> {
+            if !p.zombies().is_empty() {
+                return Err(format!("unreaped children: {:?}", p.zombies()));
+            }
+            let slots = p.slots();
+            let live: Vec<&SlotInfo> = slots.iter().filter(|s| s.letter != '.').collect();
+            for s in &live {
+                if !alive(s.pid) || parent_of(s.pid) != Some(p.pid) || killed.contains(&s.pid) {
+                    return Err(format!(
+                        "slot {} shows {} for pid {}, not a live child of ours",
+                        s.slot, s.letter, s.pid
+                    ));
+                }
+            }
+            let mut on_board: Vec<u32> = live.iter().map(|s| s.pid).collect();
+            let mut in_proc: Vec<u32> = children_of(p.pid);
+            on_board.sort();
+            in_proc.sort();
+            if on_board != in_proc {
+                return Err(format!("board {on_board:?} vs /proc {in_proc:?}"));
+            }
+            let auto = p.get("/server-status?auto").text();
+            let field = |n: &str| auto_field_in(&auto, n).unwrap_or("0").parse::<usize>().unwrap_or(0);
+            let board = auto_field_in(&auto, "Scoreboard").unwrap_or("").to_string();
+            let starting = board.chars().filter(|&c| c == 'S' || c == 'I').count();
+            let recount = field("BusyWorkers") + field("IdleWorkers") + field("GracefulWorkers") + starting;
+            if recount != children_of(p.pid).len() || in_proc != children_of(p.pid) {
+                return Err(format!("derived counts {recount} vs /proc {}: {board}", in_proc.len()));
+            }
+            Ok(field("IdleWorkers"))
+        };
+        match check() {
+            Ok(n) => {
+                idle = n;
+                true
+            }
+            Err(e) => {
+                last = e;
+                false
+            }
+        }
+    });
+    assert!(consistent, "the board never agreed with /proc: {last}");
+    eprintln!(
+        "RESULT random-child-kills: faults {kills} in {storm:?} ({with_connection} held a connection), requests {}, failed {}, recovery {:?} to serve, {back:?} to {} idle",
+        t.ok + t.failures.len() as u64,
+        t.failures.len(),
+        recovered.unwrap(),
+        idle
+    );
+}
+
+#[test]
+fn graceful_restarts_under_mixed_load_lose_nothing_and_retire_old_children() {
+    let _s = serial();
+    let restarts = 20 * scale();
+    let p = Preforkd::start(&["--start-servers", "6", "--min-spare-servers", "4", "--max-spare-servers", "12"]);
+    let keep = Load::start(&p.addrs, 3, Mode::KeepAlive, "/");
+    let close = Load::start(&p.addrs, 3, Mode::Close, "/");
+    assert!(keep.progresses(50, Duration::from_secs(5)) && close.progresses(50, Duration::from_secs(5)));
+    let mut last = 0;
+    for i in 1..=restarts as u64 {
+        p.signal(Signal::SIGUSR1);
+        assert!(wait_until(Duration::from_secs(3), || p.generation() == i), "generation {i}");
+        let g = p.generation();
+        assert!(g > last, "generations increase");
+        last = g;
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // Old children finish what they have and leave.
+    assert!(
+        wait_until(Duration::from_secs(10), || p.slots().iter().all(|s| s.letter == '.' || s.generation == last)),
+        "children of older generations remain: {:?}",
+        p.slots().iter().filter(|s| s.generation != last && s.letter != '.').collect::<Vec<_>>()
+    );
+    let (k, c) = (keep.stop(), close.stop());
+    assert!(k.failures.is_empty() && c.failures.is_empty(), "{:?} {:?}", k.failures, c.failures);
+    assert_eq!(k.refused + c.refused, 0, "listeners stay open across restarts");
+    eprintln!("RESULT graceful-restarts: faults {restarts}, requests {}, failed 0, old generations gone", k.ok + c.ok);
+}
+
+#[test]
+fn a_graceful_stop_under_load_completes_requests_in_flight_then_refuses() {
+    let _s = serial();
+    let clients = 6;
+    let mut p = Preforkd::start(&["--start-servers", "6", "--min-spare-servers", "4", "--max-spare-servers", "12"]);
+    let keep = Load::start(&p.addrs, clients / 2, Mode::KeepAlive, "/");
+    let close = Load::start(&p.addrs, clients / 2, Mode::Close, "/");
+    assert!(keep.progresses(50, Duration::from_secs(5)) && close.progresses(50, Duration::from_secs(5)));
+    // A slow request in flight: its head arrives in pieces across the stop.
+    let mut slow = Client::connect(p.addr()).unwrap();
+    slow.send(b"GET / HTTP/1.1\r\nHost: slow\r\n").unwrap();
+    std::thread::sleep(Duration::from_millis(100));
+    assert_eq!(keep.refused() + close.refused(), 0, "nothing is refused before the stop");
+    assert!(keep.failures().is_empty() && close.failures().is_empty());
+    let stop_at = Instant::now();
+    p.signal(Signal::SIGWINCH);
+    std::thread::sleep(Duration::from_millis(300));
+    slow.send(b"X-Late: yes\r\n\r\n").unwrap();
+    let r = slow.read_response(false).expect("the request in flight is answered");
+    assert_eq!((r.status, r.header("Connection")), (200, Some("close")));
+    assert_eq!(p.wait(Duration::from_secs(10)).map(|s| s.code()), Some(Some(0)));
+    let exited = Instant::now();
+    let (k, c) = (keep.stop(), close.stop());
+    // Requests a child had taken all complete. What the kernel had queued for no child when the
+    // listening sockets closed is reset by the kernel (as in Apache): at most one connection per
+    // client, and only after the stop. Later connections are refused.
+    let failures: Vec<&Failure> = k.failures.iter().chain(&c.failures).collect();
+    assert!(failures.len() <= clients, "{failures:?}");
+    for f in &failures {
+        assert!(f.at >= stop_at && f.at <= exited + Duration::from_millis(50), "{f:?}");
+        assert!(f.what.contains("reset") || f.what.contains("closed before a response"), "{f:?}");
+    }
+    assert!(k.refused + c.refused > 0, "new connections are refused once the listeners close");
+    assert!(std::net::TcpStream::connect(p.addr()).is_err());
+    eprintln!(
+        "RESULT graceful-stop: requests {}, in flight completed, {} queued-for-no-child reset at close, {} refused after close",
+        k.ok + c.ok + 1,
+        failures.len(),
+        k.refused + c.refused
+    );
+}
+
+#[test]
+fn killing_the_parent_under_load_takes_every_child_down_within_a_second() {
+    let _s = serial();
+    let mut p = Preforkd::start(&["--start-servers", "8", "--min-spare-servers", "4", "--max-spare-servers", "12"]);
+    let load = Load::start(&p.addrs, 4, Mode::KeepAlive, "/");
+    assert!(load.progresses(100, Duration::from_secs(5)));
+    let children = children_of(p.pid);
+    assert!(children.len() >= 8);
+    p.signal(Signal::SIGKILL);
+    let killed = Instant::now();
+    assert!(p.wait(Duration::from_secs(2)).is_some());
+    let gone = wait_until(Duration::from_secs(1), || children.iter().all(|&c| !alive(c)));
+    let took = killed.elapsed();
+    let _ = load.stop();
+    assert!(gone, "children outlived the parent: {:?}", children.iter().filter(|&&c| alive(c)).collect::<Vec<_>>());
+    eprintln!("RESULT parent-kill: {} children gone {took:?} after the parent", children.len());
 }
