@@ -77,6 +77,8 @@ def figure(results, key, pattern, fmt):
 
 
 def table():
+    if not os.access("/usr/sbin/apache2", os.X_OK):
+        sys.exit("conformance: the table needs Apache httpd for its third column: apt-get install apache2")
     subprocess.run(["cargo", "build", "-q", "--locked", "-p", "preforkd", "--bin", "preforkd"], cwd=ROOT, check=True)
     rows = {}
     figures = {}
