@@ -82,20 +82,25 @@ def table():
     subprocess.run(["cargo", "build", "-q", "--locked", "-p", "preforkd", "--bin", "preforkd"], cwd=ROOT, check=True)
     rows = {}
     figures = {}
+    notes = []
     for name, binary in IMPLEMENTATIONS:
         results = {}
         for f, test, _ in POOL_TIER:
             started = time.monotonic()
             r = cargo_test(binary, [(f, test, "")])
             ok = r.returncode == 0
-            rows.setdefault(test, []).append("pass" if ok else "**fail**")
+            cell = "pass"
+            if not ok:
+                why = re.search(r"panicked at [^\n]*\n([^\n]*)", r.stderr)
+                notes.append(f"{name}, `{test}`: " + (why.group(1).strip()[:160] if why else "no panic message"))
+                cell = f"**fail** [{len(notes)}]"
+            rows.setdefault(test, []).append(cell)
             found = re.findall(r"RESULT ([a-z-]+): (.*)", r.stderr)
             for k, v in found:
                 results[k] = v
             print(f"{name}: {test}: {'pass' if ok else 'FAIL'} ({time.monotonic() - started:.0f} s)", file=sys.stderr)
             if not ok:
-                why = re.search(r"panicked at [^\n]*\n([^\n]*)", r.stderr)
-                print(f"   {why.group(1) if why else r.stderr[-300:]}", file=sys.stderr)
+                print(f"   {notes[-1]}", file=sys.stderr)
         figures[name] = [
             figure(results, "respawn", r"replaced ([\d.]+m?s)", lambda m: m.group(1)),
             figure(results, "graceful-restarts", r"requests (\d+), failed (\d+)",
@@ -110,6 +115,9 @@ def table():
         out.append(f"| `{f}.rs: {test}` | {what} | " + " | ".join(rows[test]) + " |")
     out.append("| **passed** | | " + " | ".join(
         f"**{sum(1 for t in POOL_TIER if rows[t[1]][i] == 'pass')} / {len(POOL_TIER)}**" for i in range(len(names))) + " |")
+    if notes:
+        out += ["", "Why a test failed (the first line of its assertion):", ""]
+        out += [f"{i}. {n.replace('|', '/')}" for i, n in enumerate(notes, 1)]
     out += ["", "| measured | " + " | ".join(names) + " |", "|---|" + "---|" * len(names)]
     labels = ["a killed child replaced after", "failed requests in 20 graceful restarts",
               "orphans after the parent is killed (and how soon the children were gone)",
