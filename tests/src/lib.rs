@@ -17,8 +17,10 @@ use std::time::{Duration, Instant};
 pub fn preforkd_bin() -> PathBuf {
     static BIN: OnceLock<PathBuf> = OnceLock::new();
     BIN.get_or_init(|| {
-        if let Some(p) = std::env::var_os("PREFORKD_BIN") {
-            return PathBuf::from(p);
+        if let Some(p) = std::env::var_os("PREFORKD_BIN").filter(|p| !p.is_empty()) {
+            let p = PathBuf::from(p);
+            assert!(p.exists(), "PREFORKD_BIN={}: no such file", p.display());
+            return p;
         }
         // target/<profile>/deps/<test> -> target/<profile>/preforkd
         let exe = std::env::current_exe().expect("test exe");
@@ -582,6 +584,12 @@ pub fn auto_field_in<'a>(auto: &'a str, name: &str) -> Option<&'a str> {
 pub fn is_zombie(pid: u32) -> bool {
     std::fs::read_to_string(format!("/proc/{pid}/stat"))
         .is_ok_and(|s| s.rsplit(')').next().unwrap_or("").trim_start().starts_with('Z'))
+}
+
+/// Whether `pid` is stopped (state `T`, e.g. after SIGSTOP), from /proc.
+pub fn is_stopped(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .is_ok_and(|s| s.rsplit(')').next().unwrap_or("").trim_start().starts_with('T'))
 }
 
 /// `pid`'s parent, from /proc.
