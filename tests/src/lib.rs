@@ -527,7 +527,12 @@ impl Preforkd {
     /// The scoreboard through `?json` (only slots with a pid).
     pub fn slots(&self) -> Vec<SlotInfo> {
         let text = self.get("/server-status?json").text();
-        let j: serde_json::Value = serde_json::from_str(&text).unwrap_or_else(|e| panic!("?json: {e}: {text}"));
+        let j: serde_json::Value = serde_json::from_str(&text).unwrap_or_else(|e| {
+            panic!(
+                "?json is not JSON ({e}; CONFORMANCE.md's contract needs it): {}",
+                text.chars().take(60).collect::<String>()
+            )
+        });
         j["slots"]
             .as_array()
             .into_iter()
