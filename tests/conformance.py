@@ -49,11 +49,10 @@ IMPLEMENTATIONS = [
 ]
 
 
-def cargo_test(binary, tests, extra_env=None):
+def cargo_test(binary, tests):
     env = dict(os.environ)
     if binary:
         env["PREFORKD_BIN"] = os.path.join(ROOT, binary)
-    env.update(extra_env or {})
     files = sorted({f for f, _, _ in tests})
     cmd = ["cargo", "test", "-q", "--locked", "-p", "prefork-tests"]
     for f in files:
@@ -98,18 +97,15 @@ def table():
             started = time.monotonic()
             r = cargo_test(binary, [(f, test, "")])
             ok = r.returncode == 0
+            results.update(re.findall(r"RESULT ([a-z-]+): (.*)", r.stderr))
+            print(f"{name}: {test}: {'pass' if ok else 'FAIL'} ({time.monotonic() - started:.0f} s)", file=sys.stderr)
             cell = "pass"
             if not ok:
                 why = re.search(r"panicked at [^\n]*\n([^\n]*)", r.stderr)
                 notes.append(f"{name}, `{test}`: " + (why.group(1).strip()[:160] if why else "no panic message"))
+                print(f"   {notes[-1]}", file=sys.stderr)
                 cell = f"**fail** [{len(notes)}]"
             rows.setdefault(test, []).append(cell)
-            found = re.findall(r"RESULT ([a-z-]+): (.*)", r.stderr)
-            for k, v in found:
-                results[k] = v
-            print(f"{name}: {test}: {'pass' if ok else 'FAIL'} ({time.monotonic() - started:.0f} s)", file=sys.stderr)
-            if not ok:
-                print(f"   {notes[-1]}", file=sys.stderr)
         figures[name] = [
             figure(results, "respawn", r"replaced (\S+) after", lambda m: seconds(m.group(1))),
             figure(results, "graceful-restarts", r"requests (\d+), failed (\d+), refused (\d+)",

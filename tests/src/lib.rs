@@ -587,14 +587,18 @@ pub fn auto_field_in<'a>(auto: &'a str, name: &str) -> Option<&'a str> {
 
 /// Is `pid` a zombie?
 pub fn is_zombie(pid: u32) -> bool {
-    std::fs::read_to_string(format!("/proc/{pid}/stat"))
-        .is_ok_and(|s| s.rsplit(')').next().unwrap_or("").trim_start().starts_with('Z'))
+    proc_state(pid) == Some('Z')
 }
 
 /// Whether `pid` is stopped (state `T`, e.g. after SIGSTOP), from /proc.
 pub fn is_stopped(pid: u32) -> bool {
-    std::fs::read_to_string(format!("/proc/{pid}/stat"))
-        .is_ok_and(|s| s.rsplit(')').next().unwrap_or("").trim_start().starts_with('T'))
+    proc_state(pid) == Some('T')
+}
+
+/// `pid`'s state letter from /proc/PID/stat (`R`, `S`, `D`, `T`, `Z` …), if it exists.
+pub fn proc_state(pid: u32) -> Option<char> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    stat.rsplit(')').next()?.trim_start().chars().next()
 }
 
 /// `pid`'s parent, from /proc.

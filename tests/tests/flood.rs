@@ -121,8 +121,7 @@ fn a_flood_of_connections_never_forks_past_max_request_workers_or_the_fork_rate_
     eprintln!("served again {:?} after the flood left", left.elapsed());
     if !served {
         for c in children_of(p.pid) {
-            let stat = std::fs::read_to_string(format!("/proc/{c}/stat")).unwrap_or_default();
-            let state = stat.rsplit(')').next().unwrap_or("").split_whitespace().next().unwrap_or("?").to_string();
+            let state = proc_state(c).unwrap_or('?');
             let wchan = std::fs::read_to_string(format!("/proc/{c}/wchan")).unwrap_or_default();
             let fds = std::fs::read_dir(format!("/proc/{c}/fd")).map_or(0, |d| d.count());
             eprintln!("child {c}: state {state}, wchan {wchan}, {fds} fds");

@@ -65,10 +65,6 @@ fn scale() -> usize {
     if std::env::var_os("PREFORK_FAULTS_LONG").is_some() { 10 } else { 1 }
 }
 
-fn sigkill(pid: u32) {
-    let _ = kill(Pid::from_raw(pid as i32), Signal::SIGKILL);
-}
-
 fn two_listeners(extra: &[&str]) -> Preforkd {
     let mut args = vec!["--listen", "127.0.0.1:0", "--listen", "127.0.0.1:0"];
     args.extend_from_slice(extra);
@@ -252,7 +248,7 @@ fn a_stop_escalates_to_sigkill_for_a_child_that_does_not_go_and_leaves_nothing()
     let took = stop.elapsed();
     eprintln!("RESULT stop-ladder: parent exited {took:?} after SIGTERM with a stopped child");
     let survived = alive(stuck) && !is_zombie(stuck);
-    sigkill(stuck); // the test kills what it started, also when it fails
+    signal(stuck, Signal::SIGKILL); // the test kills what it started, also when it fails
     assert!(status.is_some(), "the parent never exited");
     assert!(!survived, "the stopped child survived the stop");
     // SIGKILL at 9 s (SPEC §7.5), give up at 10 s.
@@ -292,12 +288,12 @@ fn killing_the_accept_lock_holder_never_hangs_the_pool() {
             wait_until(Duration::from_secs(5), || {
                 let idle: Vec<u32> = p.slots().into_iter().filter(|s| s.letter == '_').map(|s| s.pid).collect();
                 for &c in &idle {
-                    let _ = kill(Pid::from_raw(c as i32), Signal::SIGSTOP);
+                    signal(c, Signal::SIGSTOP);
                 }
                 let locked = posix_lock_holders();
                 holder = idle.iter().copied().find(|c| locked.contains(c));
                 for &c in idle.iter().filter(|&&c| Some(c) != holder) {
-                    let _ = kill(Pid::from_raw(c as i32), Signal::SIGCONT);
+                    signal(c, Signal::SIGCONT);
                 }
                 holder.is_some()
             }),
@@ -310,7 +306,7 @@ fn killing_the_accept_lock_holder_never_hangs_the_pool() {
         if sockets(holder) > idle_sockets {
             with_connection += 1;
         }
-        sigkill(holder);
+        signal(holder, Signal::SIGKILL);
         match recovery(&p, Duration::from_secs(1)) {
             Some(d) => recoveries.push(d),
             None => panic!("kill {i}: not serving on both listeners within 1 s of killing the lock holder"),
@@ -370,11 +366,11 @@ fn a_thousand_random_child_kills_leave_no_stale_slot_and_no_zombie() {
         let victim = children[(rng % children.len() as u64) as usize];
         // Stopped, it cannot accept or close anything: a socket beyond the listener is a connection
         // it holds, the only thing its death can cost a client.
-        let _ = kill(Pid::from_raw(victim as i32), Signal::SIGSTOP);
+        signal(victim, Signal::SIGSTOP);
         if sockets(victim) > p.addrs.len() {
             with_connection += 1;
         }
-        sigkill(victim);
+        signal(victim, Signal::SIGKILL);
         killed.insert(victim);
         std::thread::sleep(Duration::from_millis(2));
     }
@@ -557,7 +553,7 @@ fn killing_the_parent_under_load_takes_every_child_down_within_a_second() {
     let took = killed.elapsed();
     let _ = load.stop();
     let orphans: Vec<u32> = children.iter().copied().filter(|&c| alive(c)).collect();
-    orphans.iter().for_each(|&c| sigkill(c)); // the test kills what it started, also when it fails
+    orphans.iter().for_each(|&c| signal(c, Signal::SIGKILL)); // the test kills what it started, also when it fails
     eprintln!(
         "RESULT parent-kill: {} children, {} left {took:?} after the parent's kill",
         children.len(),
