@@ -54,8 +54,8 @@ fn http_fixture() -> HttpFixture {
 }
 
 /// Statuses preforkd may answer with (SPEC.md §12.1).
-const STATUSES: [u16; 19] =
-    [100, 200, 206, 301, 304, 400, 403, 404, 405, 408, 412, 413, 414, 416, 417, 431, 500, 501, 505];
+const STATUSES: [u16; 20] =
+    [100, 200, 206, 301, 304, 400, 403, 404, 405, 408, 411, 412, 413, 414, 416, 417, 431, 500, 501, 505];
 
 /// The whole HTTP service on one connection whose client sends `data` and then half-closes.
 /// Checks that the output is a sequence of complete, well-formed HTTP/1.1 responses, each with a

@@ -12,6 +12,7 @@
 pub mod cache;
 pub mod conditional;
 pub mod files;
+pub mod framing;
 pub mod log;
 pub mod mime;
 pub mod status;
@@ -297,6 +298,7 @@ fn reason(status: u16) -> &'static str {
         404 => "Not Found",
         405 => "Method Not Allowed",
         408 => "Request Timeout",
+        411 => "Length Required",
         412 => "Precondition Failed",
         413 => "Content Too Large",
         414 => "URI Too Long",
@@ -486,6 +488,9 @@ impl HttpService {
                 if let Some(e) = line_limits(&self.buf[..len], cfg) {
                     return Some(e);
                 }
+                if framing::has_bare_lf(&self.buf[..len]) {
+                    return Some(Incoming::Error(400, "Every line of a request head ends with CR LF."));
+                }
                 Some(Incoming::Head(head))
             }
             Ok(httparse::Status::Partial) => line_limits(&self.buf, cfg),
@@ -498,24 +503,13 @@ impl HttpService {
     /// Answers a complete head (consuming it and its body from the buffer).
     fn respond(&mut self, conn: &mut Connection<'_>, head: &Head) -> io::Result<Response> {
         self.buf.drain(..head.len);
-        if head.minor >= 1 && head.header("Host").is_none() {
-            return Ok(error(400, "HTTP/1.1 requests need a Host header."));
-        }
-        // Bodies: GET and HEAD have no use for one; it is read and discarded.
-        let lengths: Vec<&str> = head.all("Content-Length").collect();
-        if head.header("Transfer-Encoding").is_some() {
-            return Ok(if lengths.is_empty() {
-                error(501, "Transfer-Encoding in requests is not supported.")
-            } else {
-                error(400, "Content-Length and Transfer-Encoding together.")
-            });
-        }
-        let length = match lengths.as_slice() {
-            [] => 0,
-            [first, rest @ ..] => match first.trim().parse::<u64>() {
-                Ok(n) if rest.iter().all(|r| r.trim() == first.trim()) => n,
-                _ => return Ok(error(400, "Invalid or conflicting Content-Length.")),
-            },
+        // Where the body ends, from the head alone (framing.rs); a head two readers could frame
+        // differently is refused and the connection closes. Bodies: GET and HEAD have no use for
+        // one; a Content-Length body is read and discarded.
+        let fields = head.headers.iter().map(|(n, v)| (n.as_str(), v.as_str()));
+        let length = match framing::frame(head.minor, fields) {
+            Ok(f) => f.body,
+            Err(refusal) => return Ok(error(refusal.status, refusal.why)),
         };
         if length > self.cfg.limit_request_body {
             return Ok(error(413, "The request body is too large."));
