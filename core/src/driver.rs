@@ -23,7 +23,7 @@
 //! The raw `Parent` calls (`poll_action`, `handle_spawned`, …) stay public for the fuzz body that
 //! feeds the parent impossible sequences on purpose (`prefork_model::fuzzing::parent_events`).
 
-use crate::exit::{ExitReason, ExitStatus, Stall};
+use crate::exit::{ExitReason, ExitStatus, KillReason};
 use crate::parent::{Command, KillSignal, Observation, Parent, ParentAction, ParentLog, Pid};
 use crate::scoreboard::SlotTable;
 use crate::slot::SlotWord;
@@ -42,10 +42,11 @@ pub trait Platform<T: SlotTable + ?Sized> {
     /// return, and so must a blocked accept-lock acquisition (SPEC.md §7.1).
     fn wake(&mut self, slot: usize, pid: Pid);
 
-    /// Sends `signal` to child `pid`, to that process only. `stall` says why when the watchdog
-    /// kills a stalled child (`None`: a stop or restart). `parent` is the parent at that moment
-    /// (the models check its phase: retirement must never use a signal).
-    fn signal(&mut self, parent: &Parent, board: &T, pid: Pid, signal: KillSignal, stall: Option<Stall>);
+    /// Sends `signal` to child `pid`, to that process only (a pid from the parent's own table).
+    /// `reason` says why the parent kills a child of a running pool (the watchdog, a slot that
+    /// stayed damaged; `None`: a stop or restart). `parent` is the parent at that moment (the
+    /// models check its phase: retirement must never use a signal).
+    fn signal(&mut self, parent: &Parent, board: &T, pid: Pid, signal: KillSignal, reason: Option<KillReason>);
 
     /// What each listener's accept queue holds now, in the configuration's order (empty once the
     /// listeners are closed), and who holds the accept lock if the kernel can tell. Asked before
@@ -148,11 +149,13 @@ impl ParentDriver {
         while let Some(action) = self.parent.poll_action() {
             match action {
                 ParentAction::Spawn { slot, born } => match platform.spawn(&self.parent, board, slot, born) {
-                    Ok(pid) => self.parent.handle_spawned(slot, pid),
+                    Ok(pid) => self.parent.handle_spawned(slot, pid, board),
                     Err(why) => self.parent.handle_spawn_failed(now, slot, &why, board),
                 },
                 ParentAction::Wake { slot, pid } => platform.wake(slot, pid),
-                ParentAction::Signal { pid, signal, stall } => platform.signal(&self.parent, board, pid, signal, stall),
+                ParentAction::Signal { pid, signal, reason } => {
+                    platform.signal(&self.parent, board, pid, signal, reason)
+                }
                 ParentAction::CloseListeners => platform.close_listeners(),
                 ParentAction::Log(line) => platform.log(line),
                 ParentAction::Exit { code } => self.exit = Some(code),
@@ -201,8 +204,8 @@ impl<T: SlotTable + ?Sized> Platform<T> for Recorder {
     fn wake(&mut self, slot: usize, pid: Pid) {
         self.effects.push(ParentAction::Wake { slot, pid });
     }
-    fn signal(&mut self, _: &Parent, _: &T, pid: Pid, signal: KillSignal, stall: Option<Stall>) {
-        self.effects.push(ParentAction::Signal { pid, signal, stall });
+    fn signal(&mut self, _: &Parent, _: &T, pid: Pid, signal: KillSignal, reason: Option<KillReason>) {
+        self.effects.push(ParentAction::Signal { pid, signal, reason });
     }
     fn observe(&mut self) -> Observation {
         self.seen.clone()
@@ -262,9 +265,9 @@ mod tests {
             self.checked += 1;
             Platform::<T>::wake(&mut self.rec, slot, pid);
         }
-        fn signal(&mut self, parent: &Parent, board: &T, pid: Pid, signal: KillSignal, stall: Option<Stall>) {
+        fn signal(&mut self, parent: &Parent, board: &T, pid: Pid, signal: KillSignal, reason: Option<KillReason>) {
             self.answered(parent);
-            self.rec.signal(parent, board, pid, signal, stall);
+            self.rec.signal(parent, board, pid, signal, reason);
         }
         fn observe(&mut self) -> Observation {
             Platform::<T>::observe(&mut self.rec)

@@ -139,12 +139,55 @@ impl Stall {
         }
     }
 
-    /// The name of the stall a [`Stall::code`] stands for.
+    /// The name of the kill a [`KillReason::code`] stands for (`None` for any other byte: the
+    /// field lives in shared memory).
     pub fn name_of_code(code: u8) -> Option<&'static str> {
         match code {
             1 => Some("accept_lock"),
             2 => Some("request_deadline"),
+            3 => Some("slot_damaged"),
             _ => None,
+        }
+    }
+}
+
+/// Why the parent killed a live child while the pool was running (not a stop or a restart).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum KillReason {
+    /// The watchdog: it stopped making progress (SPEC.md §7.8).
+    Stalled(Stall),
+    /// Its slot was found damaged again after the parent had repaired it and told it to leave
+    /// (SPEC.md §7.6). The parent cannot tell which process wrote the slot: this child may be
+    /// innocent, but a child that keeps a damaged slot cannot be trusted to see its directive.
+    SlotDamaged,
+}
+
+impl KillReason {
+    /// A short name, for status pages and metrics: `accept_lock`, `request_deadline` or
+    /// `slot_damaged`.
+    pub const fn name(self) -> &'static str {
+        match self {
+            KillReason::Stalled(s) => s.name(),
+            KillReason::SlotDamaged => "slot_damaged",
+        }
+    }
+
+    /// A byte for the slot record (1-based; 0 = none): [`Stall::code`], or 3.
+    pub const fn code(self) -> u8 {
+        match self {
+            KillReason::Stalled(s) => s.code(),
+            KillReason::SlotDamaged => 3,
+        }
+    }
+}
+
+impl fmt::Display for KillReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            KillReason::Stalled(stall) => write!(f, "by the watchdog: it {stall}"),
+            KillReason::SlotDamaged => {
+                f.write_str("by the parent: its scoreboard slot was damaged again after a repair")
+            }
         }
     }
 }
@@ -181,17 +224,19 @@ pub enum ExitCause {
     Code(i32),
     /// Killed by a signal.
     Signal(i32),
-    /// Killed by the parent's watchdog (SIGKILL) because it stalled.
-    Killed(Stall),
+    /// Killed by the parent (SIGKILL) while the pool was running: the watchdog, or a slot that
+    /// stayed damaged.
+    Killed(KillReason),
 }
 
 impl ExitCause {
-    /// Classifies an exit from the waitpid() status, the state the slot held at the time, and the
-    /// reason the child left in its slot record (if the driver keeps one).
-    pub fn classify(status: ExitStatus, last_state: Option<SlotState>, reported: Option<ExitReason>) -> ExitCause {
+    /// Classifies an exit from the waitpid() status, the directive the parent had given the child
+    /// (`IdleKill`: retired, `Graceful`), and the reason the child left in its slot record (if the
+    /// driver keeps one; it labels the exit, nothing more: a child can write anything there).
+    pub fn classify(status: ExitStatus, directive: Option<SlotState>, reported: Option<ExitReason>) -> ExitCause {
         match status {
             ExitStatus::Signaled(sig) => ExitCause::Signal(sig),
-            ExitStatus::Code(code::OK) => ExitCause::Voluntary(reported.or(match last_state {
+            ExitStatus::Code(code::OK) => ExitCause::Voluntary(reported.or(match directive {
                 Some(SlotState::IdleKill) => Some(ExitReason::Retired),
                 Some(SlotState::Graceful) => Some(ExitReason::Graceful),
                 _ => None,
@@ -213,7 +258,7 @@ impl fmt::Display for ExitCause {
             ExitCause::Fatal => f.write_str("exited with a fatal error (code 15)"),
             ExitCause::Code(c) => write!(f, "exited with code {c}"),
             ExitCause::Signal(s) => write!(f, "killed by signal {s}"),
-            ExitCause::Killed(stall) => write!(f, "killed by the watchdog: it {stall}"),
+            ExitCause::Killed(why) => write!(f, "killed {why}"),
         }
     }
 }

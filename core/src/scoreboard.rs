@@ -21,6 +21,13 @@ use crate::exit::ExitReason;
 use crate::slot::{Side, SlotError, SlotState, SlotWord, check_transition};
 use std::fmt;
 
+/// How many compare-and-swaps in a row a writer tries before it gives up on a slot
+/// ([`SlotError::Unstable`]). In the protocol a child's CAS fails at most twice in a row (the
+/// parent writes a directive, or repairs the slot, between its read and its CAS), so this many
+/// failures mean something outside the protocol keeps writing the word: giving up bounds the loop
+/// whatever is in shared memory.
+pub const MAX_CAS_TRIES: u32 = 16;
+
 /// The shared memory the protocol runs on: two words per slot (the slot word and the child's
 /// activity word) plus the running generation.
 pub trait SlotTable {
@@ -34,12 +41,24 @@ pub trait SlotTable {
     fn activity_word(&self, index: usize) -> &Self::Word;
     /// The running generation, written by the parent, read by the children.
     fn generation_word(&self) -> &Self::Word;
+    /// The pid word of slot `index`, if this board has one: the parent publishes the pid of the
+    /// child it has there (0: none) for status pages. The protocol never reads it back (only the
+    /// seeded bug `SignalPidFromBoard` does, Apache's CVE-2007-3304).
+    fn pid_word(&self, index: usize) -> Option<&Self::Word> {
+        let _ = index;
+        None
+    }
 
     /// Slot `index`, or [`SlotError::NoSuchSlot`].
     fn slot(&self, index: usize) -> Result<Slot<'_, Self::Word>, SlotError> {
         let slots = self.slot_count();
         if index < slots {
-            Ok(Slot { index, word: self.slot_word(index), activity: self.activity_word(index) })
+            Ok(Slot {
+                index,
+                word: self.slot_word(index),
+                activity: self.activity_word(index),
+                pid: self.pid_word(index),
+            })
         } else {
             Err(SlotError::NoSuchSlot { slot: index, slots })
         }
@@ -62,6 +81,7 @@ pub struct MemoryBoard<W> {
     generation: W,
     slots: Vec<W>,
     activity: Vec<W>,
+    pids: Vec<W>,
 }
 
 impl<W: AtomicWord> MemoryBoard<W> {
@@ -71,6 +91,7 @@ impl<W: AtomicWord> MemoryBoard<W> {
             generation: new_word(),
             slots: (0..slots).map(|_| new_word()).collect(),
             activity: (0..slots).map(|_| new_word()).collect(),
+            pids: (0..slots).map(|_| new_word()).collect(),
         }
     }
 }
@@ -96,6 +117,9 @@ impl<W: AtomicWord> SlotTable for MemoryBoard<W> {
     fn generation_word(&self) -> &W {
         &self.generation
     }
+    fn pid_word(&self, index: usize) -> Option<&W> {
+        self.pids.get(index)
+    }
 }
 
 /// One slot of a [`SlotTable`], with the parent's operations on it.
@@ -104,6 +128,7 @@ pub struct Slot<'a, W> {
     index: usize,
     word: &'a W,
     activity: &'a W,
+    pid: Option<&'a W>,
 }
 
 // By hand: a derive would require `W: Copy`, but only a reference is copied.
@@ -141,8 +166,10 @@ impl<'a, W: AtomicWord> Slot<'a, W> {
         self.word.compare_exchange(from.encode(), to.encode(), Ordering::AcqRel, Ordering::Acquire).map(drop)
     }
 
-    /// Parent: claims this `Dead` slot for a new child of `generation`, before fork().
-    /// Returns the word the child is born with (state `Starting`, next incarnation).
+    /// Claims this `Dead` slot for a new child of `generation`, taking the next incarnation from
+    /// the word in the slot. Returns the word the child is born with (state `Starting`). For tests
+    /// and tools: the parent never reads a slot to spawn, it writes the word its own records
+    /// give ([`Slot::install`]).
     pub fn spawn(&self, generation: u32) -> Result<SlotWord, SlotError> {
         let now = self.read()?;
         check_transition(Side::Parent, now.state, SlotState::Starting)?;
@@ -155,6 +182,47 @@ impl<'a, W: AtomicWord> Slot<'a, W> {
         })?;
         self.activity.store(0, Ordering::Release); // a fresh child has done nothing yet
         Ok(born)
+    }
+
+    /// Parent: writes `born` (state `Starting`) for a new child, before fork(), whatever the slot
+    /// held: the parent's own records say no child lives here, so nothing in the slot is anyone's
+    /// (SPEC.md §3.4). The child's activity word starts at zero.
+    pub fn install(&self, born: SlotWord) {
+        self.word.store(born.encode(), Ordering::Release);
+        self.activity.store(0, Ordering::Release); // a fresh child has done nothing yet
+        self.publish_pid(0);
+    }
+
+    /// Parent: publishes the pid of the child it has in this slot (0: none), if the board has a
+    /// pid word. Written from the parent's records, never read back by the protocol.
+    pub fn publish_pid(&self, pid: u32) {
+        if let Some(w) = self.pid {
+            w.store(u64::from(pid), Ordering::Release);
+        }
+    }
+
+    /// What the pid word holds now (0 without one). Untrusted: any process can write it. Only the
+    /// seeded bug `SignalPidFromBoard` acts on it.
+    pub fn board_pid(&self) -> u64 {
+        self.pid.map_or(0, |w| w.load(Ordering::Acquire))
+    }
+
+    /// Parent: stores `word`, whatever the slot holds: a directive (`G`) or a repair, written from
+    /// the parent's own records rather than from what it read. A child that races it loses nothing:
+    /// its compare-and-swap from its old word fails, it reads again and finds `word`.
+    pub fn put(&self, word: SlotWord) {
+        self.word.store(word.encode(), Ordering::Release);
+    }
+
+    /// Parent: the child that lived here is gone (reaped, or its fork failed): stores `empty` and
+    /// clears the activity word, whatever the slot held. Returns the raw word found there (which
+    /// only labels the parent's log: anything may be in it).
+    pub fn release(&self, empty: SlotWord) -> u64 {
+        let found = self.raw();
+        self.word.store(empty.encode(), Ordering::Release);
+        self.activity.store(0, Ordering::Release); // a dead holder holds nothing
+        self.publish_pid(0);
+        found
     }
 
     /// Parent: the child whose word is `known` is gone (reaped, or fork() failed). Always leaves the
@@ -183,7 +251,7 @@ impl<'a, W: AtomicWord> Slot<'a, W> {
     /// Parent: marks a working child `Graceful` (graceful restart or stop). Returns the state it
     /// replaced, or the state that made marking unnecessary (`Dead`, `Graceful`, `IdleKill`).
     pub fn mark_graceful(&self) -> Result<SlotState, SlotError> {
-        loop {
+        for _ in 0..MAX_CAS_TRIES {
             let now = self.read()?;
             if !now.state.is_live() || now.state.is_directive() {
                 return Ok(now.state);
@@ -194,6 +262,7 @@ impl<'a, W: AtomicWord> Slot<'a, W> {
             }
             // The child changed its state meanwhile: read again.
         }
+        Err(SlotError::Unstable { tries: MAX_CAS_TRIES })
     }
 
     /// Parent: claims the idle child whose word the parent saw as `seen` (state `Ready`) for
@@ -352,8 +421,12 @@ impl<'a, W: AtomicWord> ChildSlot<'a, W> {
     ///
     /// `set(BusyRead)` from `Ready` is the *work claim*: call it before accept(). If it returns
     /// [`SlotUpdate::Retire`] or [`SlotUpdate::Graceful`], do not accept.
+    ///
+    /// A slot that keeps changing under the compare-and-swap (something outside the protocol
+    /// writes it) is [`SlotError::Unstable`] after [`MAX_CAS_TRIES`]: the child gives up, never
+    /// spins.
     pub fn set(&self, to: SlotState) -> Result<SlotUpdate, SlotError> {
-        loop {
+        for _ in 0..MAX_CAS_TRIES {
             let now = self.read_own()?;
             match now.state {
                 SlotState::Graceful => return Ok(SlotUpdate::Graceful),
@@ -371,6 +444,7 @@ impl<'a, W: AtomicWord> ChildSlot<'a, W> {
             }
             // The parent wrote a directive meanwhile: read again.
         }
+        Err(SlotError::Unstable { tries: MAX_CAS_TRIES })
     }
 }
 

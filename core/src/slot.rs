@@ -274,6 +274,14 @@ pub enum SlotError {
         /// The incarnation found in the slot.
         found: u32,
     },
+    /// The slot word kept changing under a compare-and-swap: something other than the protocol
+    /// writes it (a correct parent writes a child's slot at most twice between two of its steps).
+    /// The caller gives up instead of spinning.
+    #[error("slot word changed under {tries} compare-and-swaps in a row: something outside the protocol writes it")]
+    Unstable {
+        /// Compare-and-swaps tried.
+        tries: u32,
+    },
     /// A slot index beyond the scoreboard.
     #[error("slot {slot} does not exist (the scoreboard has {slots} slots)")]
     NoSuchSlot {

@@ -650,13 +650,21 @@ fn a_crash_counts_as_early_within_two_seconds_of_the_fork_or_while_starting() {
 /// timeout): without either it sleeps until the last child leaves; with a deadline, a request
 /// stuck past it is killed even during the drain.
 #[test]
-fn a_drain_wakes_the_parent_only_for_the_request_deadline() {
+fn a_drain_keeps_ticking_and_kills_only_for_the_request_deadline() {
     let mut sim = Sim::new(pool(1, 1, 5, 4));
     sim.settle();
     let pid = sim.pid_in(0);
     sim.take_connection(pid);
     sim.command(Command::GracefulStop);
-    assert_eq!(sim.parent().poll_timeout(), None, "nothing to wait for but the child");
+    // The ticks go on: the child's `G` is re-asserted (a scribble cannot keep it from leaving)
+    // and it is woken again, but nothing is killed without a request deadline.
+    assert!(sim.parent().poll_timeout().is_some(), "a draining parent still ticks");
+    sim.board.slot(0).unwrap().put(sim.board.slot(0).unwrap().read().unwrap().with_state(SlotState::BusyWrite));
+    sim.advance(Duration::from_secs(30));
+    assert!(sim.signals.is_empty(), "{:?}", sim.signals);
+    assert_eq!(sim.board.slot(0).unwrap().read().unwrap().state, SlotState::Graceful, "the directive is back");
+    assert!(sim.wakes.iter().filter(|w| w.1 == pid).count() >= 2, "woken again: {:?}", sim.wakes);
+    assert_eq!(sim.parent().phase(), Phase::Draining);
 
     let mut cfg = pool(1, 1, 5, 4);
     cfg.request_deadline = Duration::from_secs(5);

@@ -330,7 +330,7 @@ impl Sut {
             match action {
                 ParentAction::Spawn { slot, born } => {
                     self.next_pid += 1;
-                    self.parent.handle_spawned(slot, self.next_pid);
+                    self.parent.handle_spawned(slot, self.next_pid, &self.board);
                     self.born[slot] = born;
                     self.pids.insert(slot, self.next_pid);
                     spawned.push(slot);

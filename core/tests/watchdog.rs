@@ -6,7 +6,7 @@ mod common;
 use common::*;
 use prefork_core::child::{ChildAction, ChildEvent};
 use prefork_core::config::RawPoolConfig;
-use prefork_core::exit::{ExitCause, Stall};
+use prefork_core::exit::{ExitCause, KillReason, Stall};
 use prefork_core::parent::{KillSignal, ParentLog, Pid, QueueDepth};
 use prefork_core::scoreboard::ChildSlot;
 use prefork_core::slot::SlotState;
@@ -82,7 +82,7 @@ fn a_stalled_lock_holder_is_killed_once_connections_wait_for_the_limit() {
         ParentLog::ChildExited { pid, cause, .. } if *pid == holder => Some(*cause),
         _ => None,
     });
-    assert_eq!(cause, Some(ExitCause::Killed(Stall::AcceptLock { held: Duration::from_secs(2) })));
+    assert_eq!(cause, Some(ExitCause::Killed(KillReason::Stalled(Stall::AcceptLock { held: Duration::from_secs(2) }))));
     assert_eq!(
         sim.logs.iter().find(|(_, l)| matches!(l, ParentLog::Stalled { .. })).unwrap().1.to_string(),
         format!(

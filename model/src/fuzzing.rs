@@ -161,7 +161,7 @@ pub fn parent_events_with(data: &[u8], bug: Option<SeededBug>) {
                     parent.handle_spawn_failed(now, slot, "fuzzed fork failure", &board);
                 } else {
                     next_pid += 1;
-                    parent.handle_spawned(slot, next_pid);
+                    parent.handle_spawned(slot, next_pid, &board);
                     children.insert(next_pid, (slot, born));
                 }
             }
@@ -221,6 +221,174 @@ pub fn parent_events_with(data: &[u8], bug: Option<SeededBug>) {
     }
 }
 
+/// The parent over arbitrary board bytes (SPEC.md §14): the input alternates between writes of
+/// any value into any word of the shared memory (slot, activity, pid and generation words) and the
+/// parent's inputs (ticks, restarts), while children behave as the child loop does at its top
+/// (leave on a directive, a moved generation or a slot that is not their own; otherwise show
+/// `Ready`). Checked throughout: the parent signals only its own children (T1), never panics and
+/// never reports a broken driver contract (T2). Once the input is used up, no more scribbles: within
+/// [`RECOVERY_TICKS`] ticks the board agrees with the parent's records again, the generation word
+/// is the parent's, and `min_spare_servers` children are idle (T3). No crash, kill or fork failure
+/// is injected here, so nothing excuses a slower recovery (the crash-loop brake must not hear of
+/// the board's damage).
+pub fn board_bytes(data: &[u8]) {
+    board_bytes_with(data, None)
+}
+
+/// Ticks [`board_bytes`] allows after the last scribble: one repairs and forks, one reaps what the
+/// repair told to leave and forks again (children here leave only between ticks).
+pub const RECOVERY_TICKS: usize = 2;
+
+/// [`board_bytes`] with a seeded bug in the parent (negative tests).
+pub fn board_bytes_with(data: &[u8], bug: Option<SeededBug>) {
+    let mut b = Bytes(data);
+    let config = pool(&mut b);
+    let slots = config.server_limit as usize;
+    let board: MemoryBoard<Cell<u64>> = MemoryBoard::new(slots);
+    let mut parent = Parent::new(config.clone());
+    crate::seeded::seed_parent(&mut parent, bug);
+    let mut driver = prefork_core::ParentDriver::new(parent);
+    let mut world = ByteWorld::default();
+    let tick = config.maintenance_interval;
+    let mut now = Time::ZERO;
+    driver.start(now, &board, &mut world);
+    while !b.done() {
+        match b.byte() % 5 {
+            0 | 1 => {
+                for _ in 0..1 + b.byte() % 8 {
+                    let target = usize::from(b.byte()) % (1 + 3 * slots);
+                    let value = b.u64();
+                    let word = match target {
+                        0 => board.generation_word(),
+                        t if t <= slots => board.slot_word(t - 1),
+                        t if t <= 2 * slots => board.activity_word(t - 1 - slots),
+                        t => board.pid_word(t - 1 - 2 * slots).expect("a pid word"),
+                    };
+                    word.set(value);
+                }
+            }
+            2 => {
+                now += tick;
+                driver.handle_timeout(now, &board, &mut world);
+            }
+            3 => {
+                let cfg = Box::new(driver.parent().config().clone());
+                let command = if b.byte() & 1 == 0 { Command::GracefulRestart(cfg) } else { Command::HardRestart(cfg) };
+                driver.handle_command(now, command, &board, &mut world);
+            }
+            _ => world.children_step(&board),
+        }
+        world.deliver_exits(now, &board, &mut driver);
+    }
+    // No more scribbles: the pool comes back.
+    for _ in 0..RECOVERY_TICKS {
+        world.children_step(&board);
+        world.deliver_exits(now, &board, &mut driver);
+        now += tick;
+        driver.handle_timeout(now, &board, &mut world);
+        // A hard restart under way may need its ladder (children here die of the first signal).
+        while driver.parent().phase() == prefork_core::parent::Phase::Restarting {
+            world.deliver_exits(now, &board, &mut driver);
+            now += tick;
+            driver.handle_timeout(now, &board, &mut world);
+        }
+    }
+    world.children_step(&board);
+    let parent = driver.parent();
+    assert_eq!(board.running_generation(), parent.generation(), "T3: the generation word is the parent's");
+    let counts = prefork_core::ScoreboardView::capture(&board).counts();
+    assert!(
+        counts.corrupt == 0 && counts.live() == parent.live_children(),
+        "T3: the board agrees with the parent's records {RECOVERY_TICKS} ticks after the last scribble: {}, {} children",
+        prefork_core::ScoreboardView::capture(&board).letters(),
+        parent.live_children()
+    );
+    for (slot, c) in parent.children() {
+        assert_eq!(board.slot(slot).unwrap().board_pid(), u64::from(c.pid.unwrap_or(0)), "T3: slot {slot}'s pid word");
+    }
+    let (min, mrw) = (parent.config().min_spare_servers as usize, parent.config().max_request_workers as usize);
+    assert!(
+        counts.idle() >= min || counts.live() >= mrw,
+        "T3: {} idle children {RECOVERY_TICKS} ticks after the last scribble (min_spare_servers {min}): {}",
+        counts.idle(),
+        prefork_core::ScoreboardView::capture(&board).letters()
+    );
+}
+
+/// The children of [`board_bytes`]: pids, slots and born words; exits waiting to be reaped.
+#[derive(Default)]
+struct ByteWorld {
+    children: BTreeMap<Pid, (usize, SlotWord)>,
+    exits: Vec<(Pid, ExitStatus, Option<ExitReason>)>,
+    next_pid: Pid,
+}
+
+impl ByteWorld {
+    /// Every child takes the step the child loop takes at its top: leave on a directive, a moved
+    /// generation, or a slot that is not its own (which it may say in its record); otherwise show
+    /// `Ready`.
+    fn children_step(&mut self, board: &MemoryBoard<Cell<u64>>) {
+        let mut leaving = vec![];
+        for (&pid, &(slot, born)) in &self.children {
+            let Ok(me) = ChildSlot::attach(board, slot, born) else { continue };
+            let reason = me.directive().or_else(|| match me.set(SlotState::Ready) {
+                Ok(prefork_core::scoreboard::SlotUpdate::Applied) => None,
+                Ok(prefork_core::scoreboard::SlotUpdate::Graceful) => Some(ExitReason::Graceful),
+                Ok(prefork_core::scoreboard::SlotUpdate::Retire) => Some(ExitReason::Retired),
+                Err(_) => Some(ExitReason::SlotLost),
+            });
+            if let Some(reason) = reason {
+                leaving.push((pid, ExitStatus::Code(reason.exit_code()), Some(reason)));
+            }
+        }
+        for (pid, status, reason) in leaving {
+            self.children.remove(&pid);
+            self.exits.push((pid, status, reason));
+        }
+    }
+
+    fn deliver_exits(&mut self, now: Time, board: &MemoryBoard<Cell<u64>>, driver: &mut prefork_core::ParentDriver) {
+        while !self.exits.is_empty() {
+            let (pid, status, reason) = self.exits.remove(0);
+            driver.handle_child_exit(now, pid, status, reason, board, self);
+        }
+    }
+}
+
+impl prefork_core::Platform<MemoryBoard<Cell<u64>>> for ByteWorld {
+    fn spawn(&mut self, _: &Parent, _: &MemoryBoard<Cell<u64>>, slot: usize, born: SlotWord) -> Result<Pid, String> {
+        self.next_pid += 1;
+        let pid = 1000 + self.next_pid;
+        self.children.insert(pid, (slot, born));
+        Ok(pid)
+    }
+    fn wake(&mut self, _: usize, pid: Pid) {
+        assert!(self.children.contains_key(&pid), "wake for {pid}, not a live child");
+    }
+    fn signal(
+        &mut self,
+        _: &Parent,
+        _: &MemoryBoard<Cell<u64>>,
+        pid: Pid,
+        signal: KillSignal,
+        _: Option<prefork_core::exit::KillReason>,
+    ) {
+        let known = self.children.contains_key(&pid) || self.exits.iter().any(|e| e.0 == pid);
+        assert!(known, "T1: {signal:?} to {pid}, which is not a child");
+        if self.children.remove(&pid).is_some() {
+            let sig = if signal == KillSignal::Term { 15 } else { 9 };
+            self.exits.push((pid, ExitStatus::Signaled(sig), None));
+        }
+    }
+    fn observe(&mut self) -> Observation {
+        Observation::default()
+    }
+    fn close_listeners(&mut self) {}
+    fn log(&mut self, line: prefork_core::parent::ParentLog) {
+        assert!(!matches!(line, prefork_core::parent::ParentLog::DriverMisuse { .. }), "T2: {line}");
+    }
+}
+
 /// What the listen queues hold at `now`: a pattern that comes and goes (taken from the time, not
 /// from the input, so that the committed corpora keep their meaning).
 fn queues(now: Time) -> Observation {
@@ -251,9 +419,9 @@ fn drain(
                 assert_eq!(born.generation, parent.generation(), "I13: born in the running generation");
                 pending.push((slot, born));
             }
-            ParentAction::Signal { pid, signal, stall } => {
+            ParentAction::Signal { pid, signal, reason } => {
                 assert!(children.contains_key(&pid), "I15: {signal:?} to {pid}, not a child");
-                if stall.is_some() {
+                if reason.is_some() {
                     assert_eq!(signal, KillSignal::Kill, "the watchdog kills with SIGKILL");
                 }
             }

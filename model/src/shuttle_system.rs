@@ -17,14 +17,19 @@
 //! * no deadlock (shuttle detects it), and no livelock (shuttle's step limit);
 //! * live children <= max_request_workers; the board's derived counts equal the real processes;
 //! * after a graceful restart, every old-generation child exits and the pool refills (the operator
-//!   waits for it; if it never happens the execution cannot finish).
+//!   waits for it; if it never happens the execution cannot finish);
+//! * with the scribble fault (a scribbler thread writes random values into random words of the
+//!   shared memory: slot, activity, pid and generation words, at random moments): the parent
+//!   signals only its own children (T1), never panics (T2), and within [`RECOVERY_BOUND`] of the
+//!   last write the pool has `min_spare_servers` children of the running generation whose slots
+//!   show their own words again (T3).
 
 use crate::words::{ShuttleWord, shuttle_board};
+use prefork_core::atomic::{AtomicWord, Ordering};
 use prefork_core::child::{ChildAction, ChildEvent, ChildLoop};
 use prefork_core::config::PoolConfig;
 use prefork_core::driver::{ParentDriver, Platform};
-use prefork_core::exit::Stall;
-use prefork_core::exit::{ExitReason, ExitStatus};
+use prefork_core::exit::{ExitReason, ExitStatus, KillReason};
 use prefork_core::parent::{Command, KillSignal, Observation, Parent, ParentLog, Pid, QueueDepth};
 use prefork_core::scoreboard::{ChildSlot, MemoryBoard, ScoreboardView, SlotTable, SlotUpdate};
 use prefork_core::seeded::SeededBug;
@@ -39,6 +44,14 @@ use std::time::Duration;
 
 /// A run that has not finished after this much simulated time is stuck (a liveness failure).
 pub const MAX_SIMULATED_SECONDS: u64 = 300;
+
+/// T3's bound under shuttle: after the scribbler's last write, the pool is back within this much
+/// simulated time (the next maintenance tick repairs and forks; a second tick of slack for a
+/// write that lands between a tick's repair and its spawns).
+pub const RECOVERY_BOUND: Duration = Duration::from_secs(2);
+
+/// The pid a scribbler writes into pid words: a process that is not a child (init).
+pub const DECOY_PID: u64 = 1;
 
 /// What one execution does.
 #[derive(Clone, Debug)]
@@ -66,11 +79,19 @@ pub struct Scenario {
     /// client is done and every connection was accepted: a pool that leaves connections waiting
     /// then fails the queue-wait check instead of hiding it behind the stop.
     pub drain_before_stop: bool,
+    /// Words a scribbler writes into the shared memory, one at a time at random moments (SPEC.md
+    /// §14). 0: no scribbler.
+    pub scribbles: u32,
+    /// Just before its final stop, the operator writes [`DECOY_PID`] into every pid word (a
+    /// child that wants the parent to signal someone else).
+    pub decoy_before_stop: bool,
 }
 
 /// One child process as the platform sees it.
 #[derive(Debug, Default)]
 struct ProcInfo {
+    slot: usize,
+    born: u64,
     generation: u32,
     killed: Option<i32>,
     stalled: bool,
@@ -118,6 +139,16 @@ struct World {
     parent_state: String,
     /// What the operator is doing, for diagnostics.
     operator: String,
+    /// The scribbler's writes, for diagnostics.
+    scribbled: Vec<String>,
+    /// When the scribbler wrote last (once it is done).
+    last_scribble: Option<Time>,
+    /// The scribbler has written since the parent's last maintenance tick.
+    dirty: bool,
+    /// After the last write, the pool was seen back (T3).
+    recovered: bool,
+    /// Bumped by every scribble (a tick clears `dirty` only if none came during it).
+    scribble_epoch: u64,
 }
 
 struct Shared {
@@ -338,11 +369,69 @@ fn child_main(
 
 /// Checks, at a parent step boundary, that the board and the parent agree with the real processes.
 fn check_board(parent: &Parent, shared: &Shared, w: &World) {
+    assert_eq!(parent.live_children(), w.procs.len() + w.zombies.len(), "the parent's records vs the processes");
+    if w.dirty {
+        return; // scribbled since the last tick: the next one repairs
+    }
     let counts = ScoreboardView::capture(&shared.board).counts();
     assert_eq!(counts.corrupt, 0);
     assert_eq!(counts.live(), parent.live_children(), "derived live count vs the parent's records");
     assert_eq!(parent.live_children(), w.procs.len() + w.zombies.len(), "the parent's records vs the processes");
     assert!(counts.live() <= parent.config().server_limit as usize, "more live children than server_limit");
+}
+
+/// Writes one random value into one random word of `board` (slot, activity, pid or generation
+/// word); what it wrote, for diagnostics.
+fn scribble(board: &MemoryBoard<ShuttleWord>, rng: &mut impl Rng) -> String {
+    let slot = rng.gen_range(0..board.slot_count());
+    let (word, value, name) = match rng.gen_range(0..10) {
+        0..=3 => {
+            let now = SlotWord::decode(board.slot_word(slot).load(Ordering::Acquire)).unwrap_or(SlotWord::EMPTY);
+            let value = match rng.gen_range(0..5) {
+                0 => u64::MAX,
+                1 => 0,
+                2 => rng.r#gen(),
+                3 => {
+                    let states = [SlotState::Ready, SlotState::IdleKill, SlotState::Starting, SlotState::Graceful];
+                    now.with_state(states[rng.gen_range(0..states.len())]).encode()
+                }
+                _ => SlotWord { incarnation: now.incarnation ^ 0x80_0000, ..now }.encode(),
+            };
+            (board.slot_word(slot), value, "slot")
+        }
+        4 | 5 => (board.activity_word(slot), if rng.gen_bool(0.5) { u64::MAX } else { rng.r#gen() }, "activity"),
+        6 => {
+            (board.pid_word(slot).expect("a pid word"), if rng.gen_bool(0.5) { DECOY_PID } else { rng.r#gen() }, "pid")
+        }
+        _ => {
+            let g = board.generation_word();
+            let value = if rng.gen_bool(0.5) { g.load(Ordering::Acquire).wrapping_add(1) } else { rng.r#gen() };
+            (g, value, "generation")
+        }
+    };
+    word.store(value, Ordering::Release);
+    format!("{name} {slot} = {value:#x}")
+}
+
+/// T3: `min_spare_servers` children of the running generation that are alive, not stalled or
+/// being killed, and whose slots show their own words in a working state.
+fn pool_is_back(shared: &Shared, w: &World) -> bool {
+    let good = w
+        .procs
+        .values()
+        .filter(|p| p.generation == w.generation && p.killed.is_none() && !p.stalled)
+        .filter(|p| {
+            let born = SlotWord::decode(p.born).unwrap_or(SlotWord::EMPTY);
+            let now = SlotWord::decode(shared.board.slot_word(p.slot).load(Ordering::Acquire));
+            now.is_ok_and(|now| {
+                now.incarnation == born.incarnation
+                    && now.generation == born.generation
+                    && now.state.is_live()
+                    && !now.state.is_directive()
+            })
+        })
+        .count();
+    good >= w.min_idle_goal && shared.board.running_generation() == w.generation
 }
 
 /// One execution of `scenario`: run it inside `shuttle::check_*` or `shuttle::replay`.
@@ -355,7 +444,7 @@ pub fn run(scenario: &Scenario) {
             deaths_left: scenario.deaths,
             stalls_left: scenario.stalls,
             min_idle_goal: cfg.min_spare_servers as usize,
-            threads: 3, // parent, client, operator
+            threads: 4, // parent, client, operator, scribbler
             ..World::default()
         }),
         changed: Condvar::new(),
@@ -417,6 +506,25 @@ pub fn run(scenario: &Scenario) {
                 if able {
                     w.queued_for.values_mut().for_each(|waited| *waited += Duration::from_secs(1));
                 }
+                // T3: after the scribbler's last write, the pool comes back within the bound.
+                if let Some(last) = w.last_scribble
+                    && !w.recovered
+                {
+                    if pool_is_back(&sh, &w) {
+                        w.recovered = true;
+                    } else {
+                        assert!(
+                            w.clock <= last + RECOVERY_BOUND,
+                            "T3: the pool is not back {RECOVERY_BOUND:?} after the last scribble at {last}: board {}, generation word {}, generation {}, procs {:?}, scribbles (last 6) {:?}, parent log (last 12): {:#?}",
+                            ScoreboardView::capture(&sh.board).letters(),
+                            sh.board.running_generation(),
+                            w.generation,
+                            w.procs,
+                            &w.scribbled[w.scribbled.len().saturating_sub(6)..],
+                            &w.log[w.log.len().saturating_sub(12)..],
+                        );
+                    }
+                }
                 if let Some(&waited) = w.queued_for.values().max() {
                     w.longest_wait = w.longest_wait.max(waited);
                     assert!(
@@ -460,6 +568,7 @@ pub fn run(scenario: &Scenario) {
     let (sh, restarts, next_cfg) =
         (shared.clone(), scenario.restarts, scenario.restart_pool.clone().unwrap_or_else(|| cfg.clone()));
     let drain_before_stop = scenario.drain_before_stop;
+    let (scribbling, decoy_before_stop) = (scenario.scribbles > 0, scenario.decoy_before_stop);
     let operator = thread::spawn(move || {
         let mut rng = thread_rng();
         for _ in 0..restarts {
@@ -490,6 +599,20 @@ pub fn run(scenario: &Scenario) {
         }
         let pause = rng.gen_range(0..4);
         let mut w = sh.sleep(sh.lock(), pause);
+        if scribbling {
+            // T3 is judged by the clock: wait here until the pool is back after the last write.
+            w.operator = "waiting for the pool to come back after the scribbles".into();
+            while !(w.parent_done || w.last_scribble.is_some() && w.recovered) {
+                w = sh.wait(w);
+            }
+        }
+        if decoy_before_stop {
+            for slot in 0..sh.board.slot_count() {
+                if let Some(pid) = sh.board.pid_word(slot) {
+                    pid.store(DECOY_PID, Ordering::Release);
+                }
+            }
+        }
         if drain_before_stop {
             w.operator = "waiting for every connection to be accepted".into();
             let until = w.clock + Duration::from_secs(60);
@@ -499,6 +622,30 @@ pub fn run(scenario: &Scenario) {
         }
         w.commands.push_back(if rng.gen_bool(0.5) { Command::Stop } else { Command::GracefulStop });
         sh.notify(&mut w);
+        sh.leave(&mut w);
+    });
+
+    // The scribbler: a child writing outside the protocol, at random moments.
+    let (sh, n) = (shared.clone(), scenario.scribbles);
+    let scribbler = thread::spawn(move || {
+        let mut rng = thread_rng();
+        for _ in 0..n {
+            let pause = rng.gen_range(0..3);
+            let mut w = sh.sleep(sh.lock(), pause);
+            if w.parent_done {
+                break;
+            }
+            let what = scribble(&sh.board, &mut rng);
+            let line = format!("{} {what}", w.clock);
+            w.scribbled.push(line);
+            w.dirty = true;
+            w.scribble_epoch += 1;
+            sh.notify(&mut w);
+            drop(w);
+            thread::yield_now();
+        }
+        let mut w = sh.lock();
+        w.last_scribble = Some(w.clock);
         sh.leave(&mut w);
     });
 
@@ -543,8 +690,12 @@ pub fn run(scenario: &Scenario) {
             w = shared.wait(w);
         };
         let now = w.clock;
+        let epoch = w.scribble_epoch;
         drop(w);
         let board = &shared.board;
+        let repairs = matches!(work, Work::Timeout)
+            && driver.parent().phase() == prefork_core::parent::Phase::Running
+            && now >= driver.parent().next_tick();
         exit = match work {
             Work::Reap((pid, status, reason)) => {
                 driver.handle_child_exit(now, pid, status, reason, board, &mut platform)
@@ -552,11 +703,16 @@ pub fn run(scenario: &Scenario) {
             Work::Command(c) => driver.handle_command(now, c, board, &mut platform),
             Work::Timeout => driver.handle_timeout(now, board, &mut platform),
         };
+        if repairs {
+            // The tick checked and repaired every slot: clean, unless a scribble came meanwhile.
+            let mut w = shared.lock();
+            w.dirty &= w.scribble_epoch != epoch;
+        }
     }
     let children = platform.children;
     shared.notify(&mut shared.lock());
     let children_spawned = children.len();
-    for h in [client, clock, operator].into_iter().chain(children) {
+    for h in [client, clock, operator, scribbler].into_iter().chain(children) {
         h.join().unwrap();
     }
 
@@ -666,7 +822,7 @@ impl Platform<MemoryBoard<ShuttleWord>> for ShuttlePlatform<'_> {
         let mut child = ChildLoop::new(cfg.listen.len(), cfg.lock_in_use(), cfg.connection_limit(u64::from(pid)));
         crate::seeded::seed_child(&mut child, self.scenario.bug);
         let mut w = self.shared.lock();
-        w.procs.insert(pid, ProcInfo { generation: born.generation, ..ProcInfo::default() });
+        w.procs.insert(pid, ProcInfo { slot, born: born.encode(), generation: born.generation, ..ProcInfo::default() });
         w.threads += 1;
         drop(w);
         let sh = self.shared.clone();
@@ -681,9 +837,20 @@ impl Platform<MemoryBoard<ShuttleWord>> for ShuttlePlatform<'_> {
         }
     }
 
-    fn signal(&mut self, _: &Parent, _: &MemoryBoard<ShuttleWord>, pid: Pid, signal: KillSignal, stall: Option<Stall>) {
+    fn signal(
+        &mut self,
+        _: &Parent,
+        _: &MemoryBoard<ShuttleWord>,
+        pid: Pid,
+        signal: KillSignal,
+        reason: Option<KillReason>,
+    ) {
         let mut w = self.shared.lock();
-        if stall.is_some() {
+        assert!(
+            w.procs.contains_key(&pid) || w.zombies.iter().any(|z| z.0 == pid),
+            "T1: the parent signalled pid {pid} ({signal:?}), which is not its child"
+        );
+        if matches!(reason, Some(KillReason::Stalled(_))) {
             w.watchdog_kills += 1;
         }
         if let Some(p) = w.procs.get_mut(&pid) {

@@ -11,12 +11,11 @@
 //! Each action is one atomic step. A process can crash between any two of its steps, and the parent
 //! and the clients interleave with them in every possible order.
 
-use crate::words::CellBoard;
+use crate::words::{BoardWords, CellBoard};
 use prefork_core::child::{AfterRelease, ChildAction, ChildEvent, ChildLoop, ChildPhase};
 use prefork_core::config::PoolConfig;
 use prefork_core::driver::{ParentDriver, Platform};
-use prefork_core::exit::Stall;
-use prefork_core::exit::{ExitReason, ExitStatus};
+use prefork_core::exit::{ExitReason, ExitStatus, KillReason, Stall};
 use prefork_core::parent::{Command, KillSignal, Observation, Parent, ParentLog, Phase, Pid, QueueDepth};
 use prefork_core::scoreboard::{ChildSlot, ScoreboardView};
 use prefork_core::seeded::SeededBug;
@@ -54,12 +53,15 @@ pub struct Budget {
     pub grace: u8,
     /// fork() failures: each makes the next fork the parent asks for fail (EAGAIN).
     pub fork_failures: u8,
+    /// Scribbles: a child (any process of the pool) writes a value of its choosing into any word
+    /// of the shared memory, at any step (SPEC.md §14).
+    pub scribbles: u8,
 }
 
 impl Budget {
     /// A budget of `ticks` timeouts, `connections`, `crashes` and `commands`, without stalls.
     pub const fn new(ticks: u8, connections: u8, crashes: u8, commands: u8) -> Self {
-        Budget { ticks, connections, crashes, commands, stalls: 0, grace: 0, fork_failures: 0 }
+        Budget { ticks, connections, crashes, commands, stalls: 0, grace: 0, fork_failures: 0, scribbles: 0 }
     }
 
     /// May a grace timeout happen now (every other event used up)?
@@ -71,6 +73,7 @@ impl Budget {
             && self.commands == 0
             && self.stalls == 0
             && self.fork_failures == 0
+            && self.scribbles == 0
     }
 }
 
@@ -85,6 +88,104 @@ pub enum Op {
     GracefulStop,
     /// SIGTERM.
     Stop,
+}
+
+/// A word of the shared memory a scribbling child overwrites, and with what. The values are the
+/// classes the parent must tell apart (SPEC.md §7.6): garbage, an empty word, a plausible word of
+/// the slot's own child in a state it did not reach, another child's word; a decoy pid; a moved
+/// generation; an activity word that claims everything.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Scribble {
+    /// Slot `slot`'s word becomes `value`.
+    Slot(u8, SlotGarbage),
+    /// Slot `slot`'s activity word becomes all ones (holds the lock, counters at their maximum).
+    Activity(u8),
+    /// Slot `slot`'s pid word names [`DECOY_PID`], a process that is not a child.
+    Pid(u8),
+    /// The running-generation word moves one ahead.
+    Generation,
+}
+
+/// What a scribble writes into a slot word.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum SlotGarbage {
+    /// All ones: an invalid state code.
+    Corrupt,
+    /// All zeros: `Dead`, incarnation 0.
+    Zero,
+    /// The slot's own incarnation and generation in this state (a forged `_`, `I`, `S`).
+    Forged(SlotState),
+    /// The slot's word with its incarnation's top bit flipped: another child's word.
+    Foreign,
+}
+
+/// The pid a scribble writes into a pid word: a process that is not a child (init).
+pub const DECOY_PID: u64 = 1;
+
+impl Scribble {
+    /// Every scribble of a board of `slots` slots, limited to `kinds`.
+    pub fn all(slots: usize, kinds: &[ScribbleKind]) -> Vec<Scribble> {
+        let mut out = Vec::new();
+        for slot in 0..slots as u8 {
+            for kind in kinds {
+                match kind {
+                    ScribbleKind::SlotWords => out.extend(
+                        [
+                            SlotGarbage::Corrupt,
+                            SlotGarbage::Zero,
+                            SlotGarbage::Forged(SlotState::Ready),
+                            SlotGarbage::Forged(SlotState::IdleKill),
+                            SlotGarbage::Forged(SlotState::Starting),
+                            SlotGarbage::Foreign,
+                        ]
+                        .map(|g| Scribble::Slot(slot, g)),
+                    ),
+                    ScribbleKind::Activity => out.push(Scribble::Activity(slot)),
+                    ScribbleKind::Pids => out.push(Scribble::Pid(slot)),
+                    ScribbleKind::Generation => {}
+                }
+            }
+        }
+        if kinds.contains(&ScribbleKind::Generation) {
+            out.push(Scribble::Generation);
+        }
+        out
+    }
+
+    /// Writes it into `board`.
+    pub fn apply(self, board: &mut BoardWords) {
+        match self {
+            Scribble::Slot(slot, garbage) => {
+                let slot = usize::from(slot);
+                let now = SlotWord::decode(board.slots[slot]).unwrap_or(SlotWord::EMPTY);
+                board.slots[slot] = match garbage {
+                    SlotGarbage::Corrupt => u64::MAX,
+                    SlotGarbage::Zero => 0,
+                    SlotGarbage::Forged(state) => now.with_state(state).encode(),
+                    SlotGarbage::Foreign => {
+                        SlotWord { incarnation: now.incarnation ^ 0x80_0000, ..now.with_state(SlotState::Ready) }
+                            .encode()
+                    }
+                };
+            }
+            Scribble::Activity(slot) => board.activity[usize::from(slot)] = u64::MAX,
+            Scribble::Pid(slot) => board.pids[usize::from(slot)] = DECOY_PID,
+            Scribble::Generation => board.generation = board.generation.wrapping_add(1),
+        }
+    }
+}
+
+/// Which words a model's scribbles may hit (each kind multiplies the state space).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum ScribbleKind {
+    /// Slot words, with every [`SlotGarbage`].
+    SlotWords,
+    /// Activity words.
+    Activity,
+    /// Pid words.
+    Pids,
+    /// The running generation.
+    Generation,
 }
 
 /// The model: the pool configuration, the budgets, the lock's crash semantics, and an optional
@@ -121,6 +222,8 @@ pub struct SystemModel {
     /// Do children ignore SIGTERM (a handler that does not exit)? Then a stop climbs the whole
     /// ladder: SIGTERM at 0, 3, 5 and 7 s, SIGKILL at 9 s (I15, L3).
     pub children_ignore_term: bool,
+    /// The scribbles that may happen (with `budget.scribbles`).
+    pub scribbles: Vec<Scribble>,
 }
 
 /// One child process.
@@ -212,6 +315,13 @@ pub struct Violations {
     /// A fork came before the back-off after a fork failure, or the crash-loop pause, was over
     /// (I16).
     pub forked_too_soon: bool,
+    /// The parent signalled a process it did not fork, or one it has reaped (T1).
+    pub signalled_stranger: bool,
+    /// The parent panicked (T2).
+    pub parent_panicked: bool,
+    /// The parent reported a broken driver contract (T2: whatever the board holds, the parent's
+    /// own steps stay consistent).
+    pub driver_misuse: bool,
 }
 
 /// The whole system: the parent (with the driver contract) and everything else.
@@ -226,12 +336,8 @@ pub struct SysState {
 /// Everything but the parent: the platform the parent's effects happen on.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct World {
-    /// The running-generation word.
-    pub generation_word: u64,
-    /// The slot words.
-    pub board: Vec<u64>,
-    /// The activity words.
-    pub activity: Vec<u64>,
+    /// The shared memory: generation, slot, activity and pid words.
+    pub words: BoardWords,
     /// Live child processes, in pid order.
     pub procs: Vec<Proc>,
     /// Connections waiting in each listen queue.
@@ -290,6 +396,15 @@ pub struct World {
     pub ladder_kills: u8,
     /// Children that left after `max_connections_per_child`.
     pub recycled: u8,
+    /// Words a child wrote outside the protocol so far (the scribble fault).
+    pub scribbles: u8,
+    /// Scribbled since the parent's last maintenance tick (which repairs the board).
+    pub dirty: bool,
+    /// A child was forked after a scribble.
+    pub forked_after_scribble: bool,
+    /// An activity word was scribbled: the watchdog may act on it (it may kill the slot's child,
+    /// never anyone else), so its kills are no longer judged by the model's own record (I27).
+    pub activity_scribbled: bool,
     /// Things that must never happen.
     pub violations: Violations,
 }
@@ -315,7 +430,7 @@ impl SysState {
 
     /// The snapshot of the board in this state.
     pub fn view(&self) -> ScoreboardView {
-        ScoreboardView::capture(&CellBoard::load(self.generation_word, &self.board, &self.activity))
+        ScoreboardView::capture(&CellBoard::load(&self.words))
     }
 }
 
@@ -342,6 +457,8 @@ pub enum Action {
     Command(Op),
     /// The next fork fails (EAGAIN: a process limit, memory).
     ForkFailure,
+    /// A child writes outside the protocol.
+    Scribble(Scribble),
 }
 
 impl SystemModel {
@@ -365,6 +482,7 @@ impl SystemModel {
             kernel_lock_evidence: true,
             restart_pool: None,
             children_ignore_term: false,
+            scribbles: vec![],
         }
     }
 
@@ -374,18 +492,23 @@ impl SystemModel {
         s: &mut SysState,
         input: impl FnOnce(&mut ParentDriver, Time, &CellBoard, &mut ModelPlatform<'_>) -> Option<i32>,
     ) {
-        let board = CellBoard::load(s.world.generation_word, &s.world.board, &s.world.activity);
+        let board = CellBoard::load(&s.world.words);
         let now = s.world.now;
         let mut platform = ModelPlatform { model: self, world: &mut s.world };
-        if let Some(code) = input(&mut s.driver, now, &board, &mut platform) {
-            s.world.exit_code = Some(code);
+        let driver = &mut s.driver;
+        // T2: whatever the board holds, the parent never panics (a panic is a violation here, so
+        // that stateright reports the path to it).
+        match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| input(driver, now, &board, &mut platform))) {
+            Ok(Some(code)) => s.world.exit_code = Some(code),
+            Ok(None) => {}
+            Err(_) => s.world.violations.parent_panicked = true,
         }
-        (s.world.generation_word, s.world.board, s.world.activity) = board.save();
+        s.world.words = board.save();
         if !matches!(s.parent().phase(), Phase::Stopping | Phase::Restarting) {
             s.world.reclaim_started = None;
         }
         let now = s.world.now;
-        let board = s.world.board.clone();
+        let board = s.world.words.slots.clone();
         for p in &mut s.world.procs {
             let marked = SlotWord::decode(board[p.slot]).is_ok_and(|w| w.state == SlotState::Graceful);
             p.graceful_since = if marked { p.graceful_since.or(Some(now)) } else { None };
@@ -443,9 +566,9 @@ impl SystemModel {
     /// is a violation, not an exit.
     fn feed(&self, s: &mut SysState, i: usize, event: ChildEvent<'_>) {
         let s = &mut s.world;
-        let board = CellBoard::load(s.generation_word, &s.board, &s.activity);
+        let board = CellBoard::load(&s.words);
         let p = &mut s.procs[i];
-        let before = s.board[p.slot];
+        let before = s.words.slots[p.slot];
         let action = ChildSlot::attach(&board, p.slot, p.born)
             .map_err(|_| ())
             .and_then(|slot| p.child.handle(event, &slot).map_err(|_| ()))
@@ -453,8 +576,8 @@ impl SystemModel {
                 s.violations.protocol_error = true;
                 ChildAction::Exit(ExitReason::ProtocolError)
             });
-        (s.generation_word, s.board, s.activity) = board.save();
-        let after = s.board[p.slot];
+        s.words = board.save();
+        let after = s.words.slots[p.slot];
         if before != after {
             match (SlotWord::decode(before), SlotWord::decode(after)) {
                 (Ok(b), _) if b.state.is_directive() => s.violations.directive_overwritten = true,
@@ -557,9 +680,7 @@ impl Model for SystemModel {
         let mut parent = Parent::new(self.pool.clone());
         crate::seeded::seed_parent(&mut parent, self.bug);
         let world = World {
-            generation_word: 0,
-            board: vec![0; self.pool.server_limit as usize],
-            activity: vec![0; self.pool.server_limit as usize],
+            words: BoardWords::new(self.pool.server_limit as usize),
             procs: vec![],
             queues: vec![0; listeners],
             listening: true,
@@ -588,6 +709,10 @@ impl Model for SystemModel {
             stop_requested: false,
             ladder_kills: 0,
             recycled: 0,
+            scribbles: 0,
+            dirty: false,
+            activity_scribbled: false,
+            forked_after_scribble: false,
             violations: Violations::default(),
         };
         let mut s = SysState { driver: ParentDriver::new(parent), world };
@@ -639,6 +764,9 @@ impl Model for SystemModel {
         if parent_alive && s.budget.fork_failures > 0 && !s.fork_broken {
             actions.push(Action::ForkFailure);
         }
+        if parent_alive && s.budget.scribbles > 0 {
+            actions.extend(self.scribbles.iter().map(|&w| Action::Scribble(w)));
+        }
     }
 
     fn next_state(&self, last: &SysState, action: Action) -> Option<SysState> {
@@ -666,7 +794,10 @@ impl Model for SystemModel {
                 {
                     s.early_crashes = 0;
                 }
+                let repairs = s.parent().phase() == Phase::Running && s.now >= s.parent().next_tick();
                 self.drive(&mut s, |driver, now, board, platform| driver.handle_timeout(now, board, platform));
+                // A maintenance tick checks every slot against the records and repairs it.
+                s.dirty &= !repairs;
             }
             Action::Reap => {
                 let z = s.zombies.remove(0);
@@ -690,6 +821,13 @@ impl Model for SystemModel {
             Action::ForkFailure => {
                 s.budget.fork_failures -= 1;
                 s.fork_broken = true;
+            }
+            Action::Scribble(what) => {
+                s.budget.scribbles -= 1;
+                s.scribbles += 1;
+                s.dirty = true;
+                s.activity_scribbled |= matches!(what, Scribble::Activity(_));
+                what.apply(&mut s.world.words);
             }
             Action::Crash(pid) => {
                 s.budget.crashes -= 1;
@@ -788,8 +926,11 @@ impl Model for SystemModel {
                 "I4: a child that claimed work is never claimed or killed",
                 |_: &SystemModel, s: &SysState| {
                     let view = s.view();
+                    // A scribble can forge `_` over a busy child, and the parent then claims it
+                    // (it finishes its connection and leaves: I11 still holds).
                     !s.violations.killed_busy
-                        && s.procs.iter().all(|p| !p.busy() || view.state(p.slot) != Some(SlotState::IdleKill))
+                        && (s.scribbles > 0
+                            || s.procs.iter().all(|p| !p.busy() || view.state(p.slot) != Some(SlotState::IdleKill)))
                 },
             ),
             Property::always("I4: retirement never sends a signal", |_: &SystemModel, s: &SysState| {
@@ -839,8 +980,17 @@ impl Model for SystemModel {
             }),
             Property::always("I9/I14: the board agrees with the parent's records", |_: &SystemModel, s: &SysState| {
                 let counts = s.view().counts();
-                counts.corrupt == 0 && counts.live() == s.parent().live_children()
+                // After a scribble, from the next maintenance tick on.
+                s.dirty || (counts.corrupt == 0 && counts.live() == s.parent().live_children())
             }),
+            Property::always(
+                "T1: the parent signals only its own children, whatever the board says",
+                |_: &SystemModel, s: &SysState| !s.violations.signalled_stranger,
+            ),
+            Property::always(
+                "T2: the parent never panics and keeps the driver contract, whatever the board holds",
+                |_: &SystemModel, s: &SysState| !s.violations.parent_panicked && !s.violations.driver_misuse,
+            ),
             Property::always(
                 "I11: every accepted connection is served, or lost only with a child that crashed or was killed",
                 |_: &SystemModel, s: &SysState| {
@@ -893,8 +1043,25 @@ impl Model for SystemModel {
             Property::eventually("L3: a stop ends", |m: &SystemModel, s: &SysState| {
                 terminal(m, s) && (!s.stop_requested || s.exit_code.is_some())
             }),
+            Property::eventually(
+                "T3: after the last scribble, the pool is back to min_spare_servers idle children within the grace ticks",
+                |m: &SystemModel, s: &SysState| {
+                    let parent = s.parent();
+                    let counts = s.view().counts();
+                    // No exemption for the brake: scribbles must never engage it.
+                    terminal(m, s)
+                        && (s.scribbles == 0
+                            || s.budget.scribbles > 0
+                            || parent.phase() != Phase::Running
+                            || counts.idle() >= parent.config().min_spare_servers as usize
+                            || counts.live() >= parent.config().max_request_workers as usize)
+                },
+            ),
             // Examples that must exist: a model that cannot reach these proves nothing.
             Property::sometimes("example: a connection is served", |_: &SystemModel, s: &SysState| s.served > 0),
+            Property::sometimes("example: a child is forked after a scribble", |_: &SystemModel, s: &SysState| {
+                s.forked_after_scribble
+            }),
             Property::sometimes("example: an idle child is retired", |_: &SystemModel, s: &SysState| s.retired > 0),
             Property::sometimes("example: a graceful restart completes", |_: &SystemModel, s: &SysState| {
                 s.parent().generation() > 0 && !s.procs.is_empty() && s.procs.iter().all(|p| p.born.generation > 0)
@@ -971,6 +1138,7 @@ impl Platform<CellBoard> for ModelPlatform<'_> {
         }
         s.fork_recovered |= s.fork_failures_in_row > 0;
         s.fork_failures_in_row = 0;
+        s.forked_after_scribble |= s.scribbles > 0;
         let pid = s.next_pid;
         s.next_pid += 1;
         let mut child = ChildLoop::new(cfg.listen.len(), cfg.lock_in_use(), cfg.connection_limit(u64::from(pid)));
@@ -998,15 +1166,19 @@ impl Platform<CellBoard> for ModelPlatform<'_> {
         }
     }
 
-    fn signal(&mut self, parent: &Parent, _: &CellBoard, pid: Pid, signal: KillSignal, stall: Option<Stall>) {
+    fn signal(&mut self, parent: &Parent, _: &CellBoard, pid: Pid, signal: KillSignal, reason: Option<KillReason>) {
         let s = &mut *self.world;
+        // T1: only a process the parent forked and has not reaped yet.
+        if !s.procs.iter().any(|p| p.pid == pid) && !s.zombies.iter().any(|z| z.pid == pid) {
+            s.violations.signalled_stranger = true;
+        }
         let running = parent.phase() == Phase::Running;
-        if running && stall.is_none() {
+        if running && reason.is_none() {
             s.violations.signal_while_running = true;
         }
         let Some(i) = s.procs.iter().position(|p| p.pid == pid) else { return };
         let p = &s.procs[i];
-        if running && stall.is_none() && p.busy() {
+        if running && reason.is_none() && p.busy() {
             s.violations.killed_busy = true;
         }
         let cfg = parent.config();
@@ -1015,23 +1187,28 @@ impl Platform<CellBoard> for ModelPlatform<'_> {
         // sees the queues at its looks; a holder that took a connection between two looks without
         // releasing the lock yet shows no progress it can see).
         let waiting = s.queues.iter().any(|&q| q > 0);
-        match stall {
-            Some(Stall::AcceptLock { .. }) if !(waiting && served_its_time(p.lock_since, cfg.accept_lock_timeout)) => {
+        match reason {
+            Some(KillReason::Stalled(_)) if s.activity_scribbled => {}
+            Some(KillReason::Stalled(Stall::AcceptLock { .. }))
+                if !(waiting && served_its_time(p.lock_since, cfg.accept_lock_timeout)) =>
+            {
                 s.violations.unjustified_kill = true;
             }
             // Busy with one request, or told to leave (`G`), for the deadline.
-            Some(Stall::Request { .. })
+            Some(KillReason::Stalled(Stall::Request { .. }))
                 if !served_its_time(p.busy_since, cfg.request_deadline)
                     && !served_its_time(p.graceful_since, cfg.request_deadline) =>
             {
                 s.violations.unjustified_kill = true;
             }
+            // Only a slot that was written outside the protocol can be found damaged.
+            Some(KillReason::SlotDamaged) if s.scribbles == 0 => s.violations.unjustified_kill = true,
             _ => {}
         }
-        if stall.is_some() {
+        if matches!(reason, Some(KillReason::Stalled(_))) {
             s.watchdog_kills += 1;
         }
-        if stall.is_none() && matches!(parent.phase(), Phase::Stopping | Phase::Restarting) {
+        if reason.is_none() && matches!(parent.phase(), Phase::Stopping | Phase::Restarting) {
             let started = *s.reclaim_started.get_or_insert(s.now);
             let at = s.now.since(started);
             let on_ladder = match signal {
@@ -1067,7 +1244,11 @@ impl Platform<CellBoard> for ModelPlatform<'_> {
         s.queues.iter_mut().for_each(|q| *q = 0);
     }
 
-    fn log(&mut self, _: ParentLog) {}
+    fn log(&mut self, line: ParentLog) {
+        if matches!(line, ParentLog::DriverMisuse { .. }) {
+            self.world.violations.driver_misuse = true;
+        }
+    }
 }
 
 /// The model the explorer shows: two listeners (the lock in use), one crash, any one command.

@@ -52,25 +52,56 @@ pub fn shuttle_board(slots: usize) -> MemoryBoard<ShuttleWord> {
     MemoryBoard::with(slots, || ShuttleWord(shuttle::sync::atomic::AtomicU64::new(0)))
 }
 
+/// The words of a board, as an explicit-state model keeps them in its state.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash)]
+pub struct BoardWords {
+    /// The running-generation word.
+    pub generation: u64,
+    /// The slot words.
+    pub slots: Vec<u64>,
+    /// The activity words.
+    pub activity: Vec<u64>,
+    /// The pid words (what the parent publishes; the protocol never reads them).
+    pub pids: Vec<u64>,
+}
+
+impl BoardWords {
+    /// A fresh board of `slots` slots: all zero.
+    pub fn new(slots: usize) -> Self {
+        BoardWords { generation: 0, slots: vec![0; slots], activity: vec![0; slots], pids: vec![0; slots] }
+    }
+}
+
 /// A scoreboard of plain cells, loaded from and saved back to an explicit-state model's state.
 #[derive(Debug)]
 pub struct CellBoard {
     generation: Cell<u64>,
     slots: Vec<Cell<u64>>,
     activity: Vec<Cell<u64>>,
+    pids: Vec<Cell<u64>>,
 }
 
 impl CellBoard {
-    /// A board holding `generation`, the slot `words` and the `activity` words.
-    pub fn load(generation: u64, words: &[u64], activity: &[u64]) -> Self {
+    /// A board holding `words`.
+    pub fn load(words: &BoardWords) -> Self {
         let cells = |ws: &[u64]| ws.iter().map(|&w| Cell::new(w)).collect();
-        CellBoard { generation: Cell::new(generation), slots: cells(words), activity: cells(activity) }
+        CellBoard {
+            generation: Cell::new(words.generation),
+            slots: cells(&words.slots),
+            activity: cells(&words.activity),
+            pids: cells(&words.pids),
+        }
     }
 
-    /// The running generation word, the slot words and the activity words.
-    pub fn save(&self) -> (u64, Vec<u64>, Vec<u64>) {
+    /// The words, to keep in the model's state.
+    pub fn save(&self) -> BoardWords {
         let words = |cs: &[Cell<u64>]| cs.iter().map(Cell::get).collect();
-        (self.generation.get(), words(&self.slots), words(&self.activity))
+        BoardWords {
+            generation: self.generation.get(),
+            slots: words(&self.slots),
+            activity: words(&self.activity),
+            pids: words(&self.pids),
+        }
     }
 }
 
@@ -87,5 +118,8 @@ impl SlotTable for CellBoard {
     }
     fn generation_word(&self) -> &Cell<u64> {
         &self.generation
+    }
+    fn pid_word(&self, index: usize) -> Option<&Cell<u64>> {
+        self.pids.get(index)
     }
 }

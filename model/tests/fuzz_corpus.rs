@@ -17,6 +17,44 @@ fn parent_events_corpus() {
 }
 
 #[test]
+fn board_bytes_corpus() {
+    replay("board_bytes", fuzzing::board_bytes, 3000, 600);
+}
+
+#[test]
+fn negative_board_bytes_catches_a_parent_that_does_not_republish_the_generation() {
+    catches(
+        "board_bytes",
+        |d| fuzzing::board_bytes_with(d, Some(prefork_core::seeded::SeededBug::NoRepublish)),
+        3000,
+        600,
+        "T3: the generation word is the parent's",
+    );
+}
+
+#[test]
+fn negative_board_bytes_catches_a_restart_that_signals_the_pids_on_the_board() {
+    catches(
+        "board_bytes",
+        |d| fuzzing::board_bytes_with(d, Some(prefork_core::seeded::SeededBug::SignalPidFromBoard)),
+        3000,
+        600,
+        "T1:",
+    );
+}
+
+#[test]
+fn negative_board_bytes_catches_a_parent_that_indexes_by_a_board_value() {
+    catches(
+        "board_bytes",
+        |d| fuzzing::board_bytes_with(d, Some(prefork_core::seeded::SeededBug::IndexFromBoard)),
+        3000,
+        600,
+        "index out of bounds",
+    );
+}
+
+#[test]
 fn child_events_corpus() {
     replay("child_events", fuzzing::child_events, 3000, 400);
 }

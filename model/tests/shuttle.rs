@@ -28,6 +28,8 @@ fn scenario(name: &str) -> Scenario {
             bug: None,
             wake_interrupts_lock: true,
             drain_before_stop: false,
+            scribbles: 0,
+            decoy_before_stop: false,
         },
         // max_request_workers 4 below server_limit 5, and restarts that lower it to 3: children
         // above the new limit drain and count against it (I7).
@@ -41,6 +43,8 @@ fn scenario(name: &str) -> Scenario {
             bug: None,
             wake_interrupts_lock: true,
             drain_before_stop: false,
+            scribbles: 0,
+            decoy_before_stop: false,
         },
         "refill-past-limit" => {
             Scenario { bug: Some(SeededBug::RefillPastLimit), connections: 2, deaths: 0, ..scenario("one-listener") }
@@ -55,6 +59,8 @@ fn scenario(name: &str) -> Scenario {
             bug: Some(SeededBug::NoAcceptLock),
             wake_interrupts_lock: true,
             drain_before_stop: false,
+            scribbles: 0,
+            decoy_before_stop: false,
         },
         "lock-wait-not-interrupted" => Scenario {
             pool: prefork_model::pool(2, 4, 1, 2, 4),
@@ -66,6 +72,8 @@ fn scenario(name: &str) -> Scenario {
             bug: None,
             wake_interrupts_lock: false,
             drain_before_stop: false,
+            scribbles: 0,
+            decoy_before_stop: false,
         },
         // Children stall at random steps (also holding the lock or a connection) besides dying;
         // the watchdog (default accept_lock_timeout, 2 s; request_deadline 3 s) must keep every
@@ -80,6 +88,8 @@ fn scenario(name: &str) -> Scenario {
             bug: None,
             wake_interrupts_lock: true,
             drain_before_stop: true,
+            scribbles: 0,
+            decoy_before_stop: false,
         },
         "stalls-no-watchdog" => Scenario {
             pool: watchdog(prefork_model::pool(2, 4, 1, 2, 4), false),
@@ -91,7 +101,27 @@ fn scenario(name: &str) -> Scenario {
             bug: None,
             wake_interrupts_lock: true,
             drain_before_stop: true,
+            scribbles: 0,
+            decoy_before_stop: false,
         },
+        // A scribbler writes random values into random words of the shared memory (slot,
+        // activity, pid and generation words) at random moments, among clients and a restart.
+        "scribbles" => Scenario {
+            pool: prefork_model::pool(1, 3, 2, 3, 4),
+            connections: 6,
+            deaths: 0,
+            stalls: 0,
+            restarts: 1,
+            restart_pool: None,
+            bug: None,
+            wake_interrupts_lock: true,
+            drain_before_stop: false,
+            scribbles: 6,
+            decoy_before_stop: true,
+        },
+        "scribbles-no-republish" => Scenario { bug: Some(SeededBug::NoRepublish), ..scenario("scribbles") },
+        "scribbles-pid-from-board" => Scenario { bug: Some(SeededBug::SignalPidFromBoard), ..scenario("scribbles") },
+        "scribbles-index-from-board" => Scenario { bug: Some(SeededBug::IndexFromBoard), ..scenario("scribbles") },
         other => panic!("unknown scenario {other}"),
     }
 }
@@ -157,6 +187,14 @@ fn stalled_children_are_killed_and_no_connection_waits_long() {
     check("stalls", iterations(2000), iterations(2000));
 }
 
+/// The scribble fault (SPEC.md §14): T1 (only its own children are signalled, also with a decoy
+/// pid in every pid word at the stop), T2 (no panic), T3 (the pool is back within
+/// `RECOVERY_BOUND` of the last write).
+#[test]
+fn scribbles_never_misdirect_a_signal_or_keep_the_pool_down() {
+    check("scribbles", iterations(1500), iterations(1500));
+}
+
 /// Runs `scenario` under the random scheduler; shuttle must find a failing execution whose panic
 /// message contains `expected`.
 fn expect_failure(name: &'static str, expected: &str) {
@@ -199,4 +237,19 @@ fn replay() {
         return;
     };
     shuttle::replay(move || run(&scenario(&name)), &schedule);
+}
+
+#[test]
+fn negative_a_parent_that_does_not_republish_the_generation_never_recovers() {
+    expect_failure("scribbles-no-republish", "T3: the pool is not back");
+}
+
+#[test]
+fn negative_a_stop_that_signals_the_pids_on_the_board_signals_a_stranger() {
+    expect_failure("scribbles-pid-from-board", "T1: the parent signalled pid");
+}
+
+#[test]
+fn negative_a_parent_that_indexes_by_a_board_value_panics() {
+    expect_failure("scribbles-index-from-board", "index out of bounds");
 }

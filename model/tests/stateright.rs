@@ -9,7 +9,7 @@
 //! figures).
 
 use prefork_core::seeded::SeededBug;
-use prefork_model::system::{Budget, Op, SystemModel};
+use prefork_model::system::{Budget, Op, Scribble, ScribbleKind, SystemModel};
 use stateright::{Checker, HasDiscoveries, Model};
 use std::collections::BTreeSet;
 use std::time::Instant;
@@ -467,5 +467,70 @@ fn negative_a_watchdog_that_never_kills_leaves_the_pool_wedged() {
         "seeded bug WatchdogNeverKills",
         model,
         "L: every pending connection is taken while a live, non-stalled child can take it",
+    );
+}
+
+// The scribble fault (SPEC.md §14): a child writes any of the values of `Scribble` into any word
+// of the shared memory, at any step. The parent must never signal a stranger, never panic, and
+// have the pool back to min_spare_servers within a tick of the last scribble (the one grace tick
+// after it: T3's bound).
+
+/// One listener, one connection, one scribble of any slot word or of the generation.
+fn scribble_model(kinds: &[ScribbleKind], ops: Vec<Op>, commands: u8) -> SystemModel {
+    let budget = Budget { scribbles: 1, grace: 1, ..Budget::new(2, 1, 0, commands) };
+    let pool = SystemModel::small_pool(1);
+    let mut model = SystemModel::new(pool.clone(), budget, ops);
+    model.scribbles = Scribble::all(pool.server_limit as usize, kinds);
+    model
+}
+
+#[test]
+fn a_scribbled_slot_or_generation_is_repaired_and_the_pool_recovers_within_a_tick() {
+    check(
+        "1 listener, 1 scribble of a slot word or the generation",
+        scribble_model(&[ScribbleKind::SlotWords, ScribbleKind::Generation], vec![], 0),
+        &["example: a connection is served", "example: a child is forked after a scribble"],
+    );
+}
+
+#[test]
+fn scribbled_pids_and_activity_never_misdirect_a_signal() {
+    check(
+        "1 listener, 1 scribble of a pid or activity word, a stop or hard restart",
+        scribble_model(&[ScribbleKind::Pids, ScribbleKind::Activity], vec![Op::Stop, Op::HardRestart], 1),
+        &["example: a connection is served", "example: the parent exits"],
+    );
+}
+
+#[test]
+fn negative_a_parent_that_does_not_republish_the_generation_never_recovers() {
+    let mut model = scribble_model(&[ScribbleKind::Generation], vec![], 0);
+    model.bug = Some(SeededBug::NoRepublish);
+    expect_counterexample(
+        "seeded bug NoRepublish",
+        model,
+        "T3: after the last scribble, the pool is back to min_spare_servers idle children within the grace ticks",
+    );
+}
+
+#[test]
+fn negative_a_stop_that_signals_the_pids_on_the_board_signals_a_stranger() {
+    let mut model = scribble_model(&[ScribbleKind::Pids], vec![Op::Stop], 1);
+    model.bug = Some(SeededBug::SignalPidFromBoard);
+    expect_counterexample(
+        "seeded bug SignalPidFromBoard",
+        model,
+        "T1: the parent signals only its own children, whatever the board says",
+    );
+}
+
+#[test]
+fn negative_a_parent_that_indexes_by_a_board_value_panics() {
+    let mut model = scribble_model(&[ScribbleKind::SlotWords], vec![], 0);
+    model.bug = Some(SeededBug::IndexFromBoard);
+    expect_counterexample(
+        "seeded bug IndexFromBoard",
+        model,
+        "T2: the parent never panics and keeps the driver contract, whatever the board holds",
     );
 }

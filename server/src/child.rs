@@ -9,7 +9,11 @@
 //!    clears it when the credentials change;
 //! 3. the accept lock's per-child set-up (flock re-opens the file) while still root;
 //! 4. privileges dropped (setgid, initgroups, setuid) — a failure is `CHILDFATAL`: every child
-//!    would fail the same way, so the server stops (as Apache);
+//!    would fail the same way, so the server stops (as Apache); then `PR_SET_NO_NEW_PRIVS` (no
+//!    exec can gain privileges again) and `PR_SET_DUMPABLE` 0 (no ptrace by other processes of
+//!    the same user, no core dump; set after the drop, which resets it). The scoreboard's
+//!    descriptor is closed (the mapping is all a child needs; SPEC.md §14 lists what a child
+//!    holds);
 //! 5. the service's `child_init`, the epoll set (the listeners, `EPOLLEXCLUSIVE` unless the accept
 //!    lock is in use; the wake pipe);
 //! 6. the core's `ChildLoop` until it says `Exit`; the reason goes into the slot, then `_exit`.
@@ -32,7 +36,7 @@ use prefork_core::slot::SlotWord;
 use std::io::Write;
 use std::os::fd::{AsFd, OwnedFd};
 use std::sync::atomic::{AtomicBool, Ordering};
-use tracing::{debug, error, warn};
+use tracing::{debug, error};
 
 /// Set by the wake signal (SIGUSR1); read by the lock wait.
 static WOKEN: AtomicBool = AtomicBool::new(false);
@@ -134,6 +138,11 @@ fn run_child(setup: ChildSetup<'_>) -> ! {
     if nix::sys::prctl::set_pdeathsig(Signal::SIGKILL).is_err() || nix::unistd::getppid() != setup.parent {
         leave(code::OK);
     }
+    if let Err(e) = harden() {
+        error!("child slot {slot}: cannot harden the process: {e}");
+        leave(code::CHILDFATAL);
+    }
+    setup.board.close_descriptor_in_child();
     if let Err(e) = setup.service.child_init() {
         error!("child slot {slot}: service initialisation failed: {e}");
         leave(code::CHILDSICK);
@@ -147,6 +156,15 @@ fn run_child(setup: ChildSetup<'_>) -> ! {
     };
     record.exit_reason.store(u64::from(reason.as_u8()), Ordering::Release);
     leave(reason.exit_code())
+}
+
+/// After the privilege drop: no exec can gain privileges (setuid binaries, file capabilities),
+/// and the process is not dumpable (other processes of the children's user cannot ptrace it or
+/// read its memory through /proc; no core dump). Every child would fail the same way, so a
+/// failure is `CHILDFATAL`.
+fn harden() -> nix::Result<()> {
+    nix::sys::prctl::set_no_new_privs()?;
+    nix::sys::prctl::set_dumpable(false)
 }
 
 /// The child's wait set: its listeners and its wake pipe.
@@ -328,9 +346,9 @@ fn serve_loop(setup: &mut ChildSetup<'_>) -> Result<ExitReason, String> {
                 ChildEvent::ConnectionDone
             }
             ChildAction::Exit(reason) => {
-                if !reason.is_voluntary() {
-                    warn!("child slot {slot} exiting: {reason}");
-                }
+                // The parent logs every exit with this reason (bounded against floods); a line
+                // here too would double the log and escape that bound.
+                debug!("child slot {slot} exiting: {reason}");
                 return Ok(reason);
             }
         };

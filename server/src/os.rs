@@ -26,15 +26,14 @@ use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
 use nix::unistd::{ForkResult, Pid, fork, pipe2};
 use prefork_core::config::{LockMechanism, PoolConfig};
 use prefork_core::driver::Platform;
-use prefork_core::exit::{ExitStatus, Stall};
-use prefork_core::parent::{KillSignal, Level, Observation, Parent, ParentLog};
+use prefork_core::exit::{ExitStatus, KillReason};
+use prefork_core::parent::{KillSignal, Level, Observation, Parent, ParentLog, RepeatFilter};
 use prefork_core::slot::SlotWord;
 use prefork_core::time::Time;
 use std::collections::HashMap;
 use std::io::{self, Write};
 use std::os::fd::{AsFd, OwnedFd};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::Ordering;
 use std::time::Instant;
 use tracing::{error, info, warn};
 
@@ -85,6 +84,11 @@ pub(crate) struct Os {
     service: Box<dyn Service>,
     on_ready: Option<OnReady>,
     notify: Option<Box<dyn FnMut(Lifecycle)>>,
+    /// Bounds the core's repeated log lines (SPEC.md §7.9).
+    repeats: RepeatFilter,
+    /// The child whose watchdog kill was just logged: its kill gets a line naming its request
+    /// (only then, so that line is bounded as the core's is).
+    detail_for: Option<Pid32>,
 }
 
 /// Runs the parent in this process (see [`crate::Server::run`]).
@@ -133,6 +137,8 @@ pub(crate) fn run(mut options: Options) -> Result<i32, ServerError> {
         service: options.service,
         on_ready: options.on_ready,
         notify: options.notify,
+        repeats: RepeatFilter::default(),
+        detail_for: None,
     };
     let mut supervisor = Supervisor::new(cfg, board, os, options.reload);
     let code = match supervisor.start() {
@@ -147,7 +153,6 @@ pub(crate) fn run(mut options: Options) -> Result<i32, ServerError> {
 
 impl Platform<Scoreboard> for Os {
     fn spawn(&mut self, parent: &Parent, board: &Scoreboard, slot: usize, born: SlotWord) -> Result<Pid32, String> {
-        board.header().spawned_total.fetch_add(1, Ordering::Relaxed);
         let (wake_r, wake_w) =
             pipe2(OFlag::O_CLOEXEC | OFlag::O_NONBLOCK).map_err(|e| format!("cannot create a wake pipe: {e}"))?;
         board.record(slot).prepare_for_spawn(unix_ms());
@@ -179,7 +184,6 @@ impl Platform<Scoreboard> for Os {
             Ok(ForkResult::Parent { child }) => {
                 drop(wake_r);
                 let pid = child.as_raw() as u32;
-                board.record(slot).pid.store(u64::from(pid), Ordering::Release);
                 self.wakers.insert(pid, wake_w);
                 Ok(pid)
             }
@@ -195,24 +199,21 @@ impl Platform<Scoreboard> for Os {
         let _ = kill(Pid::from_raw(pid as i32), Signal::SIGUSR1);
     }
 
-    fn signal(&mut self, parent: &Parent, board: &Scoreboard, pid: Pid32, signal: KillSignal, stall: Option<Stall>) {
+    fn signal(&mut self, parent: &Parent, board: &Scoreboard, pid: Pid32, signal: KillSignal, why: Option<KillReason>) {
         let sig = if signal == KillSignal::Term { Signal::SIGTERM } else { Signal::SIGKILL };
-        if pid as i32 == self.pid.as_raw() || pid <= 1 {
+        // The pid comes from the parent's own table, never from the board; still, never this
+        // process, init, or a process group.
+        if pid as i32 == self.pid.as_raw() || pid <= 1 || pid > i32::MAX as u32 {
             return;
         }
-        if let (Some(stall), Some(slot)) = (stall, parent.slot_of(pid)) {
-            // The slot keeps the reason for status pages, and the log names what the child was doing.
-            let counter = match stall {
-                Stall::AcceptLock { .. } => &board.header().killed_accept_lock,
-                Stall::Request { .. } => &board.header().killed_request_deadline,
-            };
-            counter.fetch_add(1, Ordering::Relaxed);
-            let record = board.record(slot);
-            record.killed_for.store(u64::from(stall.code()), Ordering::Relaxed);
-            record.killed_ms.store(unix_ms(), Ordering::Relaxed);
-            let info = record.info();
+        if let (Some(KillReason::Stalled(stall)), Some(slot), true) =
+            (why, parent.slot_of(pid), self.detail_for.take() == Some(pid))
+        {
+            // The log names what the child was doing: text the child wrote, so escaped (it must
+            // not forge log lines).
+            let info = board.record(slot).info();
             error!(
-                "child {pid} (slot {slot}) was killed by the watchdog ({}) while serving {}: {:?}",
+                "child {pid} (slot {slot}) was killed by the watchdog ({}) while serving {:?}: {:?}",
                 stall.name(),
                 if info.client.is_empty() { "no client" } else { &info.client },
                 info.request
@@ -233,10 +234,20 @@ impl Platform<Scoreboard> for Os {
     }
 
     fn log(&mut self, line: ParentLog) {
-        match line.apache_code() {
-            Some(code) => log_at(line.level(), &format_args!("[{code}] {line}")),
-            None => log_at(line.level(), &line),
+        let now = self.now();
+        for line in self.repeats.admit(now, line) {
+            if let ParentLog::Stalled { pid, .. } = line {
+                self.detail_for = Some(pid);
+            }
+            write_log(&line);
         }
+    }
+}
+
+fn write_log(line: &ParentLog) {
+    match line.apache_code() {
+        Some(code) => log_at(line.level(), &format_args!("[{code}] {line}")),
+        None => log_at(line.level(), line),
     }
 }
 
@@ -249,6 +260,9 @@ impl System for Os {
     }
 
     fn wait(&mut self, until: Option<Time>) -> Vec<Notice> {
+        for summary in self.repeats.flush(self.now()) {
+            write_log(&summary);
+        }
         let timeout = match until {
             Some(t) => {
                 let ms = t.as_millis().saturating_sub(self.now().as_millis());

@@ -7,30 +7,36 @@
 //! ```text
 //! offset 0     Header      (128 bytes): magic "PREFORK1", layout version, server_limit, record size,
 //!                           running generation (the core's generation word), parent pid,
-//!                           start time, restart time, the spawn rate and children spawned
-//!                           (published by the parent after each step, for status pages),
-//!                           watchdog kills by reason
+//!                           start time, restart time, the spawn rate, children spawned,
+//!                           exited and retired, watchdog kills by reason, children killed
+//!                           for a damaged slot, slot words repaired: all written whole by the
+//!                           parent after each step from its own memory ([`Published`])
 //! offset 128   SlotRecord × server_limit (256 bytes each):
 //!                word        the core's slot word (state, incarnation, generation)
-//!                pid         written by the parent after fork()
+//!                pid         written by the parent after fork(), and again after each step
 //!                seq         seqlock of the two text fields below (child writes)
 //!                connections, requests, bytes, wasted_wakeups   counters (cumulative per slot)
 //!                activity    the core's activity word (holds the accept lock, lock acquisitions,
 //!                            requests started: the watchdog's evidence, SPEC §3.5)
 //!                started_ms, last_used_ms                       unix milliseconds
 //!                exit_reason the child's `ExitReason::as_u8`, written just before it exits
-//!                killed_for, killed_ms  the last watchdog kill in this slot (`Stall::code`, unix
-//!                            ms); kept when the slot is refilled, so status pages can show it
+//!                killed_for, killed_ms  the last kill by the parent in this slot (`KillReason::code`,
+//!                            unix ms); kept when the slot is refilled, so status pages can show it
 //!                client      48 bytes of text (peer address), request 80 bytes of text
 //! ```
 //!
 //! The memfd is visible as `/proc/<parent pid>/fd/<n>` (`memfd:prefork-scoreboard`), so status
 //! tools and tests can map it too ([`Scoreboard::open`]).
+//!
+//! Every process of the pool can write all of it (SPEC.md §14): the parent writes what it
+//! publishes from its own memory and never reads it back; what children write is input, checked
+//! by the core against the parent's records.
 
 use memmap2::{MmapOptions, MmapRaw};
 use nix::sys::memfd::{MFdFlags, memfd_create};
 use prefork_core::activity::Activity;
 use prefork_core::exit::{ExitReason, Stall};
+use prefork_core::parent::Parent;
 use prefork_core::scoreboard::SlotTable;
 use prefork_core::slot::{SlotError, SlotWord};
 use std::fs::File;
@@ -41,7 +47,7 @@ use std::sync::atomic::{AtomicU64, Ordering, fence};
 /// `b"PREFORK1"` as a little-endian `u64`.
 pub const MAGIC: u64 = u64::from_le_bytes(*b"PREFORK1");
 /// Version of this layout.
-pub const LAYOUT_VERSION: u64 = 4;
+pub const LAYOUT_VERSION: u64 = 5;
 /// The name of the memfd (as shown in `/proc/<pid>/fd`).
 pub const MEMFD_NAME: &str = "prefork-scoreboard";
 /// Bytes of the client-address text field.
@@ -81,7 +87,10 @@ pub struct Header {
     pub exited_total: AtomicU64,
     /// Of those, children that exited because the parent retired them (too many idle).
     pub retired_total: AtomicU64,
-    _reserved: [AtomicU64; 2],
+    /// Children the parent killed because their slot was damaged again after a repair.
+    pub killed_slot_damaged: AtomicU64,
+    /// Slot words the parent wrote back because they did not match its records.
+    pub slots_repaired: AtomicU64,
 }
 
 /// One slot.
@@ -111,7 +120,8 @@ pub struct SlotRecord {
     pub last_used_ms: AtomicU64,
     /// The exiting child's [`ExitReason::as_u8`] (0: none).
     pub exit_reason: AtomicU64,
-    /// The last watchdog kill in this slot: [`prefork_core::exit::Stall::code`] (0: none).
+    /// The last kill by the parent in this slot: [`prefork_core::exit::KillReason::code`] (0:
+    /// none).
     pub killed_for: AtomicU64,
     /// When that kill happened (unix ms).
     pub killed_ms: AtomicU64,
@@ -157,7 +167,8 @@ pub struct SlotInfo {
     pub last_used_ms: u64,
     /// The exit reason left by the last child, if any.
     pub exit_reason: Option<ExitReason>,
-    /// The last watchdog kill in this slot (`accept_lock`, `request_deadline`), if any.
+    /// The last kill by the parent in this slot (`accept_lock`, `request_deadline`,
+    /// `slot_damaged`), if any.
     pub killed_for: Option<&'static str>,
     /// When (unix ms; 0: never).
     pub killed_ms: u64,
@@ -259,6 +270,82 @@ impl SlotRecord {
             killed_ms: self.killed_ms.load(Ordering::Relaxed),
             client,
             request,
+        }
+    }
+}
+
+/// Everything the parent writes into the shared memory, kept in the parent's own memory and
+/// written out whole after every step (SPEC.md §3.4): the board is the parent's message to the
+/// children, so a scribbled header or parent-written field is put right at the next step, and
+/// nothing here is ever read back from the board. The running generation and the slot words are
+/// the core's (it writes them itself); this is the rest.
+#[derive(Debug)]
+pub struct Published {
+    parent_pid: u32,
+    started_ms: u64,
+    /// The wall clock (unix ms) at the core's time zero.
+    origin_ms: u64,
+    restarted_ms: u64,
+    /// Per slot: the last kill by the parent while the pool ran (`KillReason::code`, unix ms),
+    /// kept when the slot is refilled, and the pid it was for (so each kill is stamped once).
+    killed: Vec<(u8, u64, u32)>,
+}
+
+impl Published {
+    /// What a parent `parent_pid` started at `started_ms` (unix) publishes into a board of `slots`
+    /// slots; `origin_ms` is the wall clock at the core's time zero.
+    pub fn new(slots: usize, parent_pid: u32, started_ms: u64, origin_ms: u64) -> Published {
+        Published { parent_pid, started_ms, origin_ms, restarted_ms: started_ms, killed: vec![(0, 0, 0); slots] }
+    }
+
+    /// The pool started afresh (a hard restart finished) at `now_ms`.
+    pub fn restarted(&mut self, now_ms: u64) {
+        self.restarted_ms = now_ms;
+    }
+
+    /// Writes all of it into `board` from `parent`'s state: the header (identity, times, the
+    /// running generation, the policy's spawn rate, the parent's counters), and for each slot the
+    /// spawn time of the child the parent has there and the slot's last kill (the core publishes
+    /// the pids itself). `now_ms` stamps kills seen for the first time.
+    pub fn write(&mut self, board: &Scoreboard, parent: &Parent, now_ms: u64) {
+        let h = board.header();
+        let stats = parent.stats();
+        for (word, value) in [
+            (&h.magic, MAGIC),
+            (&h.version, LAYOUT_VERSION),
+            (&h.server_limit, board.slots as u64),
+            (&h.record_size, size_of::<SlotRecord>() as u64),
+            (&h.generation, u64::from(parent.generation())),
+            (&h.parent_pid, u64::from(self.parent_pid)),
+            (&h.started_ms, self.started_ms),
+            (&h.restarted_ms, self.restarted_ms),
+            (&h.spawn_rate, u64::from(parent.policy().idle_spawn_rate())),
+            (&h.spawned_total, stats.spawned),
+            (&h.killed_accept_lock, stats.killed_accept_lock),
+            (&h.killed_request_deadline, stats.killed_request_deadline),
+            (&h.exited_total, stats.exited),
+            (&h.retired_total, stats.retired),
+            (&h.killed_slot_damaged, stats.killed_slot_damaged),
+            (&h.slots_repaired, stats.slots_repaired),
+        ] {
+            word.store(value, Ordering::Relaxed);
+        }
+        let mut children = parent.children().peekable();
+        for slot in 0..board.slots.min(self.killed.len()) {
+            let r = board.record(slot);
+            let child = children.next_if(|(s, _)| *s == slot).map(|(_, c)| c);
+            if let Some(c) = child {
+                let pid = c.pid.unwrap_or(0);
+                r.started_ms.store(self.origin_ms + c.spawned_at.as_millis(), Ordering::Relaxed);
+                if let Some(why) = c.killed
+                    && self.killed[slot].2 != pid
+                {
+                    self.killed[slot] = (why.code(), now_ms, pid);
+                }
+            }
+            let (code, at, _) = self.killed[slot];
+            r.killed_for.store(u64::from(code), Ordering::Relaxed);
+            r.killed_ms.store(at, Ordering::Relaxed);
         }
     }
 }
@@ -366,6 +453,15 @@ impl Scoreboard {
         Err(OpenError::Layout { path: dir, why: "no scoreboard memfd among the open files".into() })
     }
 
+    /// In a child, after fork(): closes this process's descriptor of the memfd (the mapping stays).
+    /// A child needs the memory, not a handle with which to map it again or hand it on.
+    pub(crate) fn close_descriptor_in_child(&self) {
+        use std::os::fd::AsRawFd;
+        // SAFETY: closes a descriptor this process owns. Its owner, `_file`, is never dropped in a
+        // child (children leave with `_exit`), so the number is never closed twice.
+        unsafe { libc::close(self._file.as_raw_fd()) };
+    }
+
     /// The header.
     pub fn header(&self) -> &Header {
         // SAFETY: see the impl comment; offset 0 holds the header.
@@ -398,6 +494,9 @@ impl SlotTable for Scoreboard {
     }
     fn generation_word(&self) -> &AtomicU64 {
         &self.header().generation
+    }
+    fn pid_word(&self, index: usize) -> Option<&AtomicU64> {
+        Some(&self.record(index).pid)
     }
 }
 

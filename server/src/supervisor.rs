@@ -18,11 +18,12 @@
 
 use crate::server::{Lifecycle, Reloaded, Reloader};
 use crate::service::Service;
-use crate::shm::Scoreboard;
+use crate::shm::{Published, Scoreboard};
 use prefork_core::config::{Checked, PoolConfig};
 use prefork_core::driver::{ParentDriver, Platform};
 use prefork_core::exit::{ExitReason, ExitStatus};
 use prefork_core::parent::{Command, Level, Parent, Phase, Pid};
+use prefork_core::scoreboard::SlotTable;
 use prefork_core::time::Time;
 use std::sync::atomic::Ordering;
 
@@ -67,13 +68,18 @@ pub(crate) trait System: Platform<Scoreboard> {
 pub(crate) struct Supervisor<S> {
     driver: ParentDriver,
     board: Scoreboard,
+    /// What the parent writes into the board besides the core's words, from its own memory.
+    published: Published,
     system: S,
     reload: Option<Reloader>,
 }
 
 impl<S: System> Supervisor<S> {
     pub(crate) fn new(config: PoolConfig, board: Scoreboard, system: S, reload: Option<Reloader>) -> Self {
-        Supervisor { driver: ParentDriver::new(Parent::new(config)), board, system, reload }
+        let now_ms = crate::unix_ms();
+        let origin_ms = now_ms.saturating_sub(system.now().as_millis());
+        let published = Published::new(board.slot_count(), std::process::id(), now_ms, origin_ms);
+        Supervisor { driver: ParentDriver::new(Parent::new(config)), board, published, system, reload }
     }
 
     /// Starts the pool (StartServers children); `Some(code)` if the parent is already done.
@@ -118,15 +124,19 @@ impl<S: System> Supervisor<S> {
         None
     }
 
-    /// Feeds the core one input through the driver, then publishes what status pages show and
-    /// reports a finished hard restart.
+    /// Feeds the core one input through the driver, then writes everything the parent publishes
+    /// into the board from its own memory (a scribbled header is put right here) and reports a
+    /// finished hard restart.
     fn drive(&mut self, input: impl FnOnce(&mut ParentDriver, &Scoreboard, &mut S) -> Option<i32>) -> Option<i32> {
         let before = self.driver.parent().phase();
         let exit = input(&mut self.driver, &self.board, &mut self.system);
-        let header = self.board.header();
-        header.spawn_rate.store(u64::from(self.driver.parent().policy().idle_spawn_rate()), Ordering::Relaxed);
-        if before == Phase::Restarting && self.driver.parent().phase() == Phase::Running {
-            header.restarted_ms.store(crate::unix_ms(), Ordering::Relaxed);
+        let now_ms = crate::unix_ms();
+        let restarted = before == Phase::Restarting && self.driver.parent().phase() == Phase::Running;
+        if restarted {
+            self.published.restarted(now_ms);
+        }
+        self.published.write(&self.board, self.driver.parent(), now_ms);
+        if restarted {
             self.system.lifecycle(Lifecycle::Ready); // a hard restart finished
         }
         exit
@@ -188,15 +198,10 @@ impl<S: System> Supervisor<S> {
     /// Reaps every exited child (signals coalesce: one SIGCHLD may stand for several).
     fn reap(&mut self) -> Option<i32> {
         while let Some((pid, status)) = self.system.reap() {
+            // What the child says it left for (its slot record; it labels the log line only).
             let reported = self.driver.parent().slot_of(pid).and_then(|slot| {
                 ExitReason::from_u8(self.board.record(slot).exit_reason.load(Ordering::Acquire) as u8)
             });
-            // For status pages: how the pool breathes.
-            let header = self.board.header();
-            header.exited_total.fetch_add(1, Ordering::Relaxed);
-            if reported == Some(ExitReason::Retired) {
-                header.retired_total.fetch_add(1, Ordering::Relaxed);
-            }
             let now = self.system.now();
             let exit =
                 self.drive(|driver, board, system| driver.handle_child_exit(now, pid, status, reported, board, system));
@@ -213,7 +218,7 @@ mod tests {
     use super::*;
     use crate::server::Reloaded;
     use prefork_core::config::RawPoolConfig;
-    use prefork_core::exit::Stall;
+    use prefork_core::exit::KillReason;
     use prefork_core::parent::{KillSignal, Observation, ParentLog, QueueDepth};
     use prefork_core::slot::SlotWord;
     use std::collections::VecDeque;
@@ -255,7 +260,7 @@ mod tests {
         fn wake(&mut self, _: usize, pid: Pid) {
             self.wakes.push(pid);
         }
-        fn signal(&mut self, _: &Parent, _: &Scoreboard, pid: Pid, signal: KillSignal, _: Option<Stall>) {
+        fn signal(&mut self, _: &Parent, _: &Scoreboard, pid: Pid, signal: KillSignal, _: Option<KillReason>) {
             self.signals.push((pid, signal));
             // Every child dies of its first signal.
             if let Some(i) = self.alive.iter().position(|&p| p == pid) {

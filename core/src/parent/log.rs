@@ -5,6 +5,8 @@ use crate::config::ConfigWarning;
 use crate::exit::{ExitCause, ExitStatus, Stall};
 use crate::policy::PolicyLog;
 use crate::slot::SlotState;
+use crate::time::Time;
+use std::collections::BTreeMap;
 use std::fmt;
 use std::time::Duration;
 
@@ -124,6 +126,16 @@ pub enum ParentLog {
         /// How long spawning pauses.
         paused_for: Duration,
     },
+    /// A child's slot was found damaged again after the parent had repaired it and told the child
+    /// to leave: the parent kills it (SIGKILL, by the pid in its own table).
+    SlotDamagedAgain {
+        /// The child.
+        pid: Pid,
+        /// Its slot.
+        slot: usize,
+        /// What was wrong this time.
+        problem: SlotProblem,
+    },
     /// A slot did not match the parent's records and was rewritten.
     SlotRepaired {
         /// The slot.
@@ -147,6 +159,16 @@ pub enum ParentLog {
     DriverMisuse {
         /// What was wrong.
         what: String,
+    },
+    /// Lines of one kind that [`RepeatFilter`] held back: more than [`REPEAT_BURST`] came within
+    /// [`REPEAT_WINDOW`].
+    Repeated {
+        /// The kind ([`ParentLog::kind`]).
+        kind: &'static str,
+        /// How many were not written.
+        held: u32,
+        /// Over how long (from the first line of the window to the summary).
+        over: Duration,
     },
 }
 
@@ -184,12 +206,14 @@ impl ParentLog {
             | ParentLog::Stalled { .. }
             | ParentLog::CrashLoop { .. }
             | ParentLog::SlotRepaired { .. }
+            | ParentLog::SlotDamagedAgain { .. }
             | ParentLog::DriverMisuse { .. }
             | ParentLog::StillRunning { sending: KillSignal::Kill, .. } => Level::Error,
             ParentLog::StillRunning { .. }
             | ParentLog::LongLostChild { .. }
             | ParentLog::GracefulStopTimedOut { .. }
             | ParentLog::CommandIgnored { .. }
+            | ParentLog::Repeated { .. }
             | ParentLog::ConfigAdjusted(_) => Level::Warn,
             ParentLog::ChildExited { cause, .. } => match cause {
                 ExitCause::Voluntary(_) => Level::Info,
@@ -199,6 +223,100 @@ impl ParentLog {
             ParentLog::Policy(PolicyLog::SeemsBusy { .. }) => Level::Info,
             _ => Level::Notice,
         }
+    }
+}
+
+impl ParentLog {
+    /// The kind of a line that can repeat without anyone asking for it (children that exit,
+    /// crash or are killed, repairs, fork failures, the policy's AH00162): [`RepeatFilter`] bounds
+    /// each kind. `None` for lines that follow an operator's command or happen once (starts,
+    /// restarts, stops and their ladder, configuration).
+    pub fn kind(&self) -> Option<&'static str> {
+        Some(match self {
+            ParentLog::Policy(PolicyLog::SeemsBusy { .. }) => "server seems busy (AH00162)",
+            ParentLog::ChildExited { cause, .. } => match cause {
+                ExitCause::Voluntary(_) => "child exited",
+                ExitCause::Sick(_) => "child exited sick",
+                ExitCause::Fatal => return None,
+                ExitCause::Code(_) => "child exited with an error code",
+                ExitCause::Signal(sig) if expected_signal(*sig) => "child killed by a signal",
+                ExitCause::Signal(_) => "child crashed (AH00052)",
+                ExitCause::Killed(crate::exit::KillReason::Stalled(_)) => "child killed by the watchdog",
+                ExitCause::Killed(crate::exit::KillReason::SlotDamaged) => "child killed for a damaged slot",
+            },
+            ParentLog::LongLostChild { .. } => "long lost child (AH00167)",
+            ParentLog::Stalled { .. } => "stalled child",
+            ParentLog::ForkFailed { .. } => "fork failed (AH00159)",
+            ParentLog::CrashLoop { .. } => "crash loop",
+            ParentLog::SlotRepaired { .. } => "scoreboard slot repaired",
+            ParentLog::SlotDamagedAgain { .. } => "scoreboard slot damaged again",
+            ParentLog::DriverMisuse { .. } => "driver contract broken",
+            ParentLog::CommandIgnored { .. } => "command ignored",
+            _ => return None,
+        })
+    }
+}
+
+/// Lines of one kind written per [`REPEAT_WINDOW`] before the rest are only counted.
+pub const REPEAT_BURST: u32 = 10;
+/// The window [`REPEAT_BURST`] counts in.
+pub const REPEAT_WINDOW: Duration = Duration::from_secs(10);
+
+/// One kind's window: since when, how many lines were written and how many held back.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+struct Window {
+    since: Time,
+    written: u32,
+    held: u32,
+}
+
+/// Bounds repeated log lines, so a tight failure loop (children that die at once, a board that
+/// is scribbled on, forks that fail) cannot fill a disk (SPEC.md §7.9). Of each
+/// [`ParentLog::kind`], the first [`REPEAT_BURST`] lines of a [`REPEAT_WINDOW`] are written; the
+/// rest are counted, and one [`ParentLog::Repeated`] line says how many when the window ends (at
+/// the next line of that kind, or at [`RepeatFilter::flush`]). Lines of no kind always pass.
+/// Pure: the driver passes the time, and writes what comes out.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash)]
+pub struct RepeatFilter {
+    windows: BTreeMap<&'static str, Window>,
+}
+
+impl RepeatFilter {
+    /// The lines to write for `line` at `now`, in order: the summary of this kind's window if it
+    /// just ended with lines held back, then `line` unless it is held back.
+    pub fn admit(&mut self, now: Time, line: ParentLog) -> Vec<ParentLog> {
+        let Some(kind) = line.kind() else { return vec![line] };
+        let mut out = Vec::new();
+        let window = self.windows.entry(kind).or_insert(Window { since: now, written: 0, held: 0 });
+        if now.since(window.since) >= REPEAT_WINDOW {
+            if window.held > 0 {
+                out.push(ParentLog::Repeated { kind, held: window.held, over: now.since(window.since) });
+            }
+            *window = Window { since: now, written: 0, held: 0 };
+        }
+        if window.written < REPEAT_BURST {
+            window.written += 1;
+            out.push(line);
+        } else {
+            window.held = window.held.saturating_add(1);
+        }
+        out
+    }
+
+    /// The summaries of every window that has ended at `now` with lines held back (call it at
+    /// every timeout, so a flood that stopped is still summed up).
+    pub fn flush(&mut self, now: Time) -> Vec<ParentLog> {
+        let mut out = Vec::new();
+        self.windows.retain(|&kind, w| {
+            if now.since(w.since) < REPEAT_WINDOW {
+                return true;
+            }
+            if w.held > 0 {
+                out.push(ParentLog::Repeated { kind, held: w.held, over: now.since(w.since) });
+            }
+            false
+        });
+        out
     }
 }
 
@@ -266,13 +384,80 @@ impl fmt::Display for ParentLog {
                 paused_for.as_secs()
             ),
             ParentLog::SlotRepaired { slot, problem, wrote } => {
-                write!(f, "scoreboard slot {slot} was inconsistent ({problem:?}); rewrote it as {wrote}")
+                write!(f, "scoreboard slot {slot} was inconsistent ({problem}); rewrote it as {wrote}")
             }
+            ParentLog::SlotDamagedAgain { pid, slot, problem } => write!(
+                f,
+                "scoreboard slot {slot} of child {pid} was damaged again after its repair ({problem}); killing the child (SIGKILL)"
+            ),
             ParentLog::CommandIgnored { command, phase } => {
                 write!(f, "{command} ignored: the server is in phase {phase:?}")
             }
             ParentLog::ConfigAdjusted(w) => write!(f, "restart configuration: {}: {}", w.key, w.message),
             ParentLog::DriverMisuse { what } => write!(f, "driver contract broken: {what}"),
+            ParentLog::Repeated { kind, held, over } => write!(
+                f,
+                "{held} more \"{kind}\" lines in the last {}s were not written (at most {REPEAT_BURST} per {}s)",
+                over.as_secs(),
+                REPEAT_WINDOW.as_secs()
+            ),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn exited(pid: Pid) -> ParentLog {
+        ParentLog::ChildExited { pid, slot: 0, generation: 0, cause: ExitCause::Sick(None) }
+    }
+
+    #[test]
+    fn a_burst_passes_the_rest_is_summed_up_once_per_window() {
+        let mut f = RepeatFilter::default();
+        let t0 = Time::from_secs(100);
+        let mut written = 0;
+        for pid in 0..1000 {
+            written += f.admit(t0 + Duration::from_millis(u64::from(pid)), exited(pid)).len();
+        }
+        assert_eq!(written, REPEAT_BURST as usize, "1000 lines in one second: the burst only");
+        // Lines of no kind always pass, and other kinds have windows of their own.
+        assert_eq!(f.admit(t0, ParentLog::Stopping), [ParentLog::Stopping]);
+        assert_eq!(f.admit(t0, ParentLog::CrashLoop { early_exits: 3, paused_for: Duration::from_secs(1) }).len(), 1);
+        assert!(f.flush(t0 + Duration::from_secs(9)).is_empty(), "the window is still open");
+        let later = t0 + REPEAT_WINDOW;
+        assert_eq!(
+            f.admit(later, exited(5000)),
+            [
+                ParentLog::Repeated { kind: "child exited sick", held: 1000 - REPEAT_BURST, over: REPEAT_WINDOW },
+                exited(5000)
+            ],
+            "the summary comes first, then the next window begins"
+        );
+        assert!(f.flush(later + REPEAT_WINDOW).is_empty(), "nothing held back in the second window");
+        for pid in 0..20 {
+            f.admit(later + REPEAT_WINDOW, exited(pid));
+        }
+        let summary = f.flush(later + REPEAT_WINDOW * 2);
+        assert_eq!(summary, [ParentLog::Repeated { kind: "child exited sick", held: 10, over: REPEAT_WINDOW }]);
+        assert_eq!(
+            summary[0].to_string(),
+            "10 more \"child exited sick\" lines in the last 10s were not written (at most 10 per 10s)"
+        );
+    }
+
+    #[test]
+    fn lines_that_follow_a_command_or_happen_once_are_never_held_back() {
+        for line in [
+            ParentLog::Resumed { generation: 1 },
+            ParentLog::GracefulRestart { generation: 1 },
+            ParentLog::Stopping,
+            ParentLog::ChildFatal { pid: 1, slot: 0 },
+            ParentLog::Policy(PolicyLog::ReachedMaxRequestWorkers),
+            ParentLog::StillRunning { pid: 1, slot: 0, sending: KillSignal::Term },
+        ] {
+            assert_eq!(line.kind(), None, "{line}");
         }
     }
 }

@@ -29,10 +29,10 @@
 //! [`Parent::handle_spawned`] or [`Parent::handle_spawn_failed`] before any other `handle_*` call.
 
 use crate::config::PoolConfig;
-use crate::exit::{ExitCause, ExitReason, ExitStatus, Stall, code};
+use crate::exit::{ExitCause, ExitReason, ExitStatus, KillReason, code};
 use crate::policy::{Decision, SpareLimits, SpareServerPolicy};
 use crate::scoreboard::{ScoreboardView, SlotTable};
-use crate::slot::{SlotError, SlotState, SlotWord};
+use crate::slot::{INCARNATION_MASK, SlotError, SlotState, SlotWord};
 use crate::time::Time;
 use std::collections::VecDeque;
 
@@ -44,7 +44,7 @@ mod watchdog;
 
 use brake::self_inflicted;
 pub use brake::{CRASH_LOOP_MAX_PAUSE, CRASH_LOOP_THRESHOLD, EARLY_EXIT_WINDOW, FORK_RETRY_MAX, SpawnBrake};
-pub use log::{Level, ParentLog};
+pub use log::{Level, ParentLog, REPEAT_BURST, REPEAT_WINDOW, RepeatFilter};
 pub use reclaim::{RECLAIM_SCHEDULE, ReclaimStep};
 use watchdog::SlotWatch;
 pub use watchdog::{Observation, QueueDepth};
@@ -110,14 +110,16 @@ pub enum ParentAction {
         /// The child.
         pid: Pid,
     },
-    /// Send a signal to one child (never to a process group, never to the parent itself).
+    /// Send a signal to one child (never to a process group, never to the parent itself). The
+    /// pid is always one from the parent's own table, never one read from the board.
     Signal {
         /// The child.
         pid: Pid,
         /// The signal.
         signal: KillSignal,
-        /// Why, when the watchdog kills a stalled child (`None`: a stop or restart).
-        stall: Option<Stall>,
+        /// Why the parent kills a child of a running pool (the watchdog, a slot that stayed
+        /// damaged); `None`: a stop or restart.
+        reason: Option<KillReason>,
     },
     /// Close every listening socket (stops only; restarts keep them).
     CloseListeners,
@@ -147,18 +149,81 @@ pub enum Phase {
     Exited,
 }
 
-/// How the parent found a slot that did not match its own records.
+/// How the parent found a slot that did not match its own records (SPEC.md §7.6).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum SlotProblem {
     /// The word could not be decoded.
     Corrupt(SlotError),
     /// The slot shows a process but the parent has no child there.
     NoChild(SlotState),
-    /// The parent has a child there but the slot holds another child's word (or `Dead`).
+    /// The parent has a child there but the slot holds another child's word (another incarnation
+    /// or generation), or `Dead`.
     Foreign(SlotWord),
+    /// The parent told the child `directive` (`G`, `I`), and the slot shows something else: a
+    /// child never writes over a directive.
+    DirectiveLost {
+        /// What the parent wrote.
+        directive: SlotState,
+        /// What the slot shows.
+        found: SlotState,
+    },
+    /// The slot shows a directive (`G`, `I`) the parent never gave: only the parent writes them.
+    DirectiveForged(SlotState),
+    /// The slot shows `Starting` after the parent saw the child working: no child goes back.
+    BackToStarting,
 }
 
-/// The parent's record of one child.
+impl std::fmt::Display for SlotProblem {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            SlotProblem::Corrupt(e) => write!(f, "{e}"),
+            SlotProblem::NoChild(state) => write!(f, "it shows {state} but no child lives there"),
+            SlotProblem::Foreign(w) => write!(
+                f,
+                "it holds the word of another child ({}, incarnation {}, generation {})",
+                w.state, w.incarnation, w.generation
+            ),
+            SlotProblem::DirectiveLost { directive, found } => {
+                write!(f, "the parent's directive {directive} was overwritten with {found}")
+            }
+            SlotProblem::DirectiveForged(state) => write!(f, "it shows {state}, a directive the parent never gave"),
+            SlotProblem::BackToStarting => f.write_str("it went back to S (starting) after the child was seen working"),
+        }
+    }
+}
+
+/// The parent's counters, for status pages (SPEC.md §12.5). They never change a decision, so
+/// they take no part in comparing or hashing parents: the model checkers' state space stays what
+/// the protocol makes it.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct ParentStats {
+    /// Children forked (successful forks).
+    pub spawned: u64,
+    /// Children reaped, whatever their cause.
+    pub exited: u64,
+    /// Of those, children the parent had claimed for retirement that left with code 0.
+    pub retired: u64,
+    /// Children the watchdog killed for holding the accept lock.
+    pub killed_accept_lock: u64,
+    /// Children the watchdog killed for a request past `request_deadline`.
+    pub killed_request_deadline: u64,
+    /// Children killed because their slot was damaged again after a repair.
+    pub killed_slot_damaged: u64,
+    /// Slot words the parent wrote back because they did not match its records.
+    pub slots_repaired: u64,
+}
+
+impl PartialEq for ParentStats {
+    fn eq(&self, _: &Self) -> bool {
+        true
+    }
+}
+impl Eq for ParentStats {}
+impl std::hash::Hash for ParentStats {
+    fn hash<H: std::hash::Hasher>(&self, _: &mut H) {}
+}
+
+/// The parent's record of one child: the truth the board is checked against (SPEC.md §3.4).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct ChildRecord {
     /// The child's pid; `None` between a `Spawn` action and `handle_spawned`.
@@ -167,8 +232,15 @@ pub struct ChildRecord {
     pub born: SlotWord,
     /// When the parent claimed the slot for it.
     pub spawned_at: Time,
-    /// The watchdog killed it for this stall (it is not reaped yet).
-    pub killed: Option<Stall>,
+    /// The directive the parent gave it (`Graceful` or `IdleKill`): its slot must show it until
+    /// the child is reaped.
+    pub directive: Option<SlotState>,
+    /// The parent has seen it ready or busy (so its slot can no longer show `Starting`).
+    pub seen_working: bool,
+    /// When the parent first found its slot damaged (and told it to leave).
+    pub damaged: Option<Time>,
+    /// The parent killed it while the pool ran, and why (it is not reaped yet).
+    pub killed: Option<KillReason>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
@@ -196,12 +268,15 @@ pub struct Parent {
     policy: SpareServerPolicy,
     brake: SpawnBrake,
     children: Vec<Option<ChildRecord>>,
+    /// Each slot's incarnation counter: the parent's own, never read back from the board.
+    incarnations: Vec<u32>,
     watches: Vec<SlotWatch>,
     remaining_to_start: u32,
     next_tick: Time,
     /// The next look at the accept queues between ticks (`spawn_mode = "demand"`).
     next_look: Time,
     actions: VecDeque<ParentAction>,
+    stats: ParentStats,
     bugs: crate::seeded::BugSwitch,
 }
 
@@ -210,6 +285,7 @@ impl Parent {
     pub fn new(config: PoolConfig) -> Self {
         Parent {
             children: vec![None; config.server_limit as usize],
+            incarnations: vec![0; config.server_limit as usize],
             watches: vec![SlotWatch::default(); config.server_limit as usize],
             config,
             generation: 0,
@@ -220,6 +296,7 @@ impl Parent {
             next_tick: Time::ZERO,
             next_look: Time::ZERO,
             actions: VecDeque::new(),
+            stats: ParentStats::default(),
             bugs: crate::seeded::BugSwitch::default(),
         }
     }
@@ -267,6 +344,11 @@ impl Parent {
         &self.brake
     }
 
+    /// The parent's counters (status pages publish them).
+    pub fn stats(&self) -> &ParentStats {
+        &self.stats
+    }
+
     /// Every live child: `(slot, record)`.
     pub fn children(&self) -> impl Iterator<Item = (usize, &ChildRecord)> {
         self.children.iter().enumerate().filter_map(|(i, c)| c.as_ref().map(|c| (i, c)))
@@ -288,6 +370,12 @@ impl Parent {
         self.actions.pop_front()
     }
 
+    /// When the next maintenance tick is due (while running; a timeout before it is a look or a
+    /// watchdog check).
+    pub fn next_tick(&self) -> Time {
+        self.next_tick
+    }
+
     /// When [`Parent::handle_timeout`] wants to be called next.
     #[must_use]
     pub fn poll_timeout(&self) -> Option<Time> {
@@ -298,11 +386,9 @@ impl Parent {
                 earliest(earliest(Some(self.next_tick), self.looks().then_some(self.next_look)), self.watch_deadline())
             }
             Stage::Reclaiming { started, step, .. } => RECLAIM_SCHEDULE.get(*step).map(|(d, _)| *started + *d),
-            // While draining, only the request deadline still needs looks (the listeners are closed).
-            Stage::Draining { deadline } if !self.config.request_deadline.is_zero() => {
-                earliest(earliest(*deadline, Some(self.next_tick)), self.watch_deadline())
-            }
-            Stage::Draining { deadline } => *deadline,
+            // While draining, the ticks go on (the board is checked and the directives re-asserted:
+            // a scribble must not keep a child from leaving), and the request deadline is watched.
+            Stage::Draining { deadline } => earliest(earliest(*deadline, Some(self.next_tick)), self.watch_deadline()),
         }
     }
 
@@ -326,12 +412,20 @@ impl Parent {
         }
         board.publish_generation(self.generation);
         self.stage = Stage::Running;
-        let mut view = ScoreboardView::capture(board);
-        self.repair(&mut view, board);
+        let view = self.checked_view(now, board, true);
         self.startup(now, board, &view, self.config.start_servers);
         self.next_tick = now + self.config.maintenance_interval;
         self.next_look = now + self.config.demand_interval;
         self.log(ParentLog::Resumed { generation: self.generation });
+    }
+
+    /// Writes what the parent publishes to the children (the running generation) from its own
+    /// memory, whatever the board holds: at every input, so a scribbled word is put right at the
+    /// next one (SPEC.md §3.4).
+    fn publish<T: SlotTable + ?Sized>(&self, board: &T) {
+        if !self.has_bug(crate::seeded::SeededBug::NoRepublish) {
+            board.publish_generation(self.generation);
+        }
     }
 
     /// Does this parent look at the accept queues between ticks?
@@ -348,7 +442,7 @@ impl Parent {
         if waiting == 0 || self.remaining_to_start > 0 {
             return;
         }
-        let view = ScoreboardView::capture(board);
+        let view = self.checked_view(now, board, false);
         let demand = crate::policy::Demand { waiting, now };
         let slots = self.policy.spawn_on_demand(SpareLimits::from(&self.config), &view, self.brake.allows(now), demand);
         if let Some(l) = slots.log {
@@ -387,19 +481,31 @@ impl Parent {
         self.spawn_in(now, board, slot, self.generation)
     }
 
+    /// Writes a new child's word into `slot` (which holds no child by the parent's records,
+    /// whatever the board says) and asks for the fork.
     fn spawn_in<T: SlotTable + ?Sized>(&mut self, now: Time, board: &T, slot: usize, generation: u32) -> bool {
-        match board.slot(slot).and_then(|s| s.spawn(generation)) {
-            Ok(born) => {
-                self.children[slot] = Some(ChildRecord { pid: None, born, spawned_at: now, killed: None });
-                self.actions.push_back(ParentAction::Spawn { slot, born });
-                true
+        let cell = match board.slot(slot) {
+            Ok(cell) if self.children.get(slot).is_some_and(Option::is_none) => cell,
+            Ok(_) | Err(_) => {
+                self.log(ParentLog::DriverMisuse { what: format!("spawn into slot {slot} refused: it is taken") });
+                return false;
             }
-            Err(e) => {
-                // Only a slot changed behind the parent's back can refuse a spawn; the next tick repairs it.
-                self.log(ParentLog::DriverMisuse { what: format!("spawn into slot {slot} refused: {e}") });
-                false
-            }
-        }
+        };
+        let incarnation = self.incarnations[slot].wrapping_add(1) & INCARNATION_MASK;
+        self.incarnations[slot] = incarnation;
+        let born = SlotWord { state: SlotState::Starting, incarnation, generation };
+        cell.install(born);
+        self.children[slot] = Some(ChildRecord {
+            pid: None,
+            born,
+            spawned_at: now,
+            directive: None,
+            seen_working: false,
+            damaged: None,
+            killed: None,
+        });
+        self.actions.push_back(ParentAction::Spawn { slot, born });
+        true
     }
 
     /// The born word of the spawn pending in `slot` (a `Spawn` action not answered yet); logs a
@@ -412,12 +518,16 @@ impl Parent {
         born
     }
 
-    /// fork() succeeded for `slot`: the child is `pid`.
-    pub fn handle_spawned(&mut self, slot: usize, pid: Pid) {
+    /// fork() succeeded for `slot`: the child is `pid` (published in the slot's pid word).
+    pub fn handle_spawned<T: SlotTable + ?Sized>(&mut self, slot: usize, pid: Pid, board: &T) {
         if self.pending_spawn(slot, "handle_spawned").is_some() {
             if let Some(rec) = self.children[slot].as_mut() {
                 rec.pid = Some(pid);
             }
+            if let Ok(cell) = board.slot(slot) {
+                cell.publish_pid(pid);
+            }
+            self.stats.spawned += 1;
             self.brake.fork_failures = 0;
         }
     }
@@ -438,10 +548,10 @@ impl Parent {
                 .collect();
             self.actions.retain(|a| !matches!(a, ParentAction::Spawn { .. }));
             for slot in std::iter::once(slot).chain(queued) {
-                if let Some(rec) = self.children[slot].take()
+                if self.children[slot].take().is_some()
                     && let Ok(s) = board.slot(slot)
                 {
-                    let _ = s.reap(rec.born);
+                    s.release(self.empty_word(slot));
                 }
             }
             let retry_in = self.brake.fork_failed(now);
@@ -462,6 +572,7 @@ impl Parent {
         reported: Option<ExitReason>,
         board: &T,
     ) {
+        self.publish(board);
         let Some(slot) = self.slot_of(pid) else {
             self.log(ParentLog::LongLostChild { pid, status });
             return;
@@ -469,31 +580,40 @@ impl Parent {
         let Some(rec) = self.children[slot].take() else {
             return;
         };
-        let reap = |s: crate::scoreboard::Slot<'_, T::Word>| {
-            if self.has_bug(crate::seeded::SeededBug::ReapLeavesSlot) { s.read() } else { s.reap(rec.born) }
+        // The slot is empty again by the parent's records, whatever it holds; what it held only
+        // labels the exit (the last state, for the crash-loop brake, if it is a word the child
+        // could have written).
+        let empty = self.empty_word(slot);
+        let found = match board.slot(slot) {
+            Ok(cell) if self.has_bug(crate::seeded::SeededBug::ReapLeavesSlot) => cell.raw(),
+            Ok(cell) => cell.release(empty),
+            Err(_) => empty.encode(),
         };
-        let last = match board.slot(slot).map(reap) {
-            Ok(Ok(word)) => Some(word.state),
-            Ok(Err(e)) => {
-                let problem = match e {
-                    SlotError::NotOwner { found, .. } => {
-                        SlotProblem::Foreign(SlotWord { incarnation: found, ..rec.born })
-                    }
-                    SlotError::IllegalTransition { from, .. } => SlotProblem::Foreign(rec.born.with_state(from)),
-                    other => SlotProblem::Corrupt(other),
-                };
-                self.log(ParentLog::SlotRepaired { slot, problem, wrote: SlotState::Dead });
-                None
+        let (last, damaged_at_exit) = match repair::judge(Some(&rec), empty, found) {
+            repair::Verdict::Fine(w) => (Some(w.state), false),
+            repair::Verdict::Damaged { problem, .. } => {
+                if rec.damaged.is_none() && rec.killed.is_none() {
+                    self.stats.slots_repaired += 1;
+                    self.log(ParentLog::SlotRepaired { slot, problem, wrote: SlotState::Dead });
+                }
+                (None, true)
             }
-            Err(_) => None,
         };
         let cause = match (rec.killed, status) {
-            (Some(stall), ExitStatus::Signaled(9)) => ExitCause::Killed(stall),
-            _ => ExitCause::classify(status, last, reported),
+            (Some(why), ExitStatus::Signaled(9)) => ExitCause::Killed(why),
+            _ => ExitCause::classify(status, rec.directive, reported),
         };
+        self.stats.exited += 1;
+        if rec.directive == Some(SlotState::IdleKill) && status == ExitStatus::Code(code::OK) {
+            self.stats.retired += 1;
+        }
         let generation = rec.born.generation;
         self.log(ParentLog::ChildExited { pid, slot, generation, cause });
         let current = generation == self.generation;
+        // A child whose slot was damaged (or that says so: a lie gains it nothing it could not
+        // have by exiting with 0) left because of the board, not because of itself: neither the
+        // crash-loop brake nor the sick-child rate reset hears of it (SPEC.md §7.6).
+        let excused = rec.damaged.is_some() || damaged_at_exit || reported == Some(ExitReason::SlotLost);
 
         if cause == ExitCause::Fatal {
             if !current && !self.has_bug(crate::seeded::SeededBug::OldFatalStops) {
@@ -505,11 +625,12 @@ impl Parent {
                 return;
             }
         }
-        if matches!(cause, ExitCause::Sick(_)) && !self.has_bug(crate::seeded::SeededBug::SickKeepsRate) {
+        if matches!(cause, ExitCause::Sick(_)) && !excused && !self.has_bug(crate::seeded::SeededBug::SickKeepsRate) {
             self.policy.on_child_sick();
         }
         let early = last == Some(SlotState::Starting) || now.since(rec.spawned_at) < EARLY_EXIT_WINDOW;
         if current
+            && !excused
             && self_inflicted(status)
             && early
             && self.stage == Stage::Running
@@ -543,6 +664,7 @@ impl Parent {
 
     /// The operator's command (a signal, or `-k`).
     pub fn handle_command<T: SlotTable + ?Sized>(&mut self, now: Time, command: Command, board: &T) {
+        self.publish(board);
         let name = command.name();
         match (&mut self.stage, command) {
             (Stage::Running, Command::GracefulRestart(cfg)) => {
@@ -606,6 +728,7 @@ impl Parent {
     /// `seen` is what the driver saw just now (the listeners' accept queues, the accept lock's
     /// holder as the kernel knows it): the watchdog's evidence (SPEC.md §7.8).
     pub fn handle_timeout<T: SlotTable + ?Sized>(&mut self, now: Time, board: &T, seen: &Observation) {
+        self.publish(board);
         match &self.stage {
             Stage::Running => {
                 if now >= self.next_tick {
@@ -626,6 +749,9 @@ impl Parent {
                 let timed_out = deadline.is_some_and(|d| now >= d);
                 if now >= self.next_tick {
                     self.next_tick = now + self.config.maintenance_interval;
+                    // Every child was told to leave: its slot must keep saying so (SPEC.md §7.6).
+                    self.checked_view(now, board, true);
+                    self.rewake();
                 }
                 self.watch(now, board, &Observation::default());
                 if timed_out {
@@ -651,45 +777,29 @@ impl Parent {
         self.config = checked.value;
     }
 
-    /// Marks every working child `Graceful` and wakes it.
+    /// Tells every child that has no directive yet to finish up and leave (`G`, written from the
+    /// parent's records whatever the slot holds), and wakes it.
     fn mark_all_graceful<T: SlotTable + ?Sized>(&mut self, board: &T) {
-        let alive: Vec<(usize, Option<Pid>)> = self.children().map(|(i, c)| (i, c.pid)).collect();
-        for (slot, pid) in alive {
-            match board.slot(slot).map(|s| s.mark_graceful()) {
-                Ok(Ok(before)) if before.is_live() && !before.is_directive() => {
-                    if let Some(pid) = pid.filter(|_| !self.has_bug(crate::seeded::SeededBug::NoGracefulWake)) {
-                        self.actions.push_back(ParentAction::Wake { slot, pid });
-                    }
-                }
-                Ok(Ok(_)) | Err(_) => {}
-                // A corrupt word: the repair at the next tick (or the reap) rewrites it.
-                Ok(Err(e)) => {
-                    let Some(rec) = self.children[slot] else {
-                        continue;
-                    };
-                    let word = rec.born.with_state(SlotState::Graceful);
-                    let Ok(cell) = board.slot(slot) else { continue };
-                    if cell.repair(cell.raw(), word).is_ok() {
-                        self.log(ParentLog::SlotRepaired {
-                            slot,
-                            problem: SlotProblem::Corrupt(e),
-                            wrote: SlotState::Graceful,
-                        });
-                        if let Some(pid) = pid {
-                            self.actions.push_back(ParentAction::Wake { slot, pid });
-                        }
-                    }
-                }
+        let wake = !self.has_bug(crate::seeded::SeededBug::NoGracefulWake);
+        for slot in 0..self.slots(board) {
+            let Some(rec) = self.children[slot].as_mut() else { continue };
+            if rec.directive.is_some() || rec.killed.is_some() {
+                continue;
+            }
+            let Ok(cell) = board.slot(slot) else { continue };
+            cell.put(rec.born.with_state(SlotState::Graceful));
+            rec.directive = Some(SlotState::Graceful);
+            if let Some(pid) = rec.pid.filter(|_| wake) {
+                self.actions.push_back(ParentAction::Wake { slot, pid });
             }
         }
     }
 
     /// One maintenance tick.
     fn tick<T: SlotTable + ?Sized>(&mut self, now: Time, board: &T, seen: &Observation) {
-        let mut view = ScoreboardView::capture(board);
-        self.repair(&mut view, board);
+        let view = self.checked_view(now, board, true);
         self.note_health(now, &view);
-        self.rewake(&view);
+        self.rewake();
         if self.remaining_to_start > 0 {
             // Apache: the rest of StartServers after a graceful restart, and no maintenance this pass.
             let n = std::mem::take(&mut self.remaining_to_start);
@@ -720,7 +830,7 @@ impl Parent {
             Decision::Retire { candidates } if self.has_bug(crate::seeded::SeededBug::RetireWithoutClaim) => {
                 // Seeded bug: "kill the idle child by pid", as peers without a claim do.
                 if let Some(pid) = candidates.iter().find_map(|&s| self.children.get(s).copied().flatten()?.pid) {
-                    self.actions.push_back(ParentAction::Signal { pid, signal: KillSignal::Term, stall: None });
+                    self.actions.push_back(ParentAction::Signal { pid, signal: KillSignal::Term, reason: None });
                 }
             }
             Decision::Retire { candidates } => {
@@ -728,10 +838,11 @@ impl Parent {
                     let Some(Ok(seen)) = view.slots.get(slot).copied() else {
                         continue;
                     };
-                    let Some(Some(rec)) = self.children.get(slot).copied() else {
+                    let Some(Some(rec)) = self.children.get_mut(slot) else {
                         continue;
                     };
-                    if board.slot(slot).is_ok_and(|s| s.claim_idle(seen).is_ok()) {
+                    if rec.directive.is_none() && board.slot(slot).is_ok_and(|s| s.claim_idle(seen).is_ok()) {
+                        rec.directive = Some(SlotState::IdleKill);
                         if let Some(pid) = rec.pid {
                             self.actions.push_back(ParentAction::Wake { slot, pid });
                         }
@@ -748,13 +859,13 @@ impl Parent {
     /// Wakes again every child whose slot still holds a directive (`G`, `I`). A wake-up can be
     /// lost: a signal that interrupts lock waits may land just before the child enters the
     /// blocking call. Repeating it each tick bounds the delay to one tick (SPEC.md §7.1).
-    fn rewake(&mut self, view: &ScoreboardView) {
+    fn rewake(&mut self) {
         if self.has_bug(crate::seeded::SeededBug::NoGracefulWake) {
             return;
         }
         let pending: Vec<(usize, Pid)> = self
             .children()
-            .filter(|(slot, _)| view.state(*slot).is_some_and(SlotState::is_directive))
+            .filter(|(_, c)| c.directive.is_some() && c.killed.is_none())
             .filter_map(|(slot, c)| Some((slot, c.pid?)))
             .collect();
         for (slot, pid) in pending {
@@ -793,10 +904,10 @@ mod tests {
         parent.start(Time::ZERO, &board);
         while let Some(a) = parent.poll_action() {
             if let ParentAction::Spawn { slot, .. } = a {
-                parent.handle_spawned(slot, 100);
+                parent.handle_spawned(slot, 100, &board);
             }
         }
-        parent.handle_spawned(0, 9999);
+        parent.handle_spawned(0, 9999, &board);
         parent.handle_spawn_failed(Time::ZERO, 3, "no", &board);
         parent.start(Time::ZERO, &board);
         let misuse = std::iter::from_fn(|| parent.poll_action())

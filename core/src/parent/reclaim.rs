@@ -3,7 +3,7 @@
 
 use super::{KillSignal, Parent, ParentAction, ParentLog, Pid, Stage, Then};
 use crate::exit::code;
-use crate::scoreboard::{ScoreboardView, SlotTable};
+use crate::scoreboard::SlotTable;
 use crate::time::Time;
 use std::time::Duration;
 
@@ -55,7 +55,7 @@ impl Parent {
                     ReclaimStep::Term | ReclaimStep::Kill => {
                         let signal = if what == ReclaimStep::Term { KillSignal::Term } else { KillSignal::Kill };
                         self.log(ParentLog::StillRunning { pid, slot, sending: signal });
-                        self.actions.push_back(ParentAction::Signal { pid, signal, stall: None });
+                        self.actions.push_back(ParentAction::Signal { pid, signal, reason: None });
                     }
                     ReclaimStep::GiveUp => self.log(ParentLog::GaveUp { pid, slot }),
                 }
@@ -70,9 +70,13 @@ impl Parent {
     pub(super) fn begin_reclaim<T: SlotTable + ?Sized>(&mut self, now: Time, board: &T, then: Then) {
         self.remaining_to_start = 0;
         self.stage = Stage::Reclaiming { started: now, step: 0, then };
-        let pids: Vec<Pid> = self.children().filter_map(|(_, c)| c.pid).collect();
+        let mut pids: Vec<Pid> = self.children().filter_map(|(_, c)| c.pid).collect();
+        if self.has_bug(crate::seeded::SeededBug::SignalPidFromBoard) {
+            // Seeded bug: whatever the pid words say (Apache before CVE-2007-3304).
+            pids = self.children().filter_map(|(i, _)| board.slot(i).ok()).map(|c| c.board_pid() as Pid).collect();
+        }
         for pid in pids {
-            self.actions.push_back(ParentAction::Signal { pid, signal: KillSignal::Term, stall: None });
+            self.actions.push_back(ParentAction::Signal { pid, signal: KillSignal::Term, reason: None });
         }
         self.check_done(now, board);
     }
@@ -104,8 +108,7 @@ impl Parent {
                 // Children that would not die keep their slots, marked Graceful so they count as
                 // neither idle nor claimable; everything else starts afresh.
                 self.mark_all_graceful(board);
-                let mut view = ScoreboardView::capture(board);
-                self.repair(&mut view, board);
+                let view = self.checked_view(now, board, true);
                 self.startup(now, board, &view, self.config.start_servers);
                 self.next_tick = now + self.config.maintenance_interval;
                 self.log(ParentLog::Resumed { generation: self.generation });

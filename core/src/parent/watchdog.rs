@@ -20,7 +20,7 @@
 //! refilled by the spare-server policy as for any other death.
 
 use super::{ChildRecord, KillSignal, Parent, ParentAction, ParentLog, Pid};
-use crate::exit::Stall;
+use crate::exit::{KillReason, Stall};
 use crate::scoreboard::SlotTable;
 use crate::slot::SlotState;
 use crate::time::Time;
@@ -129,10 +129,15 @@ impl Parent {
             if let Some(stall) = stall.filter(|_| !never_kills) {
                 *w = SlotWatch::default();
                 if let Some(rec) = self.children[slot].as_mut() {
-                    rec.killed = Some(stall);
+                    rec.killed = Some(KillReason::Stalled(stall));
+                }
+                match stall {
+                    Stall::AcceptLock { .. } => self.stats.killed_accept_lock += 1,
+                    Stall::Request { .. } => self.stats.killed_request_deadline += 1,
                 }
                 self.log(ParentLog::Stalled { pid, slot, stall });
-                self.actions.push_back(ParentAction::Signal { pid, signal: KillSignal::Kill, stall: Some(stall) });
+                let reason = Some(KillReason::Stalled(stall));
+                self.actions.push_back(ParentAction::Signal { pid, signal: KillSignal::Kill, reason });
             }
         }
     }

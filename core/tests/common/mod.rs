@@ -7,7 +7,7 @@
 use prefork_core::child::{ChildAction, ChildEvent, ChildLoop};
 use prefork_core::config::{PoolConfig, RawPoolConfig};
 use prefork_core::driver::{ParentDriver, Platform};
-use prefork_core::exit::Stall;
+use prefork_core::exit::KillReason;
 use prefork_core::exit::{ExitReason, ExitStatus};
 use prefork_core::parent::{Command, KillSignal, Observation, Parent, ParentLog, Pid, QueueDepth};
 use prefork_core::scoreboard::{ChildSlot, MemoryBoard, ScoreboardView, SlotTable};
@@ -331,7 +331,7 @@ impl Platform<MemoryBoard<Cell<u64>>> for SimPlatform<'_> {
         }
     }
 
-    fn signal(&mut self, _: &Parent, _: &MemoryBoard<Cell<u64>>, pid: Pid, signal: KillSignal, _: Option<Stall>) {
+    fn signal(&mut self, _: &Parent, _: &MemoryBoard<Cell<u64>>, pid: Pid, signal: KillSignal, _: Option<KillReason>) {
         self.world.signals.push((self.now, pid, signal));
         let Some(p) = self.world.procs.get(&pid) else {
             return;
