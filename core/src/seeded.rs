@@ -104,18 +104,18 @@ pub enum SeededBug {
     DemandPastMaxRequestWorkers,
     /// The parent writes the running generation only when it changes (start, restarts), as before
     /// issue 21: a scribbled generation word makes every new child leave at once, for ever (the
-    /// outage the black-box attack found). Caught by stateright and shuttle (T3: the pool returns
+    /// outage the black-box attack found). Caught by stateright and shuttle (L5: the pool returns
     /// to `min_spare_servers` within a tick of the last scribble).
     NoRepublish,
     /// A stop signals the pid each slot's pid word names instead of the pid in the parent's
     /// table (Apache before CVE-2007-3304): a child that scribbled a pid there makes the parent
-    /// signal any process. Caught by stateright and shuttle (T1: the parent signals only its own
+    /// signal any process. Caught by stateright and shuttle (I29: the parent signals only its own
     /// children).
     SignalPidFromBoard,
     /// The repair looks up "the child that owns this incarnation" by using a foreign word's
     /// incarnation as an index into the parent's table (a value from shared memory used as an
     /// index, the class of CVE-2019-0211): a scribbled incarnation panics the parent. Caught by
-    /// stateright and shuttle (T2: the parent never panics).
+    /// stateright and shuttle (I30: the parent never panics).
     IndexFromBoard,
 }
 

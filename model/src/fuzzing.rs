@@ -225,10 +225,10 @@ pub fn parent_events_with(data: &[u8], bug: Option<SeededBug>) {
 /// any value into any word of the shared memory (slot, activity, pid and generation words) and the
 /// parent's inputs (ticks, restarts), while children behave as the child loop does at its top
 /// (leave on a directive, a moved generation or a slot that is not their own; otherwise show
-/// `Ready`). Checked throughout: the parent signals only its own children (T1), never panics and
-/// never reports a broken driver contract (T2). Once the input is used up, no more scribbles: within
+/// `Ready`). Checked throughout: the parent signals only its own children (I29), never panics and
+/// never reports a broken driver contract (I30). Once the input is used up, no more scribbles: within
 /// [`RECOVERY_TICKS`] ticks the board agrees with the parent's records again, the generation word
-/// is the parent's, and `min_spare_servers` children are idle (T3). No crash, kill or fork failure
+/// is the parent's, and `min_spare_servers` children are idle (L5). No crash, kill or fork failure
 /// is injected here, so nothing excuses a slower recovery (the crash-loop brake must not hear of
 /// the board's damage).
 pub fn board_bytes(data: &[u8]) {
@@ -295,21 +295,21 @@ pub fn board_bytes_with(data: &[u8], bug: Option<SeededBug>) {
     }
     world.children_step(&board);
     let parent = driver.parent();
-    assert_eq!(board.running_generation(), parent.generation(), "T3: the generation word is the parent's");
+    assert_eq!(board.running_generation(), parent.generation(), "L5: the generation word is the parent's");
     let counts = prefork_core::ScoreboardView::capture(&board).counts();
     assert!(
         counts.corrupt == 0 && counts.live() == parent.live_children(),
-        "T3: the board agrees with the parent's records {RECOVERY_TICKS} ticks after the last scribble: {}, {} children",
+        "L5: the board agrees with the parent's records {RECOVERY_TICKS} ticks after the last scribble: {}, {} children",
         prefork_core::ScoreboardView::capture(&board).letters(),
         parent.live_children()
     );
     for (slot, c) in parent.children() {
-        assert_eq!(board.slot(slot).unwrap().board_pid(), u64::from(c.pid.unwrap_or(0)), "T3: slot {slot}'s pid word");
+        assert_eq!(board.slot(slot).unwrap().board_pid(), u64::from(c.pid.unwrap_or(0)), "L5: slot {slot}'s pid word");
     }
     let (min, mrw) = (parent.config().min_spare_servers as usize, parent.config().max_request_workers as usize);
     assert!(
         counts.idle() >= min || counts.live() >= mrw,
-        "T3: {} idle children {RECOVERY_TICKS} ticks after the last scribble (min_spare_servers {min}): {}",
+        "L5: {} idle children {RECOVERY_TICKS} ticks after the last scribble (min_spare_servers {min}): {}",
         counts.idle(),
         prefork_core::ScoreboardView::capture(&board).letters()
     );
@@ -374,7 +374,7 @@ impl prefork_core::Platform<MemoryBoard<Cell<u64>>> for ByteWorld {
         _: Option<prefork_core::exit::KillReason>,
     ) {
         let known = self.children.contains_key(&pid) || self.exits.iter().any(|e| e.0 == pid);
-        assert!(known, "T1: {signal:?} to {pid}, which is not a child");
+        assert!(known, "I29: {signal:?} to {pid}, which is not a child");
         if self.children.remove(&pid).is_some() {
             let sig = if signal == KillSignal::Term { 15 } else { 9 };
             self.exits.push((pid, ExitStatus::Signaled(sig), None));
@@ -385,7 +385,7 @@ impl prefork_core::Platform<MemoryBoard<Cell<u64>>> for ByteWorld {
     }
     fn close_listeners(&mut self) {}
     fn log(&mut self, line: prefork_core::parent::ParentLog) {
-        assert!(!matches!(line, prefork_core::parent::ParentLog::DriverMisuse { .. }), "T2: {line}");
+        assert!(!matches!(line, prefork_core::parent::ParentLog::DriverMisuse { .. }), "I30: {line}");
     }
 }
 

@@ -20,9 +20,9 @@
 //!   waits for it; if it never happens the execution cannot finish);
 //! * with the scribble fault (a scribbler thread writes random values into random words of the
 //!   shared memory: slot, activity, pid and generation words, at random moments): the parent
-//!   signals only its own children (T1), never panics (T2), and within [`RECOVERY_BOUND`] of the
+//!   signals only its own children (I29), never panics (I30), and within [`RECOVERY_BOUND`] of the
 //!   last write the pool has `min_spare_servers` children of the running generation whose slots
-//!   show their own words again (T3).
+//!   show their own words again (L5).
 
 use crate::words::{ShuttleWord, shuttle_board};
 use prefork_core::atomic::{AtomicWord, Ordering};
@@ -45,7 +45,7 @@ use std::time::Duration;
 /// A run that has not finished after this much simulated time is stuck (a liveness failure).
 pub const MAX_SIMULATED_SECONDS: u64 = 300;
 
-/// T3's bound under shuttle: after the scribbler's last write, the pool is back within this much
+/// L5's bound under shuttle: after the scribbler's last write, the pool is back within this much
 /// simulated time (the next maintenance tick repairs and forks; a second tick of slack for a
 /// write that lands between a tick's repair and its spawns).
 pub const RECOVERY_BOUND: Duration = Duration::from_secs(2);
@@ -145,7 +145,7 @@ struct World {
     last_scribble: Option<Time>,
     /// The scribbler has written since the parent's last maintenance tick.
     dirty: bool,
-    /// After the last write, the pool was seen back (T3).
+    /// After the last write, the pool was seen back (L5).
     recovered: bool,
     /// Bumped by every scribble (a tick clears `dirty` only if none came during it).
     scribble_epoch: u64,
@@ -413,7 +413,7 @@ fn scribble(board: &MemoryBoard<ShuttleWord>, rng: &mut impl Rng) -> String {
     format!("{name} {slot} = {value:#x}")
 }
 
-/// T3: `min_spare_servers` children of the running generation that are alive, not stalled or
+/// L5: `min_spare_servers` children of the running generation that are alive, not stalled or
 /// being killed, and whose slots show their own words in a working state.
 fn pool_is_back(shared: &Shared, w: &World) -> bool {
     let good = w
@@ -506,7 +506,7 @@ pub fn run(scenario: &Scenario) {
                 if able {
                     w.queued_for.values_mut().for_each(|waited| *waited += Duration::from_secs(1));
                 }
-                // T3: after the scribbler's last write, the pool comes back within the bound.
+                // L5: after the scribbler's last write, the pool comes back within the bound.
                 if let Some(last) = w.last_scribble
                     && !w.recovered
                 {
@@ -515,7 +515,7 @@ pub fn run(scenario: &Scenario) {
                     } else {
                         assert!(
                             w.clock <= last + RECOVERY_BOUND,
-                            "T3: the pool is not back {RECOVERY_BOUND:?} after the last scribble at {last}: board {}, generation word {}, generation {}, procs {:?}, scribbles (last 6) {:?}, parent log (last 12): {:#?}",
+                            "L5: the pool is not back {RECOVERY_BOUND:?} after the last scribble at {last}: board {}, generation word {}, generation {}, procs {:?}, scribbles (last 6) {:?}, parent log (last 12): {:#?}",
                             ScoreboardView::capture(&sh.board).letters(),
                             sh.board.running_generation(),
                             w.generation,
@@ -600,7 +600,7 @@ pub fn run(scenario: &Scenario) {
         let pause = rng.gen_range(0..4);
         let mut w = sh.sleep(sh.lock(), pause);
         if scribbling {
-            // T3 is judged by the clock: wait here until the pool is back after the last write.
+            // L5 is judged by the clock: wait here until the pool is back after the last write.
             w.operator = "waiting for the pool to come back after the scribbles".into();
             while !(w.parent_done || w.last_scribble.is_some() && w.recovered) {
                 w = sh.wait(w);
@@ -848,7 +848,7 @@ impl Platform<MemoryBoard<ShuttleWord>> for ShuttlePlatform<'_> {
         let mut w = self.shared.lock();
         assert!(
             w.procs.contains_key(&pid) || w.zombies.iter().any(|z| z.0 == pid),
-            "T1: the parent signalled pid {pid} ({signal:?}), which is not its child"
+            "I29: the parent signalled pid {pid} ({signal:?}), which is not its child"
         );
         if matches!(reason, Some(KillReason::Stalled(_))) {
             w.watchdog_kills += 1;

@@ -315,11 +315,11 @@ pub struct Violations {
     /// A fork came before the back-off after a fork failure, or the crash-loop pause, was over
     /// (I16).
     pub forked_too_soon: bool,
-    /// The parent signalled a process it did not fork, or one it has reaped (T1).
+    /// The parent signalled a process it did not fork, or one it has reaped (I29).
     pub signalled_stranger: bool,
-    /// The parent panicked (T2).
+    /// The parent panicked (I30).
     pub parent_panicked: bool,
-    /// The parent reported a broken driver contract (T2: whatever the board holds, the parent's
+    /// The parent reported a broken driver contract (I30: whatever the board holds, the parent's
     /// own steps stay consistent).
     pub driver_misuse: bool,
 }
@@ -496,7 +496,7 @@ impl SystemModel {
         let now = s.world.now;
         let mut platform = ModelPlatform { model: self, world: &mut s.world };
         let driver = &mut s.driver;
-        // T2: whatever the board holds, the parent never panics (a panic is a violation here, so
+        // I30: whatever the board holds, the parent never panics (a panic is a violation here, so
         // that stateright reports the path to it).
         match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| input(driver, now, &board, &mut platform))) {
             Ok(Some(code)) => s.world.exit_code = Some(code),
@@ -984,11 +984,11 @@ impl Model for SystemModel {
                 s.dirty || (counts.corrupt == 0 && counts.live() == s.parent().live_children())
             }),
             Property::always(
-                "T1: the parent signals only its own children, whatever the board says",
+                "I29: the parent signals only its own children, whatever the board says",
                 |_: &SystemModel, s: &SysState| !s.violations.signalled_stranger,
             ),
             Property::always(
-                "T2: the parent never panics and keeps the driver contract, whatever the board holds",
+                "I30: the parent never panics and keeps the driver contract, whatever the board holds",
                 |_: &SystemModel, s: &SysState| !s.violations.parent_panicked && !s.violations.driver_misuse,
             ),
             Property::always(
@@ -1044,7 +1044,7 @@ impl Model for SystemModel {
                 terminal(m, s) && (!s.stop_requested || s.exit_code.is_some())
             }),
             Property::eventually(
-                "T3: after the last scribble, the pool is back to min_spare_servers idle children within the grace ticks",
+                "L5: after the last scribble, the pool is back to min_spare_servers idle children within the grace ticks",
                 |m: &SystemModel, s: &SysState| {
                     let parent = s.parent();
                     let counts = s.view().counts();
@@ -1168,7 +1168,7 @@ impl Platform<CellBoard> for ModelPlatform<'_> {
 
     fn signal(&mut self, parent: &Parent, _: &CellBoard, pid: Pid, signal: KillSignal, reason: Option<KillReason>) {
         let s = &mut *self.world;
-        // T1: only a process the parent forked and has not reaped yet.
+        // I29: only a process the parent forked and has not reaped yet.
         if !s.procs.iter().any(|p| p.pid == pid) && !s.zombies.iter().any(|z| z.pid == pid) {
             s.violations.signalled_stranger = true;
         }

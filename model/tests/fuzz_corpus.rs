@@ -28,7 +28,7 @@ fn negative_board_bytes_catches_a_parent_that_does_not_republish_the_generation(
         |d| fuzzing::board_bytes_with(d, Some(prefork_core::seeded::SeededBug::NoRepublish)),
         3000,
         600,
-        "T3: the generation word is the parent's",
+        "L5: the generation word is the parent's",
     );
 }
 
@@ -39,7 +39,7 @@ fn negative_board_bytes_catches_a_restart_that_signals_the_pids_on_the_board() {
         |d| fuzzing::board_bytes_with(d, Some(prefork_core::seeded::SeededBug::SignalPidFromBoard)),
         3000,
         600,
-        "T1:",
+        "I29:",
     );
 }
 

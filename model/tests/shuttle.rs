@@ -187,8 +187,8 @@ fn stalled_children_are_killed_and_no_connection_waits_long() {
     check("stalls", iterations(2000), iterations(2000));
 }
 
-/// The scribble fault (SPEC.md §14): T1 (only its own children are signalled, also with a decoy
-/// pid in every pid word at the stop), T2 (no panic), T3 (the pool is back within
+/// The scribble fault (SPEC.md §14): I29 (only its own children are signalled, also with a decoy
+/// pid in every pid word at the stop), I30 (no panic), L5 (the pool is back within
 /// `RECOVERY_BOUND` of the last write).
 #[test]
 fn scribbles_never_misdirect_a_signal_or_keep_the_pool_down() {
@@ -241,12 +241,12 @@ fn replay() {
 
 #[test]
 fn negative_a_parent_that_does_not_republish_the_generation_never_recovers() {
-    expect_failure("scribbles-no-republish", "T3: the pool is not back");
+    expect_failure("scribbles-no-republish", "L5: the pool is not back");
 }
 
 #[test]
 fn negative_a_stop_that_signals_the_pids_on_the_board_signals_a_stranger() {
-    expect_failure("scribbles-pid-from-board", "T1: the parent signalled pid");
+    expect_failure("scribbles-pid-from-board", "I29: the parent signalled pid");
 }
 
 #[test]

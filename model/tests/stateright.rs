@@ -473,7 +473,7 @@ fn negative_a_watchdog_that_never_kills_leaves_the_pool_wedged() {
 // The scribble fault (SPEC.md §14): a child writes any of the values of `Scribble` into any word
 // of the shared memory, at any step. The parent must never signal a stranger, never panic, and
 // have the pool back to min_spare_servers within a tick of the last scribble (the one grace tick
-// after it: T3's bound).
+// after it: L5's bound).
 
 /// One listener, one connection, one scribble of any slot word or of the generation.
 fn scribble_model(kinds: &[ScribbleKind], ops: Vec<Op>, commands: u8) -> SystemModel {
@@ -509,7 +509,7 @@ fn negative_a_parent_that_does_not_republish_the_generation_never_recovers() {
     expect_counterexample(
         "seeded bug NoRepublish",
         model,
-        "T3: after the last scribble, the pool is back to min_spare_servers idle children within the grace ticks",
+        "L5: after the last scribble, the pool is back to min_spare_servers idle children within the grace ticks",
     );
 }
 
@@ -520,7 +520,7 @@ fn negative_a_stop_that_signals_the_pids_on_the_board_signals_a_stranger() {
     expect_counterexample(
         "seeded bug SignalPidFromBoard",
         model,
-        "T1: the parent signals only its own children, whatever the board says",
+        "I29: the parent signals only its own children, whatever the board says",
     );
 }
 
@@ -531,6 +531,6 @@ fn negative_a_parent_that_indexes_by_a_board_value_panics() {
     expect_counterexample(
         "seeded bug IndexFromBoard",
         model,
-        "T2: the parent never panics and keeps the driver contract, whatever the board holds",
+        "I30: the parent never panics and keeps the driver contract, whatever the board holds",
     );
 }

@@ -479,6 +479,11 @@ impl Scoreboard {
     pub fn infos(&self) -> Vec<SlotInfo> {
         (0..self.slots).map(|i| self.record(i).info()).collect()
     }
+
+    /// Every slot's raw `killed_for` word (an unknown code is out of range).
+    pub(crate) fn infos_raw_killed(&self) -> Vec<u64> {
+        (0..self.slots).map(|i| self.record(i).killed_for.load(Ordering::Relaxed)).collect()
+    }
 }
 
 impl SlotTable for Scoreboard {

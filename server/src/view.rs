@@ -71,6 +71,16 @@ pub struct PoolSnapshot {
     pub retired_total: u64,
     /// Children the watchdog killed: for holding the accept lock, for a request past its deadline.
     pub watchdog_kills: WatchdogKills,
+    /// Slot words the parent wrote back because they did not match its records.
+    pub slots_repaired: u64,
+    /// Children the parent killed because their slot was damaged again after a repair.
+    pub killed_slot_damaged: u64,
+    /// Header values out of range (any process of the pool can write this memory; the parent
+    /// writes the header whole again after its next step): their names.
+    pub out_of_range: Vec<&'static str>,
+    /// Per slot, the values out of range (`generation` of a future generation, times in the
+    /// future, an unknown kill code): their names. A status page shows them as invalid.
+    pub slots_out_of_range: Vec<Vec<&'static str>>,
     /// The core's view of the slot words: states, letters, counts.
     pub view: ScoreboardView,
     /// Every slot, with its counters and texts.
@@ -110,11 +120,50 @@ impl PoolSnapshot {
             generation: h.generation.load(Ordering::Acquire) as u32,
             slots: slots.iter().map(|i| i.word).collect(),
         };
+        let now_ms = crate::unix_ms();
+        let (started_ms, restarted_ms) = (h.started_ms.load(Ordering::Relaxed), h.restarted_ms.load(Ordering::Relaxed));
+        let spawn_rate = h.spawn_rate.load(Ordering::Relaxed);
+        // A clock step can put a time a little ahead; a minute is out of range.
+        let future = |ms: u64| ms > now_ms.saturating_add(60_000);
+        let mut out_of_range = vec![];
+        if future(started_ms) {
+            out_of_range.push("started_ms");
+        }
+        if future(restarted_ms) || restarted_ms < started_ms {
+            out_of_range.push("restarted_ms");
+        }
+        if !(spawn_rate.is_power_of_two() && spawn_rate <= 32) {
+            out_of_range.push("spawn_rate");
+        }
+        let slots_out_of_range = board
+            .infos_raw_killed()
+            .into_iter()
+            .zip(&slots)
+            .map(|(killed_raw, info)| {
+                let mut bad = vec![];
+                if info.word.is_ok_and(|w| w.generation > view.generation) {
+                    bad.push("generation");
+                }
+                if future(info.started_ms) {
+                    bad.push("started_ms");
+                }
+                if future(info.last_used_ms) {
+                    bad.push("last_used_ms");
+                }
+                if future(info.killed_ms) {
+                    bad.push("killed_ms");
+                }
+                if killed_raw != 0 && info.killed_for.is_none() {
+                    bad.push("killed_for");
+                }
+                bad
+            })
+            .collect();
         PoolSnapshot {
-            now_ms: crate::unix_ms(),
-            started_ms: h.started_ms.load(Ordering::Relaxed),
-            restarted_ms: h.restarted_ms.load(Ordering::Relaxed),
-            spawn_rate: h.spawn_rate.load(Ordering::Relaxed),
+            now_ms,
+            started_ms,
+            restarted_ms,
+            spawn_rate,
             spawned_total: h.spawned_total.load(Ordering::Relaxed),
             exited_total: h.exited_total.load(Ordering::Relaxed),
             retired_total: h.retired_total.load(Ordering::Relaxed),
@@ -122,6 +171,10 @@ impl PoolSnapshot {
                 accept_lock: h.killed_accept_lock.load(Ordering::Relaxed),
                 request_deadline: h.killed_request_deadline.load(Ordering::Relaxed),
             },
+            slots_repaired: h.slots_repaired.load(Ordering::Relaxed),
+            killed_slot_damaged: h.killed_slot_damaged.load(Ordering::Relaxed),
+            out_of_range,
+            slots_out_of_range,
             view,
             slots,
         }

@@ -217,7 +217,12 @@ pub fn scoreboard(data: &[u8]) {
         scribble(board, data, 0);
         let snap = PoolSnapshot::take(board);
         // CPU times at their extremes too (they come from /proc, not from the board).
-        let cpu = status::Cpu { tick: 100.0, parent: [u64::MAX; 4], slots: vec![Some((u64::MAX, 1)); FUZZ_SLOTS] };
+        let cpu = status::Cpu {
+            tick: 100.0,
+            parent: [u64::MAX; 4],
+            slots: vec![Some((u64::MAX, 1)); FUZZ_SLOTS],
+            pid_invalid: vec![true; FUZZ_SLOTS],
+        };
         let _ = status::auto(&snap, &cpu, "fuzz", "preforkd/fuzz");
         let options = status::HtmlOptions::default();
         let _ = status::html(&snap, &cpu, &[], "fuzz <&>", "preforkd/fuzz", options);

@@ -68,6 +68,7 @@ fn command() -> clap::Command {
 }
 
 fn main() {
+    let stray = systemd::close_inherited_descriptors();
     let cli = Cli::from_arg_matches(&command().get_matches()).unwrap_or_else(|e| e.exit());
     let (merged, sources) = settings::load(cli.config.as_deref(), &cli.settings).unwrap_or_else(|e| fail(e));
     let mut resolved = settings::resolve(&merged, &sources, None).unwrap_or_else(|e| fail(e));
@@ -95,6 +96,11 @@ fn main() {
     }
     for w in &resolved.warnings {
         warn!("configuration: {w}");
+    }
+    if !stray.is_empty() {
+        info!(
+            "closed descriptors {stray:?} inherited from the process that started preforkd (children hold none of them)"
+        );
     }
     if let Some(user) = default_user(&mut resolved.pool) {
         info!("running as root: children run as {user} (set user to choose; user = \"root\" to keep root)");

@@ -35,6 +35,29 @@ pub fn listen_fds() -> io::Result<Option<Vec<Listener>>> {
     Ok(Some(listeners))
 }
 
+/// Closes every descriptor above standard error that this process inherited from whoever started
+/// it, except the sockets systemd passes for socket activation (`LISTEN_FDS`, when `LISTEN_PID`
+/// is this process). Call first thing, before anything is opened: what a launcher leaks (a shell's
+/// pipes, a supervisor's files) would otherwise be held by every child too (SPEC.md §14.3: a child
+/// holds only what it needs). Returns the descriptors closed.
+pub fn close_inherited_descriptors() -> Vec<i32> {
+    let ours = std::env::var("LISTEN_PID").ok().and_then(|p| p.parse::<u32>().ok()) == Some(std::process::id());
+    let passed =
+        if ours { std::env::var("LISTEN_FDS").ok().and_then(|n| n.parse::<i32>().ok()).unwrap_or(0) } else { 0 };
+    let keep = FIRST_FD..FIRST_FD + passed.max(0);
+    let open: Vec<i32> = match std::fs::read_dir("/proc/self/fd") {
+        Ok(dir) => dir.flatten().filter_map(|e| e.file_name().to_str()?.parse().ok()).collect(),
+        Err(_) => return vec![],
+    };
+    // The directory's own descriptor was in the listing and is closed now: closing it fails.
+    open.into_iter()
+        .filter(|&fd| fd > 2 && !keep.contains(&fd))
+        // SAFETY: nothing in this process owns these descriptors yet (called before anything is
+        // opened); closing one that is not open fails harmlessly.
+        .filter(|&fd| unsafe { libc::close(fd) } == 0)
+        .collect()
+}
+
 /// Sends `state` to the service manager if `NOTIFY_SOCKET` is set (ignored otherwise).
 pub fn notify(state: &str) {
     let Ok(path) = std::env::var("NOTIFY_SOCKET") else { return };

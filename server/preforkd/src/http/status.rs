@@ -107,32 +107,51 @@ pub struct Cpu {
     pub parent: [u64; 4],
     /// Per slot: the live child's user and system ticks (`None`: no child, or not readable).
     pub slots: Vec<Option<(u64, u64)>>,
+    /// Per slot: the pid it shows is not what it should be: a live slot's pid is not a child of
+    /// the parent (by `/proc`, not by the board), or an empty slot shows a pid. Any process of the
+    /// pool can write the board; a status page shows such a pid as invalid, and reads nothing of
+    /// that process.
+    pub pid_invalid: Vec<bool>,
 }
 
-/// `utime stime cutime cstime` of `/proc/<pid>/stat` (fields 14 to 17).
-fn proc_times(pid: u32) -> Option<[u64; 4]> {
+/// `ppid` (field 4) and `utime stime cutime cstime` (fields 14 to 17) of `/proc/<pid>/stat`.
+fn proc_stat(pid: u32) -> Option<(u32, [u64; 4])> {
     let text = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     // The command name (field 2) may hold spaces and parentheses: count from the last ')'.
     let rest = &text[text.rfind(')')? + 1..];
     let f: Vec<&str> = rest.split_whitespace().collect();
     // rest starts at field 3 (state): field n is f[n - 3].
     let num = |n: usize| f.get(n - 3).and_then(|v| v.parse::<u64>().ok());
-    Some([num(14)?, num(15)?, num(16)?, num(17)?])
+    Some((num(4)? as u32, [num(14)?, num(15)?, num(16)?, num(17)?]))
+}
+
+fn proc_times(pid: u32) -> Option<[u64; 4]> {
+    proc_stat(pid).map(|(_, t)| t)
 }
 
 impl Cpu {
-    /// Reads the parent's and every live child's CPU time.
+    /// Reads the parent's and every live child's CPU time; a slot's pid counts only if `/proc`
+    /// says it is a child of `parent` (the board may say anything).
     pub fn read(parent: u32, snap: &PoolSnapshot) -> Cpu {
         let tick = nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK).ok().flatten().unwrap_or(100) as f64;
-        let slots = snap
+        let (slots, pid_invalid) = snap
             .slots
             .iter()
             .map(|info| match info.word {
-                Ok(w) if info.pid != 0 && w.state != SlotState::Dead => proc_times(info.pid).map(|t| (t[0], t[1])),
-                _ => None,
+                Ok(w) if info.pid != 0 && w.state != SlotState::Dead => match proc_stat(info.pid) {
+                    Some((ppid, t)) if ppid == parent => (Some((t[0], t[1])), false),
+                    _ => (None, true),
+                },
+                Ok(w) => (None, w.state == SlotState::Dead && info.pid != 0),
+                Err(_) => (None, false),
             })
-            .collect();
-        Cpu { tick, parent: proc_times(parent).unwrap_or_default(), slots }
+            .unzip();
+        Cpu { tick, parent: proc_times(parent).unwrap_or_default(), slots, pid_invalid }
+    }
+
+    /// Is slot `i`'s pid out of range (see [`Cpu::pid_invalid`])?
+    pub fn pid_is_invalid(&self, i: usize) -> bool {
+        self.pid_invalid.get(i).copied().unwrap_or(false)
     }
 
     /// mod_status's `CPUUser`, `CPUSystem`, `CPUChildrenUser`, `CPUChildrenSystem` in seconds:
@@ -297,9 +316,24 @@ pub fn html(
     let _ = writeln!(
         out,
         "<dt>{} requests currently being processed, {} idle workers, {} gracefully finishing</dt>\n\
-         <dt>Stalled children killed: {} holding the accept lock, {} past request_deadline</dt>\n</dl>",
-        w.busy, w.idle, w.graceful, snap.watchdog_kills.accept_lock, snap.watchdog_kills.request_deadline
+         <dt>Stalled children killed: {} holding the accept lock, {} past request_deadline</dt>\n\
+         <dt>Scoreboard: {} slot words repaired, {} children killed for a damaged slot</dt>\n</dl>",
+        w.busy,
+        w.idle,
+        w.graceful,
+        snap.watchdog_kills.accept_lock,
+        snap.watchdog_kills.request_deadline,
+        snap.slots_repaired,
+        snap.killed_slot_damaged
     );
+    let invalid =
+        !snap.out_of_range.is_empty() || (0..snap.slots.len()).any(|i| !invalid_fields(snap, cpu, i).is_empty());
+    if invalid {
+        out.push_str(
+            "<p><b>Some values on the scoreboard are out of range and shown as <code>?</code></b>: any child can \
+             write this memory; the parent writes what it owns again at its next step.</p>\n",
+        );
+    }
     if !listeners.is_empty() {
         out.push_str("<table>\n<tr><th>Listener</th><th>Waiting</th><th>Backlog</th></tr>\n");
         for l in listeners {
@@ -344,22 +378,29 @@ pub fn html(
         if w.state == SlotState::Dead && info.connections == 0 && info.killed_for.is_none() {
             continue;
         }
+        let bad = invalid_fields(snap, cpu, i);
+        let shown = |field: &str, text: String| if bad.contains(&field) { "?".to_string() } else { text };
         let killed = match info.killed_for {
             Some(reason) => format!("{reason}, {}s ago", snap.now_ms.saturating_sub(info.killed_ms) / 1000),
             None => "-".to_string(),
         };
+        let killed = shown("killed_ms", shown("killed_for", killed));
         let ss = if info.last_used_ms == 0 {
             "-".to_string()
         } else {
             (snap.now_ms.saturating_sub(info.last_used_ms) / 1000).to_string()
         };
+        let ss = shown("last_used_ms", ss);
         let cpu_s = cpu.slot_seconds(i).map_or("-".to_string(), |c| format!("{c:.2}"));
         let _ = writeln!(
             out,
             "<tr><td>{i}-{}</td><td>{}</td><td>{}</td><td>{}</td><td><b>{}</b></td><td>{cpu_s}</td><td>{ss}</td>\
              <td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{killed}</td><td>{}</td><td>{}</td></tr>",
-            w.generation,
-            if info.pid == 0 || w.state == SlotState::Dead { "-".to_string() } else { info.pid.to_string() },
+            shown("generation", w.generation.to_string()),
+            shown(
+                "pid",
+                if info.pid == 0 || w.state == SlotState::Dead { "-".to_string() } else { info.pid.to_string() }
+            ),
             info.connections,
             info.requests,
             w.state.letter(),
@@ -384,9 +425,10 @@ pub fn html(
          <tr><th>Dur</th><td>Sum of milliseconds required to process all requests in this slot</td></tr>\n\
          <tr><th>Slot</th><td>Total traffic sent from this slot</td></tr>\n\
          <tr><th>Wasted</th><td>Wake-ups that found no connection to accept (the thundering-herd meter)</td></tr>\n\
-         <tr><th>Killed</th><td>The last child the watchdog killed in this slot, and why: \
+         <tr><th>Killed</th><td>The last child the parent killed in this slot, and why: \
          <code>accept_lock</code> (it held the accept lock without accepting while connections waited, \
-         accept_lock_timeout_ms) or <code>request_deadline</code> (one request kept it busy too long)</td></tr>\n\
+         accept_lock_timeout_ms), <code>request_deadline</code> (one request kept it busy too long) or \
+         <code>slot_damaged</code> (its slot was found damaged again after a repair)</td></tr>\n\
          <tr><th>Client</th><td>Client of the current or last connection</td></tr>\n\
          <tr><th>Request</th><td>The current or last request line</td></tr>\n\
          </table>\n</body></html>\n",
@@ -402,16 +444,23 @@ pub fn json(snap: &PoolSnapshot, cpu: &Cpu, listeners: &[ListenerInfo], server_n
         .iter()
         .enumerate()
         .map(|(i, info)| match info.word {
-            Ok(w) => serde_json::json!({
-                "slot": i, "pid": info.pid, "generation": w.generation, "state": w.state.name(),
-                "letter": w.state.letter().to_string(), "connections": info.connections,
-                "requests": info.requests, "bytes": info.bytes, "wasted_wakeups": info.wasted_wakeups,
-                "holds_accept_lock": info.holds_lock, "started_ms": info.started_ms,
-                "last_used_ms": info.last_used_ms, "client": info.client, "request": info.request,
-                "killed_for": info.killed_for, "killed_ms": info.killed_ms,
-                "duration_us": info.duration_us, "last_request_us": info.last_request_us,
-                "cpu_seconds": cpu.slot_seconds(i),
-            }),
+            Ok(w) => {
+                let mut slot = serde_json::json!({
+                    "slot": i, "pid": info.pid, "generation": w.generation, "state": w.state.name(),
+                    "letter": w.state.letter().to_string(), "connections": info.connections,
+                    "requests": info.requests, "bytes": info.bytes, "wasted_wakeups": info.wasted_wakeups,
+                    "holds_accept_lock": info.holds_lock, "started_ms": info.started_ms,
+                    "last_used_ms": info.last_used_ms, "client": info.client, "request": info.request,
+                    "killed_for": info.killed_for, "killed_ms": info.killed_ms,
+                    "duration_us": info.duration_us, "last_request_us": info.last_request_us,
+                    "cpu_seconds": cpu.slot_seconds(i),
+                });
+                let invalid = invalid_fields(snap, cpu, i);
+                if !invalid.is_empty() {
+                    slot["invalid"] = serde_json::json!(invalid);
+                }
+                slot
+            }
             Err(_) => serde_json::json!({ "slot": i, "state": "damaged" }),
         })
         .collect();
@@ -431,6 +480,11 @@ pub fn json(snap: &PoolSnapshot, cpu: &Cpu, listeners: &[ListenerInfo], server_n
             "accept_lock": snap.watchdog_kills.accept_lock,
             "request_deadline": snap.watchdog_kills.request_deadline,
         },
+        "board": {
+            "slots_repaired": snap.slots_repaired,
+            "children_killed": snap.killed_slot_damaged,
+            "invalid": snap.out_of_range,
+        },
         "listeners": listeners.iter().map(|l| serde_json::json!({
             "address": l.address.to_string(), "queue": l.depth.waiting, "queue_exact": l.depth.exact,
             "backlog": l.backlog,
@@ -438,6 +492,15 @@ pub fn json(snap: &PoolSnapshot, cpu: &Cpu, listeners: &[ListenerInfo], server_n
         "slots": slots,
     });
     format!("{doc}\n")
+}
+
+/// The names of slot `i`'s values that are out of range (the snapshot's checks and the pid's).
+fn invalid_fields(snap: &PoolSnapshot, cpu: &Cpu, i: usize) -> Vec<&'static str> {
+    let mut v: Vec<&'static str> = snap.slots_out_of_range.get(i).cloned().unwrap_or_default();
+    if cpu.pid_is_invalid(i) {
+        v.insert(0, "pid");
+    }
+    v
 }
 
 /// OpenMetrics text.
@@ -470,6 +533,16 @@ pub fn metrics(snap: &PoolSnapshot, listeners: &[ListenerInfo]) -> String {
         ("prefork_spawned", "Children forked.", snap.spawned_total),
         ("prefork_exited", "Children reaped (every exit).", snap.exited_total),
         ("prefork_retired", "Children retired because too many were idle.", snap.retired_total),
+        (
+            "prefork_slots_repaired",
+            "Scoreboard slot words the parent wrote back because they did not match its records.",
+            snap.slots_repaired,
+        ),
+        (
+            "prefork_killed_slot_damaged",
+            "Children killed because their scoreboard slot was damaged again after a repair.",
+            snap.killed_slot_damaged,
+        ),
     ];
     let _ = writeln!(
         out,
@@ -556,6 +629,51 @@ mod tests {
         assert_eq!(proc_times(u32::MAX), None);
     }
 
+    /// A scribbled board renders without a panic, and without lying: a future generation or time,
+    /// an unknown kill code, a pid that is not a child of the parent (by /proc), a pid in an empty
+    /// slot and a header out of range are shown as invalid.
+    #[test]
+    fn values_out_of_range_are_shown_as_invalid() {
+        use prefork_core::scoreboard::SlotTable;
+        use prefork_core::slot::SlotWord;
+        use prefork_server::shm::Scoreboard;
+        use std::sync::atomic::Ordering;
+        let board = Scoreboard::create(3, 1, 1_000).unwrap();
+        board.publish_generation(2);
+        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as u64;
+        let future = now + 3_600_000;
+        let me = std::process::id();
+        let r0 = board.record(0);
+        r0.word.store(SlotWord { state: SlotState::Ready, incarnation: 1, generation: 9 }.encode(), Ordering::Relaxed);
+        r0.pid.store(u64::from(me), Ordering::Relaxed); // this test process: not a child of pid 1's
+        r0.started_ms.store(future, Ordering::Relaxed);
+        r0.killed_for.store(77, Ordering::Relaxed);
+        board.record(1).word.store(0, Ordering::Relaxed);
+        board.record(1).pid.store(4242, Ordering::Relaxed); // a pid in an empty slot
+        board.record(1).connections.store(1, Ordering::Relaxed);
+        board.header().spawn_rate.store(3, Ordering::Relaxed);
+        board.header().restarted_ms.store(5, Ordering::Relaxed); // before the start
+        let snap = PoolSnapshot::take(&board);
+        let cpu = Cpu::read(std::os::unix::process::parent_id() + 1, &snap);
+        let j: serde_json::Value = serde_json::from_str(&json(&snap, &cpu, &[], "s", "v")).unwrap();
+        assert_eq!(
+            j["slots"][0]["invalid"],
+            serde_json::json!(["pid", "generation", "started_ms", "killed_for"]),
+            "{}",
+            j["slots"][0]
+        );
+        assert_eq!(j["slots"][1]["invalid"], serde_json::json!(["pid"]));
+        assert_eq!(j["slots"][2].get("invalid"), None, "a clean slot lists nothing");
+        assert_eq!(j["board"]["invalid"], serde_json::json!(["restarted_ms", "spawn_rate"]));
+        assert_eq!(cpu.slot_seconds(0), None, "nothing is read of a process that is not a child");
+        let page = html(&snap, &cpu, &[], "s", "v", HtmlOptions::default());
+        assert!(page.contains("out of range and shown as <code>?</code>"), "{page}");
+        assert!(page.contains("<tr><td>0-?</td><td>?</td>"), "{page}");
+        // This process, seen from its own parent, is a valid pid.
+        let cpu = Cpu::read(std::os::unix::process::parent_id(), &snap);
+        assert!(!cpu.pid_is_invalid(0) && cpu.slot_seconds(0).is_some());
+    }
+
     #[test]
     fn g_formats_like_c() {
         assert_eq!(g(0.0813333), ".0813333");
@@ -603,8 +721,12 @@ mod tests {
         let snap = PoolSnapshot::take(&board);
         let (s, w) = (snap.totals(), snap.workers());
         assert_eq!((w.busy, w.idle, w.graceful, s.accesses), (2, 1, 1, 10));
-        let cpu =
-            Cpu { tick: 100.0, parent: [100, 50, 300, 200], slots: vec![Some((25, 25)), None, None, None, None, None] };
+        let cpu = Cpu {
+            tick: 100.0,
+            parent: [100, 50, 300, 200],
+            slots: vec![Some((25, 25)), None, None, None, None, None],
+            pid_invalid: vec![],
+        };
         assert_eq!(cpu.seconds(), [1.25, 0.75, 3.0, 2.0]);
         let text = auto(&snap, &cpu, "localhost", "preforkd/0.1");
         for field in [
