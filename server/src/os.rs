@@ -163,9 +163,12 @@ impl Platform<Scoreboard> for Os {
         match unsafe { fork() } {
             Ok(ForkResult::Child) => {
                 drop(wake_w);
-                // Parent-only descriptors: the signalfd and the other children's wake pipes.
+                // Parent-only descriptors: the signalfd, the other children's wake pipes, and the
+                // locks of earlier configurations (old children's; dropping one in a child only
+                // closes its descriptor: SPEC.md §14.4).
                 self.wakers.clear();
                 self.signals = None;
+                self.retired_locks.clear();
                 let connection_limit =
                     parent.config().connection_limit(u64::from(std::process::id()) << 16 | slot as u64);
                 child::run(ChildSetup {

@@ -77,7 +77,40 @@ pub fn http_request(data: &[u8]) {
         let _ = fx.pool.serve(&mut fx.service, Stream::Unix(server), None);
         let out = writer.join().expect("the client thread");
         check_responses(data, &out);
+        check_framing(data, &out);
     });
+}
+
+/// Framing oracles (SPEC.md §12.1.2) for a first request whose head httparse reads completely
+/// within the fixture's limits (20 fields, lines of at most 200 bytes, CR LF line ends): two `Host`
+/// lines, a `Content-Length` with anything but digits or on two lines, or any `Transfer-Encoding`,
+/// must be refused (400, 411 or 501) with `Connection: close`.
+fn check_framing(input: &[u8], out: &[u8]) {
+    let mut headers = [httparse::EMPTY_HEADER; 20];
+    let mut req = httparse::Request::new(&mut headers);
+    let Ok(httparse::Status::Complete(len)) = req.parse(input) else { return };
+    let head = &input[..len];
+    let lines_fit = head.split(|&b| b == b'\n').all(|l| l.len() <= 200);
+    let bare_lf = head.iter().enumerate().any(|(i, &b)| b == b'\n' && (i == 0 || head[i - 1] != b'\r'));
+    if !lines_fit || bare_lf || req.version != Some(1) {
+        return;
+    }
+    let named = |n: &str| req.headers.iter().filter(|h| h.name.eq_ignore_ascii_case(n)).count();
+    let lengths: Vec<&[u8]> =
+        req.headers.iter().filter(|h| h.name.eq_ignore_ascii_case("Content-Length")).map(|h| h.value).collect();
+    let bad_length = lengths.len() > 1 || lengths.iter().any(|v| v.is_empty() || !v.iter().all(u8::is_ascii_digit));
+    if !(named("Host") > 1 || bad_length || named("Transfer-Encoding") > 0) {
+        return;
+    }
+    let mut headers = [httparse::EMPTY_HEADER; 32];
+    let mut r = httparse::Response::new(&mut headers);
+    let Ok(httparse::Status::Complete(_)) = r.parse(out) else {
+        panic!("no answer to a head that must be refused, for {input:?}: {:?}", String::from_utf8_lossy(out))
+    };
+    let code = r.code.unwrap_or(0);
+    assert!(matches!(code, 400 | 411 | 501), "a head that must be refused got {code}, for {input:?}");
+    let close = r.headers.iter().any(|h| h.name.eq_ignore_ascii_case("Connection") && h.value == b"close");
+    assert!(close, "a framing refusal closes the connection, for {input:?}");
 }
 
 fn check_responses(input: &[u8], mut out: &[u8]) {
@@ -104,6 +137,10 @@ fn check_responses(input: &[u8], mut out: &[u8]) {
         // HEAD: then the next response, or the end, follows at once); anything else carries its
         // whole body. A short body is a broken promise of Content-Length.
         let rest = &out[len..];
+        let closes = r
+            .headers
+            .iter()
+            .any(|h| h.name.eq_ignore_ascii_case("Connection") && h.value.eq_ignore_ascii_case(b"close"));
         let head_possible = input.windows(4).any(|w| w.eq_ignore_ascii_case(b"HEAD"));
         // A 100 Continue is interim: its final response follows.
         let bodiless =
@@ -115,6 +152,13 @@ fn check_responses(input: &[u8], mut out: &[u8]) {
             rest.len()
         );
         out = &rest[body..];
+        // A response that says the connection closes is the last thing on it: nothing after it was
+        // read as a request (a body framed one way by us and another way by a proxy would be).
+        assert!(
+            !closes || out.is_empty(),
+            "status {code} said Connection: close, but {} more bytes followed, for {input:?}",
+            out.len()
+        );
     }
 }
 
@@ -283,7 +327,7 @@ fn tempfile_with(data: &[u8]) -> PathBuf {
 
 #[cfg(test)]
 mod tests {
-    use super::check_responses;
+    use super::{check_framing, check_responses};
 
     const OK_10: &[u8] = b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\n";
 
@@ -298,6 +342,25 @@ mod tests {
     #[should_panic(expected = "Content-Length 10 but 3 bytes follow")]
     fn the_http_oracle_rejects_a_short_body() {
         check_responses(b"GET / HTTP/1.1\r\n\r\n", &[OK_10, b"abc"].concat());
+    }
+
+    #[test]
+    #[should_panic(expected = "said Connection: close, but 10 more bytes followed")]
+    fn the_http_oracle_rejects_bytes_after_a_close() {
+        let close = b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\nConnection: close\r\n\r\n";
+        check_responses(b"GET / HTTP/1.1\r\n\r\n", &[&close[..], b"HTTP/1.1 2"].concat());
+    }
+
+    #[test]
+    #[should_panic(expected = "a head that must be refused got 200")]
+    fn the_framing_oracle_rejects_a_second_host_that_was_served() {
+        check_framing(b"GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n", OK_10);
+    }
+
+    #[test]
+    #[should_panic(expected = "a head that must be refused got 200")]
+    fn the_framing_oracle_rejects_a_signed_content_length_that_was_read() {
+        check_framing(b"GET / HTTP/1.1\r\nHost: a\r\nContent-Length: +1\r\n\r\nx", OK_10);
     }
 
     #[test]
