@@ -106,7 +106,9 @@ fn every_error_status_is_answered_and_the_pool_keeps_serving() {
         ("header too long", long_header, 431),
         ("too many headers", many_headers, 431),
         ("unknown method", "BREW / HTTP/1.1\r\nHost: x\r\n\r\n".into(), 501),
-        ("chunked request", "GET / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n".into(), 501),
+        // A chunked body is never read: 411 (SPEC.md §12.1.2); a coding besides chunked: 501.
+        ("chunked request", "GET / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n".into(), 411),
+        ("gzip-coded request", "GET / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip, chunked\r\n\r\n".into(), 501),
         (
             "CL and TE (smuggling)",
             "GET / HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n".into(),
