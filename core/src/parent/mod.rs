@@ -169,8 +169,6 @@ pub enum SlotProblem {
     },
     /// The slot shows a directive (`G`, `I`) the parent never gave: only the parent writes them.
     DirectiveForged(SlotState),
-    /// The slot shows `Starting` after the parent saw the child working: no child goes back.
-    BackToStarting,
 }
 
 impl std::fmt::Display for SlotProblem {
@@ -187,7 +185,6 @@ impl std::fmt::Display for SlotProblem {
                 write!(f, "the parent's directive {directive} was overwritten with {found}")
             }
             SlotProblem::DirectiveForged(state) => write!(f, "it shows {state}, a directive the parent never gave"),
-            SlotProblem::BackToStarting => f.write_str("it went back to S (starting) after the child was seen working"),
         }
     }
 }
@@ -235,8 +232,6 @@ pub struct ChildRecord {
     /// The directive the parent gave it (`Graceful` or `IdleKill`): its slot must show it until
     /// the child is reaped.
     pub directive: Option<SlotState>,
-    /// The parent has seen it ready or busy (so its slot can no longer show `Starting`).
-    pub seen_working: bool,
     /// When the parent first found its slot damaged (and told it to leave).
     pub damaged: Option<Time>,
     /// The parent killed it while the pool ran, and why (it is not reaped yet).
@@ -495,15 +490,8 @@ impl Parent {
         self.incarnations[slot] = incarnation;
         let born = SlotWord { state: SlotState::Starting, incarnation, generation };
         cell.install(born);
-        self.children[slot] = Some(ChildRecord {
-            pid: None,
-            born,
-            spawned_at: now,
-            directive: None,
-            seen_working: false,
-            damaged: None,
-            killed: None,
-        });
+        self.children[slot] =
+            Some(ChildRecord { pid: None, born, spawned_at: now, directive: None, damaged: None, killed: None });
         self.actions.push_back(ParentAction::Spawn { slot, born });
         true
     }

@@ -15,8 +15,12 @@
 //!   child b      corrupt, other incarnation/generation, Dead  damaged    b as its directive, or G
 //!   child b, d   not d (the parent's directive was lost)      damaged    b as d
 //!   child b      G or I the parent never wrote                damaged    b as G
-//!   child b      S after the parent saw it working            damaged    b as G
 //! ```
+//!
+//! Within a child's own working states (`S _ R W K L C`) nothing can be judged: each may follow
+//! any other between two checks, or be forged. Believing a forged one is safe: a forged `_` lets
+//! the parent claim a busy child, which finishes its connection and leaves; a forged `S` or busy
+//! state makes it count one idle child more or less for a tick.
 //!
 //! A damaged slot of a child is repaired and the child told to leave (woken; it finishes the
 //! work in hand). If its slot is found damaged again at a later check, the parent kills it by the
@@ -71,7 +75,6 @@ pub(super) fn judge(rec: Option<&ChildRecord>, empty: SlotWord, raw: u64) -> Ver
         (Some(d), found) if found == d => Verdict::Fine(w),
         (Some(d), found) => damaged(SlotProblem::DirectiveLost { directive: d, found }),
         (None, found) if found.is_directive() => damaged(SlotProblem::DirectiveForged(found)),
-        (None, SlotState::Starting) if r.seen_working => damaged(SlotProblem::BackToStarting),
         (None, _) => Verdict::Fine(w),
     }
 }
@@ -97,14 +100,7 @@ impl Parent {
                 cell.publish_pid(self.children[slot].and_then(|c| c.pid).unwrap_or(0));
             }
             match judge(self.children[slot].as_ref(), self.empty_word(slot), raw) {
-                Verdict::Fine(w) => {
-                    if let Some(rec) = self.children[slot].as_mut()
-                        && (w.state == SlotState::Ready || w.state.is_busy())
-                    {
-                        rec.seen_working = true;
-                    }
-                    view.slots.push(Ok(w));
-                }
+                Verdict::Fine(w) => view.slots.push(Ok(w)),
                 Verdict::Damaged { problem, repair: word } => {
                     if let SlotProblem::Foreign(w) = problem
                         && self.has_bug(crate::seeded::SeededBug::IndexFromBoard)
@@ -174,13 +170,12 @@ mod tests {
     use super::*;
     use crate::slot::SlotError;
 
-    fn rec(state_seen: bool, directive: Option<SlotState>) -> ChildRecord {
+    fn rec(directive: Option<SlotState>) -> ChildRecord {
         ChildRecord {
             pid: Some(7),
             born: SlotWord { state: SlotState::Starting, incarnation: 5, generation: 2 },
             spawned_at: Time::ZERO,
             directive,
-            seen_working: state_seen,
             damaged: None,
             killed: None,
         }
@@ -196,7 +191,7 @@ mod tests {
     fn every_row_of_the_judging_table() {
         use SlotState::*;
         let fine = |w: u64| Verdict::Fine(SlotWord::decode(w).unwrap());
-        let child = rec(false, None);
+        let child = rec(None);
         let leave = child.born.with_state(Graceful);
         // No child: any Dead word is fine (and believed as the parent's own empty word).
         assert_eq!(judge(None, EMPTY, word(Dead, 99, 3)), Verdict::Fine(EMPTY));
@@ -225,14 +220,8 @@ mod tests {
         ] {
             assert_eq!(judge(Some(&child), EMPTY, raw), Verdict::Damaged { problem, repair: leave }, "{raw:#x}");
         }
-        // A child that was seen working cannot be starting again.
-        let working = rec(true, None);
-        assert_eq!(
-            judge(Some(&working), EMPTY, word(Starting, 5, 2)),
-            Verdict::Damaged { problem: SlotProblem::BackToStarting, repair: leave }
-        );
         // A directive the parent gave must stay; it is what the repair writes back.
-        let told = rec(true, Some(IdleKill));
+        let told = rec(Some(IdleKill));
         assert_eq!(judge(Some(&told), EMPTY, word(IdleKill, 5, 2)), fine(word(IdleKill, 5, 2)));
         assert_eq!(
             judge(Some(&told), EMPTY, word(Ready, 5, 2)),
