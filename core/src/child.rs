@@ -672,7 +672,7 @@ mod tests {
         let r = Rig::new();
         let mut c = ChildLoop::new(1, false, 0);
         r.step(&mut c, E::Started);
-        r.board.slot(0).unwrap().reap(r.born).unwrap();
+        r.board.slot(0).unwrap().release(r.born.with_state(SlotState::Dead));
         r.board.slot(0).unwrap().spawn(1).unwrap();
         assert_eq!(r.step(&mut c, E::Woken), A::Exit(ExitReason::SlotLost));
     }

@@ -138,17 +138,6 @@ impl Stall {
             Stall::Request { .. } => 2,
         }
     }
-
-    /// The name of the kill a [`KillReason::code`] stands for (`None` for any other byte: the
-    /// field lives in shared memory).
-    pub fn name_of_code(code: u8) -> Option<&'static str> {
-        match code {
-            1 => Some("accept_lock"),
-            2 => Some("request_deadline"),
-            3 => Some("slot_damaged"),
-            _ => None,
-        }
-    }
 }
 
 /// Why the parent killed a live child while the pool was running (not a stop or a restart).
@@ -177,6 +166,17 @@ impl KillReason {
         match self {
             KillReason::Stalled(s) => s.code(),
             KillReason::SlotDamaged => 3,
+        }
+    }
+
+    /// The name of the kill a [`KillReason::code`] stands for (`None` for any other byte: the
+    /// field lives in shared memory).
+    pub fn name_of_code(code: u8) -> Option<&'static str> {
+        match code {
+            1 => Some("accept_lock"),
+            2 => Some("request_deadline"),
+            3 => Some("slot_damaged"),
+            _ => None,
         }
     }
 }

@@ -35,7 +35,7 @@
 use memmap2::{MmapOptions, MmapRaw};
 use nix::sys::memfd::{MFdFlags, memfd_create};
 use prefork_core::activity::Activity;
-use prefork_core::exit::{ExitReason, Stall};
+use prefork_core::exit::{ExitReason, KillReason};
 use prefork_core::parent::Parent;
 use prefork_core::scoreboard::SlotTable;
 use prefork_core::slot::{SlotError, SlotWord};
@@ -266,7 +266,7 @@ impl SlotRecord {
             started_ms: self.started_ms.load(Ordering::Relaxed),
             last_used_ms: self.last_used_ms.load(Ordering::Relaxed),
             exit_reason: ExitReason::from_u8(self.exit_reason.load(Ordering::Relaxed) as u8),
-            killed_for: Stall::name_of_code(self.killed_for.load(Ordering::Relaxed) as u8),
+            killed_for: KillReason::name_of_code(self.killed_for.load(Ordering::Relaxed) as u8),
             killed_ms: self.killed_ms.load(Ordering::Relaxed),
             client,
             request,

@@ -270,6 +270,18 @@ struct Window {
     held: u32,
 }
 
+impl Window {
+    /// Has the window ended at `now`?
+    fn ended(&self, now: Time) -> bool {
+        now.since(self.since) >= REPEAT_WINDOW
+    }
+
+    /// The line that says how many lines of `kind` were held back, if any were.
+    fn summary(&self, kind: &'static str, now: Time) -> Option<ParentLog> {
+        (self.held > 0).then(|| ParentLog::Repeated { kind, held: self.held, over: now.since(self.since) })
+    }
+}
+
 /// Bounds repeated log lines, so a tight failure loop (children that die at once, a board that
 /// is scribbled on, forks that fail) cannot fill a disk (SPEC.md §7.9). Of each
 /// [`ParentLog::kind`], the first [`REPEAT_BURST`] lines of a [`REPEAT_WINDOW`] are written; the
@@ -288,10 +300,8 @@ impl RepeatFilter {
         let Some(kind) = line.kind() else { return vec![line] };
         let mut out = Vec::new();
         let window = self.windows.entry(kind).or_insert(Window { since: now, written: 0, held: 0 });
-        if now.since(window.since) >= REPEAT_WINDOW {
-            if window.held > 0 {
-                out.push(ParentLog::Repeated { kind, held: window.held, over: now.since(window.since) });
-            }
+        if window.ended(now) {
+            out.extend(window.summary(kind, now));
             *window = Window { since: now, written: 0, held: 0 };
         }
         if window.written < REPEAT_BURST {
@@ -308,12 +318,10 @@ impl RepeatFilter {
     pub fn flush(&mut self, now: Time) -> Vec<ParentLog> {
         let mut out = Vec::new();
         self.windows.retain(|&kind, w| {
-            if now.since(w.since) < REPEAT_WINDOW {
+            if !w.ended(now) {
                 return true;
             }
-            if w.held > 0 {
-                out.push(ParentLog::Repeated { kind, held: w.held, over: now.since(w.since) });
-            }
+            out.extend(w.summary(kind, now));
             false
         });
         out

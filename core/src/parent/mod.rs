@@ -844,7 +844,8 @@ impl Parent {
         }
     }
 
-    /// Wakes again every child whose slot still holds a directive (`G`, `I`). A wake-up can be
+    /// Wakes again every child the parent has given a directive (`G`, `I`; by its records, not the
+    /// board) and has not killed. A wake-up can be
     /// lost: a signal that interrupts lock waits may land just before the child enters the
     /// blocking call. Repeating it each tick bounds the delay to one tick (SPEC.md §7.1).
     fn rewake(&mut self) {

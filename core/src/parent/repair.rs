@@ -17,8 +17,9 @@
 //!   child b      G or I the parent never wrote                damaged    b as G
 //! ```
 //!
-//! Within a child's own working states (`S _ R W K L C`) nothing can be judged: each may follow
-//! any other between two checks, or be forged. Believing a forged one is safe: a forged `_` lets
+//! Within a child's own working states (`S _ R W K L C`) the parent believes what the slot says:
+//! between two checks a child may move through any number of them, and a forged one looks like a
+//! real one. Believing a forged one is safe: a forged `_` lets
 //! the parent claim a busy child, which finishes its connection and leaves; a forged `S` or busy
 //! state makes it count one idle child more or less for a tick.
 //!
