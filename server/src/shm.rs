@@ -170,6 +170,8 @@ pub struct SlotInfo {
     /// The last kill by the parent in this slot (`accept_lock`, `request_deadline`,
     /// `slot_damaged`), if any.
     pub killed_for: Option<&'static str>,
+    /// The raw word `killed_for` was decoded from (anything but 0–3 is out of range).
+    pub killed_code: u64,
     /// When (unix ms; 0: never).
     pub killed_ms: u64,
     /// Peer address text.
@@ -253,6 +255,7 @@ impl SlotRecord {
     /// A consistent-enough copy of the slot.
     pub fn info(&self) -> SlotInfo {
         let (client, request) = self.texts();
+        let killed_code = self.killed_for.load(Ordering::Relaxed);
         SlotInfo {
             word: SlotWord::decode(self.word.load(Ordering::Acquire)),
             pid: self.pid.load(Ordering::Acquire) as u32,
@@ -266,7 +269,8 @@ impl SlotRecord {
             started_ms: self.started_ms.load(Ordering::Relaxed),
             last_used_ms: self.last_used_ms.load(Ordering::Relaxed),
             exit_reason: ExitReason::from_u8(self.exit_reason.load(Ordering::Relaxed) as u8),
-            killed_for: KillReason::name_of_code(self.killed_for.load(Ordering::Relaxed) as u8),
+            killed_for: u8::try_from(killed_code).ok().and_then(KillReason::name_of_code),
+            killed_code,
             killed_ms: self.killed_ms.load(Ordering::Relaxed),
             client,
             request,
@@ -304,7 +308,7 @@ impl Published {
     }
 
     /// Writes all of it into `board` from `parent`'s state: the header (identity, times, the
-    /// running generation, the policy's spawn rate, the parent's counters), and for each slot the
+    /// policy's spawn rate, the parent's counters), and for each slot the
     /// spawn time of the child the parent has there and the slot's last kill (the core publishes
     /// the pids itself). `now_ms` stamps kills seen for the first time.
     pub fn write(&mut self, board: &Scoreboard, parent: &Parent, now_ms: u64) {
@@ -315,7 +319,6 @@ impl Published {
             (&h.version, LAYOUT_VERSION),
             (&h.server_limit, board.slots as u64),
             (&h.record_size, size_of::<SlotRecord>() as u64),
-            (&h.generation, u64::from(parent.generation())),
             (&h.parent_pid, u64::from(self.parent_pid)),
             (&h.started_ms, self.started_ms),
             (&h.restarted_ms, self.restarted_ms),
@@ -478,11 +481,6 @@ impl Scoreboard {
     /// Every slot's [`SlotInfo`].
     pub fn infos(&self) -> Vec<SlotInfo> {
         (0..self.slots).map(|i| self.record(i).info()).collect()
-    }
-
-    /// Every slot's raw `killed_for` word (an unknown code is out of range).
-    pub(crate) fn infos_raw_killed(&self) -> Vec<u64> {
-        (0..self.slots).map(|i| self.record(i).killed_for.load(Ordering::Relaxed)).collect()
     }
 }
 

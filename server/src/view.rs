@@ -135,11 +135,9 @@ impl PoolSnapshot {
         if !(spawn_rate.is_power_of_two() && spawn_rate <= 32) {
             out_of_range.push("spawn_rate");
         }
-        let slots_out_of_range = board
-            .infos_raw_killed()
-            .into_iter()
-            .zip(&slots)
-            .map(|(killed_raw, info)| {
+        let slots_out_of_range = slots
+            .iter()
+            .map(|info| {
                 let mut bad = vec![];
                 if info.word.is_ok_and(|w| w.generation > view.generation) {
                     bad.push("generation");
@@ -153,7 +151,7 @@ impl PoolSnapshot {
                 if future(info.killed_ms) {
                     bad.push("killed_ms");
                 }
-                if killed_raw != 0 && info.killed_for.is_none() {
+                if info.killed_code != 0 && info.killed_for.is_none() {
                     bad.push("killed_for");
                 }
                 bad

@@ -91,8 +91,7 @@ fn check_framing(input: &[u8], out: &[u8]) {
     let Ok(httparse::Status::Complete(len)) = req.parse(input) else { return };
     let head = &input[..len];
     let lines_fit = head.split(|&b| b == b'\n').all(|l| l.len() <= 200);
-    let bare_lf = head.iter().enumerate().any(|(i, &b)| b == b'\n' && (i == 0 || head[i - 1] != b'\r'));
-    if !lines_fit || bare_lf || req.version != Some(1) {
+    if !lines_fit || crate::http::framing::has_bare_lf(head) || req.version != Some(1) {
         return;
     }
     let named = |n: &str| req.headers.iter().filter(|h| h.name.eq_ignore_ascii_case(n)).count();

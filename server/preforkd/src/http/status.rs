@@ -326,9 +326,8 @@ pub fn html(
         snap.slots_repaired,
         snap.killed_slot_damaged
     );
-    let invalid =
-        !snap.out_of_range.is_empty() || (0..snap.slots.len()).any(|i| !invalid_fields(snap, cpu, i).is_empty());
-    if invalid {
+    let invalid: Vec<Vec<&str>> = (0..snap.slots.len()).map(|i| invalid_fields(snap, cpu, i)).collect();
+    if !snap.out_of_range.is_empty() || invalid.iter().any(|bad| !bad.is_empty()) {
         out.push_str(
             "<p><b>Some values on the scoreboard are out of range and shown as <code>?</code></b>: any child can \
              write this memory; the parent writes what it owns again at its next step.</p>\n",
@@ -378,8 +377,7 @@ pub fn html(
         if w.state == SlotState::Dead && info.connections == 0 && info.killed_for.is_none() {
             continue;
         }
-        let bad = invalid_fields(snap, cpu, i);
-        let shown = |field: &str, text: String| if bad.contains(&field) { "?".to_string() } else { text };
+        let shown = |field: &str, text: String| if invalid[i].contains(&field) { "?".to_string() } else { text };
         let killed = match info.killed_for {
             Some(reason) => format!("{reason}, {}s ago", snap.now_ms.saturating_sub(info.killed_ms) / 1000),
             None => "-".to_string(),
