@@ -432,6 +432,13 @@ impl SysState {
     pub fn view(&self) -> ScoreboardView {
         ScoreboardView::capture(&CellBoard::load(&self.words))
     }
+
+    /// The pool is full again: `min_spare_servers` idle children on the board, or
+    /// `max_request_workers` live ones (what L2 and L5 ask for at the end of a run).
+    pub fn pool_refilled(&self) -> bool {
+        let (counts, cfg) = (self.view().counts(), self.parent().config());
+        counts.idle() >= cfg.min_spare_servers as usize || counts.live() >= cfg.max_request_workers as usize
+    }
 }
 
 /// A step of the system.
@@ -1025,19 +1032,16 @@ impl Model for SystemModel {
             Property::eventually(
                 "L2: after a crash, a kill or a failed fork the pool returns to min_spare_servers idle children",
                 |m: &SystemModel, s: &SysState| {
-                    let parent = s.parent();
-                    let counts = s.view().counts();
                     // A run can also end with a crash or a stall unused, when no child is left to
                     // take it: its grace time (which waits for every fault) never began. The runs
                     // that did use every fault are judged.
                     terminal(m, s)
-                        && (parent.phase() != Phase::Running
+                        && (s.parent().phase() != Phase::Running
                             || s.budget.crashes > 0
                             || s.budget.stalls > 0
                             // The brake delays it (bounded by I16).
-                            || !parent.brake().allows(s.now)
-                            || counts.idle() >= parent.config().min_spare_servers as usize
-                            || counts.live() >= parent.config().max_request_workers as usize)
+                            || !s.parent().brake().allows(s.now)
+                            || s.pool_refilled())
                 },
             ),
             Property::eventually("L3: a stop ends", |m: &SystemModel, s: &SysState| {
@@ -1046,15 +1050,12 @@ impl Model for SystemModel {
             Property::eventually(
                 "L5: after the last scribble, the pool is back to min_spare_servers idle children within the grace ticks",
                 |m: &SystemModel, s: &SysState| {
-                    let parent = s.parent();
-                    let counts = s.view().counts();
                     // No exemption for the brake: scribbles must never engage it.
                     terminal(m, s)
                         && (s.scribbles == 0
                             || s.budget.scribbles > 0
-                            || parent.phase() != Phase::Running
-                            || counts.idle() >= parent.config().min_spare_servers as usize
-                            || counts.live() >= parent.config().max_request_workers as usize)
+                            || s.parent().phase() != Phase::Running
+                            || s.pool_refilled())
                 },
             ),
             // Examples that must exist: a model that cannot reach these proves nothing.
