@@ -103,6 +103,23 @@ pub fn wait_until(timeout: Duration, mut f: impl FnMut() -> bool) -> bool {
 }
 
 impl Preforkd {
+    /// How long until every listener answers `GET /` with 200 again (probing each with 500 ms
+    /// reads until it does), if that is within `limit`.
+    pub fn serving_again_within(&self, limit: Duration) -> Option<Duration> {
+        let start = Instant::now();
+        for &addr in &self.addrs {
+            let ok = wait_until(limit.saturating_sub(start.elapsed()), || {
+                let Ok(mut c) = Client::connect(addr) else { return false };
+                c.set_read_timeout(Duration::from_millis(500));
+                c.request("GET / HTTP/1.1\r\nHost: probe\r\nConnection: close\r\n\r\n").is_ok_and(|r| r.status == 200)
+            });
+            if !ok {
+                return None;
+            }
+        }
+        Some(start.elapsed())
+    }
+
     /// Starts preforkd with `args` (plus `--listen 127.0.0.1:0` unless a listen is given) and
     /// waits until it serves.
     pub fn start(args: &[&str]) -> Preforkd {

@@ -74,24 +74,6 @@ fn two_listeners(extra: &[&str]) -> Preforkd {
 }
 
 /// Time until a fresh request on every listener is answered, retrying.
-fn recovery(p: &Preforkd, limit: Duration) -> Option<Duration> {
-    let start = Instant::now();
-    for &addr in &p.addrs {
-        let ok = wait_until(limit.saturating_sub(start.elapsed()), || {
-            let mut c = match Client::connect(addr) {
-                Ok(c) => c,
-                Err(_) => return false,
-            };
-            c.set_read_timeout(Duration::from_millis(500));
-            c.request("GET / HTTP/1.1\r\nHost: probe\r\nConnection: close\r\n\r\n").is_ok_and(|r| r.status == 200)
-        });
-        if !ok {
-            return None;
-        }
-    }
-    Some(start.elapsed())
-}
-
 fn percentile(mut v: Vec<Duration>, p: f64) -> Duration {
     v.sort();
     v.get(((v.len() as f64 - 1.0) * p).round() as usize).copied().unwrap_or_default()
@@ -310,7 +292,7 @@ fn killing_the_accept_lock_holder_never_hangs_the_pool() {
             with_connection += 1;
         }
         signal(holder, Signal::SIGKILL);
-        match recovery(&p, Duration::from_secs(1)) {
+        match p.serving_again_within(Duration::from_secs(1)) {
             Some(d) => recoveries.push(d),
             None => panic!("kill {i}: not serving on both listeners within 1 s of killing the lock holder"),
         }
@@ -380,7 +362,7 @@ fn a_thousand_random_child_kills_leave_no_stale_slot_and_no_zombie() {
     let storm = started.elapsed();
     // The pool comes back by itself.
     let back = Instant::now();
-    let recovered = recovery(&p, Duration::from_secs(10));
+    let recovered = p.serving_again_within(Duration::from_secs(10));
     assert!(recovered.is_some(), "not serving after the storm");
     assert!(
         wait_until(Duration::from_secs(10), || p.auto_field("IdleWorkers").and_then(|v| v.parse::<u32>().ok())

@@ -107,21 +107,6 @@ impl Drop for Decoy {
     }
 }
 
-/// The time until `GET /` is answered 200 (probing every 20 ms), if within `limit`.
-fn answers_within(p: &Preforkd, limit: Duration) -> Option<Duration> {
-    let start = Instant::now();
-    while start.elapsed() < limit {
-        if let Ok(mut c) = Client::connect(p.addr()) {
-            c.set_read_timeout(Duration::from_millis(500));
-            if c.request("GET / HTTP/1.1\r\nHost: probe\r\nConnection: close\r\n\r\n").is_ok_and(|r| r.status == 200) {
-                return Some(start.elapsed());
-            }
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    None
-}
-
 #[test]
 fn a_scribbled_board_heals_signals_no_stranger_and_floods_no_log() {
     let mut p = Preforkd::start(&["--start-servers", "5"]);
@@ -161,7 +146,7 @@ fn a_scribbled_board_heals_signals_no_stranger_and_floods_no_log() {
     let lines = p.stderr().lines().count() - lines_before;
     let per_second = lines as f64 / scribbled.as_secs_f64();
 
-    let answered = answers_within(&p, Duration::from_secs(2));
+    let answered = p.serving_again_within(Duration::from_secs(2));
     let t = load.stop();
     if let Err(why) = decoy.untouched() {
         panic!("{why}\n{}", p.stderr());
