@@ -232,8 +232,8 @@ pub struct ChildRecord {
     /// The directive the parent gave it (`Graceful` or `IdleKill`): its slot must show it until
     /// the child is reaped.
     pub directive: Option<SlotState>,
-    /// When the parent first found its slot damaged (and told it to leave).
-    pub damaged: Option<Time>,
+    /// The parent has found its slot damaged (and told it to leave).
+    pub damaged: bool,
     /// The parent killed it while the pool ran, and why (it is not reaped yet).
     pub killed: Option<KillReason>,
 }
@@ -407,7 +407,7 @@ impl Parent {
         }
         board.publish_generation(self.generation);
         self.stage = Stage::Running;
-        let view = self.checked_view(now, board, true);
+        let view = self.checked_view(board, true);
         self.startup(now, board, &view, self.config.start_servers);
         self.next_tick = now + self.config.maintenance_interval;
         self.next_look = now + self.config.demand_interval;
@@ -437,7 +437,7 @@ impl Parent {
         if waiting == 0 || self.remaining_to_start > 0 {
             return;
         }
-        let view = self.checked_view(now, board, false);
+        let view = self.checked_view(board, false);
         let demand = crate::policy::Demand { waiting, now };
         let slots = self.policy.spawn_on_demand(SpareLimits::from(&self.config), &view, self.brake.allows(now), demand);
         if let Some(l) = slots.log {
@@ -491,7 +491,7 @@ impl Parent {
         let born = SlotWord { state: SlotState::Starting, incarnation, generation };
         cell.install(born);
         self.children[slot] =
-            Some(ChildRecord { pid: None, born, spawned_at: now, directive: None, damaged: None, killed: None });
+            Some(ChildRecord { pid: None, born, spawned_at: now, directive: None, damaged: false, killed: None });
         self.actions.push_back(ParentAction::Spawn { slot, born });
         true
     }
@@ -580,7 +580,7 @@ impl Parent {
         let (last, damaged_at_exit) = match repair::judge(Some(&rec), empty, found) {
             repair::Verdict::Fine(w) => (Some(w.state), false),
             repair::Verdict::Damaged { problem, .. } => {
-                if rec.damaged.is_none() && rec.killed.is_none() {
+                if !rec.damaged && rec.killed.is_none() {
                     self.stats.slots_repaired += 1;
                     self.log(ParentLog::SlotRepaired { slot, problem, wrote: SlotState::Dead });
                 }
@@ -601,7 +601,7 @@ impl Parent {
         // A child whose slot was damaged (or that says so: a lie gains it nothing it could not
         // have by exiting with 0) left because of the board, not because of itself: neither the
         // crash-loop brake nor the sick-child rate reset hears of it (SPEC.md §7.6).
-        let excused = rec.damaged.is_some() || damaged_at_exit || reported == Some(ExitReason::SlotLost);
+        let excused = rec.damaged || damaged_at_exit || reported == Some(ExitReason::SlotLost);
 
         if cause == ExitCause::Fatal {
             if !current && !self.has_bug(crate::seeded::SeededBug::OldFatalStops) {
@@ -738,7 +738,7 @@ impl Parent {
                 if now >= self.next_tick {
                     self.next_tick = now + self.config.maintenance_interval;
                     // Every child was told to leave: its slot must keep saying so (SPEC.md §7.6).
-                    self.checked_view(now, board, true);
+                    self.checked_view(board, true);
                     self.rewake();
                 }
                 self.watch(now, board, &Observation::default());
@@ -785,7 +785,7 @@ impl Parent {
 
     /// One maintenance tick.
     fn tick<T: SlotTable + ?Sized>(&mut self, now: Time, board: &T, seen: &Observation) {
-        let view = self.checked_view(now, board, true);
+        let view = self.checked_view(board, true);
         self.note_health(now, &view);
         self.rewake();
         if self.remaining_to_start > 0 {

@@ -108,7 +108,7 @@ impl Parent {
                 // Children that would not die keep their slots, marked Graceful so they count as
                 // neither idle nor claimable; everything else starts afresh.
                 self.mark_all_graceful(board);
-                let view = self.checked_view(now, board, true);
+                let view = self.checked_view(board, true);
                 self.startup(now, board, &view, self.config.start_servers);
                 self.next_tick = now + self.config.maintenance_interval;
                 self.log(ParentLog::Resumed { generation: self.generation });

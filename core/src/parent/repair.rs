@@ -34,7 +34,6 @@ use crate::exit::KillReason;
 use crate::parent::KillSignal;
 use crate::scoreboard::{ScoreboardView, SlotTable};
 use crate::slot::{SlotState, SlotWord};
-use crate::time::Time;
 
 /// How the parent judges one slot word against its record.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -91,7 +90,7 @@ impl Parent {
     /// and restart), every damaged slot is written back and logged, its child told to leave, or
     /// killed if it was damaged at an earlier check; without it (the looks between ticks) the
     /// view only believes the records, and the next tick repairs.
-    pub(super) fn checked_view<T: SlotTable + ?Sized>(&mut self, now: Time, board: &T, repair: bool) -> ScoreboardView {
+    pub(super) fn checked_view<T: SlotTable + ?Sized>(&mut self, board: &T, repair: bool) -> ScoreboardView {
         let slots = self.slots(board);
         let mut view = ScoreboardView { generation: self.generation, slots: Vec::with_capacity(slots) };
         for slot in 0..slots {
@@ -112,7 +111,7 @@ impl Parent {
                     }
                     view.slots.push(Ok(word));
                     if repair {
-                        self.repair_slot(now, board, slot, problem, word);
+                        self.repair_slot(board, slot, problem, word);
                     }
                 }
             }
@@ -122,14 +121,7 @@ impl Parent {
 
     /// Writes `word` back into damaged slot `slot`; tells its child to leave, or kills it if its
     /// slot was damaged at an earlier check. Logs once per child (and once per empty slot).
-    fn repair_slot<T: SlotTable + ?Sized>(
-        &mut self,
-        now: Time,
-        board: &T,
-        slot: usize,
-        problem: SlotProblem,
-        word: SlotWord,
-    ) {
+    fn repair_slot<T: SlotTable + ?Sized>(&mut self, board: &T, slot: usize, problem: SlotProblem, word: SlotWord) {
         let Ok(cell) = board.slot(slot) else { return };
         cell.put(word);
         self.stats.slots_repaired += 1;
@@ -141,26 +133,24 @@ impl Parent {
             return; // already on its way out
         }
         let pid = rec.pid;
-        match rec.damaged {
-            Some(first) if now > first => {
-                let Some(pid) = pid else { return };
-                rec.killed = Some(KillReason::SlotDamaged);
-                self.stats.killed_slot_damaged += 1;
-                self.log(ParentLog::SlotDamagedAgain { pid, slot, problem });
-                self.actions.push_back(ParentAction::Signal {
-                    pid,
-                    signal: KillSignal::Kill,
-                    reason: Some(KillReason::SlotDamaged),
-                });
-            }
-            Some(_) => {}
-            None => {
-                rec.damaged = Some(now);
-                rec.directive = Some(word.state);
-                self.log(ParentLog::SlotRepaired { slot, problem, wrote: word.state });
-                if let Some(pid) = pid {
-                    self.actions.push_back(ParentAction::Wake { slot, pid });
-                }
+        // Damaged at an earlier check (checks that repair come at most once per instant: ticks,
+        // start, the end of a hard restart, each moving the next tick on).
+        if rec.damaged {
+            let Some(pid) = pid else { return };
+            rec.killed = Some(KillReason::SlotDamaged);
+            self.stats.killed_slot_damaged += 1;
+            self.log(ParentLog::SlotDamagedAgain { pid, slot, problem });
+            self.actions.push_back(ParentAction::Signal {
+                pid,
+                signal: KillSignal::Kill,
+                reason: Some(KillReason::SlotDamaged),
+            });
+        } else {
+            rec.damaged = true;
+            rec.directive = Some(word.state);
+            self.log(ParentLog::SlotRepaired { slot, problem, wrote: word.state });
+            if let Some(pid) = pid {
+                self.actions.push_back(ParentAction::Wake { slot, pid });
             }
         }
     }
@@ -170,6 +160,7 @@ impl Parent {
 mod tests {
     use super::*;
     use crate::slot::SlotError;
+    use crate::time::Time;
 
     fn rec(directive: Option<SlotState>) -> ChildRecord {
         ChildRecord {
@@ -177,7 +168,7 @@ mod tests {
             born: SlotWord { state: SlotState::Starting, incarnation: 5, generation: 2 },
             spawned_at: Time::ZERO,
             directive,
-            damaged: None,
+            damaged: false,
             killed: None,
         }
     }
