@@ -301,6 +301,16 @@ mod tests {
         assert_eq!(kinds, ["spawn", "spawn", "spawn", "resumed"]);
         // A stop: a signal to each child (checked: no spawn pending), then, once all are reaped, exit.
         assert_eq!(driver.handle_command(Time::ZERO, Command::Stop, &board, &mut p), None);
+        let signalled: Vec<Pid> = p
+            .rec
+            .take()
+            .into_iter()
+            .filter_map(|a| match a {
+                ParentAction::Signal { pid, signal: KillSignal::Term, reason: None } => Some(pid),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(signalled, [100, 101, 102], "every child gets the stop's SIGTERM, recorded");
         for pid in 100..103 {
             let exit = driver.handle_child_exit(Time::ZERO, pid, ExitStatus::Signaled(15), None, &board, &mut p);
             assert_eq!(exit, if pid == 102 { Some(code::OK) } else { None });

@@ -268,6 +268,19 @@ mod tests {
     use super::*;
 
     #[test]
+    fn kill_reasons_round_trip_through_their_byte_and_name() {
+        let stalls = [Stall::AcceptLock { held: Duration::ZERO }, Stall::Request { busy: Duration::ZERO }];
+        let reasons = [KillReason::Stalled(stalls[0]), KillReason::Stalled(stalls[1]), KillReason::SlotDamaged];
+        let named: Vec<(u8, &str)> = reasons.iter().map(|r| (r.code(), r.name())).collect();
+        assert_eq!(named, [(1, "accept_lock"), (2, "request_deadline"), (3, "slot_damaged")]);
+        for r in reasons {
+            assert_eq!(KillReason::name_of_code(r.code()), Some(r.name()));
+        }
+        assert_eq!(KillReason::name_of_code(0), None);
+        assert_eq!(KillReason::name_of_code(4), None, "any other byte is none");
+    }
+
+    #[test]
     fn reasons_round_trip_through_a_byte_and_map_to_apache_codes() {
         for r in ExitReason::ALL {
             assert_eq!(ExitReason::from_u8(r.as_u8()), Some(r));

@@ -715,6 +715,16 @@ mod tests {
     }
 
     #[test]
+    fn the_pid_word_holds_what_the_parent_publishes() {
+        let b = board();
+        let s = b.slot(3).unwrap();
+        s.publish_pid(4242);
+        assert_eq!((s.board_pid(), b.pid_word(3).unwrap().get()), (4242, 4242));
+        s.install(SlotWord { state: Starting, incarnation: 1, generation: 0 });
+        assert_eq!(s.board_pid(), 0, "a new child has no pid until its fork returns");
+    }
+
+    #[test]
     fn view_counts_are_a_recount_of_states() {
         let v = ScoreboardView::from_states([Dead, Starting, Ready, Ready, BusyRead, Keepalive, Graceful, IdleKill]);
         let c = v.counts();

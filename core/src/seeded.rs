@@ -119,6 +119,21 @@ pub enum SeededBug {
     IndexFromBoard,
 }
 
+#[cfg(test)]
+mod tests {
+    use super::SeededBug;
+
+    #[test]
+    fn bugs_of_the_parent_and_of_the_child_loop_are_told_apart() {
+        for bug in [SeededBug::NoRepublish, SeededBug::SignalPidFromBoard, SeededBug::IndexFromBoard] {
+            assert!(bug.in_parent(), "{bug:?}");
+        }
+        for bug in [SeededBug::NoAcceptLock, SeededBug::TornClaim, SeededBug::ChildClearsItsSlot] {
+            assert!(!bug.in_parent(), "{bug:?}");
+        }
+    }
+}
+
 impl SeededBug {
     /// Does the bug live in the parent ([`crate::Parent::seed_bug`]) rather than the child loop
     /// ([`crate::ChildLoop::seed_bug`])?

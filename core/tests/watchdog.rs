@@ -91,6 +91,8 @@ fn a_stalled_lock_holder_is_killed_once_connections_wait_for_the_limit() {
     );
     sim.advance(Duration::from_secs(5));
     assert_eq!(kills(&sim).len(), 1, "killed once, and nobody else");
+    let stats = sim.parent().stats();
+    assert_eq!((stats.killed_accept_lock, stats.killed_request_deadline), (1, 0), "counted by reason");
     sim.check();
 }
 
@@ -155,6 +157,8 @@ fn a_request_past_its_deadline_is_killed_and_keep_alive_waits_are_not_requests()
         1
     );
     assert!(kills(&sim).iter().all(|(_, p)| *p != kept && *p != busy));
+    let stats = sim.parent().stats();
+    assert_eq!((stats.killed_accept_lock, stats.killed_request_deadline), (0, 1), "counted by reason");
 }
 
 #[test]

@@ -455,6 +455,45 @@ mod tests {
         );
     }
 
+    /// Every line that can repeat by itself has a kind of its own: child exits by cause, and each
+    /// kind of trouble.
+    #[test]
+    fn lines_that_repeat_by_themselves_have_kinds() {
+        use crate::exit::{KillReason, Stall};
+        let exit = |cause| ParentLog::ChildExited { pid: 1, slot: 0, generation: 0, cause };
+        let stall = Stall::AcceptLock { held: Duration::ZERO };
+        let kinds = [
+            ParentLog::Policy(PolicyLog::SeemsBusy { spawning: 8, idle: 0, total: 1 }),
+            exit(ExitCause::Voluntary(None)),
+            exit(ExitCause::Sick(None)),
+            exit(ExitCause::Code(3)),
+            exit(ExitCause::Signal(15)),
+            exit(ExitCause::Signal(11)),
+            exit(ExitCause::Killed(KillReason::Stalled(stall))),
+            exit(ExitCause::Killed(KillReason::SlotDamaged)),
+            ParentLog::LongLostChild { pid: 1, status: ExitStatus::Code(0) },
+            ParentLog::Stalled { pid: 1, slot: 0, stall },
+            ParentLog::ForkFailed { slot: 0, error: String::new(), retry_in: Duration::ZERO },
+            ParentLog::CrashLoop { early_exits: 3, paused_for: Duration::ZERO },
+            ParentLog::SlotRepaired {
+                slot: 0,
+                problem: SlotProblem::NoChild(SlotState::Ready),
+                wrote: SlotState::Dead,
+            },
+            ParentLog::SlotDamagedAgain { pid: 1, slot: 0, problem: SlotProblem::NoChild(SlotState::Ready) },
+            ParentLog::DriverMisuse { what: String::new() },
+            ParentLog::CommandIgnored { command: "stop", phase: Phase::Stopping },
+        ]
+        .map(|l| l.kind().unwrap_or_else(|| panic!("{l:?} has no kind")));
+        let distinct: std::collections::BTreeSet<&str> = kinds.iter().copied().collect();
+        assert_eq!(distinct.len(), kinds.len(), "one kind each: {kinds:?}");
+        assert_eq!(exit(ExitCause::Fatal).kind(), None, "a fatal exit stops the server: once");
+        let repeated = ParentLog::Repeated { kind: "x", held: 1, over: Duration::ZERO };
+        assert_eq!((repeated.level(), repeated.kind()), (Level::Warn, None));
+        let again = ParentLog::SlotDamagedAgain { pid: 1, slot: 0, problem: SlotProblem::NoChild(SlotState::Ready) };
+        assert_eq!(again.level(), Level::Error);
+    }
+
     #[test]
     fn lines_that_follow_a_command_or_happen_once_are_never_held_back() {
         for line in [

@@ -883,6 +883,37 @@ mod tests {
     use crate::scoreboard::MemoryBoard;
     use std::cell::Cell;
 
+    /// A slot's incarnation counter is the parent's, and wraps at 24 bits.
+    #[test]
+    fn incarnations_come_from_the_parents_counter_and_wrap() {
+        let raw = RawPoolConfig { start_servers: Some(1), server_limit: Some(2), ..Default::default() };
+        let board: MemoryBoard<Cell<u64>> = MemoryBoard::new(2);
+        board.slot_word(0).set(SlotWord { state: SlotState::Dead, incarnation: 77, generation: 0 }.encode());
+        let mut parent = Parent::new(PoolConfig::from_raw(&raw).unwrap().value);
+        parent.incarnations[0] = INCARNATION_MASK;
+        parent.start(Time::ZERO, &board);
+        let born = std::iter::from_fn(|| parent.poll_action()).find_map(|a| match a {
+            ParentAction::Spawn { slot: 0, born } => Some(born),
+            _ => None,
+        });
+        assert_eq!(born.map(|b| b.incarnation), Some(0), "the counter wraps; the word's 77 is ignored");
+    }
+
+    /// Counters never change a decision: parents that differ only in them compare and hash equal
+    /// (the model checkers' state space stays the protocol's).
+    #[test]
+    fn the_counters_take_no_part_in_comparing_parents() {
+        use std::hash::{BuildHasher, RandomState};
+        let parent = Parent::new(PoolConfig::from_raw(&RawPoolConfig::default()).unwrap().value);
+        let mut counted = parent.clone();
+        counted.stats.spawned = 5;
+        counted.stats.slots_repaired = 9;
+        assert_eq!(parent, counted);
+        let hasher = RandomState::new();
+        assert_eq!(hasher.hash_one(&parent), hasher.hash_one(&counted));
+        assert_eq!(counted.stats().spawned, 5);
+    }
+
     /// The raw calls are public for the fuzz body; a driver that misuses them (instead of going
     /// through `ParentDriver`) is logged, and nothing changes.
     #[test]
