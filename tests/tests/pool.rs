@@ -171,6 +171,15 @@ fn status_counts_equal_a_recount_from_proc_and_a_killed_child_is_replaced() {
         let live = board.chars().filter(|&c| c != '.').count();
         (busy, idle, live, live_children(p).len())
     };
+    // Five processes exist as soon as the forks return; wait until none of them still shows `S`
+    // (a starting child is neither busy nor idle, as in Apache), as a loaded machine can make it.
+    assert!(
+        wait_until(Duration::from_secs(3), || {
+            let auto = p.get("/server-status?auto").text();
+            auto_field_in(&auto, "Scoreboard").is_some_and(|b| !b.contains('S'))
+        }),
+        "the children finish starting"
+    );
     let (busy, idle, live, procs) = recount(&p);
     assert_eq!((busy, live, procs), (1, 5, 5), "the serving child is busy; every live slot is a process");
     assert_eq!(idle, 4);
