@@ -38,11 +38,13 @@ pub enum ExitReason {
     SlotLost,
     /// The driver reported an event the child loop does not expect in its state (a driver bug).
     ProtocolError,
+    /// The child could not set itself up to serve (its readiness wait could not be created).
+    SetupFailed,
 }
 
 impl ExitReason {
     /// Every reason, in [`ExitReason::as_u8`] order.
-    pub const ALL: [ExitReason; 8] = [
+    pub const ALL: [ExitReason; 9] = [
         ExitReason::Retired,
         ExitReason::Graceful,
         ExitReason::MaxConnections,
@@ -51,6 +53,7 @@ impl ExitReason {
         ExitReason::AcceptFailed,
         ExitReason::SlotLost,
         ExitReason::ProtocolError,
+        ExitReason::SetupFailed,
     ];
 
     /// A reason that is part of normal operation (retired, graceful, max_connections_per_child),
@@ -86,6 +89,7 @@ impl fmt::Display for ExitReason {
             ExitReason::AcceptFailed => "accept() failed",
             ExitReason::SlotLost => "scoreboard slot lost",
             ExitReason::ProtocolError => "child loop protocol error",
+            ExitReason::SetupFailed => "set-up failed",
         })
     }
 }

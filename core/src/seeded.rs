@@ -117,6 +117,11 @@ pub enum SeededBug {
     /// index, the class of CVE-2019-0211): a scribbled incarnation panics the parent. Caught by
     /// stateright and shuttle (I30: the parent never panics).
     IndexFromBoard,
+    /// A hard restart announces `Ready` as soon as it begins, while the old children are still
+    /// being stopped (a service manager would send traffic to a pool that is not there yet).
+    /// Caught by stateright, shuttle and the deterministic simulation (I31: the lifecycle events
+    /// come in their order, and `Ready` only when the pool runs).
+    ReadyEarly,
 }
 
 #[cfg(test)]
@@ -163,6 +168,7 @@ impl SeededBug {
                 | SeededBug::NoRepublish
                 | SeededBug::SignalPidFromBoard
                 | SeededBug::IndexFromBoard
+                | SeededBug::ReadyEarly
         )
     }
 }

@@ -162,6 +162,59 @@ fn hard_restart_stops_every_child_then_starts_afresh() {
     sim.check();
 }
 
+/// The lifecycle events a service manager hears across restarts and a stop, in order (I31; every
+/// `Sim` input also holds the stream to `LifecycleOrder` and the parent's phase).
+#[test]
+fn lifecycle_events_come_in_order_across_restarts_and_stops() {
+    lifecycle_across_restarts(None);
+}
+
+#[test]
+fn negative_ready_announced_while_a_hard_restart_reclaims_is_caught() {
+    expect_violation("I31", || lifecycle_across_restarts(Some(SeededBug::ReadyEarly)));
+}
+
+fn lifecycle_across_restarts(bug: Option<SeededBug>) {
+    use prefork_core::parent::ParentEvent::*;
+    let mut sim = Sim::seeded(pool(2, 1, 3, 4), Behaviour::Normal, bug);
+    sim.settle();
+    let cfg = Box::new(sim.parent().config().clone());
+    sim.command(Command::GracefulRestart(cfg.clone()));
+    sim.settle();
+    sim.command(Command::HardRestart(cfg.clone()));
+    let before_reap = sim.events.len();
+    sim.settle();
+    assert_eq!(sim.parent().phase(), Phase::Running);
+    sim.command(Command::HardRestart(cfg));
+    sim.command(Command::GracefulStop);
+    sim.settle();
+    assert_eq!(sim.exit_code, Some(code::OK));
+    let events: Vec<_> = sim
+        .events
+        .iter()
+        .map(|(_, e)| match e {
+            Ready { generation, config } => {
+                assert_eq!(config.max_request_workers, 4, "Ready says the configuration in force");
+                Ready { generation: *generation, config: Box::default() }
+            }
+            other => other.clone(),
+        })
+        .collect();
+    assert_eq!(
+        events,
+        [
+            Ready { generation: 0, config: Box::default() },
+            Reloading { generation: 1, graceful: true },
+            Ready { generation: 1, config: Box::default() },
+            Reloading { generation: 2, graceful: false },
+            Ready { generation: 2, config: Box::default() },
+            Reloading { generation: 3, graceful: false },
+            Stopping { graceful: false },
+        ]
+    );
+    assert_eq!(before_reap, 4, "a hard restart is Ready only once its old children are reaped");
+}
+
 #[test]
 fn stop_escalates_term_at_3_5_7_kill_at_9_and_gives_up_at_10_seconds() {
     stop_of_unkillable_children(None);
@@ -704,27 +757,6 @@ fn a_restart_during_a_restart_uses_the_newest_configuration_and_one_during_a_sto
         .collect();
     assert_eq!(ignored.len(), 1);
     assert!(ignored[0].contains("graceful restart"), "{}", ignored[0]);
-}
-
-/// Commands before `start()`: a stop ends the parent at once; a restart's configuration is the one
-/// it starts with.
-#[test]
-fn commands_before_start_stop_at_once_or_change_the_configuration() {
-    use prefork_core::parent::{Parent, ParentAction};
-    use prefork_core::scoreboard::MemoryBoard;
-    let board: MemoryBoard<std::cell::Cell<u64>> = MemoryBoard::new(8);
-    let mut parent = Parent::new(pool(3, 1, 5, 8));
-    parent.handle_command(Time::ZERO, Command::Stop, &board);
-    assert_eq!(parent.phase(), Phase::Exited);
-    assert_eq!(parent.poll_action(), Some(ParentAction::Exit { code: code::OK }));
-
-    let mut parent = Parent::new(pool(3, 1, 5, 8));
-    parent.handle_command(Time::ZERO, Command::HardRestart(Box::new(pool(2, 1, 5, 8))), &board);
-    assert_eq!(parent.phase(), Phase::New);
-    parent.start(Time::ZERO, &board);
-    let spawns =
-        std::iter::from_fn(|| parent.poll_action()).filter(|a| matches!(a, ParentAction::Spawn { .. })).count();
-    assert_eq!(spawns, 2, "start_servers from the configuration given before start");
 }
 
 /// A slot that holds another child's word when its child is reaped is repaired, and the log names

@@ -14,12 +14,13 @@
 
 use prefork_core::config::{PoolConfig, RawPoolConfig};
 use prefork_core::exit::{ExitStatus, code};
-use prefork_core::parent::{Command, Observation, Parent, ParentAction, ParentLog, Pid};
+use prefork_core::parent::{Command, Parent, ParentAction, ParentLog, Pid, Spawn};
 use prefork_core::policy::PolicyLog;
 use prefork_core::scoreboard::{ChildSlot, Counts, MemoryBoard, ScoreboardView, SlotTable};
 use prefork_core::seeded::SeededBug;
 use prefork_core::slot::{SlotState, SlotWord};
 use prefork_core::time::Time;
+use prefork_core::{ParentDriver, Recorder};
 use proptest::prelude::*;
 use proptest::test_runner::{FileFailurePersistence, TestError, TestRunner};
 use proptest_state_machine::{ReferenceStateMachine, StateMachineTest, prop_state_machine};
@@ -303,12 +304,13 @@ seeded!(RetireEveryCandidate, SpawnHighestFirst, SickKeepsRate, IdleIgnoresStart
 /// words (written through the child's side of the slot protocol).
 pub struct Sut {
     board: MemoryBoard<Cell<u64>>,
-    parent: Parent,
+    driver: ParentDriver,
+    /// Performs the parent's effects by recording them (forks succeed at once).
+    platform: Recorder,
     /// The configuration it was given (restarts change only max_request_workers).
     raw: RawPoolConfig,
     born: Vec<SlotWord>,
     pids: BTreeMap<usize, Pid>,
-    next_pid: Pid,
     now: Time,
 }
 
@@ -326,21 +328,19 @@ impl Sut {
     /// it forked into and what the policy logged.
     fn drain(&mut self) -> (Vec<usize>, Vec<PolicyLog>) {
         let (mut spawned, mut logs) = (vec![], vec![]);
-        while let Some(action) = self.parent.poll_action() {
+        for action in self.platform.take() {
             match action {
-                ParentAction::Spawn { slot, born } => {
-                    self.next_pid += 1;
-                    self.parent.handle_spawned(slot, self.next_pid, &self.board);
+                ParentAction::Spawn(Spawn { slot, born, .. }) => {
+                    let pid = self.driver.parent().children().find(|(s, _)| *s == slot).and_then(|(_, c)| c.pid);
                     self.born[slot] = born;
-                    self.pids.insert(slot, self.next_pid);
+                    self.pids.insert(slot, pid.expect("the fork's pid went back to the parent"));
                     spawned.push(slot);
                 }
                 ParentAction::Wake { slot, pid } => {
                     assert_eq!(self.pids.get(&slot), Some(&pid), "a wake-up for a child the parent does not have");
                 }
                 ParentAction::Log(ParentLog::Policy(l)) => logs.push(l),
-                ParentAction::Log(ParentLog::DriverMisuse { what }) => panic!("driver contract: {what}"),
-                ParentAction::Log(_) => {}
+                ParentAction::Log(_) | ParentAction::Event(_) => {}
                 other => panic!("I4: a running pool's parent asked for {other:?}"),
             }
         }
@@ -349,7 +349,7 @@ impl Sut {
 
     fn exit(&mut self, slot: usize, status: ExitStatus) -> Vec<usize> {
         let pid = self.pids.remove(&slot).expect("a live child");
-        self.parent.handle_child_exit(self.now, pid, status, None, &self.board);
+        self.driver.handle_child_exit(self.now, pid, status, None, &self.board, &mut self.platform);
         self.drain().0
     }
 }
@@ -378,16 +378,18 @@ impl<V: Which> StateMachineTest for PolicyTest<V> {
         if let Some(bug) = V::BUG {
             parent.seed_bug(bug);
         }
+        let board = MemoryBoard::new(m.server_limit);
+        let mut platform = Recorder::new(100);
+        let driver = ParentDriver::start(parent, Time::ZERO, &board, &mut platform);
         let mut sut = Sut {
-            board: MemoryBoard::new(m.server_limit),
-            parent,
+            board,
+            driver,
+            platform,
             raw,
             born: vec![SlotWord::EMPTY; m.server_limit],
             pids: BTreeMap::new(),
-            next_pid: 100,
             now: Time::ZERO,
         };
-        sut.parent.start(sut.now, &sut.board);
         let (spawned, _) = sut.drain();
         assert_eq!(spawned, m.spawned, "cold start: StartServers into the lowest slots");
         sut
@@ -397,9 +399,9 @@ impl<V: Which> StateMachineTest for PolicyTest<V> {
         match step {
             Step::Tick => {
                 let before = sut.states();
-                let mrw = sut.parent.config().max_request_workers as usize;
+                let mrw = sut.driver.parent().config().max_request_workers as usize;
                 sut.now += Duration::from_secs(1);
-                sut.parent.handle_timeout(sut.now, &sut.board, &Observation::default());
+                sut.driver.handle_timeout(sut.now, &sut.board, &mut sut.platform);
                 let (spawned, logs) = sut.drain();
                 let after = sut.states();
                 let retired: Vec<usize> = (0..before.len())
@@ -441,7 +443,8 @@ impl<V: Which> StateMachineTest for PolicyTest<V> {
                 let raw =
                     RawPoolConfig { max_request_workers: Some(i64::from(max_request_workers)), ..sut.raw.clone() };
                 let config = PoolConfig::from_raw(&raw).expect("a valid pool").value;
-                sut.parent.handle_command(sut.now, Command::GracefulRestart(Box::new(config)), &sut.board);
+                let command = Command::GracefulRestart(Box::new(config));
+                sut.driver.handle_command(sut.now, command, &sut.board, &mut sut.platform);
                 let (spawned, _) = sut.drain();
                 assert!(spawned.is_empty(), "a graceful restart forks nothing at once");
             }
@@ -450,12 +453,12 @@ impl<V: Which> StateMachineTest for PolicyTest<V> {
     }
 
     fn check_invariants(sut: &Sut, m: &Model) {
-        let rate = sut.parent.policy().idle_spawn_rate();
+        let rate = sut.driver.parent().policy().idle_spawn_rate();
         assert!([1, 2, 4, 8, 16, 32].contains(&rate), "I8: rate {rate}");
         assert_eq!(rate, m.idle_spawn_rate, "I8: the spawn rate is {rate}, Apache's is {}", m.idle_spawn_rate);
-        assert_eq!(sut.parent.policy().hold_off(), m.hold_off_on_exponential_spawning, "I8: the hold-off");
+        assert_eq!(sut.driver.parent().policy().hold_off(), m.hold_off_on_exponential_spawning, "I8: the hold-off");
         assert_eq!(sut.states(), m.states, "the board and Apache's slots");
-        assert_eq!(sut.parent.live_children(), m.alive(), "I14: the parent's records and the board");
+        assert_eq!(sut.driver.parent().live_children(), m.alive(), "I14: the parent's records and the board");
         // I9: the counts the core derives are a recount of the states, and add up to the slots.
         let mut recount = Counts::default();
         for s in &m.states {

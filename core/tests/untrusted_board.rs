@@ -64,7 +64,7 @@ fn a_slot_damaged_at_two_checks_gets_its_child_killed_and_the_pool_refills() {
         _ => None,
     });
     assert_eq!(cause, Some(ExitCause::Killed(KillReason::SlotDamaged)));
-    let stats = *sim.parent().stats();
+    let stats = sim.parent().stats().clone();
     assert_eq!((stats.killed_slot_damaged, stats.slots_repaired), (1, 2));
     for _ in 0..3 {
         sim.tick();
@@ -126,13 +126,13 @@ fn the_parents_counters_count_forks_exits_and_retirements() {
     let mut sim = Sim::new(pool(4, 1, 2, 4));
     sim.settle();
     sim.tick(); // four idle, at most two: one retires
-    let stats = *sim.parent().stats();
+    let stats = sim.parent().stats().clone();
     assert_eq!((stats.spawned, stats.exited, stats.retired), (4, 1, 1));
     // Graceful exits are exits, not retirements.
     let cfg = sim.parent().config().clone();
     sim.command(prefork_core::parent::Command::GracefulRestart(Box::new(cfg)));
     sim.settle();
-    let stats = *sim.parent().stats();
+    let stats = sim.parent().stats().clone();
     assert_eq!((stats.exited, stats.retired), (4, 1));
     assert_eq!(stats.spawned as usize, sim.forks);
 }

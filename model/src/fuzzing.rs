@@ -6,12 +6,14 @@
 
 use crate::system::{Budget, Op, SystemModel};
 use prefork_core::exit::{ExitReason, ExitStatus};
-use prefork_core::parent::{Command, KillSignal, Observation, Pid, QueueDepth};
+use prefork_core::parent::{
+    Command, KillSignal, LifecycleOrder, Observation, ParentEvent, ParentLog, Phase, Pid, QueueDepth, Signal, Spawn,
+};
 use prefork_core::scoreboard::{ChildSlot, MemoryBoard, SlotTable};
 use prefork_core::seeded::SeededBug;
 use prefork_core::slot::{SlotState, SlotWord};
 use prefork_core::time::Time;
-use prefork_core::{ChildAction, ChildEvent, ChildLoop, Parent, ParentAction, PoolConfig};
+use prefork_core::{ChildAction, ChildEvent, ChildLoop, Parent, ParentDriver, Platform, PoolConfig};
 use stateright::{Expectation, Model};
 use std::cell::Cell;
 use std::collections::BTreeMap;
@@ -126,48 +128,43 @@ pub fn parent_events_with(data: &[u8], bug: Option<SeededBug>) {
     let mut parent = Parent::new(config.clone());
     crate::seeded::seed_parent(&mut parent, bug);
     let mut now = Time::ZERO;
-    let mut next_pid: Pid = 100;
-    let mut pending: Vec<(usize, SlotWord)> = vec![];
-    let mut children: BTreeMap<Pid, (usize, SlotWord)> = BTreeMap::new();
-    parent.start(now, &board);
-    let mut live = 0;
-    let mut exited = drain(&mut parent, &board, &mut pending, &children, &mut live);
-    while !b.done() && !exited {
+    let mut world = EventWorld {
+        board: &board,
+        children: BTreeMap::new(),
+        next_pid: 100,
+        fail: false,
+        spawned: vec![],
+        seen: Observation::default(),
+        lifecycle: LifecycleOrder::default(),
+    };
+    let mut driver = ParentDriver::start(parent, now, &board, &mut world);
+    world.check(&driver);
+    while !b.done() && driver.exit_code().is_none() {
         match b.byte() % 9 {
             0 => {
                 now += Duration::from_millis(u64::from(b.byte()) * 20);
-                if parent.poll_timeout().is_some_and(|t| t <= now) {
-                    parent.handle_timeout(now, &board, &queues(now));
-                    exited |= drain(&mut parent, &board, &mut pending, &children, &mut live);
+                if driver.poll_timeout().is_some_and(|t| t <= now) {
+                    world.seen = queues(now);
+                    driver.handle_timeout(now, &board, &mut world);
                     // Maintenance ticks repair the board; stops only reclaim children.
                     let view = prefork_core::ScoreboardView::capture(&board);
-                    let counts = if parent.phase() == prefork_core::parent::Phase::Running {
-                        view.counts()
-                    } else {
-                        Default::default()
-                    };
+                    let phase = driver.parent().phase();
+                    let counts = if phase == Phase::Running { view.counts() } else { Default::default() };
                     assert_eq!(
                         counts.corrupt,
                         0,
-                        "I14: corrupt slots remain after a tick: {} ({:?})",
-                        view.letters(),
-                        parent.phase()
+                        "I14: corrupt slots remain after a tick: {} ({phase:?})",
+                        view.letters()
                     );
                 }
             }
-            1 if !pending.is_empty() => {
-                let (slot, born) = pending.remove(usize::from(b.byte()) % pending.len());
-                if b.byte() % 8 == 0 {
-                    parent.handle_spawn_failed(now, slot, "fuzzed fork failure", &board);
-                } else {
-                    next_pid += 1;
-                    parent.handle_spawned(slot, next_pid, &board);
-                    children.insert(next_pid, (slot, born));
-                }
+            1 => {
+                // The next forks fail (or work again).
+                world.fail = b.byte() % 8 == 0;
             }
             2 => {
                 // A child exits (or a pid the parent never forked).
-                let pid = match children.keys().nth(usize::from(b.byte()) % (children.len() + 1)) {
+                let pid = match world.children.keys().nth(usize::from(b.byte()) % (world.children.len() + 1)) {
                     Some(&pid) => pid,
                     None => 1 + Pid::from(b.byte()),
                 };
@@ -180,8 +177,8 @@ pub fn parent_events_with(data: &[u8], bug: Option<SeededBug>) {
                     _ => ExitStatus::Signaled(15),
                 };
                 let reason = ExitReason::ALL.get(usize::from(b.byte()) % 10).copied();
-                children.remove(&pid);
-                parent.handle_child_exit(now, pid, status, reason, &board);
+                world.children.remove(&pid);
+                driver.handle_child_exit(now, pid, status, reason, &board, &mut world);
             }
             3 => {
                 let command = match b.byte() % 4 {
@@ -190,34 +187,104 @@ pub fn parent_events_with(data: &[u8], bug: Option<SeededBug>) {
                     2 => Command::GracefulStop,
                     _ => Command::Stop,
                 };
-                parent.handle_command(now, command, &board);
+                driver.handle_command(now, command, &board, &mut world);
             }
             4 => {
                 // Garbage in a slot.
                 let slot = usize::from(b.byte()) % board.slot_count();
                 board.slot_word(slot).set(b.u64());
             }
-            5 if !children.is_empty() => {
+            5 if !world.children.is_empty() => {
                 // A child writes its slot (any state; illegal ones are refused by the slot).
-                let (slot, born) = *children.values().nth(usize::from(b.byte()) % children.len()).unwrap();
+                let (slot, born) = *world.children.values().nth(usize::from(b.byte()) % world.children.len()).unwrap();
                 if let Ok(me) = ChildSlot::attach(&board, slot, born) {
                     let _ = me.set(SlotState::from_code(b.byte() % 12).unwrap_or(SlotState::Ready));
                 }
             }
             6 => {
                 // Time may also not move, or the driver may call early.
-                parent.handle_timeout(now, &board, &queues(now));
+                world.seen = queues(now);
+                driver.handle_timeout(now, &board, &mut world);
             }
-            7 if !children.is_empty() => {
+            7 if !world.children.is_empty() => {
                 // A signalled child dies of it.
-                let pid = *children.keys().nth(usize::from(b.byte()) % children.len()).unwrap();
-                children.remove(&pid);
+                let pid = *world.children.keys().nth(usize::from(b.byte()) % world.children.len()).unwrap();
+                world.children.remove(&pid);
                 let sig = if b.byte() & 1 == 0 { 15 } else { 9 }; // SIGTERM or SIGKILL
-                parent.handle_child_exit(now, pid, ExitStatus::Signaled(sig), None, &board);
+                driver.handle_child_exit(now, pid, ExitStatus::Signaled(sig), None, &board, &mut world);
             }
             _ => {}
         }
-        exited |= drain(&mut parent, &board, &mut pending, &children, &mut live);
+        world.check(&driver);
+    }
+}
+
+/// The processes of [`parent_events`], and the checks every effect is held to.
+struct EventWorld<'a> {
+    /// The board, to check that each spawn's slot holds its born word (I6).
+    board: &'a MemoryBoard<Cell<u64>>,
+    children: BTreeMap<Pid, (usize, SlotWord)>,
+    next_pid: Pid,
+    /// Forks fail.
+    fail: bool,
+    /// The spawns of the current input.
+    spawned: Vec<SlotWord>,
+    seen: Observation,
+    lifecycle: LifecycleOrder,
+}
+
+impl EventWorld<'_> {
+    /// After each input: spawns went below the limit into the running generation (I6, I13) and
+    /// made no more children live than the limit (I7); the spawn rate is a power of two up to 32
+    /// (I8); the lifecycle events agree with the parent (I31).
+    fn check(&mut self, driver: &ParentDriver) {
+        let parent = driver.parent();
+        let limit = parent.config().max_request_workers as usize;
+        for born in std::mem::take(&mut self.spawned) {
+            assert_eq!(born.generation, parent.generation(), "I13: born in the running generation");
+            // Children above a lowered limit may stay (they drain), but no spawn may happen then.
+            let live = parent.live_children();
+            assert!(live <= limit, "I7: {live} live children after spawning, limit {limit}");
+        }
+        let rate = parent.policy().idle_spawn_rate();
+        assert!(rate.is_power_of_two() && rate <= 32, "I8: spawn rate {rate}");
+        if let Err(e) = self.lifecycle.agrees_with(parent.phase()) {
+            panic!("I31: {e}");
+        }
+    }
+}
+
+impl Platform for EventWorld<'_> {
+    fn spawn(&mut self, &Spawn { slot, born, .. }: &Spawn) -> Result<Pid, String> {
+        assert_eq!(self.board.slot(slot).unwrap().read(), Ok(born), "I6: the slot holds the born word");
+        assert_eq!(born.state, SlotState::Starting);
+        if self.fail {
+            return Err("fuzzed fork failure".into());
+        }
+        self.spawned.push(born);
+        self.next_pid += 1;
+        self.children.insert(self.next_pid, (slot, born));
+        Ok(self.next_pid)
+    }
+    fn wake(&mut self, _: usize, pid: Pid) {
+        assert!(self.children.contains_key(&pid), "wake for {pid}, not a child");
+    }
+    fn signal(&mut self, &Signal { slot, pid, signal, reason }: &Signal) {
+        let child = self.children.get(&pid);
+        assert!(child.is_some_and(|c| c.0 == slot), "I15: {signal:?} to {pid} in slot {slot}, not a child there");
+        if reason.is_some() {
+            assert_eq!(signal, KillSignal::Kill, "the watchdog kills with SIGKILL");
+        }
+    }
+    fn observe(&mut self) -> Observation {
+        self.seen.clone()
+    }
+    fn close_listeners(&mut self) {}
+    fn log(&mut self, _: ParentLog) {}
+    fn event(&mut self, event: ParentEvent) {
+        if let Err(e) = self.lifecycle.hear(&event) {
+            panic!("I31: {e}");
+        }
     }
 }
 
@@ -247,11 +314,10 @@ pub fn board_bytes_with(data: &[u8], bug: Option<SeededBug>) {
     let board: MemoryBoard<Cell<u64>> = MemoryBoard::new(slots);
     let mut parent = Parent::new(config.clone());
     crate::seeded::seed_parent(&mut parent, bug);
-    let mut driver = prefork_core::ParentDriver::new(parent);
     let mut world = ByteWorld::default();
     let tick = config.maintenance_interval;
     let mut now = Time::ZERO;
-    driver.start(now, &board, &mut world);
+    let mut driver = ParentDriver::start(parent, now, &board, &mut world);
     while !b.done() {
         match b.byte() % 5 {
             0 | 1 => {
@@ -287,7 +353,7 @@ pub fn board_bytes_with(data: &[u8], bug: Option<SeededBug>) {
         now += tick;
         driver.handle_timeout(now, &board, &mut world);
         // A hard restart under way may need its ladder (children here die of the first signal).
-        while driver.parent().phase() == prefork_core::parent::Phase::Restarting {
+        while driver.parent().phase() == Phase::Restarting {
             world.deliver_exits(now, &board, &mut driver);
             now += tick;
             driver.handle_timeout(now, &board, &mut world);
@@ -319,6 +385,7 @@ pub fn board_bytes_with(data: &[u8], bug: Option<SeededBug>) {
 #[derive(Default)]
 struct ByteWorld {
     children: BTreeMap<Pid, (usize, SlotWord)>,
+    lifecycle: LifecycleOrder,
     exits: Vec<(Pid, ExitStatus, Option<ExitReason>)>,
     next_pid: Pid,
 }
@@ -347,7 +414,7 @@ impl ByteWorld {
         }
     }
 
-    fn deliver_exits(&mut self, now: Time, board: &MemoryBoard<Cell<u64>>, driver: &mut prefork_core::ParentDriver) {
+    fn deliver_exits(&mut self, now: Time, board: &MemoryBoard<Cell<u64>>, driver: &mut ParentDriver) {
         while !self.exits.is_empty() {
             let (pid, status, reason) = self.exits.remove(0);
             driver.handle_child_exit(now, pid, status, reason, board, self);
@@ -355,8 +422,8 @@ impl ByteWorld {
     }
 }
 
-impl prefork_core::Platform<MemoryBoard<Cell<u64>>> for ByteWorld {
-    fn spawn(&mut self, _: &Parent, _: &MemoryBoard<Cell<u64>>, slot: usize, born: SlotWord) -> Result<Pid, String> {
+impl Platform for ByteWorld {
+    fn spawn(&mut self, &Spawn { slot, born, .. }: &Spawn) -> Result<Pid, String> {
         self.next_pid += 1;
         let pid = 1000 + self.next_pid;
         self.children.insert(pid, (slot, born));
@@ -365,16 +432,9 @@ impl prefork_core::Platform<MemoryBoard<Cell<u64>>> for ByteWorld {
     fn wake(&mut self, _: usize, pid: Pid) {
         assert!(self.children.contains_key(&pid), "wake for {pid}, not a live child");
     }
-    fn signal(
-        &mut self,
-        _: &Parent,
-        _: &MemoryBoard<Cell<u64>>,
-        pid: Pid,
-        signal: KillSignal,
-        _: Option<prefork_core::exit::KillReason>,
-    ) {
-        let known = self.children.contains_key(&pid) || self.exits.iter().any(|e| e.0 == pid);
-        assert!(known, "I29: {signal:?} to {pid}, which is not a child");
+    fn signal(&mut self, &Signal { slot, pid, signal, .. }: &Signal) {
+        let known = self.children.get(&pid).is_some_and(|c| c.0 == slot) || self.exits.iter().any(|e| e.0 == pid);
+        assert!(known, "I29: {signal:?} to {pid} in slot {slot}, which is not a child there");
         if self.children.remove(&pid).is_some() {
             let sig = if signal == KillSignal::Term { 15 } else { 9 };
             self.exits.push((pid, ExitStatus::Signaled(sig), None));
@@ -384,8 +444,11 @@ impl prefork_core::Platform<MemoryBoard<Cell<u64>>> for ByteWorld {
         Observation::default()
     }
     fn close_listeners(&mut self) {}
-    fn log(&mut self, line: prefork_core::parent::ParentLog) {
-        assert!(!matches!(line, prefork_core::parent::ParentLog::DriverMisuse { .. }), "I30: {line}");
+    fn log(&mut self, _: ParentLog) {}
+    fn event(&mut self, event: ParentEvent) {
+        if let Err(e) = self.lifecycle.hear(&event) {
+            panic!("I31: {e}");
+        }
     }
 }
 
@@ -396,50 +459,6 @@ fn queues(now: Time) -> Observation {
         queues: vec![QueueDepth { waiting: (now.as_millis() / 20 % 3) as u32, exact: true }],
         lock_holder: None,
     }
-}
-
-/// Performs the parent's actions, checking them; whether it exited.
-fn drain(
-    parent: &mut Parent,
-    board: &MemoryBoard<Cell<u64>>,
-    pending: &mut Vec<(usize, SlotWord)>,
-    children: &BTreeMap<Pid, (usize, SlotWord)>,
-    live: &mut usize,
-) -> bool {
-    let mut exited = false;
-    let mut spawned = false;
-    while let Some(action) = parent.poll_action() {
-        match action {
-            ParentAction::Spawn { slot, born } => {
-                spawned = true;
-                let limit = parent.config().max_request_workers as usize;
-                assert!(slot < limit, "I6: spawn into slot {slot}, limit {limit}");
-                assert_eq!(board.slot(slot).unwrap().read(), Ok(born), "I6: the slot holds the born word");
-                assert_eq!(born.state, SlotState::Starting);
-                assert_eq!(born.generation, parent.generation(), "I13: born in the running generation");
-                pending.push((slot, born));
-            }
-            ParentAction::Signal { pid, signal, reason } => {
-                assert!(children.contains_key(&pid), "I15: {signal:?} to {pid}, not a child");
-                if reason.is_some() {
-                    assert_eq!(signal, KillSignal::Kill, "the watchdog kills with SIGKILL");
-                }
-            }
-            ParentAction::Wake { pid, .. } => {
-                assert!(children.contains_key(&pid), "wake for {pid}, not a child");
-            }
-            ParentAction::Exit { .. } => exited = true,
-            ParentAction::CloseListeners | ParentAction::Log(_) => {}
-        }
-    }
-    // Children above a lowered limit may stay (they drain), but no spawn may happen then.
-    let now_live = parent.live_children();
-    let limit = parent.config().max_request_workers as usize;
-    assert!(!spawned || now_live <= limit, "I7: {now_live} live children after spawning, limit {limit}");
-    *live = now_live;
-    let rate = parent.policy().idle_spawn_rate();
-    assert!(rate.is_power_of_two() && rate <= 32, "I8: spawn rate {rate}");
-    exited
 }
 
 /// One child loop with arbitrary driver events, including illegal ones, while the parent's side

@@ -30,7 +30,9 @@ use prefork_core::child::{ChildAction, ChildEvent, ChildLoop};
 use prefork_core::config::PoolConfig;
 use prefork_core::driver::{ParentDriver, Platform};
 use prefork_core::exit::{ExitReason, ExitStatus, KillReason};
-use prefork_core::parent::{Command, KillSignal, Observation, Parent, ParentLog, Pid, QueueDepth};
+use prefork_core::parent::{
+    Command, KillSignal, LifecycleOrder, Observation, Parent, ParentEvent, ParentLog, Pid, QueueDepth, Signal, Spawn,
+};
 use prefork_core::scoreboard::{ChildSlot, MemoryBoard, ScoreboardView, SlotTable, SlotUpdate};
 use prefork_core::seeded::SeededBug;
 use prefork_core::slot::{SlotState, SlotWord};
@@ -131,6 +133,8 @@ struct World {
     epoch: u64,
     /// The parent's log, for diagnostics.
     log: Vec<String>,
+    /// What the parent's lifecycle events said so far (I31).
+    lifecycle: LifecycleOrder,
     /// Children the watchdog killed.
     watchdog_kills: u32,
     /// The client has produced every connection.
@@ -369,6 +373,9 @@ fn child_main(
 
 /// Checks, at a parent step boundary, that the board and the parent agree with the real processes.
 fn check_board(parent: &Parent, shared: &Shared, w: &World) {
+    if let Err(e) = w.lifecycle.agrees_with(parent.phase()) {
+        panic!("I31: {e}");
+    }
     assert_eq!(parent.live_children(), w.procs.len() + w.zombies.len(), "the parent's records vs the processes");
     if w.dirty {
         return; // scribbled since the last tick: the next one repairs
@@ -657,9 +664,12 @@ pub fn run(scenario: &Scenario) {
     // the children on the slot words).
     let mut parent = Parent::new(cfg.clone());
     crate::seeded::seed_parent(&mut parent, scenario.bug);
-    let mut driver = ParentDriver::new(parent);
-    let mut platform = ShuttlePlatform { shared: &shared, scenario, children: vec![] };
-    let mut exit = driver.start(Time::ZERO, &shared.board, &mut platform);
+    let next_cfg = scenario.restart_pool.clone().unwrap_or_else(|| cfg.clone());
+    let mut platform =
+        ShuttlePlatform { shared: &shared, scenario, configs: [cfg.clone(), next_cfg], children: vec![] };
+    let driver = ParentDriver::start(parent, Time::ZERO, &shared.board, &mut platform);
+    let mut exit = driver.exit_code();
+    let mut driver = driver;
     loop {
         // Check the invariants at this step boundary.
         {
@@ -805,26 +815,26 @@ pub fn take_totals() -> Totals {
 struct ShuttlePlatform<'a> {
     shared: &'a Arc<Shared>,
     scenario: &'a Scenario,
+    /// The configuration of generation 0, and the one every restart brings.
+    configs: [PoolConfig; 2],
     children: Vec<thread::JoinHandle<()>>,
 }
 
-impl Platform<MemoryBoard<ShuttleWord>> for ShuttlePlatform<'_> {
-    fn spawn(
-        &mut self,
-        parent: &Parent,
-        _: &MemoryBoard<ShuttleWord>,
-        slot: usize,
-        born: SlotWord,
-    ) -> Result<Pid, String> {
-        let cfg = parent.config();
-        // The parent has recorded this child already: it counts.
-        let (live, limit) = (parent.live_children(), cfg.max_request_workers as usize);
+impl Platform for ShuttlePlatform<'_> {
+    fn spawn(&mut self, spawn: &Spawn) -> Result<Pid, String> {
+        let &Spawn { slot, born, child } = spawn;
+        let mut w = self.shared.lock();
+        // Before the first Ready (the start's own spawns) the generation is 0.
+        let running = w.lifecycle.generation().unwrap_or(0);
+        assert_eq!(born.generation, running, "I13: a child born in generation {}", born.generation);
+        let cfg = &self.configs[usize::from(born.generation > 0)];
+        // Every process not reaped yet, and this one.
+        let (live, limit) = (w.procs.len() + w.zombies.len() + 1, cfg.max_request_workers as usize);
         assert!(live <= limit, "I7: a spawn makes {live} children live, max_request_workers {limit}");
         assert!(slot < limit, "I6: a spawn into slot {slot}, max_request_workers {limit}");
         let pid = 100 + self.children.len() as Pid;
-        let mut child = ChildLoop::new(cfg.listen.len(), cfg.lock_in_use(), cfg.connection_limit(u64::from(pid)));
+        let mut child = child.child_loop();
         crate::seeded::seed_child(&mut child, self.scenario.bug);
-        let mut w = self.shared.lock();
         w.procs.insert(pid, ProcInfo { slot, born: born.encode(), generation: born.generation, ..ProcInfo::default() });
         w.threads += 1;
         drop(w);
@@ -840,18 +850,11 @@ impl Platform<MemoryBoard<ShuttleWord>> for ShuttlePlatform<'_> {
         }
     }
 
-    fn signal(
-        &mut self,
-        _: &Parent,
-        _: &MemoryBoard<ShuttleWord>,
-        pid: Pid,
-        signal: KillSignal,
-        reason: Option<KillReason>,
-    ) {
+    fn signal(&mut self, &Signal { slot, pid, signal, reason }: &Signal) {
         let mut w = self.shared.lock();
         assert!(
-            w.procs.contains_key(&pid) || w.zombies.iter().any(|z| z.0 == pid),
-            "I29: the parent signalled pid {pid} ({signal:?}), which is not its child"
+            w.procs.get(&pid).is_some_and(|p| p.slot == slot) || w.zombies.iter().any(|z| z.0 == pid),
+            "I29: the parent signalled pid {pid} ({signal:?}, slot {slot}), which is not its child there"
         );
         if matches!(reason, Some(KillReason::Stalled(_))) {
             w.watchdog_kills += 1;
@@ -887,6 +890,13 @@ impl Platform<MemoryBoard<ShuttleWord>> for ShuttlePlatform<'_> {
         let mut w = self.shared.lock();
         let line = format!("{} {line}", w.clock);
         w.log.push(line);
+    }
+
+    fn event(&mut self, event: ParentEvent) {
+        let mut w = self.shared.lock();
+        if let Err(e) = w.lifecycle.hear(&event) {
+            panic!("I31: {e}");
+        }
     }
 }
 

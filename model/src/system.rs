@@ -16,7 +16,10 @@ use prefork_core::child::{AfterRelease, ChildAction, ChildEvent, ChildLoop, Chil
 use prefork_core::config::PoolConfig;
 use prefork_core::driver::{ParentDriver, Platform};
 use prefork_core::exit::{ExitReason, ExitStatus, KillReason, Stall};
-use prefork_core::parent::{Command, KillSignal, Observation, Parent, ParentLog, Phase, Pid, QueueDepth};
+use prefork_core::parent::{
+    Command, KillSignal, LifecycleOrder, Observation, Parent, ParentEvent, ParentLog, Phase, Pid, QueueDepth, Signal,
+    Spawn,
+};
 use prefork_core::scoreboard::{ChildSlot, ScoreboardView};
 use prefork_core::seeded::SeededBug;
 use prefork_core::slot::{Side, SlotState, SlotWord};
@@ -319,9 +322,8 @@ pub struct Violations {
     pub signalled_stranger: bool,
     /// The parent panicked (I30).
     pub parent_panicked: bool,
-    /// The parent reported a broken driver contract (I30: whatever the board holds, the parent's
-    /// own steps stay consistent).
-    pub driver_misuse: bool,
+    /// The parent's lifecycle events came out of order, or disagree with its phase (I31).
+    pub lifecycle_out_of_order: bool,
 }
 
 /// The whole system: the parent (with the driver contract) and everything else.
@@ -405,6 +407,8 @@ pub struct World {
     /// An activity word was scribbled: the watchdog may act on it (it may kill the slot's child,
     /// never anyone else), so its kills are no longer judged by the model's own record (I27).
     pub activity_scribbled: bool,
+    /// What the parent's lifecycle events said so far (I31).
+    pub lifecycle: LifecycleOrder,
     /// Things that must never happen.
     pub violations: Violations,
 }
@@ -493,6 +497,14 @@ impl SystemModel {
         }
     }
 
+    /// The configuration generation `generation` runs with (restarts bring `restart_pool`).
+    pub fn config_of(&self, generation: u32) -> &PoolConfig {
+        match &self.restart_pool {
+            Some(pool) if generation > 0 => pool,
+            _ => &self.pool,
+        }
+    }
+
     /// Feeds the parent one input through the driver; its effects happen on this model's platform.
     fn drive(
         &self,
@@ -511,7 +523,15 @@ impl SystemModel {
             Err(_) => s.world.violations.parent_panicked = true,
         }
         s.world.words = board.save();
-        if !matches!(s.parent().phase(), Phase::Stopping | Phase::Restarting) {
+        self.after_input(s);
+    }
+
+    /// What is checked and noted after each input: the lifecycle agrees with the parent (I31), the
+    /// ladder's and the grace deadlines' clocks.
+    fn after_input(&self, s: &mut SysState) {
+        let phase = s.parent().phase();
+        s.world.violations.lifecycle_out_of_order |= s.world.lifecycle.agrees_with(phase).is_err();
+        if !matches!(phase, Phase::Stopping | Phase::Restarting) {
             s.world.reclaim_started = None;
         }
         let now = s.world.now;
@@ -686,7 +706,7 @@ impl Model for SystemModel {
         let listeners = self.pool.listen.len();
         let mut parent = Parent::new(self.pool.clone());
         crate::seeded::seed_parent(&mut parent, self.bug);
-        let world = World {
+        let mut world = World {
             words: BoardWords::new(self.pool.server_limit as usize),
             procs: vec![],
             queues: vec![0; listeners],
@@ -720,10 +740,15 @@ impl Model for SystemModel {
             dirty: false,
             activity_scribbled: false,
             forked_after_scribble: false,
+            lifecycle: LifecycleOrder::default(),
             violations: Violations::default(),
         };
-        let mut s = SysState { driver: ParentDriver::new(parent), world };
-        self.drive(&mut s, |driver, now, board, platform| driver.start(now, board, platform));
+        let board = CellBoard::load(&world.words);
+        let driver =
+            ParentDriver::start(parent, Time::ZERO, &board, &mut ModelPlatform { model: self, world: &mut world });
+        world.words = board.save();
+        let mut s = SysState { driver, world };
+        self.after_input(&mut s);
         vec![s]
     }
 
@@ -995,8 +1020,12 @@ impl Model for SystemModel {
                 |_: &SystemModel, s: &SysState| !s.violations.signalled_stranger,
             ),
             Property::always(
-                "I30: the parent never panics and keeps the driver contract, whatever the board holds",
-                |_: &SystemModel, s: &SysState| !s.violations.parent_panicked && !s.violations.driver_misuse,
+                "I30: the parent never panics, whatever the board holds",
+                |_: &SystemModel, s: &SysState| !s.violations.parent_panicked,
+            ),
+            Property::always(
+                "I31: the lifecycle events come in their order, and Ready only when the pool runs",
+                |_: &SystemModel, s: &SysState| !s.violations.lifecycle_out_of_order,
             ),
             Property::always(
                 "I11: every accepted connection is served, or lost only with a child that crashed or was killed",
@@ -1111,16 +1140,24 @@ pub struct ModelPlatform<'a> {
     world: &'a mut World,
 }
 
-impl Platform<CellBoard> for ModelPlatform<'_> {
-    fn spawn(&mut self, parent: &Parent, _: &CellBoard, slot: usize, born: SlotWord) -> Result<Pid, String> {
+impl ModelPlatform<'_> {
+    /// The configuration in force, by the generation the lifecycle events named.
+    fn config(&self) -> &PoolConfig {
+        self.model.config_of(self.world.lifecycle.generation().unwrap_or(0))
+    }
+}
+
+impl Platform for ModelPlatform<'_> {
+    fn spawn(&mut self, spawn: &Spawn) -> Result<Pid, String> {
+        let &Spawn { slot, born, child } = spawn;
+        let mrw = self.config().max_request_workers as usize;
         let s = &mut *self.world;
-        if born.generation != parent.generation() {
+        // Before the first Ready (the start's own spawns) the generation is 0.
+        if born.generation != s.lifecycle.generation().unwrap_or(0) {
             s.violations.spawned_old = true;
         }
-        let cfg = parent.config();
-        let mrw = cfg.max_request_workers as usize;
-        // The parent has recorded this child already: it counts.
-        if parent.live_children() > mrw {
+        // Every process not reaped yet, and this one.
+        if s.procs.len() + s.zombies.len() + 1 > mrw {
             s.violations.spawned_over_limit = true;
         }
         if slot >= mrw {
@@ -1142,7 +1179,7 @@ impl Platform<CellBoard> for ModelPlatform<'_> {
         s.forked_after_scribble |= s.scribbles > 0;
         let pid = s.next_pid;
         s.next_pid += 1;
-        let mut child = ChildLoop::new(cfg.listen.len(), cfg.lock_in_use(), cfg.connection_limit(u64::from(pid)));
+        let mut child = child.child_loop();
         crate::seeded::seed_child(&mut child, self.model.bug);
         s.procs.push(Proc {
             pid,
@@ -1167,13 +1204,16 @@ impl Platform<CellBoard> for ModelPlatform<'_> {
         }
     }
 
-    fn signal(&mut self, parent: &Parent, _: &CellBoard, pid: Pid, signal: KillSignal, reason: Option<KillReason>) {
+    fn signal(&mut self, &Signal { slot, pid, signal, reason }: &Signal) {
+        let (lock_limit, request_limit) = (self.config().accept_lock_timeout, self.config().request_deadline);
         let s = &mut *self.world;
-        // I29: only a process the parent forked and has not reaped yet.
-        if !s.procs.iter().any(|p| p.pid == pid) && !s.zombies.iter().any(|z| z.pid == pid) {
+        // I29: only a process the parent forked and has not reaped yet, named with its slot.
+        if !s.procs.iter().any(|p| p.pid == pid && p.slot == slot)
+            && !s.zombies.iter().any(|z| z.pid == pid && z.slot == slot)
+        {
             s.violations.signalled_stranger = true;
         }
-        let running = parent.phase() == Phase::Running;
+        let running = s.lifecycle.serving();
         if running && reason.is_none() {
             s.violations.signal_while_running = true;
         }
@@ -1182,7 +1222,6 @@ impl Platform<CellBoard> for ModelPlatform<'_> {
         if running && reason.is_none() && p.busy() {
             s.violations.killed_busy = true;
         }
-        let cfg = parent.config();
         let served_its_time = |since: Option<Time>, limit| since.is_some_and(|t| s.now.since(t) >= limit);
         // One acquisition held for the limit, and connections waiting now (SPEC.md §7.8: the parent
         // sees the queues at its looks; a holder that took a connection between two looks without
@@ -1191,14 +1230,14 @@ impl Platform<CellBoard> for ModelPlatform<'_> {
         match reason {
             Some(KillReason::Stalled(_)) if s.activity_scribbled => {}
             Some(KillReason::Stalled(Stall::AcceptLock { .. }))
-                if !(waiting && served_its_time(p.lock_since, cfg.accept_lock_timeout)) =>
+                if !(waiting && served_its_time(p.lock_since, lock_limit)) =>
             {
                 s.violations.unjustified_kill = true;
             }
             // Busy with one request, or told to leave (`G`), for the deadline.
             Some(KillReason::Stalled(Stall::Request { .. }))
-                if !served_its_time(p.busy_since, cfg.request_deadline)
-                    && !served_its_time(p.graceful_since, cfg.request_deadline) =>
+                if !served_its_time(p.busy_since, request_limit)
+                    && !served_its_time(p.graceful_since, request_limit) =>
             {
                 s.violations.unjustified_kill = true;
             }
@@ -1209,7 +1248,7 @@ impl Platform<CellBoard> for ModelPlatform<'_> {
         if matches!(reason, Some(KillReason::Stalled(_))) {
             s.watchdog_kills += 1;
         }
-        if reason.is_none() && matches!(parent.phase(), Phase::Stopping | Phase::Restarting) {
+        if reason.is_none() && !running {
             let started = *s.reclaim_started.get_or_insert(s.now);
             let at = s.now.since(started);
             let on_ladder = match signal {
@@ -1245,10 +1284,11 @@ impl Platform<CellBoard> for ModelPlatform<'_> {
         s.queues.iter_mut().for_each(|q| *q = 0);
     }
 
-    fn log(&mut self, line: ParentLog) {
-        if matches!(line, ParentLog::DriverMisuse { .. }) {
-            self.world.violations.driver_misuse = true;
-        }
+    fn log(&mut self, _: ParentLog) {}
+
+    fn event(&mut self, event: ParentEvent) {
+        let s = &mut *self.world;
+        s.violations.lifecycle_out_of_order |= s.lifecycle.hear(&event).is_err();
     }
 }
 

@@ -11,7 +11,7 @@ use prefork_core::child::{ChildAction, ChildEvent, ChildLoop};
 use prefork_core::config::PoolConfig;
 use prefork_core::driver::{ParentDriver, Recorder};
 use prefork_core::exit::ExitReason;
-use prefork_core::parent::{Command, Parent, ParentAction, ParentLog, Pid};
+use prefork_core::parent::{Command, Parent, ParentAction, ParentLog, Pid, Spawn};
 use prefork_core::scoreboard::{ChildSlot, MemoryBoard, ScoreboardView, SlotTable, SlotUpdate};
 use prefork_core::seeded::SeededBug;
 use prefork_core::slot::{SlotState, SlotWord};
@@ -79,13 +79,14 @@ fn pool(cfg: &PoolConfig, bug: Option<SeededBug>) -> (Arc<Board>, Driven, Vec<Ki
     if let Some(bug) = bug.filter(|b| b.in_parent()) {
         parent.seed_bug(bug);
     }
-    let mut parent = Driven { driver: ParentDriver::new(parent), effects: Recorder::new(100) };
-    parent.driver.start(Time::ZERO, &*board, &mut parent.effects);
+    let mut effects = Recorder::new(100);
+    let driver = ParentDriver::start(parent, Time::ZERO, &*board, &mut effects);
+    let mut parent = Driven { driver, effects };
     let mut kids = vec![];
     for action in parent.effects.take() {
-        if let ParentAction::Spawn { slot, born } = action {
+        if let ParentAction::Spawn(Spawn { slot, born, child }) = action {
             let pid = 100 + slot as Pid;
-            let mut child = ChildLoop::new(cfg.listen.len(), cfg.lock_in_use(), 0);
+            let mut child = child.child_loop();
             if let Some(bug) = bug.filter(|b| !b.in_parent()) {
                 child.seed_bug(bug);
             }
@@ -163,7 +164,7 @@ fn retirement_claim_and_work_claim_never_both_win() {
 fn negative_retiring_by_pid_without_the_claim_kills_a_busy_child() {
     let msg = expect_failure("negative_retiring_by_pid_without_the_claim_kills_a_busy_child", || {
         let (actions, child, kid, _) = retirement_race(Some(SeededBug::RetireWithoutClaim));
-        let signalled = actions.iter().any(|a| matches!(a, ParentAction::Signal { pid, .. } if *pid == kid.pid));
+        let signalled = actions.iter().any(|a| matches!(a, ParentAction::Signal(s) if s.pid == kid.pid));
         let busy = matches!(child, ChildAction::Accept { .. });
         assert!(!(signalled && busy), "a busy child was killed");
     });

@@ -121,6 +121,7 @@ fn scenario(name: &str) -> Scenario {
         },
         "scribbles-no-republish" => Scenario { bug: Some(SeededBug::NoRepublish), ..scenario("scribbles") },
         "scribbles-pid-from-board" => Scenario { bug: Some(SeededBug::SignalPidFromBoard), ..scenario("scribbles") },
+        "ready-early" => Scenario { bug: Some(SeededBug::ReadyEarly), ..scenario("one-listener") },
         "scribbles-index-from-board" => Scenario { bug: Some(SeededBug::IndexFromBoard), ..scenario("scribbles") },
         other => panic!("unknown scenario {other}"),
     }
@@ -227,6 +228,11 @@ fn negative_a_wake_up_that_does_not_interrupt_the_lock_wait_leaks_old_children()
 #[test]
 fn negative_without_the_watchdog_a_stalled_lock_holder_wedges_the_listeners() {
     expect_failure("stalls-no-watchdog", "waited");
+}
+
+#[test]
+fn negative_ready_announced_while_a_hard_restart_reclaims_is_caught() {
+    expect_failure("ready-early", "I31");
 }
 
 /// Replays a schedule printed by a failing run (does nothing unless PREFORK_SHUTTLE_REPLAY is set).

@@ -528,9 +528,17 @@ fn negative_a_stop_that_signals_the_pids_on_the_board_signals_a_stranger() {
 fn negative_a_parent_that_indexes_by_a_board_value_panics() {
     let mut model = scribble_model(&[ScribbleKind::SlotWords], vec![], 0);
     model.bug = Some(SeededBug::IndexFromBoard);
+    expect_counterexample("seeded bug IndexFromBoard", model, "I30: the parent never panics, whatever the board holds");
+}
+
+#[test]
+fn negative_ready_announced_while_a_hard_restart_reclaims_is_caught() {
+    let mut model = term_ignoring_model();
+    model.ops = vec![Op::HardRestart];
+    model.bug = Some(SeededBug::ReadyEarly);
     expect_counterexample(
-        "seeded bug IndexFromBoard",
+        "seeded bug ReadyEarly",
         model,
-        "I30: the parent never panics and keeps the driver contract, whatever the board holds",
+        "I31: the lifecycle events come in their order, and Ready only when the pool runs",
     );
 }

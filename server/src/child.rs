@@ -31,6 +31,7 @@ use nix::sys::socket::{SockFlag, accept4};
 use nix::unistd::Pid;
 use prefork_core::child::{ChildAction, ChildEvent, ChildLoop};
 use prefork_core::exit::{ExitReason, code};
+use prefork_core::parent::ChildSpec;
 use prefork_core::scoreboard::ChildSlot;
 use prefork_core::slot::SlotWord;
 use std::io::Write;
@@ -59,7 +60,8 @@ pub(crate) struct ChildSetup<'a> {
     pub(crate) lock: Option<&'a mut AcceptLock>,
     pub(crate) wake: OwnedFd,
     pub(crate) creds: Option<&'a Credentials>,
-    pub(crate) connection_limit: u64,
+    /// What the parent's `Spawn` says the child runs with.
+    pub(crate) spec: ChildSpec,
     pub(crate) service: &'a mut dyn Service,
     pub(crate) parent: Pid,
 }
@@ -149,9 +151,9 @@ fn run_child(setup: ChildSetup<'_>) -> ! {
     }
     let reason = match serve_loop(&mut setup) {
         Ok(reason) => reason,
-        Err(e) => {
+        Err((reason, e)) => {
             error!("child slot {slot}: {e}");
-            ExitReason::WaitFailed
+            reason
         }
     };
     record.exit_reason.store(u64::from(reason.as_u8()), Ordering::Release);
@@ -244,22 +246,41 @@ fn acquire(lock: &mut AcceptLock) -> Result<(), LockError> {
 }
 
 /// The core's child loop on real system calls, until it says `Exit`.
-fn serve_loop(setup: &mut ChildSetup<'_>) -> Result<ExitReason, String> {
-    let ChildSetup { board, slot, born, listeners, lock, wake, connection_limit, service, .. } = setup;
-    let (board, slot, born, listeners, connection_limit): (&Scoreboard, usize, SlotWord, &[Listener], u64) =
-        (board, *slot, *born, listeners, *connection_limit);
+/// Fails with the reason to leave and what went wrong.
+fn serve_loop(setup: &mut ChildSetup<'_>) -> Result<ExitReason, (ExitReason, String)> {
+    let ChildSetup { board, slot, born, listeners, lock, wake, spec, service, .. } = setup;
+    let (board, slot, born, listeners, spec): (&Scoreboard, usize, SlotWord, &[Listener], ChildSpec) =
+        (board, *slot, *born, listeners, *spec);
     let record: &SlotRecord = board.record(slot);
-    let me = ChildSlot::attach(board, slot, born).map_err(|e| format!("slot {slot}: {e}"))?;
+    let me = ChildSlot::attach(board, slot, born).map_err(|e| (ExitReason::SlotLost, format!("slot {slot}: {e}")))?;
     let wake: &OwnedFd = wake;
-    let lock_in_use = lock.is_some();
-    let epoll = epoll_for(listeners, wake, lock_in_use).map_err(|e| format!("epoll: {e}"))?;
-    let mut child = ChildLoop::new(listeners.len(), lock_in_use, connection_limit);
+    let setup_failed = |what: String| (ExitReason::SetupFailed, what);
+    if spec.listeners != listeners.len() || spec.lock_in_use != lock.is_some() {
+        return Err(setup_failed(format!(
+            "the parent spawned a child for {} listener(s){}, and it has {}{}",
+            spec.listeners,
+            if spec.lock_in_use { " with the accept lock" } else { "" },
+            listeners.len(),
+            if lock.is_some() { " with the accept lock" } else { "" }
+        )));
+    }
+    let epoll = epoll_for(listeners, wake, spec.lock_in_use).map_err(|e| setup_failed(format!("epoll: {e}")))?;
+    let mut child = spec.child_loop();
+    // The slot's counters are cumulative over its children; this child adds what its loop counts.
+    let (connections_before, wasted_before) =
+        (record.connections.load(Ordering::Relaxed), record.wasted_wakeups.load(Ordering::Relaxed));
+    let publish_counts = |child: &ChildLoop| {
+        record.connections.store(connections_before.wrapping_add(child.connections()), Ordering::Relaxed);
+        record.wasted_wakeups.store(wasted_before.wrapping_add(child.wasted_wakeups()), Ordering::Relaxed);
+    };
     let mut accepted: Option<(Stream, Option<std::net::SocketAddr>, usize)> = None;
     let mut ready: Vec<usize> = Vec::with_capacity(listeners.len());
     let mut events = [EpollEvent::empty(); 16];
     let mut event = ChildEvent::Started;
     loop {
-        let action = match child.handle(event, &me) {
+        let handled = child.handle(event, &me);
+        publish_counts(&child);
+        let action = match handled {
             Ok(a) => a,
             Err(e) => {
                 error!("child slot {slot}: {e}");
@@ -313,13 +334,9 @@ fn serve_loop(setup: &mut ChildSetup<'_>) -> Result<ExitReason, String> {
                 Ok(fd) => {
                     let (stream, peer_addr) = wrap(fd, &listeners[listener]);
                     accepted = Some((stream, peer_addr, listener));
-                    record.connections.fetch_add(1, Ordering::Relaxed);
                     ChildEvent::Accepted
                 }
-                Err(e) if benign(e) => {
-                    record.wasted_wakeups.fetch_add(1, Ordering::Relaxed);
-                    ChildEvent::AcceptEmpty
-                }
+                Err(e) if benign(e) => ChildEvent::AcceptEmpty,
                 Err(e) => {
                     error!("child slot {slot}: accept: {e}");
                     ChildEvent::AcceptFailed

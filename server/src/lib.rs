@@ -29,7 +29,8 @@
 //! |---|---|
 //! | [`Service`], [`Connection`], [`Status`], [`Stream`] | what an embedder writes and gets (`service.rs`) |
 //! | [`PoolView`], [`PoolSnapshot`] | the pool, read-only, for status pages (`view.rs`) |
-//! | [`Server`], [`Reloaded`], [`Lifecycle`], [`ServerError`] | building and running (`server.rs`) |
+//! | [`Server`] | building and running (`server.rs`) |
+//! | [`Reloaded`], [`Lifecycle`], [`ServerError`] | what a server runs with and reports (`options.rs`) |
 //! | [`harness`] | a service on a socket pair in this process, without forking (tests, fuzzing) |
 //! | `supervisor.rs`, `os.rs` | the parent: its logic on a `System` trait, and the real system (fork, signalfd, waitpid) |
 //! | `child.rs` | a child: set-up after fork(), then the core's child loop on epoll, accept4 and the lock |
@@ -48,6 +49,7 @@ pub struct ReadmeDoctests;
 pub mod harness;
 pub mod listeners;
 pub mod locks;
+mod options;
 mod os;
 mod server;
 mod service;
@@ -56,7 +58,8 @@ mod supervisor;
 mod view;
 
 pub use listeners::{ListenQueue, Listener};
-pub use server::{Lifecycle, OnReady, Reloaded, Reloader, Server, ServerError};
+pub use options::{Lifecycle, OnReady, Reloaded, Reloader, ServerError};
+pub use server::Server;
 pub use service::{Connection, Service, Status, Stream};
 pub use shm::{Scoreboard, SlotInfo};
 pub use view::{ListenerInfo, PoolSnapshot, PoolView, Totals, WatchdogKills};

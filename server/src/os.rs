@@ -12,7 +12,7 @@ use crate::child::{self, ChildSetup};
 use crate::creds::{self, Credentials};
 use crate::listeners::{self, Listener};
 use crate::locks::{AcceptLock, DEFAULT_MECHANISM};
-use crate::server::{Lifecycle, OnReady, Options, ServerError};
+use crate::options::{Lifecycle, OnReady, Options, ServerError};
 use crate::service::Service;
 use crate::shm::Scoreboard;
 use crate::supervisor::{Notice, Supervisor, System};
@@ -26,14 +26,17 @@ use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
 use nix::unistd::{ForkResult, Pid, fork, pipe2};
 use prefork_core::config::{LockMechanism, PoolConfig};
 use prefork_core::driver::Platform;
-use prefork_core::exit::{ExitStatus, KillReason};
-use prefork_core::parent::{KillSignal, Level, Observation, Parent, ParentLog, RepeatFilter};
-use prefork_core::slot::SlotWord;
+use prefork_core::exit::{ExitReason, ExitStatus, KillReason};
+/// The core's signal action (nix's `Signal` is the signal number).
+use prefork_core::parent::Signal as SignalAction;
+use prefork_core::parent::{KillSignal, Level, Observation, ParentEvent, ParentLog, RepeatFilter, Spawn};
 use prefork_core::time::Time;
 use std::collections::HashMap;
 use std::io::{self, Write};
 use std::os::fd::{AsFd, OwnedFd};
 use std::path::{Path, PathBuf};
+use std::rc::Rc;
+use std::sync::atomic::Ordering;
 use std::time::Instant;
 use tracing::{error, info, warn};
 
@@ -79,8 +82,10 @@ pub(crate) struct Os {
     retired_locks: Vec<AcceptLock>,
     lock_dir: PathBuf,
     creds: Option<Credentials>,
-    /// Each child's wake pipe (write end), by pid, until it is reaped.
-    wakers: HashMap<u32, OwnedFd>,
+    /// The scoreboard the children run on (the supervisor holds it too).
+    board: Rc<Scoreboard>,
+    /// Each child's slot and wake pipe (write end), by pid, until it is reaped.
+    children: HashMap<u32, Forked>,
     service: Box<dyn Service>,
     on_ready: Option<OnReady>,
     notify: Option<Box<dyn FnMut(Lifecycle)>>,
@@ -89,6 +94,13 @@ pub(crate) struct Os {
     /// The child whose watchdog kill was just logged: its kill gets a line naming its request
     /// (only then, so that line is bounded as the core's is).
     detail_for: Option<Pid32>,
+}
+
+/// What the parent keeps of a child it forked.
+struct Forked {
+    slot: usize,
+    /// The write end of its wake pipe.
+    waker: OwnedFd,
 }
 
 /// Runs the parent in this process (see [`crate::Server::run`]).
@@ -103,9 +115,16 @@ pub(crate) fn run(mut options: Options) -> Result<i32, ServerError> {
         Some(l) => l,
         None => listeners::bind_all(&cfg.listen, cfg.listen_backlog).map_err(ServerError::Bind)?,
     };
+    let mut cfg = cfg;
+    if inherited {
+        // The core plans for the sockets there are (children poll them, the lock follows them).
+        cfg.listen = listeners.iter().map(|l| l.configured.clone()).collect();
+    }
     let pid = nix::unistd::getpid();
-    let board = Scoreboard::create(cfg.server_limit as usize, pid.as_raw() as u32, unix_ms())
-        .map_err(ServerError::Scoreboard)?;
+    let board = Rc::new(
+        Scoreboard::create(cfg.server_limit as usize, pid.as_raw() as u32, unix_ms())
+            .map_err(ServerError::Scoreboard)?,
+    );
     let lock = lock_for(&cfg, listeners.len(), &options.lock_dir, creds.as_ref())?;
     if let Some(path) = &options.pid_file {
         std::fs::write(path, format!("{pid}\n"))
@@ -133,29 +152,27 @@ pub(crate) fn run(mut options: Options) -> Result<i32, ServerError> {
         retired_locks: vec![],
         lock_dir: options.lock_dir,
         creds,
-        wakers: HashMap::new(),
+        board: board.clone(),
+        children: HashMap::new(),
         service: options.service,
         on_ready: options.on_ready,
         notify: options.notify,
         repeats: RepeatFilter::default(),
         detail_for: None,
     };
-    let mut supervisor = Supervisor::new(cfg, board, os, options.reload);
-    let code = match supervisor.start() {
-        Some(code) => code,
-        None => supervisor.run(),
-    };
+    let code = Supervisor::start(cfg, board, os, options.reload).run();
     if let Some(path) = &options.pid_file {
         let _ = std::fs::remove_file(path);
     }
     Ok(code)
 }
 
-impl Platform<Scoreboard> for Os {
-    fn spawn(&mut self, parent: &Parent, board: &Scoreboard, slot: usize, born: SlotWord) -> Result<Pid32, String> {
+impl Platform for Os {
+    fn spawn(&mut self, spawn: &Spawn) -> Result<Pid32, String> {
+        let &Spawn { slot, born, child: spec } = spawn;
         let (wake_r, wake_w) =
             pipe2(OFlag::O_CLOEXEC | OFlag::O_NONBLOCK).map_err(|e| format!("cannot create a wake pipe: {e}"))?;
-        board.record(slot).prepare_for_spawn(unix_ms());
+        self.board.record(slot).prepare_for_spawn(unix_ms());
         let _ = io::stdout().flush();
         let _ = io::stderr().flush();
         // SAFETY: the parent is single-threaded (it never starts threads), so the child may run
@@ -166,20 +183,18 @@ impl Platform<Scoreboard> for Os {
                 // Parent-only descriptors: the signalfd, the other children's wake pipes, and the
                 // locks of earlier configurations (old children's; dropping one in a child only
                 // closes its descriptor: SPEC.md §14.4).
-                self.wakers.clear();
+                self.children.clear();
                 self.signals = None;
                 self.retired_locks.clear();
-                let connection_limit =
-                    parent.config().connection_limit(u64::from(std::process::id()) << 16 | slot as u64);
                 child::run(ChildSetup {
-                    board,
+                    board: &self.board,
                     slot,
                     born,
                     listeners: &self.listeners,
                     lock: self.lock.as_mut(),
                     wake: wake_r,
                     creds: self.creds.as_ref(),
-                    connection_limit,
+                    spec,
                     service: &mut *self.service,
                     parent: self.pid,
                 })
@@ -187,7 +202,7 @@ impl Platform<Scoreboard> for Os {
             Ok(ForkResult::Parent { child }) => {
                 drop(wake_r);
                 let pid = child.as_raw() as u32;
-                self.wakers.insert(pid, wake_w);
+                self.children.insert(pid, Forked { slot, waker: wake_w });
                 Ok(pid)
             }
             Err(e) => Err(e.to_string()),
@@ -195,26 +210,24 @@ impl Platform<Scoreboard> for Os {
     }
 
     fn wake(&mut self, _: usize, pid: Pid32) {
-        if let Some(w) = self.wakers.get(&pid) {
-            let _ = nix::unistd::write(w, b"!"); // full pipe: already woken
+        if let Some(c) = self.children.get(&pid) {
+            let _ = nix::unistd::write(&c.waker, b"!"); // full pipe: already woken
         }
         // Interrupts a wait for the accept lock (SPEC.md §7.1).
         let _ = kill(Pid::from_raw(pid as i32), Signal::SIGUSR1);
     }
 
-    fn signal(&mut self, parent: &Parent, board: &Scoreboard, pid: Pid32, signal: KillSignal, why: Option<KillReason>) {
+    fn signal(&mut self, &SignalAction { slot, pid, signal, reason }: &SignalAction) {
         let sig = if signal == KillSignal::Term { Signal::SIGTERM } else { Signal::SIGKILL };
         // The pid comes from the parent's own table, never from the board; still, never this
         // process, init, or a process group.
         if pid as i32 == self.pid.as_raw() || pid <= 1 || pid > i32::MAX as u32 {
             return;
         }
-        if let (Some(KillReason::Stalled(stall)), Some(slot), true) =
-            (why, parent.slot_of(pid), self.detail_for.take() == Some(pid))
-        {
+        if let (Some(KillReason::Stalled(stall)), true) = (reason, self.detail_for.take() == Some(pid)) {
             // The log names what the child was doing: text the child wrote, so escaped (it must
             // not forge log lines).
-            let info = board.record(slot).info();
+            let info = self.board.record(slot).info();
             error!(
                 "child {pid} (slot {slot}) was killed by the watchdog ({}) while serving {:?}: {:?}",
                 stall.name(),
@@ -243,6 +256,18 @@ impl Platform<Scoreboard> for Os {
                 self.detail_for = Some(pid);
             }
             write_log(&line);
+        }
+    }
+
+    fn event(&mut self, event: ParentEvent) {
+        let moment = Lifecycle::from(&event);
+        if moment == Lifecycle::Ready
+            && let Some(f) = self.on_ready.take()
+        {
+            f(&self.listeners);
+        }
+        if let Some(f) = self.notify.as_mut() {
+            f(moment);
         }
     }
 }
@@ -303,7 +328,7 @@ impl System for Os {
         notices
     }
 
-    fn reap(&mut self) -> Option<(Pid32, ExitStatus)> {
+    fn reap(&mut self) -> Option<(Pid32, ExitStatus, Option<ExitReason>)> {
         loop {
             let (pid, status) = match waitpid(None::<Pid>, Some(WaitPidFlag::WNOHANG)) {
                 Ok(WaitStatus::Exited(pid, c)) => (pid, ExitStatus::Code(c)),
@@ -316,12 +341,16 @@ impl System for Os {
                 }
             };
             let pid = pid.as_raw() as u32;
-            self.wakers.remove(&pid);
-            return Some((pid, status));
+            // What the child says it left for (its slot record; it labels the log line only).
+            let reported = self
+                .children
+                .remove(&pid)
+                .and_then(|c| ExitReason::from_u8(self.board.record(c.slot).exit_reason.load(Ordering::Acquire) as u8));
+            return Some((pid, status, reported));
         }
     }
 
-    fn reconfigure(&mut self, current: &PoolConfig, next: &PoolConfig) -> Result<(), String> {
+    fn reconfigure(&mut self, current: &PoolConfig, next: &mut PoolConfig) -> Result<(), String> {
         // Everything that can fail, before anything in force changes: accounts, the lock, then
         // the listeners (whose reconcile either binds every new address or changes nothing).
         let creds = if next.user != current.user || next.group != current.group {
@@ -329,11 +358,11 @@ impl System for Os {
         } else {
             None
         };
-        let wanted: Vec<_> = if self.inherited {
-            self.listeners.iter().map(|l| l.configured.clone()).collect()
-        } else {
-            next.listen.clone()
-        };
+        if self.inherited {
+            // The inherited sockets stay, whatever `listen` says (the core plans for them).
+            next.listen = self.listeners.iter().map(|l| l.configured.clone()).collect();
+        }
+        let wanted = next.listen.clone();
         let mechanism: Option<LockMechanism> = next.accept_mutex.mechanism(wanted.len(), DEFAULT_MECHANISM);
         let lock = if self.lock.as_ref().map(AcceptLock::mechanism) != mechanism {
             let ids = creds.as_ref().unwrap_or(&self.creds).as_ref();
@@ -362,17 +391,6 @@ impl System for Os {
 
     fn replace_service(&mut self, service: Box<dyn Service>) {
         self.service = service; // new children get it; old ones keep theirs
-    }
-
-    fn lifecycle(&mut self, moment: Lifecycle) {
-        if moment == Lifecycle::Ready
-            && let Some(f) = self.on_ready.take()
-        {
-            f(&self.listeners);
-        }
-        if let Some(f) = self.notify.as_mut() {
-            f(moment);
-        }
     }
 
     fn note(&mut self, level: Level, message: String) {

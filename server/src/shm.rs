@@ -289,31 +289,26 @@ pub struct Published {
     started_ms: u64,
     /// The wall clock (unix ms) at the core's time zero.
     origin_ms: u64,
-    restarted_ms: u64,
-    /// Per slot: the last kill by the parent while the pool ran (`KillReason::code`, unix ms),
-    /// kept when the slot is refilled, and the pid it was for (so each kill is stamped once).
-    killed: Vec<(u8, u64, u32)>,
+    /// Per slot: the pid of the last kill the parent's counters name, and when it was first
+    /// published (unix ms): the kill time status pages show.
+    killed_at: Vec<(u32, u64)>,
 }
 
 impl Published {
     /// What a parent `parent_pid` started at `started_ms` (unix) publishes into a board of `slots`
     /// slots; `origin_ms` is the wall clock at the core's time zero.
     pub fn new(slots: usize, parent_pid: u32, started_ms: u64, origin_ms: u64) -> Published {
-        Published { parent_pid, started_ms, origin_ms, restarted_ms: started_ms, killed: vec![(0, 0, 0); slots] }
-    }
-
-    /// The pool started afresh (a hard restart finished) at `now_ms`.
-    pub fn restarted(&mut self, now_ms: u64) {
-        self.restarted_ms = now_ms;
+        Published { parent_pid, started_ms, origin_ms, killed_at: vec![(0, 0); slots] }
     }
 
     /// Writes all of it into `board` from `parent`'s state: the header (identity, times, the
-    /// policy's spawn rate, the parent's counters), and for each slot the
-    /// spawn time of the child the parent has there and the slot's last kill (the core publishes
-    /// the pids itself). `now_ms` stamps kills seen for the first time.
+    /// policy's spawn rate, the parent's counters), and for each slot the spawn time of the child
+    /// the parent has there and the slot's last kill (the core publishes the pids itself).
+    /// `now_ms` stamps kills published for the first time.
     pub fn write(&mut self, board: &Scoreboard, parent: &Parent, now_ms: u64) {
         let h = board.header();
         let stats = parent.stats();
+        let restarted_ms = stats.restarted_at.map_or(self.started_ms, |t| self.origin_ms + t.as_millis());
         for (word, value) in [
             (&h.magic, MAGIC),
             (&h.version, LAYOUT_VERSION),
@@ -321,7 +316,7 @@ impl Published {
             (&h.record_size, size_of::<SlotRecord>() as u64),
             (&h.parent_pid, u64::from(self.parent_pid)),
             (&h.started_ms, self.started_ms),
-            (&h.restarted_ms, self.restarted_ms),
+            (&h.restarted_ms, restarted_ms),
             (&h.spawn_rate, u64::from(parent.policy().idle_spawn_rate())),
             (&h.spawned_total, stats.spawned),
             (&h.killed_accept_lock, stats.killed_accept_lock),
@@ -334,19 +329,20 @@ impl Published {
             word.store(value, Ordering::Relaxed);
         }
         let mut children = parent.children().peekable();
-        for slot in 0..board.slots.min(self.killed.len()) {
+        for slot in 0..board.slots.min(self.killed_at.len()) {
             let r = board.record(slot);
-            let child = children.next_if(|(s, _)| *s == slot).map(|(_, c)| c);
-            if let Some(c) = child {
-                let pid = c.pid.unwrap_or(0);
+            if let Some((_, c)) = children.next_if(|(s, _)| *s == slot) {
                 r.started_ms.store(self.origin_ms + c.spawned_at.as_millis(), Ordering::Relaxed);
-                if let Some(why) = c.killed
-                    && self.killed[slot].2 != pid
-                {
-                    self.killed[slot] = (why.code(), now_ms, pid);
-                }
             }
-            let (code, at, _) = self.killed[slot];
+            let (code, at) = match stats.last_kills.get(slot).copied().flatten() {
+                Some((pid, why)) => {
+                    if self.killed_at[slot].0 != pid {
+                        self.killed_at[slot] = (pid, now_ms);
+                    }
+                    (why.code(), self.killed_at[slot].1)
+                }
+                None => (0, 0),
+            };
             r.killed_for.store(u64::from(code), Ordering::Relaxed);
             r.killed_ms.store(at, Ordering::Relaxed);
         }

@@ -1,7 +1,8 @@
 //! The parent process's logic: one loop around the core's `ParentDriver`, on a [`System`].
 //!
 //! ```text
-//! start: core.start -> Ready
+//! start: ParentDriver::start (the core's lifecycle events, Ready, Reloading, Stopping, reach the
+//!        system as they happen: systemd and `on_ready` hear them there)
 //! loop {
 //!   wait for notices until the core's next timeout
 //!   ChildExited        -> reap every exited child (waitpid WNOHANG) -> core.handle_child_exit
@@ -16,16 +17,16 @@
 //! (fork, signalfd, waitpid, kill, sockets, locks); the tests below script one, so the restart,
 //! refusal and reap paths are checked without a single fork.
 
-use crate::server::{Lifecycle, Reloaded, Reloader};
+use crate::options::{Reloaded, Reloader};
 use crate::service::Service;
 use crate::shm::{Published, Scoreboard};
 use prefork_core::config::{Checked, PoolConfig};
 use prefork_core::driver::{ParentDriver, Platform};
 use prefork_core::exit::{ExitReason, ExitStatus};
-use prefork_core::parent::{Command, Level, Parent, Phase, Pid};
+use prefork_core::parent::{Command, Level, Observation, Parent, ParentEvent, ParentLog, Pid, Signal, Spawn};
 use prefork_core::scoreboard::SlotTable;
 use prefork_core::time::Time;
-use std::sync::atomic::Ordering;
+use std::rc::Rc;
 
 /// What the operating system tells the parent (Apache's signals, already interpreted).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -43,22 +44,22 @@ pub(crate) enum Notice {
     Stop,
 }
 
-/// The parent's side of the operating system: the core's effects ([`Platform`]) plus what the
-/// supervision loop itself needs.
-pub(crate) trait System: Platform<Scoreboard> {
+/// The parent's side of the operating system: the core's effects ([`Platform`], lifecycle
+/// events included) plus what the supervision loop itself needs.
+pub(crate) trait System: Platform {
     /// The monotonic clock, as the core's time.
     fn now(&self) -> Time;
     /// Blocks until something happens or `until` (if any) passes; what happened, in order.
     fn wait(&mut self, until: Option<Time>) -> Vec<Notice>;
-    /// One child that has exited and is not reaped yet (`waitpid(WNOHANG)`), if any.
-    fn reap(&mut self) -> Option<(Pid, ExitStatus)>;
+    /// One child that has exited and is not reaped yet (`waitpid(WNOHANG)`), if any, with the
+    /// reason it left in its slot record if it is one this system forked.
+    fn reap(&mut self) -> Option<(Pid, ExitStatus, Option<ExitReason>)>;
     /// Brings listeners, accept lock and accounts in line with `next` (running `current`): either
-    /// all of it, or nothing and the reason.
-    fn reconfigure(&mut self, current: &PoolConfig, next: &PoolConfig) -> Result<(), String>;
+    /// all of it, or nothing and the reason. Where the listeners are not the configuration's
+    /// (inherited from a service manager), `next.listen` is set to the ones there are.
+    fn reconfigure(&mut self, current: &PoolConfig, next: &mut PoolConfig) -> Result<(), String>;
     /// The service new children get from now on (old children keep theirs).
     fn replace_service(&mut self, service: Box<dyn Service>);
-    /// A lifecycle moment (for a service manager).
-    fn lifecycle(&mut self, moment: Lifecycle);
     /// The supervisor's own log lines (the core's go through [`Platform::log`]).
     fn note(&mut self, level: Level, message: String);
 }
@@ -67,33 +68,68 @@ pub(crate) trait System: Platform<Scoreboard> {
 /// how restarts get their configuration.
 pub(crate) struct Supervisor<S> {
     driver: ParentDriver,
-    board: Scoreboard,
+    board: Rc<Scoreboard>,
     /// What the parent writes into the board besides the core's words, from its own memory.
     published: Published,
     system: S,
     reload: Option<Reloader>,
+    /// The configuration in force, as the core's last `Ready` said.
+    running: PoolConfig,
+}
+
+/// The platform the driver performs the parent's effects on: the system, with the supervisor
+/// hearing the configuration each `Ready` brings.
+struct Listening<'a, S> {
+    system: &'a mut S,
+    running: &'a mut PoolConfig,
+}
+
+impl<S: System> Platform for Listening<'_, S> {
+    fn spawn(&mut self, spawn: &Spawn) -> Result<Pid, String> {
+        self.system.spawn(spawn)
+    }
+    fn wake(&mut self, slot: usize, pid: Pid) {
+        self.system.wake(slot, pid);
+    }
+    fn signal(&mut self, signal: &Signal) {
+        self.system.signal(signal);
+    }
+    fn observe(&mut self) -> Observation {
+        self.system.observe()
+    }
+    fn close_listeners(&mut self) {
+        self.system.close_listeners();
+    }
+    fn log(&mut self, line: ParentLog) {
+        self.system.log(line);
+    }
+    fn event(&mut self, event: ParentEvent) {
+        if let ParentEvent::Ready { config, .. } = &event {
+            self.running.clone_from(config);
+        }
+        self.system.event(event);
+    }
 }
 
 impl<S: System> Supervisor<S> {
-    pub(crate) fn new(config: PoolConfig, board: Scoreboard, system: S, reload: Option<Reloader>) -> Self {
+    /// Starts the pool (StartServers children; the system hears `Ready`).
+    pub(crate) fn start(config: PoolConfig, board: Rc<Scoreboard>, mut system: S, reload: Option<Reloader>) -> Self {
         let now_ms = crate::unix_ms();
-        let origin_ms = now_ms.saturating_sub(system.now().as_millis());
+        let now = system.now();
+        let origin_ms = now_ms.saturating_sub(now.as_millis());
         let published = Published::new(board.slot_count(), std::process::id(), now_ms, origin_ms);
-        Supervisor { driver: ParentDriver::new(Parent::new(config)), board, published, system, reload }
-    }
-
-    /// Starts the pool (StartServers children); `Some(code)` if the parent is already done.
-    pub(crate) fn start(&mut self) -> Option<i32> {
-        let now = self.system.now();
-        let exit = self.drive(|driver, board, system| driver.start(now, board, system));
-        self.system.lifecycle(Lifecycle::Ready);
-        exit
+        let mut running = config.clone();
+        let mut platform = Listening { system: &mut system, running: &mut running };
+        let driver = ParentDriver::start(Parent::new(config), now, &*board, &mut platform);
+        let mut supervisor = Supervisor { driver, board, published, system, reload, running };
+        supervisor.published.write(&supervisor.board, supervisor.driver.parent(), now_ms);
+        supervisor
     }
 
     /// Runs until the parent exits; its exit code.
     pub(crate) fn run(&mut self) -> i32 {
         loop {
-            if let Some(code) = self.turn() {
+            if let Some(code) = self.driver.exit_code().or_else(|| self.turn()) {
                 return code;
             }
         }
@@ -119,52 +155,35 @@ impl<S: System> Supervisor<S> {
                 return Some(code);
             }
             let now = self.system.now();
-            return self.drive(|driver, board, system| driver.handle_timeout(now, board, system));
+            return self.drive(|driver, board, platform| driver.handle_timeout(now, board, platform));
         }
         None
     }
 
-    /// Feeds the core one input through the driver, then writes everything the parent publishes
-    /// into the board from its own memory (a scribbled header is put right here) and reports a
-    /// finished hard restart.
-    fn drive(&mut self, input: impl FnOnce(&mut ParentDriver, &Scoreboard, &mut S) -> Option<i32>) -> Option<i32> {
-        let before = self.driver.parent().phase();
-        let exit = input(&mut self.driver, &self.board, &mut self.system);
-        let now_ms = crate::unix_ms();
-        let restarted = before == Phase::Restarting && self.driver.parent().phase() == Phase::Running;
-        if restarted {
-            self.published.restarted(now_ms);
-        }
-        self.published.write(&self.board, self.driver.parent(), now_ms);
-        if restarted {
-            self.system.lifecycle(Lifecycle::Ready); // a hard restart finished
-        }
+    /// Feeds the core one input through the driver (its effects and events happen on the
+    /// system), then writes everything the parent publishes into the board from its own memory
+    /// (a scribbled header is put right here).
+    fn drive(
+        &mut self,
+        input: impl FnOnce(&mut ParentDriver, &Scoreboard, &mut Listening<'_, S>) -> Option<i32>,
+    ) -> Option<i32> {
+        let mut platform = Listening { system: &mut self.system, running: &mut self.running };
+        let exit = input(&mut self.driver, &self.board, &mut platform);
+        self.published.write(&self.board, self.driver.parent(), crate::unix_ms());
         exit
     }
 
     fn command(&mut self, command: Command) -> Option<i32> {
-        let stopping = matches!(command, Command::Stop | Command::GracefulStop);
-        let restarting = matches!(command, Command::GracefulRestart(_) | Command::HardRestart(_));
-        if stopping && !matches!(self.driver.parent().phase(), Phase::Stopping | Phase::Draining) {
-            self.system.lifecycle(Lifecycle::Stopping);
-        }
-        if restarting {
-            self.system.lifecycle(Lifecycle::Reloading);
-        }
         let now = self.system.now();
-        let exit = self.drive(|driver, board, system| driver.handle_command(now, command, board, system));
-        if restarting && self.driver.parent().phase() == Phase::Running {
-            self.system.lifecycle(Lifecycle::Ready); // a graceful restart is in force at once
-        }
-        exit
+        self.drive(|driver, board, platform| driver.handle_command(now, command, board, platform))
     }
 
     /// SIGUSR1 / SIGHUP: a new configuration, or a clear refusal that changes nothing.
     fn restart(&mut self, graceful: bool) -> Option<i32> {
         let kind = if graceful { "graceful restart" } else { "restart" };
-        let current = self.driver.parent().config().clone();
+        let current = &self.running;
         let reloaded = match self.reload.as_mut() {
-            Some(reload) => reload(&current),
+            Some(reload) => reload(current),
             None => Ok(Reloaded::from(Checked { value: current.clone(), warnings: vec![] })),
         };
         let reloaded = match reloaded {
@@ -182,8 +201,8 @@ impl<S: System> Supervisor<S> {
         for w in &reloaded.config.warnings {
             self.system.note(Level::Warn, format!("configuration: {w}"));
         }
-        let next = reloaded.config.value;
-        if let Err(why) = self.system.reconfigure(&current, &next) {
+        let mut next = reloaded.config.value;
+        if let Err(why) = self.system.reconfigure(&self.running, &mut next) {
             self.system
                 .note(Level::Error, format!("{kind} refused: {why}; still running with the previous configuration"));
             return None;
@@ -197,14 +216,10 @@ impl<S: System> Supervisor<S> {
 
     /// Reaps every exited child (signals coalesce: one SIGCHLD may stand for several).
     fn reap(&mut self) -> Option<i32> {
-        while let Some((pid, status)) = self.system.reap() {
-            // What the child says it left for (its slot record; it labels the log line only).
-            let reported = self.driver.parent().slot_of(pid).and_then(|slot| {
-                ExitReason::from_u8(self.board.record(slot).exit_reason.load(Ordering::Acquire) as u8)
-            });
+        while let Some((pid, status, reported)) = self.system.reap() {
             let now = self.system.now();
-            let exit =
-                self.drive(|driver, board, system| driver.handle_child_exit(now, pid, status, reported, board, system));
+            let exit = self
+                .drive(|driver, board, platform| driver.handle_child_exit(now, pid, status, reported, board, platform));
             if exit.is_some() {
                 return exit;
             }
@@ -216,11 +231,9 @@ impl<S: System> Supervisor<S> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::server::Reloaded;
+    use crate::options::{Lifecycle, Reloaded};
     use prefork_core::config::RawPoolConfig;
-    use prefork_core::exit::KillReason;
-    use prefork_core::parent::{KillSignal, Observation, ParentLog, QueueDepth};
-    use prefork_core::slot::SlotWord;
+    use prefork_core::parent::{KillSignal, Phase, QueueDepth};
     use std::collections::VecDeque;
     use std::time::Duration;
 
@@ -230,7 +243,7 @@ mod tests {
     struct Scripted {
         now: Time,
         notices: VecDeque<Vec<Notice>>,
-        exited: VecDeque<(Pid, ExitStatus)>,
+        exited: VecDeque<(Pid, ExitStatus, Option<ExitReason>)>,
         next_pid: Pid,
         fork_error: Option<String>,
         reconfigure_error: Option<String>,
@@ -247,8 +260,8 @@ mod tests {
         queues: Vec<QueueDepth>,
     }
 
-    impl Platform<Scoreboard> for Scripted {
-        fn spawn(&mut self, _: &Parent, _: &Scoreboard, _: usize, _: SlotWord) -> Result<Pid, String> {
+    impl Platform for Scripted {
+        fn spawn(&mut self, _: &Spawn) -> Result<Pid, String> {
             self.spawns += 1;
             if let Some(e) = &self.fork_error {
                 return Err(e.clone());
@@ -260,12 +273,13 @@ mod tests {
         fn wake(&mut self, _: usize, pid: Pid) {
             self.wakes.push(pid);
         }
-        fn signal(&mut self, _: &Parent, _: &Scoreboard, pid: Pid, signal: KillSignal, _: Option<KillReason>) {
+        fn signal(&mut self, &Signal { pid, signal, .. }: &Signal) {
             self.signals.push((pid, signal));
             // Every child dies of its first signal.
             if let Some(i) = self.alive.iter().position(|&p| p == pid) {
                 self.alive.remove(i);
-                self.exited.push_back((pid, ExitStatus::Signaled(if signal == KillSignal::Term { 15 } else { 9 })));
+                let status = ExitStatus::Signaled(if signal == KillSignal::Term { 15 } else { 9 });
+                self.exited.push_back((pid, status, None));
                 self.notices.push_front(vec![Notice::ChildExited]);
             }
         }
@@ -277,6 +291,9 @@ mod tests {
         }
         fn log(&mut self, line: ParentLog) {
             self.logs.push(line);
+        }
+        fn event(&mut self, event: ParentEvent) {
+            self.moments.push(Lifecycle::from(&event));
         }
     }
 
@@ -294,10 +311,10 @@ mod tests {
                 }
             }
         }
-        fn reap(&mut self) -> Option<(Pid, ExitStatus)> {
+        fn reap(&mut self) -> Option<(Pid, ExitStatus, Option<ExitReason>)> {
             self.exited.pop_front()
         }
-        fn reconfigure(&mut self, _: &PoolConfig, next: &PoolConfig) -> Result<(), String> {
+        fn reconfigure(&mut self, _: &PoolConfig, next: &mut PoolConfig) -> Result<(), String> {
             match &self.reconfigure_error {
                 Some(e) => Err(e.clone()),
                 None => {
@@ -308,9 +325,6 @@ mod tests {
         }
         fn replace_service(&mut self, _: Box<dyn Service>) {
             self.services_replaced += 1;
-        }
-        fn lifecycle(&mut self, moment: Lifecycle) {
-            self.moments.push(moment);
         }
         fn note(&mut self, level: Level, message: String) {
             self.notes.push((level, message));
@@ -331,9 +345,9 @@ mod tests {
     }
 
     fn supervisor(reload: Option<Reloader>) -> Supervisor<Scripted> {
-        let board = Scoreboard::create(8, 1, 0).unwrap();
-        let mut s = Supervisor::new(config(3), board, Scripted { next_pid: 100, ..Scripted::default() }, reload);
-        assert_eq!(s.start(), None);
+        let board = Rc::new(Scoreboard::create(8, 1, 0).unwrap());
+        let s = Supervisor::start(config(3), board, Scripted { next_pid: 100, ..Scripted::default() }, reload);
+        assert_eq!(s.driver.exit_code(), None);
         assert_eq!(s.system.alive, [101, 102, 103]);
         s
     }
@@ -411,7 +425,13 @@ mod tests {
         assert_eq!(s.driver.parent().phase(), Phase::Running);
         assert_eq!(s.system.alive, [104, 105, 106]);
         assert_eq!(s.system.moments, [Lifecycle::Ready, Lifecycle::Reloading, Lifecycle::Ready]);
-        assert!(s.board.header().restarted_ms.load(Ordering::Relaxed) > 0, "the restart time is published");
+        let at = s.driver.parent().stats().restarted_at.expect("the core records when the new pool started");
+        let h = s.board.header();
+        let (started, restarted) = (
+            h.started_ms.load(std::sync::atomic::Ordering::Relaxed),
+            h.restarted_ms.load(std::sync::atomic::Ordering::Relaxed),
+        );
+        assert!(restarted >= started && restarted - started <= at.as_millis() + 1_000, "the restart time is published");
     }
 
     #[test]
@@ -419,7 +439,7 @@ mod tests {
         let mut s = supervisor(None);
         // Child 102 crashed, but no SIGCHLD notice ever arrives.
         s.system.alive.retain(|&p| p != 102);
-        s.system.exited.push_back((102, ExitStatus::Signaled(9)));
+        s.system.exited.push_back((102, ExitStatus::Signaled(9), None));
         assert_eq!(s.driver.parent().live_children(), 3);
         assert_eq!(turns(&mut s, 1), None, "the next timeout is due after one wait");
         assert!(
@@ -434,11 +454,11 @@ mod tests {
 
     #[test]
     fn a_failed_fork_is_logged_once_with_its_reason_and_retried_later() {
-        let board = Scoreboard::create(8, 1, 0).unwrap();
+        let board = Rc::new(Scoreboard::create(8, 1, 0).unwrap());
         let system =
             Scripted { next_pid: 100, fork_error: Some("fork: EAGAIN: Try again".into()), ..Scripted::default() };
-        let mut s = Supervisor::new(config(1), board, system, None);
-        assert_eq!(s.start(), None);
+        let mut s = Supervisor::start(config(1), board, system, None);
+        assert_eq!(s.driver.exit_code(), None);
         let failed: Vec<String> =
             s.system.logs.iter().filter(|l| l.apache_code() == Some("AH00159")).map(ToString::to_string).collect();
         assert_eq!(failed, ["fork: unable to fork a child for slot 0: fork: EAGAIN: Try again; retrying in 1s"]);

@@ -155,11 +155,6 @@ pub enum ParentLog {
     /// A restart's configuration had to be changed to apply (server_limit cannot change, AH00179;
     /// the limits that follow from it).
     ConfigAdjusted(ConfigWarning),
-    /// A driver call that broke the driver contract (a bug in the driver; nothing was changed).
-    DriverMisuse {
-        /// What was wrong.
-        what: String,
-    },
     /// Lines of one kind that [`RepeatFilter`] held back: more than [`REPEAT_BURST`] came within
     /// [`REPEAT_WINDOW`].
     Repeated {
@@ -207,7 +202,6 @@ impl ParentLog {
             | ParentLog::CrashLoop { .. }
             | ParentLog::SlotRepaired { .. }
             | ParentLog::SlotDamagedAgain { .. }
-            | ParentLog::DriverMisuse { .. }
             | ParentLog::StillRunning { sending: KillSignal::Kill, .. } => Level::Error,
             ParentLog::StillRunning { .. }
             | ParentLog::LongLostChild { .. }
@@ -250,7 +244,6 @@ impl ParentLog {
             ParentLog::CrashLoop { .. } => "crash loop",
             ParentLog::SlotRepaired { .. } => "scoreboard slot repaired",
             ParentLog::SlotDamagedAgain { .. } => "scoreboard slot damaged again",
-            ParentLog::DriverMisuse { .. } => "driver contract broken",
             ParentLog::CommandIgnored { .. } => "command ignored",
             _ => return None,
         })
@@ -402,7 +395,6 @@ impl fmt::Display for ParentLog {
                 write!(f, "{command} ignored: the server is in phase {phase:?}")
             }
             ParentLog::ConfigAdjusted(w) => write!(f, "restart configuration: {}: {}", w.key, w.message),
-            ParentLog::DriverMisuse { what } => write!(f, "driver contract broken: {what}"),
             ParentLog::Repeated { kind, held, over } => write!(
                 f,
                 "{held} more \"{kind}\" lines in the last {}s were not written (at most {REPEAT_BURST} per {}s)",
@@ -481,7 +473,6 @@ mod tests {
                 wrote: SlotState::Dead,
             },
             ParentLog::SlotDamagedAgain { pid: 1, slot: 0, problem: SlotProblem::NoChild(SlotState::Ready) },
-            ParentLog::DriverMisuse { what: String::new() },
             ParentLog::CommandIgnored { command: "stop", phase: Phase::Stopping },
         ]
         .map(|l| l.kind().unwrap_or_else(|| panic!("{l:?} has no kind")));

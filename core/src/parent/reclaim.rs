@@ -1,7 +1,7 @@
 //! The stop and restart ladder (SPEC.md §7.5): quiet SIGTERM, SIGTERM again at 3, 5 and 7 s,
 //! SIGKILL at 9 s, give up at 10 s (Apache's `ap_reclaim_child_processes`); then exit or start afresh.
 
-use super::{KillSignal, Parent, ParentAction, ParentLog, Pid, Stage, Then};
+use super::{KillSignal, Parent, ParentAction, ParentLog, Pid, Signal, Stage, Then};
 use crate::exit::code;
 use crate::scoreboard::SlotTable;
 use crate::time::Time;
@@ -55,7 +55,7 @@ impl Parent {
                     ReclaimStep::Term | ReclaimStep::Kill => {
                         let signal = if what == ReclaimStep::Term { KillSignal::Term } else { KillSignal::Kill };
                         self.log(ParentLog::StillRunning { pid, slot, sending: signal });
-                        self.actions.push_back(ParentAction::Signal { pid, signal, reason: None });
+                        self.actions.push_back(ParentAction::Signal(Signal { slot, pid, signal, reason: None }));
                     }
                     ReclaimStep::GiveUp => self.log(ParentLog::GaveUp { pid, slot }),
                 }
@@ -70,13 +70,13 @@ impl Parent {
     pub(super) fn begin_reclaim<T: SlotTable + ?Sized>(&mut self, now: Time, board: &T, then: Then) {
         self.remaining_to_start = 0;
         self.stage = Stage::Reclaiming { started: now, step: 0, then };
-        let mut pids: Vec<Pid> = self.children().filter_map(|(_, c)| c.pid).collect();
+        let mut pids: Vec<(usize, Pid)> = self.children().filter_map(|(i, c)| Some((i, c.pid?))).collect();
         if self.has_bug(crate::seeded::SeededBug::SignalPidFromBoard) {
             // Seeded bug: whatever the pid words say (Apache before CVE-2007-3304).
-            pids = self.children().filter_map(|(i, _)| board.slot(i).ok()).map(|c| c.board_pid() as Pid).collect();
+            pids = self.children().filter_map(|(i, _)| Some((i, board.slot(i).ok()?.board_pid() as Pid))).collect();
         }
-        for pid in pids {
-            self.actions.push_back(ParentAction::Signal { pid, signal: KillSignal::Term, reason: None });
+        for (slot, pid) in pids {
+            self.actions.push_back(ParentAction::Signal(Signal { slot, pid, signal: KillSignal::Term, reason: None }));
         }
         self.check_done(now, board);
     }
@@ -111,7 +111,9 @@ impl Parent {
                 let view = self.checked_view(board, true);
                 self.startup(now, board, &view, self.config.start_servers);
                 self.next_tick = now + self.config.maintenance_interval;
+                self.stats.restarted_at = Some(now);
                 self.log(ParentLog::Resumed { generation: self.generation });
+                self.announce_ready();
             }
         }
     }

@@ -31,7 +31,6 @@
 use super::{ChildRecord, Parent, ParentAction, ParentLog, SlotProblem};
 use crate::atomic::{AtomicWord, Ordering};
 use crate::exit::KillReason;
-use crate::parent::KillSignal;
 use crate::scoreboard::{ScoreboardView, SlotTable};
 use crate::slot::{SlotState, SlotWord};
 
@@ -137,14 +136,8 @@ impl Parent {
         // start, the end of a hard restart, each moving the next tick on).
         if rec.damaged {
             let Some(pid) = pid else { return };
-            rec.killed = Some(KillReason::SlotDamaged);
-            self.stats.killed_slot_damaged += 1;
             self.log(ParentLog::SlotDamagedAgain { pid, slot, problem });
-            self.actions.push_back(ParentAction::Signal {
-                pid,
-                signal: KillSignal::Kill,
-                reason: Some(KillReason::SlotDamaged),
-            });
+            self.kill(slot, pid, KillReason::SlotDamaged);
         } else {
             rec.damaged = true;
             rec.directive = Some(word.state);

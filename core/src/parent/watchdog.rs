@@ -19,7 +19,7 @@
 //! slot, the pid and how long; when it is reaped, its exit is `ExitCause::Killed`. Its slot is
 //! refilled by the spare-server policy as for any other death.
 
-use super::{ChildRecord, KillSignal, Parent, ParentAction, ParentLog, Pid};
+use super::{ChildRecord, Parent, ParentLog, Pid};
 use crate::exit::{KillReason, Stall};
 use crate::scoreboard::SlotTable;
 use crate::slot::SlotState;
@@ -128,16 +128,8 @@ impl Parent {
             };
             if let Some(stall) = stall.filter(|_| !never_kills) {
                 *w = SlotWatch::default();
-                if let Some(rec) = self.children[slot].as_mut() {
-                    rec.killed = Some(KillReason::Stalled(stall));
-                }
-                match stall {
-                    Stall::AcceptLock { .. } => self.stats.killed_accept_lock += 1,
-                    Stall::Request { .. } => self.stats.killed_request_deadline += 1,
-                }
                 self.log(ParentLog::Stalled { pid, slot, stall });
-                let reason = Some(KillReason::Stalled(stall));
-                self.actions.push_back(ParentAction::Signal { pid, signal: KillSignal::Kill, reason });
+                self.kill(slot, pid, KillReason::Stalled(stall));
             }
         }
     }

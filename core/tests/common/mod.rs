@@ -7,9 +7,10 @@
 use prefork_core::child::{ChildAction, ChildEvent, ChildLoop};
 use prefork_core::config::{PoolConfig, RawPoolConfig};
 use prefork_core::driver::{ParentDriver, Platform};
-use prefork_core::exit::KillReason;
 use prefork_core::exit::{ExitReason, ExitStatus};
-use prefork_core::parent::{Command, KillSignal, Observation, Parent, ParentLog, Pid, QueueDepth};
+use prefork_core::parent::{
+    Command, KillSignal, LifecycleOrder, Observation, Parent, ParentEvent, ParentLog, Pid, QueueDepth, Signal, Spawn,
+};
 use prefork_core::scoreboard::{ChildSlot, MemoryBoard, ScoreboardView, SlotTable};
 use prefork_core::slot::{SlotState, SlotWord};
 use prefork_core::time::Time;
@@ -71,6 +72,11 @@ pub struct World {
     pub queues: Vec<QueueDepth>,
     /// Who the "kernel" says holds the accept lock (the watchdog's other evidence).
     pub lock_holder: Option<Pid>,
+    /// The parent's lifecycle events, in order.
+    pub events: Vec<(Time, ParentEvent)>,
+    /// The order they must come in (I31), and the first breach.
+    pub lifecycle: LifecycleOrder,
+    pub lifecycle_error: Option<String>,
 }
 
 impl std::ops::Deref for Sim {
@@ -105,15 +111,23 @@ impl Sim {
         if let Some(bug) = bug {
             parent.seed_bug(bug);
         }
-        let mut sim = Sim {
-            now: Time::ZERO,
-            board: MemoryBoard::new(cfg.server_limit as usize),
-            driver: ParentDriver::new(parent),
-            exit_code: None,
-            world: World { next_pid: 100, behaviour, ..World::default() },
-        };
-        sim.drive(|driver, now, board, platform| driver.start(now, board, platform));
+        let board = MemoryBoard::new(cfg.server_limit as usize);
+        let mut world = World { next_pid: 100, behaviour, ..World::default() };
+        let driver =
+            ParentDriver::start(parent, Time::ZERO, &board, &mut SimPlatform { now: Time::ZERO, world: &mut world });
+        let sim = Sim { now: Time::ZERO, board, driver, exit_code: None, world };
+        sim.check_lifecycle();
         sim
+    }
+
+    /// I31: the lifecycle events came in their order, and agree with the parent's phase.
+    fn check_lifecycle(&self) {
+        if let Some(e) = &self.lifecycle_error {
+            panic!("I31: {e}");
+        }
+        if let Err(e) = self.lifecycle.agrees_with(self.parent().phase()) {
+            panic!("I31: {e}");
+        }
     }
 
     /// The parent (to read; inputs go through the driver).
@@ -131,6 +145,7 @@ impl Sim {
         if let Some(code) = input(&mut self.driver, self.now, &self.board, &mut platform) {
             self.exit_code = Some(code);
         }
+        self.check_lifecycle();
     }
 
     /// The operator's command.
@@ -302,22 +317,16 @@ pub struct SimPlatform<'a> {
     world: &'a mut World,
 }
 
-impl Platform<MemoryBoard<Cell<u64>>> for SimPlatform<'_> {
-    fn spawn(
-        &mut self,
-        parent: &Parent,
-        _: &MemoryBoard<Cell<u64>>,
-        slot: usize,
-        born: SlotWord,
-    ) -> Result<Pid, String> {
+impl Platform for SimPlatform<'_> {
+    fn spawn(&mut self, spawn: &Spawn) -> Result<Pid, String> {
+        let &Spawn { slot, born, .. } = spawn;
         if self.world.fork_fails {
             return Err("Resource temporarily unavailable (simulated)".into());
         }
         let pid = self.world.next_pid;
         self.world.next_pid += 1;
         self.world.forks += 1;
-        let cfg = parent.config();
-        let child = ChildLoop::new(cfg.listen.len(), cfg.lock_in_use(), cfg.connection_limit(u64::from(pid)));
+        let child = spawn.child.child_loop();
         self.world
             .procs
             .insert(pid, Proc { slot, born, child, last: None, woken: false, behaviour: self.world.behaviour });
@@ -331,7 +340,7 @@ impl Platform<MemoryBoard<Cell<u64>>> for SimPlatform<'_> {
         }
     }
 
-    fn signal(&mut self, _: &Parent, _: &MemoryBoard<Cell<u64>>, pid: Pid, signal: KillSignal, _: Option<KillReason>) {
+    fn signal(&mut self, &Signal { pid, signal, .. }: &Signal) {
         self.world.signals.push((self.now, pid, signal));
         let Some(p) = self.world.procs.get(&pid) else {
             return;
@@ -356,6 +365,13 @@ impl Platform<MemoryBoard<Cell<u64>>> for SimPlatform<'_> {
 
     fn log(&mut self, line: ParentLog) {
         self.world.logs.push((self.now, line));
+    }
+
+    fn event(&mut self, event: ParentEvent) {
+        if let Err(e) = self.world.lifecycle.hear(&event) {
+            self.world.lifecycle_error.get_or_insert(e.to_string());
+        }
+        self.world.events.push((self.now, event));
     }
 }
 

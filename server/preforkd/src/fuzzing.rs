@@ -287,10 +287,9 @@ pub fn scoreboard(data: &[u8]) {
         })
         .expect("a pool")
         .value;
-        let mut parent = ParentDriver::new(Parent::new(pool));
         let mut effects = Recorder::new(1000);
         let mut now = Time::ZERO;
-        parent.start(now, board, &mut effects);
+        let mut parent = ParentDriver::start(Parent::new(pool), now, board, &mut effects);
         scribble(board, data, 0x5555_5555_5555_5555);
         for _ in 0..3 {
             now += Duration::from_secs(1);
