@@ -354,6 +354,38 @@ mod tests {
         }
     }
 
+    /// A look between ticks spawns only in demand mode and only for connections that wait: not in
+    /// Apache's ramp mode (even with connections waiting), and not for a pool merely below
+    /// `min_spare` (that is the tick's job). When it has nothing to do it still reports what it
+    /// counted.
+    #[test]
+    fn a_look_spawns_only_in_demand_mode_and_only_for_waiting_connections() {
+        let demand = SpareLimits { mode: SpawnMode::Demand, ..LIMITS };
+        let empty = board(&[], 8);
+        let at = |waiting| Demand { waiting, now: Time::ZERO };
+        let mut p = SpareServerPolicy::new();
+        let ramp = p.spawn_on_demand(LIMITS, &empty, true, at(5));
+        assert_eq!(ramp.decision, Decision::Steady, "ramp mode never looks");
+        let quiet = p.spawn_on_demand(demand, &empty, true, at(0));
+        assert_eq!(quiet.decision, Decision::Steady, "below min_spare but nothing waits: the tick's job");
+        assert_eq!(spawned(&p.spawn_on_demand(demand, &empty, true, at(2))).len(), 7, "2 waiting + min_spare 5");
+        // Enough idle children for what waits: nothing to do, and the counts are the board's.
+        let busy = board(&[(Ready, 6), (BusyRead, 2)], 12);
+        let m = p.spawn_on_demand(demand, &busy, true, at(1));
+        assert_eq!((m.decision, m.idle, m.total), (Decision::Steady, 6, 8));
+    }
+
+    /// A batch of no forks leaves no trace in the fork-rate window (it would only grow the state a
+    /// model checker stores).
+    #[test]
+    fn an_empty_batch_is_not_recorded() {
+        let mut w = ForkWindow::default();
+        w.record(Time::ZERO, 0);
+        assert_eq!(w, ForkWindow::default());
+        w.record(Time::ZERO, 2);
+        assert_eq!(w.left(Time::ZERO, 3), 1);
+    }
+
     #[test]
     fn empty_pool_ramps_one_two_four_up_to_thirty_two() {
         let mut p = SpareServerPolicy::new();
