@@ -35,6 +35,8 @@ use crate::scoreboard::{ChildSlot, SlotUpdate};
 use crate::slot::SlotState;
 use std::fmt;
 
+mod broken;
+
 /// What the driver tells the child loop.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum ChildEvent<'a> {
@@ -165,10 +167,6 @@ impl ChildLoop {
         self.bugs.set(bug);
     }
 
-    fn has_bug(&self, bug: crate::seeded::SeededBug) -> bool {
-        self.bugs.is(bug)
-    }
-
     /// The current phase.
     pub fn phase(&self) -> ChildPhase {
         self.phase
@@ -209,10 +207,7 @@ impl ChildLoop {
         slot: &ChildSlot<'_, W>,
     ) -> Result<ChildAction, UnexpectedEvent> {
         let action = self.step(event, slot)?;
-        #[cfg(feature = "seeded-bugs")]
-        if self.has_bug(crate::seeded::SeededBug::ChildClearsItsSlot) && matches!(action, ChildAction::Exit(_)) {
-            slot.store_unchecked(SlotState::Dead);
-        }
+        self.seam_after_step(&action, slot);
         Ok(action)
     }
 
@@ -252,14 +247,7 @@ impl ChildLoop {
                 if slot.generation_changed() {
                     return Ok(self.leave(ExitReason::Graceful));
                 }
-                #[cfg(feature = "seeded-bugs")]
-                if self.has_bug(crate::seeded::SeededBug::WorkClaimByStore) {
-                    slot.store_unchecked(SlotState::BusyRead);
-                }
-                #[cfg(feature = "seeded-bugs")]
-                if self.has_bug(crate::seeded::SeededBug::TornClaim) {
-                    slot.store_torn(SlotState::BusyRead);
-                }
+                self.seam_before_work_claim(slot);
                 match slot.set(SlotState::BusyRead) {
                     Ok(SlotUpdate::Applied) => {
                         self.phase = P::Accepting;
@@ -273,10 +261,8 @@ impl ChildLoop {
 
             (P::Accepting, E::Accepted) => {
                 self.connections += 1;
-                if self.has_bug(crate::seeded::SeededBug::DropConnectionOnDirective)
-                    && let Some(reason) = slot.directive()
-                {
-                    return Ok(self.leave(reason));
+                if let Some(dropped) = self.seam_accepted(slot) {
+                    return Ok(dropped);
                 }
                 self.release_then(AfterRelease::Serve, slot)
             }
@@ -314,7 +300,7 @@ impl ChildLoop {
         if slot.generation_changed() {
             return self.exit(ExitReason::Graceful);
         }
-        if self.lock_in_use && !self.has_bug(crate::seeded::SeededBug::NoAcceptLock) {
+        if self.seam_takes_lock() {
             self.phase = ChildPhase::Locking;
             ChildAction::AcquireLock
         } else {
@@ -355,7 +341,7 @@ impl ChildLoop {
 
     /// Exit, releasing the lock first if it is held.
     fn leave(&mut self, reason: ExitReason) -> ChildAction {
-        if self.holding_lock && !self.has_bug(crate::seeded::SeededBug::ExitHoldingLock) {
+        if self.seam_holds_lock_at_exit() {
             self.phase = ChildPhase::Releasing(AfterRelease::Exit(reason));
             ChildAction::ReleaseLock
         } else {
@@ -367,7 +353,7 @@ impl ChildLoop {
     /// cursor moves past it. A listener that stays ready is chosen within `listeners` accepts.
     fn choose(&mut self, ready: &[usize]) -> Option<usize> {
         let n = self.listeners;
-        let cursor = if self.has_bug(crate::seeded::SeededBug::NoRoundRobin) { 0 } else { self.cursor };
+        let cursor = self.seam_cursor();
         let chosen = ready.iter().copied().filter(|&l| l < n).min_by_key(|&l| (l + n - cursor) % n)?;
         self.cursor = (chosen + 1) % n;
         Some(chosen)

@@ -112,8 +112,8 @@ impl ParentDriver {
         T: SlotTable + ?Sized,
         P: Platform + ?Sized,
     {
-        let seen = platform.observe();
-        self.parent.handle_timeout(now, board, &seen);
+        let observed = platform.observe();
+        self.parent.handle_timeout(now, board, &observed);
         self.dispatch(now, board, platform)
     }
 
@@ -172,7 +172,7 @@ impl ParentDriver {
 
 /// A platform that performs nothing and records every effect, in order, as the action that asked
 /// for it. Spawns succeed with pids counting up from `next_pid` (or all fail, with `fail_spawns`);
-/// what it sees is what `seen` says. For examples, tests, the loom models and the fuzz bodies.
+/// what it observes is what `observation` says. For examples, tests, the loom models and the fuzz bodies.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Recorder {
     /// Every effect so far.
@@ -182,13 +182,13 @@ pub struct Recorder {
     /// Make every spawn fail.
     pub fail_spawns: bool,
     /// What [`Platform::observe`] answers.
-    pub seen: Observation,
+    pub observation: Observation,
 }
 
 impl Recorder {
     /// A recorder whose first child gets `first_pid`.
     pub fn new(first_pid: Pid) -> Self {
-        Recorder { effects: Vec::new(), next_pid: first_pid, fail_spawns: false, seen: Observation::default() }
+        Recorder { effects: Vec::new(), next_pid: first_pid, fail_spawns: false, observation: Observation::default() }
     }
 
     /// The effects recorded since the last call.
@@ -213,7 +213,7 @@ impl Platform for Recorder {
         self.effects.push(ParentAction::Signal(*signal));
     }
     fn observe(&mut self) -> Observation {
-        self.seen.clone()
+        self.observation.clone()
     }
     fn close_listeners(&mut self) {
         self.effects.push(ParentAction::CloseListeners);

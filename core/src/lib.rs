@@ -21,8 +21,8 @@
 //! | [`seeded`] | §11 | seeded bugs for the checkers' negative tests (feature `seeded-bugs`) |
 //!
 //! The machines are sans-IO: feed events with `now`; the effects they ask for (fork, wake,
-//! signal, log …) are carried out on a [`Platform`] by the [`ParentDriver`], the one loop every
-//! driver uses:
+//! signal, log, lifecycle events …) are carried out on a [`Platform`] by the [`ParentDriver`], the
+//! one loop every driver uses:
 //!
 //! ```
 //! use prefork_core::{MemoryBoard, Parent, ParentDriver, PoolConfig, Recorder, SlotTable, Time};
@@ -30,11 +30,10 @@
 //!
 //! let config = PoolConfig::default();                  // Apache's defaults, 127.0.0.1:8080
 //! let board: MemoryBoard<AtomicU64> = MemoryBoard::new(config.server_limit as usize);
-//! let mut driver = ParentDriver::new(Parent::new(config));
 //! let mut platform = Recorder::new(1000);              // a real platform forks in `spawn`
-//! driver.start(Time::ZERO, &board, &mut platform);
+//! let driver = ParentDriver::start(Parent::new(config), Time::ZERO, &board, &mut platform);
 //! for effect in platform.take() {
-//!     println!("{effect:?}");                           // Spawn { slot: 0, .. } … Log(Resumed { .. })
+//!     println!("{effect:?}");                           // Spawn(..) … Log(Resumed { .. }), Event(Ready { .. })
 //! }
 //! assert_eq!(driver.parent().live_children(), 5);
 //! assert_eq!(board.slot(0).unwrap().read().unwrap().state.letter(), 'S');

@@ -23,6 +23,8 @@ use crate::time::Time;
 use std::collections::VecDeque;
 use std::time::Duration;
 
+mod broken;
+
 /// Highest spawn rate (Apache `MAX_SPAWN_RATE`).
 pub const MAX_SPAWN_RATE: u32 = 32;
 /// Spawn rate from which "server seems busy" is logged (Apache AH00162).
@@ -261,7 +263,7 @@ impl SpareServerPolicy {
     ) -> Maintenance {
         let mrw = limits.max_request_workers as usize;
         let below = view.counts_below(mrw);
-        let idle = if self.bugs.is(crate::seeded::SeededBug::IdleIgnoresStarting) { below.ready } else { below.idle() };
+        let idle = self.seam_idle(&below);
         let total = below.total() - below.dead;
         // Children anywhere on the board (old generations may sit above a lowered max_request_workers).
         let everywhere = view.counts();
@@ -280,20 +282,15 @@ impl SpareServerPolicy {
             Decision::Retire { candidates }
         } else if idle < limits.min_spare as usize || need > 0 {
             let want = if demand_mode { need } else { self.idle_spawn_rate as usize };
-            let budget = if demand_mode && self.bugs.is(crate::seeded::SeededBug::DemandPastMaxRequestWorkers) {
-                want
-            } else {
-                want.min(mrw.saturating_sub(alive))
-            };
+            let budget = want.min(mrw.saturating_sub(alive));
+            let budget = if demand_mode { self.seam_demand_budget(want, budget) } else { budget };
             let free: Vec<usize> = (0..mrw.min(view.slots.len()))
                 .filter(|&i| view.state(i) == Some(SlotState::Dead))
                 .take(budget)
                 .collect();
             // fork_rate_limit: forks in the last FORK_WINDOW count against it.
             let allowed = match demand {
-                Some(d) if !self.bugs.is(crate::seeded::SeededBug::NoForkRateLimit) => {
-                    self.forks.left(d.now, limits.fork_rate_limit) as usize
-                }
+                Some(d) if self.seam_fork_rate_limited() => self.forks.left(d.now, limits.fork_rate_limit) as usize,
                 _ => usize::MAX,
             };
             if free.is_empty() {

@@ -246,24 +246,24 @@ impl<'a, W: AtomicWord> Slot<'a, W> {
         Err(SlotError::Unstable { tries: MAX_CAS_TRIES })
     }
 
-    /// Parent: claims the idle child whose word the parent saw as `seen` (state `Ready`) for
+    /// Parent: claims the idle child whose word the parent saw as `idle` (state `Ready`) for
     /// retirement: one CAS `Ready -> IdleKill`. If the child has meanwhile claimed work (or anything
     /// else changed), the claim is lost and nothing is written.
-    pub fn claim_idle(&self, seen: SlotWord) -> Result<SlotWord, ClaimLost> {
-        let lost = |found| ClaimLost { slot: self.index, expected: seen, found };
-        if seen.state != SlotState::Ready {
+    pub fn claim_idle(&self, idle: SlotWord) -> Result<SlotWord, ClaimLost> {
+        let lost = |found| ClaimLost { slot: self.index, expected: idle, found };
+        if idle.state != SlotState::Ready {
             return Err(lost(self.word.load(Ordering::Acquire)));
         }
-        let claimed = seen.with_state(SlotState::IdleKill);
-        self.cas(seen, claimed).map_err(lost)?;
+        let claimed = idle.with_state(SlotState::IdleKill);
+        self.cas(idle, claimed).map_err(lost)?;
         Ok(claimed)
     }
 
-    /// Replaces the raw word `seen` with `word` by one compare-and-swap; fails with the word actually
-    /// found if the slot changed since `seen`. For tests and tools (and the seeded bugs' careless
+    /// Replaces the raw word `expected` with `word` by one compare-and-swap; fails with the word actually
+    /// found if the slot changed since `expected`. For tests and tools (and the seeded bugs' careless
     /// and torn writes): the parent repairs by [`Slot::put`], from its records.
-    pub fn repair(&self, seen: u64, word: SlotWord) -> Result<(), u64> {
-        self.word.compare_exchange(seen, word.encode(), Ordering::AcqRel, Ordering::Acquire).map(drop)
+    pub fn repair(&self, expected: u64, word: SlotWord) -> Result<(), u64> {
+        self.word.compare_exchange(expected, word.encode(), Ordering::AcqRel, Ordering::Acquire).map(drop)
     }
 
     /// The raw word (Acquire), for diagnostics and repairs.

@@ -134,7 +134,7 @@ pub fn parent_events_with(data: &[u8], bug: Option<SeededBug>) {
         next_pid: 100,
         fail: false,
         spawned: vec![],
-        seen: Observation::default(),
+        observation: Observation::default(),
         lifecycle: LifecycleOrder::default(),
     };
     let mut driver = ParentDriver::start(parent, now, &board, &mut world);
@@ -144,7 +144,7 @@ pub fn parent_events_with(data: &[u8], bug: Option<SeededBug>) {
             0 => {
                 now += Duration::from_millis(u64::from(b.byte()) * 20);
                 if driver.poll_timeout().is_some_and(|t| t <= now) {
-                    world.seen = queues(now);
+                    world.observation = queues(now);
                     driver.handle_timeout(now, &board, &mut world);
                     // Maintenance ticks repair the board; stops only reclaim children.
                     let view = prefork_core::ScoreboardView::capture(&board);
@@ -203,7 +203,7 @@ pub fn parent_events_with(data: &[u8], bug: Option<SeededBug>) {
             }
             6 => {
                 // Time may also not move, or the driver may call early.
-                world.seen = queues(now);
+                world.observation = queues(now);
                 driver.handle_timeout(now, &board, &mut world);
             }
             7 if !world.children.is_empty() => {
@@ -229,7 +229,7 @@ struct EventWorld<'a> {
     fail: bool,
     /// The spawns of the current input.
     spawned: Vec<SlotWord>,
-    seen: Observation,
+    observation: Observation,
     lifecycle: LifecycleOrder,
 }
 
@@ -277,7 +277,7 @@ impl Platform for EventWorld<'_> {
         }
     }
     fn observe(&mut self) -> Observation {
-        self.seen.clone()
+        self.observation.clone()
     }
     fn close_listeners(&mut self) {}
     fn log(&mut self, _: ParentLog) {}

@@ -37,6 +37,7 @@ use crate::time::Time;
 use std::collections::VecDeque;
 
 mod brake;
+mod broken;
 mod lifecycle;
 mod log;
 mod reclaim;
@@ -284,6 +285,9 @@ enum Then {
     Exit(i32),
 }
 
+/// The parent's state machine state, with the data each state needs (the ladder's start and step,
+/// what follows a reclaim, the graceful stop's deadline). Private: [`Phase`] is the one public
+/// name for where the parent is, and [`Parent::phase`] the one mapping between them.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 enum Stage {
     New,
@@ -466,9 +470,7 @@ impl Parent {
     /// memory, whatever the board holds: at every input, so a scribbled word is put right at the
     /// next one (SPEC.md §3.4).
     fn publish<T: SlotTable + ?Sized>(&self, board: &T) {
-        if !self.has_bug(crate::seeded::SeededBug::NoRepublish) {
-            board.publish_generation(self.generation);
-        }
+        board.publish_generation(self.generation);
     }
 
     /// Does this parent look at the accept queues between ticks?
@@ -480,8 +482,8 @@ impl Parent {
     /// A look between ticks (`spawn_mode = "demand"`): if connections wait and too few children
     /// are idle, fork what they need now rather than at the next tick (SPEC.md §5.1a). Nothing
     /// else of the tick happens here.
-    fn look<T: SlotTable + ?Sized>(&mut self, now: Time, board: &T, seen: &Observation) {
-        let waiting = seen.waiting();
+    fn look<T: SlotTable + ?Sized>(&mut self, now: Time, board: &T, observed: &Observation) {
+        let waiting = observed.waiting();
         if waiting == 0 || self.remaining_to_start > 0 {
             return;
         }
@@ -611,7 +613,7 @@ impl Parent {
         reported: Option<ExitReason>,
         board: &T,
     ) {
-        self.publish(board);
+        self.seam_publish(board);
         let Some(slot) = self.slot_of(pid) else {
             self.log(ParentLog::LongLostChild { pid, status });
             return;
@@ -624,8 +626,7 @@ impl Parent {
         // could have written).
         let empty = self.empty_word(slot);
         let found = match board.slot(slot) {
-            Ok(cell) if self.has_bug(crate::seeded::SeededBug::ReapLeavesSlot) => cell.raw(),
-            Ok(cell) => cell.release(empty),
+            Ok(cell) => self.seam_release_reaped(&cell, empty),
             Err(_) => empty.encode(),
         };
         let (last, damaged_at_exit) = match repair::judge(Some(&rec), empty, found) {
@@ -655,7 +656,7 @@ impl Parent {
         let excused = rec.damaged || damaged_at_exit || reported == Some(ExitReason::SlotLost);
 
         if cause == ExitCause::Fatal {
-            if !current && !self.has_bug(crate::seeded::SeededBug::OldFatalStops) {
+            if !self.seam_fatal_is_current(current) {
                 self.log(ParentLog::IgnoringOldFatal { pid });
             } else if self.stage == Stage::Running {
                 self.log(ParentLog::ChildFatal { pid, slot });
@@ -665,8 +666,8 @@ impl Parent {
                 return;
             }
         }
-        if matches!(cause, ExitCause::Sick(_)) && !excused && !self.has_bug(crate::seeded::SeededBug::SickKeepsRate) {
-            self.policy.on_child_sick();
+        if matches!(cause, ExitCause::Sick(_)) && !excused {
+            self.seam_sick_exit();
         }
         let early = last == Some(SlotState::Starting) || now.since(rec.spawned_at) < EARLY_EXIT_WINDOW;
         if current
@@ -674,21 +675,19 @@ impl Parent {
             && self_inflicted(status)
             && early
             && self.stage == Stage::Running
-            && !self.has_bug(crate::seeded::SeededBug::NoCrashBrake)
-            && let Some(paused_for) = self.brake.early_exit(now)
+            && let Some(paused_for) = self.seam_early_exit(now)
         {
             self.policy.on_child_sick();
             self.log(ParentLog::CrashLoop { early_exits: self.brake.early_exits, paused_for });
         }
 
         let within_limit = slot < self.max_request_workers(board)
-            && (self.live_children() < self.max_request_workers(board)
-                || self.has_bug(crate::seeded::SeededBug::RefillPastLimit));
+            && self.seam_refill_below_limit(self.live_children() < self.max_request_workers(board));
         if self.stage == Stage::Running
             && self.remaining_to_start > 0
             && within_limit
             && self.brake.allows(now)
-            && self.spawn_in(now, board, slot, self.refill_generation(generation))
+            && self.spawn_in(now, board, slot, self.seam_refill_generation(generation))
         {
             // Graceful-restart refill: replace a reaped child at once (Apache does the same).
             self.remaining_to_start -= 1;
@@ -696,15 +695,9 @@ impl Parent {
         self.check_done(now, board);
     }
 
-    /// The generation a refilled slot's child is born in: the running one (the seeded bug
-    /// `IgnoreGenerationOnReap` uses the reaped child's instead).
-    fn refill_generation(&self, reaped: u32) -> u32 {
-        if self.has_bug(crate::seeded::SeededBug::IgnoreGenerationOnReap) { reaped } else { self.generation }
-    }
-
     /// The operator's command (a signal, or `-k`).
     pub(crate) fn handle_command<T: SlotTable + ?Sized>(&mut self, now: Time, command: Command, board: &T) {
-        self.publish(board);
+        self.seam_publish(board);
         let name = command.name();
         match (&mut self.stage, command) {
             (Stage::Running, Command::GracefulRestart(cfg)) => {
@@ -723,9 +716,7 @@ impl Parent {
                 board.publish_generation(self.generation);
                 self.log(ParentLog::HardRestart { generation: self.generation });
                 self.announce(ParentEvent::Reloading { generation: self.generation, graceful: false });
-                if self.has_bug(crate::seeded::SeededBug::ReadyEarly) {
-                    self.announce_ready();
-                }
+                self.seam_hard_restart_begun();
                 self.begin_reclaim(now, board, Then::Restart(cfg));
             }
             (Stage::Running, Command::GracefulStop) => {
@@ -771,19 +762,19 @@ impl Parent {
     ///
     /// `seen` is what the driver saw just now (the listeners' accept queues, the accept lock's
     /// holder as the kernel knows it): the watchdog's evidence (SPEC.md §7.8).
-    pub(crate) fn handle_timeout<T: SlotTable + ?Sized>(&mut self, now: Time, board: &T, seen: &Observation) {
-        self.publish(board);
+    pub(crate) fn handle_timeout<T: SlotTable + ?Sized>(&mut self, now: Time, board: &T, observed: &Observation) {
+        self.seam_publish(board);
         match &self.stage {
             Stage::Running => {
                 if now >= self.next_tick {
                     self.next_tick = now + self.config.maintenance_interval;
                     self.next_look = now + self.config.demand_interval;
-                    self.tick(now, board, seen);
+                    self.tick(now, board, observed);
                 } else if self.looks() && now >= self.next_look {
                     self.next_look = now + self.config.demand_interval;
-                    self.look(now, board, seen);
+                    self.look(now, board, observed);
                 }
-                self.watch(now, board, seen);
+                self.watch(now, board, observed);
             }
             Stage::Reclaiming { started, step, .. } => {
                 let (started, step) = (*started, *step);
@@ -810,11 +801,7 @@ impl Parent {
     /// A restart's configuration, as far as this parent can apply it (`server_limit` sizes the
     /// board: [`PoolConfig::restrict_to_running`]).
     fn apply_config(&mut self, cfg: PoolConfig) {
-        if self.has_bug(crate::seeded::SeededBug::ServerLimitFollowsReload) {
-            self.config = cfg;
-            return;
-        }
-        let checked = self.config.restrict_to_running(cfg);
+        let checked = self.seam_restrict_to_running(cfg);
         for warning in checked.warnings {
             self.log(ParentLog::ConfigAdjusted(warning));
         }
@@ -824,7 +811,6 @@ impl Parent {
     /// Tells every child that has no directive yet to finish up and leave (`G`, written from the
     /// parent's records whatever the slot holds), and wakes it.
     fn mark_all_graceful<T: SlotTable + ?Sized>(&mut self, board: &T) {
-        let wake = !self.has_bug(crate::seeded::SeededBug::NoGracefulWake);
         for slot in 0..self.slots(board) {
             let Some(rec) = self.children[slot].as_mut() else { continue };
             if rec.directive.is_some() || rec.killed.is_some() {
@@ -833,14 +819,14 @@ impl Parent {
             let Ok(cell) = board.slot(slot) else { continue };
             cell.put(rec.born.with_state(SlotState::Graceful));
             rec.directive = Some(SlotState::Graceful);
-            if let Some(pid) = rec.pid.filter(|_| wake) {
-                self.actions.push_back(ParentAction::Wake { slot, pid });
+            if let Some(pid) = rec.pid {
+                self.seam_wake_told(slot, pid);
             }
         }
     }
 
     /// One maintenance tick.
-    fn tick<T: SlotTable + ?Sized>(&mut self, now: Time, board: &T, seen: &Observation) {
+    fn tick<T: SlotTable + ?Sized>(&mut self, now: Time, board: &T, observed: &Observation) {
         let view = self.checked_view(board, true);
         self.note_health(now, &view);
         self.rewake();
@@ -850,59 +836,22 @@ impl Parent {
             self.startup(now, board, &view, n);
             return;
         }
-        let demand = crate::policy::Demand { waiting: seen.waiting(), now };
+        let demand = crate::policy::Demand { waiting: observed.waiting(), now };
         let m = self.policy.maintain(SpareLimits::from(&self.config), &view, self.brake.allows(now), Some(demand));
         if let Some(l) = m.log {
             self.log(ParentLog::Policy(l));
         }
-        match m.decision {
-            Decision::Spawn { .. } if self.has_bug(crate::seeded::SeededBug::NoRespawn) => {}
-            Decision::Spawn { slots } if self.has_bug(crate::seeded::SeededBug::SpawnHighestFirst) => {
-                let mrw = self.max_request_workers(board);
-                let highest: Vec<usize> =
-                    (0..mrw).rev().filter(|&s| view.state(s) == Some(SlotState::Dead)).take(slots.len()).collect();
-                for slot in highest {
-                    self.spawn(now, board, slot);
-                }
-            }
+        match self.seam_tick_decision(now, board, &view, m.decision) {
             Decision::Spawn { slots } => {
                 for slot in slots {
                     self.spawn(now, board, slot);
                 }
             }
-            Decision::Retire { .. } if self.has_bug(crate::seeded::SeededBug::NoRetire) => {}
-            Decision::Retire { candidates } if self.has_bug(crate::seeded::SeededBug::RetireWithoutClaim) => {
-                // Seeded bug: "kill the idle child by pid", as peers without a claim do.
-                if let Some(pid) = candidates.iter().find_map(|&s| self.children.get(s).copied().flatten()?.pid) {
-                    let slot = candidates
-                        .iter()
-                        .copied()
-                        .find(|&s| self.children.get(s).copied().flatten().and_then(|c| c.pid) == Some(pid))
-                        .unwrap_or(0);
-                    self.actions.push_back(ParentAction::Signal(Signal {
-                        slot,
-                        pid,
-                        signal: KillSignal::Term,
-                        reason: None,
-                    }));
-                }
-            }
             Decision::Retire { candidates } => {
+                // The first candidate the claim still finds idle, and only that one.
                 for slot in candidates {
-                    let Some(Ok(seen)) = view.slots.get(slot).copied() else {
-                        continue;
-                    };
-                    let Some(Some(rec)) = self.children.get_mut(slot) else {
-                        continue;
-                    };
-                    if rec.directive.is_none() && board.slot(slot).is_ok_and(|s| s.claim_idle(seen).is_ok()) {
-                        rec.directive = Some(SlotState::IdleKill);
-                        if let Some(pid) = rec.pid {
-                            self.actions.push_back(ParentAction::Wake { slot, pid });
-                        }
-                        if !self.has_bug(crate::seeded::SeededBug::RetireEveryCandidate) {
-                            break;
-                        }
+                    if self.claim_for_retirement(board, &view, slot) {
+                        break;
                     }
                 }
             }
@@ -910,21 +859,37 @@ impl Parent {
         }
     }
 
+    /// Claims the idle child in `slot` for retirement (`I`, by compare-and-swap from the word the
+    /// view saw: a child that took work meanwhile is not claimed) and wakes it; whether it was.
+    fn claim_for_retirement<T: SlotTable + ?Sized>(&mut self, board: &T, view: &ScoreboardView, slot: usize) -> bool {
+        let Some(Ok(idle)) = view.slots.get(slot).copied() else {
+            return false;
+        };
+        let Some(Some(rec)) = self.children.get_mut(slot) else {
+            return false;
+        };
+        if rec.directive.is_some() || !board.slot(slot).is_ok_and(|s| s.claim_idle(idle).is_ok()) {
+            return false;
+        }
+        rec.directive = Some(SlotState::IdleKill);
+        if let Some(pid) = rec.pid {
+            self.actions.push_back(ParentAction::Wake { slot, pid });
+        }
+        true
+    }
+
     /// Wakes again every child the parent has given a directive (`G`, `I`; by its records, not the
     /// board) and has not killed. A wake-up can be
     /// lost: a signal that interrupts lock waits may land just before the child enters the
     /// blocking call. Repeating it each tick bounds the delay to one tick (SPEC.md §7.1).
     fn rewake(&mut self) {
-        if self.has_bug(crate::seeded::SeededBug::NoGracefulWake) {
-            return;
-        }
         let pending: Vec<(usize, Pid)> = self
             .children()
             .filter(|(_, c)| c.directive.is_some() && c.killed.is_none())
             .filter_map(|(slot, c)| Some((slot, c.pid?)))
             .collect();
         for (slot, pid) in pending {
-            self.actions.push_back(ParentAction::Wake { slot, pid });
+            self.seam_wake_told(slot, pid);
         }
     }
 

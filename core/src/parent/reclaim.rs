@@ -32,18 +32,11 @@ impl Parent {
     /// Runs the ladder's steps that are due at `now` (the stage is `Reclaiming` since `started`,
     /// with `step` steps done).
     pub(super) fn reclaim_step<T: SlotTable + ?Sized>(&mut self, now: Time, board: &T, started: Time, mut step: usize) {
-        if self.has_bug(crate::seeded::SeededBug::NoStopEscalation) {
-            return;
-        }
         while let Some(&(at, what)) = RECLAIM_SCHEDULE.get(step) {
             if now < started + at {
                 break;
             }
-            let what = if self.has_bug(crate::seeded::SeededBug::HurriedKill) && what == ReclaimStep::Term {
-                ReclaimStep::Kill
-            } else {
-                what
-            };
+            let Some(what) = self.seam_ladder_step(what) else { break };
             step += 1;
             if let Stage::Reclaiming { step: s, .. } = &mut self.stage {
                 *s = step;
@@ -70,12 +63,8 @@ impl Parent {
     pub(super) fn begin_reclaim<T: SlotTable + ?Sized>(&mut self, now: Time, board: &T, then: Then) {
         self.remaining_to_start = 0;
         self.stage = Stage::Reclaiming { started: now, step: 0, then };
-        let mut pids: Vec<(usize, Pid)> = self.children().filter_map(|(i, c)| Some((i, c.pid?))).collect();
-        if self.has_bug(crate::seeded::SeededBug::SignalPidFromBoard) {
-            // Seeded bug: whatever the pid words say (Apache before CVE-2007-3304).
-            pids = self.children().filter_map(|(i, _)| Some((i, board.slot(i).ok()?.board_pid() as Pid))).collect();
-        }
-        for (slot, pid) in pids {
+        let children: Vec<(usize, Pid)> = self.children().filter_map(|(i, c)| Some((i, c.pid?))).collect();
+        for (slot, pid) in self.seam_stop_targets(board, children) {
             self.actions.push_back(ParentAction::Signal(Signal { slot, pid, signal: KillSignal::Term, reason: None }));
         }
         self.check_done(now, board);

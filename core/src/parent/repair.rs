@@ -101,13 +101,7 @@ impl Parent {
             match judge(self.children[slot].as_ref(), self.empty_word(slot), raw) {
                 Verdict::Fine(w) => view.slots.push(Ok(w)),
                 Verdict::Damaged { problem, repair: word } => {
-                    if let SlotProblem::Foreign(w) = problem
-                        && self.has_bug(crate::seeded::SeededBug::IndexFromBoard)
-                    {
-                        // Seeded bug: "find the child that owns this incarnation" by using a
-                        // value from shared memory as an index (the class of CVE-2019-0211).
-                        let _owner = self.children[w.incarnation as usize];
-                    }
+                    self.seam_damaged_slot(problem);
                     view.slots.push(Ok(word));
                     if repair {
                         self.repair_slot(board, slot, problem, word);

@@ -58,7 +58,7 @@ impl Observation {
 
 /// When the parent first saw a piece of evidence that has not changed since.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub(super) struct Seen {
+pub(super) struct Unchanged {
     /// What has not changed: the lock acquisitions; or the requests started, and whether the
     /// slot showed `G` (the mark starts the request deadline afresh).
     count: u64,
@@ -70,13 +70,13 @@ pub(super) struct Seen {
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub(super) struct SlotWatch {
     incarnation: u32,
-    lock: Option<Seen>,
-    request: Option<Seen>,
+    lock: Option<Unchanged>,
+    request: Option<Unchanged>,
 }
 
-/// Keeps `seen` if the counter has not moved, else starts afresh at `now`.
-fn still(seen: Option<Seen>, count: u64, now: Time) -> Seen {
-    seen.filter(|s| s.count == count).unwrap_or(Seen { count, since: now })
+/// Keeps `unchanged` if the counter has not moved, else starts afresh at `now`.
+fn still(unchanged: Option<Unchanged>, count: u64, now: Time) -> Unchanged {
+    unchanged.filter(|s| s.count == count).unwrap_or(Unchanged { count, since: now })
 }
 
 /// A request is under way in these states (`K`, between requests, is not one).
@@ -92,12 +92,10 @@ fn in_request(state: SlotState) -> bool {
 
 impl Parent {
     /// One look at every live child (SPEC.md §7.8); kills the ones over a limit.
-    pub(super) fn watch<T: SlotTable + ?Sized>(&mut self, now: Time, board: &T, seen: &Observation) {
+    pub(super) fn watch<T: SlotTable + ?Sized>(&mut self, now: Time, board: &T, observed: &Observation) {
         let lock_limit = self.config.accept_lock_timeout;
         let request_limit = self.config.request_deadline;
-        let never_kills = self.has_bug(crate::seeded::SeededBug::WatchdogNeverKills);
-        let connections_waiting =
-            seen.queues.iter().any(|q| q.waiting > 0) || self.has_bug(crate::seeded::SeededBug::WatchdogWithoutQueue);
+        let connections_waiting = self.seam_connections_waiting(observed.queues.iter().any(|q| q.waiting > 0));
         for slot in 0..self.slots(board) {
             let Some(ChildRecord { pid: Some(pid), born, killed: None, .. }) = self.children[slot] else {
                 self.watches[slot] = SlotWatch::default();
@@ -110,7 +108,7 @@ impl Parent {
             if w.incarnation != born.incarnation {
                 *w = SlotWatch { incarnation: born.incarnation, ..SlotWatch::default() };
             }
-            let holds_lock = activity.holds_lock || seen.lock_holder == Some(pid);
+            let holds_lock = activity.holds_lock || observed.lock_holder == Some(pid);
             w.lock = (!lock_limit.is_zero() && holds_lock && connections_waiting)
                 .then(|| still(w.lock, u64::from(activity.lock_acquisitions), now));
             w.request = (!request_limit.is_zero() && state.is_some_and(in_request)).then(|| {
@@ -126,8 +124,8 @@ impl Parent {
                 }
                 _ => None,
             };
-            if let Some(stall) = stall.filter(|_| !never_kills) {
-                *w = SlotWatch::default();
+            if let Some(stall) = self.seam_stall(stall) {
+                self.watches[slot] = SlotWatch::default();
                 self.log(ParentLog::Stalled { pid, slot, stall });
                 self.kill(slot, pid, KillReason::Stalled(stall));
             }

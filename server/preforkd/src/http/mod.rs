@@ -11,6 +11,7 @@
 
 pub mod cache;
 pub mod conditional;
+mod decide;
 pub mod files;
 pub mod framing;
 pub mod log;
@@ -379,19 +380,7 @@ impl HttpService {
             // Asked again just before the answer goes out: a graceful restart that came while the
             // request was handled still gets this answer its `Connection: close`.
             graceful |= conn.status().set(SlotState::BusyWrite) == SlotUpdate::Graceful;
-            let wants_close = match &request {
-                None => true,
-                Some(h) => {
-                    let client_keeps = if h.minor >= 1 {
-                        !h.has_token("Connection", "close")
-                    } else {
-                        h.has_token("Connection", "keep-alive")
-                    };
-                    !client_keeps
-                }
-            };
-            let limit_reached = self.cfg.max_keep_alive_requests != 0 && served >= self.cfg.max_keep_alive_requests;
-            response.close |= graceful || wants_close || !self.cfg.keep_alive || limit_reached;
+            response.close = decide::closes(request.as_ref(), served, graceful, response.close, &self.cfg);
             let head_only = request.as_ref().is_some_and(|h| h.method == "HEAD");
             let head = response_headers(&mut response, request.as_ref(), served, &self.cfg);
             // A client gone mid-response is still logged (with what was sent), as Apache does.
@@ -500,79 +489,28 @@ impl HttpService {
         }
     }
 
-    /// Answers a complete head (consuming it and its body from the buffer).
+    /// Answers a complete head (consuming it and its body from the buffer): carries out what
+    /// [`decide::plan`] says.
     fn respond(&mut self, conn: &mut Connection<'_>, head: &Head) -> io::Result<Response> {
         self.buf.drain(..head.len);
-        // Where the body ends, from the head alone (framing.rs); a head two readers could frame
-        // differently is refused and the connection closes. Bodies: GET and HEAD have no use for
-        // one; a Content-Length body is read and discarded.
-        let fields = head.headers.iter().map(|(n, v)| (n.as_str(), v.as_str()));
-        let length = match framing::frame(head.minor, fields) {
-            Ok(f) => f.body,
-            Err(refusal) => return Ok(error(refusal.status, refusal.why)),
+        let (body, continue_first, route) = match decide::plan(head, &self.cfg, conn.listener()) {
+            decide::Plan::Refuse(r) => return Ok(r),
+            decide::Plan::Read { body, continue_first, then } => (body, continue_first, then),
         };
-        if length > self.cfg.limit_request_body {
-            return Ok(error(413, "The request body is too large."));
-        }
-        let refusal = match head.method.as_str() {
-            "GET" | "HEAD" | "OPTIONS" => None,
-            "POST" | "PUT" | "DELETE" | "PATCH" | "TRACE" | "CONNECT" => {
-                let mut r = error(405, "Only GET, HEAD and OPTIONS are allowed.");
-                r.headers.push(("Allow", ALLOW.into()));
-                Some(r)
-            }
-            _ => Some(error(501, "Unknown method.")),
-        };
-        // Expect (RFC 9110 §10.1.1; ignored from HTTP/1.0 clients): a body that would be refused
-        // is never asked for, the refusal goes out at once and the connection closes (its body
-        // was not read); a body that will be read is asked for with 100 Continue.
-        let expect = if head.minor >= 1 { head.list("Expect") } else { None };
-        let wants_continue = match expect.as_deref() {
-            None => false,
-            Some(e) if e.trim().eq_ignore_ascii_case("100-continue") => true,
-            Some(_) => return Ok(error(417, "Only \"Expect: 100-continue\" is supported.")),
-        };
-        if wants_continue && let Some(mut r) = refusal {
-            r.close = true;
-            return Ok(r);
-        }
-        if length > 0 {
-            if wants_continue {
+        if body > 0 {
+            if continue_first {
                 conn.stream().write_all(b"HTTP/1.1 100 Continue\r\n\r\n")?;
             }
-            if !self.discard_body(conn, length)? {
+            if !self.discard_body(conn, body)? {
                 return Ok(error(400, "The request body did not arrive."));
             }
         }
-        if let Some(r) = refusal {
-            return Ok(r);
-        }
-        if head.target == "*" {
-            return Ok(if head.method == "OPTIONS" {
-                options()
-            } else {
-                error(400, "The target * is only for OPTIONS.")
-            });
-        }
-        let target = head.target.as_str();
-        let target = match target.find("://") {
-            // absolute-form: keep the path.
-            Some(i) => target[i + 3..].find('/').map_or("/", |j| &target[i + 3 + j..]),
-            None => target,
-        };
-        let (path, query) = target.split_once('?').unwrap_or((target, ""));
-        if head.method == "OPTIONS" {
-            // As Apache: what the server allows there, whether or not a file exists.
-            return Ok(if path.starts_with('/') { options() } else { error(400, "The path does not start with /.") });
-        }
-        // `/server-status/` is `/server-status` (the form Prometheus' apache_exporter asks for).
-        let page = path.strip_suffix('/').filter(|p| !p.is_empty()).unwrap_or(path);
-        let is_status = self.cfg.status_path.as_deref() == Some(page) || self.cfg.metrics_path.as_deref() == Some(page);
-        let served_here = self.cfg.status_listeners.as_ref().is_none_or(|on| on.contains(&conn.listener()));
-        if is_status && served_here {
-            return Ok(self.status(conn, page, query, head));
-        }
-        Ok(self.file(path, query, head, conn.peer()))
+        Ok(match route {
+            decide::Route::Refuse(r) => r,
+            decide::Route::Options => options(),
+            decide::Route::Status { page, query } => self.status(conn, &page, &query, head),
+            decide::Route::File { path, query } => self.file(&path, &query, head, conn.peer()),
+        })
     }
 
     fn discard_body(&mut self, conn: &mut Connection<'_>, mut left: u64) -> io::Result<bool> {
@@ -594,23 +532,9 @@ impl HttpService {
     }
 
     fn status(&self, conn: &Connection<'_>, path: &str, query: &str, head: &Head) -> Response {
-        let allowed = match conn.peer_addr() {
-            None => true, // a unix-domain peer is on this machine
-            Some(a) => self.cfg.status_allow.iter().any(|net| net.contains(&canonical(a.ip()))),
-        };
-        if !allowed {
-            return error(403, "The status pages are not open to this address.");
-        }
-        // Behind a reverse proxy on this host every client looks local: a request that says it
-        // was forwarded is not, unless it came on a listener given to the status pages.
-        let forwarded = self.cfg.proxied_listeners.contains(&conn.listener())
-            || PROXY_HEADERS.iter().any(|h| head.header(h).is_some());
-        if self.cfg.status_listeners.is_none() && forwarded {
-            return error(
-                403,
-                "The status pages are not served to requests forwarded by a proxy: their client is not this \
-                 machine. To read them through a proxy, give them a listener of their own (status_listen).",
-            );
+        if let Err(refused) = decide::status_access(conn.peer_addr().map(|a| a.ip()), conn.listener(), head, &self.cfg)
+        {
+            return refused;
         }
         let pool = conn.pool();
         let snap = pool.snapshot();
