@@ -19,6 +19,7 @@
 //! | [`config`] | §8 | directives, defaults, clamps |
 //! | [`time`] | §1 | time as an argument |
 //! | [`seeded`] | §11 | seeded bugs for the checkers' negative tests (feature `seeded-bugs`) |
+//! | [`witness`] | §9 | the rules every effect is held to, one checker the simulated worlds share |
 //!
 //! The machines are sans-IO: feed events with `now`; the effects they ask for (fork, wake,
 //! signal, log, lifecycle events …) are carried out on a [`Platform`] by the [`ParentDriver`], the
@@ -53,6 +54,7 @@ pub mod scoreboard;
 pub mod seeded;
 pub mod slot;
 pub mod time;
+pub mod witness;
 
 pub use child::{ChildAction, ChildEvent, ChildLoop};
 pub use config::{PoolConfig, RawPoolConfig};

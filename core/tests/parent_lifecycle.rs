@@ -845,6 +845,31 @@ fn a_step_of_waiting_connections_gets_its_children_at_the_next_look() {
     assert_eq!(sim.forks, 64);
 }
 
+/// While a graceful restart still owes its `start_servers` (old children busy, nothing refilled
+/// yet), looks between ticks fork nothing: the next tick starts the new generation, as Apache's
+/// refill does (demand looks are for a running pool).
+#[test]
+fn looks_leave_a_graceful_restarts_start_to_the_next_tick() {
+    let mut sim = Sim::new(common::demand_pool(8, 5, 20, 64));
+    sim.settle();
+    for pid in sim.waiting() {
+        sim.take_connection(pid);
+    }
+    let cfg = sim.parent().config().clone();
+    sim.command(Command::GracefulRestart(Box::new(cfg)));
+    sim.settle();
+    assert_eq!(sim.forks, 8, "every old child is busy: nothing is refilled yet");
+    sim.world.queues = vec![prefork_core::parent::QueueDepth { waiting: 56, exact: true }];
+    let tick = sim.parent().next_tick();
+    let t = sim.next_timeout().unwrap();
+    assert!(t < tick, "a look before the tick");
+    sim.settle();
+    assert_eq!(sim.forks, 8, "the look forked nothing");
+    sim.advance(tick.since(t));
+    sim.settle();
+    assert_eq!(sim.forks, 16, "the tick started the new generation's start_servers");
+}
+
 /// The same step with `fork_rate_limit = 20`: 20 forks, then nothing more until a second has
 /// passed since them, then 20 more.
 #[test]

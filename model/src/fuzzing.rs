@@ -7,12 +7,13 @@
 use crate::system::{Budget, Op, SystemModel};
 use prefork_core::exit::{ExitReason, ExitStatus};
 use prefork_core::parent::{
-    Command, KillSignal, LifecycleOrder, Observation, ParentEvent, ParentLog, Phase, Pid, QueueDepth, Signal, Spawn,
+    Command, KillSignal, Observation, ParentEvent, ParentLog, Phase, Pid, QueueDepth, Signal, Spawn,
 };
 use prefork_core::scoreboard::{ChildSlot, MemoryBoard, SlotTable};
 use prefork_core::seeded::SeededBug;
 use prefork_core::slot::{SlotState, SlotWord};
 use prefork_core::time::Time;
+use prefork_core::witness::Witness;
 use prefork_core::{ChildAction, ChildEvent, ChildLoop, Parent, ParentDriver, Platform, PoolConfig};
 use stateright::{Expectation, Model};
 use std::cell::Cell;
@@ -133,9 +134,9 @@ pub fn parent_events_with(data: &[u8], bug: Option<SeededBug>) {
         children: BTreeMap::new(),
         next_pid: 100,
         fail: false,
-        spawned: vec![],
+        spawned: false,
         observation: Observation::default(),
-        lifecycle: LifecycleOrder::default(),
+        witness: Witness::new(&config),
     };
     let mut driver = ParentDriver::start(parent, now, &board, &mut world);
     world.check(&driver);
@@ -178,6 +179,7 @@ pub fn parent_events_with(data: &[u8], bug: Option<SeededBug>) {
                 };
                 let reason = ExitReason::ALL.get(usize::from(b.byte()) % 10).copied();
                 world.children.remove(&pid);
+                world.witness.reaped(pid);
                 driver.handle_child_exit(now, pid, status, reason, &board, &mut world);
             }
             3 => {
@@ -210,6 +212,7 @@ pub fn parent_events_with(data: &[u8], bug: Option<SeededBug>) {
                 // A signalled child dies of it.
                 let pid = *world.children.keys().nth(usize::from(b.byte()) % world.children.len()).unwrap();
                 world.children.remove(&pid);
+                world.witness.reaped(pid);
                 let sig = if b.byte() & 1 == 0 { 15 } else { 9 }; // SIGTERM or SIGKILL
                 driver.handle_child_exit(now, pid, ExitStatus::Signaled(sig), None, &board, &mut world);
             }
@@ -227,53 +230,55 @@ struct EventWorld<'a> {
     next_pid: Pid,
     /// Forks fail.
     fail: bool,
-    /// The spawns of the current input.
-    spawned: Vec<SlotWord>,
+    /// Something was spawned during the current input.
+    spawned: bool,
     observation: Observation,
-    lifecycle: LifecycleOrder,
+    /// The rules every effect is held to (I6, I7, I13, I29, I31).
+    witness: Witness,
 }
 
 impl EventWorld<'_> {
-    /// After each input: spawns went below the limit into the running generation (I6, I13) and
-    /// made no more children live than the limit (I7); the spawn rate is a power of two up to 32
-    /// (I8); the lifecycle events agree with the parent (I31).
+    /// After each input: the parent's records agree (I7: no more children live than the limit
+    /// after spawning; above a lowered limit old ones may stay, but no spawn may happen then); the
+    /// spawn rate is a power of two up to 32 (I8); the lifecycle events agree with the parent
+    /// (I31). Each effect was held to the witness's rules as it happened.
     fn check(&mut self, driver: &ParentDriver) {
         let parent = driver.parent();
         let limit = parent.config().max_request_workers as usize;
-        for born in std::mem::take(&mut self.spawned) {
-            assert_eq!(born.generation, parent.generation(), "I13: born in the running generation");
-            // Children above a lowered limit may stay (they drain), but no spawn may happen then.
+        if std::mem::take(&mut self.spawned) {
             let live = parent.live_children();
             assert!(live <= limit, "I7: {live} live children after spawning, limit {limit}");
         }
         let rate = parent.policy().idle_spawn_rate();
         assert!(rate.is_power_of_two() && rate <= 32, "I8: spawn rate {rate}");
-        if let Err(e) = self.lifecycle.agrees_with(parent.phase()) {
-            panic!("I31: {e}");
+        if let Err(b) = self.witness.after_input(parent.phase()) {
+            panic!("{b}");
         }
     }
 }
 
 impl Platform for EventWorld<'_> {
-    fn spawn(&mut self, &Spawn { slot, born, .. }: &Spawn) -> Result<Pid, String> {
+    fn spawn(&mut self, spawn: &Spawn) -> Result<Pid, String> {
+        let &Spawn { slot, born, .. } = spawn;
         assert_eq!(self.board.slot(slot).unwrap().read(), Ok(born), "I6: the slot holds the born word");
-        assert_eq!(born.state, SlotState::Starting);
-        if self.fail {
-            return Err("fuzzed fork failure".into());
+        let pid = (!self.fail).then_some(self.next_pid + 1);
+        if let Err(b) = self.witness.spawned(spawn, pid) {
+            panic!("{b}");
         }
-        self.spawned.push(born);
-        self.next_pid += 1;
-        self.children.insert(self.next_pid, (slot, born));
-        Ok(self.next_pid)
+        let Some(pid) = pid else { return Err("fuzzed fork failure".into()) };
+        self.spawned = true;
+        self.next_pid = pid;
+        self.children.insert(pid, (slot, born));
+        Ok(pid)
     }
-    fn wake(&mut self, _: usize, pid: Pid) {
-        assert!(self.children.contains_key(&pid), "wake for {pid}, not a child");
+    fn wake(&mut self, slot: usize, pid: Pid) {
+        if let Err(b) = self.witness.woke(slot, pid) {
+            panic!("{b}");
+        }
     }
-    fn signal(&mut self, &Signal { slot, pid, signal, reason }: &Signal) {
-        let child = self.children.get(&pid);
-        assert!(child.is_some_and(|c| c.0 == slot), "I15: {signal:?} to {pid} in slot {slot}, not a child there");
-        if reason.is_some() {
-            assert_eq!(signal, KillSignal::Kill, "the watchdog kills with SIGKILL");
+    fn signal(&mut self, signal: &Signal) {
+        if let Err(b) = self.witness.signalled(signal) {
+            panic!("{b}");
         }
     }
     fn observe(&mut self) -> Observation {
@@ -282,8 +287,8 @@ impl Platform for EventWorld<'_> {
     fn close_listeners(&mut self) {}
     fn log(&mut self, _: ParentLog) {}
     fn event(&mut self, event: ParentEvent) {
-        if let Err(e) = self.lifecycle.hear(&event) {
-            panic!("I31: {e}");
+        if let Err(b) = self.witness.heard(&event) {
+            panic!("{b}");
         }
     }
 }
@@ -314,7 +319,7 @@ pub fn board_bytes_with(data: &[u8], bug: Option<SeededBug>) {
     let board: MemoryBoard<Cell<u64>> = MemoryBoard::new(slots);
     let mut parent = Parent::new(config.clone());
     crate::seeded::seed_parent(&mut parent, bug);
-    let mut world = ByteWorld::default();
+    let mut world = ByteWorld { children: BTreeMap::new(), witness: Witness::new(&config), exits: vec![], next_pid: 0 };
     let tick = config.maintenance_interval;
     let mut now = Time::ZERO;
     let mut driver = ParentDriver::start(parent, now, &board, &mut world);
@@ -382,10 +387,10 @@ pub fn board_bytes_with(data: &[u8], bug: Option<SeededBug>) {
 }
 
 /// The children of [`board_bytes`]: pids, slots and born words; exits waiting to be reaped.
-#[derive(Default)]
 struct ByteWorld {
     children: BTreeMap<Pid, (usize, SlotWord)>,
-    lifecycle: LifecycleOrder,
+    /// The rules every effect is held to (I6, I7, I13, I29, I31).
+    witness: Witness,
     exits: Vec<(Pid, ExitStatus, Option<ExitReason>)>,
     next_pid: Pid,
 }
@@ -417,24 +422,32 @@ impl ByteWorld {
     fn deliver_exits(&mut self, now: Time, board: &MemoryBoard<Cell<u64>>, driver: &mut ParentDriver) {
         while !self.exits.is_empty() {
             let (pid, status, reason) = self.exits.remove(0);
+            self.witness.reaped(pid);
             driver.handle_child_exit(now, pid, status, reason, board, self);
         }
     }
 }
 
 impl Platform for ByteWorld {
-    fn spawn(&mut self, &Spawn { slot, born, .. }: &Spawn) -> Result<Pid, String> {
+    fn spawn(&mut self, spawn: &Spawn) -> Result<Pid, String> {
         self.next_pid += 1;
         let pid = 1000 + self.next_pid;
-        self.children.insert(pid, (slot, born));
+        if let Err(b) = self.witness.spawned(spawn, Some(pid)) {
+            panic!("{b}");
+        }
+        self.children.insert(pid, (spawn.slot, spawn.born));
         Ok(pid)
     }
-    fn wake(&mut self, _: usize, pid: Pid) {
-        assert!(self.children.contains_key(&pid), "wake for {pid}, not a live child");
+    fn wake(&mut self, slot: usize, pid: Pid) {
+        if let Err(b) = self.witness.woke(slot, pid) {
+            panic!("{b}");
+        }
     }
-    fn signal(&mut self, &Signal { slot, pid, signal, .. }: &Signal) {
-        let known = self.children.get(&pid).is_some_and(|c| c.0 == slot) || self.exits.iter().any(|e| e.0 == pid);
-        assert!(known, "I29: {signal:?} to {pid} in slot {slot}, which is not a child there");
+    fn signal(&mut self, sent: &Signal) {
+        if let Err(b) = self.witness.signalled(sent) {
+            panic!("{b}");
+        }
+        let &Signal { pid, signal, .. } = sent;
         if self.children.remove(&pid).is_some() {
             let sig = if signal == KillSignal::Term { 15 } else { 9 };
             self.exits.push((pid, ExitStatus::Signaled(sig), None));
@@ -446,8 +459,8 @@ impl Platform for ByteWorld {
     fn close_listeners(&mut self) {}
     fn log(&mut self, _: ParentLog) {}
     fn event(&mut self, event: ParentEvent) {
-        if let Err(e) = self.lifecycle.hear(&event) {
-            panic!("I31: {e}");
+        if let Err(b) = self.witness.heard(&event) {
+            panic!("{b}");
         }
     }
 }

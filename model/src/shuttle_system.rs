@@ -31,12 +31,13 @@ use prefork_core::config::PoolConfig;
 use prefork_core::driver::{ParentDriver, Platform};
 use prefork_core::exit::{ExitReason, ExitStatus, KillReason};
 use prefork_core::parent::{
-    Command, KillSignal, LifecycleOrder, Observation, Parent, ParentEvent, ParentLog, Pid, QueueDepth, Signal, Spawn,
+    Command, KillSignal, Observation, Parent, ParentEvent, ParentLog, Pid, QueueDepth, Signal, Spawn,
 };
 use prefork_core::scoreboard::{ChildSlot, MemoryBoard, ScoreboardView, SlotTable, SlotUpdate};
 use prefork_core::seeded::SeededBug;
 use prefork_core::slot::{SlotState, SlotWord};
 use prefork_core::time::Time;
+use prefork_core::witness::Witness;
 use shuttle::rand::{Rng, thread_rng};
 use shuttle::sync::{Condvar, Mutex, MutexGuard};
 use shuttle::thread;
@@ -133,8 +134,8 @@ struct World {
     epoch: u64,
     /// The parent's log, for diagnostics.
     log: Vec<String>,
-    /// What the parent's lifecycle events said so far (I31).
-    lifecycle: LifecycleOrder,
+    /// The rules every effect is held to (I6, I7, I13, I29, I31), shared by every simulated world.
+    witness: Option<Witness>,
     /// Children the watchdog killed.
     watchdog_kills: u32,
     /// The client has produced every connection.
@@ -371,10 +372,17 @@ fn child_main(
     }
 }
 
+impl World {
+    /// The shared rules (set before the parent starts).
+    fn witness(&mut self) -> &mut Witness {
+        self.witness.as_mut().expect("the witness is set before the parent starts")
+    }
+}
+
 /// Checks, at a parent step boundary, that the board and the parent agree with the real processes.
 fn check_board(parent: &Parent, shared: &Shared, w: &World) {
-    if let Err(e) = w.lifecycle.agrees_with(parent.phase()) {
-        panic!("I31: {e}");
+    if let Err(b) = w.witness.as_ref().expect("set before the start").after_input(parent.phase()) {
+        panic!("{b}");
     }
     assert_eq!(parent.live_children(), w.procs.len() + w.zombies.len(), "the parent's records vs the processes");
     if w.dirty {
@@ -664,9 +672,8 @@ pub fn run(scenario: &Scenario) {
     // the children on the slot words).
     let mut parent = Parent::new(cfg.clone());
     crate::seeded::seed_parent(&mut parent, scenario.bug);
-    let next_cfg = scenario.restart_pool.clone().unwrap_or_else(|| cfg.clone());
-    let mut platform =
-        ShuttlePlatform { shared: &shared, scenario, configs: [cfg.clone(), next_cfg], children: vec![] };
+    shared.lock().witness = Some(Witness::new(&cfg));
+    let mut platform = ShuttlePlatform { shared: &shared, scenario, children: vec![] };
     let driver = ParentDriver::start(parent, Time::ZERO, &shared.board, &mut platform);
     let mut exit = driver.exit_code();
     let mut driver = driver;
@@ -711,6 +718,7 @@ pub fn run(scenario: &Scenario) {
             && now >= driver.parent().next_tick();
         exit = match work {
             Work::Reap((pid, status, reason)) => {
+                shared.lock().witness().reaped(pid);
                 driver.handle_child_exit(now, pid, status, reason, board, &mut platform)
             }
             Work::Command(c) => driver.handle_command(now, c, board, &mut platform),
@@ -815,8 +823,6 @@ pub fn take_totals() -> Totals {
 struct ShuttlePlatform<'a> {
     shared: &'a Arc<Shared>,
     scenario: &'a Scenario,
-    /// The configuration of generation 0, and the one every restart brings.
-    configs: [PoolConfig; 2],
     children: Vec<thread::JoinHandle<()>>,
 }
 
@@ -824,15 +830,10 @@ impl Platform for ShuttlePlatform<'_> {
     fn spawn(&mut self, spawn: &Spawn) -> Result<Pid, String> {
         let &Spawn { slot, born, child } = spawn;
         let mut w = self.shared.lock();
-        // Before the first Ready (the start's own spawns) the generation is 0.
-        let running = w.lifecycle.generation().unwrap_or(0);
-        assert_eq!(born.generation, running, "I13: a child born in generation {}", born.generation);
-        let cfg = &self.configs[usize::from(born.generation > 0)];
-        // Every process not reaped yet, and this one.
-        let (live, limit) = (w.procs.len() + w.zombies.len() + 1, cfg.max_request_workers as usize);
-        assert!(live <= limit, "I7: a spawn makes {live} children live, max_request_workers {limit}");
-        assert!(slot < limit, "I6: a spawn into slot {slot}, max_request_workers {limit}");
         let pid = 100 + self.children.len() as Pid;
+        if let Err(b) = w.witness().spawned(spawn, Some(pid)) {
+            panic!("{b}");
+        }
         let mut child = child.child_loop();
         crate::seeded::seed_child(&mut child, self.scenario.bug);
         w.procs.insert(pid, ProcInfo { slot, born: born.encode(), generation: born.generation, ..ProcInfo::default() });
@@ -844,18 +845,22 @@ impl Platform for ShuttlePlatform<'_> {
         Ok(pid)
     }
 
-    fn wake(&mut self, _: usize, pid: Pid) {
-        if let Some(p) = self.shared.lock().procs.get_mut(&pid) {
+    fn wake(&mut self, slot: usize, pid: Pid) {
+        let mut w = self.shared.lock();
+        if let Err(b) = w.witness().woke(slot, pid) {
+            panic!("{b}");
+        }
+        if let Some(p) = w.procs.get_mut(&pid) {
             p.woken = true;
         }
     }
 
-    fn signal(&mut self, &Signal { slot, pid, signal, reason }: &Signal) {
+    fn signal(&mut self, sent: &Signal) {
+        let &Signal { pid, signal, reason, .. } = sent;
         let mut w = self.shared.lock();
-        assert!(
-            w.procs.get(&pid).is_some_and(|p| p.slot == slot) || w.zombies.iter().any(|z| z.0 == pid),
-            "I29: the parent signalled pid {pid} ({signal:?}, slot {slot}), which is not its child there"
-        );
+        if let Err(b) = w.witness().signalled(sent) {
+            panic!("{b}");
+        }
         if matches!(reason, Some(KillReason::Stalled(_))) {
             w.watchdog_kills += 1;
         }
@@ -894,8 +899,8 @@ impl Platform for ShuttlePlatform<'_> {
 
     fn event(&mut self, event: ParentEvent) {
         let mut w = self.shared.lock();
-        if let Err(e) = w.lifecycle.hear(&event) {
-            panic!("I31: {e}");
+        if let Err(b) = w.witness().heard(&event) {
+            panic!("{b}");
         }
     }
 }

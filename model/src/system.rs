@@ -17,13 +17,13 @@ use prefork_core::config::PoolConfig;
 use prefork_core::driver::{ParentDriver, Platform};
 use prefork_core::exit::{ExitReason, ExitStatus, KillReason, Stall};
 use prefork_core::parent::{
-    Command, KillSignal, LifecycleOrder, Observation, Parent, ParentEvent, ParentLog, Phase, Pid, QueueDepth, Signal,
-    Spawn,
+    Command, KillSignal, Observation, Parent, ParentEvent, ParentLog, Phase, Pid, QueueDepth, Signal, Spawn,
 };
 use prefork_core::scoreboard::{ChildSlot, ScoreboardView};
 use prefork_core::seeded::SeededBug;
 use prefork_core::slot::{Side, SlotState, SlotWord};
 use prefork_core::time::Time;
+use prefork_core::witness::{Breach, Witness};
 use stateright::{Model, Property};
 use std::time::Duration;
 
@@ -326,6 +326,21 @@ pub struct Violations {
     pub lifecycle_out_of_order: bool,
 }
 
+impl Violations {
+    /// Notes what the shared [`Witness`] found, as the property that names its invariant.
+    fn note(&mut self, breach: &Breach) {
+        let flag = match breach.invariant {
+            "I6" => &mut self.spawned_above_limit_slot,
+            "I7" => &mut self.spawned_over_limit,
+            "I13" => &mut self.spawned_old,
+            "I29" => &mut self.signalled_stranger,
+            "I31" => &mut self.lifecycle_out_of_order,
+            other => unreachable!("the witness names no invariant {other}"),
+        };
+        *flag = true;
+    }
+}
+
 /// The whole system: the parent (with the driver contract) and everything else.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct SysState {
@@ -407,8 +422,8 @@ pub struct World {
     /// An activity word was scribbled: the watchdog may act on it (it may kill the slot's child,
     /// never anyone else), so its kills are no longer judged by the model's own record (I27).
     pub activity_scribbled: bool,
-    /// What the parent's lifecycle events said so far (I31).
-    pub lifecycle: LifecycleOrder,
+    /// The rules every effect is held to (I6, I7, I13, I29, I31), shared by every simulated world.
+    pub witness: Witness,
     /// Things that must never happen.
     pub violations: Violations,
 }
@@ -530,7 +545,9 @@ impl SystemModel {
     /// ladder's and the grace deadlines' clocks.
     fn after_input(&self, s: &mut SysState) {
         let phase = s.parent().phase();
-        s.world.violations.lifecycle_out_of_order |= s.world.lifecycle.agrees_with(phase).is_err();
+        if let Err(b) = s.world.witness.after_input(phase) {
+            s.world.violations.note(&b);
+        }
         if !matches!(phase, Phase::Stopping | Phase::Restarting) {
             s.world.reclaim_started = None;
         }
@@ -740,7 +757,7 @@ impl Model for SystemModel {
             dirty: false,
             activity_scribbled: false,
             forked_after_scribble: false,
-            lifecycle: LifecycleOrder::default(),
+            witness: Witness::new(&self.pool),
             violations: Violations::default(),
         };
         let board = CellBoard::load(&world.words);
@@ -846,6 +863,7 @@ impl Model for SystemModel {
                         s.crash_pause_until = Some(s.now + pause);
                     }
                 }
+                s.world.witness.reaped(z.pid);
                 self.drive(&mut s, |driver, now, board, platform| {
                     driver.handle_child_exit(now, z.pid, z.status, z.reason, board, platform)
                 });
@@ -1143,26 +1161,14 @@ pub struct ModelPlatform<'a> {
 impl ModelPlatform<'_> {
     /// The configuration in force, by the generation the lifecycle events named.
     fn config(&self) -> &PoolConfig {
-        self.model.config_of(self.world.lifecycle.generation().unwrap_or(0))
+        self.model.config_of(self.world.witness.generation())
     }
 }
 
 impl Platform for ModelPlatform<'_> {
     fn spawn(&mut self, spawn: &Spawn) -> Result<Pid, String> {
         let &Spawn { slot, born, child } = spawn;
-        let mrw = self.config().max_request_workers as usize;
         let s = &mut *self.world;
-        // Before the first Ready (the start's own spawns) the generation is 0.
-        if born.generation != s.lifecycle.generation().unwrap_or(0) {
-            s.violations.spawned_old = true;
-        }
-        // Every process not reaped yet, and this one.
-        if s.procs.len() + s.zombies.len() + 1 > mrw {
-            s.violations.spawned_over_limit = true;
-        }
-        if slot >= mrw {
-            s.violations.spawned_above_limit_slot = true;
-        }
         let too_soon = |t: Option<Time>| t.is_some_and(|t| s.now < t);
         if too_soon(s.fork_retry_at) || too_soon(s.crash_pause_until) {
             s.violations.forked_too_soon = true;
@@ -1172,6 +1178,9 @@ impl Platform for ModelPlatform<'_> {
             s.fork_failures_in_row += 1;
             let backoff = Duration::from_secs(1 << (s.fork_failures_in_row - 1).min(4)).min(Duration::from_secs(10));
             s.fork_retry_at = Some(s.now + backoff);
+            if let Err(b) = s.witness.spawned(spawn, None) {
+                s.violations.note(&b);
+            }
             return Err("fork: Resource temporarily unavailable (model)".into());
         }
         s.fork_recovered |= s.fork_failures_in_row > 0;
@@ -1179,6 +1188,9 @@ impl Platform for ModelPlatform<'_> {
         s.forked_after_scribble |= s.scribbles > 0;
         let pid = s.next_pid;
         s.next_pid += 1;
+        if let Err(b) = s.witness.spawned(spawn, Some(pid)) {
+            s.violations.note(&b);
+        }
         let mut child = child.child_loop();
         crate::seeded::seed_child(&mut child, self.model.bug);
         s.procs.push(Proc {
@@ -1198,22 +1210,23 @@ impl Platform for ModelPlatform<'_> {
         Ok(pid)
     }
 
-    fn wake(&mut self, _: usize, pid: Pid) {
+    fn wake(&mut self, slot: usize, pid: Pid) {
+        if let Err(b) = self.world.witness.woke(slot, pid) {
+            self.world.violations.note(&b);
+        }
         if let Some(p) = self.world.procs.iter_mut().find(|p| p.pid == pid) {
             p.woken = true;
         }
     }
 
-    fn signal(&mut self, &Signal { slot, pid, signal, reason }: &Signal) {
+    fn signal(&mut self, sent: &Signal) {
         let (lock_limit, request_limit) = (self.config().accept_lock_timeout, self.config().request_deadline);
         let s = &mut *self.world;
-        // I29: only a process the parent forked and has not reaped yet, named with its slot.
-        if !s.procs.iter().any(|p| p.pid == pid && p.slot == slot)
-            && !s.zombies.iter().any(|z| z.pid == pid && z.slot == slot)
-        {
-            s.violations.signalled_stranger = true;
+        if let Err(b) = s.witness.signalled(sent) {
+            s.violations.note(&b);
         }
-        let running = s.lifecycle.serving();
+        let &Signal { pid, signal, reason, .. } = sent;
+        let running = s.witness.serving();
         if running && reason.is_none() {
             s.violations.signal_while_running = true;
         }
@@ -1288,7 +1301,9 @@ impl Platform for ModelPlatform<'_> {
 
     fn event(&mut self, event: ParentEvent) {
         let s = &mut *self.world;
-        s.violations.lifecycle_out_of_order |= s.lifecycle.hear(&event).is_err();
+        if let Err(b) = s.witness.heard(&event) {
+            s.violations.note(&b);
+        }
     }
 }
 

@@ -67,7 +67,7 @@ fn negative_parent_events_catches_ignoring_the_generation_on_reap() {
         |d| fuzzing::parent_events_with(d, Some(prefork_core::seeded::SeededBug::IgnoreGenerationOnReap)),
         3000,
         600,
-        "I13: born in the running generation",
+        "I13: a child born in generation",
     );
 }
 

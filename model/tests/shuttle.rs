@@ -252,7 +252,7 @@ fn negative_a_parent_that_does_not_republish_the_generation_never_recovers() {
 
 #[test]
 fn negative_a_stop_that_signals_the_pids_on_the_board_signals_a_stranger() {
-    expect_failure("scribbles-pid-from-board", "I29: the parent signalled pid");
+    expect_failure("scribbles-pid-from-board", "is not a child the parent has");
 }
 
 #[test]

@@ -93,6 +93,11 @@ impl LifecycleOrder {
         }
     }
 
+    /// Was `Reloading` the last thing heard (a hard restart reclaims, by the events)?
+    pub fn reloading(&self) -> bool {
+        matches!(self.heard, Heard::Reloading(_))
+    }
+
     /// Was `Ready` the last thing heard (the pool runs, by the events)?
     pub fn serving(&self) -> bool {
         matches!(self.heard, Heard::Serving(_))

@@ -9,11 +9,12 @@ use prefork_core::config::{PoolConfig, RawPoolConfig};
 use prefork_core::driver::{ParentDriver, Platform};
 use prefork_core::exit::{ExitReason, ExitStatus};
 use prefork_core::parent::{
-    Command, KillSignal, LifecycleOrder, Observation, Parent, ParentEvent, ParentLog, Pid, QueueDepth, Signal, Spawn,
+    Command, KillSignal, Observation, Parent, ParentEvent, ParentLog, Pid, QueueDepth, Signal, Spawn,
 };
 use prefork_core::scoreboard::{ChildSlot, MemoryBoard, ScoreboardView, SlotTable};
 use prefork_core::slot::{SlotState, SlotWord};
 use prefork_core::time::Time;
+use prefork_core::witness::{Breach, Witness};
 use std::cell::Cell;
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -74,9 +75,10 @@ pub struct World {
     pub lock_holder: Option<Pid>,
     /// The parent's lifecycle events, in order.
     pub events: Vec<(Time, ParentEvent)>,
-    /// The order they must come in (I31), and the first breach.
-    pub lifecycle: LifecycleOrder,
-    pub lifecycle_error: Option<String>,
+    /// The rules every effect is held to (I6, I7, I13, I29, I31), shared by every simulated
+    /// world, and the first breach.
+    pub witness: Option<Witness>,
+    pub breach: Option<String>,
 }
 
 impl std::ops::Deref for Sim {
@@ -112,7 +114,7 @@ impl Sim {
             parent.seed_bug(bug);
         }
         let board = MemoryBoard::new(cfg.server_limit as usize);
-        let mut world = World { next_pid: 100, behaviour, ..World::default() };
+        let mut world = World { next_pid: 100, behaviour, witness: Some(Witness::new(&cfg)), ..World::default() };
         let driver =
             ParentDriver::start(parent, Time::ZERO, &board, &mut SimPlatform { now: Time::ZERO, world: &mut world });
         let sim = Sim { now: Time::ZERO, board, driver, exit_code: None, world };
@@ -120,14 +122,19 @@ impl Sim {
         sim
     }
 
-    /// I31: the lifecycle events came in their order, and agree with the parent's phase.
+    /// Every effect so far kept the witness's rules, and the lifecycle events agree with the
+    /// parent's phase (I31).
     fn check_lifecycle(&self) {
-        if let Some(e) = &self.lifecycle_error {
-            panic!("I31: {e}");
+        if let Some(b) = &self.breach {
+            panic!("{b}");
         }
-        if let Err(e) = self.lifecycle.agrees_with(self.parent().phase()) {
-            panic!("I31: {e}");
+        if let Err(b) = self.witness().after_input(self.parent().phase()) {
+            panic!("{b}");
         }
+    }
+
+    fn witness(&self) -> &Witness {
+        self.world.witness.as_ref().expect("set at the start")
     }
 
     /// The parent (to read; inputs go through the driver).
@@ -157,6 +164,7 @@ impl Sim {
     pub fn reap(&mut self) {
         while !self.exits.is_empty() {
             for (pid, status, reason) in std::mem::take(&mut self.exits) {
+                self.world.witness.as_mut().expect("set at the start").reaped(pid);
                 self.drive(|driver, now, board, platform| {
                     driver.handle_child_exit(now, pid, status, reason, board, platform)
                 });
@@ -317,10 +325,21 @@ pub struct SimPlatform<'a> {
     world: &'a mut World,
 }
 
+impl SimPlatform<'_> {
+    /// Holds one effect to the witness's rules, keeping the first breach.
+    fn witness(&mut self, check: impl FnOnce(&mut Witness) -> Result<(), Breach>) {
+        if let Err(b) = check(self.world.witness.as_mut().expect("set at the start")) {
+            self.world.breach.get_or_insert(b.to_string());
+        }
+    }
+}
+
 impl Platform for SimPlatform<'_> {
     fn spawn(&mut self, spawn: &Spawn) -> Result<Pid, String> {
         let &Spawn { slot, born, .. } = spawn;
-        if self.world.fork_fails {
+        let pid = (!self.world.fork_fails).then_some(self.world.next_pid);
+        self.witness(|w| w.spawned(spawn, pid));
+        if pid.is_none() {
             return Err("Resource temporarily unavailable (simulated)".into());
         }
         let pid = self.world.next_pid;
@@ -334,13 +353,16 @@ impl Platform for SimPlatform<'_> {
     }
 
     fn wake(&mut self, slot: usize, pid: Pid) {
+        self.witness(|w| w.woke(slot, pid));
         self.world.wakes.push((slot, pid));
         if let Some(p) = self.world.procs.get_mut(&pid) {
             p.woken = true;
         }
     }
 
-    fn signal(&mut self, &Signal { pid, signal, .. }: &Signal) {
+    fn signal(&mut self, sent: &Signal) {
+        self.witness(|w| w.signalled(sent));
+        let &Signal { pid, signal, .. } = sent;
         self.world.signals.push((self.now, pid, signal));
         let Some(p) = self.world.procs.get(&pid) else {
             return;
@@ -368,9 +390,7 @@ impl Platform for SimPlatform<'_> {
     }
 
     fn event(&mut self, event: ParentEvent) {
-        if let Err(e) = self.world.lifecycle.hear(&event) {
-            self.world.lifecycle_error.get_or_insert(e.to_string());
-        }
+        self.witness(|w| w.heard(&event));
         self.world.events.push((self.now, event));
     }
 }
