@@ -2,9 +2,11 @@
 //! checker the simulated worlds share.
 //!
 //! The core's simulation (`core/tests/common`), stateright, shuttle and the fuzz bodies each
-//! perform the parent's effects on their own platform; each tells its [`Witness`] what it
-//! performed (a spawn and the pid it got, a wake-up, a signal, an event) and what it reaped, and
-//! reports a [`Breach`] its own way (a property, a panic). Nothing here runs in the server.
+//! perform the parent's effects in their own world, as a [`SimulatedPlatform`]; the driver is
+//! handed it inside [`Witnessed`], which holds every effect to the [`Witness`]'s rules before the
+//! world carries it out (a spawn, once its pid is known) and hands a [`Breach`] to the world to
+//! report its own way (a property, a panic). No world can perform an effect the rules did not
+//! see. The world tells the witness what it reaped. Nothing here runs in the server.
 //!
 //! ```text
 //!   spawn(slot, born) -> pid   I6  the slot is below max_request_workers, the word is Starting
@@ -18,7 +20,8 @@
 //! ```
 
 use crate::config::PoolConfig;
-use crate::parent::{KillSignal, LifecycleOrder, ParentEvent, Phase, Pid, Signal, Spawn};
+use crate::driver::Platform;
+use crate::parent::{KillSignal, LifecycleOrder, Observation, ParentEvent, ParentLog, Phase, Pid, Signal, Spawn};
 use crate::slot::{SlotState, SlotWord};
 use std::collections::BTreeMap;
 use std::fmt;
@@ -167,6 +170,87 @@ impl Witness {
     }
 }
 
+/// A simulated world's half of the [`Platform`]: it performs each effect its own way and keeps
+/// the [`Witness`]; [`Witnessed`] holds every effect to the witness's rules on its way in.
+pub trait SimulatedPlatform {
+    /// The world's witness.
+    fn witness(&mut self) -> &mut Witness;
+    /// An effect broke a rule: report it (by default, a panic naming the invariant).
+    fn breach(&mut self, breach: Breach) {
+        panic!("{breach}")
+    }
+    /// [`Platform::spawn`], in this world.
+    fn spawn(&mut self, spawn: &Spawn) -> Result<Pid, String>;
+    /// [`Platform::wake`], in this world.
+    fn wake(&mut self, slot: usize, pid: Pid);
+    /// [`Platform::signal`], in this world.
+    fn signal(&mut self, signal: &Signal);
+    /// [`Platform::observe`], in this world.
+    fn observe(&mut self) -> Observation;
+    /// [`Platform::close_listeners`], in this world.
+    fn close_listeners(&mut self) {}
+    /// [`Platform::log`], in this world.
+    fn log(&mut self, _line: ParentLog) {}
+    /// [`Platform::event`], in this world (after the witness heard it).
+    fn event(&mut self, _event: ParentEvent) {}
+}
+
+/// The platform a simulated world hands the driver: the world, with every effect held to its
+/// witness's rules.
+#[derive(Debug)]
+pub struct Witnessed<W>(pub W);
+
+impl<W: SimulatedPlatform> Witnessed<W> {
+    fn check(&mut self, rule: impl FnOnce(&mut Witness) -> Result<(), Breach>) {
+        if let Err(b) = rule(self.0.witness()) {
+            self.0.breach(b);
+        }
+    }
+}
+
+impl<W> std::ops::Deref for Witnessed<W> {
+    type Target = W;
+    fn deref(&self) -> &W {
+        &self.0
+    }
+}
+
+impl<W> std::ops::DerefMut for Witnessed<W> {
+    fn deref_mut(&mut self) -> &mut W {
+        &mut self.0
+    }
+}
+
+impl<W: SimulatedPlatform> Platform for Witnessed<W> {
+    fn spawn(&mut self, spawn: &Spawn) -> Result<Pid, String> {
+        let forked = self.0.spawn(spawn);
+        let pid = forked.as_ref().ok().copied();
+        self.check(|w| w.spawned(spawn, pid));
+        forked
+    }
+    fn wake(&mut self, slot: usize, pid: Pid) {
+        self.check(|w| w.woke(slot, pid));
+        self.0.wake(slot, pid);
+    }
+    fn signal(&mut self, signal: &Signal) {
+        self.check(|w| w.signalled(signal));
+        self.0.signal(signal);
+    }
+    fn observe(&mut self) -> Observation {
+        self.0.observe()
+    }
+    fn close_listeners(&mut self) {
+        self.0.close_listeners();
+    }
+    fn log(&mut self, line: ParentLog) {
+        self.0.log(line);
+    }
+    fn event(&mut self, event: ParentEvent) {
+        self.check(|w| w.heard(&event));
+        self.0.event(event);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -214,6 +298,83 @@ mod tests {
             w.heard(&ParentEvent::Ready { generation: 0, config: Box::default() }).unwrap_err().invariant,
             "I31"
         );
+    }
+
+    /// A world that performs everything and keeps every breach.
+    struct Keeps {
+        witness: Witness,
+        breaches: Vec<Breach>,
+        performed: Vec<&'static str>,
+    }
+
+    impl SimulatedPlatform for Keeps {
+        fn witness(&mut self) -> &mut Witness {
+            &mut self.witness
+        }
+        fn breach(&mut self, breach: Breach) {
+            self.breaches.push(breach);
+        }
+        fn spawn(&mut self, _: &Spawn) -> Result<Pid, String> {
+            self.performed.push("spawn");
+            Ok(10)
+        }
+        fn wake(&mut self, _: usize, _: Pid) {
+            self.performed.push("wake");
+        }
+        fn signal(&mut self, _: &Signal) {
+            self.performed.push("signal");
+        }
+        fn observe(&mut self) -> Observation {
+            Observation::default()
+        }
+        fn event(&mut self, _: ParentEvent) {
+            self.performed.push("event");
+        }
+    }
+
+    /// Every effect handed to a witnessed world passes the witness on its way in: what breaks a
+    /// rule reaches the world's `breach`, and the world still performs it (its own checks may
+    /// want to see it).
+    #[test]
+    fn a_witnessed_world_cannot_perform_an_effect_the_rules_did_not_see() {
+        let config = PoolConfig { max_request_workers: 1, ..PoolConfig::default() };
+        let keeps = Keeps { witness: Witness::new(&config), breaches: vec![], performed: vec![] };
+        let mut world = Witnessed(keeps);
+        let platform: &mut dyn Platform = &mut world;
+        platform.event(ready(0, 1));
+        assert_eq!(platform.spawn(&spawn(0, 0)), Ok(10));
+        platform.wake(0, 10);
+        platform.signal(&Signal { slot: 0, pid: 10, signal: KillSignal::Term, reason: None });
+        assert!(world.breaches.is_empty(), "{:?}", world.breaches);
+        let platform: &mut dyn Platform = &mut world;
+        platform.spawn(&spawn(1, 0)).unwrap();
+        platform.wake(0, 99);
+        platform.signal(&Signal { slot: 1, pid: 10, signal: KillSignal::Term, reason: None });
+        platform.event(ready(0, 1));
+        let broken: Vec<&str> = world.breaches.iter().map(|b| b.invariant).collect();
+        assert_eq!(broken, ["I6", "I29", "I29", "I31"]);
+        assert_eq!(world.performed, ["event", "spawn", "wake", "signal", "spawn", "wake", "signal", "event"]);
+    }
+
+    /// A world that does not say otherwise panics at a breach, naming the invariant.
+    #[test]
+    #[should_panic(expected = "I29: pid 7 in slot 0 is not a child the parent has")]
+    fn a_breach_panics_by_default() {
+        struct Panics(Witness);
+        impl SimulatedPlatform for Panics {
+            fn witness(&mut self) -> &mut Witness {
+                &mut self.0
+            }
+            fn spawn(&mut self, _: &Spawn) -> Result<Pid, String> {
+                Err("no".into())
+            }
+            fn wake(&mut self, _: usize, _: Pid) {}
+            fn signal(&mut self, _: &Signal) {}
+            fn observe(&mut self) -> Observation {
+                Observation::default()
+            }
+        }
+        Witnessed(Panics(Witness::new(&PoolConfig::default()))).wake(0, 7);
     }
 
     fn ready(generation: u32, max_request_workers: u32) -> ParentEvent {

@@ -6,15 +6,13 @@
 
 use crate::system::{Budget, Op, SystemModel};
 use prefork_core::exit::{ExitReason, ExitStatus};
-use prefork_core::parent::{
-    Command, KillSignal, Observation, ParentEvent, ParentLog, Phase, Pid, QueueDepth, Signal, Spawn,
-};
+use prefork_core::parent::{Command, KillSignal, Observation, Phase, Pid, QueueDepth, Signal, Spawn};
 use prefork_core::scoreboard::{ChildSlot, MemoryBoard, SlotTable};
 use prefork_core::seeded::SeededBug;
 use prefork_core::slot::{SlotState, SlotWord};
 use prefork_core::time::Time;
-use prefork_core::witness::Witness;
-use prefork_core::{ChildAction, ChildEvent, ChildLoop, Parent, ParentDriver, Platform, PoolConfig};
+use prefork_core::witness::{SimulatedPlatform, Witness, Witnessed};
+use prefork_core::{ChildAction, ChildEvent, ChildLoop, Parent, ParentDriver, PoolConfig};
 use stateright::{Expectation, Model};
 use std::cell::Cell;
 use std::collections::BTreeMap;
@@ -129,7 +127,7 @@ pub fn parent_events_with(data: &[u8], bug: Option<SeededBug>) {
     let mut parent = Parent::new(config.clone());
     crate::seeded::seed_parent(&mut parent, bug);
     let mut now = Time::ZERO;
-    let mut world = EventWorld {
+    let mut world = Witnessed(EventWorld {
         board: &board,
         children: BTreeMap::new(),
         next_pid: 100,
@@ -137,7 +135,7 @@ pub fn parent_events_with(data: &[u8], bug: Option<SeededBug>) {
         spawned: false,
         observation: Observation::default(),
         witness: Witness::new(&config),
-    };
+    });
     let mut driver = ParentDriver::start(parent, now, &board, &mut world);
     world.check(&driver);
     while !b.done() && driver.exit_code().is_none() {
@@ -257,39 +255,24 @@ impl EventWorld<'_> {
     }
 }
 
-impl Platform for EventWorld<'_> {
-    fn spawn(&mut self, spawn: &Spawn) -> Result<Pid, String> {
-        let &Spawn { slot, born, .. } = spawn;
+impl SimulatedPlatform for EventWorld<'_> {
+    fn witness(&mut self) -> &mut Witness {
+        &mut self.witness
+    }
+    fn spawn(&mut self, &Spawn { slot, born, .. }: &Spawn) -> Result<Pid, String> {
         assert_eq!(self.board.slot(slot).unwrap().read(), Ok(born), "I6: the slot holds the born word");
-        let pid = (!self.fail).then_some(self.next_pid + 1);
-        if let Err(b) = self.witness.spawned(spawn, pid) {
-            panic!("{b}");
+        if self.fail {
+            return Err("fuzzed fork failure".into());
         }
-        let Some(pid) = pid else { return Err("fuzzed fork failure".into()) };
         self.spawned = true;
-        self.next_pid = pid;
-        self.children.insert(pid, (slot, born));
-        Ok(pid)
+        self.next_pid += 1;
+        self.children.insert(self.next_pid, (slot, born));
+        Ok(self.next_pid)
     }
-    fn wake(&mut self, slot: usize, pid: Pid) {
-        if let Err(b) = self.witness.woke(slot, pid) {
-            panic!("{b}");
-        }
-    }
-    fn signal(&mut self, signal: &Signal) {
-        if let Err(b) = self.witness.signalled(signal) {
-            panic!("{b}");
-        }
-    }
+    fn wake(&mut self, _: usize, _: Pid) {}
+    fn signal(&mut self, _: &Signal) {}
     fn observe(&mut self) -> Observation {
         self.observation.clone()
-    }
-    fn close_listeners(&mut self) {}
-    fn log(&mut self, _: ParentLog) {}
-    fn event(&mut self, event: ParentEvent) {
-        if let Err(b) = self.witness.heard(&event) {
-            panic!("{b}");
-        }
     }
 }
 
@@ -319,7 +302,8 @@ pub fn board_bytes_with(data: &[u8], bug: Option<SeededBug>) {
     let board: MemoryBoard<Cell<u64>> = MemoryBoard::new(slots);
     let mut parent = Parent::new(config.clone());
     crate::seeded::seed_parent(&mut parent, bug);
-    let mut world = ByteWorld { children: BTreeMap::new(), witness: Witness::new(&config), exits: vec![], next_pid: 0 };
+    let mut world =
+        Witnessed(ByteWorld { children: BTreeMap::new(), witness: Witness::new(&config), exits: vec![], next_pid: 0 });
     let tick = config.maintenance_interval;
     let mut now = Time::ZERO;
     let mut driver = ParentDriver::start(parent, now, &board, &mut world);
@@ -349,17 +333,17 @@ pub fn board_bytes_with(data: &[u8], bug: Option<SeededBug>) {
             }
             _ => world.children_step(&board),
         }
-        world.deliver_exits(now, &board, &mut driver);
+        deliver_exits(&mut world, now, &board, &mut driver);
     }
     // No more scribbles: the pool comes back.
     for _ in 0..RECOVERY_TICKS {
         world.children_step(&board);
-        world.deliver_exits(now, &board, &mut driver);
+        deliver_exits(&mut world, now, &board, &mut driver);
         now += tick;
         driver.handle_timeout(now, &board, &mut world);
         // A hard restart under way may need its ladder (children here die of the first signal).
         while driver.parent().phase() == Phase::Restarting {
-            world.deliver_exits(now, &board, &mut driver);
+            deliver_exits(&mut world, now, &board, &mut driver);
             now += tick;
             driver.handle_timeout(now, &board, &mut world);
         }
@@ -418,36 +402,34 @@ impl ByteWorld {
             self.exits.push((pid, status, reason));
         }
     }
+}
 
-    fn deliver_exits(&mut self, now: Time, board: &MemoryBoard<Cell<u64>>, driver: &mut ParentDriver) {
-        while !self.exits.is_empty() {
-            let (pid, status, reason) = self.exits.remove(0);
-            self.witness.reaped(pid);
-            driver.handle_child_exit(now, pid, status, reason, board, self);
-        }
+/// Reports every exit to the parent, oldest first.
+fn deliver_exits(
+    world: &mut Witnessed<ByteWorld>,
+    now: Time,
+    board: &MemoryBoard<Cell<u64>>,
+    driver: &mut ParentDriver,
+) {
+    while !world.exits.is_empty() {
+        let (pid, status, reason) = world.exits.remove(0);
+        world.witness.reaped(pid);
+        driver.handle_child_exit(now, pid, status, reason, board, world);
     }
 }
 
-impl Platform for ByteWorld {
+impl SimulatedPlatform for ByteWorld {
+    fn witness(&mut self) -> &mut Witness {
+        &mut self.witness
+    }
     fn spawn(&mut self, spawn: &Spawn) -> Result<Pid, String> {
         self.next_pid += 1;
         let pid = 1000 + self.next_pid;
-        if let Err(b) = self.witness.spawned(spawn, Some(pid)) {
-            panic!("{b}");
-        }
         self.children.insert(pid, (spawn.slot, spawn.born));
         Ok(pid)
     }
-    fn wake(&mut self, slot: usize, pid: Pid) {
-        if let Err(b) = self.witness.woke(slot, pid) {
-            panic!("{b}");
-        }
-    }
-    fn signal(&mut self, sent: &Signal) {
-        if let Err(b) = self.witness.signalled(sent) {
-            panic!("{b}");
-        }
-        let &Signal { pid, signal, .. } = sent;
+    fn wake(&mut self, _: usize, _: Pid) {}
+    fn signal(&mut self, &Signal { pid, signal, .. }: &Signal) {
         if self.children.remove(&pid).is_some() {
             let sig = if signal == KillSignal::Term { 15 } else { 9 };
             self.exits.push((pid, ExitStatus::Signaled(sig), None));
@@ -455,13 +437,6 @@ impl Platform for ByteWorld {
     }
     fn observe(&mut self) -> Observation {
         Observation::default()
-    }
-    fn close_listeners(&mut self) {}
-    fn log(&mut self, _: ParentLog) {}
-    fn event(&mut self, event: ParentEvent) {
-        if let Err(b) = self.witness.heard(&event) {
-            panic!("{b}");
-        }
     }
 }
 

@@ -28,16 +28,14 @@ use crate::words::{ShuttleWord, shuttle_board};
 use prefork_core::atomic::{AtomicWord, Ordering};
 use prefork_core::child::{ChildAction, ChildEvent, ChildLoop};
 use prefork_core::config::PoolConfig;
-use prefork_core::driver::{ParentDriver, Platform};
+use prefork_core::driver::ParentDriver;
 use prefork_core::exit::{ExitReason, ExitStatus, KillReason};
-use prefork_core::parent::{
-    Command, KillSignal, Observation, Parent, ParentEvent, ParentLog, Pid, QueueDepth, Signal, Spawn,
-};
+use prefork_core::parent::{Command, KillSignal, Observation, Parent, ParentLog, Pid, QueueDepth, Signal, Spawn};
 use prefork_core::scoreboard::{ChildSlot, MemoryBoard, ScoreboardView, SlotTable, SlotUpdate};
 use prefork_core::seeded::SeededBug;
 use prefork_core::slot::{SlotState, SlotWord};
 use prefork_core::time::Time;
-use prefork_core::witness::Witness;
+use prefork_core::witness::{SimulatedPlatform, Witness, Witnessed};
 use shuttle::rand::{Rng, thread_rng};
 use shuttle::sync::{Condvar, Mutex, MutexGuard};
 use shuttle::thread;
@@ -134,8 +132,6 @@ struct World {
     epoch: u64,
     /// The parent's log, for diagnostics.
     log: Vec<String>,
-    /// The rules every effect is held to (I6, I7, I13, I29, I31), shared by every simulated world.
-    witness: Option<Witness>,
     /// Children the watchdog killed.
     watchdog_kills: u32,
     /// The client has produced every connection.
@@ -372,16 +368,10 @@ fn child_main(
     }
 }
 
-impl World {
-    /// The shared rules (set before the parent starts).
-    fn witness(&mut self) -> &mut Witness {
-        self.witness.as_mut().expect("the witness is set before the parent starts")
-    }
-}
-
-/// Checks, at a parent step boundary, that the board and the parent agree with the real processes.
-fn check_board(parent: &Parent, shared: &Shared, w: &World) {
-    if let Err(b) = w.witness.as_ref().expect("set before the start").after_input(parent.phase()) {
+/// Checks, at a parent step boundary, that the board and the parent agree with the real processes
+/// (and the lifecycle events with the parent, I31).
+fn check_board(parent: &Parent, shared: &Shared, w: &World, witness: &Witness) {
+    if let Err(b) = witness.after_input(parent.phase()) {
         panic!("{b}");
     }
     assert_eq!(parent.live_children(), w.procs.len() + w.zombies.len(), "the parent's records vs the processes");
@@ -672,8 +662,8 @@ pub fn run(scenario: &Scenario) {
     // the children on the slot words).
     let mut parent = Parent::new(cfg.clone());
     crate::seeded::seed_parent(&mut parent, scenario.bug);
-    shared.lock().witness = Some(Witness::new(&cfg));
-    let mut platform = ShuttlePlatform { shared: &shared, scenario, children: vec![] };
+    let mut platform =
+        Witnessed(ShuttlePlatform { shared: &shared, scenario, children: vec![], witness: Witness::new(&cfg) });
     let driver = ParentDriver::start(parent, Time::ZERO, &shared.board, &mut platform);
     let mut exit = driver.exit_code();
     let mut driver = driver;
@@ -683,7 +673,7 @@ pub fn run(scenario: &Scenario) {
             let mut w = shared.lock();
             w.generation = driver.parent().generation();
             w.parent_state = format!("{:?}, next timeout {:?}", driver.parent().phase(), driver.poll_timeout());
-            check_board(driver.parent(), &shared, &w);
+            check_board(driver.parent(), &shared, &w, &platform.witness);
             shared.notify(&mut w);
             if exit.is_some() {
                 w.parent_done = true;
@@ -718,7 +708,7 @@ pub fn run(scenario: &Scenario) {
             && now >= driver.parent().next_tick();
         exit = match work {
             Work::Reap((pid, status, reason)) => {
-                shared.lock().witness().reaped(pid);
+                platform.witness.reaped(pid);
                 driver.handle_child_exit(now, pid, status, reason, board, &mut platform)
             }
             Work::Command(c) => driver.handle_command(now, c, board, &mut platform),
@@ -730,7 +720,7 @@ pub fn run(scenario: &Scenario) {
             w.dirty &= w.scribble_epoch != epoch;
         }
     }
-    let children = platform.children;
+    let children = platform.0.children;
     shared.notify(&mut shared.lock());
     let children_spawned = children.len();
     for h in [client, clock, operator, scribbler].into_iter().chain(children) {
@@ -824,16 +814,20 @@ struct ShuttlePlatform<'a> {
     shared: &'a Arc<Shared>,
     scenario: &'a Scenario,
     children: Vec<thread::JoinHandle<()>>,
+    /// The rules every effect is held to (I6, I7, I13, I29, I31), shared by every simulated world
+    /// (the parent's thread alone uses it).
+    witness: Witness,
 }
 
-impl Platform for ShuttlePlatform<'_> {
+impl SimulatedPlatform for ShuttlePlatform<'_> {
+    fn witness(&mut self) -> &mut Witness {
+        &mut self.witness
+    }
+
     fn spawn(&mut self, spawn: &Spawn) -> Result<Pid, String> {
         let &Spawn { slot, born, child } = spawn;
         let mut w = self.shared.lock();
         let pid = 100 + self.children.len() as Pid;
-        if let Err(b) = w.witness().spawned(spawn, Some(pid)) {
-            panic!("{b}");
-        }
         let mut child = child.child_loop();
         crate::seeded::seed_child(&mut child, self.scenario.bug);
         w.procs.insert(pid, ProcInfo { slot, born: born.encode(), generation: born.generation, ..ProcInfo::default() });
@@ -845,22 +839,15 @@ impl Platform for ShuttlePlatform<'_> {
         Ok(pid)
     }
 
-    fn wake(&mut self, slot: usize, pid: Pid) {
+    fn wake(&mut self, _: usize, pid: Pid) {
         let mut w = self.shared.lock();
-        if let Err(b) = w.witness().woke(slot, pid) {
-            panic!("{b}");
-        }
         if let Some(p) = w.procs.get_mut(&pid) {
             p.woken = true;
         }
     }
 
-    fn signal(&mut self, sent: &Signal) {
-        let &Signal { pid, signal, reason, .. } = sent;
+    fn signal(&mut self, &Signal { pid, signal, reason, .. }: &Signal) {
         let mut w = self.shared.lock();
-        if let Err(b) = w.witness().signalled(sent) {
-            panic!("{b}");
-        }
         if matches!(reason, Some(KillReason::Stalled(_))) {
             w.watchdog_kills += 1;
         }
@@ -895,13 +882,6 @@ impl Platform for ShuttlePlatform<'_> {
         let mut w = self.shared.lock();
         let line = format!("{} {line}", w.clock);
         w.log.push(line);
-    }
-
-    fn event(&mut self, event: ParentEvent) {
-        let mut w = self.shared.lock();
-        if let Err(b) = w.witness().heard(&event) {
-            panic!("{b}");
-        }
     }
 }
 

@@ -14,16 +14,14 @@
 use crate::words::{BoardWords, CellBoard};
 use prefork_core::child::{AfterRelease, ChildAction, ChildEvent, ChildLoop, ChildPhase};
 use prefork_core::config::PoolConfig;
-use prefork_core::driver::{ParentDriver, Platform};
+use prefork_core::driver::ParentDriver;
 use prefork_core::exit::{ExitReason, ExitStatus, KillReason, Stall};
-use prefork_core::parent::{
-    Command, KillSignal, Observation, Parent, ParentEvent, ParentLog, Phase, Pid, QueueDepth, Signal, Spawn,
-};
+use prefork_core::parent::{Command, KillSignal, Observation, Parent, Phase, Pid, QueueDepth, Signal, Spawn};
 use prefork_core::scoreboard::{ChildSlot, ScoreboardView};
 use prefork_core::seeded::SeededBug;
 use prefork_core::slot::{Side, SlotState, SlotWord};
 use prefork_core::time::Time;
-use prefork_core::witness::{Breach, Witness};
+use prefork_core::witness::{Breach, SimulatedPlatform, Witness, Witnessed};
 use stateright::{Model, Property};
 use std::time::Duration;
 
@@ -524,11 +522,11 @@ impl SystemModel {
     fn drive(
         &self,
         s: &mut SysState,
-        input: impl FnOnce(&mut ParentDriver, Time, &CellBoard, &mut ModelPlatform<'_>) -> Option<i32>,
+        input: impl FnOnce(&mut ParentDriver, Time, &CellBoard, &mut Witnessed<ModelPlatform<'_>>) -> Option<i32>,
     ) {
         let board = CellBoard::load(&s.world.words);
         let now = s.world.now;
-        let mut platform = ModelPlatform { model: self, world: &mut s.world };
+        let mut platform = Witnessed(ModelPlatform { model: self, world: &mut s.world });
         let driver = &mut s.driver;
         // I30: whatever the board holds, the parent never panics (a panic is a violation here, so
         // that stateright reports the path to it).
@@ -761,8 +759,12 @@ impl Model for SystemModel {
             violations: Violations::default(),
         };
         let board = CellBoard::load(&world.words);
-        let driver =
-            ParentDriver::start(parent, Time::ZERO, &board, &mut ModelPlatform { model: self, world: &mut world });
+        let driver = ParentDriver::start(
+            parent,
+            Time::ZERO,
+            &board,
+            &mut Witnessed(ModelPlatform { model: self, world: &mut world }),
+        );
         world.words = board.save();
         let mut s = SysState { driver, world };
         self.after_input(&mut s);
@@ -1165,7 +1167,16 @@ impl ModelPlatform<'_> {
     }
 }
 
-impl Platform for ModelPlatform<'_> {
+impl SimulatedPlatform for ModelPlatform<'_> {
+    fn witness(&mut self) -> &mut Witness {
+        &mut self.world.witness
+    }
+
+    /// Notes the breach as the property named after its invariant.
+    fn breach(&mut self, breach: Breach) {
+        self.world.violations.note(&breach);
+    }
+
     fn spawn(&mut self, spawn: &Spawn) -> Result<Pid, String> {
         let &Spawn { slot, born, child } = spawn;
         let s = &mut *self.world;
@@ -1178,9 +1189,6 @@ impl Platform for ModelPlatform<'_> {
             s.fork_failures_in_row += 1;
             let backoff = Duration::from_secs(1 << (s.fork_failures_in_row - 1).min(4)).min(Duration::from_secs(10));
             s.fork_retry_at = Some(s.now + backoff);
-            if let Err(b) = s.witness.spawned(spawn, None) {
-                s.violations.note(&b);
-            }
             return Err("fork: Resource temporarily unavailable (model)".into());
         }
         s.fork_recovered |= s.fork_failures_in_row > 0;
@@ -1188,9 +1196,6 @@ impl Platform for ModelPlatform<'_> {
         s.forked_after_scribble |= s.scribbles > 0;
         let pid = s.next_pid;
         s.next_pid += 1;
-        if let Err(b) = s.witness.spawned(spawn, Some(pid)) {
-            s.violations.note(&b);
-        }
         let mut child = child.child_loop();
         crate::seeded::seed_child(&mut child, self.model.bug);
         s.procs.push(Proc {
@@ -1210,10 +1215,7 @@ impl Platform for ModelPlatform<'_> {
         Ok(pid)
     }
 
-    fn wake(&mut self, slot: usize, pid: Pid) {
-        if let Err(b) = self.world.witness.woke(slot, pid) {
-            self.world.violations.note(&b);
-        }
+    fn wake(&mut self, _: usize, pid: Pid) {
         if let Some(p) = self.world.procs.iter_mut().find(|p| p.pid == pid) {
             p.woken = true;
         }
@@ -1222,9 +1224,6 @@ impl Platform for ModelPlatform<'_> {
     fn signal(&mut self, sent: &Signal) {
         let (lock_limit, request_limit) = (self.config().accept_lock_timeout, self.config().request_deadline);
         let s = &mut *self.world;
-        if let Err(b) = s.witness.signalled(sent) {
-            s.violations.note(&b);
-        }
         let &Signal { pid, signal, reason, .. } = sent;
         let running = s.witness.serving();
         if running && reason.is_none() {
@@ -1295,15 +1294,6 @@ impl Platform for ModelPlatform<'_> {
         s.listening = false;
         s.refused += s.queues.iter().sum::<u8>();
         s.queues.iter_mut().for_each(|q| *q = 0);
-    }
-
-    fn log(&mut self, _: ParentLog) {}
-
-    fn event(&mut self, event: ParentEvent) {
-        let s = &mut *self.world;
-        if let Err(b) = s.witness.heard(&event) {
-            s.violations.note(&b);
-        }
     }
 }
 

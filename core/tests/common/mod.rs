@@ -6,7 +6,7 @@
 
 use prefork_core::child::{ChildAction, ChildEvent, ChildLoop};
 use prefork_core::config::{PoolConfig, RawPoolConfig};
-use prefork_core::driver::{ParentDriver, Platform};
+use prefork_core::driver::ParentDriver;
 use prefork_core::exit::{ExitReason, ExitStatus};
 use prefork_core::parent::{
     Command, KillSignal, Observation, Parent, ParentEvent, ParentLog, Pid, QueueDepth, Signal, Spawn,
@@ -14,7 +14,7 @@ use prefork_core::parent::{
 use prefork_core::scoreboard::{ChildSlot, MemoryBoard, ScoreboardView, SlotTable};
 use prefork_core::slot::{SlotState, SlotWord};
 use prefork_core::time::Time;
-use prefork_core::witness::{Breach, Witness};
+use prefork_core::witness::{Breach, SimulatedPlatform, Witness, Witnessed};
 use std::cell::Cell;
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -115,8 +115,12 @@ impl Sim {
         }
         let board = MemoryBoard::new(cfg.server_limit as usize);
         let mut world = World { next_pid: 100, behaviour, witness: Some(Witness::new(&cfg)), ..World::default() };
-        let driver =
-            ParentDriver::start(parent, Time::ZERO, &board, &mut SimPlatform { now: Time::ZERO, world: &mut world });
+        let driver = ParentDriver::start(
+            parent,
+            Time::ZERO,
+            &board,
+            &mut Witnessed(SimPlatform { now: Time::ZERO, world: &mut world }),
+        );
         let sim = Sim { now: Time::ZERO, board, driver, exit_code: None, world };
         sim.check_lifecycle();
         sim
@@ -146,9 +150,9 @@ impl Sim {
     /// platform.
     pub fn drive(
         &mut self,
-        input: impl FnOnce(&mut ParentDriver, Time, &MemoryBoard<Cell<u64>>, &mut SimPlatform<'_>) -> Option<i32>,
+        input: impl FnOnce(&mut ParentDriver, Time, &MemoryBoard<Cell<u64>>, &mut Witnessed<SimPlatform<'_>>) -> Option<i32>,
     ) {
-        let mut platform = SimPlatform { now: self.now, world: &mut self.world };
+        let mut platform = Witnessed(SimPlatform { now: self.now, world: &mut self.world });
         if let Some(code) = input(&mut self.driver, self.now, &self.board, &mut platform) {
             self.exit_code = Some(code);
         }
@@ -319,27 +323,26 @@ impl Sim {
     }
 }
 
-/// The simulated platform: the effects of the parent's actions on the simulated processes.
+/// The simulated platform: the effects of the parent's actions on the simulated processes
+/// (held to the shared rules by [`Witnessed`]).
 pub struct SimPlatform<'a> {
     now: Time,
     world: &'a mut World,
 }
 
-impl SimPlatform<'_> {
-    /// Holds one effect to the witness's rules, keeping the first breach.
-    fn witness(&mut self, check: impl FnOnce(&mut Witness) -> Result<(), Breach>) {
-        if let Err(b) = check(self.world.witness.as_mut().expect("set at the start")) {
-            self.world.breach.get_or_insert(b.to_string());
-        }
+impl SimulatedPlatform for SimPlatform<'_> {
+    fn witness(&mut self) -> &mut Witness {
+        self.world.witness.as_mut().expect("set at the start")
     }
-}
 
-impl Platform for SimPlatform<'_> {
+    /// Keeps the first breach (the simulation's checks report it after the input).
+    fn breach(&mut self, breach: Breach) {
+        self.world.breach.get_or_insert(breach.to_string());
+    }
+
     fn spawn(&mut self, spawn: &Spawn) -> Result<Pid, String> {
         let &Spawn { slot, born, .. } = spawn;
-        let pid = (!self.world.fork_fails).then_some(self.world.next_pid);
-        self.witness(|w| w.spawned(spawn, pid));
-        if pid.is_none() {
+        if self.world.fork_fails {
             return Err("Resource temporarily unavailable (simulated)".into());
         }
         let pid = self.world.next_pid;
@@ -353,16 +356,13 @@ impl Platform for SimPlatform<'_> {
     }
 
     fn wake(&mut self, slot: usize, pid: Pid) {
-        self.witness(|w| w.woke(slot, pid));
         self.world.wakes.push((slot, pid));
         if let Some(p) = self.world.procs.get_mut(&pid) {
             p.woken = true;
         }
     }
 
-    fn signal(&mut self, sent: &Signal) {
-        self.witness(|w| w.signalled(sent));
-        let &Signal { pid, signal, .. } = sent;
+    fn signal(&mut self, &Signal { pid, signal, .. }: &Signal) {
         self.world.signals.push((self.now, pid, signal));
         let Some(p) = self.world.procs.get(&pid) else {
             return;
@@ -390,7 +390,6 @@ impl Platform for SimPlatform<'_> {
     }
 
     fn event(&mut self, event: ParentEvent) {
-        self.witness(|w| w.heard(&event));
         self.world.events.push((self.now, event));
     }
 }
