@@ -261,6 +261,44 @@ mod tests {
             .collect()
     }
 
+    /// Each spawn carries its child's connection limit: `max_connections_per_child` plus a jitter
+    /// seeded by the slot and the word the child is born with, so children of one start differ
+    /// and the same start gives the same limits on every run (pinned here), and a slot's next
+    /// child (a new incarnation) draws again.
+    #[test]
+    fn each_spawn_carries_a_connection_limit_that_differs_per_child_and_per_run_is_the_same() {
+        let raw = RawPoolConfig {
+            start_servers: Some(4),
+            max_connections_per_child: Some(100),
+            max_connections_per_child_jitter: Some(50),
+            ..Default::default()
+        };
+        let config = PoolConfig::from_raw(&raw).unwrap().value;
+        let limits = |effects: Vec<ParentAction>| -> Vec<(usize, u64)> {
+            effects
+                .into_iter()
+                .filter_map(|a| match a {
+                    ParentAction::Spawn(s) => Some((s.slot, s.child.connection_limit)),
+                    _ => None,
+                })
+                .collect()
+        };
+        let board: MemoryBoard<Cell<u64>> = MemoryBoard::new(config.server_limit as usize);
+        let mut p = Recorder::new(100);
+        let mut driver = ParentDriver::start(Parent::new(config.clone()), Time::ZERO, &board, &mut p);
+        let first = limits(p.take());
+        assert_eq!(first, [(0, 125), (1, 119), (2, 123), (3, 140)]);
+        assert!(first.iter().all(|&(_, l)| (100..=150).contains(&l)));
+        let mut again = Recorder::new(100);
+        ParentDriver::start(Parent::new(config), Time::ZERO, &MemoryBoard::<Cell<u64>>::new(256), &mut again);
+        assert_eq!(limits(again.take()), first, "the same start, the same limits");
+        // Slot 0's child leaves; its successor is a new incarnation with a limit of its own.
+        driver.handle_child_exit(Time::ZERO, 100, ExitStatus::Code(0), None, &board, &mut p);
+        driver.handle_timeout(Time::from_millis(1000), &board, &mut p);
+        let next = limits(p.take());
+        assert_eq!(next.first(), Some(&(0, 100)), "a new draw for slot 0: {next:?}");
+    }
+
     #[test]
     fn every_spawn_is_answered_before_the_next_effect_and_effects_keep_their_order() {
         let board: MemoryBoard<Cell<u64>> = MemoryBoard::new(4);

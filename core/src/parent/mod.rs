@@ -547,24 +547,21 @@ impl Parent {
         true
     }
 
-    /// Is a spawn pending in `slot` (a `Spawn` action not answered yet)? Always, when the
-    /// [`ParentDriver`](crate::driver::ParentDriver) answers it: it is the only caller.
-    fn pending_spawn(&self, slot: usize) -> bool {
-        self.children.get(slot).copied().flatten().is_some_and(|r| r.pid.is_none())
-    }
-
     /// fork() succeeded for `slot`: the child is `pid` (published in the slot's pid word).
+    ///
+    /// The [`ParentDriver`](crate::driver::ParentDriver) is the only caller, with the outcome of
+    /// the `Spawn` it has just performed, before anything else: the slot's record is there and
+    /// waits for its pid (so this, and [`Parent::handle_spawn_failed`], need no guard).
     pub(crate) fn handle_spawned<T: SlotTable + ?Sized>(&mut self, slot: usize, pid: Pid, board: &T) {
-        if self.pending_spawn(slot) {
-            if let Some(rec) = self.children[slot].as_mut() {
-                rec.pid = Some(pid);
-            }
-            if let Ok(cell) = board.slot(slot) {
-                cell.publish_pid(pid);
-            }
-            self.stats.spawned += 1;
-            self.brake.fork_failures = 0;
+        debug_assert!(self.children[slot].is_some_and(|r| r.pid.is_none()), "no spawn pending in slot {slot}");
+        if let Some(rec) = self.children[slot].as_mut() {
+            rec.pid = Some(pid);
         }
+        if let Ok(cell) = board.slot(slot) {
+            cell.publish_pid(pid);
+        }
+        self.stats.spawned += 1;
+        self.brake.fork_failures = 0;
     }
 
     /// fork() failed for `slot` (`error` says why, for the log): the slot goes back to `Dead` and
@@ -578,29 +575,28 @@ impl Parent {
         error: &str,
         board: &T,
     ) {
-        if self.pending_spawn(slot) {
-            let queued: Vec<usize> = self
-                .actions
-                .iter()
-                .filter_map(|a| match a {
-                    ParentAction::Spawn(spawn) => Some(spawn.slot),
-                    _ => None,
-                })
-                .collect();
-            self.actions.retain(|a| !matches!(a, ParentAction::Spawn(_)));
-            for slot in std::iter::once(slot).chain(queued) {
-                if self.children[slot].take().is_some()
-                    && let Ok(s) = board.slot(slot)
-                {
-                    s.release(self.empty_word(slot));
-                }
+        debug_assert!(self.children[slot].is_some_and(|r| r.pid.is_none()), "no spawn pending in slot {slot}");
+        let queued: Vec<usize> = self
+            .actions
+            .iter()
+            .filter_map(|a| match a {
+                ParentAction::Spawn(spawn) => Some(spawn.slot),
+                _ => None,
+            })
+            .collect();
+        self.actions.retain(|a| !matches!(a, ParentAction::Spawn(_)));
+        for slot in std::iter::once(slot).chain(queued) {
+            if self.children[slot].take().is_some()
+                && let Ok(s) = board.slot(slot)
+            {
+                s.release(self.empty_word(slot));
             }
-            let retry_in = self.brake.fork_failed(now);
-            // The system is short of something: start again from one fork per tick.
-            self.policy.on_child_sick();
-            self.log(ParentLog::ForkFailed { slot, error: error.to_string(), retry_in });
-            self.check_done(now, board);
         }
+        let retry_in = self.brake.fork_failed(now);
+        // The system is short of something: start again from one fork per tick.
+        self.policy.on_child_sick();
+        self.log(ParentLog::ForkFailed { slot, error: error.to_string(), retry_in });
+        self.check_done(now, board);
     }
 
     /// waitpid() reported that `pid` ended with `status`. `reported` is the reason the child left
