@@ -634,13 +634,28 @@ mod tests {
         assert_eq!(b.slot(0).unwrap().read().unwrap().state, Ready, "failed steps write nothing");
     }
 
+    /// `repair` writes only over the exact word it expects, and reports the word it found.
+    #[test]
+    fn repair_replaces_only_the_word_it_expects() {
+        let b = board();
+        let c = born(&b, 1, 1);
+        c.set(Ready).unwrap();
+        let slot = b.slot(1).unwrap();
+        let raw = slot.raw();
+        let busy = SlotWord::decode(raw).unwrap().with_state(BusyRead);
+        assert_eq!(slot.repair(raw ^ 1, busy), Err(raw), "another word: nothing written");
+        assert_eq!(slot.read().unwrap().state, Ready);
+        assert_eq!(slot.repair(raw, busy), Ok(()));
+        assert_eq!(slot.read(), Ok(busy));
+    }
+
     #[test]
     fn claim_wins_only_against_ready_and_then_the_child_cannot_take_work() {
         let b = board();
         let c = born(&b, 2, 1);
         c.set(Ready).unwrap();
-        let seen = b.slot(2).unwrap().read().unwrap();
-        assert!(b.slot(2).unwrap().claim_idle(seen).is_ok());
+        let idle = b.slot(2).unwrap().read().unwrap();
+        assert!(b.slot(2).unwrap().claim_idle(idle).is_ok());
         assert_eq!(c.set(BusyRead), Ok(SlotUpdate::Retire), "work claim loses to the retirement claim");
         assert_eq!(c.check(), Ok(SlotUpdate::Retire));
         assert_eq!(b.slot(2).unwrap().read().unwrap().state, IdleKill);
@@ -651,9 +666,9 @@ mod tests {
         let b = board();
         let c = born(&b, 2, 1);
         c.set(Ready).unwrap();
-        let seen = b.slot(2).unwrap().read().unwrap(); // parent's snapshot: Ready
+        let idle = b.slot(2).unwrap().read().unwrap(); // parent's snapshot: Ready
         assert_eq!(c.set(BusyRead), Ok(SlotUpdate::Applied)); // child claims work first
-        let lost = b.slot(2).unwrap().claim_idle(seen).unwrap_err();
+        let lost = b.slot(2).unwrap().claim_idle(idle).unwrap_err();
         assert_eq!(SlotWord::decode(lost.found).unwrap().state, BusyRead);
         // Even a claim built from the current (busy) word is refused: only Ready can be claimed.
         let now = b.slot(2).unwrap().read().unwrap();
@@ -666,11 +681,11 @@ mod tests {
         let b = board();
         let c = born(&b, 0, 1);
         c.set(Ready).unwrap();
-        let seen = b.slot(0).unwrap().read().unwrap();
+        let idle = b.slot(0).unwrap().read().unwrap();
         c.set(BusyRead).unwrap();
         c.set(Ready).unwrap();
         // The child is idle again at the moment of the claim: claiming it is correct.
-        assert!(b.slot(0).unwrap().claim_idle(seen).is_ok());
+        assert!(b.slot(0).unwrap().claim_idle(idle).is_ok());
     }
 
     #[test]

@@ -482,8 +482,8 @@ pub fn child_events_with(data: &[u8], bug: Option<SeededBug>) {
                     let _ = slot.mark_graceful();
                 }
                 1 => {
-                    if let Ok(seen) = slot.read() {
-                        let _ = slot.claim_idle(seen);
+                    if let Ok(idle) = slot.read() {
+                        let _ = slot.claim_idle(idle);
                     }
                 }
                 2 => board.generation_word().set(u64::from(b.byte() % 3)),

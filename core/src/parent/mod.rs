@@ -756,7 +756,7 @@ impl Parent {
 
     /// Time passed: run the maintenance tick or the next stop-escalation step if due.
     ///
-    /// `seen` is what the driver saw just now (the listeners' accept queues, the accept lock's
+    /// `observed` is what the driver saw just now (the listeners' accept queues, the accept lock's
     /// holder as the kernel knows it): the watchdog's evidence (SPEC.md §7.8).
     pub(crate) fn handle_timeout<T: SlotTable + ?Sized>(&mut self, now: Time, board: &T, observed: &Observation) {
         self.seam_publish(board);
