@@ -160,6 +160,14 @@ mod tests {
             assert!(heard(bad).is_err(), "{bad:?}");
         }
         let reloading = heard(&[Ready(0), Reloading { generation: 1, graceful: false }]).unwrap();
+        assert!(reloading.reloading() && !reloading.serving());
+        assert_eq!(reloading.generation(), Some(1));
+        let serving = heard(&[Ready(0)]).unwrap();
+        assert!(serving.serving() && !serving.reloading());
+        let stopped = heard(&[Ready(0), Stopping { graceful: true }]).unwrap();
+        assert!(!stopped.serving() && !stopped.reloading());
+        assert_eq!(stopped.generation(), None);
+        assert!(!LifecycleOrder::default().serving() && !LifecycleOrder::default().reloading());
         assert_eq!(reloading.agrees_with(Phase::Restarting), Ok(()));
         assert!(reloading.agrees_with(Phase::Running).is_err(), "Ready is still owed");
         assert_eq!(LifecycleOrder::default().agrees_with(Phase::New), Ok(()));
