@@ -1,8 +1,8 @@
 //! The benchmark's ceiling, not a server: N forked children in a blocking `accept` loop on one
 //! listener, answering every request with a fixed 1 KiB response, without parsing (a request is
 //! whatever ends with an empty line; `close` anywhere in it closes the connection). No pool
-//! management, no scoreboard, no logging, no timeouts. `bench/compare-apache.sh` runs it beside
-//! preforkd and Apache to show how much of the machine the kernel's connection work leaves.
+//! management, no scoreboard, no logging, no timeouts. `bench/compare.sh` runs it beside
+//! preforkd, Apache and nginx to show how much of the machine the kernel's connection work leaves.
 //!
 //! Usage: `bare_prefork ADDR [CHILDREN]` (default 8 children). It runs until killed; children die
 //! with it (PR_SET_PDEATHSIG).
