@@ -1,0 +1,51 @@
+#!/usr/bin/env bash
+# Two preforkd binaries side by side (a change against its baseline), same pool settings as
+# bench/compare.sh, on files of 1 KiB, 200 KiB and 2 MiB, rounds alternating; prints requests/s per
+# round and the medians' ratio B/A. Not a test.
+#
+#   bench/ab.sh BASELINE-BINARY CHANGED-BINARY [PATH] [CLIENTS] [ROUNDS]    # as root (children run as nobody)
+#   e.g. bench/ab.sh /tmp/preforkd.before target/release/preforkd /200k.bin 16 3
+set -euo pipefail
+A=$1
+B=$2
+PATH_=${3:-/200k.bin}
+C=${4:-16}
+ROUNDS=${5:-3}
+SECS=${BENCH_SECONDS:-4}
+command -v wrk >/dev/null || { echo "ab: needs wrk (apt-get install wrk)" >&2; exit 1; }
+WORK=$(mktemp -d /tmp/prefork-ab.XXXXXX)
+chmod 755 "$WORK"
+mkdir -p "$WORK/docs"
+head -c 1024 /dev/zero | tr '\0' x >"$WORK/docs/1k.html"
+head -c 204800 /dev/zero | tr '\0' y >"$WORK/docs/200k.bin"
+head -c 2097152 /dev/zero | tr '\0' z >"$WORK/docs/2m.bin"
+touch -d '1 hour ago' "$WORK"/docs/*
+chmod -R a+rX "$WORK/docs"
+PIDS=()
+trap 'kill -TERM "${PIDS[@]}" 2>/dev/null || true; sleep 0.5; rm -rf "$WORK"' EXIT
+start() { # binary port
+    "$1" --listen "127.0.0.1:$2" --start-servers 8 --min-spare-servers 5 --max-spare-servers 20 \
+        --max-request-workers 64 --server-limit 64 --keep-alive true --max-keep-alive-requests 100 \
+        --keep-alive-timeout 5 --document-root "$WORK/docs" --access-log "$WORK/access-$2.log" \
+        --log-format combined --user nobody --error-log "$WORK/error-$2.log" >/dev/null 2>&1 &
+    PIDS+=($!)
+}
+PA=$((20000 + RANDOM % 10000))
+PB=$((PA + 1))
+start "$A" "$PA"
+start "$B" "$PB"
+sleep 1
+ra=()
+rb=()
+for round in $(seq 1 "$ROUNDS"); do
+    for which in A B; do
+        if [ "$which" = A ]; then port=$PA; else port=$PB; fi
+        r=$(wrk -t2 -c"$C" -d"${SECS}s" "http://127.0.0.1:$port$PATH_" | awk '/Requests\/sec/ {print $2}')
+        if [ "$which" = A ]; then ra+=("$r"); else rb+=("$r"); fi
+        echo "round $round  $which: $r req/s"
+    done
+done
+median() { sort -g | awk '{a[NR]=$1} END {print (NR % 2) ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2}'; }
+ma=$(printf '%s\n' "${ra[@]}" | median)
+mb=$(printf '%s\n' "${rb[@]}" | median)
+echo "$PATH_ c=$C: A median $ma, B median $mb, B/A $(awk -v a="$ma" -v b="$mb" 'BEGIN {printf "%.2f", b/a}')x"
