@@ -6,6 +6,7 @@
 #   bench/ab.sh BASELINE-BINARY CHANGED-BINARY [PATH] [CLIENTS] [ROUNDS]    # as root (children run as nobody)
 #   e.g. bench/ab.sh /tmp/preforkd.before target/release/preforkd /200k.bin 16 3
 set -euo pipefail
+. "$(dirname "$0")/common.sh"
 A=$1
 B=$2
 PATH_=${3:-/200k.bin}
@@ -24,9 +25,7 @@ chmod -R a+rX "$WORK/docs"
 PIDS=()
 trap 'kill -TERM "${PIDS[@]}" 2>/dev/null || true; sleep 0.5; rm -rf "$WORK"' EXIT
 start() { # binary port
-    "$1" --listen "127.0.0.1:$2" --start-servers 8 --min-spare-servers 5 --max-spare-servers 20 \
-        --max-request-workers 64 --server-limit 64 --keep-alive true --max-keep-alive-requests 100 \
-        --keep-alive-timeout 5 --document-root "$WORK/docs" --access-log "$WORK/access-$2.log" \
+    "$1" --listen "127.0.0.1:$2" "${PREFORKD_POOL_FLAGS[@]}" --document-root "$WORK/docs" --access-log "$WORK/access-$2.log" \
         --log-format combined --user nobody --error-log "$WORK/error-$2.log" >/dev/null 2>&1 &
     PIDS+=($!)
 }
@@ -45,7 +44,6 @@ for round in $(seq 1 "$ROUNDS"); do
         echo "round $round  $which: $r req/s"
     done
 done
-median() { sort -g | awk '{a[NR]=$1} END {print (NR % 2) ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2}'; }
 ma=$(printf '%s\n' "${ra[@]}" | median)
 mb=$(printf '%s\n' "${rb[@]}" | median)
 echo "$PATH_ c=$C: A median $ma, B median $mb, B/A $(awk -v a="$ma" -v b="$mb" 'BEGIN {printf "%.2f", b/a}')x"

@@ -30,6 +30,7 @@
 #      and idle): how long the 256th waited for its first response, for each server
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. bench/common.sh
 
 ROUNDS=${BENCH_ROUNDS:-5}
 SECONDS_PER_RUN=${BENCH_SECONDS:-5}
@@ -163,9 +164,7 @@ start_preforkd() { # port [extra flags...] -> sets PREFORKD_PID
     shift
     local dir="$WORK/preforkd-$port"
     mkdir -p "$dir"
-    "$PREFORKD" --listen "127.0.0.1:$port" "$@" \
-        --start-servers 8 --min-spare-servers 5 --max-spare-servers 20 --max-request-workers 64 --server-limit 64 \
-        --keep-alive true --max-keep-alive-requests 100 --keep-alive-timeout 5 --timeout 60 \
+    "$PREFORKD" --listen "127.0.0.1:$port" "$@" "${PREFORKD_POOL_FLAGS[@]}" \
         --document-root "$WORK/docs" --access-log "$dir/access.log" --log-format combined \
         --user nobody --error-log "$dir/error.log" >"$dir/stdout" 2>&1 &
     PREFORKD_PID=$!
@@ -237,7 +236,6 @@ rps() { # port connections path [extra wrk args...] -> "requests/s p50-ms p99-ms
              END {printf "%s %.2f %.2f\n", r, p50, p99}'
 }
 
-median() { sort -g | awk '{a[NR]=$1} END {if (NR == 0) {print "nan"} else if (NR % 2) {print a[(NR+1)/2]} else {print (a[NR/2]+a[NR/2+1])/2}}'; }
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN {if (b > 0) printf "%.2f", a/b; else print "n/a"}'; }
 
 # --- 1. throughput ---------------------------------------------------------------------------
