@@ -258,7 +258,11 @@ mod tests {
 
     fn spawn(slot: usize, generation: u32) -> Spawn {
         let born = SlotWord { state: SlotState::Starting, incarnation: 1, generation };
-        Spawn { slot, born, child: ChildSpec { listeners: 1, lock_in_use: false, connection_limit: 0 } }
+        Spawn {
+            slot,
+            born,
+            child: ChildSpec { listeners: 1, lock_in_use: false, connection_limit: 0, scheduling: Default::default() },
+        }
     }
 
     #[test]

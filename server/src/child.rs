@@ -14,6 +14,7 @@
 //!    the same user, no core dump; set after the drop, which resets it). The scoreboard's
 //!    descriptor is closed (the mapping is all a child needs; SPEC.md §14 lists what a child
 //!    holds);
+//!    Then the scheduling policy (`child_scheduling`, SPEC.md §7.1; a failure is only logged);
 //! 5. the service's `child_init`, the epoll set (the listeners, `EPOLLEXCLUSIVE` unless the accept
 //!    lock is in use; the wake pipe);
 //! 6. the core's `ChildLoop` until it says `Exit`; the reason goes into the slot, then `_exit`.
@@ -30,6 +31,7 @@ use nix::sys::signal::{SaFlags, SigAction, SigHandler, SigSet, SigmaskHow, Signa
 use nix::sys::socket::{SockFlag, accept4};
 use nix::unistd::Pid;
 use prefork_core::child::{ChildAction, ChildEvent, ChildLoop};
+use prefork_core::config::ChildScheduling;
 use prefork_core::exit::{ExitReason, code};
 use prefork_core::parent::ChildSpec;
 use prefork_core::scoreboard::ChildSlot;
@@ -144,6 +146,13 @@ fn run_child(setup: ChildSetup<'_>) -> ! {
         error!("child slot {slot}: cannot harden the process: {e}");
         leave(code::CHILDFATAL);
     }
+    if let Err(e) = schedule(setup.spec.scheduling) {
+        // Not fatal: the child serves as well under the parent's policy, only with more context switches.
+        tracing::warn!(
+            "child slot {slot}: cannot run under SCHED_{}: {e}",
+            setup.spec.scheduling.name().to_uppercase()
+        );
+    }
     setup.board.close_descriptor_in_child();
     if let Err(e) = setup.service.child_init() {
         error!("child slot {slot}: service initialisation failed: {e}");
@@ -167,6 +176,22 @@ fn run_child(setup: ChildSetup<'_>) -> ! {
 fn harden() -> nix::Result<()> {
     nix::sys::prctl::set_no_new_privs()?;
     nix::sys::prctl::set_dumpable(false)
+}
+
+/// Puts the child under its scheduling policy (`child_scheduling`, SPEC.md §7.1). `SCHED_BATCH`
+/// needs no privilege: any process may move itself between `SCHED_OTHER` and `SCHED_BATCH`.
+fn schedule(policy: ChildScheduling) -> std::io::Result<()> {
+    let policy = match policy {
+        ChildScheduling::Batch => libc::SCHED_BATCH,
+        ChildScheduling::Other => libc::SCHED_OTHER,
+    };
+    let param = libc::sched_param { sched_priority: 0 };
+    // SAFETY: pid 0 is this process; `param` is a valid sched_param for the call.
+    if unsafe { libc::sched_setscheduler(0, policy, &param) } == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
+    }
 }
 
 /// The child's wait set: its listeners and its wake pipe.

@@ -503,3 +503,35 @@ fn access_log_lines_are_buffered_per_connection_and_never_lost_on_restart_or_sto
     drop(p);
     std::fs::remove_dir_all(dir).unwrap();
 }
+
+/// A process's scheduling policy, from field 41 of /proc/PID/stat (0 SCHED_OTHER, 3 SCHED_BATCH).
+fn policy(pid: u32) -> Option<u32> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Fields after the command (which may hold spaces) start at field 3.
+    stat.rsplit_once(") ")?.1.split_whitespace().nth(41 - 3)?.parse().ok()
+}
+
+#[test]
+fn children_run_under_sched_batch_by_default_and_the_parent_does_not() {
+    const OTHER: u32 = 0;
+    const BATCH: u32 = 3;
+    for (args, wanted) in [(&[][..], BATCH), (&["--child-scheduling", "other"][..], OTHER)] {
+        let mut all = vec!["--start-servers", "2"];
+        all.extend_from_slice(args);
+        let p = Preforkd::start(&all);
+        assert_eq!(p.get("/").status, 200);
+        let children = children_of(p.pid);
+        assert!(!children.is_empty());
+        assert_eq!(policy(p.pid), Some(OTHER), "the parent keeps its policy ({args:?})");
+        assert!(
+            wait_until(std::time::Duration::from_secs(3), || children_of(p.pid)
+                .iter()
+                .all(|&c| policy(c) == Some(wanted))),
+            "every child under policy {wanted} with {args:?}: {:?}",
+            children_of(p.pid).iter().map(|&c| policy(c)).collect::<Vec<_>>()
+        );
+    }
+    let (code, _, err) = run(&["-t", "--child-scheduling", "fifo"]);
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("--child-scheduling: child_scheduling = \"fifo\" is not valid: allowed batch"), "{err}");
+}

@@ -51,6 +51,28 @@ pub enum SpawnMode {
     Ramp,
 }
 
+/// The Linux scheduling policy a child runs under (`child_scheduling`; not in Apache).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum ChildScheduling {
+    /// `SCHED_BATCH`: a child woken by a connection does not preempt the process on the CPU (the
+    /// client, another child); it runs when that one blocks or its slice ends. Fewer context
+    /// switches when many children are runnable (SPEC.md §7.1; the default).
+    #[default]
+    Batch,
+    /// `SCHED_OTHER`, the parent's own policy (Apache's children run so).
+    Other,
+}
+
+impl ChildScheduling {
+    /// Its configuration word.
+    pub fn name(self) -> &'static str {
+        match self {
+            ChildScheduling::Batch => "batch",
+            ChildScheduling::Other => "other",
+        }
+    }
+}
+
 impl SpawnMode {
     /// Its configuration word.
     pub fn name(self) -> &'static str {
@@ -111,6 +133,8 @@ pub struct RawPoolConfig {
     pub fork_rate_limit: Option<i64>,
     /// Milliseconds between looks at the accept queues in `demand` mode (not in Apache).
     pub demand_interval_ms: Option<i64>,
+    /// `batch` or `other` ([`ChildScheduling`]; not in Apache).
+    pub child_scheduling: Option<String>,
     /// `User` the children run as (name or `#uid`).
     pub user: Option<String>,
     /// `Group` the children run as (name or `#gid`).
@@ -156,6 +180,8 @@ pub struct PoolConfig {
     /// How often, between ticks, a `demand` parent looks at the accept queues and forks what they
     /// need; at or above `maintenance_interval`, only the ticks look.
     pub demand_interval: Duration,
+    /// The scheduling policy children run under.
+    pub child_scheduling: ChildScheduling,
     /// User the children run as.
     pub user: Option<String>,
     /// Group the children run as.
@@ -183,6 +209,7 @@ impl Default for PoolConfig {
             spawn_mode: SpawnMode::Demand,
             fork_rate_limit: DEFAULT_FORK_RATE_LIMIT,
             demand_interval: DEFAULT_DEMAND_INTERVAL,
+            child_scheduling: ChildScheduling::Batch,
             user: None,
             group: None,
         }
@@ -645,6 +672,20 @@ impl PoolConfig {
             60_000,
             "10 to 60000 milliseconds",
         )));
+        let child_scheduling = match raw.child_scheduling.as_deref() {
+            None | Some("batch") => ChildScheduling::Batch,
+            Some("other") => ChildScheduling::Other,
+            Some(other) => {
+                v.errors.push(ConfigError::InvalidValue {
+                    key: "child_scheduling",
+                    given: other.to_string(),
+                    allowed: "batch (SCHED_BATCH: a woken child does not preempt the running process) or other \
+                              (SCHED_OTHER, as Apache's children)"
+                        .into(),
+                });
+                ChildScheduling::Batch
+            }
+        };
         let user = v.account("user", &raw.user);
         let group = v.account("group", &raw.group);
 
@@ -670,6 +711,7 @@ impl PoolConfig {
                 spawn_mode,
                 fork_rate_limit,
                 demand_interval,
+                child_scheduling,
                 user,
                 group,
             },

@@ -104,6 +104,8 @@ pub struct ChildSpec {
     /// Connections it serves before it leaves (`max_connections_per_child` plus its jitter; 0:
     /// no limit).
     pub connection_limit: u64,
+    /// The scheduling policy it runs under (`child_scheduling`).
+    pub scheduling: crate::config::ChildScheduling,
 }
 
 impl ChildSpec {
@@ -542,6 +544,7 @@ impl Parent {
             lock_in_use: self.config.lock_in_use(),
             // Differs per child, the same on every run: the slot and the word it is born with.
             connection_limit: self.config.connection_limit(born.encode().rotate_left(16) ^ slot as u64),
+            scheduling: self.config.child_scheduling,
         };
         self.actions.push_back(ParentAction::Spawn(Spawn { slot, born, child }));
         true

@@ -76,6 +76,10 @@ settings! {
     /// Milliseconds between looks at the accept queues with spawn_mode = demand (between the
     /// maintenance ticks; at or above maintenance_interval_ms only the ticks look).
     demand_interval_ms: i64,
+    /// Linux scheduling policy of the children: batch (SCHED_BATCH: a child woken by a connection
+    /// does not preempt the process running, which cuts context switches with many busy children)
+    /// or other (SCHED_OTHER, as Apache's).
+    child_scheduling: String,
     /// Seconds one request may keep a child busy (reading it, handling it, writing the answer)
     /// before the parent kills the child; 0 is off. Not `timeout`, which bounds each single read or write.
     request_deadline: i64,
@@ -168,6 +172,7 @@ pub fn defaults() -> Vec<(&'static str, String)> {
         ("spawn_mode", p.spawn_mode.name().into()),
         ("fork_rate_limit", p.fork_rate_limit.to_string()),
         ("demand_interval_ms", p.demand_interval.as_millis().to_string()),
+        ("child_scheduling", p.child_scheduling.name().into()),
         ("user", "none: the server's own account (nobody when started as root)".into()),
         ("group", "the user's group".into()),
         ("document_root", "a built-in page".into()),
@@ -373,6 +378,7 @@ pub fn resolve(s: &Settings, sources: &Sources, running: Option<&PoolConfig>) ->
         spawn_mode: s.spawn_mode.clone(),
         fork_rate_limit: s.fork_rate_limit,
         demand_interval_ms: s.demand_interval_ms,
+        child_scheduling: s.child_scheduling.clone(),
         user: s.user.clone(),
         group: s.group.clone(),
     };
