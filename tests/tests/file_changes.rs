@@ -119,3 +119,97 @@ fn version_bodies_are_recognised() {
     assert_eq!(whole(&torn), None);
     assert_eq!(whole(&version(4)[..500]), None);
 }
+
+/// A large file is sent from a mapping (preforkd keeps it mapped for the connection): truncated
+/// while a slow client is still reading it, the answer ends short and the connection closes, the
+/// child goes on (no SIGBUS: only the kernel reads the mapping), and the next request gets the
+/// file as it is now. Then a large file edited between two requests of one kept-alive connection
+/// is served new, whole.
+#[test]
+fn a_large_file_truncated_while_it_is_sent_ends_that_answer_and_nothing_else() {
+    use std::io::{Read, Write};
+    let base = tempdir("truncated");
+    let root = base.join("root");
+    std::fs::create_dir_all(&root).unwrap();
+    let big = root.join("big.bin");
+    const SIZE: usize = 16 << 20;
+    std::fs::write(&big, vec![b'b'; SIZE]).unwrap();
+    age(&big);
+    std::thread::sleep(Duration::from_millis(1100)); // settled: its ctime is a second old
+    let p = Preforkd::start(&[
+        "--document-root",
+        root.to_str().unwrap(),
+        "--start-servers",
+        "1",
+        "--min-spare-servers",
+        "1",
+        "--max-spare-servers",
+        "2",
+    ]);
+    assert!(wait_until(Duration::from_secs(3), || children_of(p.pid).len() == 1));
+    let child = children_of(p.pid)[0];
+    let mut slow = std::net::TcpStream::connect(p.addr()).unwrap();
+    slow.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    slow.write_all(b"GET /big.bin HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+    let mut got = vec![0u8; 64 * 1024];
+    slow.read_exact(&mut got).unwrap();
+    assert!(got.starts_with(b"HTTP/1.1 200"), "{}", String::from_utf8_lossy(&got[..64]));
+    std::thread::sleep(Duration::from_millis(200)); // the child now waits in its send, mid-file
+    std::fs::File::options().write(true).open(&big).unwrap().set_len(4096).unwrap();
+    let mut rest = vec![];
+    let _ = slow.read_to_end(&mut rest); // the connection ends (closed, or reset)
+    let total = got.len() + rest.len();
+    assert!(total < SIZE, "{total} bytes arrived of a file cut to 4096 bytes mid-answer: not short");
+    assert!(alive(child), "the child survived the truncation (no SIGBUS)");
+    let r = request(p.addr(), "GET /big.bin HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").unwrap();
+    assert_eq!((r.status, r.body.len()), (200, 4096), "the file as it is now");
+    assert_eq!(children_of(p.pid), vec![child], "the same child serves on");
+
+    // Kept-alive: request, edit in place (same size, mtime put back), request again.
+    std::fs::write(&big, vec![b'c'; 300_000]).unwrap();
+    age(&big);
+    std::thread::sleep(Duration::from_millis(1100));
+    let mut c = Client::connect(p.addr()).unwrap();
+    let first = c.request("GET /big.bin HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+    assert!(first.body.len() == 300_000 && first.body.iter().all(|&b| b == b'c'));
+    std::fs::write(&big, vec![b'd'; 300_000]).unwrap();
+    age(&big);
+    let second = c.request("GET /big.bin HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+    assert!(second.body.len() == 300_000 && second.body.iter().all(|&b| b == b'd'), "the edit is served at once");
+    drop(p);
+    std::fs::remove_dir_all(base).unwrap();
+}
+
+/// Both ways of sending a large file (a mapping, the default; sendfile with `enable_sendfile`)
+/// give the same bytes, whole and by range, on kept-alive connections.
+#[test]
+fn large_files_are_the_same_bytes_from_a_mapping_and_with_sendfile() {
+    let base = tempdir("large-ways");
+    let root = base.join("root");
+    std::fs::create_dir_all(&root).unwrap();
+    let body: Vec<u8> = (0..5_000_000u32).map(|i| (i % 251) as u8).collect();
+    std::fs::write(root.join("big.bin"), &body).unwrap();
+    age(&root.join("big.bin"));
+    std::thread::sleep(Duration::from_millis(1100)); // settled, so the default keeps it mapped
+    for sendfile in ["false", "true"] {
+        let p = Preforkd::start(&["--document-root", root.to_str().unwrap(), "--enable-sendfile", sendfile]);
+        // Changed just now: not kept, so mapped 4 MiB at a time for each answer.
+        std::fs::write(root.join("fresh.bin"), &body).unwrap();
+        let mut c = Client::connect(p.addr()).unwrap();
+        for path in ["/big.bin", "/fresh.bin", "/big.bin"] {
+            let r = c.request(&format!("GET {path} HTTP/1.1\r\nHost: x\r\n\r\n")).unwrap();
+            assert!(r.status == 200 && r.body == body, "enable_sendfile {sendfile}: {} bytes", r.body.len());
+            let r =
+                c.request(&format!("GET {path} HTTP/1.1\r\nHost: x\r\nRange: bytes=4194000-4294999\r\n\r\n")).unwrap();
+            assert_eq!(r.status, 206);
+            assert!(r.body == body[4_194_000..4_295_000], "enable_sendfile {sendfile}: the range's bytes");
+            let r = c
+                .request(&format!("GET {path} HTTP/1.1\r\nHost: x\r\nRange: bytes=0-9,100000-199999\r\n\r\n"))
+                .unwrap();
+            assert_eq!(r.status, 206);
+            let text = r.body.windows(10).position(|w| w == &body[0..10]).is_some();
+            assert!(text && r.body.windows(1000).any(|w| w == &body[100_000..101_000]), "multipart parts");
+        }
+    }
+    std::fs::remove_dir_all(base).unwrap();
+}

@@ -116,6 +116,9 @@ settings! {
     max_range_overlaps: i64,
     /// Most ranges out of ascending order in one request (more: the whole file).
     max_range_reversals: i64,
+    /// Send files above 64 KiB with sendfile(2) (true) or with one writev from a mapping of the
+    /// file, kept for the connection (false, as Apache's EnableSendfile Off and EnableMMAP On).
+    enable_sendfile: bool,
     /// Access log file, "-" for standard output, "off" for none.
     access_log: PathBuf,
     /// Access log format: combined or common.
@@ -189,6 +192,7 @@ pub fn defaults() -> Vec<(&'static str, String)> {
         ("max_ranges", h.range_limits.max_ranges.to_string()),
         ("max_range_overlaps", h.range_limits.max_range_overlaps.to_string()),
         ("max_range_reversals", h.range_limits.max_range_reversals.to_string()),
+        ("enable_sendfile", h.enable_sendfile.to_string()),
         ("access_log", h.access_log.as_ref().map_or("off".into(), |p| p.display().to_string())),
         ("log_format", h.log_format.name().into()),
         ("error_log", "standard error".into()),
@@ -523,6 +527,7 @@ pub fn resolve(s: &Settings, sources: &Sources, running: Option<&PoolConfig>) ->
         server_name: s.server_name.clone().unwrap_or(d.server_name),
         types_config,
         range_limits,
+        enable_sendfile: s.enable_sendfile.unwrap_or(d.enable_sendfile),
     };
     if let Some(root) = &http.document_root
         && !root.is_dir()

@@ -13,6 +13,15 @@
 //! that old has no such twin. The bytes are read after the identity was taken, so a write during
 //! that read moves the times and the entry is a miss at its first use.
 //!
+//! **Large files are mapped, for one connection.** A settled file above [`MAX_FILE`] (up to
+//! [`MAX_MAPPED`]) is kept as a read-only shared mapping of the file with its descriptor, revalidated
+//! the same way, so the requests of a kept-alive connection for it cost `statx` and one `writev`
+//! (no open, no mmap, no page faults after the first). The child drops its mappings when the
+//! connection ends ([`FileCache::release_mappings`]): an idle child maps nothing. The mapping is
+//! only ever read by the kernel (`writev` copies it into the socket; ranges that go out inline are
+//! read with `pread` on the descriptor), so a file truncated under it makes that copy fail with
+//! `EFAULT`, never a `SIGBUS` in the child.
+//!
 //! **Bounded**: files up to [`MAX_FILE`] bytes, at most [`MAX_BYTES`] bytes and [`MAX_ENTRIES`]
 //! entries per child (so with `max_request_workers` 256 at most 256 MiB in all, and only for
 //! files that are asked for); a full cache makes room by dropping entries. Each child fills its
@@ -34,6 +43,10 @@ pub const MAX_FILE: u64 = 64 * 1024;
 pub const MAX_BYTES: usize = 1024 * 1024;
 /// Files kept per child.
 pub const MAX_ENTRIES: usize = 256;
+/// Largest file mapped.
+pub const MAX_MAPPED: u64 = 64 * 1024 * 1024;
+/// Files mapped at once per child.
+pub const MAX_MAPPINGS: usize = 16;
 /// A file changed more recently than this is not kept.
 pub const SETTLE: Duration = Duration::from_secs(1);
 
@@ -91,11 +104,40 @@ fn statx(dir: BorrowedFd<'_>, name: &CString) -> Option<Identity> {
     })
 }
 
+/// A large file kept for a connection: its descriptor and a read-only mapping of all of it.
+#[derive(Debug)]
+pub struct Mapped {
+    /// The open file (ranges sent inline are read from it with `pread`).
+    pub file: std::fs::File,
+    /// The whole file, mapped. Only the kernel reads it (see the module's documentation).
+    pub map: memmap2::Mmap,
+}
+
+/// What is kept of a file.
+#[derive(Clone, Debug)]
+pub enum Kept {
+    /// A small file's bytes.
+    Bytes(Rc<[u8]>),
+    /// A large file's mapping.
+    Mapped(Rc<Mapped>),
+}
+
+impl Kept {
+    fn heap_bytes(&self) -> usize {
+        match self {
+            Kept::Bytes(b) => b.len(),
+            Kept::Mapped(_) => 0,
+        }
+    }
+}
+
 /// A kept file.
 #[derive(Debug)]
 pub struct Cached {
-    /// Its bytes.
-    pub bytes: Rc<[u8]>,
+    /// What is kept.
+    pub kept: Kept,
+    /// Its length.
+    pub len: u64,
     /// Its modification time (for `Last-Modified` and the `ETag`).
     pub modified: SystemTime,
     /// The name it was asked by, relative to the root (for the content type).
@@ -109,6 +151,7 @@ pub struct Cached {
 pub struct FileCache {
     entries: HashMap<String, Cached>,
     bytes: usize,
+    mappings: usize,
 }
 
 impl FileCache {
@@ -125,50 +168,82 @@ impl FileCache {
         self.entries.get(key)
     }
 
-    /// Offers the file just opened for `key` (`name` relative to the root): if it is small and
-    /// settled, its bytes are read and kept. Returns them (the caller serves these bytes, which
-    /// are what the identity describes), or `None` to serve from the file.
+    /// Offers the file just opened for `key` (`name` relative to the root): if it is settled and
+    /// small, its bytes are read and kept; if it is settled, larger and `map` allows, it is mapped
+    /// and kept with its descriptor (until [`FileCache::release_mappings`]). Returns what was kept
+    /// (the caller serves that, which is what the identity describes), or gives the file back.
     pub fn offer(
         &mut self,
         key: &str,
         name: &Path,
-        file: &std::fs::File,
+        file: std::fs::File,
         meta: &std::fs::Metadata,
         now: SystemTime,
-    ) -> Option<Rc<[u8]>> {
+        map: bool,
+    ) -> Result<Kept, std::fs::File> {
         let identity = Identity::of(meta);
-        if !meta.is_file() || meta.len() > MAX_FILE || !identity.settled(now) {
-            return None;
+        let small = meta.len() <= MAX_FILE;
+        if !meta.is_file() || !identity.settled(now) || !(small || map && meta.len() <= MAX_MAPPED) {
+            return Err(file);
         }
-        let statx_name =
+        let Ok(statx_name) =
             CString::new(if name.as_os_str().is_empty() { b".".as_slice() } else { name.as_os_str().as_bytes() })
-                .ok()?;
-        let mut bytes = vec![0u8; meta.len() as usize];
-        std::os::unix::fs::FileExt::read_exact_at(file, &mut bytes, 0).ok()?;
-        let bytes: Rc<[u8]> = bytes.into();
+        else {
+            return Err(file);
+        };
+        let kept = if small {
+            let mut bytes = vec![0u8; meta.len() as usize];
+            if std::os::unix::fs::FileExt::read_exact_at(&file, &mut bytes, 0).is_err() {
+                return Err(file);
+            }
+            Kept::Bytes(bytes.into())
+        } else {
+            // SAFETY: a read-only shared mapping that only the kernel reads (module documentation):
+            // a change to the file under it is never seen by this process's code.
+            match unsafe { memmap2::MmapOptions::new().len(meta.len() as usize).map(&file) } {
+                Ok(map) => Kept::Mapped(Rc::new(Mapped { file, map })),
+                Err(_) => return Err(file),
+            }
+        };
         self.remove(key);
-        while !self.entries.is_empty() && (self.entries.len() >= MAX_ENTRIES || self.bytes + bytes.len() > MAX_BYTES) {
+        let heap = kept.heap_bytes();
+        let mapped = usize::from(matches!(kept, Kept::Mapped(_)));
+        while !self.entries.is_empty()
+            && (self.entries.len() >= MAX_ENTRIES
+                || self.bytes + heap > MAX_BYTES
+                || self.mappings + mapped > MAX_MAPPINGS)
+        {
             let victim = self.entries.keys().next().cloned().expect("not empty");
             self.remove(&victim);
         }
-        self.bytes += bytes.len();
+        self.bytes += heap;
+        self.mappings += mapped;
         let modified = meta.modified().unwrap_or(UNIX_EPOCH);
         self.entries.insert(
             key.to_string(),
-            Cached { bytes: bytes.clone(), modified, name: name.to_path_buf(), statx_name, identity },
+            Cached { kept: kept.clone(), len: meta.len(), modified, name: name.to_path_buf(), statx_name, identity },
         );
-        Some(bytes)
+        Ok(kept)
     }
 
     fn remove(&mut self, key: &str) {
         if let Some(old) = self.entries.remove(key) {
-            self.bytes -= old.bytes.len();
+            self.bytes -= old.kept.heap_bytes();
+            self.mappings -= usize::from(matches!(old.kept, Kept::Mapped(_)));
         }
     }
 
-    /// Files and bytes kept (for tests).
-    pub fn stats(&self) -> (usize, usize) {
-        (self.entries.len(), self.bytes)
+    /// Drops every mapping (at the end of a connection: an idle child maps no file).
+    pub fn release_mappings(&mut self) {
+        if self.mappings > 0 {
+            self.entries.retain(|_, c| !matches!(c.kept, Kept::Mapped(_)));
+            self.mappings = 0;
+        }
+    }
+
+    /// Files, heap bytes and mappings kept (for tests).
+    pub fn stats(&self) -> (usize, usize, usize) {
+        (self.entries.len(), self.bytes, self.mappings)
     }
 }
 
@@ -193,7 +268,14 @@ mod tests {
     fn offer(cache: &mut FileCache, root: &Path, name: &str, now: SystemTime) -> bool {
         let f = std::fs::File::open(root.join(name)).unwrap();
         let meta = f.metadata().unwrap();
-        cache.offer(&format!("/{name}"), Path::new(name), &f, &meta, now).is_some()
+        cache.offer(&format!("/{name}"), Path::new(name), f, &meta, now, true).is_ok()
+    }
+
+    fn bytes(c: &Cached) -> &[u8] {
+        match &c.kept {
+            Kept::Bytes(b) => b,
+            Kept::Mapped(m) => &m.map,
+        }
     }
 
     #[test]
@@ -208,7 +290,7 @@ mod tests {
         assert!(!offer(&mut cache, &d, "a.html", SystemTime::now()), "a file changed within SETTLE is not kept");
         let later = SystemTime::now() + SETTLE + Duration::from_millis(10);
         assert!(offer(&mut cache, &d, "a.html", later));
-        assert_eq!(&*cache.get(root.as_fd(), "/a.html").unwrap().bytes, b"one");
+        assert_eq!(bytes(cache.get(root.as_fd(), "/a.html").unwrap()), b"one");
 
         // In place, same size, and the mtime put back: the ctime still moved.
         std::fs::write(&file, "two").unwrap();
@@ -229,18 +311,54 @@ mod tests {
     }
 
     #[test]
+    fn a_mapped_file_is_revalidated_and_a_truncated_one_is_a_miss() {
+        let d = dir("mapped");
+        let root = std::fs::File::open(&d).unwrap();
+        let file = d.join("big.bin");
+        std::fs::write(&file, vec![b'a'; 200_000]).unwrap();
+        old(&file);
+        let mut cache = FileCache::default();
+        let later = SystemTime::now() + SETTLE + Duration::from_millis(10);
+        assert!(offer(&mut cache, &d, "big.bin", later));
+        let kept = cache.get(root.as_fd(), "/big.bin").expect("kept");
+        assert!(matches!(kept.kept, Kept::Mapped(_)) && kept.len == 200_000);
+        std::fs::File::options().write(true).open(&file).unwrap().set_len(1000).unwrap();
+        assert!(cache.get(root.as_fd(), "/big.bin").is_none(), "a truncated file is a miss");
+        assert_eq!(cache.stats().2, 0, "and its mapping is gone");
+        std::fs::remove_dir_all(&d).unwrap();
+    }
+
+    #[test]
     fn the_cache_is_bounded() {
         let d = dir("bounds");
         let later = SystemTime::now() + SETTLE + Duration::from_secs(1);
         let mut cache = FileCache::default();
         std::fs::write(d.join("big"), vec![b'x'; MAX_FILE as usize + 1]).unwrap();
-        assert!(!offer(&mut cache, &d, "big", later), "larger than MAX_FILE: not kept");
+        let f = std::fs::File::open(d.join("big")).unwrap();
+        let meta = f.metadata().unwrap();
+        assert!(
+            cache.offer("/big", Path::new("big"), f, &meta, later, false).is_err(),
+            "larger than MAX_FILE, no map: not kept"
+        );
         for i in 0..(MAX_ENTRIES + 10) {
             std::fs::write(d.join(format!("f{i}")), vec![b'y'; 10_000]).unwrap();
             assert!(offer(&mut cache, &d, &format!("f{i}"), later));
-            let (n, bytes) = cache.stats();
+            let (n, bytes, _) = cache.stats();
             assert!(n <= MAX_ENTRIES && bytes <= MAX_BYTES, "{n} entries, {bytes} bytes");
         }
+        for i in 0..(MAX_MAPPINGS + 4) {
+            std::fs::write(d.join(format!("m{i}")), vec![b'z'; MAX_FILE as usize + 1]).unwrap();
+            assert!(offer(&mut cache, &d, &format!("m{i}"), later), "a large settled file is mapped");
+            let (n, bytes, maps) = cache.stats();
+            assert!(
+                n <= MAX_ENTRIES && bytes <= MAX_BYTES && maps <= MAX_MAPPINGS,
+                "{n} entries, {bytes} bytes, {maps} maps"
+            );
+        }
+        assert!(cache.stats().2 > 0);
+        cache.release_mappings();
+        assert_eq!(cache.stats().2, 0, "no mapping outlives its connection");
+        assert!(cache.stats().0 > 0, "small files stay kept");
         std::fs::remove_dir_all(&d).unwrap();
     }
 }

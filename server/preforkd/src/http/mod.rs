@@ -78,6 +78,9 @@ pub struct HttpConfig {
     pub types_config: Option<PathBuf>,
     /// `MaxRanges`, `MaxRangeOverlaps`, `MaxRangeReversals`.
     pub range_limits: RangeLimits,
+    /// `EnableSendfile`: files above 64 KiB go out with sendfile(2) instead of one `writev` from a
+    /// mapping of the file (`EnableMMAP`, always on here). Off by default, as in Apache.
+    pub enable_sendfile: bool,
 }
 
 impl Default for HttpConfig {
@@ -103,6 +106,7 @@ impl Default for HttpConfig {
             server_name: "localhost".into(),
             types_config: Some(PathBuf::from(mime::SYSTEM_TYPES)),
             range_limits: RangeLimits::default(),
+            enable_sendfile: false,
         }
     }
 }
@@ -228,6 +232,7 @@ enum Body {
 enum Source {
     File(std::fs::File),
     Cached(std::rc::Rc<[u8]>),
+    Mapped(std::rc::Rc<cache::Mapped>),
 }
 
 /// `len` cached bytes from `offset`.
@@ -238,11 +243,20 @@ fn cached_part(bytes: &[u8], offset: u64, len: u64) -> io::Result<&[u8]> {
 }
 
 impl Source {
+    fn kept(kept: cache::Kept) -> Source {
+        match kept {
+            cache::Kept::Bytes(b) => Source::Cached(b),
+            cache::Kept::Mapped(m) => Source::Mapped(m),
+        }
+    }
+
     /// Appends `len` bytes from `offset` to `out`; a file that shrank since its length was
     /// announced is an error (the promised Content-Length cannot be kept).
     fn read_into(&self, offset: u64, len: u64, out: &mut Vec<u8>) -> io::Result<()> {
         match self {
             Source::File(file) => read_at(file, offset, len, out),
+            // Never read through the mapping here: a truncated file would raise SIGBUS (cache.rs).
+            Source::Mapped(m) => read_at(&m.file, offset, len, out),
             Source::Cached(bytes) => {
                 out.extend_from_slice(cached_part(bytes, offset, len)?);
                 Ok(())
@@ -250,11 +264,21 @@ impl Source {
         }
     }
 
-    /// Sends `len` bytes from `offset`: sendfile(2) from a file, a write from the cache.
-    fn send(&self, stream: &mut Stream, offset: u64, len: u64) -> io::Result<()> {
+    /// Sends `first` (a head), then `len` bytes from `offset`: with `sendfile`, sendfile(2) from a
+    /// file (the head with `MSG_MORE`); otherwise one `writev` of the head and the bytes, from the
+    /// cache, the connection's mapping, or mappings of the file made for this answer.
+    fn send(&self, stream: &mut Stream, first: &[u8], offset: u64, len: u64, sendfile: bool) -> io::Result<()> {
         match self {
-            Source::File(file) => send_file(stream, file, offset, len),
-            Source::Cached(bytes) => write_all(stream, cached_part(bytes, offset, len)?),
+            Source::File(file) if sendfile => {
+                write_all_more(stream, first)?;
+                send_file(stream, file, offset, len)
+            }
+            Source::File(file) => send_mapped(stream, first, file, offset, len),
+            Source::Mapped(m) => {
+                let part = cached_part(&m.map, offset, len)?;
+                write_all_vectored(stream, first, part).map_err(shrank_on_efault)
+            }
+            Source::Cached(bytes) => write_all_vectored(stream, first, cached_part(bytes, offset, len)?),
         }
     }
 }
@@ -339,6 +363,8 @@ impl Service for HttpService {
 
     fn serve(&mut self, conn: &mut Connection<'_>) -> io::Result<()> {
         let result = self.serve_connection(conn);
+        // The connection's mappings of large files go with it (cache.rs: an idle child maps nothing).
+        self.cache.borrow_mut().release_mappings();
         // The connection's access-log lines go out when it ends (log.rs: buffered per child).
         if let Some(access) = &self.access {
             access.flush();
@@ -585,13 +611,15 @@ impl HttpService {
         };
         // A kept file that is still the same file: no open, no read (cache.rs).
         if let Some(c) = self.cache.borrow_mut().get(root.fd(), path) {
-            let len = c.bytes.len() as u64;
-            return self.file_response(Source::Cached(c.bytes.clone()), len, Some(c.modified), &c.name, head);
+            return self.file_response(Source::kept(c.kept.clone()), c.len, Some(c.modified), &c.name, head);
         }
         match root.resolve(path) {
             Resolved::File { file, meta, path: real } => {
-                let kept = self.cache.borrow_mut().offer(path, &real, &file, &meta, SystemTime::now());
-                let source = kept.map_or(Source::File(file), Source::Cached);
+                let map = !self.cfg.enable_sendfile;
+                let source = match self.cache.borrow_mut().offer(path, &real, file, &meta, SystemTime::now(), map) {
+                    Ok(kept) => Source::kept(kept),
+                    Err(file) => Source::File(file),
+                };
                 self.file_response(source, meta.len(), meta.modified().ok(), &real, head)
             }
             Resolved::Redirect(to) => {
@@ -729,6 +757,7 @@ impl HttpService {
             }
             Body::Parts { file, parts, end } => Some((file, parts, end)),
         };
+        let sendfile = self.cfg.enable_sendfile;
         let stream = conn.stream();
         match file_parts {
             None => write_all(stream, out)?,
@@ -743,11 +772,8 @@ impl HttpService {
             Some((file, parts, end)) => {
                 for p in &parts {
                     out.extend_from_slice(p.head.as_bytes());
-                    // More follows at once: the head waits for the body's first bytes and they
-                    // leave in the same segment (no lone head segment, no extra wake-up).
-                    write_all_more(stream, out)?;
+                    file.send(stream, out, p.offset, p.len, sendfile)?;
                     out.clear();
-                    file.send(stream, p.offset, p.len)?;
                 }
                 write_all(stream, end.as_bytes())?;
             }
@@ -920,6 +946,54 @@ fn write_all_more(stream: &mut Stream, mut buf: &[u8]) -> io::Result<()> {
             Err(nix::errno::Errno::EINTR) => {}
             Err(e) => return Err(e.into()),
         }
+    }
+    Ok(())
+}
+
+/// [`write_all`] of `a` then `b`, in one writev(2) while both have bytes left.
+fn write_all_vectored(stream: &mut Stream, a: &[u8], b: &[u8]) -> io::Result<()> {
+    let mut bufs = [io::IoSlice::new(a), io::IoSlice::new(b)];
+    let mut bufs = &mut bufs[..];
+    io::IoSlice::advance_slices(&mut bufs, 0);
+    while !bufs.is_empty() {
+        if log::stop_requested() {
+            return Err(stopping());
+        }
+        match stream.write_vectored(bufs) {
+            Ok(0) => return Err(io::Error::new(io::ErrorKind::WriteZero, "the connection took no more bytes")),
+            Ok(n) => io::IoSlice::advance_slices(&mut bufs, n),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
+/// Bytes of a large file mapped at a time when it is not kept (not settled, or too large).
+const WINDOW: u64 = 4 << 20;
+
+/// A copy out of a mapping that failed with `EFAULT`: the file shrank under it.
+fn shrank_on_efault(e: io::Error) -> io::Error {
+    if e.raw_os_error() == Some(libc::EFAULT) {
+        io::Error::new(io::ErrorKind::UnexpectedEof, "the file shrank while being sent")
+    } else {
+        e
+    }
+}
+
+/// Sends `head`, then `len` bytes of `file` from `offset`, from read-only mappings of the file
+/// made for this answer, [`WINDOW`] bytes at a time (the head in the first `writev`).
+fn send_mapped(stream: &mut Stream, head: &[u8], file: &std::fs::File, offset: u64, len: u64) -> io::Result<()> {
+    let mut head = head;
+    let (mut at, end) = (offset, offset + len);
+    while at < end {
+        let n = (end - at).min(WINDOW);
+        // SAFETY: the mapping is read only by the kernel (writev copies it into the socket); a
+        // page past a shrunken file's end fails that copy (EFAULT), it raises no signal here.
+        let map = unsafe { memmap2::MmapOptions::new().offset(at).len(n as usize).map(file)? };
+        write_all_vectored(stream, head, &map).map_err(shrank_on_efault)?;
+        head = &[];
+        at += n;
     }
     Ok(())
 }
