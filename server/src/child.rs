@@ -28,7 +28,6 @@ use crate::unix_ms;
 use nix::errno::Errno;
 use nix::sys::epoll::{Epoll, EpollCreateFlags, EpollEvent, EpollFlags, EpollTimeout};
 use nix::sys::signal::{SaFlags, SigAction, SigHandler, SigSet, SigmaskHow, Signal, sigaction, sigprocmask};
-use nix::sys::socket::{SockFlag, accept4};
 use nix::unistd::Pid;
 use prefork_core::child::{ChildAction, ChildEvent, ChildLoop};
 use prefork_core::config::ChildScheduling;
@@ -355,9 +354,8 @@ fn serve_loop(setup: &mut ChildSetup<'_>) -> Result<ExitReason, (ExitReason, Str
                     ChildEvent::WaitFailed
                 }
             },
-            ChildAction::Accept { listener } => match accept4(listeners[listener].as_fd(), SockFlag::SOCK_CLOEXEC) {
-                Ok(fd) => {
-                    let (stream, peer_addr) = wrap(fd, &listeners[listener]);
+            ChildAction::Accept { listener } => match accept(&listeners[listener]) {
+                Ok((stream, peer_addr)) => {
                     accepted = Some((stream, peer_addr, listener));
                     ChildEvent::Accepted
                 }
@@ -397,12 +395,15 @@ fn serve_loop(setup: &mut ChildSetup<'_>) -> Result<ExitReason, (ExitReason, Str
     }
 }
 
-fn wrap(fd: OwnedFd, listener: &Listener) -> (Stream, Option<std::net::SocketAddr>) {
-    if listener.is_unix() {
+/// accept4(2) with `SOCK_CLOEXEC`, the peer's address in the same call (no getpeername).
+fn accept(listener: &Listener) -> Result<(Stream, Option<std::net::SocketAddr>), Errno> {
+    let (socket, addr) = socket2::SockRef::from(&listener.as_fd())
+        .accept()
+        .map_err(|e| Errno::from_raw(e.raw_os_error().unwrap_or(libc::EIO)))?;
+    let fd = OwnedFd::from(socket);
+    Ok(if listener.is_unix() {
         (Stream::Unix(std::os::unix::net::UnixStream::from(fd)), None)
     } else {
-        let stream = std::net::TcpStream::from(fd);
-        let addr = stream.peer_addr().ok();
-        (Stream::Tcp(stream), addr)
-    }
+        (Stream::Tcp(std::net::TcpStream::from(fd)), addr.as_socket())
+    })
 }
