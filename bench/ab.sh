@@ -5,6 +5,7 @@
 #
 #   bench/ab.sh BASELINE-BINARY CHANGED-BINARY [PATH] [CLIENTS] [ROUNDS]    # as root (children run as nobody)
 #   e.g. bench/ab.sh /tmp/preforkd.before target/release/preforkd /200k.bin 16 3
+#   AB_CLOSE=1 bench/ab.sh ...    # one request per connection (Connection: close)
 set -euo pipefail
 . "$(dirname "$0")/common.sh"
 A=$1
@@ -13,6 +14,8 @@ PATH_=${3:-/200k.bin}
 C=${4:-16}
 ROUNDS=${5:-3}
 SECS=${BENCH_SECONDS:-4}
+WRK_ARGS=()
+if [ -n "${AB_CLOSE:-}" ]; then WRK_ARGS=(-H "Connection: close"); fi
 command -v wrk >/dev/null || { echo "ab: needs wrk (apt-get install wrk)" >&2; exit 1; }
 WORK=$(mktemp -d /tmp/prefork-ab.XXXXXX)
 chmod 755 "$WORK"
@@ -39,7 +42,7 @@ rb=()
 for round in $(seq 1 "$ROUNDS"); do
     for which in A B; do
         if [ "$which" = A ]; then port=$PA; else port=$PB; fi
-        r=$(wrk -t2 -c"$C" -d"${SECS}s" "http://127.0.0.1:$port$PATH_" | awk '/Requests\/sec/ {print $2}')
+        r=$(wrk -t2 -c"$C" -d"${SECS}s" "${WRK_ARGS[@]}" "http://127.0.0.1:$port$PATH_" | awk '/Requests\/sec/ {print $2}')
         if [ "$which" = A ]; then ra+=("$r"); else rb+=("$r"); fi
         echo "round $round  $which: $r req/s"
     done

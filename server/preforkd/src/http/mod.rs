@@ -137,6 +137,9 @@ impl HttpService {
     /// Checks the document root and opens the access log (in the parent, before forking, so the
     /// children share one append descriptor and need no right to open it).
     pub fn new(cfg: HttpConfig) -> io::Result<HttpService> {
+        // memmap2 caches the page size in a static on its first mapping: take it here, in the
+        // parent, so that no child copies the page that static lives on (4 KiB per child).
+        drop(memmap2::MmapOptions::new().len(1).map_anon());
         let root = cfg.document_root.as_deref().map(Root::new).transpose()?;
         let access =
             cfg.access_log.as_deref().map(|p| AccessLog::open(p, cfg.log_format)).transpose()?.map(std::rc::Rc::new);
