@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Two preforkd binaries side by side (a change against its baseline), same pool settings as
 # bench/compare.sh, on files of 1 KiB, 200 KiB and 2 MiB, rounds alternating; prints requests/s per
-# round and the medians' ratio B/A. Not a test.
+# round and the medians' ratio B/A, and the median p99 of each. Not a test.
 #
 #   bench/ab.sh BASELINE-BINARY CHANGED-BINARY [PATH] [CLIENTS] [ROUNDS]    # as root (children run as nobody)
 #   e.g. bench/ab.sh /tmp/preforkd.before target/release/preforkd /200k.bin 16 3
@@ -39,14 +39,20 @@ start "$B" "$PB"
 sleep 1
 ra=()
 rb=()
+pa=()
+pb=()
 for round in $(seq 1 "$ROUNDS"); do
     for which in A B; do
         if [ "$which" = A ]; then port=$PA; else port=$PB; fi
-        r=$(wrk -t2 -c"$C" -d"${SECS}s" "${WRK_ARGS[@]}" "http://127.0.0.1:$port$PATH_" | awk '/Requests\/sec/ {print $2}')
-        if [ "$which" = A ]; then ra+=("$r"); else rb+=("$r"); fi
-        echo "round $round  $which: $r req/s"
+        read -r r p99 <<<"$(wrk -t2 -c"$C" -d"${SECS}s" --latency "${WRK_ARGS[@]}" "http://127.0.0.1:$port$PATH_" |
+            awk 'function ms(v,  m) {m = 1; if (v ~ /us$/) m = 0.001; else if (v ~ /ms$/) m = 1; else if (v ~ /s$/) m = 1000;
+                                     sub(/[a-z]+$/, "", v); return v * m}
+                 /Requests\/sec/ {r = $2} /^ +99%/ {p = ms($2)} END {printf "%s %.2f\n", r, p}')"
+        if [ "$which" = A ]; then ra+=("$r"); pa+=("$p99"); else rb+=("$r"); pb+=("$p99"); fi
+        echo "round $round  $which: $r req/s, p99 $p99 ms"
     done
 done
 ma=$(printf '%s\n' "${ra[@]}" | median)
 mb=$(printf '%s\n' "${rb[@]}" | median)
 echo "$PATH_ c=$C: A median $ma, B median $mb, B/A $(awk -v a="$ma" -v b="$mb" 'BEGIN {printf "%.2f", b/a}')x"
+echo "$PATH_ c=$C: p99 A median $(printf '%s\n' "${pa[@]}" | median) ms, B median $(printf '%s\n' "${pb[@]}" | median) ms"

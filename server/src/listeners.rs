@@ -24,6 +24,9 @@ pub struct Listener {
     owned: bool,
 }
 
+/// How long a connection with no data waits before accept(2) sees it anyway (Apache's 30 s).
+pub const DEFER_ACCEPT_SECONDS: libc::c_int = 30;
+
 impl Listener {
     /// Binds and listens.
     pub fn bind(addr: &ListenAddr, backlog: u32) -> io::Result<Listener> {
@@ -54,6 +57,35 @@ impl Listener {
             ListenAddr::Unix(p) => ListenAddr::Unix(p.clone()),
         };
         Ok(Listener { configured: addr.clone(), local, socket, owned: true })
+    }
+
+    /// Sets what the listener waits for before accept(2) sees a connection (`accept_filter`):
+    /// `TCP_DEFER_ACCEPT` of 30 s for `data`, 0 for `none`. A unix-domain listener has no such
+    /// option and is left as it is.
+    pub fn set_accept_filter(&self, filter: prefork_core::config::AcceptFilter) -> io::Result<()> {
+        if self.is_unix() {
+            return Ok(());
+        }
+        let seconds: libc::c_int = match filter {
+            prefork_core::config::AcceptFilter::Data => DEFER_ACCEPT_SECONDS,
+            prefork_core::config::AcceptFilter::None => 0,
+        };
+        // SAFETY: a valid descriptor, and an int option value of the size given.
+        let rc = unsafe {
+            libc::setsockopt(
+                std::os::fd::AsRawFd::as_raw_fd(&self.socket),
+                libc::IPPROTO_TCP,
+                libc::TCP_DEFER_ACCEPT,
+                (&seconds as *const libc::c_int).cast(),
+                size_of::<libc::c_int>() as libc::socklen_t,
+            )
+        };
+        if rc == 0 {
+            Ok(())
+        } else {
+            let e = io::Error::last_os_error();
+            Err(io::Error::new(e.kind(), format!("listen {}: TCP_DEFER_ACCEPT: {e}", self.local)))
+        }
     }
 
     /// A listening socket handed over by a service manager (systemd `LISTEN_FDS`). It is made

@@ -103,6 +103,16 @@ struct Forked {
     waker: OwnedFd,
 }
 
+/// Sets `accept_filter` on every listener. A listener that refuses it is logged and serves
+/// without it (each connection then reaches a child at its handshake, as with `none`).
+fn set_accept_filter(listeners: &[Listener], filter: prefork_core::config::AcceptFilter) {
+    for l in listeners {
+        if let Err(e) = l.set_accept_filter(filter) {
+            tracing::warn!("{e}; accept_filter = \"{}\" is not in force there", filter.name());
+        }
+    }
+}
+
 /// Runs the parent in this process (see [`crate::Server::run`]).
 pub(crate) fn run(mut options: Options) -> Result<i32, ServerError> {
     let cfg = options.config.clone();
@@ -120,6 +130,7 @@ pub(crate) fn run(mut options: Options) -> Result<i32, ServerError> {
         // The core plans for the sockets there are (children poll them, the lock follows them).
         cfg.listen = listeners.iter().map(|l| l.configured.clone()).collect();
     }
+    set_accept_filter(&listeners, cfg.accept_filter);
     let pid = nix::unistd::getpid();
     let board = Rc::new(
         Scoreboard::create(cfg.server_limit as usize, pid.as_raw() as u32, unix_ms())
@@ -374,6 +385,7 @@ impl System for Os {
             Ok(r) => {
                 self.listeners = r.kept;
                 drop(r.closed);
+                set_accept_filter(&self.listeners, next.accept_filter);
             }
             Err(refused) => {
                 self.listeners = refused.unchanged;

@@ -535,3 +535,35 @@ fn children_run_under_sched_batch_by_default_and_the_parent_does_not() {
     assert_eq!(code, 1, "{err}");
     assert!(err.contains("--child-scheduling: child_scheduling = \"fifo\" is not valid: allowed batch"), "{err}");
 }
+
+#[test]
+fn a_client_that_sends_nothing_takes_no_child_with_accept_filter_data() {
+    use std::io::{Read, Write};
+    use std::time::Duration;
+    let busy = |p: &Preforkd| {
+        let auto = p.get("/server-status?auto").text();
+        auto_field_in(&auto, "BusyWorkers").and_then(|v| v.parse::<usize>().ok()).unwrap_or(999)
+    };
+    for (filter, held) in [("data", false), ("none", true)] {
+        let p = Preforkd::start(&["--start-servers", "5", "--min-spare-servers", "2", "--accept-filter", filter]);
+        assert!(wait_until(Duration::from_secs(3), || busy(&p) == 1), "only the child answering ?auto is busy");
+        let mut silent: Vec<std::net::TcpStream> =
+            (0..3).map(|_| std::net::TcpStream::connect(p.addr()).unwrap()).collect();
+        if held {
+            assert!(
+                wait_until(Duration::from_secs(3), || busy(&p) >= 4),
+                "accept_filter none: each silent connection holds a child (R) from its handshake"
+            );
+        } else {
+            std::thread::sleep(Duration::from_millis(500));
+            assert_eq!(busy(&p), 1, "accept_filter data: a silent connection waits in the kernel, no child holds it");
+        }
+        for c in &mut silent {
+            c.write_all(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").unwrap();
+            c.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+            let mut answer = String::new();
+            c.read_to_string(&mut answer).unwrap();
+            assert!(answer.starts_with("HTTP/1.1 200"), "{filter}: {answer}");
+        }
+    }
+}

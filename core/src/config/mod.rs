@@ -51,6 +51,28 @@ pub enum SpawnMode {
     Ramp,
 }
 
+/// What a TCP listener waits for before a connection is handed to accept(2) (`accept_filter`,
+/// Apache's `AcceptFilter http`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum AcceptFilter {
+    /// The request's first bytes (`TCP_DEFER_ACCEPT`, 30 s, as Apache's default `data` on Linux):
+    /// a client that connects and sends nothing takes no child until then.
+    #[default]
+    Data,
+    /// The handshake only.
+    None,
+}
+
+impl AcceptFilter {
+    /// Its configuration word.
+    pub fn name(self) -> &'static str {
+        match self {
+            AcceptFilter::Data => "data",
+            AcceptFilter::None => "none",
+        }
+    }
+}
+
 /// The Linux scheduling policy a child runs under (`child_scheduling`; not in Apache).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub enum ChildScheduling {
@@ -135,6 +157,8 @@ pub struct RawPoolConfig {
     pub demand_interval_ms: Option<i64>,
     /// `batch` or `other` ([`ChildScheduling`]; not in Apache).
     pub child_scheduling: Option<String>,
+    /// `data` or `none` ([`AcceptFilter`]; Apache's `AcceptFilter http`).
+    pub accept_filter: Option<String>,
     /// `User` the children run as (name or `#uid`).
     pub user: Option<String>,
     /// `Group` the children run as (name or `#gid`).
@@ -182,6 +206,8 @@ pub struct PoolConfig {
     pub demand_interval: Duration,
     /// The scheduling policy children run under.
     pub child_scheduling: ChildScheduling,
+    /// What a TCP listener waits for before accept(2) sees a connection.
+    pub accept_filter: AcceptFilter,
     /// User the children run as.
     pub user: Option<String>,
     /// Group the children run as.
@@ -210,6 +236,7 @@ impl Default for PoolConfig {
             fork_rate_limit: DEFAULT_FORK_RATE_LIMIT,
             demand_interval: DEFAULT_DEMAND_INTERVAL,
             child_scheduling: ChildScheduling::Batch,
+            accept_filter: AcceptFilter::Data,
             user: None,
             group: None,
         }
@@ -686,6 +713,19 @@ impl PoolConfig {
                 ChildScheduling::Batch
             }
         };
+        let accept_filter = match raw.accept_filter.as_deref() {
+            None | Some("data") => AcceptFilter::Data,
+            Some("none") => AcceptFilter::None,
+            Some(other) => {
+                v.errors.push(ConfigError::InvalidValue {
+                    key: "accept_filter",
+                    given: other.to_string(),
+                    allowed: "data (TCP_DEFER_ACCEPT: a connection reaches a child once its first bytes came) or none"
+                        .into(),
+                });
+                AcceptFilter::Data
+            }
+        };
         let user = v.account("user", &raw.user);
         let group = v.account("group", &raw.group);
 
@@ -712,6 +752,7 @@ impl PoolConfig {
                 fork_rate_limit,
                 demand_interval,
                 child_scheduling,
+                accept_filter,
                 user,
                 group,
             },

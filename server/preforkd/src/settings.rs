@@ -80,6 +80,9 @@ settings! {
     /// does not preempt the process running, which cuts context switches with many busy children)
     /// or other (SCHED_OTHER, as Apache's).
     child_scheduling: String,
+    /// What a TCP listener waits for before a child accepts a connection: data (its first bytes,
+    /// TCP_DEFER_ACCEPT up to 30 s, Apache's AcceptFilter http data) or none (the handshake).
+    accept_filter: String,
     /// Seconds one request may keep a child busy (reading it, handling it, writing the answer)
     /// before the parent kills the child; 0 is off. Not `timeout`, which bounds each single read or write.
     request_deadline: i64,
@@ -176,6 +179,7 @@ pub fn defaults() -> Vec<(&'static str, String)> {
         ("fork_rate_limit", p.fork_rate_limit.to_string()),
         ("demand_interval_ms", p.demand_interval.as_millis().to_string()),
         ("child_scheduling", p.child_scheduling.name().into()),
+        ("accept_filter", p.accept_filter.name().into()),
         ("user", "none: the server's own account (nobody when started as root)".into()),
         ("group", "the user's group".into()),
         ("document_root", "a built-in page".into()),
@@ -383,6 +387,7 @@ pub fn resolve(s: &Settings, sources: &Sources, running: Option<&PoolConfig>) ->
         fork_rate_limit: s.fork_rate_limit,
         demand_interval_ms: s.demand_interval_ms,
         child_scheduling: s.child_scheduling.clone(),
+        accept_filter: s.accept_filter.clone(),
         user: s.user.clone(),
         group: s.group.clone(),
     };
