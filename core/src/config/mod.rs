@@ -383,6 +383,25 @@ impl Validator {
         }
     }
 
+    /// One of a setting's words (`None`: `default`), or an error naming them (`allowed`).
+    fn word<T: Copy>(
+        &mut self,
+        key: &'static str,
+        v: Option<&str>,
+        default: T,
+        words: &[(&str, T)],
+        allowed: &str,
+    ) -> T {
+        let Some(given) = v else { return default };
+        match words.iter().find(|(w, _)| *w == given) {
+            Some(&(_, value)) => value,
+            None => {
+                self.errors.push(ConfigError::InvalidValue { key, given: given.to_string(), allowed: allowed.into() });
+                default
+            }
+        }
+    }
+
     /// An Apache count that Apache raises to 1 when it is below 1 (with a warning).
     fn at_least_one(&mut self, key: &'static str, code: &'static str, v: Option<i64>, default: u32) -> u32 {
         match v {
@@ -670,19 +689,13 @@ impl PoolConfig {
             86_400,
             "0 (off) to 86400 seconds",
         )));
-        let spawn_mode = match raw.spawn_mode.as_deref() {
-            None | Some("demand") => SpawnMode::Demand,
-            Some("ramp") => SpawnMode::Ramp,
-            Some(other) => {
-                v.errors.push(ConfigError::InvalidValue {
-                    key: "spawn_mode",
-                    given: other.to_string(),
-                    allowed: "demand (spawn what waiting connections need) or ramp (Apache's 1, 2, 4 … 32 per tick)"
-                        .into(),
-                });
-                SpawnMode::Demand
-            }
-        };
+        let spawn_mode = v.word(
+            "spawn_mode",
+            raw.spawn_mode.as_deref(),
+            SpawnMode::Demand,
+            &[("demand", SpawnMode::Demand), ("ramp", SpawnMode::Ramp)],
+            "demand (spawn what waiting connections need) or ramp (Apache's 1, 2, 4 … 32 per tick)",
+        );
         let fork_rate_limit = v.ranged(
             "fork_rate_limit",
             raw.fork_rate_limit,
@@ -699,33 +712,21 @@ impl PoolConfig {
             60_000,
             "10 to 60000 milliseconds",
         )));
-        let child_scheduling = match raw.child_scheduling.as_deref() {
-            None | Some("batch") => ChildScheduling::Batch,
-            Some("other") => ChildScheduling::Other,
-            Some(other) => {
-                v.errors.push(ConfigError::InvalidValue {
-                    key: "child_scheduling",
-                    given: other.to_string(),
-                    allowed: "batch (SCHED_BATCH: a woken child does not preempt the running process) or other \
-                              (SCHED_OTHER, as Apache's children)"
-                        .into(),
-                });
-                ChildScheduling::Batch
-            }
-        };
-        let accept_filter = match raw.accept_filter.as_deref() {
-            None | Some("data") => AcceptFilter::Data,
-            Some("none") => AcceptFilter::None,
-            Some(other) => {
-                v.errors.push(ConfigError::InvalidValue {
-                    key: "accept_filter",
-                    given: other.to_string(),
-                    allowed: "data (TCP_DEFER_ACCEPT: a connection reaches a child once its first bytes came) or none"
-                        .into(),
-                });
-                AcceptFilter::Data
-            }
-        };
+        let child_scheduling = v.word(
+            "child_scheduling",
+            raw.child_scheduling.as_deref(),
+            ChildScheduling::Batch,
+            &[("batch", ChildScheduling::Batch), ("other", ChildScheduling::Other)],
+            "batch (SCHED_BATCH: a woken child does not preempt the running process) or other \
+             (SCHED_OTHER, as Apache's children)",
+        );
+        let accept_filter = v.word(
+            "accept_filter",
+            raw.accept_filter.as_deref(),
+            AcceptFilter::Data,
+            &[("data", AcceptFilter::Data), ("none", AcceptFilter::None)],
+            "data (TCP_DEFER_ACCEPT: a connection reaches a child once its first bytes came) or none",
+        );
         let user = v.account("user", &raw.user);
         let group = v.account("group", &raw.group);
 

@@ -129,6 +129,11 @@ impl Kept {
             Kept::Mapped(_) => 0,
         }
     }
+
+    /// Mappings it holds: 0 or 1.
+    fn mappings(&self) -> usize {
+        usize::from(matches!(self, Kept::Mapped(_)))
+    }
 }
 
 /// A kept file.
@@ -206,8 +211,7 @@ impl FileCache {
             }
         };
         self.remove(key);
-        let heap = kept.heap_bytes();
-        let mapped = usize::from(matches!(kept, Kept::Mapped(_)));
+        let (heap, mapped) = (kept.heap_bytes(), kept.mappings());
         while !self.entries.is_empty()
             && (self.entries.len() >= MAX_ENTRIES
                 || self.bytes + heap > MAX_BYTES
@@ -229,14 +233,14 @@ impl FileCache {
     fn remove(&mut self, key: &str) {
         if let Some(old) = self.entries.remove(key) {
             self.bytes -= old.kept.heap_bytes();
-            self.mappings -= usize::from(matches!(old.kept, Kept::Mapped(_)));
+            self.mappings -= old.kept.mappings();
         }
     }
 
     /// Drops every mapping (at the end of a connection: an idle child maps no file).
     pub fn release_mappings(&mut self) {
         if self.mappings > 0 {
-            self.entries.retain(|_, c| !matches!(c.kept, Kept::Mapped(_)));
+            self.entries.retain(|_, c| c.kept.mappings() == 0);
             self.mappings = 0;
         }
     }

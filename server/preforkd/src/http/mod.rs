@@ -917,19 +917,8 @@ fn response_headers(r: &mut Response, req: Option<&Head>, served: u32, cfg: &Htt
 
 /// `Write::write_all`, except that it gives up once a stop was asked for while the answer went
 /// out ([`log::stop_requested`]; a write the signal cuts short returns what it sent, or EINTR).
-fn write_all(stream: &mut Stream, mut buf: &[u8]) -> io::Result<()> {
-    while !buf.is_empty() {
-        if log::stop_requested() {
-            return Err(stopping());
-        }
-        match stream.write(buf) {
-            Ok(0) => return Err(io::Error::new(io::ErrorKind::WriteZero, "the connection took no more bytes")),
-            Ok(n) => buf = &buf[n..],
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(())
+fn write_all(stream: &mut Stream, buf: &[u8]) -> io::Result<()> {
+    write_all_vectored(stream, buf, &[])
 }
 
 /// [`write_all`], telling a TCP connection that more data follows at once (`MSG_MORE`): the bytes
@@ -953,16 +942,19 @@ fn write_all_more(stream: &mut Stream, mut buf: &[u8]) -> io::Result<()> {
     Ok(())
 }
 
-/// [`write_all`] of `a` then `b`, in one writev(2) while both have bytes left.
+/// [`write_all`] of `a` then `b`: one writev(2) while both have bytes left, a plain write once
+/// one is left.
 fn write_all_vectored(stream: &mut Stream, a: &[u8], b: &[u8]) -> io::Result<()> {
     let mut bufs = [io::IoSlice::new(a), io::IoSlice::new(b)];
     let mut bufs = &mut bufs[..];
-    io::IoSlice::advance_slices(&mut bufs, 0);
+    io::IoSlice::advance_slices(&mut bufs, 0); // drops an empty `a`
     while !bufs.is_empty() {
         if log::stop_requested() {
             return Err(stopping());
         }
-        match stream.write_vectored(bufs) {
+        let sent =
+            if bufs.len() == 1 || bufs[1].is_empty() { stream.write(&bufs[0]) } else { stream.write_vectored(bufs) };
+        match sent {
             Ok(0) => return Err(io::Error::new(io::ErrorKind::WriteZero, "the connection took no more bytes")),
             Ok(n) => io::IoSlice::advance_slices(&mut bufs, n),
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
