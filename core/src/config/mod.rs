@@ -963,6 +963,33 @@ mod tests {
     }
 
     #[test]
+    fn word_settings_read_their_names_back_and_refuse_other_words() {
+        for m in [SpawnMode::Demand, SpawnMode::Ramp] {
+            let c = ok(RawPoolConfig { spawn_mode: Some(m.name().into()), ..Default::default() });
+            assert_eq!(c.value.spawn_mode, m);
+        }
+        for s in [ChildScheduling::Batch, ChildScheduling::Other] {
+            let c = ok(RawPoolConfig { child_scheduling: Some(s.name().into()), ..Default::default() });
+            assert_eq!(c.value.child_scheduling, s);
+        }
+        for f in [AcceptFilter::Data, AcceptFilter::None] {
+            let c = ok(RawPoolConfig { accept_filter: Some(f.name().into()), ..Default::default() });
+            assert_eq!(c.value.accept_filter, f);
+        }
+        assert_eq!((ChildScheduling::Batch.name(), AcceptFilter::Data.name()), ("batch", "data"));
+        let d = PoolConfig::default();
+        assert_eq!((d.child_scheduling, d.accept_filter), (ChildScheduling::Batch, AcceptFilter::Data));
+        let e = errors(RawPoolConfig {
+            child_scheduling: Some("fifo".into()),
+            accept_filter: Some("httpready".into()),
+            ..Default::default()
+        });
+        assert_eq!(e.len(), 2);
+        assert!(e[0].to_string().starts_with("child_scheduling = \"fifo\" is not valid: allowed batch"), "{}", e[0]);
+        assert!(e[1].to_string().starts_with("accept_filter = \"httpready\" is not valid: allowed data"), "{}", e[1]);
+    }
+
+    #[test]
     fn accept_mutex_words_and_the_single_listener_rule() {
         let mut cases = vec![("auto", AcceptMutex::Auto), ("default", AcceptMutex::Auto), ("none", AcceptMutex::None)];
         cases.extend(LockMechanism::ALL.map(|m| (m.name(), AcceptMutex::Use(m))));
