@@ -21,6 +21,7 @@
 //!   the server send the file many times over. `If-Range` must match strongly (the ETag, or the
 //!   exact Last-Modified date of a file at least a second old), or the whole file is sent.
 
+use std::fmt::Write as _;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 /// A file's entity tag.
@@ -37,12 +38,19 @@ impl ETag {
     pub fn for_file(len: u64, mtime: SystemTime, now: SystemTime) -> ETag {
         let micros = mtime.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_micros() as u64);
         let settled = now.duration_since(mtime).is_ok_and(|age| age >= Duration::from_secs(1));
-        ETag { weak: !settled, tag: format!("{len:x}-{micros:x}") }
+        // Sized once: two 64-bit numbers in hex and the dash (no growing while formatting).
+        let mut tag = String::with_capacity(33);
+        let _ = write!(tag, "{len:x}-{micros:x}");
+        ETag { weak: !settled, tag }
     }
 
     /// The header value.
     pub fn header(&self) -> String {
-        if self.weak { format!("W/\"{}\"", self.tag) } else { format!("\"{}\"", self.tag) }
+        let mut header = String::with_capacity(self.tag.len() + 4);
+        header.push_str(if self.weak { "W/\"" } else { "\"" });
+        header.push_str(&self.tag);
+        header.push('"');
+        header
     }
 }
 

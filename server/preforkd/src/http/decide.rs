@@ -10,7 +10,7 @@ use super::{ALLOW, HttpConfig, PROXY_HEADERS, Response, canonical, error, framin
 use std::net::IpAddr;
 
 /// What to do with a request whose head is complete.
-pub(super) enum Plan {
+pub(super) enum Plan<'h> {
     /// Answer at once, without reading a body (there may be one: the connection then closes).
     Refuse(Response),
     /// Read and discard `body` bytes first (after writing `100 Continue` if `continue_first`),
@@ -21,12 +21,12 @@ pub(super) enum Plan {
         /// The client asked to be told before it sends the body (`Expect: 100-continue`).
         continue_first: bool,
         /// The answer once the body is read.
-        then: Route,
+        then: Route<'h>,
     },
 }
 
-/// Which answer a request gets once its body is read.
-pub(super) enum Route {
+/// Which answer a request gets once its body is read (paths and queries are the head's).
+pub(super) enum Route<'h> {
     /// A refusal that did not need to stop the body (its connection stays usable).
     Refuse(Response),
     /// `OPTIONS`: what the server allows.
@@ -34,33 +34,32 @@ pub(super) enum Route {
     /// The status or metrics page at `page`, with `query`.
     Status {
         /// The configured path it matched (`/server-status/` is `/server-status`).
-        page: String,
+        page: &'h str,
         /// The query string.
-        query: String,
+        query: &'h str,
     },
     /// A file (or the built-in page) at `path`, with `query` (kept for a redirect).
     File {
         /// The path, percent-encoded as it came.
-        path: String,
+        path: &'h str,
         /// The query string.
-        query: String,
+        query: &'h str,
     },
 }
 
 /// Plans the answer to `head`, which came on listener `listener`.
-pub(super) fn plan(head: &Head, cfg: &HttpConfig, listener: usize) -> Plan {
+pub(super) fn plan<'h>(head: &'h Head, cfg: &HttpConfig, listener: usize) -> Plan<'h> {
     // Where the body ends, from the head alone (framing.rs); a head two readers could frame
     // differently is refused and the connection closes. Bodies: GET and HEAD have no use for one;
     // a Content-Length body is read and discarded.
-    let fields = head.headers.iter().map(|(n, v)| (n.as_str(), v.as_str()));
-    let body = match framing::frame(head.minor, fields) {
+    let body = match framing::frame(head.minor, head.fields()) {
         Ok(f) => f.body,
         Err(refusal) => return Plan::Refuse(error(refusal.status, refusal.why)),
     };
     if body > cfg.limit_request_body {
         return Plan::Refuse(error(413, "The request body is too large."));
     }
-    let refusal = method_refusal(&head.method);
+    let refusal = method_refusal(head.method());
     // Expect (RFC 9110 §10.1.1; ignored from HTTP/1.0 clients): a body that would be refused is
     // never asked for, the refusal goes out at once and the connection closes (its body was not
     // read); a body that will be read is asked for with 100 Continue.
@@ -95,22 +94,22 @@ fn method_refusal(method: &str) -> Option<Response> {
 }
 
 /// Which answer an allowed method gets, from the target.
-fn route(head: &Head, cfg: &HttpConfig, listener: usize) -> Route {
-    if head.target == "*" {
-        return if head.method == "OPTIONS" {
+fn route<'h>(head: &'h Head, cfg: &HttpConfig, listener: usize) -> Route<'h> {
+    if head.target() == "*" {
+        return if head.method() == "OPTIONS" {
             Route::Options
         } else {
             Route::Refuse(error(400, "The target * is only for OPTIONS."))
         };
     }
-    let target = head.target.as_str();
+    let target = head.target();
     let target = match target.find("://") {
         // absolute-form: keep the path.
         Some(i) => target[i + 3..].find('/').map_or("/", |j| &target[i + 3 + j..]),
         None => target,
     };
     let (path, query) = target.split_once('?').unwrap_or((target, ""));
-    if head.method == "OPTIONS" {
+    if head.method() == "OPTIONS" {
         // As Apache: what the server allows there, whether or not a file exists.
         return if path.starts_with('/') {
             Route::Options
@@ -123,9 +122,9 @@ fn route(head: &Head, cfg: &HttpConfig, listener: usize) -> Route {
     let is_status = cfg.status_path.as_deref() == Some(page) || cfg.metrics_path.as_deref() == Some(page);
     let served_here = cfg.status_listeners.as_ref().is_none_or(|on| on.contains(&listener));
     if is_status && served_here {
-        return Route::Status { page: page.to_string(), query: query.to_string() };
+        return Route::Status { page, query };
     }
-    Route::File { path: path.to_string(), query: query.to_string() }
+    Route::File { path, query }
 }
 
 /// May the status pages answer `head` from `peer` (`None`: a unix-domain peer, on this machine),
@@ -170,13 +169,24 @@ mod tests {
     use super::*;
 
     fn head(method: &str, target: &str, minor: u8, headers: &[(&str, &str)]) -> Head {
-        Head {
-            method: method.into(),
-            target: target.into(),
-            minor,
-            headers: headers.iter().map(|(n, v)| (n.to_string(), v.to_string())).collect(),
-            len: 0,
-        }
+        Head::new(method, target, minor, headers.iter().map(|&(n, v)| (n, v.as_bytes())), 0)
+    }
+
+    #[test]
+    fn a_head_keeps_its_line_its_fields_in_order_and_replaces_bytes_that_are_not_utf8() {
+        let fields: [(&str, &[u8]); 4] =
+            [("Host", b"h"), ("Accept", b"a/b"), ("X-Odd", b"caf\xe9 \xff!"), ("accept", b"c/d")];
+        let h = Head::new("GET", "/p?q", 0, fields.iter().copied(), 77);
+        assert_eq!((h.method(), h.target(), h.minor, h.len), ("GET", "/p?q", 0, 77));
+        assert_eq!(h.request_line(), "GET /p?q HTTP/1.0");
+        let seen: Vec<_> = h.fields().collect();
+        assert_eq!(seen, [("Host", "h"), ("Accept", "a/b"), ("X-Odd", "caf\u{fffd} \u{fffd}!"), ("accept", "c/d")]);
+        assert_eq!(h.header("ACCEPT"), Some("a/b"));
+        assert_eq!(h.list("Accept").as_deref(), Some("a/b, c/d"), "field lines joined, any case");
+        assert!(matches!(h.list("Host"), Some(std::borrow::Cow::Borrowed("h"))), "one line is not copied");
+        assert_eq!(h.list("Range"), None);
+        let none = Head::new("OPTIONS", "*", 1, std::iter::empty(), 0);
+        assert_eq!((none.request_line(), none.fields().count()), ("OPTIONS * HTTP/1.1", 0));
     }
 
     fn refused(p: Plan) -> (u16, bool) {
@@ -190,7 +200,8 @@ mod tests {
     #[test]
     fn bodies_are_framed_methods_checked_and_continue_asked_only_for_a_body_that_will_be_read() {
         let cfg = HttpConfig::default();
-        let get = plan(&head("GET", "/a.txt", 1, &[("Host", "h")]), &cfg, 0);
+        let h = head("GET", "/a.txt", 1, &[("Host", "h")]);
+        let get = plan(&h, &cfg, 0);
         assert!(matches!(get, Plan::Read { body: 0, continue_first: false, then: Route::File { .. } }));
         // A body that will be read (and discarded) is asked for with 100 Continue.
         let h = head("GET", "/", 1, &[("Host", "h"), ("Content-Length", "5"), ("Expect", "100-continue")]);
@@ -221,8 +232,10 @@ mod tests {
     #[test]
     fn targets_route_to_options_status_pages_or_files() {
         let cfg = HttpConfig { status_listeners: Some(vec![1]), ..HttpConfig::default() };
-        let to =
-            |method: &str, target: &str, listener| plan(&head(method, target, 1, &[("Host", "h")]), &cfg, listener);
+        // A plan borrows its head: each head lives to the end of the test.
+        let to = |method: &str, target: &str, listener| {
+            plan(Box::leak(Box::new(head(method, target, 1, &[("Host", "h")]))), &cfg, listener)
+        };
         assert!(matches!(to("OPTIONS", "*", 0), Plan::Read { then: Route::Options, .. }));
         assert_eq!(refused(to("GET", "*", 0)).0, 400);
         assert!(matches!(to("OPTIONS", "/x", 0), Plan::Read { then: Route::Options, .. }));

@@ -64,9 +64,11 @@ impl MimeTypes {
 
     /// The Content-Type for a file name.
     pub fn content_type(&self, path: &Path) -> &str {
-        let ext = path.extension().and_then(OsStr::to_str).map(str::to_ascii_lowercase);
-        let Some(ext) = ext else { return DEFAULT };
-        match self.table.get(&ext) {
+        let Some(ext) = path.extension().and_then(OsStr::to_str) else { return DEFAULT };
+        // Lower-cased only if it has to be (most names are: no allocation then).
+        let ext: std::borrow::Cow<'_, str> =
+            if ext.bytes().any(|b| b.is_ascii_uppercase()) { ext.to_ascii_lowercase().into() } else { ext.into() };
+        match self.table.get(ext.as_ref()) {
             Some(t) => t,
             None => builtin(&ext),
         }

@@ -26,6 +26,7 @@ use mime::MimeTypes;
 use prefork_core::scoreboard::SlotUpdate;
 use prefork_core::slot::SlotState;
 use prefork_server::{Connection, Service, Stream};
+use std::borrow::Cow;
 use std::fmt::Write as _;
 use std::io::{self, Read, Write};
 use std::net::{IpAddr, Shutdown};
@@ -166,33 +167,100 @@ impl HttpService {
     }
 }
 
-/// A parsed request head.
+/// A parsed request head, in one piece of text: the request line as logged ("GET / HTTP/1.1"),
+/// then each field's name and value (a value that is not UTF-8 has U+FFFD for the bytes that are
+/// not), with the spans of each part. Two allocations per request, whatever the number of fields.
 #[derive(Debug)]
 struct Head {
-    method: String,
-    target: String,
+    text: String,
+    /// The method's end in `text` (it starts at 0).
+    method_end: usize,
+    /// The target's span in `text`.
+    target: (usize, usize),
+    /// The request line's end in `text`.
+    line_end: usize,
     minor: u8,
-    headers: Vec<(String, String)>,
+    /// Each field's name and value spans in `text`.
+    fields: Vec<((usize, usize), (usize, usize))>,
+    /// The head's length on the wire.
     len: usize,
 }
 
 impl Head {
+    /// A head from its parts: the method, the target, the minor version, the fields as they came,
+    /// and its length on the wire.
+    fn new<'a>(
+        method: &str,
+        target: &str,
+        minor: u8,
+        fields: impl ExactSizeIterator<Item = (&'a str, &'a [u8])> + Clone,
+        len: usize,
+    ) -> Head {
+        let size = method.len()
+            + target.len()
+            + " HTTP/1.x ".len()
+            + fields.clone().map(|(n, v)| n.len() + v.len()).sum::<usize>();
+        let mut text = String::with_capacity(size);
+        text.push_str(method);
+        let method_end = text.len();
+        text.push(' ');
+        text.push_str(target);
+        let target = (method_end + 1, text.len());
+        let _ = write!(text, " HTTP/1.{minor}");
+        let line_end = text.len();
+        let mut spans = Vec::with_capacity(fields.len());
+        for (name, value) in fields {
+            let n = (text.len(), text.len() + name.len());
+            text.push_str(name);
+            let start = text.len();
+            for chunk in value.utf8_chunks() {
+                text.push_str(chunk.valid());
+                if !chunk.invalid().is_empty() {
+                    text.push(char::REPLACEMENT_CHARACTER);
+                }
+            }
+            spans.push((n, (start, text.len())));
+        }
+        Head { text, method_end, target, line_end, minor, fields: spans, len }
+    }
+
+    fn method(&self) -> &str {
+        &self.text[..self.method_end]
+    }
+    fn target(&self) -> &str {
+        &self.text[self.target.0..self.target.1]
+    }
+    /// Each field's name and value, in the order they came.
+    fn fields(&self) -> impl Iterator<Item = (&str, &str)> + Clone {
+        self.fields.iter().map(|&((n0, n1), (v0, v1))| (&self.text[n0..n1], &self.text[v0..v1]))
+    }
     fn header(&self, name: &str) -> Option<&str> {
-        self.headers.iter().find(|(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
+        self.all(name).next()
     }
     fn all(&self, name: &str) -> impl Iterator<Item = &str> {
-        self.headers.iter().filter(move |(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
+        self.fields().filter(move |(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, v)| v)
     }
     /// Every line of a list-valued field, joined as one list (RFC 9110 §5.3).
-    fn list(&self, name: &str) -> Option<String> {
-        let lines: Vec<&str> = self.all(name).collect();
-        (!lines.is_empty()).then(|| lines.join(", "))
+    fn list(&self, name: &str) -> Option<Cow<'_, str>> {
+        let mut lines = self.all(name);
+        let first = lines.next()?;
+        let mut rest = lines.peekable();
+        if rest.peek().is_none() {
+            return Some(Cow::Borrowed(first));
+        }
+        let mut joined = first.to_string();
+        for line in rest {
+            joined.push_str(", ");
+            joined.push_str(line);
+        }
+        Some(Cow::Owned(joined))
     }
     fn has_token(&self, name: &str, token: &str) -> bool {
         self.all(name).flat_map(|v| v.split(',')).any(|t| t.trim().eq_ignore_ascii_case(token))
     }
-    fn request_line(&self) -> String {
-        format!("{} {} HTTP/1.{}", self.method, self.target, self.minor)
+    /// The request line as logged and shown on the status page: "GET / HTTP/1.1".
+    fn request_line(&self) -> &str {
+        &self.text[..self.line_end]
     }
 }
 
@@ -208,7 +276,7 @@ enum Incoming {
 /// A response about to be written.
 struct Response {
     status: u16,
-    headers: Vec<(&'static str, String)>,
+    headers: Vec<(&'static str, Cow<'static, str>)>,
     body: Body,
     close: bool,
 }
@@ -394,15 +462,14 @@ impl HttpService {
             // The head is in: the request is handled and answered in `W`, as Apache's (so the
             // child that serves a status page shows itself as `W`).
             let mut graceful = false;
-            let (mut response, line, request) = match head {
+            let (mut response, request) = match head {
                 Incoming::Closed => return self.close(conn, false),
-                Incoming::Error(status, why) => (error(status, why), String::new(), None),
+                Incoming::Error(status, why) => (error(status, why), None),
                 Incoming::Head(head) => {
-                    let line = head.request_line();
-                    conn.status().request(&line);
+                    conn.status().request(head.request_line());
                     graceful = conn.status().set(SlotState::BusyWrite) == SlotUpdate::Graceful;
                     let response = self.respond(conn, &head)?;
-                    (response, line, Some(head))
+                    (response, Some(head))
                 }
             };
             served += 1;
@@ -410,18 +477,19 @@ impl HttpService {
             // request was handled still gets this answer its `Connection: close`.
             graceful |= conn.status().set(SlotState::BusyWrite) == SlotUpdate::Graceful;
             response.close = decide::closes(request.as_ref(), served, graceful, response.close, &self.cfg);
-            let head_only = request.as_ref().is_some_and(|h| h.method == "HEAD");
-            let head = response_headers(&mut response, request.as_ref(), served, &self.cfg);
+            let head_only = request.as_ref().is_some_and(|h| h.method() == "HEAD");
+            self.out.clear();
+            response_headers(&mut self.out, &response, request.as_ref(), served, &self.cfg);
             // A client gone mid-response is still logged (with what was sent), as Apache does.
             let held = self.access.as_ref().map(AccessLog::hold);
-            let written = self.write(conn, head, response.body, head_only);
+            let written = self.write(conn, response.body, head_only);
             let sent = *written.as_ref().unwrap_or(&0);
             conn.status().count_request(sent, started.elapsed());
             if let Some(access) = &self.access {
                 conn.status().set(SlotState::Logging);
                 access.write(&Entry {
                     host: conn.peer_addr().map(|a| a.ip()),
-                    request_line: if line.is_empty() { "-" } else { &line },
+                    request_line: request.as_ref().map_or("-", Head::request_line),
                     status: response.status,
                     bytes: sent,
                     referer: request.as_ref().and_then(|h| h.header("Referer")),
@@ -486,23 +554,28 @@ impl HttpService {
     /// Tries to parse the buffered head: `None` if more bytes are needed.
     fn parse(&self) -> Option<Incoming> {
         let cfg = &self.cfg;
-        // Left uninitialised: httparse writes the ones it fills (no zeroing per request).
-        let mut headers: Vec<std::mem::MaybeUninit<httparse::Header<'_>>> =
-            std::iter::repeat_with(std::mem::MaybeUninit::uninit).take(cfg.limit_request_fields).collect();
+        // Left uninitialised: httparse writes the ones it fills (no zeroing per request). Up to
+        // `STACK_FIELDS` on the stack (the default limit is 100), more on the heap.
+        const STACK_FIELDS: usize = 128;
+        let mut stack = [const { std::mem::MaybeUninit::<httparse::Header<'_>>::uninit() }; STACK_FIELDS];
+        let mut heap = Vec::new();
+        let headers = if cfg.limit_request_fields <= STACK_FIELDS {
+            &mut stack[..cfg.limit_request_fields]
+        } else {
+            heap.resize_with(cfg.limit_request_fields, std::mem::MaybeUninit::uninit);
+            &mut heap[..]
+        };
         let mut req = httparse::Request::new(&mut []);
-        match req.parse_with_uninit_headers(&self.buf, &mut headers) {
+        match req.parse_with_uninit_headers(&self.buf, headers) {
             Ok(httparse::Status::Complete(len)) => {
-                let head = Head {
-                    method: req.method.unwrap_or_default().to_string(),
-                    target: req.path.unwrap_or_default().to_string(),
-                    minor: req.version.unwrap_or(1),
-                    headers: req
-                        .headers
-                        .iter()
-                        .map(|h| (h.name.to_string(), String::from_utf8_lossy(h.value).into_owned()))
-                        .collect(),
+                let fields = req.headers.iter().map(|h| (h.name, h.value));
+                let head = Head::new(
+                    req.method.unwrap_or_default(),
+                    req.path.unwrap_or_default(),
+                    req.version.unwrap_or(1),
+                    fields,
                     len,
-                };
+                );
                 if let Some(e) = line_limits(&self.buf[..len], cfg) {
                     return Some(e);
                 }
@@ -537,8 +610,8 @@ impl HttpService {
         Ok(match route {
             decide::Route::Refuse(r) => r,
             decide::Route::Options => options(),
-            decide::Route::Status { page, query } => self.status(conn, &page, &query, head),
-            decide::Route::File { path, query } => self.file(&path, &query, head, conn.peer()),
+            decide::Route::Status { page, query } => self.status(conn, page, query, head),
+            decide::Route::File { path, query } => self.file(path, query, head, conn.peer()),
         })
     }
 
@@ -568,13 +641,13 @@ impl HttpService {
         let pool = conn.pool();
         let snap = pool.snapshot();
         let name = &self.cfg.server_name;
-        let mut headers = vec![("Cache-Control", "no-cache".to_string())];
+        let mut headers: Vec<(&str, Cow<str>)> = vec![("Cache-Control", "no-cache".into())];
         let (kind, body) = if self.cfg.metrics_path.as_deref() == Some(path) {
             ("application/openmetrics-text; version=1.0.0; charset=utf-8", status::metrics(&snap, &pool.listeners()))
         } else {
             let q = status::StatusQuery::parse(query);
             if let Some(every) = q.refresh {
-                headers.push(("Refresh", every.to_string()));
+                headers.push(("Refresh", every.to_string().into()));
             }
             // CPU times come from /proc: read them only for the pages that show them.
             let cpu = || status::Cpu::read(std::os::unix::process::parent_id(), &snap);
@@ -595,7 +668,7 @@ impl HttpService {
                 ("text/html; charset=utf-8", status::html(&snap, &cpu(), &pool.listeners(), name, SERVER, options))
             }
         };
-        headers.insert(0, ("Content-Type", kind.to_string()));
+        headers.insert(0, ("Content-Type", kind.into()));
         Response { status: 200, headers, body: Body::Text(body), close: false }
     }
 
@@ -629,7 +702,7 @@ impl HttpService {
                 let to = if query.is_empty() { to } else { format!("{to}?{query}") };
                 let mut r = error(301, "Moved here.");
                 r.close = false;
-                r.headers.push(("Location", to));
+                r.headers.push(("Location", to.into()));
                 r
             }
             Resolved::BadRequest(why) => error(400, why),
@@ -653,9 +726,12 @@ impl HttpService {
         head: &Head,
     ) -> Response {
         let v = Validators::for_file(len, modified, SystemTime::now());
-        let mut headers = vec![("ETag", v.etag.header())];
+        let mut headers: Vec<(&str, Cow<str>)> = Vec::with_capacity(6);
+        headers.push(("ETag", v.etag.header().into()));
         if let Some(lm) = v.last_modified {
-            headers.push(("Last-Modified", httpdate::fmt_http_date(lm)));
+            let mut date = String::with_capacity(29); // an HTTP date's length
+            let _ = write!(date, "{}", httpdate::HttpDate::from(lm));
+            headers.push(("Last-Modified", date.into()));
         }
         let (im, inm, ims, ius) = (
             head.list("If-Match"),
@@ -676,10 +752,10 @@ impl HttpService {
         }
         let limits = self.cfg.range_limits;
         headers.push(("Accept-Ranges", if limits.max_ranges == 0 { "none" } else { "bytes" }.into()));
-        let kind = self.mime.content_type(name).to_string();
+        let kind: Cow<str> = self.mime.content_type(name).to_string().into();
         // Ranges are for GET only (RFC 9110 §14.2); a HEAD is answered as the GET without one.
         let answer = match head.list("Range") {
-            Some(range) if head.method == "GET" => {
+            Some(range) if head.method() == "GET" => {
                 conditional::ranges(&range, head.list("If-Range").as_deref(), &v, len, limits)
             }
             _ => Ranges::Full,
@@ -691,13 +767,13 @@ impl HttpService {
             }
             Ranges::Unsatisfiable => {
                 let mut r = error(416, "The range asked for is not in the file.");
-                r.headers.push(("Content-Range", format!("bytes */{len}")));
+                r.headers.push(("Content-Range", format!("bytes */{len}").into()));
                 r
             }
             Ranges::Partial(ranges) if ranges.len() == 1 => {
                 let (first, last) = ranges[0];
                 headers.insert(0, ("Content-Type", kind));
-                headers.push(("Content-Range", format!("bytes {first}-{last}/{len}")));
+                headers.push(("Content-Range", format!("bytes {first}-{last}/{len}").into()));
                 Response {
                     status: 206,
                     headers,
@@ -717,7 +793,7 @@ impl HttpService {
                         len: last - first + 1,
                     })
                     .collect();
-                headers.insert(0, ("Content-Type", format!("multipart/byteranges; boundary={boundary}")));
+                headers.insert(0, ("Content-Type", format!("multipart/byteranges; boundary={boundary}").into()));
                 let end = format!("\r\n--{boundary}--\r\n");
                 Response { status: 206, headers, body: Body::Parts { file, parts, end }, close: false }
             }
@@ -739,12 +815,11 @@ impl HttpService {
     /// ranges: each with its part head, then the closing boundary). Up to [`INLINE_BODY`] file
     /// bytes go out in the head's write; beyond, each part's bytes follow with sendfile(2), the
     /// first part's head going with the response head.
-    fn write(&mut self, conn: &mut Connection<'_>, head: String, body: Body, head_only: bool) -> io::Result<u64> {
+    fn write(&mut self, conn: &mut Connection<'_>, body: Body, head_only: bool) -> io::Result<u64> {
         let len = body.len();
         let out = &mut self.out;
-        out.clear();
-        out.extend_from_slice(head.as_bytes());
-        let file_parts = match body {
+        let (single, several);
+        let file_parts: Option<(Source, &[Part], String)> = match body {
             _ if head_only => None,
             Body::Empty => None,
             Body::Text(t) => {
@@ -756,16 +831,20 @@ impl HttpService {
                 None
             }
             Body::File { file, offset, len } => {
-                Some((file, vec![Part { head: String::new(), offset, len }], String::new()))
+                single = [Part { head: String::new(), offset, len }];
+                Some((file, &single, String::new()))
             }
-            Body::Parts { file, parts, end } => Some((file, parts, end)),
+            Body::Parts { file, parts, end } => {
+                several = parts;
+                Some((file, &several, end))
+            }
         };
         let sendfile = self.cfg.enable_sendfile;
         let stream = conn.stream();
         match file_parts {
             None => write_all(stream, out)?,
             Some((file, parts, end)) if parts.iter().map(|p| p.len).sum::<u64>() <= INLINE_BODY => {
-                for p in &parts {
+                for p in parts {
                     out.extend_from_slice(p.head.as_bytes());
                     file.read_into(p.offset, p.len, out)?;
                 }
@@ -773,7 +852,7 @@ impl HttpService {
                 write_all(stream, out)?;
             }
             Some((file, parts, end)) => {
-                for p in &parts {
+                for p in parts {
                     out.extend_from_slice(p.head.as_bytes());
                     file.send(stream, out, p.offset, p.len, sendfile)?;
                     out.clear();
@@ -867,7 +946,7 @@ fn line_limits(buf: &[u8], cfg: &HttpConfig) -> Option<Incoming> {
 }
 
 /// Appends the current time as an HTTP date (RFC 9110 §5.6.7), formatted once a second.
-fn http_date_now(out: &mut String) {
+fn http_date_now(out: &mut Vec<u8>) {
     thread_local! {
         /// The second last formatted, and its text.
         static DATE: std::cell::RefCell<(u64, String)> = const { std::cell::RefCell::new((u64::MAX, String::new())) };
@@ -880,39 +959,40 @@ fn http_date_now(out: &mut String) {
             let _ = write!(text, "{}", httpdate::HttpDate::from(now));
             *at = second;
         }
-        out.push_str(text);
+        out.extend_from_slice(text.as_bytes());
     });
 }
 
-/// The response head, with the connection-management headers.
-fn response_headers(r: &mut Response, req: Option<&Head>, served: u32, cfg: &HttpConfig) -> String {
+/// Appends the response head, with the connection-management headers, to `head`.
+fn response_headers(head: &mut Vec<u8>, r: &Response, req: Option<&Head>, served: u32, cfg: &HttpConfig) {
+    use std::io::Write as _;
     let minor = req.map_or(1, |h| h.minor);
     // Always HTTP/1.1, the highest version we conform to, also to a 1.0 client (RFC 9110 §6.2,
     // as Apache); the connection rules still follow the client's version.
-    let mut head = String::with_capacity(256);
     let _ = write!(head, "HTTP/1.1 {} {}\r\nDate: ", r.status, reason(r.status));
-    http_date_now(&mut head);
+    http_date_now(head);
     let _ = write!(head, "\r\nServer: {SERVER}\r\n");
     for (name, value) in &r.headers {
-        let _ = write!(head, "{name}: {value}\r\n");
+        for part in [name.as_bytes(), b": ", value.as_bytes(), b"\r\n"] {
+            head.extend_from_slice(part);
+        }
     }
     if r.status != 304 {
         let _ = write!(head, "Content-Length: {}\r\n", r.body.len());
     }
     if r.close {
-        head.push_str("Connection: close\r\n");
+        head.extend_from_slice(b"Connection: close\r\n");
     } else if minor == 0 {
         // Only an HTTP/1.0 client that asked for keep-alive learns its terms (HTTP/1.1 keeps
         // connections by default, and the Keep-Alive header is deprecated there, RFC 9112 §9.3).
-        head.push_str("Connection: keep-alive\r\n");
+        head.extend_from_slice(b"Connection: keep-alive\r\n");
         let _ = write!(head, "Keep-Alive: timeout={}", cfg.keep_alive_timeout.as_secs());
         if cfg.max_keep_alive_requests != 0 {
             let _ = write!(head, ", max={}", cfg.max_keep_alive_requests - served);
         }
-        head.push_str("\r\n");
+        head.extend_from_slice(b"\r\n");
     }
-    head.push_str("\r\n");
-    head
+    head.extend_from_slice(b"\r\n");
 }
 
 /// `Write::write_all`, except that it gives up once a stop was asked for while the answer went
