@@ -65,6 +65,8 @@ pub struct AccessLog {
     pending: Box<Pending>,
     /// The line being formatted (kept: a line costs no allocation).
     line: RefCell<String>,
+    /// The second last formatted as a [`ClfTime`], and its text (formatted once a second).
+    clf: RefCell<(u64, String)>,
 }
 
 /// The buffer, shared with a signal handler: `busy` is set while this process's own code changes
@@ -228,6 +230,7 @@ impl AccessLog {
             reported: Cell::new(None),
             pending,
             line: RefCell::new(String::with_capacity(256)),
+            clf: RefCell::new((u64::MAX, String::new())),
         })
     }
 
@@ -345,7 +348,14 @@ impl AccessLog {
             Some(ip) => write!(line, "{ip}"),
             None => write!(line, "-"),
         };
-        let _ = write!(line, " - - [{}] \"{}\" {} ", ClfTime(e.time), Escaped(e.request_line), e.status);
+        let second = e.time.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
+        let mut clf = self.clf.borrow_mut();
+        if clf.0 != second {
+            clf.1.clear();
+            let _ = write!(clf.1, "{}", ClfTime(e.time));
+            clf.0 = second;
+        }
+        let _ = write!(line, " - - [{}] \"{}\" {} ", clf.1, Escaped(e.request_line), e.status);
         let _ = if e.bytes == 0 { write!(line, "-") } else { write!(line, "{}", e.bytes) };
         if self.format == LogFormat::Combined {
             let _ =

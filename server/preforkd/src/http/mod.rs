@@ -127,6 +127,8 @@ pub struct HttpService {
     out: Vec<u8>,
     /// The connection's current `SO_RCVTIMEO`, so it is set only when it changes.
     read_timeout: Option<Duration>,
+    /// When the request being answered arrived: its validators' and its `Date`'s time.
+    arrived: SystemTime,
     /// Small files, revalidated by one `statx` per request ([`cache`]).
     cache: std::cell::RefCell<cache::FileCache>,
 }
@@ -162,6 +164,7 @@ impl HttpService {
             buf: Vec::with_capacity(8192),
             out: Vec::with_capacity(8192),
             read_timeout: None,
+            arrived: SystemTime::UNIX_EPOCH,
             cache: Default::default(),
         })
     }
@@ -459,6 +462,7 @@ impl HttpService {
         loop {
             let head = self.read_head(conn, served == 0)?;
             let (arrived, started) = (SystemTime::now(), Instant::now());
+            self.arrived = arrived;
             // The head is in: the request is handled and answered in `W`, as Apache's (so the
             // child that serves a status page shows itself as `W`).
             let mut graceful = false;
@@ -479,7 +483,7 @@ impl HttpService {
             response.close = decide::closes(request.as_ref(), served, graceful, response.close, &self.cfg);
             let head_only = request.as_ref().is_some_and(|h| h.method() == "HEAD");
             self.out.clear();
-            response_headers(&mut self.out, &response, request.as_ref(), served, &self.cfg);
+            response_headers(&mut self.out, &response, request.as_ref(), served, arrived, &self.cfg);
             // A client gone mid-response is still logged (with what was sent), as Apache does.
             let held = self.access.as_ref().map(AccessLog::hold);
             let written = self.write(conn, response.body, head_only);
@@ -518,12 +522,13 @@ impl HttpService {
         loop {
             if !self.buf.is_empty() {
                 if deadline.is_none() {
-                    deadline = Some(Instant::now() + header_timeout);
                     conn.status().set(SlotState::BusyRead);
                 }
                 if let Some(result) = self.parse() {
                     return Ok(result);
                 }
+                // Only a head that is not all here needs the clock.
+                deadline = deadline.or_else(|| Some(Instant::now() + header_timeout));
             }
             let wait = match deadline {
                 None => idle_limit,
@@ -692,7 +697,7 @@ impl HttpService {
         match root.resolve(path) {
             Resolved::File { file, meta, path: real } => {
                 let map = !self.cfg.enable_sendfile;
-                let source = match self.cache.borrow_mut().offer(path, &real, file, &meta, SystemTime::now(), map) {
+                let source = match self.cache.borrow_mut().offer(path, &real, file, &meta, self.arrived, map) {
                     Ok(kept) => Source::kept(kept),
                     Err(file) => Source::File(file),
                 };
@@ -725,7 +730,7 @@ impl HttpService {
         name: &std::path::Path,
         head: &Head,
     ) -> Response {
-        let v = Validators::for_file(len, modified, SystemTime::now());
+        let v = Validators::for_file(len, modified, self.arrived);
         let mut headers: Vec<(&str, Cow<str>)> = Vec::with_capacity(6);
         headers.push(("ETag", v.etag.header().into()));
         if let Some(lm) = v.last_modified {
@@ -945,13 +950,12 @@ fn line_limits(buf: &[u8], cfg: &HttpConfig) -> Option<Incoming> {
     None
 }
 
-/// Appends the current time as an HTTP date (RFC 9110 §5.6.7), formatted once a second.
-fn http_date_now(out: &mut Vec<u8>) {
+/// Appends `now` as an HTTP date (RFC 9110 §5.6.7), formatted once a second.
+fn http_date(out: &mut Vec<u8>, now: SystemTime) {
     thread_local! {
         /// The second last formatted, and its text.
         static DATE: std::cell::RefCell<(u64, String)> = const { std::cell::RefCell::new((u64::MAX, String::new())) };
     }
-    let now = SystemTime::now();
     let second = now.duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
     DATE.with_borrow_mut(|(at, text)| {
         if *at != second {
@@ -964,13 +968,20 @@ fn http_date_now(out: &mut Vec<u8>) {
 }
 
 /// Appends the response head, with the connection-management headers, to `head`.
-fn response_headers(head: &mut Vec<u8>, r: &Response, req: Option<&Head>, served: u32, cfg: &HttpConfig) {
+fn response_headers(
+    head: &mut Vec<u8>,
+    r: &Response,
+    req: Option<&Head>,
+    served: u32,
+    now: SystemTime,
+    cfg: &HttpConfig,
+) {
     use std::io::Write as _;
     let minor = req.map_or(1, |h| h.minor);
     // Always HTTP/1.1, the highest version we conform to, also to a 1.0 client (RFC 9110 §6.2,
     // as Apache); the connection rules still follow the client's version.
     let _ = write!(head, "HTTP/1.1 {} {}\r\nDate: ", r.status, reason(r.status));
-    http_date_now(head);
+    http_date(head, now);
     let _ = write!(head, "\r\nServer: {SERVER}\r\n");
     for (name, value) in &r.headers {
         for part in [name.as_bytes(), b": ", value.as_bytes(), b"\r\n"] {
