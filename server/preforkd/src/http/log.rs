@@ -65,8 +65,8 @@ pub struct AccessLog {
     pending: Box<Pending>,
     /// The line being formatted (kept: a line costs no allocation).
     line: RefCell<String>,
-    /// The second last formatted as a [`ClfTime`], and its text (formatted once a second).
-    clf: RefCell<(u64, String)>,
+    /// The request time's text, formatted once a second.
+    clf: RefCell<super::SecondText>,
 }
 
 /// The buffer, shared with a signal handler: `busy` is set while this process's own code changes
@@ -230,7 +230,7 @@ impl AccessLog {
             reported: Cell::new(None),
             pending,
             line: RefCell::new(String::with_capacity(256)),
-            clf: RefCell::new((u64::MAX, String::new())),
+            clf: RefCell::new(super::SecondText::new()),
         })
     }
 
@@ -348,14 +348,11 @@ impl AccessLog {
             Some(ip) => write!(line, "{ip}"),
             None => write!(line, "-"),
         };
-        let second = e.time.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
         let mut clf = self.clf.borrow_mut();
-        if clf.0 != second {
-            clf.1.clear();
-            let _ = write!(clf.1, "{}", ClfTime(e.time));
-            clf.0 = second;
-        }
-        let _ = write!(line, " - - [{}] \"{}\" {} ", clf.1, Escaped(e.request_line), e.status);
+        let time = clf.of(e.time, |text, t| {
+            let _ = write!(text, "{}", ClfTime(t));
+        });
+        let _ = write!(line, " - - [{time}] \"{}\" {} ", Escaped(e.request_line), e.status);
         let _ = if e.bytes == 0 { write!(line, "-") } else { write!(line, "{}", e.bytes) };
         if self.format == LogFormat::Combined {
             let _ =
@@ -426,6 +423,23 @@ pub(crate) fn civil_from_days(z: i64) -> (i64, u32, u32) {
 mod tests {
     use super::*;
     use std::time::Duration;
+
+    #[test]
+    fn a_second_is_formatted_once_and_the_next_second_again() {
+        let mut cache = super::super::SecondText::new();
+        let mut calls = 0;
+        let t = UNIX_EPOCH + Duration::from_millis(1_795_614_311_100);
+        for (at, expect_calls) in [(t, 1), (t + Duration::from_millis(800), 1), (t + Duration::from_millis(900), 2)] {
+            let text = cache
+                .of(at, |text, t| {
+                    calls += 1;
+                    text.push_str(&ClfTime(t).to_string());
+                })
+                .to_string();
+            assert_eq!(text, ClfTime(at).to_string());
+            assert_eq!(calls, expect_calls);
+        }
+    }
 
     #[test]
     fn clf_dates() {

@@ -815,7 +815,8 @@ impl HttpService {
         Ok(())
     }
 
-    /// Writes the head and (unless HEAD) the body; returns the body bytes sent. A body of file
+    /// Writes the head (already in `self.out`, from [`response_headers`]) and (unless HEAD) the
+    /// body; returns the body bytes sent. A body of file
     /// bytes is a list of parts (a whole file or one range: one part with no part head; several
     /// ranges: each with its part head, then the closing boundary). Up to [`INLINE_BODY`] file
     /// bytes go out in the head's write; beyond, each part's bytes follow with sendfile(2), the
@@ -950,19 +951,40 @@ fn line_limits(buf: &[u8], cfg: &HttpConfig) -> Option<Incoming> {
     None
 }
 
+/// A time's text, formatted once a second: the `Date` header's and the access log's.
+#[derive(Debug)]
+pub(crate) struct SecondText {
+    /// The second last formatted (`u64::MAX`: none yet).
+    second: u64,
+    text: String,
+}
+
+impl SecondText {
+    pub(crate) const fn new() -> SecondText {
+        SecondText { second: u64::MAX, text: String::new() }
+    }
+
+    /// The text of `t`'s second: `format` writes it the first time that second is asked for.
+    pub(crate) fn of(&mut self, t: SystemTime, format: impl FnOnce(&mut String, SystemTime)) -> &str {
+        let second = t.duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
+        if self.second != second {
+            self.text.clear();
+            format(&mut self.text, t);
+            self.second = second;
+        }
+        &self.text
+    }
+}
+
 /// Appends `now` as an HTTP date (RFC 9110 §5.6.7), formatted once a second.
 fn http_date(out: &mut Vec<u8>, now: SystemTime) {
     thread_local! {
-        /// The second last formatted, and its text.
-        static DATE: std::cell::RefCell<(u64, String)> = const { std::cell::RefCell::new((u64::MAX, String::new())) };
+        static DATE: std::cell::RefCell<SecondText> = const { std::cell::RefCell::new(SecondText::new()) };
     }
-    let second = now.duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
-    DATE.with_borrow_mut(|(at, text)| {
-        if *at != second {
-            text.clear();
-            let _ = write!(text, "{}", httpdate::HttpDate::from(now));
-            *at = second;
-        }
+    DATE.with_borrow_mut(|date| {
+        let text = date.of(now, |text, t| {
+            let _ = write!(text, "{}", httpdate::HttpDate::from(t));
+        });
         out.extend_from_slice(text.as_bytes());
     });
 }
