@@ -383,18 +383,20 @@ impl Validator {
         }
     }
 
-    /// One of a setting's words (`None`: `default`), or an error naming them (`allowed`).
+    /// The value of `all` whose `name` is the setting's word (`None`: `default`), or an error
+    /// naming them (`allowed`).
     fn word<T: Copy>(
         &mut self,
         key: &'static str,
         v: Option<&str>,
         default: T,
-        words: &[(&str, T)],
+        all: &[T],
+        name: fn(T) -> &'static str,
         allowed: &str,
     ) -> T {
         let Some(given) = v else { return default };
-        match words.iter().find(|(w, _)| *w == given) {
-            Some(&(_, value)) => value,
+        match all.iter().copied().find(|&value| name(value) == given) {
+            Some(value) => value,
             None => {
                 self.errors.push(ConfigError::InvalidValue { key, given: given.to_string(), allowed: allowed.into() });
                 default
@@ -693,7 +695,8 @@ impl PoolConfig {
             "spawn_mode",
             raw.spawn_mode.as_deref(),
             SpawnMode::Demand,
-            &[("demand", SpawnMode::Demand), ("ramp", SpawnMode::Ramp)],
+            &[SpawnMode::Demand, SpawnMode::Ramp],
+            SpawnMode::name,
             "demand (spawn what waiting connections need) or ramp (Apache's 1, 2, 4 … 32 per tick)",
         );
         let fork_rate_limit = v.ranged(
@@ -716,7 +719,8 @@ impl PoolConfig {
             "child_scheduling",
             raw.child_scheduling.as_deref(),
             ChildScheduling::Batch,
-            &[("batch", ChildScheduling::Batch), ("other", ChildScheduling::Other)],
+            &[ChildScheduling::Batch, ChildScheduling::Other],
+            ChildScheduling::name,
             "batch (SCHED_BATCH: a woken child does not preempt the running process) or other \
              (SCHED_OTHER, as Apache's children)",
         );
@@ -724,7 +728,8 @@ impl PoolConfig {
             "accept_filter",
             raw.accept_filter.as_deref(),
             AcceptFilter::Data,
-            &[("data", AcceptFilter::Data), ("none", AcceptFilter::None)],
+            &[AcceptFilter::Data, AcceptFilter::None],
+            AcceptFilter::name,
             "data (TCP_DEFER_ACCEPT: a connection reaches a child once its first bytes came) or none",
         );
         let user = v.account("user", &raw.user);
