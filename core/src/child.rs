@@ -16,6 +16,14 @@
 //!      │  Accepted ──> (ReleaseLock) ──> Serve ──ConnectionDone──> back to the top
 //!      │  AcceptEmpty (EAGAIN: a wasted wake-up) ──> (ReleaseLock) ──> back to the top
 //!      └─ AcceptFailed ──> (ReleaseLock) ──> Exit(AcceptFailed)
+//!
+//!   Any orderly exit (Graceful, Retired, MaxConnections) while the parent's DRAINING bit is set
+//!   and the slot holds a directive (a graceful stop: nobody else will take what is queued; any
+//!   generation), after the lock is released:
+//!    Drain: Accept(next listener), no lock, no work claim (the slot stays `G`)
+//!      │  Accepted ──> Serve (one request, Connection: close) ──ConnectionDone──> Drain
+//!      │  AcceptEmpty ──> Drain the next listener; every listener empty in a row -> Exit(reason)
+//!      └─ AcceptFailed ──> Exit(AcceptFailed)
 //! ```
 //!
 //! The machine is driven by [`ChildLoop::handle`]: feed it an event, perform the action it returns,
@@ -115,6 +123,14 @@ pub enum ChildPhase {
     Releasing(AfterRelease),
     /// Serving a connection.
     Serving,
+    /// Draining the listen queues in a graceful stop: asked to accept on `listener`, after
+    /// `empty` listeners in a row had nothing queued.
+    Draining {
+        /// Index into the listener list.
+        listener: usize,
+        /// Listeners found empty in a row just before this one.
+        empty: usize,
+    },
     /// Asked to exit.
     Exited(ExitReason),
 }
@@ -140,6 +156,8 @@ pub struct ChildLoop {
     wasted_wakeups: u64,
     cursor: usize,
     holding_lock: bool,
+    /// In the drain of a graceful stop (never left once entered), and why the child leaves after it.
+    draining: Option<ExitReason>,
     phase: ChildPhase,
     bugs: crate::seeded::BugSwitch,
 }
@@ -156,6 +174,7 @@ impl ChildLoop {
             wasted_wakeups: 0,
             cursor: 0,
             holding_lock: false,
+            draining: None,
             phase: ChildPhase::New,
             bugs: crate::seeded::BugSwitch::default(),
         }
@@ -177,9 +196,15 @@ impl ChildLoop {
         self.holding_lock
     }
 
-    /// Is the child in the wait+accept section (the section the accept lock protects)?
+    /// Is the child in the wait+accept section (the section the accept lock protects)? A drain
+    /// is not: it never waits, and the lock keeps waiting children from a herd.
     pub fn in_accept_section(&self) -> bool {
         matches!(self.phase, ChildPhase::Waiting | ChildPhase::Accepting)
+    }
+
+    /// Is the child draining the listen queues of a graceful stop?
+    pub fn draining(&self) -> bool {
+        self.draining.is_some()
     }
 
     /// Connections accepted so far.
@@ -225,27 +250,27 @@ impl ChildLoop {
                 self.holding_lock = true;
                 slot.lock_acquired();
                 match slot.directive() {
-                    Some(reason) => self.leave(reason),
+                    Some(reason) => self.leave(reason, slot),
                     None => self.wait(),
                 }
             }
             (P::Locking, E::LockInterrupted) => match slot.directive() {
-                Some(reason) => self.exit(reason),
+                Some(reason) => self.exit(reason, slot),
                 None => ChildAction::AcquireLock,
             },
-            (P::Locking, E::LockFailed) => self.exit(ExitReason::LockFailed),
+            (P::Locking, E::LockFailed) => self.exit(ExitReason::LockFailed, slot),
 
             (P::Waiting, E::Woken) => match slot.directive() {
-                Some(reason) => self.leave(reason),
+                Some(reason) => self.leave(reason, slot),
                 None => self.wait(),
             },
-            (P::Waiting, E::WaitFailed) => self.leave(ExitReason::WaitFailed),
+            (P::Waiting, E::WaitFailed) => self.leave(ExitReason::WaitFailed, slot),
             (P::Waiting, E::Readable(ready)) => {
                 let Some(listener) = self.choose(ready) else {
                     return Ok(self.wait());
                 };
                 if slot.generation_changed() {
-                    return Ok(self.leave(ExitReason::Graceful));
+                    return Ok(self.leave(ExitReason::Graceful, slot));
                 }
                 self.seam_before_work_claim(slot);
                 match slot.set(SlotState::BusyRead) {
@@ -253,9 +278,9 @@ impl ChildLoop {
                         self.phase = P::Accepting;
                         ChildAction::Accept { listener }
                     }
-                    Ok(SlotUpdate::Graceful) => self.leave(ExitReason::Graceful),
-                    Ok(SlotUpdate::Retire) => self.leave(ExitReason::Retired),
-                    Err(_) => self.leave(ExitReason::SlotLost),
+                    Ok(SlotUpdate::Graceful) => self.leave(ExitReason::Graceful, slot),
+                    Ok(SlotUpdate::Retire) => self.leave(ExitReason::Retired, slot),
+                    Err(_) => self.leave(ExitReason::SlotLost, slot),
                 }
             }
 
@@ -270,7 +295,15 @@ impl ChildLoop {
                 self.wasted_wakeups += 1;
                 self.release_then(AfterRelease::Again, slot)
             }
-            (P::Accepting, E::AcceptFailed) => self.leave(ExitReason::AcceptFailed),
+            (P::Accepting, E::AcceptFailed) => self.leave(ExitReason::AcceptFailed, slot),
+
+            (P::Draining { .. }, E::Accepted) => {
+                self.connections += 1;
+                self.phase = P::Serving;
+                ChildAction::Serve
+            }
+            (P::Draining { listener, empty }, E::AcceptEmpty) => self.drain((listener + 1) % self.listeners, empty + 1),
+            (P::Draining { .. }, E::AcceptFailed) => self.end(ExitReason::AcceptFailed),
 
             (P::Releasing(then), E::LockReleased) => {
                 self.holding_lock = false;
@@ -278,6 +311,7 @@ impl ChildLoop {
                 self.after_release(then, slot)
             }
 
+            (P::Serving, E::ConnectionDone) if self.draining() => self.drain(self.cursor, 0),
             (P::Serving, E::ConnectionDone) => self.top(slot),
 
             (phase, event) => {
@@ -289,16 +323,16 @@ impl ChildLoop {
     /// The top of the loop: exit checks, `Ready`, then the lock or the wait.
     fn top<W: AtomicWord>(&mut self, slot: &ChildSlot<'_, W>) -> ChildAction {
         if self.connection_limit > 0 && self.connections >= self.connection_limit {
-            return self.exit(ExitReason::MaxConnections);
+            return self.exit(ExitReason::MaxConnections, slot);
         }
         match slot.set(SlotState::Ready) {
             Ok(SlotUpdate::Applied) => {}
-            Ok(SlotUpdate::Graceful) => return self.exit(ExitReason::Graceful),
-            Ok(SlotUpdate::Retire) => return self.exit(ExitReason::Retired),
-            Err(_) => return self.exit(ExitReason::SlotLost),
+            Ok(SlotUpdate::Graceful) => return self.exit(ExitReason::Graceful, slot),
+            Ok(SlotUpdate::Retire) => return self.exit(ExitReason::Retired, slot),
+            Err(_) => return self.exit(ExitReason::SlotLost, slot),
         }
         if slot.generation_changed() {
-            return self.exit(ExitReason::Graceful);
+            return self.exit(ExitReason::Graceful, slot);
         }
         if self.seam_takes_lock() {
             self.phase = ChildPhase::Locking;
@@ -313,9 +347,33 @@ impl ChildLoop {
         ChildAction::Wait
     }
 
-    fn exit(&mut self, reason: ExitReason) -> ChildAction {
+    /// Leave the loop for `reason` (the lock is not held), unless this is an orderly exit
+    /// (`Graceful`, `Retired`, `MaxConnections`) in a graceful stop: then drain the listen queues
+    /// first (nobody else will take what they hold), and leave for `reason` after.
+    fn exit<W: AtomicWord>(&mut self, reason: ExitReason, slot: &ChildSlot<'_, W>) -> ChildAction {
+        let orderly = matches!(reason, ExitReason::Graceful | ExitReason::Retired | ExitReason::MaxConnections);
+        if orderly && !self.draining() && self.seam_drains(slot) {
+            self.draining = Some(reason);
+            return self.drain(self.cursor, 0);
+        }
+        self.end(reason)
+    }
+
+    fn end(&mut self, reason: ExitReason) -> ChildAction {
         self.phase = ChildPhase::Exited(reason);
         ChildAction::Exit(reason)
+    }
+
+    /// The drain's next step: accept on `listener` unless every listener was empty in a row. It
+    /// ends because a graceful stop admits no new connection (`DrainListeners`): each accept
+    /// takes one of a finite number, or counts towards a round of empties.
+    fn drain(&mut self, listener: usize, empty: usize) -> ChildAction {
+        if empty >= self.listeners {
+            return self.end(self.draining.unwrap_or(ExitReason::Graceful));
+        }
+        self.cursor = (listener + 1) % self.listeners;
+        self.phase = ChildPhase::Draining { listener, empty };
+        ChildAction::Accept { listener }
     }
 
     /// Release the lock if held, then do `then`.
@@ -335,17 +393,17 @@ impl ChildLoop {
                 ChildAction::Serve
             }
             AfterRelease::Again => self.top(slot),
-            AfterRelease::Exit(reason) => self.exit(reason),
+            AfterRelease::Exit(reason) => self.exit(reason, slot),
         }
     }
 
     /// Exit, releasing the lock first if it is held.
-    fn leave(&mut self, reason: ExitReason) -> ChildAction {
+    fn leave<W: AtomicWord>(&mut self, reason: ExitReason, slot: &ChildSlot<'_, W>) -> ChildAction {
         if self.seam_holds_lock_at_exit() {
             self.phase = ChildPhase::Releasing(AfterRelease::Exit(reason));
             ChildAction::ReleaseLock
         } else {
-            self.exit(reason)
+            self.exit(reason, slot)
         }
     }
 
@@ -526,6 +584,67 @@ mod tests {
         assert_eq!(r.slot().set(SlotState::BusyWrite), Ok(SlotUpdate::Graceful), "the handler learns it too");
         assert_eq!(r.step(&mut c, E::ConnectionDone), A::Exit(ExitReason::Graceful));
         assert_eq!(r.state(), SlotState::Graceful);
+    }
+
+    /// SPEC.md §6.2, §7.5: in a graceful stop (the DRAINING bit), a child marked `G` releases
+    /// the lock, then accepts on each listener in turn without waiting, serves what it finds, and
+    /// leaves after a round in which every listener was empty.
+    #[test]
+    fn in_a_graceful_stop_the_child_drains_every_listener_before_it_leaves() {
+        let r = Rig::new();
+        let mut c = ChildLoop::new(2, true, 0);
+        r.step(&mut c, E::Started);
+        r.step(&mut c, E::LockAcquired);
+        r.board.publish_draining(1);
+        r.board.slot(0).unwrap().mark_graceful().unwrap();
+        assert_eq!(r.step(&mut c, E::Woken), A::ReleaseLock, "the lock first");
+        assert_eq!(r.step(&mut c, E::LockReleased), A::Accept { listener: 0 }, "then the drain, with no lock");
+        assert!(c.draining() && !c.in_accept_section() && !c.holds_lock());
+        assert_eq!(r.step(&mut c, E::Accepted), A::Serve);
+        assert_eq!(r.state(), SlotState::Graceful, "no work claim: the slot stays G");
+        assert_eq!(r.slot().set(SlotState::BusyWrite), Ok(SlotUpdate::Graceful), "one request, Connection: close");
+        assert_eq!(r.step(&mut c, E::ConnectionDone), A::Accept { listener: 1 }, "round-robin");
+        assert_eq!(r.step(&mut c, E::AcceptEmpty), A::Accept { listener: 0 });
+        assert_eq!(r.step(&mut c, E::Accepted), A::Serve, "listener 0 had another");
+        assert_eq!(r.step(&mut c, E::ConnectionDone), A::Accept { listener: 1 });
+        assert_eq!(r.step(&mut c, E::AcceptEmpty), A::Accept { listener: 0 });
+        assert_eq!(r.step(&mut c, E::AcceptEmpty), A::Exit(ExitReason::Graceful), "both empty in a row");
+        assert_eq!(c.connections(), 2);
+    }
+
+    #[test]
+    fn a_busy_child_drains_when_its_connection_is_done_and_an_accept_error_ends_the_drain() {
+        let r = Rig::new();
+        let mut c = ChildLoop::new(1, false, 0);
+        r.step(&mut c, E::Started);
+        r.step(&mut c, E::Readable(&[0]));
+        r.step(&mut c, E::Accepted);
+        r.board.publish_draining(1);
+        r.board.slot(0).unwrap().mark_graceful().unwrap();
+        assert_eq!(r.step(&mut c, E::ConnectionDone), A::Accept { listener: 0 });
+        assert_eq!(r.step(&mut c, E::AcceptFailed), A::Exit(ExitReason::AcceptFailed));
+    }
+
+    /// The DRAINING bit alone, or a `G` of a restart (no bit), does not drain.
+    #[test]
+    fn only_a_graceful_mark_in_a_stop_drains() {
+        let r = Rig::new();
+        let mut c = ChildLoop::new(1, false, 0);
+        r.step(&mut c, E::Started);
+        r.board.publish_draining(1);
+        assert_eq!(r.step(&mut c, E::Woken), A::Wait, "no G: the bit is nothing to this child");
+        r.board.publish_draining(2);
+        r.board.slot(0).unwrap().mark_graceful().unwrap();
+        assert_eq!(
+            r.step(&mut c, E::Woken),
+            A::Accept { listener: 0 },
+            "a child of an older generation drains too: it may be the last one"
+        );
+        let r = Rig::new();
+        let mut c = ChildLoop::new(1, false, 0);
+        r.step(&mut c, E::Started);
+        r.board.slot(0).unwrap().mark_graceful().unwrap();
+        assert_eq!(r.step(&mut c, E::Woken), A::Exit(ExitReason::Graceful), "a G without the bit: a restart");
     }
 
     #[test]

@@ -23,6 +23,7 @@
 //!            Wake { slot, pid }    ─> platform.wake
 //!            Signal(signal)        ─> platform.signal
 //!            CloseListeners        ─> platform.close_listeners
+//!            DrainListeners        ─> platform.drain_listeners
 //!            Log(line)             ─> platform.log
 //!            Event(event)          ─> platform.event   (Ready, Reloading, Stopping)
 //!            Exit { code }         ─> returned (and kept: exit_code())
@@ -57,6 +58,11 @@ pub trait Platform {
 
     /// Closes every listening socket (stops only; restarts keep them).
     fn close_listeners(&mut self);
+
+    /// A graceful stop: every listening socket stops taking new connections but keeps what its
+    /// queue holds, for the draining children; then the parent's own copies are closed (SPEC.md
+    /// §7.5). The sockets close when the last child lets go of them.
+    fn drain_listeners(&mut self);
 
     /// Records what the parent reports ([`ParentLog::level`], [`ParentLog::apache_code`]).
     fn log(&mut self, line: ParentLog);
@@ -161,6 +167,7 @@ impl ParentDriver {
                 ParentAction::Wake { slot, pid } => platform.wake(slot, pid),
                 ParentAction::Signal(signal) => platform.signal(&signal),
                 ParentAction::CloseListeners => platform.close_listeners(),
+                ParentAction::DrainListeners => platform.drain_listeners(),
                 ParentAction::Log(line) => platform.log(line),
                 ParentAction::Event(event) => platform.event(event),
                 ParentAction::Exit { code } => self.exit = Some(code),
@@ -218,6 +225,9 @@ impl Platform for Recorder {
     fn close_listeners(&mut self) {
         self.effects.push(ParentAction::CloseListeners);
     }
+    fn drain_listeners(&mut self) {
+        self.effects.push(ParentAction::DrainListeners);
+    }
     fn log(&mut self, line: ParentLog) {
         self.effects.push(ParentAction::Log(line));
     }
@@ -256,6 +266,7 @@ mod tests {
                 ParentAction::Event(ParentEvent::Stopping { .. }) => "stopping",
                 ParentAction::Signal(_) => "signal",
                 ParentAction::CloseListeners => "close",
+                ParentAction::DrainListeners => "drain",
                 _ => "other",
             })
             .collect()

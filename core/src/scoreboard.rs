@@ -73,7 +73,18 @@ pub trait SlotTable {
     fn publish_generation(&self, generation: u32) {
         self.generation_word().store(u64::from(generation), Ordering::Release)
     }
+
+    /// Publishes the running generation with the [`DRAINING`] bit: a graceful stop is under way,
+    /// and a child marked `Graceful` serves what the listen queues hold before it leaves (SPEC.md
+    /// §7.5). Parent only.
+    fn publish_draining(&self, generation: u32) {
+        self.generation_word().store(u64::from(generation) | DRAINING, Ordering::Release)
+    }
 }
+
+/// The bit of the generation word (above the 32 bits of the generation) that the parent sets
+/// while a graceful stop drains the listen queues (SPEC.md §3.5a, §7.5).
+pub const DRAINING: u64 = 1 << 32;
 
 /// A scoreboard in ordinary memory: for tests, simulations and models.
 #[derive(Debug, Default)]
@@ -317,6 +328,17 @@ impl<'a, W: AtomicWord> ChildSlot<'a, W> {
     /// Has the running generation moved past the one this child was born in (a restart)?
     pub fn generation_changed(&self) -> bool {
         self.generation.load(Ordering::Acquire) as u32 != self.born.generation
+    }
+
+    /// Must this child drain the listen queues before it leaves? The parent has set the
+    /// [`DRAINING`] bit (a graceful stop, in which nobody else will take what is queued: SPEC.md
+    /// §7.5) and the slot holds a directive, `Graceful` or a retirement claim the stop came after.
+    /// Whatever the child's generation: a child of an older generation still finishing may be
+    /// the last one. In a graceful restart the new generation takes what is queued, so an old
+    /// child leaves at once.
+    pub fn drains(&self) -> bool {
+        self.generation.load(Ordering::Acquire) & DRAINING != 0
+            && matches!(self.check(), Ok(SlotUpdate::Graceful | SlotUpdate::Retire))
     }
 
     /// The slot index.

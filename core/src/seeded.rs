@@ -122,6 +122,11 @@ pub enum SeededBug {
     /// Caught by stateright, shuttle and the deterministic simulation (I31: the lifecycle events
     /// come in their order, and `Ready` only when the pool runs).
     ReadyEarly,
+    /// A child told to leave in a graceful stop leaves at once, as before issue 24, instead of
+    /// draining the listen queues first: connections queued when the stop came are reset when
+    /// the last child lets go of the sockets. Caught by stateright and shuttle (I32: a graceful
+    /// stop serves every connection that was queued).
+    NoDrain,
 }
 
 #[cfg(test)]

@@ -189,6 +189,11 @@ pub trait SimulatedPlatform {
     fn observe(&mut self) -> Observation;
     /// [`Platform::close_listeners`], in this world.
     fn close_listeners(&mut self) {}
+    /// [`Platform::drain_listeners`], in this world (by default: as a close, for a world without
+    /// listen queues).
+    fn drain_listeners(&mut self) {
+        self.close_listeners();
+    }
     /// [`Platform::log`], in this world.
     fn log(&mut self, _line: ParentLog) {}
     /// [`Platform::event`], in this world (after the witness heard it).
@@ -241,6 +246,9 @@ impl<W: SimulatedPlatform> Platform for Witnessed<W> {
     }
     fn close_listeners(&mut self) {
         self.0.close_listeners();
+    }
+    fn drain_listeners(&mut self) {
+        self.0.drain_listeners();
     }
     fn log(&mut self, line: ParentLog) {
         self.0.log(line);

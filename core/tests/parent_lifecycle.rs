@@ -5,7 +5,7 @@ mod common;
 use common::*;
 use prefork_core::config::RawPoolConfig;
 use prefork_core::exit::{ExitCause, ExitReason, ExitStatus, code};
-use prefork_core::parent::{CRASH_LOOP_MAX_PAUSE, Command, KillSignal, ParentLog, Phase, SlotProblem};
+use prefork_core::parent::{CRASH_LOOP_MAX_PAUSE, Command, KillSignal, ParentLog, Phase, Pid, QueueDepth, SlotProblem};
 use prefork_core::policy::PolicyLog;
 use prefork_core::scoreboard::SlotTable;
 use prefork_core::seeded::SeededBug;
@@ -267,10 +267,10 @@ fn graceful_stop_closes_listeners_lets_work_finish_then_exits() {
     let busy = sim.pid_in(1);
     sim.take_connection(busy);
     sim.command(Command::GracefulStop);
-    assert!(sim.listeners_closed);
+    assert!(sim.listeners_draining && !sim.listeners_closed, "the listeners take nothing new, and keep their queues");
     assert_eq!(sim.parent().phase(), Phase::Draining);
     sim.settle();
-    assert_eq!(sim.letters(), ".G......", "idle children left at once; the busy one finishes");
+    assert_eq!(sim.letters(), ".G......", "idle children drained the empty queues and left; the busy one finishes");
     assert_eq!(sim.exit_code, None);
     sim.advance(Duration::from_secs(600));
     assert_eq!(sim.exit_code, None, "graceful_shutdown_timeout 0 waits forever");
@@ -278,6 +278,62 @@ fn graceful_stop_closes_listeners_lets_work_finish_then_exits() {
     sim.settle();
     assert_eq!(sim.exit_code, Some(0));
     assert!(sim.signals.is_empty());
+}
+
+/// SPEC.md §7.5, I32: what the listen queues held when a graceful stop came is served by the
+/// children before they leave, also when every child was busy at that moment.
+#[test]
+fn graceful_stop_serves_what_is_queued_before_the_children_leave() {
+    let mut sim = Sim::new(pool(2, 1, 3, 4));
+    sim.settle();
+    let busy: Vec<Pid> = sim.waiting();
+    for &pid in &busy {
+        sim.take_connection(pid);
+    }
+    sim.queues = vec![QueueDepth { waiting: 3, exact: true }];
+    sim.command(Command::GracefulStop);
+    assert_ne!(sim.board.generation_word().get() & prefork_core::scoreboard::DRAINING, 0);
+    sim.settle();
+    assert_eq!(sim.drained, 0, "every child is busy: nobody takes the queue yet");
+    sim.finish_connection(busy[0]);
+    sim.settle();
+    assert_eq!(sim.drained, 3, "the first child to finish drains the whole queue");
+    assert_eq!(sim.queues[0].waiting, 0);
+    assert_eq!(sim.exit_code, None, "the other child is still busy");
+    sim.finish_connection(busy[1]);
+    sim.settle();
+    assert_eq!(sim.exit_code, Some(0));
+    assert!(sim.signals.is_empty(), "both left by themselves");
+}
+
+/// A hand-over (the sockets outlive the server: a service manager holds them) closes the parent's
+/// copies and leaves the queues to the other holder: no DRAINING bit, the children leave at once.
+#[test]
+fn a_hand_over_closes_the_listeners_and_does_not_drain() {
+    let mut sim = Sim::new(pool(2, 1, 3, 4));
+    sim.settle();
+    sim.queues = vec![QueueDepth { waiting: 2, exact: true }];
+    sim.command(Command::HandOver);
+    assert!(sim.listeners_closed && !sim.listeners_draining);
+    assert_eq!(sim.board.generation_word().get() & prefork_core::scoreboard::DRAINING, 0);
+    assert_eq!(sim.parent().phase(), Phase::Draining);
+    sim.settle();
+    assert_eq!(sim.drained, 0);
+    assert_eq!(sim.exit_code, Some(0));
+}
+
+/// A graceful restart does not drain: the new generation takes what is queued, and an old child
+/// leaves at once (it would otherwise stay as long as connections keep coming).
+#[test]
+fn graceful_restart_does_not_drain() {
+    let mut sim = Sim::new(pool(2, 1, 3, 4));
+    sim.settle();
+    sim.queues = vec![QueueDepth { waiting: 2, exact: true }];
+    let cfg = sim.parent().config().clone();
+    sim.command(Command::GracefulRestart(Box::new(cfg)));
+    sim.settle();
+    assert_eq!(sim.drained, 0);
+    assert!(!sim.listeners_draining);
 }
 
 #[test]

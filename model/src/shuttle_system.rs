@@ -105,6 +105,8 @@ struct ProcInfo {
 struct World {
     queues: Vec<VecDeque<u32>>,
     listening: bool,
+    /// The listeners take new connections (until a graceful stop's `DrainListeners`).
+    admitting: bool,
     lock_holder: Option<Pid>,
     procs: BTreeMap<Pid, ProcInfo>,
     zombies: VecDeque<(Pid, ExitStatus, Option<ExitReason>)>,
@@ -219,7 +221,28 @@ fn die(shared: &Shared, w: &mut World, pid: Pid, status: ExitStatus) {
         w.lost.insert(conn, pid);
     }
     w.zombies.push_back((pid, status, None));
+    let_go(w, None);
     shared.leave(w);
+}
+
+/// A process left (`by_itself`: it exited, naming this pid; `None`: a crash or a kill). After a
+/// graceful stop's `DrainListeners` the parent holds no listener, so the sockets close with the
+/// last child, and the kernel resets what they still queue. A child that leaves them so by itself
+/// left work behind: I32 (SPEC.md §7.5).
+fn let_go(w: &mut World, by_itself: Option<Pid>) {
+    if w.listening && !w.admitting && w.procs.is_empty() {
+        let queued: usize = w.queues.iter().map(VecDeque::len).sum();
+        if let Some(pid) = by_itself {
+            assert!(
+                queued == 0,
+                "I32: child {pid}, the last to hold the listeners in a graceful stop, left {queued} connection(s) queued"
+            );
+        }
+        w.listening = false;
+        w.refused += queued as u32;
+        w.queues.iter_mut().for_each(VecDeque::clear);
+        w.queued_for.clear();
+    }
 }
 
 /// What a child's platform step produced (the readiness list is owned here, borrowed by the event).
@@ -342,6 +365,7 @@ fn child_main(
                     assert!(info.conn.is_none(), "child {pid} exits holding a connection");
                     assert_ne!(w.lock_holder, Some(pid), "child {pid} exits holding the lock");
                     w.zombies.push_back((pid, ExitStatus::Code(reason.exit_code()), Some(reason)));
+                    let_go(&mut w, Some(pid));
                     shared.leave(&mut w);
                     return;
                 }
@@ -446,6 +470,7 @@ pub fn run(scenario: &Scenario) {
         world: Mutex::new(World {
             queues: vec![VecDeque::new(); cfg.listen.len()],
             listening: true,
+            admitting: true,
             deaths_left: scenario.deaths,
             stalls_left: scenario.stalls,
             min_idle_goal: cfg.min_spare_servers as usize,
@@ -478,7 +503,7 @@ pub fn run(scenario: &Scenario) {
                 w.refused += n - conn; // nobody listens any more
                 break;
             }
-            if w.listening {
+            if w.listening && w.admitting {
                 let l = rng.gen_range(0..w.queues.len());
                 w.queues[l].push_back(conn);
                 w.queued_for.insert(conn, Duration::ZERO);
@@ -876,6 +901,13 @@ impl SimulatedPlatform for ShuttlePlatform<'_> {
         w.refused += reset as u32;
         w.queues.iter_mut().for_each(VecDeque::clear);
         w.queued_for.clear();
+    }
+
+    fn drain_listeners(&mut self) {
+        let mut w = self.shared.lock();
+        w.admitting = false;
+        let_go(&mut w, None);
+        self.shared.notify(&mut w);
     }
 
     fn log(&mut self, line: ParentLog) {

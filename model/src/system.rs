@@ -322,6 +322,9 @@ pub struct Violations {
     pub parent_panicked: bool,
     /// The parent's lifecycle events came out of order, or disagree with its phase (I31).
     pub lifecycle_out_of_order: bool,
+    /// In a graceful stop, the last child holding the listeners left by itself with connections
+    /// still queued: the kernel resets them (I32).
+    pub drain_dropped: bool,
 }
 
 impl Violations {
@@ -359,6 +362,9 @@ pub struct World {
     pub queues: Vec<u8>,
     /// The listeners are open.
     pub listening: bool,
+    /// The listeners take new connections (until a graceful stop's `DrainListeners`: then they
+    /// keep their queues and close when the last child leaves).
+    pub admitting: bool,
     /// Who holds the accept lock.
     pub lock_holder: Option<Pid>,
     /// The lock's holder died and the lock was not released (non-robust lock).
@@ -379,6 +385,8 @@ pub struct World {
     pub lost: u8,
     /// Connections reset because the listeners closed.
     pub refused: u8,
+    /// Connections a child took while draining a graceful stop.
+    pub drained: u8,
     /// Children the watchdog killed.
     pub watchdog_kills: u8,
     /// Children that exited because they were retired.
@@ -587,6 +595,20 @@ impl SystemModel {
             }
         }
         Self::bury(s, &p, status, None);
+        Self::let_go(s, false);
+    }
+
+    /// A process left. After a graceful stop's `DrainListeners` the parent holds no listener, so
+    /// the sockets close with the last child: what they still queue is reset. If that child left
+    /// by itself (`by_itself`; not a crash or a kill), it left work behind (I32).
+    fn let_go(s: &mut World, by_itself: bool) {
+        if s.listening && !s.admitting && s.procs.is_empty() {
+            let queued = s.queues.iter().sum::<u8>();
+            s.violations.drain_dropped |= by_itself && queued > 0;
+            s.listening = false;
+            s.refused += queued;
+            s.queues.iter_mut().for_each(|q| *q = 0);
+        }
     }
 
     /// The lock was just released: with `lock_handoff`, the kernel gives it to the first waiter
@@ -649,6 +671,7 @@ impl SystemModel {
                 _ => {}
             }
             Self::bury(s, &p, ExitStatus::Code(reason.exit_code()), Some(reason));
+            Self::let_go(s, true);
         }
     }
 
@@ -656,7 +679,7 @@ impl SystemModel {
     /// can no longer happen.
     fn grace_due(&self, s: &SysState) -> bool {
         let mut left = s.budget;
-        if !s.listening || s.exit_code.is_some() {
+        if !s.listening || !s.admitting || s.exit_code.is_some() {
             left.connections = 0;
         }
         if self.ops.is_empty() || s.exit_code.is_some() {
@@ -726,6 +749,7 @@ impl Model for SystemModel {
             procs: vec![],
             queues: vec![0; listeners],
             listening: true,
+            admitting: true,
             lock_holder: None,
             lock_orphaned: false,
             zombies: vec![],
@@ -736,6 +760,7 @@ impl Model for SystemModel {
             served: 0,
             lost: 0,
             refused: 0,
+            drained: 0,
             watchdog_kills: 0,
             retired: 0,
             lock_freed_by_death: false,
@@ -804,7 +829,7 @@ impl Model for SystemModel {
                 actions.push(Action::Stall(p.pid));
             }
         }
-        if parent_alive && s.listening && s.budget.connections > 0 {
+        if parent_alive && s.listening && s.admitting && s.budget.connections > 0 {
             for l in 0..s.queues.len() {
                 actions.push(Action::Connect(l as u8));
             }
@@ -940,6 +965,7 @@ impl Model for SystemModel {
                         if s.listening && s.queues[listener] > 0 {
                             s.queues[listener] -= 1;
                             s.accepted += 1;
+                            s.drained += u8::from(s.procs[i].child.draining());
                             s.procs[i].conn = true;
                             self.feed(&mut s, i, ChildEvent::Accepted);
                         } else {
@@ -982,7 +1008,11 @@ impl Model for SystemModel {
                     // (it finishes its connection and leaves: I11 still holds).
                     !s.violations.killed_busy
                         && (s.scribbles > 0
-                            || s.procs.iter().all(|p| !p.busy() || view.state(p.slot) != Some(SlotState::IdleKill)))
+                            || s.procs.iter().all(|p| {
+                                // A retired child draining a graceful stop takes connections
+                                // after the claim, without a work claim (SPEC.md §7.5).
+                                !p.busy() || p.child.draining() || view.state(p.slot) != Some(SlotState::IdleKill)
+                            }))
                 },
             ),
             Property::always("I4: retirement never sends a signal", |_: &SystemModel, s: &SysState| {
@@ -1055,6 +1085,10 @@ impl Model for SystemModel {
                 },
             ),
             Property::always(
+                "I32: a graceful stop serves every queued connection: no child leaves the listeners with work queued",
+                |_: &SystemModel, s: &SysState| !s.violations.drain_dropped,
+            ),
+            Property::always(
                 "I10: no child waits forever on a lock whose holder died",
                 |_: &SystemModel, s: &SysState| {
                     !(s.lock_orphaned && s.procs.iter().any(|p| p.next == Some(ChildAction::AcquireLock)))
@@ -1109,6 +1143,10 @@ impl Model for SystemModel {
             ),
             // Examples that must exist: a model that cannot reach these proves nothing.
             Property::sometimes("example: a connection is served", |_: &SystemModel, s: &SysState| s.served > 0),
+            Property::sometimes(
+                "example: a graceful stop serves a connection queued before it",
+                |_: &SystemModel, s: &SysState| s.drained > 0 && s.exit_code.is_some(),
+            ),
             Property::sometimes("example: a child is forked after a scribble", |_: &SystemModel, s: &SysState| {
                 s.forked_after_scribble
             }),
@@ -1294,6 +1332,12 @@ impl SimulatedPlatform for ModelPlatform<'_> {
         s.listening = false;
         s.refused += s.queues.iter().sum::<u8>();
         s.queues.iter_mut().for_each(|q| *q = 0);
+    }
+
+    fn drain_listeners(&mut self) {
+        let s = &mut *self.world;
+        s.admitting = false;
+        SystemModel::let_go(s, false);
     }
 }
 

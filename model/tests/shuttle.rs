@@ -122,6 +122,14 @@ fn scenario(name: &str) -> Scenario {
         "scribbles-no-republish" => Scenario { bug: Some(SeededBug::NoRepublish), ..scenario("scribbles") },
         "scribbles-pid-from-board" => Scenario { bug: Some(SeededBug::SignalPidFromBoard), ..scenario("scribbles") },
         "ready-early" => Scenario { bug: Some(SeededBug::ReadyEarly), ..scenario("one-listener") },
+        // Children that leave a graceful stop at once: what is queued then is reset (I32).
+        "no-drain" => Scenario {
+            bug: Some(SeededBug::NoDrain),
+            deaths: 0,
+            restarts: 0,
+            restart_pool: None,
+            ..scenario("one-listener")
+        },
         "scribbles-index-from-board" => Scenario { bug: Some(SeededBug::IndexFromBoard), ..scenario("scribbles") },
         other => panic!("unknown scenario {other}"),
     }
@@ -233,6 +241,11 @@ fn negative_without_the_watchdog_a_stalled_lock_holder_wedges_the_listeners() {
 #[test]
 fn negative_ready_announced_while_a_hard_restart_reclaims_is_caught() {
     expect_failure("ready-early", "I31");
+}
+
+#[test]
+fn negative_a_graceful_stop_that_does_not_drain_resets_queued_connections() {
+    expect_failure("no-drain", "I32");
 }
 
 /// Replays a schedule printed by a failing run (does nothing unless PREFORK_SHUTTLE_REPLAY is set).

@@ -80,6 +80,29 @@ fn restarts_and_stops_at_any_point() {
     );
 }
 
+/// A graceful stop while connections are queued and children busy: every queued connection is
+/// served (I32). (`restarts_and_stops_at_any_point` checks it with a crash.)
+#[test]
+fn graceful_stop_with_connections_queued() {
+    let budget = Budget { grace: 2, ..Budget::new(2, 2, 0, 1) };
+    check(
+        "1 listener, graceful stop, 2 connections",
+        SystemModel::new(SystemModel::small_pool(1), budget, vec![Op::GracefulStop]),
+        &["example: a graceful stop serves a connection queued before it", "example: the parent exits"],
+    );
+}
+
+#[test]
+fn negative_a_graceful_stop_that_does_not_drain_resets_queued_connections() {
+    let mut model = SystemModel::new(SystemModel::small_pool(1), Budget::new(1, 2, 0, 1), vec![Op::GracefulStop]);
+    model.bug = Some(SeededBug::NoDrain);
+    expect_counterexample(
+        "seeded bug NoDrain",
+        model,
+        "I32: a graceful stop serves every queued connection: no child leaves the listeners with work queued",
+    );
+}
+
 #[test]
 fn one_listener_without_lock() {
     let budget = Budget { grace: 2, ..Budget::new(2, 2, 1, 1) };

@@ -88,6 +88,40 @@ impl Listener {
         }
     }
 
+    /// A graceful stop (SPEC.md §7.5): the socket takes no new connection from now on, and keeps
+    /// what its queue holds for the children, which drain it.
+    ///
+    /// A TCP listener gets a socket filter that drops every segment with SYN and without ACK (a
+    /// client's first packet). Such a client retransmits its SYN and, once the socket is closed,
+    /// is refused: before it has sent anything. Handshakes already under way complete and are
+    /// queued (their ACK and data pass the filter), so the children drain them too. A unix
+    /// listener's backlog is lowered to 0 instead: a client that connects now waits (or gets
+    /// `EAGAIN`) until the socket closes, and is then refused.
+    pub fn stop_admitting(&self) -> io::Result<()> {
+        if self.inherited() {
+            // Its other holder keeps it open after us: it must go on taking connections.
+            return Ok(());
+        }
+        if self.is_unix() {
+            return self.socket.listen(0);
+        }
+        use socket2::SockFilter;
+        const LD_B_ABS: u16 = (libc::BPF_LD | libc::BPF_B | libc::BPF_ABS) as u16;
+        const JSET_K: u16 = (libc::BPF_JMP | libc::BPF_JSET | libc::BPF_K) as u16;
+        const RET_K: u16 = (libc::BPF_RET | libc::BPF_K) as u16;
+        // A filter on a TCP socket sees the segment from its TCP header: byte 13 holds the flags.
+        let program = [
+            SockFilter::new(LD_B_ABS, 0, 0, 13),
+            SockFilter::new(JSET_K, 2, 0, 0x10), // ACK: part of a connection, keep it
+            SockFilter::new(JSET_K, 0, 1, 0x02), // SYN without ACK: a new connection
+            SockFilter::new(RET_K, 0, 0, 0),     // dropped
+            SockFilter::new(RET_K, 0, 0, u32::MAX), // kept whole
+        ];
+        self.socket
+            .attach_filter(&program)
+            .map_err(|e| io::Error::new(e.kind(), format!("listen {}: SO_ATTACH_FILTER: {e}", self.local)))
+    }
+
     /// A listening socket handed over by a service manager (systemd `LISTEN_FDS`). It is made
     /// non-blocking; its address is read from the socket. Such a listener never removes a unix
     /// socket path (it is not ours).
@@ -107,6 +141,12 @@ impl Listener {
             (None, None) => return Err(io::Error::new(io::ErrorKind::InvalidInput, "an unnamed inherited socket")),
         };
         Ok(Listener { configured: local.clone(), local, socket, owned: false })
+    }
+
+    /// Was the socket handed over by a service manager (systemd `LISTEN_FDS`), which keeps it
+    /// open after this server exits?
+    pub fn inherited(&self) -> bool {
+        !self.owned
     }
 
     /// The socket.

@@ -260,6 +260,17 @@ impl Platform for Os {
         self.listeners.clear();
     }
 
+    fn drain_listeners(&mut self) {
+        for l in &self.listeners {
+            if let Err(e) = l.stop_admitting() {
+                // The children still drain what is queued; what arrives meanwhile is queued too,
+                // and reset if it is still there when the last child leaves (as before).
+                tracing::warn!("{e}: new connections are still queued during the graceful stop");
+            }
+        }
+        self.listeners.clear();
+    }
+
     fn log(&mut self, line: ParentLog) {
         let now = self.now();
         for line in self.repeats.admit(now, line) {
@@ -294,6 +305,10 @@ fn write_log(line: &ParentLog) {
 type Pid32 = prefork_core::parent::Pid;
 
 impl System for Os {
+    fn sockets_outlive_us(&self) -> bool {
+        !self.listeners.is_empty() && self.listeners.iter().all(Listener::inherited)
+    }
+
     fn now(&self) -> Time {
         Time::from_millis(self.started.elapsed().as_millis() as u64)
     }

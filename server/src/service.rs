@@ -128,17 +128,17 @@ impl<'a> Status<'a> {
     /// `Closing`. Answers [`SlotUpdate::Graceful`] when the parent asked the child to finish up (a
     /// graceful restart or stop): the slot keeps showing `G`.
     ///
-    /// A child that is winding down will never accept again, so it lets go of the listening
-    /// sockets at once (SPEC.md §7.5): after a graceful stop closed the parent's copies, the
-    /// sockets close as soon as no child holds them, and new clients are refused instead of
-    /// queueing behind a long response (to be reset when the last child leaves).
+    /// A child that is winding down in a restart will never accept again, so it lets go of the
+    /// listening sockets at once. A child in a graceful stop keeps them: it drains their queues
+    /// before it leaves (SPEC.md §7.5).
     pub fn set(&self, state: SlotState) -> SlotUpdate {
         let update = match self.slot.set(state) {
             Ok(update) => update,
             // Not a busy state, or the slot was damaged: nothing to show; wind down to be safe.
             Err(_) => SlotUpdate::Graceful,
         };
-        if update == SlotUpdate::Graceful && !self.released.replace(true) {
+        if update == SlotUpdate::Graceful && !self.released.get() && !self.slot.drains() {
+            self.released.set(true);
             listeners::release_in_child(self.listeners);
         }
         update

@@ -62,6 +62,12 @@ pub(crate) trait System: Platform {
     fn replace_service(&mut self, service: Box<dyn Service>);
     /// The supervisor's own log lines (the core's go through [`Platform::log`]).
     fn note(&mut self, level: Level, message: String);
+    /// Do the listening sockets outlive this server (every one was handed over by a service
+    /// manager, which keeps it open and queueing for the next start)? Then a graceful stop hands
+    /// the queues over instead of draining them (SPEC.md §7.5).
+    fn sockets_outlive_us(&self) -> bool {
+        false
+    }
 }
 
 /// The parent: the core's machine with the driver contract, the shared board, the system, and
@@ -99,6 +105,9 @@ impl<S: System> Platform for Listening<'_, S> {
     }
     fn close_listeners(&mut self) {
         self.system.close_listeners();
+    }
+    fn drain_listeners(&mut self) {
+        self.system.drain_listeners();
     }
     fn log(&mut self, line: ParentLog) {
         self.system.log(line);
@@ -141,7 +150,11 @@ impl<S: System> Supervisor<S> {
             let exit = match notice {
                 Notice::ChildExited => self.reap(),
                 Notice::Restart { graceful } => self.restart(graceful),
-                Notice::GracefulStop => self.command(Command::GracefulStop),
+                Notice::GracefulStop => self.command(if self.system.sockets_outlive_us() {
+                    Command::HandOver
+                } else {
+                    Command::GracefulStop
+                }),
                 Notice::Stop => self.command(Command::Stop),
             };
             if exit.is_some() {
@@ -252,6 +265,7 @@ mod tests {
         wakes: Vec<Pid>,
         signals: Vec<(Pid, KillSignal)>,
         listeners_closed: bool,
+        listeners_drained: bool,
         logs: Vec<ParentLog>,
         notes: Vec<(Level, String)>,
         moments: Vec<Lifecycle>,
@@ -285,6 +299,9 @@ mod tests {
         }
         fn close_listeners(&mut self) {
             self.listeners_closed = true;
+        }
+        fn drain_listeners(&mut self) {
+            self.listeners_drained = true;
         }
         fn observe(&mut self) -> Observation {
             Observation { queues: self.queues.clone(), lock_holder: None }

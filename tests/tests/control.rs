@@ -156,9 +156,17 @@ fn socket_activation_serves_on_the_inherited_socket_and_sd_notify_reports_the_li
     assert!(next().starts_with("READY=1"));
     let r = request(addr, "GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").unwrap();
     assert_eq!(r.status, 200, "the inherited socket survives a restart");
-    p.signal(Signal::SIGTERM);
+    // A graceful stop hands the socket back (SPEC.md §7.5, `HandOver`): the service manager
+    // keeps it, so it must go on taking connections for the next start (a graceful stop of a
+    // socket of its own drops new SYNs instead, and would leave it so).
+    p.signal(Signal::SIGWINCH);
     assert_eq!(next(), "STOPPING=1");
-    assert!(p.wait(Duration::from_secs(5)).is_some());
+    assert_eq!(p.wait(Duration::from_secs(5)).map(|s| s.code()), Some(Some(0)));
+    let waiting = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(2))
+        .expect("the handed-back socket still takes connections");
+    listener.set_nonblocking(false).unwrap();
+    let (taken, _) = listener.accept().expect("the connection waits for the socket's next user");
+    assert_eq!(taken.peer_addr().unwrap(), waiting.local_addr().unwrap());
     drop(listener);
     std::fs::remove_dir_all(dir).unwrap();
 }

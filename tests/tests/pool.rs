@@ -499,7 +499,7 @@ fn graceful_restarts_under_mixed_load_lose_nothing_and_retire_old_children() {
 }
 
 #[test]
-fn a_graceful_stop_under_load_completes_requests_in_flight_then_refuses() {
+fn a_graceful_stop_under_load_completes_requests_in_flight_and_queued_then_refuses() {
     let _s = serial();
     let clients = 6;
     let mut p = Preforkd::start(&["--start-servers", "6", "--min-spare-servers", "4", "--max-spare-servers", "12"]);
@@ -519,25 +519,65 @@ fn a_graceful_stop_under_load_completes_requests_in_flight_then_refuses() {
     let r = slow.read_response(false).expect("the request in flight is answered");
     assert_eq!((r.status, r.header("Connection")), (200, Some("close")));
     assert_eq!(p.wait(Duration::from_secs(10)).map(|s| s.code()), Some(Some(0)));
-    let exited = Instant::now();
     let (k, c) = (keep.stop(), close.stop());
-    // Requests a child had taken all complete. What the kernel had queued for no child when the
-    // listening sockets closed is reset by the kernel (as in Apache): at most one connection per
-    // client, and only after the stop. Later connections are refused.
+    // SPEC.md §7.5, I32: requests a child had taken complete, and so do the connections the
+    // listen queues held when the stop came (the children drain them). New connections are not
+    // taken from the stop on: they are refused before they send anything, never reset after.
     let failures: Vec<&Failure> = k.failures.iter().chain(&c.failures).collect();
-    assert!(failures.len() <= clients, "{failures:?}");
-    for f in &failures {
-        assert!(f.at >= stop_at && f.at <= exited + Duration::from_millis(50), "{f:?}");
-        assert!(f.what.contains("reset") || f.what.contains("closed before a response"), "{f:?}");
-    }
+    assert!(failures.is_empty(), "no request is lost in a graceful stop: {failures:?}");
     assert!(k.refused + c.refused > 0, "new connections are refused once the listeners close");
     assert!(std::net::TcpStream::connect(p.addr()).is_err());
     eprintln!(
-        "RESULT graceful-stop: requests {}, in flight completed, {} queued-for-no-child reset at close, {} refused after close",
+        "RESULT graceful-stop: requests {}, in flight completed, {} failed, {} refused after the stop, stop took {:?}",
         k.ok + c.ok + 1,
         failures.len(),
-        k.refused + c.refused
+        k.refused + c.refused,
+        stop_at.elapsed()
     );
+}
+
+/// SPEC.md §7.5, I32: connections the listen queue holds when a graceful stop comes are served,
+/// also when every child is busy at that moment (the children drain the queue when they finish;
+/// Apache's kernel resets them). Every child is held by a request head that is not complete yet,
+/// three clients wait in the queue with their requests sent, then SIGWINCH.
+#[test]
+fn a_graceful_stop_serves_the_connections_queued_behind_busy_children() {
+    let _s = serial();
+    let mut p = Preforkd::start(&[
+        "--start-servers",
+        "2",
+        "--min-spare-servers",
+        "1",
+        "--max-spare-servers",
+        "2",
+        "--max-request-workers",
+        "2",
+    ]);
+    assert_eq!(p.get("/").status, 200);
+    let mut holders: Vec<Client> = (0..2).map(|_| Client::connect(p.addr()).unwrap()).collect();
+    for h in &mut holders {
+        h.send(b"GET / HTTP/1.1\r\nHost: holder\r\n").unwrap();
+    }
+    // Both children take a holder (the status page cannot tell: it needs a free child).
+    std::thread::sleep(Duration::from_millis(500));
+    let mut queued: Vec<Client> = (0..3).map(|_| Client::connect(p.addr()).unwrap()).collect();
+    for q in &mut queued {
+        q.send(b"GET / HTTP/1.1\r\nHost: queued\r\n\r\n").unwrap();
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    p.signal(Signal::SIGWINCH);
+    std::thread::sleep(Duration::from_millis(300));
+    for h in &mut holders {
+        h.send(b"\r\n").unwrap();
+        let r = h.read_response(false).expect("a request in hand is answered");
+        assert_eq!((r.status, r.header("Connection")), (200, Some("close")));
+    }
+    for (i, q) in queued.iter_mut().enumerate() {
+        let r = q.read_response(false).unwrap_or_else(|e| panic!("queued connection {i} was not served: {e}"));
+        assert_eq!((r.status, r.header("Connection")), (200, Some("close")), "queued connection {i}");
+    }
+    assert_eq!(p.wait(Duration::from_secs(10)).map(|s| s.code()), Some(Some(0)));
+    assert!(std::net::TcpStream::connect(p.addr()).is_err(), "the listener is closed at the end");
 }
 
 #[test]

@@ -41,7 +41,13 @@ impl ChildLoop {
             return None;
         }
         let reason = slot.directive()?;
-        Some(self.leave(reason))
+        Some(self.leave(reason, slot))
+    }
+
+    /// Must a child leaving in order drain the listen queues first (a graceful stop)?
+    /// (`NoDrain`: never; it leaves at once, and the kernel resets what was queued.)
+    pub(super) fn seam_drains<W: AtomicWord>(&self, slot: &ChildSlot<'_, W>) -> bool {
+        !self.bugs.is(Bug::NoDrain) && slot.drains()
     }
 
     /// Does the child take the accept lock before it waits? When the lock is in use

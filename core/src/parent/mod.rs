@@ -76,9 +76,15 @@ pub enum Command {
     /// SIGHUP: stop every child (TERM escalation), then start afresh with this configuration;
     /// listeners stay open.
     HardRestart(Box<PoolConfig>),
-    /// SIGWINCH: close the listeners, let children finish, exit (or stop them after
+    /// SIGWINCH: the listeners take no new connection; children finish their work and drain what
+    /// the listen queues hold (SPEC.md §7.5), then exit (or are stopped after
     /// graceful_shutdown_timeout).
     GracefulStop,
+    /// A graceful stop whose listening sockets outlive this server (a service manager holds them,
+    /// or a new server inherited them: SPEC.md §7.5): the parent closes its copies, children
+    /// finish their work and leave at once, and what the queues hold is left to the sockets'
+    /// other holder.
+    HandOver,
     /// SIGTERM / SIGINT: stop every child (TERM escalation) and exit.
     Stop,
 }
@@ -89,6 +95,7 @@ impl Command {
             Command::GracefulRestart(_) => "graceful restart",
             Command::HardRestart(_) => "restart",
             Command::GracefulStop => "graceful stop",
+            Command::HandOver => "hand-over",
             Command::Stop => "stop",
         }
     }
@@ -159,6 +166,10 @@ pub enum ParentAction {
     Signal(Signal),
     /// Close every listening socket (stops only; restarts keep them).
     CloseListeners,
+    /// A graceful stop: take no new connection on any listening socket, but leave what the
+    /// listen queues hold for the children, which drain them before they leave (SPEC.md §7.5);
+    /// then close the parent's own copies. The sockets close when the last child lets go.
+    DrainListeners,
     /// Log this.
     Log(ParentLog),
     /// Tell the world what happened.
@@ -294,8 +305,16 @@ enum Then {
 enum Stage {
     New,
     Running,
-    Reclaiming { started: Time, step: usize, then: Then },
-    Draining { deadline: Option<Time> },
+    Reclaiming {
+        started: Time,
+        step: usize,
+        then: Then,
+    },
+    /// A graceful stop; `drain`: the children drain the listen queues (not in a hand-over).
+    Draining {
+        deadline: Option<Time>,
+        drain: bool,
+    },
     Exited,
 }
 
@@ -430,7 +449,9 @@ impl Parent {
             Stage::Reclaiming { started, step, .. } => RECLAIM_SCHEDULE.get(*step).map(|(d, _)| *started + *d),
             // While draining, the ticks go on (the board is checked and the directives re-asserted:
             // a scribble must not keep a child from leaving), and the request deadline is watched.
-            Stage::Draining { deadline } => earliest(earliest(*deadline, Some(self.next_tick)), self.watch_deadline()),
+            Stage::Draining { deadline, .. } => {
+                earliest(earliest(*deadline, Some(self.next_tick)), self.watch_deadline())
+            }
         }
     }
 
@@ -472,7 +493,11 @@ impl Parent {
     /// memory, whatever the board holds: at every input, so a scribbled word is put right at the
     /// next one (SPEC.md §3.4).
     fn publish<T: SlotTable + ?Sized>(&self, board: &T) {
-        board.publish_generation(self.generation);
+        if matches!(self.stage, Stage::Draining { drain: true, .. }) {
+            board.publish_draining(self.generation);
+        } else {
+            board.publish_generation(self.generation);
+        }
     }
 
     /// Does this parent look at the accept queues between ticks?
@@ -718,15 +743,19 @@ impl Parent {
                 self.seam_hard_restart_begun();
                 self.begin_reclaim(now, board, Then::Restart(cfg));
             }
-            (Stage::Running, Command::GracefulStop) => {
-                self.actions.push_back(ParentAction::CloseListeners);
+            (Stage::Running, stop @ (Command::GracefulStop | Command::HandOver)) => {
+                let drain = matches!(stop, Command::GracefulStop);
+                self.actions.push_back(if drain { ParentAction::DrainListeners } else { ParentAction::CloseListeners });
                 let timeout = self.config.graceful_shutdown_timeout;
                 let timeout = (!timeout.is_zero()).then_some(timeout);
                 self.log(ParentLog::GracefulStopping { timeout });
                 self.announce(ParentEvent::Stopping { graceful: true });
                 self.remaining_to_start = 0;
+                // The bit before the marks: a child that sees its `G` also sees that it drains
+                // (Release here, Acquire in the child, as for a restart's generation).
+                self.stage = Stage::Draining { deadline: timeout.map(|t| now + t), drain };
+                self.publish(board);
                 self.mark_all_graceful(board);
-                self.stage = Stage::Draining { deadline: timeout.map(|t| now + t) };
                 self.check_done(now, board);
             }
             (Stage::Running, Command::Stop) | (Stage::Draining { .. }, Command::Stop) => {
@@ -779,7 +808,7 @@ impl Parent {
                 let (started, step) = (*started, *step);
                 self.reclaim_step(now, board, started, step);
             }
-            Stage::Draining { deadline } => {
+            Stage::Draining { deadline, .. } => {
                 let timed_out = deadline.is_some_and(|d| now >= d);
                 if now >= self.next_tick {
                     self.next_tick = now + self.config.maintenance_interval;

@@ -67,6 +67,10 @@ pub struct World {
     pub signals: Vec<(Time, Pid, KillSignal)>,
     pub exits: Vec<(Pid, ExitStatus, Option<ExitReason>)>,
     pub listeners_closed: bool,
+    /// `DrainListeners` came (a graceful stop): the queues take no new connection.
+    pub listeners_draining: bool,
+    /// Connections the children took from the queues while draining a graceful stop.
+    pub drained: u32,
     pub fork_fails: bool,
     pub behaviour: Behaviour,
     /// What the listen queues hold (the watchdog's evidence); empty by default.
@@ -221,6 +225,30 @@ impl Sim {
         }
     }
 
+    /// Children draining the listen queues (a graceful stop) take what is queued, serve each
+    /// connection at once, and find the queues empty in the end.
+    pub fn deliver_drains(&mut self) {
+        let draining: Vec<Pid> = self
+            .procs
+            .iter()
+            .filter(|(_, p)| p.child.draining() && matches!(p.last, Some(ChildAction::Accept { .. })))
+            .map(|(&pid, _)| pid)
+            .collect();
+        for pid in draining {
+            while let Some(ChildAction::Accept { listener }) = self.procs.get(&pid).and_then(|p| p.last) {
+                let queued = self.world.queues.get_mut(listener).filter(|q| q.waiting > 0);
+                if let Some(q) = queued {
+                    q.waiting -= 1;
+                    self.world.drained += 1;
+                    assert_eq!(self.step(pid, ChildEvent::Accepted), ChildAction::Serve);
+                    self.step(pid, ChildEvent::ConnectionDone);
+                } else {
+                    self.step(pid, ChildEvent::AcceptEmpty);
+                }
+            }
+        }
+    }
+
     /// Child `pid` (waiting) accepts a connection on listener 0 and starts serving it.
     pub fn take_connection(&mut self, pid: Pid) -> ChildAction {
         match self.step(pid, ChildEvent::Readable(&[0])) {
@@ -241,6 +269,7 @@ impl Sim {
             let before = (self.procs.len(), self.exits.len(), self.forks);
             self.start_children();
             self.deliver_wakes();
+            self.deliver_drains();
             self.reap();
             if before == (self.procs.len(), self.exits.len(), self.forks) {
                 break;
@@ -379,6 +408,10 @@ impl SimulatedPlatform for SimPlatform<'_> {
     fn close_listeners(&mut self) {
         self.world.listeners_closed = true;
         self.world.queues.clear();
+    }
+
+    fn drain_listeners(&mut self) {
+        self.world.listeners_draining = true;
     }
 
     fn observe(&mut self) -> Observation {

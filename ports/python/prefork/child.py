@@ -33,9 +33,14 @@ def _on_usr1(signum, frame):
 
 
 def _leave(board, slot, reason, code=0):
+    if reason in (slots.GRACEFUL_EXIT, slots.RETIRED, slots.MAX_CONNECTIONS) and _drain is not None:
+        _drain()  # a graceful stop: serve what the listen queues hold first (SPEC §6.2, §7.5)
     if reason:
         board.set_field(slot, slots.R_EXIT_REASON, reason)
     os._exit(code)
+
+
+_drain = None  # set by run(): the drain of a graceful stop
 
 
 def _reason_of(directive):
@@ -79,6 +84,35 @@ def run(ctx, slot, born, wake_r):
         slots.child_set(board, slot, born, READY)
     except Directive as d:
         _leave(board, slot, _reason_of(d))
+
+    def drain():
+        """SPEC §6.2: in a graceful stop (the slot holds G or I, the DRAINING bit is set), accept on each listener in turn without waiting, without the lock, serve one request
+        on each connection, and stop after a round in which every listener was empty."""
+        global _drain
+        _drain = None
+        try:
+            slots.child_check(board, slot, born)
+            return
+        except Directive as d:
+            if d.state not in slots.DIRECTIVES or not board.draining():  # any generation (SPEC §7.5)
+                return
+        n, empty, i = len(ctx.listeners), 0, cursor
+        while empty < n:
+            l, i = ctx.listeners[i], (i + 1) % n
+            try:
+                conn, peer = l.accept()
+            except (BlockingIOError, InterruptedError, ConnectionAbortedError):
+                empty += 1
+                continue
+            except OSError:
+                _leave(board, slot, slots.ACCEPT_FAILED, 7)
+            empty = 0
+            board.add_field(slot, slots.R_CONNECTIONS, 1)
+            conn.setblocking(True)
+            http.serve(ctx, board, slot, born, conn, peer)
+
+    global _drain
+    _drain = drain
 
     def wound_down():
         """A directive or a new generation: the reason to leave, else None."""

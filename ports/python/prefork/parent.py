@@ -12,6 +12,7 @@ import os
 import select
 import signal
 import socket
+import struct
 import sys
 import tempfile
 import time
@@ -28,6 +29,24 @@ GIVE_UP = 10.0
 def log(message):
     stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
     print(f"{stamp} preforkd-py: {message}", file=sys.stderr, flush=True)
+
+
+# A classic BPF program for a TCP listener: drop a segment with SYN and without ACK (a client's
+# first packet), keep everything else (SPEC §7.5). The filter sees the segment from its TCP header.
+_SYN_FILTER = [(0x30, 0, 0, 13), (0x45, 2, 0, 0x10), (0x45, 0, 1, 0x02), (0x06, 0, 0, 0), (0x06, 0, 0, 0xFFFFFFFF)]
+
+
+def stop_admitting(listener):
+    """A graceful stop: take no new connection, keep what is queued (SPEC §7.5)."""
+    try:
+        if listener.family == socket.AF_UNIX:
+            listener.listen(0)
+            return
+        code = ctypes.create_string_buffer(b"".join(struct.pack("HBBI", *i) for i in _SYN_FILTER))
+        prog = struct.pack("HL", len(_SYN_FILTER), ctypes.addressof(code))
+        listener.setsockopt(socket.SOL_SOCKET, 26, prog)  # SO_ATTACH_FILTER; copied by the kernel
+    except OSError as e:
+        log(f"{address_of(listener)}: cannot stop taking connections ({e}); new ones are queued until the close")
 
 
 def bind(spec, backlog):
@@ -316,7 +335,13 @@ class Server:
 
     def graceful_stop(self):
         log("[AH00492] caught SIGWINCH, shutting down gracefully")
+        # SPEC §7.5: the listeners take no new connection, keep their queues for the children
+        # (which drain them before they leave: the DRAINING bit, published before the marks),
+        # and close when the last child lets go of them.
+        for l in self.listeners:
+            stop_admitting(l)
         self.close_listeners()
+        self.board.publish_generation(self.generation, draining=True)
         self.remaining_to_start = 0
         self.mark_all()
         deadline = self.cfg.graceful_shutdown_timeout

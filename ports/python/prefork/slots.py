@@ -22,6 +22,7 @@ import time
 DEAD, STARTING, READY = 0, 1, 2
 BUSY_READ, BUSY_WRITE, KEEPALIVE, LOGGING, CLOSING = 3, 4, 5, 6, 8
 GRACEFUL, IDLE_KILL = 9, 10
+DRAINING = 1 << 32  # the generation word's bit for a graceful stop's drain (SPEC §7.5)
 
 LETTERS = {DEAD: ".", STARTING: "S", READY: "_", BUSY_READ: "R", BUSY_WRITE: "W",
            KEEPALIVE: "K", LOGGING: "L", CLOSING: "C", GRACEFUL: "G", IDLE_KILL: "I"}
@@ -160,18 +161,25 @@ class Board:
     def read_word(self, slot, wait=False):
         return self.update(slot, lambda w: None, wait)[0]
 
-    # the running generation (SPEC §3.1): written by the parent, read by children
-    def generation(self):
+    # the running generation (SPEC §3.1): written by the parent, read by children; its bit 32
+    # (DRAINING) is set while a graceful stop drains the listen queues (SPEC §7.5)
+    def _generation_word(self):
         self._lock(self.server_limit, True)
         try:
             return self._get(H_GENERATION)
         finally:
             self._unlock(self.server_limit)
 
-    def publish_generation(self, generation):
+    def generation(self):
+        return self._generation_word() & 0xFFFFFFFF
+
+    def draining(self):
+        return bool(self._generation_word() & DRAINING)
+
+    def publish_generation(self, generation, draining=False):
         self._lock(self.server_limit, True)
         try:
-            self._put(H_GENERATION, generation)
+            self._put(H_GENERATION, generation | (DRAINING if draining else 0))
         finally:
             self._unlock(self.server_limit)
 
