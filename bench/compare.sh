@@ -82,95 +82,7 @@ head -c 2097152 /dev/zero | tr '\0' 'z' >"$WORK/docs/2m.bin"
 touch -d '1 hour ago' "$WORK/docs/1k.html" "$WORK/docs/200k.bin" "$WORK/docs/2m.bin"
 chmod -R a+rX "$WORK/docs"
 
-# A port below the ephemeral range (wrk's own connections take ports from that range, and the
-# connection-close runs leave tens of thousands of them in TIME_WAIT).
-EPHEMERAL_LOW=$(awk '{print $1}' /proc/sys/net/ipv4/ip_local_port_range 2>/dev/null || echo 32768)
-free_port() {
-    local p
-    while :; do
-        p=$((10000 + RANDOM % (EPHEMERAL_LOW - 10000)))
-        if ! (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; then
-            echo "$p"
-            return
-        fi
-    done
-}
-
-wait_serving() { # port
-    for _ in $(seq 1 200); do
-        if curl -fs -o /dev/null "http://127.0.0.1:$1/1k.html"; then return 0; fi
-        sleep 0.05
-    done
-    echo "nothing serves on port $1" >&2
-    return 1
-}
-
 children_of() { cat "/proc/$1/task/$1/children" 2>/dev/null | wc -w; }
-
-# --- the servers -----------------------------------------------------------------------------
-APACHE_PID=""
-start_apache() { # port -> sets APACHE_PID
-    local port=$1 dir="$WORK/apache-$1"
-    mkdir -p "$dir"
-    local m=/usr/lib/apache2/modules
-    cat >"$dir/httpd.conf" <<EOF
-ServerRoot $dir
-ServerName localhost
-Listen 127.0.0.1:$port
-PidFile $dir/httpd.pid
-ErrorLog $dir/error.log
-LogLevel warn
-LoadModule mpm_prefork_module $m/mod_mpm_prefork.so
-LoadModule authz_core_module $m/mod_authz_core.so
-LoadModule mime_module $m/mod_mime.so
-LoadModule dir_module $m/mod_dir.so
-LoadModule status_module $m/mod_status.so
-LoadModule authz_host_module $m/mod_authz_host.so
-User nobody
-Group nogroup
-StartServers 8
-MinSpareServers 5
-MaxSpareServers 20
-MaxRequestWorkers 64
-ServerLimit 64
-MaxConnectionsPerChild 0
-KeepAlive On
-MaxKeepAliveRequests 100
-KeepAliveTimeout 5
-Timeout 60
-TypesConfig /etc/mime.types
-DocumentRoot $WORK/docs
-<Directory $WORK/docs>
-    Require all granted
-</Directory>
-LogFormat "%h %l %u %t \"%r\" %>s %b \"%{Referer}i\" \"%{User-Agent}i\"" combined
-CustomLog $dir/access.log combined
-ExtendedStatus On
-<Location /server-status>
-    SetHandler server-status
-    Require ip 127.0.0.1
-</Location>
-EOF
-    # Its own process group: Apache signals its whole group when it stops.
-    setsid /usr/sbin/apache2 -f "$dir/httpd.conf" -DFOREGROUND >"$dir/stdout" 2>&1 &
-    APACHE_PID=$!
-    PIDS+=("$APACHE_PID")
-    wait_serving "$port"
-}
-
-PREFORKD_PID=""
-start_preforkd() { # port [extra flags...] -> sets PREFORKD_PID
-    local port=$1
-    shift
-    local dir="$WORK/preforkd-$port"
-    mkdir -p "$dir"
-    "$PREFORKD" --listen "127.0.0.1:$port" "$@" "${PREFORKD_POOL_FLAGS[@]}" \
-        --document-root "$WORK/docs" --access-log "$dir/access.log" --log-format combined \
-        --user nobody --error-log "$dir/error.log" >"$dir/stdout" 2>&1 &
-    PREFORKD_PID=$!
-    PIDS+=("$PREFORKD_PID")
-    wait_serving "$port"
-}
 
 NGINX_PID=""
 start_nginx() { # port -> sets NGINX_PID
@@ -210,17 +122,6 @@ start_bare() { # port
     BARE_PID=$!
     PIDS+=("$BARE_PID")
     wait_serving "$1"
-}
-
-stop() { # pid
-    kill -TERM "$1" 2>/dev/null || true
-    for _ in $(seq 1 100); do
-        kill -0 "$1" 2>/dev/null || break
-        sleep 0.05
-    done
-    pkill -KILL -P "$1" 2>/dev/null || true
-    kill -KILL "$1" 2>/dev/null || true
-    wait "$1" 2>/dev/null || true
 }
 
 rps() { # port connections path [extra wrk args...] -> "requests/s p50-ms p99-ms"
