@@ -35,9 +35,11 @@
 //! | `supervisor.rs`, `os.rs` | the parent: its logic on a `System` trait, and the real system (fork, signalfd, waitpid) |
 //! | `child.rs` | a child: set-up after fork(), then the core's child loop on epoll, accept4 and the lock |
 //! | [`shm`], [`locks`], [`listeners`] | the scoreboard mapping, the four accept locks, the listening sockets |
+//! | [`agent`] | the parent's answer to a load balancer's agent check, and the operator's word for it |
 #![deny(unsafe_op_in_unsafe_fn)]
 #![warn(missing_docs)]
 
+pub mod agent;
 mod child;
 mod creds;
 #[doc = include_str!("../../docs/embedding.md")]

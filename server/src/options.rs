@@ -35,6 +35,9 @@ pub enum ServerError {
     /// Signal handling could not be set up.
     #[error("cannot set up signal handling: {0}")]
     Signals(io::Error),
+    /// The agent-check port (`agent_listen`) could not be bound.
+    #[error("cannot listen for agent checks: {0}")]
+    Agent(io::Error),
     /// The pid file could not be written.
     #[error("cannot write the pid file {path}: {source}")]
     PidFile {

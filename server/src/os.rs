@@ -8,6 +8,7 @@
 //! ```
 //! The parent never signals itself or its process group: only the pids the core names.
 
+use crate::agent::AgentPort;
 use crate::child::{self, ChildSetup};
 use crate::creds::{self, Credentials};
 use crate::listeners::{self, Listener};
@@ -29,7 +30,9 @@ use prefork_core::driver::Platform;
 use prefork_core::exit::{ExitReason, ExitStatus, KillReason};
 /// The core's signal action (nix's `Signal` is the signal number).
 use prefork_core::parent::Signal as SignalAction;
-use prefork_core::parent::{KillSignal, Level, Observation, ParentEvent, ParentLog, RepeatFilter, Spawn};
+use prefork_core::parent::{
+    KillSignal, Level, Observation, OperatorState, ParentEvent, ParentLog, RepeatFilter, Spawn,
+};
 use prefork_core::time::Time;
 use std::collections::HashMap;
 use std::io::{self, Write};
@@ -77,6 +80,10 @@ pub(crate) struct Os {
     listeners: Vec<Listener>,
     /// The listeners came from a service manager: keep them, whatever `listen` says.
     inherited: bool,
+    /// Where load balancers' agent checks are answered (`agent_listen`); closed in each child.
+    agent: Option<AgentPort>,
+    /// The pid file (the operator's word for the balancer lives next to it).
+    pid_file: Option<PathBuf>,
     lock: Option<AcceptLock>,
     /// Locks of earlier configurations, kept until the parent exits (old children may use them).
     retired_locks: Vec<AcceptLock>,
@@ -131,6 +138,11 @@ pub(crate) fn run(mut options: Options) -> Result<i32, ServerError> {
         cfg.listen = listeners.iter().map(|l| l.configured.clone()).collect();
     }
     set_accept_filter(&listeners, cfg.accept_filter);
+    let agent = cfg
+        .agent_listen
+        .map(|addr| AgentPort::bind(addr, options.pid_file.as_deref()))
+        .transpose()
+        .map_err(ServerError::Agent)?;
     let pid = nix::unistd::getpid();
     let board = Rc::new(
         Scoreboard::create(cfg.server_limit as usize, pid.as_raw() as u32, unix_ms())
@@ -153,12 +165,17 @@ pub(crate) fn run(mut options: Options) -> Result<i32, ServerError> {
         listeners.iter().map(|l| l.local.to_string()).collect::<Vec<_>>().join(", "),
         lock.as_ref().map_or("none", |l| l.mechanism().name())
     );
+    if let Some(a) = &agent {
+        info!("answering load balancers' agent checks on {}", a.local());
+    }
     let os = Os {
         started: Instant::now(),
         pid,
         signals: Some(signals),
         listeners,
         inherited,
+        agent,
+        pid_file: options.pid_file.clone(),
         lock,
         retired_locks: vec![],
         lock_dir: options.lock_dir,
@@ -196,6 +213,7 @@ impl Platform for Os {
                 // closes its descriptor: SPEC.md §14.4).
                 self.children.clear();
                 self.signals = None;
+                self.agent = None;
                 self.retired_locks.clear();
                 child::run(ChildSetup {
                     board: &self.board,
@@ -325,11 +343,15 @@ impl System for Os {
             None => PollTimeout::from(1000u16),
         };
         let signals = self.signals.as_ref().expect("the parent keeps its signalfd");
-        let mut fds = [PollFd::new(signals.as_fd(), PollFlags::POLLIN)];
+        let mut fds = vec![PollFd::new(signals.as_fd(), PollFlags::POLLIN)];
+        if let Some(agent) = &self.agent {
+            fds.push(PollFd::new(agent.as_fd(), PollFlags::POLLIN));
+        }
         match poll(&mut fds, timeout) {
             Ok(_) | Err(Errno::EINTR) => {}
             Err(e) => error!("poll: {e}"),
         }
+        let agent_waiting = fds.get(1).and_then(PollFd::revents).is_some_and(|r| r.contains(PollFlags::POLLIN));
         let mut notices = vec![];
         while let Ok(Some(info)) = signals.read_signal() {
             let notice = match Signal::try_from(info.ssi_signo as i32) {
@@ -351,7 +373,20 @@ impl System for Os {
             };
             notices.push(notice);
         }
+        if agent_waiting {
+            notices.push(Notice::AgentCheck);
+        }
         notices
+    }
+
+    fn agent_operator(&mut self) -> OperatorState {
+        self.agent.as_mut().map_or(OperatorState::Ready, AgentPort::operator)
+    }
+
+    fn answer_agent_checks(&mut self, line: &str) {
+        if let Some(agent) = &self.agent {
+            agent.answer(line);
+        }
     }
 
     fn reap(&mut self) -> Option<(Pid32, ExitStatus, Option<ExitReason>)> {
@@ -388,6 +423,14 @@ impl System for Os {
             // The inherited sockets stay, whatever `listen` says (the core plans for them).
             next.listen = self.listeners.iter().map(|l| l.configured.clone()).collect();
         }
+        // A new agent address is bound before anything changes (and dropped if the rest fails).
+        let agent = match next.agent_listen {
+            Some(addr) if next.agent_listen != current.agent_listen => {
+                Some(Some(AgentPort::bind(addr, self.pid_file.as_deref()).map_err(|e| e.to_string())?))
+            }
+            None if current.agent_listen.is_some() => Some(None),
+            _ => None,
+        };
         let wanted = next.listen.clone();
         let mechanism: Option<LockMechanism> = next.accept_mutex.mechanism(wanted.len(), DEFAULT_MECHANISM);
         let lock = if self.lock.as_ref().map(AcceptLock::mechanism) != mechanism {
@@ -412,6 +455,12 @@ impl System for Os {
         }
         if let Some(creds) = creds {
             self.creds = creds;
+        }
+        if let Some(agent) = agent {
+            if let Some(a) = &agent {
+                info!("answering load balancers' agent checks on {}", a.local());
+            }
+            self.agent = agent;
         }
         Ok(())
     }

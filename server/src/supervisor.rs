@@ -23,7 +23,9 @@ use crate::shm::{Published, Scoreboard};
 use prefork_core::config::{Checked, PoolConfig};
 use prefork_core::driver::{ParentDriver, Platform};
 use prefork_core::exit::{ExitReason, ExitStatus};
-use prefork_core::parent::{Command, Level, Observation, Parent, ParentEvent, ParentLog, Pid, Signal, Spawn};
+use prefork_core::parent::{
+    Command, Level, Observation, OperatorState, Parent, ParentEvent, ParentLog, Pid, Signal, Spawn,
+};
 use prefork_core::scoreboard::SlotTable;
 use prefork_core::time::Time;
 use std::rc::Rc;
@@ -42,6 +44,8 @@ pub(crate) enum Notice {
     GracefulStop,
     /// SIGTERM, SIGINT.
     Stop,
+    /// A load balancer's agent check is waiting on the agent port (SPEC.md §7.10).
+    AgentCheck,
 }
 
 /// The parent's side of the operating system: the core's effects ([`Platform`], lifecycle
@@ -67,6 +71,14 @@ pub(crate) trait System: Platform {
     /// the queues over instead of draining them (SPEC.md §7.5).
     fn sockets_outlive_us(&self) -> bool {
         false
+    }
+    /// The operator's word for the load balancer (`preforkd -k ready|drain|maint`).
+    fn agent_operator(&mut self) -> OperatorState {
+        OperatorState::Ready
+    }
+    /// Answers the agent checks waiting with `line` (SPEC.md §7.10).
+    fn answer_agent_checks(&mut self, line: &str) {
+        let _ = line;
     }
 }
 
@@ -144,6 +156,15 @@ impl<S: System> Supervisor<S> {
         }
     }
 
+    /// A load balancer asks how the pool is (SPEC.md §7.10): the core's answer, from what the
+    /// system observes now and the operator's word.
+    fn answer_agent_checks(&mut self) {
+        let observed = self.system.observe();
+        let operator = self.system.agent_operator();
+        let answer = self.driver.parent().agent_answer(&*self.board, &observed, operator);
+        self.system.answer_agent_checks(&answer.to_string());
+    }
+
     /// One turn: wait for notices or the next timeout, handle them.
     pub(crate) fn turn(&mut self) -> Option<i32> {
         for notice in self.system.wait(self.driver.poll_timeout()) {
@@ -156,6 +177,10 @@ impl<S: System> Supervisor<S> {
                     Command::GracefulStop
                 }),
                 Notice::Stop => self.command(Command::Stop),
+                Notice::AgentCheck => {
+                    self.answer_agent_checks();
+                    None
+                }
             };
             if exit.is_some() {
                 return exit;

@@ -167,6 +167,13 @@ impl Preforkd {
         self.addrs[0]
     }
 
+    /// The agent-check address (`agent_listen`), from the log line that names it.
+    pub fn agent_addr(&self) -> Option<SocketAddr> {
+        let log = self.stderr();
+        let line = log.lines().rev().find(|l| l.contains("agent checks on "))?;
+        line.split("agent checks on ").nth(1)?.trim().parse().ok()
+    }
+
     /// The error log (standard error) so far.
     pub fn stderr(&self) -> String {
         std::fs::read_to_string(self.dir.join("stderr")).unwrap_or_default()
@@ -622,4 +629,76 @@ pub fn proc_state(pid: u32) -> Option<char> {
 pub fn parent_of(pid: u32) -> Option<u32> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     stat.rsplit(')').next()?.split_whitespace().nth(1)?.parse().ok()
+}
+
+/// One agent check (HAProxy's `agent-check`): connect, read the line, close.
+pub fn agent_check(addr: SocketAddr) -> std::io::Result<String> {
+    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(2))?;
+    s.set_read_timeout(Some(Duration::from_secs(2)))?;
+    let mut line = String::new();
+    s.read_to_string(&mut line)?;
+    Ok(line)
+}
+
+/// A free TCP port on 127.0.0.1 (bound and let go: for a program that cannot be given port 0).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// Debian's HAProxy, started in the foreground with a configuration, killed (by pid) when dropped.
+pub struct Haproxy {
+    child: Child,
+    dir: PathBuf,
+}
+
+impl Haproxy {
+    /// The binary, if installed (`.ci/run` installs it; tests without it say SKIPPED).
+    pub fn binary() -> Option<PathBuf> {
+        ["/usr/sbin/haproxy", "/usr/bin/haproxy"].iter().map(PathBuf::from).find(|p| p.exists())
+    }
+
+    /// Starts HAProxy on `config` (the text of an haproxy.cfg) and waits until `frontend` accepts.
+    pub fn start(config: &str, frontend: SocketAddr) -> Haproxy {
+        let dir = tempdir("haproxy");
+        let cfg = dir.join("haproxy.cfg");
+        std::fs::write(&cfg, config).unwrap();
+        let bin = Self::binary().expect("haproxy is installed");
+        let check = Command::new(&bin).args(["-c", "-q", "-f"]).arg(&cfg).output().expect("haproxy -c");
+        assert!(
+            check.status.success(),
+            "haproxy rejects the configuration: {}",
+            String::from_utf8_lossy(&check.stderr)
+        );
+        let child = Command::new(&bin)
+            .args(["-db", "-f"])
+            .arg(&cfg)
+            .stdout(std::fs::File::create(dir.join("stdout")).unwrap())
+            .stderr(std::fs::File::create(dir.join("stderr")).unwrap())
+            .stdin(Stdio::null())
+            .spawn()
+            .expect("start haproxy");
+        let h = Haproxy { child, dir };
+        assert!(
+            wait_until(Duration::from_secs(10), || TcpStream::connect(frontend).is_ok()),
+            "haproxy does not listen on {frontend}: {}",
+            h.log()
+        );
+        h
+    }
+
+    /// What HAProxy printed.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.join("stderr")).unwrap_or_default()
+    }
+}
+
+impl Drop for Haproxy {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        if std::thread::panicking() {
+            eprintln!("--- haproxy ---\n{}", self.log());
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
 }

@@ -163,6 +163,9 @@ pub struct RawPoolConfig {
     pub user: Option<String>,
     /// `Group` the children run as (name or `#gid`).
     pub group: Option<String>,
+    /// Where the parent answers a load balancer's agent check (HAProxy's `agent-check`; not in
+    /// Apache): `IP:PORT`, `[IPv6]:PORT` or `PORT`; none by default (SPEC.md §7.10).
+    pub agent_listen: Option<String>,
 }
 
 /// A validated pool configuration.
@@ -212,6 +215,8 @@ pub struct PoolConfig {
     pub user: Option<String>,
     /// Group the children run as.
     pub group: Option<String>,
+    /// Where the parent answers a load balancer's agent check (SPEC.md §7.10); none: off.
+    pub agent_listen: Option<std::net::SocketAddr>,
 }
 
 impl Default for PoolConfig {
@@ -239,6 +244,7 @@ impl Default for PoolConfig {
             accept_filter: AcceptFilter::Data,
             user: None,
             group: None,
+            agent_listen: None,
         }
     }
 }
@@ -734,6 +740,24 @@ impl PoolConfig {
         );
         let user = v.account("user", &raw.user);
         let group = v.account("group", &raw.group);
+        let agent_listen = raw.agent_listen.as_ref().and_then(|given| {
+            let allowed = "IP:PORT, [IPv6]:PORT or PORT (HAProxy's agent check connects over TCP), an address \
+                           that no listen entry uses";
+            let invalid = |v: &mut Validator| {
+                v.errors.push(ConfigError::InvalidValue {
+                    key: "agent_listen",
+                    given: given.clone(),
+                    allowed: allowed.into(),
+                })
+            };
+            match given.parse::<ListenAddr>() {
+                Ok(ListenAddr::Tcp(a)) if !listen.contains(&ListenAddr::Tcp(a)) || a.port() == 0 => Some(a),
+                _ => {
+                    invalid(&mut v);
+                    None
+                }
+            }
+        });
 
         if !v.errors.is_empty() {
             return Err(ConfigErrors(v.errors));
@@ -761,6 +785,7 @@ impl PoolConfig {
                 accept_filter,
                 user,
                 group,
+                agent_listen,
             },
             warnings: v.warnings,
         })
@@ -965,6 +990,32 @@ mod tests {
         assert_eq!(two_any.value.listen.len(), 2, "port 0 twice is two kernel-chosen ports");
         let long = format!("unix:/{}", "x".repeat(MAX_UNIX_PATH));
         assert!(long.parse::<ListenAddr>().is_err());
+    }
+
+    /// SPEC.md §7.10: a TCP address of its own; off by default.
+    #[test]
+    fn agent_listen_is_a_tcp_address_that_no_listener_uses() {
+        assert_eq!(PoolConfig::default().agent_listen, None);
+        let c = ok(RawPoolConfig { agent_listen: Some("127.0.0.1:9777".into()), ..Default::default() });
+        assert_eq!(c.value.agent_listen, Some("127.0.0.1:9777".parse().unwrap()));
+        let c = ok(RawPoolConfig { agent_listen: Some("9777".into()), ..Default::default() });
+        assert_eq!(c.value.agent_listen.map(|a| a.port()), Some(9777));
+        for bad in ["unix:/run/agent.sock", "localhost:9777", "127.0.0.1:8080"] {
+            let e = errors(RawPoolConfig {
+                listen: Some(vec!["127.0.0.1:8080".into()]),
+                agent_listen: Some(bad.into()),
+                ..Default::default()
+            });
+            assert_eq!(e.len(), 1, "{bad}: {e:?}");
+            assert_eq!(e[0].key(), "agent_listen");
+            assert!(e[0].to_string().contains("IP:PORT, [IPv6]:PORT or PORT"), "{}", e[0]);
+        }
+        let any = ok(RawPoolConfig {
+            listen: Some(vec!["127.0.0.1:0".into()]),
+            agent_listen: Some("127.0.0.1:0".into()),
+            ..Default::default()
+        });
+        assert!(any.value.agent_listen.is_some(), "port 0 is a fresh port, never a listener's");
     }
 
     #[test]

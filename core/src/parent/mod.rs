@@ -36,6 +36,7 @@ use crate::slot::{INCARNATION_MASK, SlotError, SlotState, SlotWord};
 use crate::time::Time;
 use std::collections::VecDeque;
 
+mod agent;
 mod brake;
 mod broken;
 mod lifecycle;
@@ -44,6 +45,7 @@ mod reclaim;
 mod repair;
 mod watchdog;
 
+pub use agent::{AgentAnswer, OperatorState};
 use brake::self_inflicted;
 pub use brake::{CRASH_LOOP_MAX_PAUSE, CRASH_LOOP_THRESHOLD, EARLY_EXIT_WINDOW, FORK_RETRY_MAX, SpawnBrake};
 pub use lifecycle::{LifecycleError, LifecycleOrder, ParentEvent};

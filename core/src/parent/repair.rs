@@ -84,6 +84,20 @@ impl Parent {
         SlotWord { state: SlotState::Dead, incarnation: self.incarnations[slot], generation: 0 }
     }
 
+    /// What the parent believes each slot holds (as [`Parent::checked_view`] judges it), without
+    /// repairing, counting or logging anything: for a query (the agent check, SPEC.md §7.10).
+    pub(super) fn believed_view<T: SlotTable + ?Sized>(&self, board: &T) -> ScoreboardView {
+        let slots = self.slots(board);
+        let mut view = ScoreboardView { generation: self.generation, slots: Vec::with_capacity(slots) };
+        for slot in 0..slots {
+            let raw = board.slot_word(slot).load(Ordering::Acquire);
+            view.slots.push(Ok(match judge(self.children[slot].as_ref(), self.empty_word(slot), raw) {
+                Verdict::Fine(w) | Verdict::Damaged { repair: w, .. } => w,
+            }));
+        }
+        view
+    }
+
     /// The board as the parent believes it: every slot judged against the records ([`judge`]),
     /// the running generation from the parent's memory. With `repair` (maintenance ticks, start
     /// and restart), every damaged slot is written back and logged, its child told to leave, or

@@ -1,8 +1,11 @@
 //! `preforkd -k graceful|restart|graceful-stop|stop`: signal the running server through its pid
 //! file, as `apachectl -k` (the configuration is validated first, by the caller).
+//! `preforkd -k ready|drain|maint`: the operator's word for a load balancer's agent check
+//! (SPEC.md §7.10), kept next to the pid file and read by the server at every check.
 
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
+use prefork_core::parent::OperatorState;
 use std::path::Path;
 
 /// What `-k` asks for.
@@ -16,20 +19,37 @@ pub enum Action {
     GracefulStop,
     /// SIGTERM: stop now.
     Stop,
+    /// Agent check: in the balancer's farm, weighted by free capacity (the default).
+    Ready,
+    /// Agent check: no new connections from the balancer; those held go on.
+    Drain,
+    /// Agent check: out of the balancer's farm (maintenance).
+    Maint,
 }
 
 impl Action {
-    fn signal(self) -> Signal {
+    fn signal(self) -> Option<Signal> {
         match self {
-            Action::Graceful => Signal::SIGUSR1,
-            Action::Restart => Signal::SIGHUP,
-            Action::GracefulStop => Signal::SIGWINCH,
-            Action::Stop => Signal::SIGTERM,
+            Action::Graceful => Some(Signal::SIGUSR1),
+            Action::Restart => Some(Signal::SIGHUP),
+            Action::GracefulStop => Some(Signal::SIGWINCH),
+            Action::Stop => Some(Signal::SIGTERM),
+            Action::Ready | Action::Drain | Action::Maint => None,
+        }
+    }
+
+    fn operator(self) -> Option<OperatorState> {
+        match self {
+            Action::Ready => Some(OperatorState::Ready),
+            Action::Drain => Some(OperatorState::Drain),
+            Action::Maint => Some(OperatorState::Maint),
+            _ => None,
         }
     }
 }
 
-/// Sends `action`'s signal to the pid in `pid_file`; a message for the operator either way.
+/// Carries out `action` for the server whose pid is in `pid_file`: its signal, or the operator's
+/// word for the agent check; a message for the operator either way.
 pub fn send(action: Action, pid_file: Option<&Path>) -> Result<String, String> {
     let path = pid_file.ok_or("no pid_file is configured: set pid_file in the configuration or pass --pid-file")?;
     let text = std::fs::read_to_string(path)
@@ -43,6 +63,17 @@ pub fn send(action: Action, pid_file: Option<&Path>) -> Result<String, String> {
     if kill(pid, None).is_err() {
         return Err(format!("no process {pid} is running (stale pid file {}?)", path.display()));
     }
-    kill(pid, action.signal()).map_err(|e| format!("cannot signal {pid}: {e}"))?;
-    Ok(format!("sent {} to preforkd (pid {pid})", action.signal()))
+    if let Some(state) = action.operator() {
+        let file = prefork_server::agent::write_operator_state(path, state)
+            .map_err(|e| format!("cannot write the agent-check word next to {}: {e}", path.display()))?;
+        return Ok(format!(
+            "preforkd (pid {pid}) answers agent checks as {} from its next check on ({} holds the word; \
+             only with agent_listen set does a balancer ask)",
+            state.name(),
+            file.display()
+        ));
+    }
+    let signal = action.signal().expect("every other action is a signal");
+    kill(pid, signal).map_err(|e| format!("cannot signal {pid}: {e}"))?;
+    Ok(format!("sent {signal} to preforkd (pid {pid})"))
 }

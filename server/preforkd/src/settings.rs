@@ -90,6 +90,10 @@ settings! {
     user: String,
     /// Group the children run as (name or #gid).
     group: String,
+    /// Where the parent answers a load balancer's agent check (HAProxy's agent-check):
+    /// IP:PORT, [IPv6]:PORT or PORT; the answer is "up ready N%" with N the free share of
+    /// max_request_workers, "up drain" or "maint" as the operator says (-k), "drain" in a graceful stop.
+    agent_listen: String,
     /// Directory of files to serve.
     document_root: PathBuf,
     /// Keep connections open between requests: true or false.
@@ -182,6 +186,7 @@ pub fn defaults() -> Vec<(&'static str, String)> {
         ("accept_filter", p.accept_filter.name().into()),
         ("user", "none: the server's own account (nobody when started as root)".into()),
         ("group", "the user's group".into()),
+        ("agent_listen", "none: off".into()),
         ("document_root", "a built-in page".into()),
         ("keep_alive", h.keep_alive.to_string()),
         ("keep_alive_timeout", secs(h.keep_alive_timeout)),
@@ -390,6 +395,7 @@ pub fn resolve(s: &Settings, sources: &Sources, running: Option<&PoolConfig>) ->
         accept_filter: s.accept_filter.clone(),
         user: s.user.clone(),
         group: s.group.clone(),
+        agent_listen: s.agent_listen.clone(),
     };
     let checked = match running {
         Some(r) => r.reload(&raw),
