@@ -24,13 +24,17 @@
 //!            Signal(signal)        ─> platform.signal
 //!            CloseListeners        ─> platform.close_listeners
 //!            DrainListeners        ─> platform.drain_listeners
+//!            StartSuccessor        ─> platform.start_successor ─ Ok(pid) / Err(why) ─> the parent
+//!            StopSuccessor { pid } ─> platform.stop_successor
 //!            Log(line)             ─> platform.log
 //!            Event(event)          ─> platform.event   (Ready, Reloading, Stopping)
 //!            Exit { code }         ─> returned (and kept: exit_code())
 //! ```
 
 use crate::exit::{ExitReason, ExitStatus};
-use crate::parent::{Command, Observation, Parent, ParentAction, ParentEvent, ParentLog, Pid, Signal, Spawn};
+use crate::parent::{
+    Command, Observation, Parent, ParentAction, ParentEvent, ParentLog, Pid, Signal, Spawn, SuccessorReport,
+};
 use crate::scoreboard::SlotTable;
 use crate::time::Time;
 
@@ -63,6 +67,18 @@ pub trait Platform {
     /// queue holds, for the draining children; then the parent's own copies are closed (SPEC.md
     /// §7.5). The sockets close when the last child lets go of them.
     fn drain_listeners(&mut self);
+
+    /// Starts the successor of an upgrade (SPEC.md §7.11): the server's binary again, handed the
+    /// listening sockets; it reports `SuccessorReport::Ready` once it serves. Its pid, or why
+    /// there is none. A platform that cannot upgrade says so.
+    fn start_successor(&mut self) -> Result<Pid, String> {
+        Err("this server cannot upgrade in place".into())
+    }
+
+    /// Stops the successor `pid` (SIGTERM).
+    fn stop_successor(&mut self, pid: Pid) {
+        let _ = pid;
+    }
 
     /// Records what the parent reports ([`ParentLog::level`], [`ParentLog::apache_code`]).
     fn log(&mut self, line: ParentLog);
@@ -133,6 +149,23 @@ impl ParentDriver {
         self.dispatch(now, board, platform)
     }
 
+    /// What the successor of an upgrade did (SPEC.md §7.11): it serves, or it exited (this
+    /// parent reaped it: it is this parent's child, not one of the pool's).
+    pub fn handle_successor<T, P>(
+        &mut self,
+        now: Time,
+        report: SuccessorReport,
+        board: &T,
+        platform: &mut P,
+    ) -> Option<i32>
+    where
+        T: SlotTable + ?Sized,
+        P: Platform + ?Sized,
+    {
+        self.parent.handle_successor(now, report, board);
+        self.dispatch(now, board, platform)
+    }
+
     /// waitpid() reported that `pid` ended with `status`. `reported` is the reason the child left
     /// in its slot record, if the driver keeps one (it labels the log line; SPEC.md §7.3).
     pub fn handle_child_exit<T, P>(
@@ -168,6 +201,11 @@ impl ParentDriver {
                 ParentAction::Signal(signal) => platform.signal(&signal),
                 ParentAction::CloseListeners => platform.close_listeners(),
                 ParentAction::DrainListeners => platform.drain_listeners(),
+                ParentAction::StartSuccessor => {
+                    let started = platform.start_successor();
+                    self.parent.handle_successor_started(now, started);
+                }
+                ParentAction::StopSuccessor { pid } => platform.stop_successor(pid),
                 ParentAction::Log(line) => platform.log(line),
                 ParentAction::Event(event) => platform.event(event),
                 ParentAction::Exit { code } => self.exit = Some(code),
@@ -227,6 +265,17 @@ impl Platform for Recorder {
     }
     fn drain_listeners(&mut self) {
         self.effects.push(ParentAction::DrainListeners);
+    }
+    fn start_successor(&mut self) -> Result<Pid, String> {
+        self.effects.push(ParentAction::StartSuccessor);
+        if self.fail_spawns {
+            return Err("spawning is switched off".into());
+        }
+        self.next_pid += 1;
+        Ok(self.next_pid - 1)
+    }
+    fn stop_successor(&mut self, pid: Pid) {
+        self.effects.push(ParentAction::StopSuccessor { pid });
     }
     fn log(&mut self, line: ParentLog) {
         self.effects.push(ParentAction::Log(line));

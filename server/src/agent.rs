@@ -68,6 +68,14 @@ impl AgentPort {
         Ok(AgentPort { socket, local, operator_file: pid_file.map(operator_file), complained: false })
     }
 
+    /// Serves on an agent-check socket handed over by an old parent (a binary upgrade).
+    pub(crate) fn adopt(fd: std::os::fd::OwnedFd, pid_file: Option<&Path>) -> io::Result<AgentPort> {
+        let socket = Socket::from(fd);
+        socket.set_nonblocking(true)?;
+        let local = socket.local_addr()?.as_socket().ok_or_else(|| io::Error::other("not an inet socket"))?;
+        Ok(AgentPort { socket, local, operator_file: pid_file.map(operator_file), complained: false })
+    }
+
     /// The address bound (the real port when port 0 was asked for).
     pub(crate) fn local(&self) -> SocketAddr {
         self.local
@@ -110,6 +118,12 @@ impl AgentPort {
             let mut discard = [std::mem::MaybeUninit::<u8>::uninit(); 256];
             let _ = conn.recv_with_flags(&mut discard, libc::MSG_DONTWAIT);
         }
+    }
+}
+
+impl std::os::fd::AsRawFd for AgentPort {
+    fn as_raw_fd(&self) -> std::os::fd::RawFd {
+        std::os::fd::AsRawFd::as_raw_fd(&self.socket)
     }
 }
 

@@ -35,6 +35,7 @@
 //! | `supervisor.rs`, `os.rs` | the parent: its logic on a `System` trait, and the real system (fork, signalfd, waitpid) |
 //! | `child.rs` | a child: set-up after fork(), then the core's child loop on epoll, accept4 and the lock |
 //! | [`shm`], [`locks`], [`listeners`] | the scoreboard mapping, the four accept locks, the listening sockets |
+//! | [`upgrade`] | a binary upgrade in place: what the old parent hands its successor |
 //! | [`agent`] | the parent's answer to a load balancer's agent check, and the operator's word for it |
 #![deny(unsafe_op_in_unsafe_fn)]
 #![warn(missing_docs)]
@@ -57,6 +58,7 @@ mod server;
 mod service;
 pub mod shm;
 mod supervisor;
+pub mod upgrade;
 mod view;
 
 pub use listeners::{ListenQueue, Listener};

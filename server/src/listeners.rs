@@ -143,6 +143,12 @@ impl Listener {
         Ok(Listener { configured: local.clone(), local, socket, owned: false })
     }
 
+    /// Makes this process the socket's owner (a unix socket path is removed when it drops) or
+    /// not (a successor of a binary upgrade, or systemd, keeps using the socket).
+    pub(crate) fn set_owned(&mut self, owned: bool) {
+        self.owned = owned;
+    }
+
     /// Was the socket handed over by a service manager (systemd `LISTEN_FDS`), which keeps it
     /// open after this server exits?
     pub fn inherited(&self) -> bool {

@@ -100,5 +100,6 @@ pub(crate) struct Options {
     pub(crate) lock_dir: PathBuf,
     pub(crate) pid_file: Option<PathBuf>,
     pub(crate) inherited: Option<Vec<Listener>>,
+    pub(crate) handoff: Option<crate::upgrade::Handoff>,
     pub(crate) notify: Option<Box<dyn FnMut(Lifecycle)>>,
 }

@@ -43,8 +43,15 @@ use std::sync::atomic::Ordering;
 use std::time::Instant;
 use tracing::{error, info, warn};
 
-const HANDLED: [Signal; 6] =
-    [Signal::SIGCHLD, Signal::SIGUSR1, Signal::SIGHUP, Signal::SIGWINCH, Signal::SIGTERM, Signal::SIGINT];
+const HANDLED: [Signal; 7] = [
+    Signal::SIGCHLD,
+    Signal::SIGUSR1,
+    Signal::SIGUSR2,
+    Signal::SIGHUP,
+    Signal::SIGWINCH,
+    Signal::SIGTERM,
+    Signal::SIGINT,
+];
 
 fn log_at(level: Level, message: &dyn std::fmt::Display) {
     match level {
@@ -84,6 +91,18 @@ pub(crate) struct Os {
     agent: Option<AgentPort>,
     /// The pid file (the operator's word for the balancer lives next to it).
     pid_file: Option<PathBuf>,
+    /// How this program was started: what an upgrade starts again (SPEC.md §7.11).
+    exe: Option<PathBuf>,
+    args: Vec<std::ffi::OsString>,
+    /// The successor of an upgrade under way: its pid, and the pipe it says `ready` on.
+    successor: Option<(u32, Option<OwnedFd>)>,
+    /// How the successor ended, if it did before it was ready (reaped with the children).
+    successor_exit: Option<ExitStatus>,
+    /// The successor is ready: the listeners are its now (a unix path stays; systemd hears
+    /// nothing of this parent's stop).
+    handed_over: bool,
+    /// A successor's pipe to its old parent: `ready` goes there once the pool serves.
+    ready_to: Option<OwnedFd>,
     lock: Option<AcceptLock>,
     /// Locks of earlier configurations, kept until the parent exits (old children may use them).
     retired_locks: Vec<AcceptLock>,
@@ -127,10 +146,18 @@ pub(crate) fn run(mut options: Options) -> Result<i32, ServerError> {
     if let Some(note) = note {
         info!("{note}");
     }
-    let inherited = options.inherited.is_some();
-    let listeners = match options.inherited.take() {
-        Some(l) => l,
-        None => listeners::bind_all(&cfg.listen, cfg.listen_backlog).map_err(ServerError::Bind)?,
+    let mut handoff = options.handoff.take();
+    let inherited = options.inherited.is_some() || handoff.as_ref().is_some_and(|h| h.systemd);
+    let handed = handoff.as_mut().map(|h| std::mem::take(&mut h.listeners));
+    let listeners = match (options.inherited.take(), handed) {
+        (Some(l), _) => l,
+        (None, Some(l)) if inherited => l,
+        // A successor keeps each handed-over socket its configuration still names (nothing
+        // queued there is lost), binds what is new, and lets the rest go.
+        (None, Some(l)) => {
+            listeners::reconcile(l, &cfg.listen, cfg.listen_backlog).map_err(|r| ServerError::Bind(r.error))?.kept
+        }
+        (None, None) => listeners::bind_all(&cfg.listen, cfg.listen_backlog).map_err(ServerError::Bind)?,
     };
     let mut cfg = cfg;
     if inherited {
@@ -138,11 +165,19 @@ pub(crate) fn run(mut options: Options) -> Result<i32, ServerError> {
         cfg.listen = listeners.iter().map(|l| l.configured.clone()).collect();
     }
     set_accept_filter(&listeners, cfg.accept_filter);
-    let agent = cfg
-        .agent_listen
-        .map(|addr| AgentPort::bind(addr, options.pid_file.as_deref()))
-        .transpose()
-        .map_err(ServerError::Agent)?;
+    let handed_agent = handoff.as_mut().and_then(|h| h.agent.take());
+    let agent = match (cfg.agent_listen, handed_agent) {
+        (None, _) => None,
+        (Some(addr), Some(fd)) => {
+            let a = AgentPort::adopt(fd, options.pid_file.as_deref()).map_err(ServerError::Agent)?;
+            if a.local() == addr || addr.port() == 0 && a.local().ip() == addr.ip() {
+                Some(a)
+            } else {
+                Some(AgentPort::bind(addr, options.pid_file.as_deref()).map_err(ServerError::Agent)?)
+            }
+        }
+        (Some(addr), None) => Some(AgentPort::bind(addr, options.pid_file.as_deref()).map_err(ServerError::Agent)?),
+    };
     let pid = nix::unistd::getpid();
     let board = Rc::new(
         Scoreboard::create(cfg.server_limit as usize, pid.as_raw() as u32, unix_ms())
@@ -176,6 +211,12 @@ pub(crate) fn run(mut options: Options) -> Result<i32, ServerError> {
         inherited,
         agent,
         pid_file: options.pid_file.clone(),
+        exe: std::env::current_exe().ok(),
+        args: std::env::args_os().skip(1).collect(),
+        successor: None,
+        successor_exit: None,
+        handed_over: false,
+        ready_to: handoff.map(|h| h.ready),
         lock,
         retired_locks: vec![],
         lock_dir: options.lock_dir,
@@ -190,7 +231,10 @@ pub(crate) fn run(mut options: Options) -> Result<i32, ServerError> {
     };
     let code = Supervisor::start(cfg, board, os, options.reload).run();
     if let Some(path) = &options.pid_file {
-        let _ = std::fs::remove_file(path);
+        // Only our own: after an upgrade the file names the successor.
+        if std::fs::read_to_string(path).is_ok_and(|t| t.trim() == pid.to_string()) {
+            let _ = std::fs::remove_file(path);
+        }
     }
     Ok(code)
 }
@@ -214,6 +258,8 @@ impl Platform for Os {
                 self.children.clear();
                 self.signals = None;
                 self.agent = None;
+                self.successor = None;
+                self.ready_to = None;
                 self.retired_locks.clear();
                 child::run(ChildSetup {
                     board: &self.board,
@@ -275,7 +321,36 @@ impl Platform for Os {
     }
 
     fn close_listeners(&mut self) {
+        if self.handed_over {
+            // The successor serves on these sockets (a unix socket's path stays), and answers
+            // the agent checks.
+            for l in &mut self.listeners {
+                l.set_owned(false);
+            }
+            self.agent = None;
+        }
         self.listeners.clear();
+    }
+
+    fn start_successor(&mut self) -> Result<Pid32, String> {
+        let exe = self.exe.clone().ok_or("the path of this program is unknown")?;
+        let (ready_r, ready_w) = pipe2(OFlag::O_CLOEXEC | OFlag::O_NONBLOCK).map_err(|e| format!("pipe: {e}"))?;
+        let agent = self.agent.as_ref().map(std::os::fd::AsRawFd::as_raw_fd);
+        let pid = self.pid.as_raw() as u32;
+        let child =
+            crate::upgrade::start_successor(&exe, &self.args, pid, &self.listeners, agent, &ready_w, self.inherited)
+                .map_err(|e| format!("{}: {e}", exe.display()))?;
+        drop(ready_w);
+        let successor = child.id();
+        self.successor = Some((successor, Some(ready_r)));
+        self.successor_exit = None;
+        Ok(successor)
+    }
+
+    fn stop_successor(&mut self, pid: Pid32) {
+        if self.successor.as_ref().is_some_and(|(p, _)| *p == pid) {
+            let _ = kill(Pid::from_raw(pid as i32), Signal::SIGTERM);
+        }
     }
 
     fn drain_listeners(&mut self) {
@@ -290,6 +365,11 @@ impl Platform for Os {
     }
 
     fn log(&mut self, line: ParentLog) {
+        if matches!(line, ParentLog::UpgradeReady { .. }) {
+            // The core hands over to the successor now: its `CloseListeners` and `Stopping`
+            // follow, and both must leave the sockets and the service to the successor.
+            self.handed_over = true;
+        }
         let now = self.now();
         for line in self.repeats.admit(now, line) {
             if let ParentLog::Stalled { pid, .. } = line {
@@ -306,7 +386,18 @@ impl Platform for Os {
         {
             f(&self.listeners);
         }
-        if let Some(f) = self.notify.as_mut() {
+        if moment == Lifecycle::Ready
+            && let Some(pipe) = self.ready_to.take()
+        {
+            // A successor whose pool serves: the old parent hands over (SPEC.md §7.11).
+            crate::upgrade::say_ready(pipe);
+        }
+        // After a hand-over the service goes on in the successor: a service manager must not
+        // hear that it stops (the successor has said READY=1 with its MAINPID).
+        let handed_stop = moment == Lifecycle::Stopping && self.handed_over;
+        if let Some(f) = self.notify.as_mut()
+            && !handed_stop
+        {
             f(moment);
         }
     }
@@ -321,6 +412,25 @@ fn write_log(line: &ParentLog) {
 
 /// The core's pid type (the platform's `Pid` is nix's).
 type Pid32 = prefork_core::parent::Pid;
+
+impl Os {
+    /// Reads what the successor wrote on its pipe: whether it said `ready`. At its end of file
+    /// (it exited, or closed the pipe without a word) the pipe is let go; its exit is reaped.
+    fn successor_said_ready(&mut self) -> bool {
+        let Some((_, Some(pipe))) = &self.successor else { return false };
+        let mut buf = [0u8; 16];
+        match nix::unistd::read(pipe, &mut buf) {
+            Ok(n) if n > 0 => buf[..n].starts_with(b"ready"),
+            Err(Errno::EAGAIN | Errno::EINTR) => false,
+            _ => {
+                if let Some((_, pipe)) = &mut self.successor {
+                    *pipe = None;
+                }
+                false
+            }
+        }
+    }
+}
 
 impl System for Os {
     fn sockets_outlive_us(&self) -> bool {
@@ -344,14 +454,23 @@ impl System for Os {
         };
         let signals = self.signals.as_ref().expect("the parent keeps its signalfd");
         let mut fds = vec![PollFd::new(signals.as_fd(), PollFlags::POLLIN)];
-        if let Some(agent) = &self.agent {
+        let agent_at = self.agent.as_ref().map(|agent| {
             fds.push(PollFd::new(agent.as_fd(), PollFlags::POLLIN));
-        }
+            fds.len() - 1
+        });
+        let ready_at = self.successor.as_ref().and_then(|(_, r)| r.as_ref()).map(|r| {
+            fds.push(PollFd::new(r.as_fd(), PollFlags::POLLIN));
+            fds.len() - 1
+        });
         match poll(&mut fds, timeout) {
             Ok(_) | Err(Errno::EINTR) => {}
             Err(e) => error!("poll: {e}"),
         }
-        let agent_waiting = fds.get(1).and_then(PollFd::revents).is_some_and(|r| r.contains(PollFlags::POLLIN));
+        let fired = |at: Option<usize>| {
+            at.and_then(|i| fds[i].revents()).is_some_and(|r| r.intersects(PollFlags::POLLIN | PollFlags::POLLHUP))
+        };
+        let (agent_waiting, successor_spoke) = (fired(agent_at), fired(ready_at));
+        drop(fds);
         let mut notices = vec![];
         while let Ok(Some(info)) = signals.read_signal() {
             let notice = match Signal::try_from(info.ssi_signo as i32) {
@@ -368,6 +487,7 @@ impl System for Os {
                     continue;
                 }
                 Ok(Signal::SIGWINCH) => Notice::GracefulStop,
+                Ok(Signal::SIGUSR2) => Notice::Upgrade,
                 Ok(Signal::SIGTERM | Signal::SIGINT) => Notice::Stop,
                 _ => continue,
             };
@@ -376,7 +496,14 @@ impl System for Os {
         if agent_waiting {
             notices.push(Notice::AgentCheck);
         }
+        if successor_spoke && self.successor_said_ready() {
+            notices.push(Notice::SuccessorReady);
+        }
         notices
+    }
+
+    fn successor_exited(&mut self) -> Option<ExitStatus> {
+        self.successor_exit.take()
     }
 
     fn agent_operator(&mut self) -> OperatorState {
@@ -402,6 +529,12 @@ impl System for Os {
                 }
             };
             let pid = pid.as_raw() as u32;
+            if self.successor.as_ref().is_some_and(|(p, _)| *p == pid) {
+                // The successor of an upgrade is this process's child, not the pool's.
+                self.successor = None;
+                self.successor_exit = Some(status);
+                continue;
+            }
             // What the child says it left for (its slot record; it labels the log line only).
             let reported = self
                 .children

@@ -25,6 +25,7 @@ impl Server {
                 lock_dir: std::env::temp_dir(),
                 pid_file: None,
                 inherited: None,
+                handoff: None,
                 notify: None,
             },
         }
@@ -47,6 +48,15 @@ impl Server {
     /// the configured addresses; they are kept across restarts.
     pub fn listeners(mut self, listeners: Vec<Listener>) -> Server {
         self.options.inherited = Some(listeners);
+        self
+    }
+
+    /// Serves on what an old parent handed over in a binary upgrade ([`crate::upgrade::take_handoff`]):
+    /// its listening sockets (a configured address that one of them has keeps it), its
+    /// agent-check socket, and the pipe on which this server says it is ready, once its pool
+    /// serves; the old parent then hands over and stops gracefully (SPEC.md §7.11).
+    pub fn handoff(mut self, handoff: crate::upgrade::Handoff) -> Server {
+        self.options.handoff = Some(handoff);
         self
     }
 

@@ -24,7 +24,7 @@ use prefork_core::config::{Checked, PoolConfig};
 use prefork_core::driver::{ParentDriver, Platform};
 use prefork_core::exit::{ExitReason, ExitStatus};
 use prefork_core::parent::{
-    Command, Level, Observation, OperatorState, Parent, ParentEvent, ParentLog, Pid, Signal, Spawn,
+    Command, Level, Observation, OperatorState, Parent, ParentEvent, ParentLog, Pid, Signal, Spawn, SuccessorReport,
 };
 use prefork_core::scoreboard::SlotTable;
 use prefork_core::time::Time;
@@ -46,6 +46,10 @@ pub(crate) enum Notice {
     Stop,
     /// A load balancer's agent check is waiting on the agent port (SPEC.md §7.10).
     AgentCheck,
+    /// SIGUSR2: a binary upgrade (SPEC.md §7.11).
+    Upgrade,
+    /// The successor of an upgrade said it serves.
+    SuccessorReady,
 }
 
 /// The parent's side of the operating system: the core's effects ([`Platform`], lifecycle
@@ -79,6 +83,11 @@ pub(crate) trait System: Platform {
     /// Answers the agent checks waiting with `line` (SPEC.md §7.10).
     fn answer_agent_checks(&mut self, line: &str) {
         let _ = line;
+    }
+    /// How the successor of an upgrade ended, if it exited (reaped by [`System::reap`], which
+    /// does not return it: it is not one of the pool's children).
+    fn successor_exited(&mut self) -> Option<ExitStatus> {
+        None
     }
 }
 
@@ -120,6 +129,12 @@ impl<S: System> Platform for Listening<'_, S> {
     }
     fn drain_listeners(&mut self) {
         self.system.drain_listeners();
+    }
+    fn start_successor(&mut self) -> Result<Pid, String> {
+        self.system.start_successor()
+    }
+    fn stop_successor(&mut self, pid: Pid) {
+        self.system.stop_successor(pid);
     }
     fn log(&mut self, line: ParentLog) {
         self.system.log(line);
@@ -181,6 +196,8 @@ impl<S: System> Supervisor<S> {
                     self.answer_agent_checks();
                     None
                 }
+                Notice::Upgrade => self.command(Command::Upgrade),
+                Notice::SuccessorReady => self.successor(SuccessorReport::Ready),
             };
             if exit.is_some() {
                 return exit;
@@ -262,7 +279,16 @@ impl<S: System> Supervisor<S> {
                 return exit;
             }
         }
-        None
+        match self.system.successor_exited() {
+            Some(status) => self.successor(SuccessorReport::Exited(status)),
+            None => None,
+        }
+    }
+
+    /// What the successor of an upgrade did (SPEC.md §7.11).
+    fn successor(&mut self, report: SuccessorReport) -> Option<i32> {
+        let now = self.system.now();
+        self.drive(|driver, board, platform| driver.handle_successor(now, report, board, platform))
     }
 }
 

@@ -702,3 +702,22 @@ impl Drop for Haproxy {
         let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
+
+/// A server the test did not start itself (the successor of an upgrade: its parent, the old
+/// server, has exited): killed by pid, with its children, when dropped.
+pub struct Detached(pub u32);
+
+impl Drop for Detached {
+    fn drop(&mut self) {
+        let children = children_of(self.0);
+        let _ = kill(Pid::from_raw(self.0 as i32), Signal::SIGKILL);
+        for c in children {
+            let _ = kill(Pid::from_raw(c as i32), Signal::SIGKILL);
+        }
+    }
+}
+
+/// The pid a pid file names.
+pub fn pid_in(pid_file: &Path) -> Option<u32> {
+    std::fs::read_to_string(pid_file).ok()?.trim().parse().ok()
+}

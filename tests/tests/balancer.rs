@@ -239,35 +239,49 @@ fn haproxy_sends_new_connections_to_the_backend_with_room() {
 }
 
 /// Issue 24: under keep-alive and connection-close load through HAProxy, a rolling graceful
-/// restart of both backends, then a drained graceful stop of one (`-k drain`, then SIGWINCH):
-/// no request fails.
+/// restart of both backends, a rolling binary upgrade of both (`-k upgrade`: the same binary,
+/// started again on the same sockets), then a drained graceful stop of one (`-k drain`, then
+/// `-k graceful-stop`): no request fails.
 #[test]
-fn haproxy_loses_nothing_in_a_rolling_graceful_restart_and_a_drained_stop() {
+fn haproxy_loses_nothing_in_a_rolling_restart_a_rolling_upgrade_and_a_drained_stop() {
     let _s = serial();
     let Some(mut f) = farm(&["--start-servers", "4", "--min-spare-servers", "2", "--max-spare-servers", "8"]) else {
         return;
     };
     let keep = Load::start(&[f.frontend], 4, Mode::KeepAlive, "/who.txt");
     let close = Load::start(&[f.frontend], 4, Mode::Close, "/who.txt");
-    assert!(keep.progresses(200, Duration::from_secs(10)) && close.progresses(200, Duration::from_secs(10)));
+    let progresses = || keep.progresses(200, Duration::from_secs(10)) && close.progresses(200, Duration::from_secs(10));
+    assert!(progresses());
     for b in &f.backends {
         let before = b.generation();
         b.signal(Signal::SIGUSR1);
         assert!(wait_until(Duration::from_secs(5), || b.generation() == before + 1));
-        assert!(keep.progresses(200, Duration::from_secs(10)) && close.progresses(200, Duration::from_secs(10)));
+        assert!(progresses());
     }
     let restarted = keep.ok() + close.ok();
+    let mut successors = vec![];
+    for (b, pid_file) in f.backends.iter_mut().zip(&f.pid_files) {
+        let (code, msg) = k("upgrade", pid_file);
+        assert_eq!(code, 0, "{msg}");
+        assert!(wait_until(Duration::from_secs(10), || pid_in(pid_file).is_some_and(|p| p != b.pid)), "{}", b.stderr());
+        successors.push(Detached(pid_in(pid_file).unwrap()));
+        assert_eq!(b.wait(Duration::from_secs(10)).map(|s| s.code()), Some(Some(0)), "{}", b.stderr());
+        assert!(progresses());
+    }
+    let upgraded = keep.ok() + close.ok();
     let (code, msg) = k("drain", &f.pid_files[0]);
     assert_eq!(code, 0, "{msg}");
     std::thread::sleep(Duration::from_secs(1)); // HAProxy hears "up drain" within 200 ms
-    let a = &mut f.backends[0];
-    a.signal(Signal::SIGWINCH);
-    assert_eq!(a.wait(Duration::from_secs(15)).map(|s| s.code()), Some(Some(0)));
-    assert!(keep.progresses(200, Duration::from_secs(10)) && close.progresses(200, Duration::from_secs(10)));
+    let (code, msg) = k("graceful-stop", &f.pid_files[0]);
+    assert_eq!(code, 0, "{msg}");
+    let stopped = successors[0].0;
+    assert!(wait_until(Duration::from_secs(15), || !alive(stopped)), "the drained server stops");
+    assert!(progresses());
     let (k_, c) = (keep.stop(), close.stop());
     let failures: Vec<&Failure> = k_.failures.iter().chain(&c.failures).collect();
     eprintln!(
-        "RESULT balancer-rolling: requests {} (after both restarts {restarted}), failed {}, refused {}",
+        "RESULT balancer-rolling: requests {} (after both restarts {restarted}, after both upgrades {upgraded}), failed {}, \
+         refused {}",
         k_.ok + c.ok,
         failures.len(),
         k_.refused + c.refused

@@ -145,6 +145,30 @@ pub enum ParentLog {
         /// The state written.
         wrote: SlotState,
     },
+    /// An upgrade started its successor (SPEC.md §7.11).
+    UpgradeStarted {
+        /// The successor.
+        pid: Pid,
+    },
+    /// The successor serves: this parent hands over and stops gracefully.
+    UpgradeReady {
+        /// The successor.
+        pid: Pid,
+    },
+    /// An upgrade failed; this parent serves on as before.
+    UpgradeFailed {
+        /// The successor, if one was started.
+        pid: Option<Pid>,
+        /// What went wrong.
+        why: String,
+    },
+    /// An upgrade asked for while one is under way, or while the server is not running.
+    UpgradeIgnored {
+        /// The successor already starting.
+        pending: Option<Pid>,
+        /// The phase.
+        phase: Phase,
+    },
     /// A command that does not apply in this phase.
     CommandIgnored {
         /// The command.
@@ -202,11 +226,13 @@ impl ParentLog {
             | ParentLog::CrashLoop { .. }
             | ParentLog::SlotRepaired { .. }
             | ParentLog::SlotDamagedAgain { .. }
+            | ParentLog::UpgradeFailed { .. }
             | ParentLog::StillRunning { sending: KillSignal::Kill, .. } => Level::Error,
             ParentLog::StillRunning { .. }
             | ParentLog::LongLostChild { .. }
             | ParentLog::GracefulStopTimedOut { .. }
             | ParentLog::CommandIgnored { .. }
+            | ParentLog::UpgradeIgnored { .. }
             | ParentLog::Repeated { .. }
             | ParentLog::ConfigAdjusted(_) => Level::Warn,
             ParentLog::ChildExited { cause, .. } => match cause {
@@ -393,6 +419,27 @@ impl fmt::Display for ParentLog {
             ),
             ParentLog::CommandIgnored { command, phase } => {
                 write!(f, "{command} ignored: the server is in phase {phase:?}")
+            }
+            ParentLog::UpgradeStarted { pid } => {
+                write!(
+                    f,
+                    "upgrade: started the new server (pid {pid}) on the listening sockets; serving on until it is ready"
+                )
+            }
+            ParentLog::UpgradeReady { pid } => {
+                write!(f, "upgrade: the new server (pid {pid}) is ready; this one hands over and stops gracefully")
+            }
+            ParentLog::UpgradeFailed { pid: Some(pid), why } => {
+                write!(f, "upgrade failed: {why} (pid {pid}); still serving with this binary")
+            }
+            ParentLog::UpgradeFailed { pid: None, why } => {
+                write!(f, "upgrade failed: cannot start the new server: {why}; still serving with this binary")
+            }
+            ParentLog::UpgradeIgnored { pending: Some(pid), .. } => {
+                write!(f, "upgrade ignored: the new server (pid {pid}) is still starting")
+            }
+            ParentLog::UpgradeIgnored { pending: None, phase } => {
+                write!(f, "upgrade ignored: the server is in phase {phase:?}")
             }
             ParentLog::ConfigAdjusted(w) => write!(f, "restart configuration: {}: {}", w.key, w.message),
             ParentLog::Repeated { kind, held, over } => write!(

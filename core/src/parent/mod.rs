@@ -43,6 +43,7 @@ mod lifecycle;
 mod log;
 mod reclaim;
 mod repair;
+mod upgrade;
 mod watchdog;
 
 pub use agent::{AgentAnswer, OperatorState};
@@ -51,6 +52,7 @@ pub use brake::{CRASH_LOOP_MAX_PAUSE, CRASH_LOOP_THRESHOLD, EARLY_EXIT_WINDOW, F
 pub use lifecycle::{LifecycleError, LifecycleOrder, ParentEvent};
 pub use log::{Level, ParentLog, REPEAT_BURST, REPEAT_WINDOW, RepeatFilter};
 pub use reclaim::{RECLAIM_SCHEDULE, ReclaimStep};
+pub use upgrade::{SuccessorReport, UPGRADE_TIMEOUT};
 use watchdog::SlotWatch;
 pub use watchdog::{Observation, QueueDepth};
 
@@ -89,6 +91,9 @@ pub enum Command {
     HandOver,
     /// SIGTERM / SIGINT: stop every child (TERM escalation) and exit.
     Stop,
+    /// SIGUSR2 (`-k upgrade`): start the new binary on the same listening sockets, and hand over
+    /// to it once it serves (SPEC.md §7.11).
+    Upgrade,
 }
 
 impl Command {
@@ -98,6 +103,7 @@ impl Command {
             Command::HardRestart(_) => "restart",
             Command::GracefulStop => "graceful stop",
             Command::HandOver => "hand-over",
+            Command::Upgrade => "upgrade",
             Command::Stop => "stop",
         }
     }
@@ -168,6 +174,14 @@ pub enum ParentAction {
     Signal(Signal),
     /// Close every listening socket (stops only; restarts keep them).
     CloseListeners,
+    /// Start the successor: the server's binary again, on the same listening sockets (an
+    /// upgrade, SPEC.md §7.11). The driver answers at once with its pid or why there is none.
+    StartSuccessor,
+    /// Stop the successor `pid` (SIGTERM): it was not ready in time.
+    StopSuccessor {
+        /// The successor.
+        pid: Pid,
+    },
     /// A graceful stop: take no new connection on any listening socket, but leave what the
     /// listen queues hold for the children, which drain them before they leave (SPEC.md §7.5);
     /// then close the parent's own copies. The sockets close when the last child lets go.
@@ -338,6 +352,8 @@ pub struct Parent {
     /// The next look at the accept queues between ticks (`spawn_mode = "demand"`).
     next_look: Time,
     actions: VecDeque<ParentAction>,
+    /// The successor of an upgrade under way (SPEC.md §7.11).
+    successor: Option<upgrade::Successor>,
     stats: ParentStats,
     bugs: crate::seeded::BugSwitch,
 }
@@ -359,6 +375,7 @@ impl Parent {
             next_tick: Time::ZERO,
             next_look: Time::ZERO,
             actions: VecDeque::new(),
+            successor: None,
             stats: ParentStats { last_kills: vec![None; slots], ..ParentStats::default() },
             bugs: crate::seeded::BugSwitch::default(),
         }
@@ -445,9 +462,10 @@ impl Parent {
         let earliest = |a: Option<Time>, b: Option<Time>| a.into_iter().chain(b).min();
         match &self.stage {
             Stage::New | Stage::Exited => None,
-            Stage::Running => {
-                earliest(earliest(Some(self.next_tick), self.looks().then_some(self.next_look)), self.watch_deadline())
-            }
+            Stage::Running => earliest(
+                earliest(earliest(Some(self.next_tick), self.looks().then_some(self.next_look)), self.watch_deadline()),
+                self.successor_deadline(),
+            ),
             Stage::Reclaiming { started, step, .. } => RECLAIM_SCHEDULE.get(*step).map(|(d, _)| *started + *d),
             // While draining, the ticks go on (the board is checked and the directives re-asserted:
             // a scribble must not keep a child from leaving), and the request deadline is watched.
@@ -725,6 +743,9 @@ impl Parent {
     pub(crate) fn handle_command<T: SlotTable + ?Sized>(&mut self, now: Time, command: Command, board: &T) {
         self.seam_publish(board);
         let name = command.name();
+        if matches!(command, Command::Stop | Command::GracefulStop | Command::HandOver) {
+            self.cancel_successor("a stop came first");
+        }
         match (&mut self.stage, command) {
             (Stage::Running, Command::GracefulRestart(cfg)) => {
                 self.apply_config(*cfg);
@@ -781,6 +802,7 @@ impl Parent {
                 self.announce(ParentEvent::Stopping { graceful: false });
                 self.log(ParentLog::Stopping);
             }
+            (_, Command::Upgrade) => self.begin_upgrade(),
             _ => {
                 let phase = self.phase();
                 self.log(ParentLog::CommandIgnored { command: name, phase });
@@ -794,6 +816,9 @@ impl Parent {
     /// holder as the kernel knows it): the watchdog's evidence (SPEC.md §7.8).
     pub(crate) fn handle_timeout<T: SlotTable + ?Sized>(&mut self, now: Time, board: &T, observed: &Observation) {
         self.seam_publish(board);
+        if self.stage == Stage::Running {
+            self.check_successor(now);
+        }
         match &self.stage {
             Stage::Running => {
                 if now >= self.next_tick {

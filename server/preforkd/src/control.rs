@@ -1,4 +1,4 @@
-//! `preforkd -k graceful|restart|graceful-stop|stop`: signal the running server through its pid
+//! `preforkd -k graceful|restart|graceful-stop|stop|upgrade`: signal the running server through its pid
 //! file, as `apachectl -k` (the configuration is validated first, by the caller).
 //! `preforkd -k ready|drain|maint`: the operator's word for a load balancer's agent check
 //! (SPEC.md §7.10), kept next to the pid file and read by the server at every check.
@@ -15,10 +15,13 @@ pub enum Action {
     Graceful,
     /// SIGHUP: stop every child, start afresh with the new configuration.
     Restart,
-    /// SIGWINCH: stop accepting, let children finish, exit.
+    /// SIGWINCH: take no new connection, answer what is in hand and queued, exit.
     GracefulStop,
     /// SIGTERM: stop now.
     Stop,
+    /// SIGUSR2: start the new binary on the same listening sockets; once it serves, the old one
+    /// stops gracefully (if it cannot start, the old one serves on and logs why).
+    Upgrade,
     /// Agent check: in the balancer's farm, weighted by free capacity (the default).
     Ready,
     /// Agent check: no new connections from the balancer; those held go on.
@@ -34,6 +37,7 @@ impl Action {
             Action::Restart => Some(Signal::SIGHUP),
             Action::GracefulStop => Some(Signal::SIGWINCH),
             Action::Stop => Some(Signal::SIGTERM),
+            Action::Upgrade => Some(Signal::SIGUSR2),
             Action::Ready | Action::Drain | Action::Maint => None,
         }
     }

@@ -22,7 +22,8 @@ struct Cli {
     /// TOML configuration file (Apache's directives in snake_case); re-read on every restart.
     #[arg(short = 'f', long = "config", value_name = "FILE")]
     config: Option<PathBuf>,
-    /// Validate the configuration, then signal the running server through pid_file.
+    /// Validate the configuration, then act on the running server through pid_file (a signal, or
+    /// the word its agent check answers).
     #[arg(short = 'k', value_enum, value_name = "ACTION")]
     signal: Option<Action>,
     /// Check the configuration and exit (like `apachectl configtest`).
@@ -58,7 +59,8 @@ fn command() -> clap::Command {
         "A preforking HTTP/1.1 static-file server with Apache's MPM prefork process model.\n\n\
          With no arguments it serves a built-in page on {} in the foreground.\n\
          Every setting is a key of the TOML file (--config) and a flag; flags override the file.\n\n\
-         Signals: SIGUSR1 graceful restart, SIGHUP restart, SIGWINCH graceful stop, SIGTERM/SIGINT stop.\n\
+         Signals: SIGUSR1 graceful restart, SIGHUP restart, SIGWINCH graceful stop, SIGTERM/SIGINT stop,\n\
+         SIGUSR2 upgrade (the new binary starts on the same sockets; then the old one stops gracefully).\n\
          Status: {} (?auto, ?json) and {}, from {} by default (status_allow),\n\
          never to requests forwarded by a proxy or on proxied_listen (unless on status_listen).\n\n\
          Example configuration with every key: contrib/preforkd.toml; docs/configuration.md explains them.",
@@ -117,6 +119,7 @@ fn main() {
     if inherited.is_some() && names_listeners(&resolved.http) {
         fail(vec![NO_STATUS_LISTEN.to_string()]);
     }
+    let handoff = prefork_server::upgrade::take_handoff().unwrap_or_else(|e| fail(vec![format!("upgrade: {e}")]));
     let activated = inherited.is_some();
 
     let (config_path, cli_settings) = (cli.config.clone(), cli.settings.clone());
@@ -153,6 +156,10 @@ fn main() {
     if let Some(listeners) = inherited {
         info!("socket activation: serving on {} inherited socket(s); listen is ignored", listeners.len());
         server = server.listeners(listeners);
+    }
+    if let Some(h) = handoff {
+        info!("upgrade: serving on {} listening socket(s) handed over by the old server", h.listeners());
+        server = server.handoff(h);
     }
     match server.run() {
         Ok(code) => std::process::exit(code),

@@ -37,7 +37,7 @@ pub fn listen_fds() -> io::Result<Option<Vec<Listener>>> {
 
 /// Closes every descriptor above standard error that this process inherited from whoever started
 /// it, except the sockets systemd passes for socket activation (`LISTEN_FDS`, when `LISTEN_PID`
-/// is this process). Call first thing, before anything is opened: what a launcher leaks (a shell's
+/// is this process) and what an old parent hands over in an upgrade. Call first thing, before anything is opened: what a launcher leaks (a shell's
 /// pipes, a supervisor's files) would otherwise be held by every child too (SPEC.md §14.3: a child
 /// holds only what it needs). Returns the descriptors closed.
 pub fn close_inherited_descriptors() -> Vec<i32> {
@@ -45,13 +45,15 @@ pub fn close_inherited_descriptors() -> Vec<i32> {
     let passed =
         if ours { std::env::var("LISTEN_FDS").ok().and_then(|n| n.parse::<i32>().ok()).unwrap_or(0) } else { 0 };
     let keep = FIRST_FD..FIRST_FD + passed.max(0);
+    // What an old parent hands its successor in a binary upgrade (SPEC.md §7.11).
+    let handed = prefork_server::upgrade::handed_fds();
     let open: Vec<i32> = match std::fs::read_dir("/proc/self/fd") {
         Ok(dir) => dir.flatten().filter_map(|e| e.file_name().to_str()?.parse().ok()).collect(),
         Err(_) => return vec![],
     };
     // The directory's own descriptor was in the listing and is closed now: closing it fails.
     open.into_iter()
-        .filter(|&fd| fd > 2 && !keep.contains(&fd))
+        .filter(|&fd| fd > 2 && !keep.contains(&fd) && !handed.contains(&fd))
         // SAFETY: nothing in this process owns these descriptors yet (called before anything is
         // opened); closing one that is not open fails harmlessly.
         .filter(|&fd| unsafe { libc::close(fd) } == 0)
