@@ -18,6 +18,15 @@ fn k(bin: &Path, action: &str, pid_file: &Path) -> (i32, String) {
     (out.status.code().unwrap_or(-1), String::from_utf8_lossy(&out.stderr).into_owned())
 }
 
+/// preforkd started from `bin` (the test's own copy) with `args`.
+fn start_from(bin: &Path, args: &[&str]) -> Preforkd {
+    Preforkd::start_with(args, |_, all| {
+        let mut c = Command::new(bin);
+        c.args(all);
+        c
+    })
+}
+
 /// A copy of preforkd the test can replace, as an operator installs a new binary.
 fn own_binary(dir: &Path) -> PathBuf {
     let bin = dir.join("preforkd");
@@ -41,13 +50,9 @@ fn an_upgrade_under_load_hands_the_sockets_over_and_loses_nothing() {
     let dir = tempdir("upgrade");
     let bin = own_binary(&dir);
     let pid_file = dir.join("preforkd.pid");
-    let mut old = Preforkd::start_with(
+    let mut old = start_from(
+        &bin,
         &["--pid-file", pid_file.to_str().unwrap(), "--agent-listen", "127.0.0.1:0", "--start-servers", "4"],
-        |_, args| {
-            let mut c = Command::new(&bin);
-            c.args(args);
-            c
-        },
     );
     let agent = old.agent_addr().unwrap();
     let keep = Load::start(&old.addrs, 4, Mode::KeepAlive, "/");
@@ -100,11 +105,7 @@ fn an_upgrade_whose_new_binary_fails_leaves_the_old_server_serving() {
     let dir = tempdir("upgrade-fails");
     let bin = own_binary(&dir);
     let pid_file = dir.join("preforkd.pid");
-    let mut old = Preforkd::start_with(&["--pid-file", pid_file.to_str().unwrap()], |_, args| {
-        let mut c = Command::new(&bin);
-        c.args(args);
-        c
-    });
+    let mut old = start_from(&bin, &["--pid-file", pid_file.to_str().unwrap()]);
     let good = std::fs::read(&bin).unwrap();
     install(&dir, b"#!/bin/sh\necho 'broken build' >&2\nexit 3\n", 0o755);
     let load = Load::start(&old.addrs, 4, Mode::KeepAlive, "/");
