@@ -194,12 +194,20 @@ mod tests {
             if why.contains("exited with code 1"))));
         assert_eq!(o.driver.parent().phase(), Phase::Running);
         assert!(o.report(300, SuccessorReport::Ready).is_empty(), "nothing pending: a late report changes nothing");
-        assert_eq!(o.command(400, Command::Upgrade)[0], ParentAction::StartSuccessor, "a new try is allowed");
-        let late = Time::from_millis(400) + UPGRADE_TIMEOUT;
+        // At 450 ms: off the grid of ticks and looks, so only the upgrade's own deadline is due then.
+        assert_eq!(o.command(450, Command::Upgrade)[0], ParentAction::StartSuccessor, "a new try is allowed");
+        let late = Time::from_millis(450) + UPGRADE_TIMEOUT;
         let mut effects = vec![];
         while o.driver.poll_timeout().is_some_and(|t| t <= late) {
             let t = o.driver.poll_timeout().unwrap();
-            effects.extend(o.timeout(t.as_millis()));
+            let now = o.timeout(t.as_millis());
+            let stopped = now.contains(&ParentAction::StopSuccessor { pid: 103 });
+            assert_eq!(
+                stopped,
+                t == late,
+                "given up exactly at its deadline (a timeout of its own), not before: {t:?}"
+            );
+            effects.extend(now);
         }
         assert!(effects.contains(&ParentAction::StopSuccessor { pid: 103 }), "{effects:?}");
         assert!(Old::logged(&effects, |l| matches!(l, ParentLog::UpgradeFailed { pid: Some(103), .. })));
