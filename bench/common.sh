@@ -101,6 +101,38 @@ start_preforkd() { # port [extra flags...] -> sets PREFORKD_PID
     wait_serving "$port"
 }
 
+NGINX_PID=""
+start_nginx() { # port -> sets NGINX_PID
+    local port=$1 dir="$WORK/nginx-$1"
+    mkdir -p "$dir"
+    # What a user would write for a static site on this box (Debian's defaults, plus the usual
+    # static-file switches); keep-alive as for the others.
+    cat >"$dir/nginx.conf" <<EOF
+user nobody nogroup;
+worker_processes auto;
+pid $dir/nginx.pid;
+error_log $dir/error.log warn;
+events { worker_connections 4096; }
+http {
+    include /etc/nginx/mime.types;
+    default_type application/octet-stream;
+    sendfile on;
+    tcp_nopush on;
+    keepalive_timeout 5;
+    keepalive_requests 100;
+    access_log $dir/access.log combined;
+    server {
+        listen 127.0.0.1:$port;
+        root $WORK/docs;
+    }
+}
+EOF
+    /usr/sbin/nginx -e "$dir/error.log" -p "$dir" -c "$dir/nginx.conf" -g 'daemon off;' >"$dir/stdout" 2>&1 &
+    NGINX_PID=$!
+    PIDS+=("$NGINX_PID")
+    wait_serving "$port"
+}
+
 stop() { # pid
     kill -TERM "$1" 2>/dev/null || true
     for _ in $(seq 1 100); do

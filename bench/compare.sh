@@ -84,38 +84,6 @@ chmod -R a+rX "$WORK/docs"
 
 children_of() { cat "/proc/$1/task/$1/children" 2>/dev/null | wc -w; }
 
-NGINX_PID=""
-start_nginx() { # port -> sets NGINX_PID
-    local port=$1 dir="$WORK/nginx-$1"
-    mkdir -p "$dir"
-    # What a user would write for a static site on this box (Debian's defaults, plus the usual
-    # static-file switches); keep-alive as for the others.
-    cat >"$dir/nginx.conf" <<EOF
-user nobody nogroup;
-worker_processes auto;
-pid $dir/nginx.pid;
-error_log $dir/error.log warn;
-events { worker_connections 4096; }
-http {
-    include /etc/nginx/mime.types;
-    default_type application/octet-stream;
-    sendfile on;
-    tcp_nopush on;
-    keepalive_timeout 5;
-    keepalive_requests 100;
-    access_log $dir/access.log combined;
-    server {
-        listen 127.0.0.1:$port;
-        root $WORK/docs;
-    }
-}
-EOF
-    /usr/sbin/nginx -e "$dir/error.log" -p "$dir" -c "$dir/nginx.conf" -g 'daemon off;' >"$dir/stdout" 2>&1 &
-    NGINX_PID=$!
-    PIDS+=("$NGINX_PID")
-    wait_serving "$port"
-}
-
 BARE_PID=""
 start_bare() { # port
     "$BARE" "127.0.0.1:$1" 8 >"$WORK/bare.log" 2>&1 &
