@@ -242,14 +242,21 @@ impl Recorder {
     }
 }
 
-impl Platform for Recorder {
-    fn spawn(&mut self, spawn: &Spawn) -> Result<Pid, String> {
-        self.effects.push(ParentAction::Spawn(*spawn));
+impl Recorder {
+    /// The pid a fork gets (a child's or a successor's), unless forks are switched off.
+    fn fork(&mut self) -> Result<Pid, String> {
         if self.fail_spawns {
             return Err("spawning is switched off".into());
         }
         self.next_pid += 1;
         Ok(self.next_pid - 1)
+    }
+}
+
+impl Platform for Recorder {
+    fn spawn(&mut self, spawn: &Spawn) -> Result<Pid, String> {
+        self.effects.push(ParentAction::Spawn(*spawn));
+        self.fork()
     }
     fn wake(&mut self, slot: usize, pid: Pid) {
         self.effects.push(ParentAction::Wake { slot, pid });
@@ -268,11 +275,7 @@ impl Platform for Recorder {
     }
     fn start_successor(&mut self) -> Result<Pid, String> {
         self.effects.push(ParentAction::StartSuccessor);
-        if self.fail_spawns {
-            return Err("spawning is switched off".into());
-        }
-        self.next_pid += 1;
-        Ok(self.next_pid - 1)
+        self.fork()
     }
     fn stop_successor(&mut self, pid: Pid) {
         self.effects.push(ParentAction::StopSuccessor { pid });

@@ -740,22 +740,17 @@ impl PoolConfig {
         );
         let user = v.account("user", &raw.user);
         let group = v.account("group", &raw.group);
-        let agent_listen = raw.agent_listen.as_ref().and_then(|given| {
-            let allowed = "IP:PORT, [IPv6]:PORT or PORT (HAProxy's agent check connects over TCP), an address \
-                           that no listen entry uses";
-            let invalid = |v: &mut Validator| {
+        let agent_listen = raw.agent_listen.as_ref().and_then(|given| match given.parse::<ListenAddr>() {
+            Ok(ListenAddr::Tcp(a)) if !listen.contains(&ListenAddr::Tcp(a)) || a.port() == 0 => Some(a),
+            _ => {
                 v.errors.push(ConfigError::InvalidValue {
                     key: "agent_listen",
                     given: given.clone(),
-                    allowed: allowed.into(),
-                })
-            };
-            match given.parse::<ListenAddr>() {
-                Ok(ListenAddr::Tcp(a)) if !listen.contains(&ListenAddr::Tcp(a)) || a.port() == 0 => Some(a),
-                _ => {
-                    invalid(&mut v);
-                    None
-                }
+                    allowed: "IP:PORT, [IPv6]:PORT or PORT (HAProxy's agent check connects over TCP), an address \
+                              that no listen entry uses"
+                        .into(),
+                });
+                None
             }
         });
 

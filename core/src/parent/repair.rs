@@ -84,42 +84,51 @@ impl Parent {
         SlotWord { state: SlotState::Dead, incarnation: self.incarnations[slot], generation: 0 }
     }
 
-    /// What the parent believes each slot holds (as [`Parent::checked_view`] judges it), without
-    /// repairing, counting or logging anything: for a query (the agent check, SPEC.md §7.10).
+    /// The board as the parent believes it: every slot judged against the records ([`judge`]),
+    /// the running generation from the parent's memory, a damaged slot read as the word its
+    /// records give. Repairs, counts and logs nothing: the looks between ticks and queries (the
+    /// agent check, SPEC.md §7.10) use it as it is; the next tick repairs ([`Parent::checked_view`]).
     pub(super) fn believed_view<T: SlotTable + ?Sized>(&self, board: &T) -> ScoreboardView {
         let slots = self.slots(board);
         let mut view = ScoreboardView { generation: self.generation, slots: Vec::with_capacity(slots) };
         for slot in 0..slots {
-            let raw = board.slot_word(slot).load(Ordering::Acquire);
-            view.slots.push(Ok(match judge(self.children[slot].as_ref(), self.empty_word(slot), raw) {
-                Verdict::Fine(w) | Verdict::Damaged { repair: w, .. } => w,
+            view.slots.push(Ok(match self.judge_slot(board, slot) {
+                Verdict::Fine(w) => w,
+                Verdict::Damaged { problem, repair: word } => {
+                    self.seam_damaged_slot(problem);
+                    word
+                }
             }));
         }
         view
     }
 
-    /// The board as the parent believes it: every slot judged against the records ([`judge`]),
-    /// the running generation from the parent's memory. With `repair` (maintenance ticks, start
-    /// and restart), every damaged slot is written back and logged, its child told to leave, or
-    /// killed if it was damaged at an earlier check; without it (the looks between ticks) the
-    /// view only believes the records, and the next tick repairs.
+    fn judge_slot<T: SlotTable + ?Sized>(&self, board: &T, slot: usize) -> Verdict {
+        let raw = board.slot_word(slot).load(Ordering::Acquire);
+        judge(self.children[slot].as_ref(), self.empty_word(slot), raw)
+    }
+
+    /// [`Parent::believed_view`], and with `repair` (maintenance ticks, start and restart) every
+    /// damaged slot is written back and logged, its child told to leave, or killed if it was
+    /// damaged at an earlier check; without it (the looks between ticks) the view only believes
+    /// the records, and the next tick repairs.
     pub(super) fn checked_view<T: SlotTable + ?Sized>(&mut self, board: &T, repair: bool) -> ScoreboardView {
+        if !repair {
+            return self.believed_view(board);
+        }
         let slots = self.slots(board);
         let mut view = ScoreboardView { generation: self.generation, slots: Vec::with_capacity(slots) };
         for slot in 0..slots {
-            let raw = board.slot_word(slot).load(Ordering::Acquire);
-            if repair && let Ok(cell) = board.slot(slot) {
+            if let Ok(cell) = board.slot(slot) {
                 // Re-assert the pid the parent publishes (status pages read it; nothing else does).
                 cell.publish_pid(self.children[slot].and_then(|c| c.pid).unwrap_or(0));
             }
-            match judge(self.children[slot].as_ref(), self.empty_word(slot), raw) {
+            match self.judge_slot(board, slot) {
                 Verdict::Fine(w) => view.slots.push(Ok(w)),
                 Verdict::Damaged { problem, repair: word } => {
                     self.seam_damaged_slot(problem);
                     view.slots.push(Ok(word));
-                    if repair {
-                        self.repair_slot(board, slot, problem, word);
-                    }
+                    self.repair_slot(board, slot, problem, word);
                 }
             }
         }
