@@ -144,3 +144,16 @@ stop() { # pid
     wait "$1" 2>/dev/null || true
 }
 
+
+# A work directory in $WORK (world-readable: the workers run as nobody) with docs/1k.html, settled
+# an hour ago; at exit every server in PIDS is killed, with its children, and the directory removed.
+make_work() { # name
+    WORK=$(mktemp -d "/tmp/prefork-$1.XXXXXX")
+    chmod 755 "$WORK"
+    PIDS=()
+    trap 'for p in "${PIDS[@]}"; do pkill -KILL -P "$p" 2>/dev/null || true; kill -KILL "$p" 2>/dev/null || true; done; rm -rf "$WORK"' EXIT
+    mkdir -p "$WORK/docs"
+    head -c 1024 /dev/zero | tr '\0' x >"$WORK/docs/1k.html"
+    touch -d '1 hour ago' "$WORK/docs/1k.html"
+    chmod -R a+rX "$WORK/docs"
+}

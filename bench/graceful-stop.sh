@@ -25,14 +25,7 @@ command -v wrk >/dev/null && [ -x /usr/sbin/apache2 ] || { echo "graceful-stop: 
 
 cargo build -q --release -p preforkd --bin preforkd
 CURRENT=$PWD/target/release/preforkd
-WORK=$(mktemp -d /tmp/prefork-gstop.XXXXXX)
-chmod 755 "$WORK"
-PIDS=()
-trap 'for p in "${PIDS[@]}"; do kill -KILL "$p" 2>/dev/null || true; done; rm -rf "$WORK"' EXIT
-mkdir -p "$WORK/docs"
-head -c 1024 /dev/zero | tr '\0' x >"$WORK/docs/1k.html"
-touch -d '1 hour ago' "$WORK/docs/1k.html"
-chmod -R a+rX "$WORK/docs"
+make_work gstop
 
 one_round() { # server -> "requests read connect write timeout seconds-to-exit"
     local server=$1 port pid

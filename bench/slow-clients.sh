@@ -21,14 +21,7 @@ for tool in curl python3 wrk; do command -v "$tool" >/dev/null || { echo "slow-c
 
 cargo build -q --release -p preforkd --bin preforkd
 PREFORKD=$PWD/target/release/preforkd
-WORK=$(mktemp -d /tmp/prefork-slow.XXXXXX)
-chmod 755 "$WORK"
-PIDS=()
-trap 'for p in "${PIDS[@]}"; do pkill -KILL -P "$p" 2>/dev/null || true; kill -KILL "$p" 2>/dev/null || true; done; rm -rf "$WORK"' EXIT
-mkdir -p "$WORK/docs"
-head -c 1024 /dev/zero | tr '\0' x >"$WORK/docs/1k.html"
-touch -d '1 hour ago' "$WORK/docs/1k.html"
-chmod -R a+rX "$WORK/docs"
+make_work slow
 
 echo "slow clients against 64 workers, legitimate GET every 0.5 s for ${SECS}s (5 s timeout)"
 printf '%-9s %-6s %6s %9s %8s %8s %10s\n' server mode slow answered p50-ms p99-ms slow-open

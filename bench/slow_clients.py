@@ -20,8 +20,9 @@ HOST = "127.0.0.1"
 CONNECTED = [0]
 
 
-async def slow_head(port, stop):
-    """Trickles a request head, a header line every 3 s; reconnects when the server closes."""
+async def reconnecting(port, stop, behave):
+    """A slow connection as an attacker's: `behave(reader, writer)` until the server closes it,
+    then connect again, until `stop`."""
     while not stop.is_set():
         try:
             r, w = await asyncio.open_connection(HOST, port)
@@ -30,47 +31,46 @@ async def slow_head(port, stop):
             continue
         CONNECTED[0] += 1
         try:
-            w.write(b"GET /1k.html HTTP/1.1\r\nHost: slow\r\n")
-            await w.drain()
-            i = 0
-            while not stop.is_set():
-                closed = asyncio.create_task(r.read(65536))
-                done, _ = await asyncio.wait({closed}, timeout=3)
-                if done:
-                    break  # answered (408) or closed: come back
-                closed.cancel()
-                i += 1
-                w.write(b"X-Slow-%d: %d\r\n" % (i, i))
-                await w.drain()
-        except (OSError, asyncio.IncompleteReadError):
-            pass
-        finally:
-            CONNECTED[0] -= 1
-            w.close()
-        await asyncio.sleep(0.1)
-
-
-async def idle_keepalive(port, stop):
-    """Sends one request, reads its answer, then stays silent; reconnects when the server closes."""
-    while not stop.is_set():
-        try:
-            r, w = await asyncio.open_connection(HOST, port)
-        except OSError:
-            await asyncio.sleep(0.1)
-            continue
-        CONNECTED[0] += 1
-        try:
-            w.write(b"GET /1k.html HTTP/1.1\r\nHost: idle\r\n\r\n")
-            await w.drain()
-            await asyncio.wait_for(r.readuntil(b"\r\n\r\n"), 30)
-            while await r.read(65536):
-                pass  # the body, then nothing until the server closes
+            await behave(r, w)
         except (OSError, asyncio.IncompleteReadError, asyncio.TimeoutError, asyncio.LimitOverrunError):
             pass
         finally:
             CONNECTED[0] -= 1
             w.close()
         await asyncio.sleep(0.1)
+
+
+async def slow_head(port, stop):
+    """Trickles a request head, a header line every 3 s."""
+
+    async def behave(r, w):
+        w.write(b"GET /1k.html HTTP/1.1\r\nHost: slow\r\n")
+        await w.drain()
+        i = 0
+        while not stop.is_set():
+            closed = asyncio.create_task(r.read(65536))
+            done, _ = await asyncio.wait({closed}, timeout=3)
+            if done:
+                return  # answered (408) or closed
+            closed.cancel()
+            i += 1
+            w.write(b"X-Slow-%d: %d\r\n" % (i, i))
+            await w.drain()
+
+    await reconnecting(port, stop, behave)
+
+
+async def idle_keepalive(port, stop):
+    """Sends one request, reads its answer, then stays silent."""
+
+    async def behave(r, w):
+        w.write(b"GET /1k.html HTTP/1.1\r\nHost: idle\r\n\r\n")
+        await w.drain()
+        await asyncio.wait_for(r.readuntil(b"\r\n\r\n"), 30)
+        while await r.read(65536):
+            pass  # the body, then nothing until the server closes
+
+    await reconnecting(port, stop, behave)
 
 
 async def one_request(port):

@@ -317,6 +317,8 @@ mod tests {
         signals: Vec<(Pid, KillSignal)>,
         listeners_closed: bool,
         listeners_drained: bool,
+        /// The listeners are a service manager's ([`System::sockets_outlive_us`]).
+        sockets_outlive_us: bool,
         logs: Vec<ParentLog>,
         notes: Vec<(Level, String)>,
         moments: Vec<Lifecycle>,
@@ -366,6 +368,9 @@ mod tests {
     }
 
     impl System for Scripted {
+        fn sockets_outlive_us(&self) -> bool {
+            self.sockets_outlive_us
+        }
         fn now(&self) -> Time {
             self.now
         }
@@ -544,5 +549,23 @@ mod tests {
         assert_eq!(turns(&mut s, 5), Some(0));
         assert!(s.system.listeners_closed);
         assert_eq!(s.system.moments, [Lifecycle::Ready, Lifecycle::Stopping]);
+    }
+
+    /// SIGWINCH is a graceful stop that drains the listen queues, or a hand-over (the sockets
+    /// closed here, no drain) when a service manager keeps them (SPEC.md §7.5).
+    #[test]
+    fn sigwinch_drains_the_listeners_unless_a_service_manager_keeps_them() {
+        for outlive in [false, true] {
+            let mut s = supervisor(None);
+            s.system.sockets_outlive_us = outlive;
+            s.system.notices.push_back(vec![Notice::GracefulStop]);
+            turns(&mut s, 1);
+            assert_eq!(
+                (s.system.listeners_drained, s.system.listeners_closed),
+                (!outlive, outlive),
+                "sockets outlive the server: {outlive}"
+            );
+            assert_eq!(s.system.moments, [Lifecycle::Ready, Lifecycle::Stopping]);
+        }
     }
 }

@@ -213,9 +213,7 @@ impl Drop for Preforkd {
         let children = children_of(self.pid);
         let _ = self.child.kill();
         let _ = self.child.wait();
-        for c in children {
-            let _ = kill(Pid::from_raw(c as i32), Signal::SIGKILL);
-        }
+        kill_all(&children);
         if std::thread::panicking() {
             eprintln!("--- preforkd stderr ---\n{}", self.stderr());
         }
@@ -711,9 +709,14 @@ impl Drop for Detached {
     fn drop(&mut self) {
         let children = children_of(self.0);
         let _ = kill(Pid::from_raw(self.0 as i32), Signal::SIGKILL);
-        for c in children {
-            let _ = kill(Pid::from_raw(c as i32), Signal::SIGKILL);
-        }
+        kill_all(&children);
+    }
+}
+
+/// SIGKILL to each of `pids` (a parent's children, listed before the parent was killed).
+fn kill_all(pids: &[u32]) {
+    for &c in pids {
+        let _ = kill(Pid::from_raw(c as i32), Signal::SIGKILL);
     }
 }
 

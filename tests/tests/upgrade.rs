@@ -18,20 +18,22 @@ fn k(bin: &Path, action: &str, pid_file: &Path) -> (i32, String) {
     (out.status.code().unwrap_or(-1), String::from_utf8_lossy(&out.stderr).into_owned())
 }
 
-/// preforkd started from `bin` (the test's own copy) with `args`.
-fn start_from(bin: &Path, args: &[&str]) -> Preforkd {
-    Preforkd::start_with(args, |_, all| {
-        let mut c = Command::new(bin);
-        c.args(all);
-        c
-    })
-}
-
-/// A copy of preforkd the test can replace, as an operator installs a new binary.
-fn own_binary(dir: &Path) -> PathBuf {
+/// preforkd started from its own copy in a fresh directory (a copy the test can replace, as an
+/// operator installs a new binary), with a pid file beside it and `extra` flags: the directory,
+/// the binary, the pid file and the server.
+fn start_own_copy(tag: &str, extra: &[&str]) -> (PathBuf, PathBuf, PathBuf, Preforkd) {
+    let dir = tempdir(tag);
     let bin = dir.join("preforkd");
     std::fs::copy(preforkd_bin(), &bin).unwrap();
-    bin
+    let pid_file = dir.join("preforkd.pid");
+    let mut args = vec!["--pid-file", pid_file.to_str().unwrap()];
+    args.extend_from_slice(extra);
+    let server = Preforkd::start_with(&args, |_, all| {
+        let mut c = Command::new(&bin);
+        c.args(all);
+        c
+    });
+    (dir, bin, pid_file, server)
 }
 
 fn install(dir: &Path, contents: &[u8], mode: u32) {
@@ -47,13 +49,8 @@ fn install(dir: &Path, contents: &[u8], mode: u32) {
 #[test]
 fn an_upgrade_under_load_hands_the_sockets_over_and_loses_nothing() {
     let _s = serial();
-    let dir = tempdir("upgrade");
-    let bin = own_binary(&dir);
-    let pid_file = dir.join("preforkd.pid");
-    let mut old = start_from(
-        &bin,
-        &["--pid-file", pid_file.to_str().unwrap(), "--agent-listen", "127.0.0.1:0", "--start-servers", "4"],
-    );
+    let (_dir, bin, pid_file, mut old) =
+        start_own_copy("upgrade", &["--agent-listen", "127.0.0.1:0", "--start-servers", "4"]);
     let agent = old.agent_addr().unwrap();
     let keep = Load::start(&old.addrs, 4, Mode::KeepAlive, "/");
     let close = Load::start(&old.addrs, 4, Mode::Close, "/");
@@ -102,10 +99,7 @@ fn agent_weight(agent: std::net::SocketAddr) -> String {
 #[test]
 fn an_upgrade_whose_new_binary_fails_leaves_the_old_server_serving() {
     let _s = serial();
-    let dir = tempdir("upgrade-fails");
-    let bin = own_binary(&dir);
-    let pid_file = dir.join("preforkd.pid");
-    let mut old = start_from(&bin, &["--pid-file", pid_file.to_str().unwrap()]);
+    let (dir, bin, pid_file, mut old) = start_own_copy("upgrade-fails", &[]);
     let good = std::fs::read(&bin).unwrap();
     install(&dir, b"#!/bin/sh\necho 'broken build' >&2\nexit 3\n", 0o755);
     let load = Load::start(&old.addrs, 4, Mode::KeepAlive, "/");
