@@ -400,6 +400,56 @@ mod tests {
         assert_eq!(driver.poll_timeout(), None, "an exited parent wants no more timeouts");
     }
 
+    /// A graceful stop drains the listeners, a hand-over closes them (SPEC.md §7.5); a platform
+    /// that cannot start a successor answers an upgrade with its reason, and nothing changes.
+    #[test]
+    fn stops_reach_the_platform_as_drain_or_close_and_an_upgrade_without_support_is_refused() {
+        struct NoUpgrade(Recorder);
+        impl Platform for NoUpgrade {
+            fn spawn(&mut self, spawn: &Spawn) -> Result<Pid, String> {
+                self.0.spawn(spawn)
+            }
+            fn wake(&mut self, slot: usize, pid: Pid) {
+                self.0.wake(slot, pid)
+            }
+            fn signal(&mut self, signal: &Signal) {
+                self.0.signal(signal)
+            }
+            fn observe(&mut self) -> Observation {
+                self.0.observe()
+            }
+            fn close_listeners(&mut self) {
+                self.0.close_listeners()
+            }
+            fn drain_listeners(&mut self) {
+                self.0.drain_listeners()
+            }
+            fn log(&mut self, line: ParentLog) {
+                self.0.log(line)
+            }
+            fn event(&mut self, event: ParentEvent) {
+                self.0.event(event)
+            }
+        }
+        for (stop, kind) in [(Command::GracefulStop, "drain"), (Command::HandOver, "close")] {
+            let board: MemoryBoard<Cell<u64>> = MemoryBoard::new(4);
+            let mut rec = NoUpgrade(Recorder::new(100));
+            let mut driver = ParentDriver::start(Parent::new(config()), Time::ZERO, &board, &mut rec);
+            rec.0.take();
+            driver.handle_command(Time::ZERO, Command::Upgrade, &board, &mut rec);
+            let refused = rec.0.take();
+            assert!(
+                refused.iter().any(|a| matches!(a, ParentAction::Log(l @ ParentLog::UpgradeFailed { pid: None, .. })
+                    if l.to_string().contains("cannot upgrade in place"))),
+                "{refused:?}"
+            );
+            assert_eq!(driver.parent().phase(), crate::parent::Phase::Running);
+            driver.handle_command(Time::ZERO, stop, &board, &mut rec);
+            let effects = rec.0.take();
+            assert!(kinds(&effects).contains(&kind), "{kind}: {effects:?}");
+        }
+    }
+
     #[test]
     fn a_failed_spawn_is_reported_at_once_leaves_the_slot_dead_and_is_logged_once() {
         let board: MemoryBoard<Cell<u64>> = MemoryBoard::new(4);
