@@ -14,6 +14,7 @@
 //! | [`policy`] | §5 | the spare-server policy (`perform_idle_server_maintenance`) |
 //! | [`child`] | §6 | the child loop |
 //! | [`exit`] | §6.4, §7.3 | exit reasons, codes and causes |
+//! | [`gate`] | §15 | the gate: holds connections until a request head is complete (`accept_filter`) |
 //! | [`parent`] | §7 | the parent lifecycle |
 //! | [`driver`] | §7.1 | the driver contract: one loop from the parent's actions to a platform's effects |
 //! | [`config`] | §8 | directives, defaults, clamps |
@@ -48,6 +49,7 @@ pub mod child;
 pub mod config;
 pub mod driver;
 pub mod exit;
+pub mod gate;
 pub mod parent;
 pub mod policy;
 pub mod scoreboard;

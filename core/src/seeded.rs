@@ -127,6 +127,16 @@ pub enum SeededBug {
     /// the last child lets go of the sockets. Caught by stateright and shuttle (I32: a graceful
     /// stop serves every connection that was queued).
     NoDrain,
+    /// The gate sheds under pressure even while its table has room (a connection that could have
+    /// waited is closed). Caught by proptest (G2).
+    ShedWithRoom,
+    /// The gate's shedding order counts a complete head (queued for a child) as a candidate, last:
+    /// with the table full of complete heads, one is closed. Caught by proptest (G1).
+    ShedCompleteHead,
+    /// The gate's shedding order forgets `request_read_min_rate` and the first second: a head
+    /// arriving at a decent rate, or a connection that has just arrived, can be shed. Caught by
+    /// proptest (G3).
+    ShedProtected,
 }
 
 #[cfg(test)]
