@@ -72,6 +72,9 @@ pub enum ChildEvent<'a> {
     AcceptFailed,
     /// The connection handed over by `Serve` is finished and closed.
     ConnectionDone,
+    /// A gated child's `Accept` or `Wait` found the gate's channel hung up: no gate is left to
+    /// hand it a connection (SPEC.md §15.5).
+    SourceClosed,
 }
 
 /// What the child loop asks the driver to do next.
@@ -131,6 +134,9 @@ pub enum ChildPhase {
         /// Listeners found empty in a row just before this one.
         empty: usize,
     },
+    /// A gated child draining in a graceful stop found the gate's channel empty: it waits for
+    /// the next complete head, or for the channel to hang up (every gate gone).
+    DrainWaiting,
     /// Asked to exit.
     Exited(ExitReason),
 }
@@ -158,6 +164,8 @@ pub struct ChildLoop {
     holding_lock: bool,
     /// In the drain of a graceful stop (never left once entered), and why the child leaves after it.
     draining: Option<ExitReason>,
+    /// Its connections come from the gate's channel (one source, no lock), not from listeners.
+    gated: bool,
     phase: ChildPhase,
     bugs: crate::seeded::BugSwitch,
 }
@@ -175,9 +183,21 @@ impl ChildLoop {
             cursor: 0,
             holding_lock: false,
             draining: None,
+            gated: false,
             phase: ChildPhase::New,
             bugs: crate::seeded::BugSwitch::default(),
         }
+    }
+
+    /// A child whose connections come from the gate (`accept_filter = "httpready"`, SPEC.md
+    /// §15.5): its one source is the gate's channel, it takes no lock, and its drain in a
+    /// graceful stop ends when the channel hangs up (every gate gone), not when it is empty: a
+    /// gate still finishing heads may hand over more.
+    pub fn gated(mut self) -> Self {
+        self.gated = true;
+        self.listeners = 1;
+        self.lock_in_use = false;
+        self
     }
 
     /// Selects a deliberately broken variant (negative tests of the model checkers only).
@@ -302,8 +322,20 @@ impl ChildLoop {
                 self.phase = P::Serving;
                 ChildAction::Serve
             }
+            (P::Draining { .. }, E::AcceptEmpty) if self.gated => {
+                self.phase = P::DrainWaiting;
+                ChildAction::Wait
+            }
             (P::Draining { listener, empty }, E::AcceptEmpty) => self.drain((listener + 1) % self.listeners, empty + 1),
             (P::Draining { .. }, E::AcceptFailed) => self.end(ExitReason::AcceptFailed),
+            (P::DrainWaiting, E::Readable(_)) => self.drain(0, 0),
+            (P::DrainWaiting, E::Woken) => ChildAction::Wait,
+            (P::DrainWaiting, E::WaitFailed) => self.end(ExitReason::WaitFailed),
+            (P::Draining { .. } | P::DrainWaiting, E::SourceClosed) if self.gated => {
+                self.end(self.draining.unwrap_or(ExitReason::Graceful))
+            }
+            // Every gate is gone and the parent has let go of the channel: the server stops.
+            (P::Waiting | P::Accepting, E::SourceClosed) if self.gated => self.leave(ExitReason::Graceful, slot),
 
             (P::Releasing(then), E::LockReleased) => {
                 self.holding_lock = false;
@@ -432,6 +464,7 @@ fn event_name(e: ChildEvent<'_>) -> &'static str {
         ChildEvent::AcceptEmpty => "AcceptEmpty",
         ChildEvent::AcceptFailed => "AcceptFailed",
         ChildEvent::ConnectionDone => "ConnectionDone",
+        ChildEvent::SourceClosed => "SourceClosed",
     }
 }
 

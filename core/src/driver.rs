@@ -75,6 +75,18 @@ pub trait Platform {
         Err("this server cannot upgrade in place".into())
     }
 
+    /// Starts a gate (SPEC.md §15.5): a process that accepts on every listener, holds each
+    /// connection until its request head is complete, and hands it to a child. A platform that
+    /// cannot (the default) says why; the parent tries again later.
+    fn start_gate(&mut self) -> Result<Pid, String> {
+        Err("this platform cannot run a gate".into())
+    }
+
+    /// Tells the gate `pid` to stop, `how`.
+    fn stop_gate(&mut self, pid: Pid, how: crate::parent::GateStop) {
+        let _ = (pid, how);
+    }
+
     /// Stops the successor `pid` (SIGTERM).
     fn stop_successor(&mut self, pid: Pid) {
         let _ = pid;
@@ -206,6 +218,11 @@ impl ParentDriver {
                     self.parent.handle_successor_started(now, started);
                 }
                 ParentAction::StopSuccessor { pid } => platform.stop_successor(pid),
+                ParentAction::StartGate => {
+                    let started = platform.start_gate();
+                    self.parent.handle_gate_started(now, started);
+                }
+                ParentAction::StopGate { pid, how } => platform.stop_gate(pid, how),
                 ParentAction::Log(line) => platform.log(line),
                 ParentAction::Event(event) => platform.event(event),
                 ParentAction::Exit { code } => self.exit = Some(code),
@@ -279,6 +296,13 @@ impl Platform for Recorder {
     }
     fn stop_successor(&mut self, pid: Pid) {
         self.effects.push(ParentAction::StopSuccessor { pid });
+    }
+    fn start_gate(&mut self) -> Result<Pid, String> {
+        self.effects.push(ParentAction::StartGate);
+        self.fork()
+    }
+    fn stop_gate(&mut self, pid: Pid, how: crate::parent::GateStop) {
+        self.effects.push(ParentAction::StopGate { pid, how });
     }
     fn log(&mut self, line: ParentLog) {
         self.effects.push(ParentAction::Log(line));

@@ -269,7 +269,13 @@ mod tests {
         Spawn {
             slot,
             born,
-            child: ChildSpec { listeners: 1, lock_in_use: false, connection_limit: 0, scheduling: Default::default() },
+            child: ChildSpec {
+                listeners: 1,
+                lock_in_use: false,
+                connection_limit: 0,
+                scheduling: Default::default(),
+                gated: false,
+            },
         }
     }
 

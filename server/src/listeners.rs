@@ -67,7 +67,9 @@ impl Listener {
             return Ok(());
         }
         let seconds: libc::c_int = match filter {
-            prefork_core::config::AcceptFilter::Data => DEFER_ACCEPT_SECONDS,
+            prefork_core::config::AcceptFilter::Data | prefork_core::config::AcceptFilter::HttpReady => {
+                DEFER_ACCEPT_SECONDS
+            }
             prefork_core::config::AcceptFilter::None => 0,
         };
         // SAFETY: a valid descriptor, and an int option value of the size given.

@@ -55,8 +55,15 @@ pub enum SpawnMode {
 /// Apache's `AcceptFilter http`).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub enum AcceptFilter {
-    /// The request's first bytes (`TCP_DEFER_ACCEPT`, 30 s, as Apache's default `data` on Linux):
-    /// a client that connects and sends nothing takes no child until then.
+    /// A complete request head (FreeBSD's `accf_http`, which Apache asks for by default): the
+    /// gate, one light process, accepts every connection, holds it until its head is complete
+    /// and hands it to a child; kept-alive connections go back to it between requests when
+    /// another request waits (SPEC.md §15). Also `TCP_DEFER_ACCEPT`, as `data`. A service that
+    /// does not read HTTP heads runs with `data` instead (Apache on a system without
+    /// `accf_http` does the same). preforkd's default; the library's is `data`.
+    HttpReady,
+    /// The request's first bytes (`TCP_DEFER_ACCEPT`, 30 s, as Apache's `data` on Linux): a
+    /// client that connects and sends nothing takes no child until then.
     #[default]
     Data,
     /// The handshake only.
@@ -67,6 +74,7 @@ impl AcceptFilter {
     /// Its configuration word.
     pub fn name(self) -> &'static str {
         match self {
+            AcceptFilter::HttpReady => "httpready",
             AcceptFilter::Data => "data",
             AcceptFilter::None => "none",
         }
@@ -157,7 +165,7 @@ pub struct RawPoolConfig {
     pub demand_interval_ms: Option<i64>,
     /// `batch` or `other` ([`ChildScheduling`]; not in Apache).
     pub child_scheduling: Option<String>,
-    /// `data` or `none` ([`AcceptFilter`]; Apache's `AcceptFilter http`).
+    /// `httpready`, `data` or `none` ([`AcceptFilter`]; Apache's `AcceptFilter http`).
     pub accept_filter: Option<String>,
     /// `User` the children run as (name or `#uid`).
     pub user: Option<String>,
@@ -734,9 +742,10 @@ impl PoolConfig {
             "accept_filter",
             raw.accept_filter.as_deref(),
             AcceptFilter::Data,
-            &[AcceptFilter::Data, AcceptFilter::None],
+            &[AcceptFilter::HttpReady, AcceptFilter::Data, AcceptFilter::None],
             AcceptFilter::name,
-            "data (TCP_DEFER_ACCEPT: a connection reaches a child once its first bytes came) or none",
+            "httpready (the gate: a connection reaches a child once its request head is complete), data \
+             (TCP_DEFER_ACCEPT: once its first bytes came) or none",
         );
         let user = v.account("user", &raw.user);
         let group = v.account("group", &raw.group);
@@ -1023,7 +1032,7 @@ mod tests {
             let c = ok(RawPoolConfig { child_scheduling: Some(s.name().into()), ..Default::default() });
             assert_eq!(c.value.child_scheduling, s);
         }
-        for f in [AcceptFilter::Data, AcceptFilter::None] {
+        for f in [AcceptFilter::HttpReady, AcceptFilter::Data, AcceptFilter::None] {
             let c = ok(RawPoolConfig { accept_filter: Some(f.name().into()), ..Default::default() });
             assert_eq!(c.value.accept_filter, f);
         }
@@ -1032,12 +1041,16 @@ mod tests {
         assert_eq!((d.child_scheduling, d.accept_filter), (ChildScheduling::Batch, AcceptFilter::Data));
         let e = errors(RawPoolConfig {
             child_scheduling: Some("fifo".into()),
-            accept_filter: Some("httpready".into()),
+            accept_filter: Some("dataready".into()),
             ..Default::default()
         });
         assert_eq!(e.len(), 2);
         assert!(e[0].to_string().starts_with("child_scheduling = \"fifo\" is not valid: allowed batch"), "{}", e[0]);
-        assert!(e[1].to_string().starts_with("accept_filter = \"httpready\" is not valid: allowed data"), "{}", e[1]);
+        assert!(
+            e[1].to_string().starts_with("accept_filter = \"dataready\" is not valid: allowed httpready (the gate"),
+            "{}",
+            e[1]
+        );
     }
 
     #[test]

@@ -169,6 +169,27 @@ pub enum ParentLog {
         /// The phase.
         phase: Phase,
     },
+    /// A gate started (SPEC.md §15.5).
+    GateStarted {
+        /// The gate.
+        pid: Pid,
+    },
+    /// A gate could not be started; the parent tries again after [`super::GATE_RESTART_DELAY`].
+    GateFailed {
+        /// The gate, if one was started.
+        pid: Option<Pid>,
+        /// What went wrong.
+        why: String,
+    },
+    /// A gate exited.
+    GateExited {
+        /// The gate.
+        pid: Pid,
+        /// How.
+        status: ExitStatus,
+        /// It was the running gate, and another one replaces it (it was not told to stop).
+        replaced: bool,
+    },
     /// A command that does not apply in this phase.
     CommandIgnored {
         /// The command.
@@ -227,6 +248,8 @@ impl ParentLog {
             | ParentLog::SlotRepaired { .. }
             | ParentLog::SlotDamagedAgain { .. }
             | ParentLog::UpgradeFailed { .. }
+            | ParentLog::GateFailed { .. }
+            | ParentLog::GateExited { replaced: true, .. }
             | ParentLog::StillRunning { sending: KillSignal::Kill, .. } => Level::Error,
             ParentLog::StillRunning { .. }
             | ParentLog::LongLostChild { .. }
@@ -271,8 +294,18 @@ impl ParentLog {
             ParentLog::SlotRepaired { .. } => "scoreboard slot repaired",
             ParentLog::SlotDamagedAgain { .. } => "scoreboard slot damaged again",
             ParentLog::CommandIgnored { .. } => "command ignored",
+            ParentLog::GateExited { replaced: true, .. } => "gate exited",
+            ParentLog::GateFailed { .. } => "gate failed",
             _ => return None,
         })
+    }
+}
+
+/// An exit status in words.
+fn status_text(status: &ExitStatus) -> String {
+    match status {
+        ExitStatus::Code(c) => format!("code {c}"),
+        ExitStatus::Signaled(sig) => format!("signal {sig}"),
     }
 }
 
@@ -440,6 +473,20 @@ impl fmt::Display for ParentLog {
             }
             ParentLog::UpgradeIgnored { pending: None, phase } => {
                 write!(f, "upgrade ignored: the server is in phase {phase:?}")
+            }
+            ParentLog::GateStarted { pid } => {
+                write!(f, "gate started (pid {pid}): it holds connections until their request heads are complete")
+            }
+            ParentLog::GateFailed { pid: _, why } => {
+                write!(f, "cannot start the gate: {why}; trying again in {}s", super::GATE_RESTART_DELAY.as_secs())
+            }
+            ParentLog::GateExited { pid, status, replaced: true } => write!(
+                f,
+                "the gate (pid {pid}) exited ({}) without being told to; the connections it held are lost; starting another",
+                status_text(status)
+            ),
+            ParentLog::GateExited { pid, status, replaced: false } => {
+                write!(f, "gate (pid {pid}) exited ({})", status_text(status))
             }
             ParentLog::ConfigAdjusted(w) => write!(f, "restart configuration: {}: {}", w.key, w.message),
             ParentLog::Repeated { kind, held, over } => write!(

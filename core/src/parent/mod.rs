@@ -39,6 +39,7 @@ use std::collections::VecDeque;
 mod agent;
 mod brake;
 mod broken;
+mod gate;
 mod lifecycle;
 mod log;
 mod reclaim;
@@ -49,6 +50,7 @@ mod watchdog;
 pub use agent::{AgentAnswer, OperatorState};
 use brake::self_inflicted;
 pub use brake::{CRASH_LOOP_MAX_PAUSE, CRASH_LOOP_THRESHOLD, EARLY_EXIT_WINDOW, FORK_RETRY_MAX, SpawnBrake};
+pub use gate::{GATE_RESTART_DELAY, GateStop};
 pub use lifecycle::{LifecycleError, LifecycleOrder, ParentEvent};
 pub use log::{Level, ParentLog, REPEAT_BURST, REPEAT_WINDOW, RepeatFilter};
 pub use reclaim::{RECLAIM_SCHEDULE, ReclaimStep};
@@ -121,12 +123,16 @@ pub struct ChildSpec {
     pub connection_limit: u64,
     /// The scheduling policy it runs under (`child_scheduling`).
     pub scheduling: crate::config::ChildScheduling,
+    /// Its connections come from the gate (`accept_filter = "httpready"`, SPEC.md §15.5), not
+    /// from the listeners.
+    pub gated: bool,
 }
 
 impl ChildSpec {
     /// The child loop this child runs.
     pub fn child_loop(&self) -> crate::child::ChildLoop {
-        crate::child::ChildLoop::new(self.listeners, self.lock_in_use, self.connection_limit)
+        let child = crate::child::ChildLoop::new(self.listeners, self.lock_in_use, self.connection_limit);
+        if self.gated { child.gated() } else { child }
     }
 }
 
@@ -186,6 +192,17 @@ pub enum ParentAction {
     /// listen queues hold for the children, which drain them before they leave (SPEC.md §7.5);
     /// then close the parent's own copies. The sockets close when the last child lets go.
     DrainListeners,
+    /// Start a gate (`accept_filter = "httpready"`, SPEC.md §15.5): a process that accepts on
+    /// every listener and hands the children complete request heads. The driver answers at once
+    /// with its pid or why there is none.
+    StartGate,
+    /// Tell the gate `pid` to stop, `how`.
+    StopGate {
+        /// The gate.
+        pid: Pid,
+        /// Retire, drain, or now.
+        how: GateStop,
+    },
     /// Log this.
     Log(ParentLog),
     /// Tell the world what happened.
@@ -354,6 +371,8 @@ pub struct Parent {
     actions: VecDeque<ParentAction>,
     /// The successor of an upgrade under way (SPEC.md §7.11).
     successor: Option<upgrade::Successor>,
+    /// The gate and the gates leaving (SPEC.md §15.5).
+    gates: gate::Gates,
     stats: ParentStats,
     bugs: crate::seeded::BugSwitch,
 }
@@ -376,6 +395,7 @@ impl Parent {
             next_look: Time::ZERO,
             actions: VecDeque::new(),
             successor: None,
+            gates: gate::Gates::default(),
             stats: ParentStats { last_kills: vec![None; slots], ..ParentStats::default() },
             bugs: crate::seeded::BugSwitch::default(),
         }
@@ -493,6 +513,7 @@ impl Parent {
         board.publish_generation(self.generation);
         self.stage = Stage::Running;
         let view = self.checked_view(board, true);
+        self.start_gate(now);
         self.startup(now, board, &view, self.config.start_servers);
         self.next_tick = now + self.config.maintenance_interval;
         self.next_look = now + self.config.demand_interval;
@@ -584,12 +605,14 @@ impl Parent {
         cell.install(born);
         self.children[slot] =
             Some(ChildRecord { pid: None, born, spawned_at: now, directive: None, damaged: false, killed: None });
+        let gated = self.gate_wanted();
         let child = ChildSpec {
             listeners: self.config.listen.len(),
-            lock_in_use: self.config.lock_in_use(),
+            lock_in_use: self.config.lock_in_use() && !gated,
             // Differs per child, the same on every run: the slot and the word it is born with.
             connection_limit: self.config.connection_limit(born.encode().rotate_left(16) ^ slot as u64),
             scheduling: self.config.child_scheduling,
+            gated,
         };
         self.actions.push_back(ParentAction::Spawn(Spawn { slot, born, child }));
         true
@@ -658,6 +681,9 @@ impl Parent {
         board: &T,
     ) {
         self.seam_publish(board);
+        if self.gate_exited(now, pid, status) {
+            return;
+        }
         let Some(slot) = self.slot_of(pid) else {
             self.log(ParentLog::LongLostChild { pid, status });
             return;
@@ -752,6 +778,9 @@ impl Parent {
                 self.generation = self.generation.wrapping_add(1);
                 board.publish_generation(self.generation);
                 self.log(ParentLog::GracefulRestart { generation: self.generation });
+                // A new gate with the new settings; the old one finishes what it holds.
+                self.stop_gates(GateStop::Retire);
+                self.start_gate(now);
                 self.announce(ParentEvent::Reloading { generation: self.generation, graceful: true });
                 self.mark_all_graceful(board);
                 self.policy.on_graceful_restart();
@@ -769,6 +798,7 @@ impl Parent {
             (Stage::Running, stop @ (Command::GracefulStop | Command::HandOver)) => {
                 let drain = matches!(stop, Command::GracefulStop);
                 self.actions.push_back(if drain { ParentAction::DrainListeners } else { ParentAction::CloseListeners });
+                self.stop_gates(if drain { GateStop::Drain } else { GateStop::Retire });
                 let timeout = self.config.graceful_shutdown_timeout;
                 let timeout = (!timeout.is_zero()).then_some(timeout);
                 self.log(ParentLog::GracefulStopping { timeout });
@@ -818,6 +848,7 @@ impl Parent {
         self.seam_publish(board);
         if self.stage == Stage::Running {
             self.check_successor(now);
+            self.start_gate(now);
         }
         match &self.stage {
             Stage::Running => {

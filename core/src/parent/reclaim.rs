@@ -63,6 +63,7 @@ impl Parent {
     pub(super) fn begin_reclaim<T: SlotTable + ?Sized>(&mut self, now: Time, board: &T, then: Then) {
         self.remaining_to_start = 0;
         self.stage = Stage::Reclaiming { started: now, step: 0, then };
+        self.stop_gates(super::GateStop::Now);
         let children: Vec<(usize, Pid)> = self.children().filter_map(|(i, c)| Some((i, c.pid?))).collect();
         for (slot, pid) in self.seam_stop_targets(board, children) {
             self.actions.push_back(ParentAction::Signal(Signal { slot, pid, signal: KillSignal::Term, reason: None }));
@@ -98,6 +99,7 @@ impl Parent {
                 // neither idle nor claimable; everything else starts afresh.
                 self.mark_all_graceful(board);
                 let view = self.checked_view(board, true);
+                self.start_gate(now);
                 self.startup(now, board, &view, self.config.start_servers);
                 self.next_tick = now + self.config.maintenance_interval;
                 self.stats.restarted_at = Some(now);
