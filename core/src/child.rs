@@ -645,6 +645,38 @@ mod tests {
         assert_eq!(c.connections(), 2);
     }
 
+    /// SPEC.md §15.5 (G5): a gated child has one source, no lock; in a graceful stop an empty
+    /// channel is not the end of its drain (a draining gate may still complete a head): it waits,
+    /// and leaves only when the channel hangs up.
+    #[test]
+    fn a_gated_child_drains_the_gates_channel_until_it_hangs_up() {
+        let r = Rig::new();
+        let mut c = ChildLoop::new(3, true, 0).gated();
+        assert_eq!(r.step(&mut c, E::Started), A::Wait, "no lock, whatever the listeners");
+        assert_eq!(r.step(&mut c, E::Readable(&[0])), A::Accept { listener: 0 });
+        assert_eq!(r.step(&mut c, E::Accepted), A::Serve);
+        r.board.publish_draining(1);
+        r.board.slot(0).unwrap().mark_graceful().unwrap();
+        assert_eq!(r.step(&mut c, E::ConnectionDone), A::Accept { listener: 0 }, "the drain");
+        assert_eq!(r.step(&mut c, E::AcceptEmpty), A::Wait, "empty: wait for the gate, do not leave");
+        assert_eq!(r.step(&mut c, E::Woken), A::Wait);
+        assert_eq!(r.step(&mut c, E::Readable(&[0])), A::Accept { listener: 0 });
+        assert_eq!(r.step(&mut c, E::Accepted), A::Serve, "a head the gate completed late");
+        assert_eq!(r.step(&mut c, E::ConnectionDone), A::Accept { listener: 0 });
+        assert_eq!(r.step(&mut c, E::SourceClosed), A::Exit(ExitReason::Graceful), "every gate is gone");
+        assert_eq!(c.connections(), 2);
+        // Outside a drain, a hung-up channel (the server stopped) ends a waiting child too.
+        let r = Rig::new();
+        let mut c = ChildLoop::new(1, false, 0).gated();
+        r.step(&mut c, E::Started);
+        r.step(&mut c, E::Readable(&[0]));
+        assert_eq!(r.step(&mut c, E::SourceClosed), A::Exit(ExitReason::Graceful));
+        // An ungated child knows no such event.
+        let mut c = ChildLoop::new(1, false, 0);
+        r.step(&mut c, E::Started);
+        assert!(c.handle(E::SourceClosed, &r.slot()).is_err());
+    }
+
     #[test]
     fn a_busy_child_drains_when_its_connection_is_done_and_an_accept_error_ends_the_drain() {
         let r = Rig::new();

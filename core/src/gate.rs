@@ -40,6 +40,25 @@ pub type ConnId = u64;
 /// client's request head arrives in one flight, within a round trip of the handshake.
 pub const SHED_GRACE: Duration = Duration::from_secs(1);
 
+/// How a gate is told to stop (SPEC.md §15.5).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum GateStop {
+    /// Another gate takes the listeners (a graceful restart, a hand-over): stop accepting at
+    /// once, pass every connection not complete on to it, hand over the complete ones, exit
+    /// (`SIGUSR1`).
+    Retire,
+    /// A graceful stop: take what the listen queues still hold, finish what is held, exit
+    /// (`SIGWINCH`).
+    Drain,
+    /// A hand-over to another server (an upgrade, or sockets a service manager keeps): stop
+    /// accepting at once (the other server takes the queues), finish what is held, exit
+    /// (`SIGHUP`).
+    Finish,
+    /// Exit now (`SIGTERM`): what is not complete is closed, as a child's connection in a hard
+    /// stop.
+    Now,
+}
+
 /// The gate's settings (SPEC.md §15.4).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct GateConfig {
@@ -128,6 +147,9 @@ pub enum GateAction {
     /// Close the connection (after a 408 if [`CloseReason::answers_408`]); the gate has already
     /// forgotten it.
     Close(ConnId, CloseReason),
+    /// Pass the connection (and the bytes read) on to the next gate: this one retires. The gate
+    /// has already forgotten it; if the shell cannot pass it, it closes it.
+    PassOn(ConnId),
     /// The gate is stopped and holds nothing: exit.
     Exit,
 }
@@ -168,6 +190,8 @@ pub struct GateCounters {
     pub shed_slow_heads: u64,
     /// Closed because the server stopped.
     pub stopping: u64,
+    /// Passed on to the next gate (this one retired).
+    pub passed_on: u64,
 }
 
 impl GateCounters {
@@ -227,6 +251,8 @@ enum Stage {
         /// The shell found every listener empty: no more accepts.
         listeners_empty: bool,
     },
+    /// Retired: another gate takes the listeners and what this one passes on.
+    Retiring,
     /// Stopped: `Exit` was asked for.
     Exited,
 }
@@ -266,6 +292,8 @@ pub struct Gate {
     actions: VecDeque<GateAction>,
     counters: GateCounters,
     stage: Stage,
+    /// In a drain: silent (fresh) connections wait no longer than this.
+    silent_until: Option<Time>,
     bugs: crate::seeded::BugSwitch,
 }
 
@@ -283,6 +311,7 @@ impl Gate {
             actions: VecDeque::new(),
             counters: GateCounters::default(),
             stage: Stage::Open,
+            silent_until: None,
             bugs: crate::seeded::BugSwitch::default(),
         }
     }
@@ -318,7 +347,7 @@ impl Gate {
         let open = match self.stage {
             Stage::Open => true,
             Stage::Draining { listeners_empty } => !listeners_empty,
-            Stage::Exited => false,
+            Stage::Retiring | Stage::Exited => false,
         };
         open && self.held.len() < self.cfg.capacity
     }
@@ -355,7 +384,7 @@ impl Gate {
             self.in_flight = Some(id);
             return Some(GateAction::HandOver(id));
         }
-        if matches!(self.stage, Stage::Draining { listeners_empty: true }) && self.held.is_empty() {
+        if matches!(self.stage, Stage::Draining { listeners_empty: true } | Stage::Retiring) && self.held.is_empty() {
             self.stage = Stage::Exited;
             return Some(GateAction::Exit);
         }
@@ -388,8 +417,8 @@ impl Gate {
             (bytes, HeadProgress::Partial) => Held::Head { since: now, bytes },
         };
         self.insert(id, held)?;
-        if self.stage != Stage::Open && matches!(held, Held::Idle { .. }) {
-            self.close(id, CloseReason::Stopping);
+        if self.stage == Stage::Retiring && held != Held::Complete {
+            self.pass_on(id);
         }
         Ok(())
     }
@@ -472,26 +501,61 @@ impl Gate {
         }
     }
 
-    /// The server stops. Graceful: take what the listen queues still hold (until the shell
-    /// reports them empty with [`Gate::handle_listeners_empty`]), close idle connections, finish
-    /// heads in progress (or let them time out), hand over every complete head, then `Exit`. Not
-    /// graceful: close everything not yet complete and exit once the queue is handed over.
-    pub fn handle_stop(&mut self, graceful: bool) {
+    /// The gate is told to stop, `how` (SPEC.md §15.5):
+    /// * `Retire` (a graceful restart, a hand-over: another gate takes the listeners): no more
+    ///   accepts; every connection not complete is passed on to the next gate (`PassOn`), every
+    ///   complete head handed over, then `Exit`;
+    /// * `Drain` (a graceful stop): take what the listen queues still hold (until
+    ///   [`Gate::handle_listeners_empty`]), keep every connection until its head completes (handed
+    ///   over) or its deadline passes, a silent one for at most `keep_alive_timeout` from now;
+    ///   then `Exit`;
+    /// * `Finish` (a hand-over to another server): as `Drain`, without taking anything more;
+    /// * `Now`: close everything not complete, `Exit` once the queue is handed over.
+    pub fn handle_stop(&mut self, now: Time, how: GateStop) {
         if self.stage == Stage::Exited {
             return;
         }
-        self.stage = Stage::Draining { listeners_empty: !graceful };
+        self.stage = match how {
+            GateStop::Drain => Stage::Draining { listeners_empty: false },
+            GateStop::Finish => Stage::Draining { listeners_empty: true },
+            GateStop::Retire => Stage::Retiring,
+            GateStop::Now => Stage::Draining { listeners_empty: true },
+        };
         let ids: Vec<(ConnId, Held)> = self.held.iter().map(|(&id, &h)| (id, h)).collect();
+        let mut fresh = vec![];
         for (id, held) in ids {
-            let close = match held {
-                Held::Idle { .. } => true,
-                Held::Fresh { .. } | Held::Head { .. } => !graceful,
-                Held::Complete => false,
-            };
-            if close {
-                self.close(id, CloseReason::Stopping);
+            match (how, held) {
+                (_, Held::Complete) => {}
+                (GateStop::Retire, _) => self.pass_on(id),
+                (GateStop::Now, _) => self.close(id, CloseReason::Stopping),
+                (GateStop::Drain | GateStop::Finish, Held::Fresh { .. }) => {
+                    // Re-indexed under the cap set below.
+                    if let Some(t) = self.deadline_of(held) {
+                        self.deadlines.remove(&(t, id));
+                    }
+                    fresh.push(id);
+                }
+                (GateStop::Drain | GateStop::Finish, _) => {}
             }
         }
+        if matches!(how, GateStop::Drain | GateStop::Finish) {
+            // A silent connection waits at most keep_alive_timeout from now, not `timeout`.
+            self.silent_until = Some(now + self.cfg.keep_alive_timeout);
+            for id in fresh {
+                if let Some(t) = self.held.get(&id).and_then(|&h| self.deadline_of(h)) {
+                    self.deadlines.insert((t, id));
+                }
+            }
+        }
+    }
+
+    /// A held connection's deadline (a silent one's is cut short in a drain).
+    fn deadline_of(&self, held: Held) -> Option<Time> {
+        let t = held.deadline(&self.cfg)?;
+        Some(match (held, self.silent_until) {
+            (Held::Fresh { .. }, Some(cap)) => t.min(cap),
+            _ => t,
+        })
     }
 
     /// In a graceful stop, every listen queue was found empty: no more accepts.
@@ -526,7 +590,7 @@ impl Gate {
             return Err(GateError::Duplicate(id));
         }
         self.held.insert(id, held);
-        if let Some(t) = held.deadline(&self.cfg) {
+        if let Some(t) = self.deadline_of(held) {
             self.deadlines.insert((t, id));
         }
         if held == Held::Complete {
@@ -540,10 +604,10 @@ impl Gate {
         if old == new {
             return;
         }
-        if let Some(t) = old.deadline(&self.cfg) {
+        if let Some(t) = self.deadline_of(old) {
             self.deadlines.remove(&(t, id));
         }
-        if let Some(t) = new.deadline(&self.cfg) {
+        if let Some(t) = self.deadline_of(new) {
             self.deadlines.insert((t, id));
         }
         self.held.insert(id, new);
@@ -553,10 +617,20 @@ impl Gate {
     }
 
     fn remove(&mut self, id: ConnId, held: Held) {
-        if let Some(t) = held.deadline(&self.cfg) {
+        if let Some(t) = self.deadline_of(held) {
             self.deadlines.remove(&(t, id));
         }
         self.held.remove(&id);
+    }
+
+    fn pass_on(&mut self, id: ConnId) {
+        let Some(held) = self.held.get(&id).copied() else { return };
+        if held == Held::Complete {
+            return; // G1: a complete head goes to a child
+        }
+        self.remove(id, held);
+        self.counters.passed_on = self.counters.passed_on.saturating_add(1);
+        self.actions.push_back(GateAction::PassOn(id));
     }
 
     fn close(&mut self, id: ConnId, reason: CloseReason) {
@@ -580,7 +654,7 @@ impl fmt::Display for GateCounters {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
-            "taken {} handed {} first-byte-timeouts {} keep-alive-timeouts {} head-timeouts {} shed-idle {} shed-slow-heads {} stopping {}",
+            "taken {} handed {} first-byte-timeouts {} keep-alive-timeouts {} head-timeouts {} shed-idle {} shed-slow-heads {} stopping {} passed-on {}",
             self.taken,
             self.handed,
             self.first_byte_timeouts,
@@ -588,7 +662,8 @@ impl fmt::Display for GateCounters {
             self.head_timeouts,
             self.shed_idle,
             self.shed_slow_heads,
-            self.stopping
+            self.stopping,
+            self.passed_on
         )
     }
 }
@@ -708,25 +783,32 @@ mod tests {
     }
 
     #[test]
-    fn a_graceful_stop_closes_idle_connections_finishes_heads_and_exits_when_empty() {
+    fn a_graceful_stop_takes_the_queues_finishes_heads_bounds_silence_and_exits_when_empty() {
         let mut g = Gate::new(cfg(8));
         g.handle_accepted(Time::ZERO, 1).unwrap();
         g.handle_read(Time::ZERO, 1, 5, HeadProgress::Partial).unwrap();
         g.handle_returned(Time::ZERO, 2, 0, HeadProgress::Partial).unwrap();
-        g.handle_stop(true);
-        assert_eq!(drain(&mut g), vec![GateAction::Close(2, CloseReason::Stopping)]);
+        g.handle_stop(Time::ZERO, GateStop::Drain);
+        assert_eq!(drain(&mut g), vec![], "nothing is closed: a request may be on its way");
         assert!(g.accepting(), "the listen queues are drained first");
         g.handle_accepted(Time::ZERO, 3).unwrap();
+        assert_eq!(g.next_deadline(), Some(Time::from_secs(5)), "a silent one waits keep_alive_timeout, not timeout");
         g.handle_listeners_empty();
+        g.handle_accepted(Time::ZERO, 5).unwrap_err();
         assert!(!g.accepting());
         g.handle_returned(Time::ZERO, 4, 0, HeadProgress::Partial).unwrap();
-        assert_eq!(drain(&mut g), vec![GateAction::Close(4, CloseReason::Stopping)]);
-        g.handle_read(Time::ZERO, 1, 50, HeadProgress::Complete).unwrap();
-        g.handle_read(Time::ZERO, 3, 50, HeadProgress::Complete).unwrap();
-        assert_eq!(g.poll_action(), Some(GateAction::HandOver(1)));
+        g.handle_tick(Time::from_secs(5));
+        assert_eq!(
+            drain(&mut g),
+            vec![
+                GateAction::Close(2, CloseReason::KeepAliveTimeout),
+                GateAction::Close(3, CloseReason::FirstByteTimeout),
+                GateAction::Close(4, CloseReason::KeepAliveTimeout)
+            ]
+        );
+        g.handle_read(Time::from_secs(5), 1, 50, HeadProgress::Complete).unwrap();
+        assert_eq!(g.poll_action(), Some(GateAction::HandOver(1)), "the head begun before the stop is finished");
         g.handle_handed(1).unwrap();
-        assert_eq!(g.poll_action(), Some(GateAction::HandOver(3)));
-        g.handle_handed(3).unwrap();
         assert_eq!(g.poll_action(), Some(GateAction::Exit));
         assert!(!g.accepting());
     }
@@ -737,10 +819,28 @@ mod tests {
         g.handle_accepted(Time::ZERO, 1).unwrap();
         g.handle_accepted(Time::ZERO, 2).unwrap();
         g.handle_read(Time::ZERO, 2, 5, HeadProgress::Complete).unwrap();
-        g.handle_stop(false);
+        g.handle_stop(Time::ZERO, GateStop::Now);
         assert_eq!(drain(&mut g), vec![GateAction::Close(1, CloseReason::Stopping), GateAction::HandOver(2)]);
         g.handle_handed(2).unwrap();
         assert_eq!(g.poll_action(), Some(GateAction::Exit));
+    }
+
+    #[test]
+    fn a_retiring_gate_passes_on_what_is_not_complete_and_hands_over_what_is() {
+        let mut g = Gate::new(cfg(8));
+        g.handle_accepted(Time::ZERO, 1).unwrap();
+        g.handle_read(Time::ZERO, 1, 5, HeadProgress::Partial).unwrap();
+        g.handle_returned(Time::ZERO, 2, 0, HeadProgress::Partial).unwrap();
+        g.handle_accepted(Time::ZERO, 3).unwrap();
+        g.handle_read(Time::ZERO, 3, 5, HeadProgress::Complete).unwrap();
+        g.handle_stop(Time::ZERO, GateStop::Retire);
+        assert!(!g.accepting());
+        assert_eq!(drain(&mut g), vec![GateAction::PassOn(1), GateAction::PassOn(2), GateAction::HandOver(3)]);
+        g.handle_returned(Time::ZERO, 4, 0, HeadProgress::Partial).unwrap();
+        assert_eq!(drain(&mut g), vec![GateAction::PassOn(4)], "a late give-back goes on too");
+        g.handle_handed(3).unwrap();
+        assert_eq!(g.poll_action(), Some(GateAction::Exit));
+        assert_eq!(g.counters().passed_on, 3);
     }
 
     #[test]

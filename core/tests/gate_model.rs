@@ -10,7 +10,7 @@
 //!
 //! The negative tests seed the bug each property must catch.
 
-use prefork_core::gate::{CloseReason, Gate, GateAction, GateConfig, HeadProgress, SHED_GRACE};
+use prefork_core::gate::{CloseReason, Gate, GateAction, GateConfig, GateStop, HeadProgress, SHED_GRACE};
 use prefork_core::seeded::SeededBug;
 use prefork_core::time::Time;
 use proptest::prelude::*;
@@ -37,8 +37,8 @@ enum Op {
     ChannelFull,
     /// The hand-off channel has room again.
     ChannelReady,
-    /// The server stops.
-    Stop(bool),
+    /// The gate is told to stop.
+    Stop(GateStop),
     /// In a graceful stop, the listen queues are found empty.
     ListenersEmpty,
 }
@@ -53,7 +53,7 @@ fn op() -> impl Strategy<Value = Op> {
         16 => Just(Op::Pressure),
         4 => Just(Op::ChannelFull),
         4 => Just(Op::ChannelReady),
-        1 => any::<bool>().prop_map(Op::Stop),
+        1 => prop_oneof![Just(GateStop::Retire), Just(GateStop::Drain), Just(GateStop::Finish), Just(GateStop::Now)].prop_map(Op::Stop),
         2 => Just(Op::ListenersEmpty),
     ]
 }
@@ -134,7 +134,7 @@ fn run(ops: &[Op], capacity: usize, min_rate: u64, bug: Option<SeededBug>) -> Re
                 channel_full = false;
                 gate.handle_handoff_ready();
             }
-            Op::Stop(graceful) => gate.handle_stop(graceful),
+            Op::Stop(how) => gate.handle_stop(now, how),
             Op::ListenersEmpty => gate.handle_listeners_empty(),
         }
         while let Some(action) = gate.poll_action() {
@@ -175,6 +175,14 @@ fn run(ops: &[Op], capacity: usize, min_rate: u64, bug: Option<SeededBug>) -> Re
                         if s.bytes > 0 && idle_left {
                             return Err(format!("G3: head {id} shed while an idle connection could go"));
                         }
+                    }
+                }
+                GateAction::PassOn(id) => {
+                    let s = seen.remove(&id).ok_or(format!("pass-on of unknown connection {id}"))?;
+                    if s.complete {
+                        return Err(format!(
+                            "G1: connection {id}, whose head was complete, passed on instead of handed over"
+                        ));
                     }
                 }
                 GateAction::Exit => {

@@ -65,6 +65,8 @@ pub(crate) struct ChildSetup<'a> {
     pub(crate) spec: ChildSpec,
     pub(crate) service: &'a mut dyn Service,
     pub(crate) parent: Pid,
+    /// A gated child's ends of the gate's channels (SPEC.md §15.5).
+    pub(crate) gate: Option<crate::gate::ChildEnd>,
 }
 
 /// Leaves the process at once, without running destructors of the parent's copied state.
@@ -81,7 +83,7 @@ fn wake_mask() -> SigSet {
     set
 }
 
-fn reset_signals() -> nix::Result<()> {
+pub(crate) fn reset_signals() -> nix::Result<()> {
     for sig in Signal::iterator() {
         if matches!(sig, Signal::SIGKILL | Signal::SIGSTOP) {
             continue;
@@ -172,7 +174,7 @@ fn run_child(setup: ChildSetup<'_>) -> ! {
 /// and the process is not dumpable (other processes of the children's user cannot ptrace it or
 /// read its memory through /proc; no core dump). Every child would fail the same way, so a
 /// failure is `CHILDFATAL`.
-fn harden() -> nix::Result<()> {
+pub(crate) fn harden() -> nix::Result<()> {
     nix::sys::prctl::set_no_new_privs()?;
     nix::sys::prctl::set_dumpable(false)
 }
@@ -210,6 +212,24 @@ fn epoll_for(listeners: &[Listener], wake: &OwnedFd, lock_in_use: bool) -> nix::
     }
     epoll.add(wake, EpollEvent::new(EpollFlags::EPOLLIN, WAKE_TOKEN))?;
     Ok(epoll)
+}
+
+/// A gated child's wait set: the gate's channel (exclusive: one waiting child per connection)
+/// and the wake pipe.
+fn epoll_for_gate(gate: &crate::gate::ChildEnd, wake: &OwnedFd) -> nix::Result<Epoll> {
+    let epoll = Epoll::new(EpollCreateFlags::EPOLL_CLOEXEC)?;
+    epoll.add(gate.receiver(), EpollEvent::new(EpollFlags::EPOLLIN | EpollFlags::EPOLLEXCLUSIVE, 0))?;
+    epoll.add(wake, EpollEvent::new(EpollFlags::EPOLLIN, WAKE_TOKEN))?;
+    Ok(epoll)
+}
+
+/// Is something waiting on the gate's channel now (or has it hung up)?
+fn readable_now_gate(gate: &crate::gate::ChildEnd, ready: &mut Vec<usize>) {
+    use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+    let mut fds = [PollFd::new(gate.receiver(), PollFlags::POLLIN)];
+    if poll(&mut fds, PollTimeout::ZERO).is_ok_and(|n| n > 0) {
+        ready.push(0);
+    }
 }
 
 /// The listeners with a connection waiting now (a zero-timeout `poll`, which asks each socket
@@ -272,14 +292,22 @@ fn acquire(lock: &mut AcceptLock) -> Result<(), LockError> {
 /// The core's child loop on real system calls, until it says `Exit`.
 /// Fails with the reason to leave and what went wrong.
 fn serve_loop(setup: &mut ChildSetup<'_>) -> Result<ExitReason, (ExitReason, String)> {
-    let ChildSetup { board, slot, born, listeners, lock, wake, spec, service, .. } = setup;
+    let ChildSetup { board, slot, born, listeners, lock, wake, spec, service, gate, .. } = setup;
+    let gate: Option<&crate::gate::ChildEnd> = gate.as_ref();
     let (board, slot, born, listeners, spec): (&Scoreboard, usize, SlotWord, &[Listener], ChildSpec) =
         (board, *slot, *born, listeners, *spec);
     let record: &SlotRecord = board.record(slot);
     let me = ChildSlot::attach(board, slot, born).map_err(|e| (ExitReason::SlotLost, format!("slot {slot}: {e}")))?;
     let wake: &OwnedFd = wake;
     let setup_failed = |what: String| (ExitReason::SetupFailed, what);
-    if spec.listeners != listeners.len() || spec.lock_in_use != lock.is_some() {
+    if spec.gated != gate.is_some() {
+        return Err(setup_failed(format!(
+            "the parent spawned a {} child, and it has {}",
+            if spec.gated { "gated" } else { "listening" },
+            if gate.is_some() { "the gate's channel" } else { "no gate channel" }
+        )));
+    }
+    if !spec.gated && (spec.listeners != listeners.len() || spec.lock_in_use != lock.is_some()) {
         return Err(setup_failed(format!(
             "the parent spawned a child for {} listener(s){}, and it has {}{}",
             spec.listeners,
@@ -288,7 +316,11 @@ fn serve_loop(setup: &mut ChildSetup<'_>) -> Result<ExitReason, (ExitReason, Str
             if lock.is_some() { " with the accept lock" } else { "" }
         )));
     }
-    let epoll = epoll_for(listeners, wake, spec.lock_in_use).map_err(|e| setup_failed(format!("epoll: {e}")))?;
+    let epoll = match gate {
+        Some(g) => epoll_for_gate(g, wake),
+        None => epoll_for(listeners, wake, spec.lock_in_use),
+    }
+    .map_err(|e| setup_failed(format!("epoll: {e}")))?;
     let mut child = spec.child_loop();
     // The slot's counters are cumulative over its children; this child adds what its loop counts.
     let (connections_before, wasted_before) =
@@ -298,6 +330,7 @@ fn serve_loop(setup: &mut ChildSetup<'_>) -> Result<ExitReason, (ExitReason, Str
         record.wasted_wakeups.store(wasted_before.wrapping_add(child.wasted_wakeups()), Ordering::Relaxed);
     };
     let mut accepted: Option<(Stream, Option<std::net::SocketAddr>, usize)> = None;
+    let mut prefix: Vec<u8> = Vec::new();
     let mut ready: Vec<usize> = Vec::with_capacity(listeners.len());
     let mut events = [EpollEvent::empty(); 16];
     let mut event = ChildEvent::Started;
@@ -320,6 +353,12 @@ fn serve_loop(setup: &mut ChildSetup<'_>) -> Result<ExitReason, (ExitReason, Str
                     ChildEvent::LockFailed
                 }
             },
+            ChildAction::Wait if gate.is_some_and(crate::gate::ChildEnd::holds_stash) => {
+                // A request taken while the last connection idled: serve it now.
+                ready.clear();
+                ready.push(0);
+                ChildEvent::Readable(&ready)
+            }
             ChildAction::Wait => match epoll.wait(&mut events, EpollTimeout::from(WAIT_TIMEOUT_MS)) {
                 Ok(n) => {
                     ready.clear();
@@ -339,7 +378,10 @@ fn serve_loop(setup: &mut ChildSetup<'_>) -> Result<ExitReason, (ExitReason, Str
                             ready.push(e.data() as usize);
                         }
                     }
-                    if n == 0 {
+                    if let (0, Some(g)) = (n, gate) {
+                        readable_now_gate(g, &mut ready);
+                        woken = ready.is_empty();
+                    } else if n == 0 {
                         // A timeout: also ask the listeners themselves. An exclusive wake-up
                         // that another child's wait set absorbed is never repeated, so a
                         // connection it left behind is found here, within WAIT_TIMEOUT_MS.
@@ -353,6 +395,28 @@ fn serve_loop(setup: &mut ChildSetup<'_>) -> Result<ExitReason, (ExitReason, Str
                     error!("child slot {slot}: epoll_wait: {e}");
                     ChildEvent::WaitFailed
                 }
+            },
+            ChildAction::Accept { .. } if gate.is_some() => match gate.expect("gated").next() {
+                crate::gate::Received::Passed(p) => match listeners.get(p.listener) {
+                    Some(l) => {
+                        let stream = crate::gate::stream_of(p.fd, l);
+                        let peer = match &stream {
+                            Stream::Tcp(s) => s.peer_addr().ok(),
+                            Stream::Unix(_) => None,
+                        };
+                        accepted = Some((stream, peer, p.listener));
+                        prefix = p.bytes;
+                        board.header().gate.received.fetch_add(1, Ordering::Relaxed);
+                        ChildEvent::Accepted
+                    }
+                    None => ChildEvent::AcceptEmpty,
+                },
+                crate::gate::Received::Empty => ChildEvent::AcceptEmpty,
+                crate::gate::Received::Invalid(why) => {
+                    error!("child slot {slot}: the gate's channel: dropped {why}");
+                    ChildEvent::AcceptEmpty
+                }
+                crate::gate::Received::Closed => ChildEvent::SourceClosed,
             },
             ChildAction::Accept { listener } => match accept(&listeners[listener]) {
                 Ok((stream, peer_addr)) => {
@@ -377,15 +441,29 @@ fn serve_loop(setup: &mut ChildSetup<'_>) -> Result<ExitReason, (ExitReason, Str
                 let (stream, peer_addr, listener) = accepted.take().expect("an accepted connection");
                 let status = Status::new(me, record, listeners);
                 let mut conn = Connection::new(stream, peer_addr, listener, status, board, listeners);
+                if let Some(g) = gate {
+                    conn = conn.with_gate(std::mem::take(&mut prefix), g);
+                }
                 record.set_texts(Some(conn.peer()), Some(""));
                 if let Err(e) = service.serve(&mut conn) {
                     debug!("child slot {slot}: connection from {}: {e}", conn.peer());
                 }
-                drop(conn);
+                if let (Some(g), Some((stream, listener, unread))) = (gate, conn.into_given_back()) {
+                    let fd = match &stream {
+                        Stream::Tcp(s) => s.as_fd(),
+                        Stream::Unix(s) => s.as_fd(),
+                    };
+                    if !g.give_back(fd, listener, &unread) {
+                        debug!("child slot {slot}: the gate cannot take an idle connection back now; it closes");
+                    }
+                }
                 record.last_used_ms.store(unix_ms(), Ordering::Relaxed);
                 ChildEvent::ConnectionDone
             }
             ChildAction::Exit(reason) => {
+                if let Some(g) = gate {
+                    g.return_stash();
+                }
                 // The parent logs every exit with this reason (bounded against floods); a line
                 // here too would double the log and escape that bound.
                 debug!("child slot {slot} exiting: {reason}");

@@ -34,6 +34,7 @@
 //! | [`harness`] | a service on a socket pair in this process, without forking (tests, fuzzing) |
 //! | `supervisor.rs`, `os.rs` | the parent: its logic on a `System` trait, and the real system (fork, signalfd, waitpid) |
 //! | `child.rs` | a child: set-up after fork(), then the core's child loop on epoll, accept4 and the lock |
+//! | `gate.rs` | the gate: the core's gate machine on epoll, and the channels that pass connections to children and back |
 //! | [`shm`], [`locks`], [`listeners`] | the scoreboard mapping, the four accept locks, the listening sockets |
 //! | [`upgrade`] | a binary upgrade in place: what the old parent hands its successor |
 //! | [`agent`] | the parent's answer to a load balancer's agent check, and the operator's word for it |
@@ -43,6 +44,7 @@
 pub mod agent;
 mod child;
 mod creds;
+mod gate;
 #[doc = include_str!("../../docs/embedding.md")]
 pub mod guide {}
 /// README.md's embedding example, compiled as a doc test.
@@ -64,9 +66,9 @@ mod view;
 pub use listeners::{ListenQueue, Listener};
 pub use options::{Lifecycle, OnReady, Reloaded, Reloader, ServerError};
 pub use server::Server;
-pub use service::{Connection, Service, Status, Stream};
+pub use service::{Connection, NextRequest, Service, Status, Stream};
 pub use shm::{Scoreboard, SlotInfo};
-pub use view::{ListenerInfo, PoolSnapshot, PoolView, Totals, WatchdogKills};
+pub use view::{GateSnapshot, ListenerInfo, PoolSnapshot, PoolView, Totals, WatchdogKills};
 
 /// Milliseconds since the Unix epoch.
 pub(crate) fn unix_ms() -> u64 {

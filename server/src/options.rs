@@ -38,6 +38,9 @@ pub enum ServerError {
     /// The agent-check port (`agent_listen`) could not be bound.
     #[error("cannot listen for agent checks: {0}")]
     Agent(io::Error),
+    /// The gate's channels could not be made (`accept_filter = "httpready"`).
+    #[error("cannot set up the gate (accept_filter = \"httpready\"): {0}")]
+    Gate(String),
     /// The pid file could not be written.
     #[error("cannot write the pid file {path}: {source}")]
     PidFile {

@@ -117,6 +117,11 @@ pub(crate) struct Os {
     notify: Option<Box<dyn FnMut(Lifecycle)>>,
     /// Bounds the core's repeated log lines (SPEC.md §7.9).
     repeats: RepeatFilter,
+    /// The gate's channels (`accept_filter = "httpready"`, SPEC.md §15), made before any child
+    /// that needs them.
+    channels: Option<crate::gate::Channels>,
+    /// Gates started and not yet reaped.
+    gates: Vec<u32>,
     /// The child whose watchdog kill was just logged: its kill gets a line naming its request
     /// (only then, so that line is bounded as the core's is).
     detail_for: Option<Pid32>,
@@ -136,6 +141,15 @@ fn set_accept_filter(listeners: &[Listener], filter: prefork_core::config::Accep
         if let Err(e) = l.set_accept_filter(filter) {
             tracing::warn!("{e}; accept_filter = \"{}\" is not in force there", filter.name());
         }
+    }
+}
+
+/// `accept_filter = "httpready"` needs a service that reads HTTP request heads; any other runs
+/// with `data` (Apache on a system without `accf_http` does the same).
+fn gate_or_data(cfg: &mut PoolConfig, service: &dyn Service) {
+    if cfg.accept_filter == prefork_core::config::AcceptFilter::HttpReady && service.gate_config().is_none() {
+        tracing::debug!("accept_filter = \"httpready\": this service does not read HTTP request heads; using \"data\"");
+        cfg.accept_filter = prefork_core::config::AcceptFilter::Data;
     }
 }
 
@@ -160,6 +174,13 @@ pub(crate) fn run(mut options: Options) -> Result<i32, ServerError> {
         (None, None) => listeners::bind_all(&cfg.listen, cfg.listen_backlog).map_err(ServerError::Bind)?,
     };
     let mut cfg = cfg;
+    gate_or_data(&mut cfg, &*options.service);
+    let channels = match cfg.accept_filter {
+        prefork_core::config::AcceptFilter::HttpReady => {
+            Some(crate::gate::Channels::new().map_err(|e| ServerError::Gate(e.to_string()))?)
+        }
+        _ => None,
+    };
     if inherited {
         // The core plans for the sockets there are (children poll them, the lock follows them).
         cfg.listen = listeners.iter().map(|l| l.configured.clone()).collect();
@@ -227,6 +248,8 @@ pub(crate) fn run(mut options: Options) -> Result<i32, ServerError> {
         on_ready: options.on_ready,
         notify: options.notify,
         repeats: RepeatFilter::default(),
+        channels,
+        gates: vec![],
         detail_for: None,
     };
     let code = Supervisor::start(cfg, board, os, options.reload).run();
@@ -261,6 +284,14 @@ impl Platform for Os {
                 self.successor = None;
                 self.ready_to = None;
                 self.retired_locks.clear();
+                self.gates.clear();
+                // A child keeps the children's ends only: the gate's sending end must close in
+                // every child, or the channel never hangs up.
+                let gate = self
+                    .channels
+                    .take()
+                    .filter(|_| spec.gated)
+                    .map(|c| crate::gate::ChildEnd::new(c.hand_rx, c.back_tx, self.listeners.len()));
                 child::run(ChildSetup {
                     board: &self.board,
                     slot,
@@ -272,6 +303,7 @@ impl Platform for Os {
                     spec,
                     service: &mut *self.service,
                     parent: self.pid,
+                    gate,
                 })
             }
             Ok(ForkResult::Parent { child }) => {
@@ -314,10 +346,20 @@ impl Platform for Os {
     }
 
     fn observe(&mut self) -> Observation {
-        Observation {
-            queues: self.listeners.iter().map(Listener::depth).collect(),
-            lock_holder: self.lock.as_ref().and_then(AcceptLock::holder),
+        let mut queues: Vec<_> = self.listeners.iter().map(Listener::depth).collect();
+        if self.channels.is_some() && !self.gates.is_empty() {
+            // Complete heads waiting for a child, as the gate says (untrusted: it only asks for
+            // forks, which fork_rate_limit and max_request_workers bound).
+            // Those in the gate's queue, and those in the channel (handed, not yet received).
+            let g = &self.board.header().gate;
+            let load = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed);
+            let queued = load(&g.queued).saturating_add(load(&g.handed).saturating_sub(load(&g.received)));
+            queues.push(prefork_core::parent::QueueDepth {
+                waiting: queued.min(u64::from(u16::MAX)) as u32,
+                exact: true,
+            });
         }
+        Observation { queues, lock_holder: self.lock.as_ref().and_then(AcceptLock::holder) }
     }
 
     fn close_listeners(&mut self) {
@@ -330,6 +372,9 @@ impl Platform for Os {
             self.agent = None;
         }
         self.listeners.clear();
+        if let Some(c) = &mut self.channels {
+            c.let_go();
+        }
     }
 
     fn start_successor(&mut self) -> Result<Pid32, String> {
@@ -353,6 +398,67 @@ impl Platform for Os {
         }
     }
 
+    fn start_gate(&mut self) -> Result<Pid32, String> {
+        let config = self.service.gate_config().ok_or("the service does not read HTTP request heads")?;
+        if self.channels.is_none() {
+            self.channels = Some(crate::gate::Channels::new().map_err(|e| format!("cannot make its channels: {e}"))?);
+        }
+        let _ = io::stdout().flush();
+        let _ = io::stderr().flush();
+        // SAFETY: the parent is single-threaded (it never starts threads).
+        match unsafe { fork() } {
+            Ok(ForkResult::Child) => {
+                self.children.clear();
+                self.signals = None;
+                self.agent = None;
+                self.successor = None;
+                self.ready_to = None;
+                self.retired_locks.clear();
+                self.gates.clear();
+                let c = self.channels.take().expect("made above");
+                let Some(hand_tx) = c.hand_tx else {
+                    // The parent let go of it: the server stops; there is nothing to gate.
+                    // SAFETY: _exit ends the process.
+                    unsafe { libc::_exit(0) }
+                };
+                drop(c.hand_rx);
+                crate::gate::run(
+                    crate::gate::GateSetup {
+                        listeners: &self.listeners,
+                        hand_tx,
+                        back_rx: c.back_rx,
+                        back_tx: c.back_tx,
+                        service: &*self.service,
+                        config,
+                        board: &self.board,
+                    },
+                    self.creds.as_ref(),
+                    self.pid,
+                )
+            }
+            Ok(ForkResult::Parent { child }) => {
+                let pid = child.as_raw() as u32;
+                self.gates.push(pid);
+                Ok(pid)
+            }
+            Err(e) => Err(e.to_string()),
+        }
+    }
+
+    fn stop_gate(&mut self, pid: Pid32, how: prefork_core::parent::GateStop) {
+        use prefork_core::parent::GateStop;
+        if !self.gates.contains(&pid) {
+            return;
+        }
+        let sig = match how {
+            GateStop::Retire => Signal::SIGUSR1,
+            GateStop::Drain => Signal::SIGWINCH,
+            GateStop::Finish => Signal::SIGHUP,
+            GateStop::Now => Signal::SIGTERM,
+        };
+        let _ = kill(Pid::from_raw(pid as i32), sig);
+    }
+
     fn drain_listeners(&mut self) {
         for l in &self.listeners {
             if let Err(e) = l.stop_admitting() {
@@ -362,6 +468,11 @@ impl Platform for Os {
             }
         }
         self.listeners.clear();
+        if let Some(c) = &mut self.channels {
+            // The gated children drain the channel until it hangs up: the gate, draining, holds
+            // the other copy until it has handed over all it holds.
+            c.let_go();
+        }
     }
 
     fn log(&mut self, line: ParentLog) {
@@ -529,6 +640,11 @@ impl System for Os {
                 }
             };
             let pid = pid.as_raw() as u32;
+            if let Some(i) = self.gates.iter().position(|&g| g == pid) {
+                // A gate: the core tells it from a child by its own records.
+                self.gates.swap_remove(i);
+                return Some((pid, status, None));
+            }
             if self.successor.as_ref().is_some_and(|(p, _)| *p == pid) {
                 // The successor of an upgrade is this process's child, not the pool's.
                 self.successor = None;
@@ -555,6 +671,10 @@ impl System for Os {
         if self.inherited {
             // The inherited sockets stay, whatever `listen` says (the core plans for them).
             next.listen = self.listeners.iter().map(|l| l.configured.clone()).collect();
+        }
+        gate_or_data(next, &*self.service);
+        if next.accept_filter == prefork_core::config::AcceptFilter::HttpReady && self.channels.is_none() {
+            self.channels = Some(crate::gate::Channels::new().map_err(|e| format!("the gate's channels: {e}"))?);
         }
         // A new agent address is bound before anything changes (and dropped if the rest fails).
         let agent = match next.agent_listen {

@@ -27,7 +27,27 @@ pub trait Service: 'static {
     /// [`Status::set`] as the work goes on. When [`Status::set`] answers
     /// [`SlotUpdate::Graceful`] (a graceful restart or stop), finish the request in hand, tell
     /// the client the connection closes, and return. Errors are logged at debug level.
+    ///
+    /// Behind the gate (`accept_filter = "httpready"`), the bytes the gate already read come
+    /// first: [`Connection::take_prefix`]; between requests, wait with
+    /// [`Connection::wait_for_request`] and give an idle connection back with
+    /// [`Connection::give_back`] when it says another request waits.
     fn serve(&mut self, conn: &mut Connection<'_>) -> io::Result<()>;
+
+    /// The gate's settings if this service reads HTTP/1 request heads (and can so run behind the
+    /// gate, `accept_filter = "httpready"`, SPEC.md §15); `None` (the default): it does not, and
+    /// the server runs it with `accept_filter = "data"` instead.
+    fn gate_config(&self) -> Option<prefork_core::gate::GateConfig> {
+        None
+    }
+
+    /// How far the request head in `bytes` (the start of a connection's bytes) has got: called
+    /// by the gate, in its own process, for services that return a [`Service::gate_config`].
+    /// Malformed or too large counts as `Complete`: a child answers it.
+    fn head_progress(&self, bytes: &[u8]) -> prefork_core::gate::HeadProgress {
+        let _ = bytes;
+        prefork_core::gate::HeadProgress::Complete
+    }
 }
 
 impl<F> Service for F
@@ -180,6 +200,24 @@ pub struct Connection<'a> {
     listener: usize,
     status: Status<'a>,
     pool: PoolView<'a>,
+    /// Bytes the gate read before it handed the connection over.
+    prefix: Vec<u8>,
+    /// The gate's channel, when the child is gated: where another request can be seen waiting.
+    gate: Option<&'a crate::gate::ChildEnd>,
+    /// Given back to the gate (with these bytes of a next request) instead of closed.
+    given_back: Option<Vec<u8>>,
+}
+
+/// What [`Connection::wait_for_request`] found.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum NextRequest {
+    /// Bytes (or the client's close) arrived: read them.
+    Arrived,
+    /// Nothing came within the time given.
+    TimedOut,
+    /// Another request waits for a child and this connection is idle: give it back to the gate
+    /// ([`Connection::give_back`]) and return from [`Service::serve`]; the child takes the other.
+    GiveBack,
 }
 
 impl<'a> Connection<'a> {
@@ -198,7 +236,113 @@ impl<'a> Connection<'a> {
             (Stream::Unix(_), None) => "unix".to_string(),
             (Stream::Tcp(s), None) => format!("fd {}", std::os::fd::AsRawFd::as_raw_fd(s)),
         };
-        Connection { stream, peer, peer_addr, listener, status, pool: PoolView::new(board, listeners) }
+        Connection {
+            stream,
+            peer,
+            peer_addr,
+            listener,
+            status,
+            pool: PoolView::new(board, listeners),
+            prefix: Vec::new(),
+            gate: None,
+            given_back: None,
+        }
+    }
+
+    /// A connection the gate handed over, with the bytes it had read.
+    pub(crate) fn with_gate(mut self, prefix: Vec<u8>, gate: &'a crate::gate::ChildEnd) -> Self {
+        self.prefix = prefix;
+        self.gate = Some(gate);
+        self
+    }
+
+    /// Did this connection come through the gate (`accept_filter = "httpready"`)?
+    pub fn gated(&self) -> bool {
+        self.gate.is_some()
+    }
+
+    /// The bytes the gate already read from this connection (the start of its first request:
+    /// a complete head, and maybe more), once; empty without the gate. A service must use them
+    /// before what it reads from the stream.
+    pub fn take_prefix(&mut self) -> Vec<u8> {
+        std::mem::take(&mut self.prefix)
+    }
+
+    /// Waits up to `timeout` for the next request's bytes on an idle connection (nothing of a
+    /// next request read yet). Behind the gate, it also watches for a complete request that
+    /// waits for a child: then it takes that request for this child and answers
+    /// [`NextRequest::GiveBack`] (SPEC.md §15.2: an idle kept-alive connection never keeps a
+    /// waiting request from a child).
+    pub fn wait_for_request(&mut self, timeout: Duration) -> io::Result<NextRequest> {
+        use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+        use std::os::fd::AsFd;
+        /// While another child is idle, it takes what waits: look again this much later.
+        const IDLE_CHILD_SLICE: Duration = Duration::from_millis(10);
+        /// A request still waiting this long was not taken by the child that looks idle (it may
+        /// be stopped, or its slot scribbled): step in anyway.
+        const STEP_IN_AFTER: Duration = Duration::from_millis(50);
+        let deadline = std::time::Instant::now() + timeout;
+        let mut watch_gate = true;
+        let mut waiting_since: Option<std::time::Instant> = None;
+        loop {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            // A child told to finish up takes no new work: it answers what comes on this
+            // connection (with `Connection: close`) and leaves.
+            let gate = self.gate.filter(|g| watch_gate && !g.holds_stash() && !self.status.winding_down());
+            let slice = if watch_gate || self.gate.is_none() { left } else { left.min(IDLE_CHILD_SLICE) };
+            let ms = PollTimeout::try_from(slice.as_millis().min(i32::MAX as u128) as i32).unwrap_or(PollTimeout::MAX);
+            let (ours, other) = {
+                let fd = match &self.stream {
+                    Stream::Tcp(s) => s.as_fd(),
+                    Stream::Unix(s) => s.as_fd(),
+                };
+                let mut fds = vec![PollFd::new(fd, PollFlags::POLLIN)];
+                if let Some(g) = gate {
+                    fds.push(PollFd::new(g.receiver(), PollFlags::POLLIN));
+                }
+                match poll(&mut fds, ms) {
+                    Ok(_) => {}
+                    Err(nix::errno::Errno::EINTR) => continue,
+                    Err(e) => return Err(e.into()),
+                }
+                let fired = |f: &PollFd<'_>| f.revents().is_some_and(|r| !r.is_empty());
+                (fired(&fds[0]), fds.get(1).is_some_and(fired))
+            };
+            if ours {
+                return Ok(NextRequest::Arrived);
+            }
+            if left.is_zero() {
+                return Ok(NextRequest::TimedOut);
+            }
+            watch_gate = true;
+            if other && let Some(g) = gate {
+                // An idle child takes it, without giving up a connection: this one steps in only
+                // when every child is busy (the board is advisory: at worst a connection goes
+                // back to the gate that need not have).
+                let first_seen = *waiting_since.get_or_insert_with(std::time::Instant::now);
+                if self.pool.any_idle() && first_seen.elapsed() < STEP_IN_AFTER {
+                    watch_gate = false;
+                } else if g.take_for_later() {
+                    return Ok(NextRequest::GiveBack);
+                } else {
+                    waiting_since = None;
+                }
+            }
+        }
+    }
+
+    /// Gives this idle connection back to the gate, with `unread`: bytes of a next request
+    /// already read (usually none). The service then returns from [`Service::serve`] without
+    /// closing it; the child passes it to the gate. Without the gate the connection just closes.
+    pub fn give_back(&mut self, unread: &[u8]) {
+        self.given_back = Some(unread.to_vec());
+    }
+
+    /// The connection, and what to give back, if it is to go back to the gate.
+    pub(crate) fn into_given_back(self) -> Option<(Stream, usize, Vec<u8>)> {
+        let bytes = self.given_back?;
+        self.gate?;
+        Some((self.stream, self.listener, bytes))
     }
 
     /// The stream.

@@ -47,7 +47,7 @@ use std::sync::atomic::{AtomicU64, Ordering, fence};
 /// `b"PREFORK1"` as a little-endian `u64`.
 pub const MAGIC: u64 = u64::from_le_bytes(*b"PREFORK1");
 /// Version of this layout.
-pub const LAYOUT_VERSION: u64 = 5;
+pub const LAYOUT_VERSION: u64 = 6;
 /// The name of the memfd (as shown in `/proc/<pid>/fd`).
 pub const MEMFD_NAME: &str = "prefork-scoreboard";
 /// Bytes of the client-address text field.
@@ -91,6 +91,38 @@ pub struct Header {
     pub killed_slot_damaged: AtomicU64,
     /// Slot words the parent wrote back because they did not match its records.
     pub slots_repaired: AtomicU64,
+    /// The gate's counters (SPEC.md §15.6), written by the gate (untrusted: shown, never acted on).
+    pub gate: GateRecord,
+}
+
+/// What the gate publishes: connections it holds now, and what it did with them since the
+/// parent started (the counters add up over every gate).
+#[repr(C)]
+#[derive(Debug, Default)]
+pub struct GateRecord {
+    /// The running gate's pid (0: none).
+    pub pid: AtomicU64,
+    /// Connections it holds (being read, idle, or queued for a child).
+    pub held: AtomicU64,
+    /// Complete heads waiting for a child.
+    pub queued: AtomicU64,
+    /// Connections taken (accepted, or given back by a child).
+    pub taken: AtomicU64,
+    /// Complete heads handed to children.
+    pub handed: AtomicU64,
+    /// Closed: nothing sent within `timeout`.
+    pub first_byte_timeouts: AtomicU64,
+    /// Closed: kept alive and silent for `keep_alive_timeout`.
+    pub keep_alive_timeouts: AtomicU64,
+    /// 408: the head took longer than `request_read_timeout`.
+    pub head_timeouts: AtomicU64,
+    /// Shed under pressure: idle connections.
+    pub shed_idle: AtomicU64,
+    /// Shed under pressure: heads slower than `request_read_min_rate` (408).
+    pub shed_slow_heads: AtomicU64,
+    /// Connections gated children took from the hand-over channel (written by the children):
+    /// `handed - received` is what waits there for a child.
+    pub received: AtomicU64,
 }
 
 /// One slot.
@@ -137,7 +169,7 @@ pub struct SlotRecord {
     pub request: [AtomicU64; REQUEST_BYTES / 8],
 }
 
-const _: () = assert!(size_of::<Header>() == 128);
+const _: () = assert!(size_of::<Header>() == 256);
 const _: () = assert!(size_of::<SlotRecord>() == 256);
 
 /// A consistent copy of one slot, for status pages and tests.

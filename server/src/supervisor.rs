@@ -136,6 +136,12 @@ impl<S: System> Platform for Listening<'_, S> {
     fn stop_successor(&mut self, pid: Pid) {
         self.system.stop_successor(pid);
     }
+    fn start_gate(&mut self) -> Result<Pid, String> {
+        self.system.start_gate()
+    }
+    fn stop_gate(&mut self, pid: Pid, how: prefork_core::parent::GateStop) {
+        self.system.stop_gate(pid, how);
+    }
     fn log(&mut self, line: ParentLog) {
         self.system.log(line);
     }

@@ -39,6 +39,19 @@ impl<'a> PoolView<'a> {
         PoolSnapshot::take(self.board)
     }
 
+    /// Does any child wait for work now (its slot shows `Ready`)? Read word by word, without a
+    /// snapshot; advisory (any child can write the board).
+    pub fn any_idle(&self) -> bool {
+        use prefork_core::scoreboard::SlotTable;
+        (0..self.board.slot_count()).any(|i| {
+            self.board
+                .slot(i)
+                .ok()
+                .and_then(|s| s.read().ok())
+                .is_some_and(|w| w.state == prefork_core::slot::SlotState::Ready)
+        })
+    }
+
     /// Every listener, in the configuration's order, with its accept queue now.
     pub fn listeners(&self) -> Vec<ListenerInfo> {
         self.listeners
@@ -75,6 +88,9 @@ pub struct PoolSnapshot {
     pub slots_repaired: u64,
     /// Children the parent killed because their slot was damaged again after a repair.
     pub killed_slot_damaged: u64,
+    /// What the gate reports (`accept_filter = "httpready"`, SPEC.md §15.6); `None` when no gate
+    /// has run.
+    pub gate: Option<GateSnapshot>,
     /// Header values out of range (any process of the pool can write this memory; the parent
     /// writes the header whole again after its next step): their names.
     pub out_of_range: Vec<&'static str>,
@@ -85,6 +101,31 @@ pub struct PoolSnapshot {
     pub view: ScoreboardView,
     /// Every slot, with its counters and texts.
     pub slots: Vec<SlotInfo>,
+}
+
+/// What the gate reports (SPEC.md §15.6): written by the gate, so only shown.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct GateSnapshot {
+    /// The running gate's pid (0: none now).
+    pub pid: u64,
+    /// Connections it holds.
+    pub held: u64,
+    /// Complete heads waiting for a child.
+    pub queued: u64,
+    /// Connections taken since the start.
+    pub taken: u64,
+    /// Complete heads handed to children.
+    pub handed: u64,
+    /// Closed: nothing sent within `timeout`.
+    pub first_byte_timeouts: u64,
+    /// Closed: kept alive and silent for `keep_alive_timeout`.
+    pub keep_alive_timeouts: u64,
+    /// 408: the head took longer than `request_read_timeout`.
+    pub head_timeouts: u64,
+    /// Shed under pressure: idle connections.
+    pub shed_idle: u64,
+    /// Shed under pressure: slow request heads (408).
+    pub shed_slow_heads: u64,
 }
 
 /// Children the watchdog killed, by reason (SPEC.md §7.8).
@@ -171,6 +212,23 @@ impl PoolSnapshot {
             },
             slots_repaired: h.slots_repaired.load(Ordering::Relaxed),
             killed_slot_damaged: h.killed_slot_damaged.load(Ordering::Relaxed),
+            gate: {
+                let g = &h.gate;
+                let l = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed);
+                let snap = GateSnapshot {
+                    pid: l(&g.pid),
+                    held: l(&g.held),
+                    queued: l(&g.queued),
+                    taken: l(&g.taken),
+                    handed: l(&g.handed),
+                    first_byte_timeouts: l(&g.first_byte_timeouts),
+                    keep_alive_timeouts: l(&g.keep_alive_timeouts),
+                    head_timeouts: l(&g.head_timeouts),
+                    shed_idle: l(&g.shed_idle),
+                    shed_slow_heads: l(&g.shed_slow_heads),
+                };
+                (snap != GateSnapshot::default()).then_some(snap)
+            },
             out_of_range,
             slots_out_of_range,
             view,

@@ -75,13 +75,29 @@ pub struct Preforkd {
     dir: PathBuf,
 }
 
-/// Pids of the direct children of `pid`.
+/// Pids of the direct children of `pid` that are pool children: not the gate
+/// (`accept_filter = "httpready"`, SPEC.md §15), nor a successor.
 pub fn children_of(pid: u32) -> Vec<u32> {
+    processes_under(pid).into_iter().filter(|&c| !is_gate(c)).collect()
+}
+
+/// Pids of every direct child of `pid` (pool children, the gate, a successor).
+pub fn processes_under(pid: u32) -> Vec<u32> {
     std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children"))
         .unwrap_or_default()
         .split_whitespace()
         .filter_map(|p| p.parse().ok())
         .collect()
+}
+
+/// Is `pid` a gate (its process name is `prefork-gate`)?
+pub fn is_gate(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/comm")).is_ok_and(|c| c.trim() == "prefork-gate")
+}
+
+/// The gates among the direct children of `pid`.
+pub fn gates_of(pid: u32) -> Vec<u32> {
+    processes_under(pid).into_iter().filter(|&c| is_gate(c) && !is_zombie(c)).collect()
 }
 
 /// Is `pid` alive (and not a zombie)?
@@ -210,7 +226,7 @@ impl Preforkd {
 
 impl Drop for Preforkd {
     fn drop(&mut self) {
-        let children = children_of(self.pid);
+        let children = processes_under(self.pid);
         let _ = self.child.kill();
         let _ = self.child.wait();
         kill_all(&children);

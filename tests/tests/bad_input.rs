@@ -23,13 +23,27 @@ fn served_within(p: &Preforkd, limit: Duration) -> Option<Duration> {
 }
 
 /// Twice as many slowloris connections as the pool has children, each trickling one header line
-/// a second and never finishing: `request_read_timeout` cuts them off (408) and normal clients are
-/// served again.
+/// a second and never finishing, with the children reading heads (`accept_filter = "data"`):
+/// `request_read_timeout` cuts them off (408) and normal clients are served again.
 #[test]
 fn slowloris_is_cut_off_by_request_read_timeout_and_the_pool_serves_again() {
+    slowloris("data");
+}
+
+/// The same behind the gate (preforkd's default, SPEC.md §15): normal clients are served at once,
+/// while the attackers trickle; the gate cuts every attacker off at `request_read_timeout` (408).
+#[test]
+fn behind_the_gate_slowloris_never_holds_a_child_and_is_cut_off_by_request_read_timeout() {
+    slowloris("httpready");
+}
+
+fn slowloris(filter: &str) {
     let _s = serial();
     let limit = 8;
+    let gated = filter == "httpready";
     let p = Preforkd::start(&[
+        "--accept-filter",
+        filter,
         "--start-servers",
         "8",
         "--min-spare-servers",
@@ -69,19 +83,24 @@ fn slowloris_is_cut_off_by_request_read_timeout_and_the_pool_serves_again() {
         })
         .collect();
     std::thread::sleep(Duration::from_millis(500));
-    // Every child is taken; a normal client waits until the attackers are cut off: two rounds of
-    // request_read_timeout (2 s) plus lingering close (up to 2 s) at most.
-    let served = served_within(&p, Duration::from_secs(12));
+    // Without the gate every child is taken; a normal client waits until the attackers are cut
+    // off: two rounds of request_read_timeout (2 s) plus lingering close (up to 2 s) at most.
+    // Behind the gate it is served at once, and the attackers run into their own deadline.
+    let served = served_within(&p, Duration::from_secs(if gated { 1 } else { 12 }));
+    if gated {
+        std::thread::sleep(Duration::from_secs(3));
+    }
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     let outcomes: Vec<String> = attackers.into_iter().map(|h| h.join().unwrap()).collect();
     let served = served.unwrap_or_else(|| panic!("normal clients not served again; attackers: {outcomes:?}"));
     // Those still trickling when a normal client got through were accepted after the first
     // round was cut off; their own deadline runs.
     assert!(outcomes.iter().all(|o| o == "408" || o == "closed" || o == "still open at the end"), "{outcomes:?}");
-    assert!(outcomes.iter().filter(|o| *o == "408").count() >= limit, "{outcomes:?}");
+    let cut_off = outcomes.iter().filter(|o| *o == "408").count();
+    assert!(cut_off >= if gated { 2 * limit } else { limit }, "{outcomes:?}");
     assert!(served_within(&p, Duration::from_secs(1)).is_some(), "serving normally afterwards");
     eprintln!(
-        "RESULT slowloris: {} trickling connections against {limit} children, a normal client served after {served:?}; attackers got {:?}",
+        "RESULT slowloris (accept_filter {filter}): {} trickling connections against {limit} children, a normal client served after {served:?}; attackers got {:?}",
         2 * limit,
         outcomes
     );

@@ -46,6 +46,10 @@ fn the_agent_check_follows_the_pool_the_operator_and_the_stop() {
     let dir = tempdir("agent");
     let pid_file = dir.join("preforkd.pid");
     let mut p = Preforkd::start(&[
+        // Children read the heads themselves (behind the gate, SPEC.md §15, a slow or idle
+        // connection holds no child).
+        "--accept-filter",
+        "data",
         "--agent-listen",
         "127.0.0.1:0",
         "--pid-file",

@@ -61,6 +61,10 @@ fn stuck_children_do_not_hold_a_restart_beyond_the_timeouts() {
     let docs = tempdir("big");
     std::fs::write(docs.join("big.bin"), vec![0u8; 64 << 20]).unwrap();
     let p = Preforkd::start(&[
+        // A child stuck reading needs children that read heads (behind the gate, SPEC.md §15,
+        // no child ever waits for one).
+        "--accept-filter",
+        "data",
         "--start-servers",
         "4",
         "--document-root",

@@ -65,8 +65,10 @@ fn scale() -> usize {
     if std::env::var_os("PREFORK_FAULTS_LONG").is_some() { 10 } else { 1 }
 }
 
+/// Two listeners, children accepting on them under the accept lock (`accept_filter = "data"`:
+/// behind the gate there is no lock, SPEC.md §15).
 fn two_listeners(extra: &[&str]) -> Preforkd {
-    let mut args = vec!["--listen", "127.0.0.1:0", "--listen", "127.0.0.1:0"];
+    let mut args = vec!["--listen", "127.0.0.1:0", "--listen", "127.0.0.1:0", "--accept-filter", "data"];
     args.extend_from_slice(extra);
     let p = Preforkd::start(&args);
     assert_eq!(p.addrs.len(), 2);
@@ -107,6 +109,10 @@ fn sockets(pid: u32) -> usize {
 fn the_pool_starts_at_start_servers_and_ramps_1_2_4_8_while_clients_wait() {
     let _s = serial();
     let p = Preforkd::start(&[
+        // Children read the heads themselves (behind the gate, SPEC.md §15, a slow or idle
+        // connection holds no child).
+        "--accept-filter",
+        "data",
         "--spawn-mode",
         "ramp",
         "--start-servers",
@@ -544,6 +550,10 @@ fn a_graceful_stop_under_load_completes_requests_in_flight_and_queued_then_refus
 fn a_graceful_stop_serves_the_connections_queued_behind_busy_children() {
     let _s = serial();
     let mut p = Preforkd::start(&[
+        // Children read the heads themselves (behind the gate, SPEC.md §15, a slow or idle
+        // connection holds no child).
+        "--accept-filter",
+        "data",
         "--start-servers",
         "2",
         "--min-spare-servers",

@@ -39,6 +39,9 @@ fn two_listeners(mechanism: &str, extra: &[&str]) -> Preforkd {
         "127.0.0.1:0",
         "--listen",
         "127.0.0.1:0",
+        // Children accept on the listeners under the lock (behind the gate there is none).
+        "--accept-filter",
+        "data",
         "--accept-mutex",
         mechanism,
         "--accept-lock-timeout-ms",
@@ -367,6 +370,10 @@ fn a_request_past_request_deadline_is_killed_and_the_reason_shown() {
     // A client that sends half a request head and then nothing keeps a child reading (R) for up
     // to request_read_timeout (20 s here); request_deadline (1 s) ends that child sooner.
     let p = Preforkd::start(&[
+        // Children read the heads themselves (behind the gate, SPEC.md §15, a slow or idle
+        // connection holds no child).
+        "--accept-filter",
+        "data",
         "--start-servers",
         "3",
         "--min-spare-servers",

@@ -211,7 +211,7 @@ fn help_lists_every_setting() {
 /// connection waits, with the request line and the client.
 #[test]
 fn slots_show_reading_and_keep_alive_with_the_request_line() {
-    let p = Preforkd::start(&["--start-servers", "4"]);
+    let p = Preforkd::start(&["--accept-filter", "data", "--start-servers", "4"]);
     let slots = || -> Vec<serde_json::Value> {
         let j: serde_json::Value = serde_json::from_str(&p.get("/server-status?json").text()).unwrap();
         j["slots"].as_array().unwrap().clone()

@@ -9,7 +9,8 @@
 //!                     holds, hands them over, exits), StartGate a new one with the new settings
 //!   graceful stop:    StopGate(Drain): it takes what the listen queues hold, finishes, exits;
 //!                     gated children drain the channel until it hangs up
-//!   hand-over:        StopGate(Retire)
+//!   hand-over:        StopGate(Finish): no more accepts, it finishes what it holds; gated
+//!                     children drain the channel until it hangs up
 //!   stop, hard restart, fatal: StopGate(Now) for every gate
 //! ```
 //!
@@ -25,17 +26,7 @@ use std::time::Duration;
 /// that cannot run must not be forked in a loop).
 pub const GATE_RESTART_DELAY: Duration = Duration::from_secs(1);
 
-/// How a gate is told to stop.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum GateStop {
-    /// Stop accepting at once (another gate, or another server, takes the listeners), finish the
-    /// heads held, hand them over, close idle connections, exit (`SIGUSR1`).
-    Retire,
-    /// A graceful stop: take what the listen queues still hold, then as `Retire` (`SIGWINCH`).
-    Drain,
-    /// Exit now (`SIGTERM`): what it holds is lost, as a child's connection in a hard stop.
-    Now,
-}
+pub use crate::gate::GateStop;
 
 /// The parent's record of its gates.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Hash)]
@@ -156,6 +147,22 @@ mod tests {
         assert_eq!(gate_actions(&mut platform), vec![]);
         driver.handle_timeout(Time::from_millis(11_200), &board, &mut platform);
         assert_eq!(gate_actions(&mut platform), vec![ParentAction::StartGate]);
+    }
+
+    #[test]
+    fn a_hand_over_finishes_the_gate_and_gated_children_drain_its_channel() {
+        use crate::scoreboard::{DRAINING, SlotTable};
+        use std::sync::atomic::Ordering;
+        let board: MemoryBoard<AtomicU64> = MemoryBoard::new(8);
+        let mut platform = Recorder::new(100);
+        let mut driver = ParentDriver::start(Parent::new(gated()), Time::ZERO, &board, &mut platform);
+        let gate = driver.parent().gate_pid().unwrap();
+        platform.take();
+        driver.handle_command(Time::from_secs(1), crate::Command::HandOver, &board, &mut platform);
+        let effects = platform.take();
+        assert!(effects.contains(&ParentAction::StopGate { pid: gate, how: GateStop::Finish }), "{effects:?}");
+        assert!(effects.contains(&ParentAction::CloseListeners), "the listeners are the other server's");
+        assert_ne!(board.generation_word().load(Ordering::Acquire) & DRAINING, 0, "gated children drain the channel");
     }
 
     #[test]

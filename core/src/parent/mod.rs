@@ -796,9 +796,16 @@ impl Parent {
                 self.begin_reclaim(now, board, Then::Restart(cfg));
             }
             (Stage::Running, stop @ (Command::GracefulStop | Command::HandOver)) => {
-                let drain = matches!(stop, Command::GracefulStop);
-                self.actions.push_back(if drain { ParentAction::DrainListeners } else { ParentAction::CloseListeners });
-                self.stop_gates(if drain { GateStop::Drain } else { GateStop::Retire });
+                let drain_listeners = matches!(stop, Command::GracefulStop);
+                self.actions.push_back(if drain_listeners {
+                    ParentAction::DrainListeners
+                } else {
+                    ParentAction::CloseListeners
+                });
+                self.stop_gates(if drain_listeners { GateStop::Drain } else { GateStop::Finish });
+                // Gated children drain the gate's channel in a hand-over too: the gate finishes
+                // the heads it holds, and only this pool's children can take them.
+                let drain = drain_listeners || self.gate_wanted();
                 let timeout = self.config.graceful_shutdown_timeout;
                 let timeout = (!timeout.is_zero()).then_some(timeout);
                 self.log(ParentLog::GracefulStopping { timeout });

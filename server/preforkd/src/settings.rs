@@ -80,9 +80,18 @@ settings! {
     /// does not preempt the process running, which cuts context switches with many busy children)
     /// or other (SCHED_OTHER, as Apache's).
     child_scheduling: String,
-    /// What a TCP listener waits for before a child accepts a connection: data (its first bytes,
-    /// TCP_DEFER_ACCEPT up to 30 s, Apache's AcceptFilter http data) or none (the handshake).
+    /// What a connection must bring before a child gets it: httpready (a complete request head:
+    /// the gate, one light process, holds connections until then, and idle kept-alive connections
+    /// between requests, so slow clients cannot take the children; Apache's AcceptFilter http
+    /// httpready), data (its first bytes, TCP_DEFER_ACCEPT up to 30 s, Apache's AcceptFilter http
+    /// data) or none (the handshake).
     accept_filter: String,
+    /// Connections the gate (accept_filter = httpready) holds at once; when it is full and more
+    /// wait, it sheds the longest idle connection, then the slowest request head.
+    accept_filter_connections: i64,
+    /// Bytes per second at which a request head still arriving keeps its place when the gate is
+    /// full (mod_reqtimeout's MinRate); 0: every head keeps its place.
+    request_read_min_rate: i64,
     /// Seconds one request may keep a child busy (reading it, handling it, writing the answer)
     /// before the parent kills the child; 0 is off. Not `timeout`, which bounds each single read or write.
     request_deadline: i64,
@@ -154,6 +163,10 @@ settings! {
     lock_dir: PathBuf,
 }
 
+/// preforkd's `accept_filter` (the library's default is `data`: a service that does not read
+/// HTTP heads cannot run behind the gate).
+pub const DEFAULT_ACCEPT_FILTER: prefork_core::config::AcceptFilter = prefork_core::config::AcceptFilter::HttpReady;
+
 /// Every setting's default as `--help` shows it. The values come from where each default lives
 /// (`PoolConfig::default`, `HttpConfig::default`, the core's list of lock mechanisms); where a
 /// default is a rule rather than a value, it says so in words. Every key has an entry (tested).
@@ -183,7 +196,9 @@ pub fn defaults() -> Vec<(&'static str, String)> {
         ("fork_rate_limit", p.fork_rate_limit.to_string()),
         ("demand_interval_ms", p.demand_interval.as_millis().to_string()),
         ("child_scheduling", p.child_scheduling.name().into()),
-        ("accept_filter", p.accept_filter.name().into()),
+        ("accept_filter", DEFAULT_ACCEPT_FILTER.name().into()),
+        ("accept_filter_connections", h.accept_filter_connections.to_string()),
+        ("request_read_min_rate", h.request_read_min_rate.to_string()),
         ("user", "none: the server's own account (nobody when started as root)".into()),
         ("group", "the user's group".into()),
         ("agent_listen", "none: off".into()),
@@ -392,7 +407,8 @@ pub fn resolve(s: &Settings, sources: &Sources, running: Option<&PoolConfig>) ->
         fork_rate_limit: s.fork_rate_limit,
         demand_interval_ms: s.demand_interval_ms,
         child_scheduling: s.child_scheduling.clone(),
-        accept_filter: s.accept_filter.clone(),
+        // preforkd reads HTTP request heads: it runs behind the gate unless told otherwise.
+        accept_filter: s.accept_filter.clone().or_else(|| Some(DEFAULT_ACCEPT_FILTER.name().into())),
         user: s.user.clone(),
         group: s.group.clone(),
         agent_listen: s.agent_listen.clone(),
@@ -539,6 +555,20 @@ pub fn resolve(s: &Settings, sources: &Sources, running: Option<&PoolConfig>) ->
         types_config,
         range_limits,
         enable_sendfile: s.enable_sendfile.unwrap_or(d.enable_sendfile),
+        accept_filter_connections: errors.count(
+            "accept_filter_connections",
+            s.accept_filter_connections,
+            d.accept_filter_connections as u64,
+            1,
+            1_000_000,
+        ) as usize,
+        request_read_min_rate: errors.count(
+            "request_read_min_rate",
+            s.request_read_min_rate,
+            d.request_read_min_rate,
+            0,
+            1 << 30,
+        ),
     };
     if let Some(root) = &http.document_root
         && !root.is_dir()
@@ -647,13 +677,15 @@ mod tests {
         // What the help says is what a configuration without the key gets.
         let r = resolve(&Settings::default(), &Sources::default(), None).unwrap();
         assert_eq!(r.http, HttpConfig::default());
-        assert_eq!(r.pool, PoolConfig::default());
+        assert_eq!(r.pool, PoolConfig { accept_filter: DEFAULT_ACCEPT_FILTER, ..PoolConfig::default() });
+        assert!(help("accept_filter").ends_with("[default: httpready]"), "{}", help("accept_filter"));
     }
 
     #[test]
     fn defaults_are_apaches_and_the_built_in_page() {
         let r = resolve(&Settings::default(), &Sources::default(), None).unwrap();
-        assert_eq!(r.pool, PoolConfig::default());
+        // Apache's, but for the gate: preforkd reads HTTP heads, so it runs behind it (SPEC.md §15).
+        assert_eq!(r.pool, PoolConfig { accept_filter: DEFAULT_ACCEPT_FILTER, ..PoolConfig::default() });
         assert_eq!(r.http.document_root, None);
         assert_eq!(r.http.access_log.as_deref(), Some(Path::new("-")));
         assert!(r.warnings.is_empty());

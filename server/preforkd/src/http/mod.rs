@@ -25,6 +25,7 @@ use log::{AccessLog, Entry, LogFormat};
 use mime::MimeTypes;
 use prefork_core::scoreboard::SlotUpdate;
 use prefork_core::slot::SlotState;
+use prefork_server::NextRequest;
 use prefork_server::{Connection, Service, Stream};
 use std::borrow::Cow;
 use std::fmt::Write as _;
@@ -82,6 +83,11 @@ pub struct HttpConfig {
     /// `EnableSendfile`: files above 64 KiB go out with sendfile(2) instead of one `writev` from a
     /// mapping of the file (`EnableMMAP`, always on here). Off by default, as in Apache.
     pub enable_sendfile: bool,
+    /// Connections the gate holds at once (`accept_filter = "httpready"`, SPEC.md §15).
+    pub accept_filter_connections: usize,
+    /// mod_reqtimeout's `MinRate` (bytes per second): a head arriving at least this fast keeps
+    /// its place in a full gate.
+    pub request_read_min_rate: u64,
 }
 
 impl Default for HttpConfig {
@@ -108,6 +114,8 @@ impl Default for HttpConfig {
             types_config: Some(PathBuf::from(mime::SYSTEM_TYPES)),
             range_limits: RangeLimits::default(),
             enable_sendfile: false,
+            accept_filter_connections: 4096,
+            request_read_min_rate: 500,
         }
     }
 }
@@ -274,6 +282,8 @@ enum Incoming {
     Closed,
     /// An error to answer, then close.
     Error(u16, &'static str),
+    /// Idle between requests while another request waited: given back to the gate, not closed.
+    GivenBack,
 }
 
 /// A response about to be written.
@@ -445,11 +455,31 @@ impl Service for HttpService {
         }
         result
     }
+
+    fn gate_config(&self) -> Option<prefork_core::gate::GateConfig> {
+        Some(prefork_core::gate::GateConfig {
+            capacity: self.cfg.accept_filter_connections,
+            first_byte_timeout: self.cfg.timeout,
+            request_read_timeout: self.cfg.request_read_timeout,
+            keep_alive_timeout: self.cfg.keep_alive_timeout,
+            min_rate: self.cfg.request_read_min_rate,
+        })
+    }
+
+    fn head_progress(&self, bytes: &[u8]) -> prefork_core::gate::HeadProgress {
+        // Whatever a child would answer (a head, or an error status) is complete for the gate.
+        match parse_head(bytes, &self.cfg) {
+            Some(_) => prefork_core::gate::HeadProgress::Complete,
+            None => prefork_core::gate::HeadProgress::Partial,
+        }
+    }
 }
 
 impl HttpService {
     fn serve_connection(&mut self, conn: &mut Connection<'_>) -> io::Result<()> {
         self.buf.clear();
+        // Behind the gate, the head (and maybe more) is already here.
+        self.buf = conn.take_prefix();
         if let Stream::Tcp(s) = conn.stream() {
             // As Apache: responses go out at once, not after the client's delayed ACK of a
             // previous segment (Nagle's algorithm would add ~40 ms to every kept-alive request).
@@ -468,6 +498,7 @@ impl HttpService {
             let mut graceful = false;
             let (mut response, request) = match head {
                 Incoming::Closed => return self.close(conn, false),
+                Incoming::GivenBack => return Ok(()),
                 Incoming::Error(status, why) => (error(status, why), None),
                 Incoming::Head(head) => {
                     conn.status().request(head.request_line());
@@ -519,6 +550,18 @@ impl HttpService {
         let idle_limit = if first { timeout } else { self.cfg.keep_alive_timeout };
         let mut deadline: Option<Instant> = None;
         let mut chunk = [0u8; 8192];
+        if !first && self.buf.is_empty() && conn.gated() {
+            // Idle between requests, behind the gate: a waiting request takes this child, and
+            // the connection goes back to the gate (SPEC.md §15.2).
+            match conn.wait_for_request(idle_limit)? {
+                NextRequest::Arrived => {}
+                NextRequest::TimedOut => return Ok(Incoming::Closed),
+                NextRequest::GiveBack => {
+                    conn.give_back(&[]);
+                    return Ok(Incoming::GivenBack);
+                }
+            }
+        }
         loop {
             if !self.buf.is_empty() {
                 if deadline.is_none() {
@@ -558,42 +601,7 @@ impl HttpService {
 
     /// Tries to parse the buffered head: `None` if more bytes are needed.
     fn parse(&self) -> Option<Incoming> {
-        let cfg = &self.cfg;
-        // Left uninitialised: httparse writes the ones it fills (no zeroing per request). Up to
-        // `STACK_FIELDS` on the stack (the default limit is 100), more on the heap.
-        const STACK_FIELDS: usize = 128;
-        let mut stack = [const { std::mem::MaybeUninit::<httparse::Header<'_>>::uninit() }; STACK_FIELDS];
-        let mut heap = Vec::new();
-        let headers = if cfg.limit_request_fields <= STACK_FIELDS {
-            &mut stack[..cfg.limit_request_fields]
-        } else {
-            heap.resize_with(cfg.limit_request_fields, std::mem::MaybeUninit::uninit);
-            &mut heap[..]
-        };
-        let mut req = httparse::Request::new(&mut []);
-        match req.parse_with_uninit_headers(&self.buf, headers) {
-            Ok(httparse::Status::Complete(len)) => {
-                let fields = req.headers.iter().map(|h| (h.name, h.value));
-                let head = Head::new(
-                    req.method.unwrap_or_default(),
-                    req.path.unwrap_or_default(),
-                    req.version.unwrap_or(1),
-                    fields,
-                    len,
-                );
-                if let Some(e) = line_limits(&self.buf[..len], cfg) {
-                    return Some(e);
-                }
-                if framing::has_bare_lf(&self.buf[..len]) {
-                    return Some(Incoming::Error(400, "Every line of a request head ends with CR LF."));
-                }
-                Some(Incoming::Head(head))
-            }
-            Ok(httparse::Status::Partial) => line_limits(&self.buf, cfg),
-            Err(httparse::Error::TooManyHeaders) => Some(Incoming::Error(431, "Too many request header fields.")),
-            Err(httparse::Error::Version) => Some(Incoming::Error(505, "Only HTTP/1.0 and HTTP/1.1 are supported.")),
-            Err(_) => Some(Incoming::Error(400, "The request is malformed.")),
-        }
+        parse_head(&self.buf, &self.cfg)
     }
 
     /// Answers a complete head (consuming it and its body from the buffer): carries out what
@@ -927,6 +935,46 @@ fn options() -> Response {
 fn boundary() -> String {
     let nanos = SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64);
     format!("{nanos:016x}{:08x}", std::process::id())
+}
+
+/// Parses the head at the start of `buf`: `None` if more bytes are needed; a head, or the error
+/// a child answers, once there is something to answer.
+fn parse_head(buf: &[u8], cfg: &HttpConfig) -> Option<Incoming> {
+    // Left uninitialised: httparse writes the ones it fills (no zeroing per request). Up to
+    // `STACK_FIELDS` on the stack (the default limit is 100), more on the heap.
+    const STACK_FIELDS: usize = 128;
+    let mut stack = [const { std::mem::MaybeUninit::<httparse::Header<'_>>::uninit() }; STACK_FIELDS];
+    let mut heap = Vec::new();
+    let headers = if cfg.limit_request_fields <= STACK_FIELDS {
+        &mut stack[..cfg.limit_request_fields]
+    } else {
+        heap.resize_with(cfg.limit_request_fields, std::mem::MaybeUninit::uninit);
+        &mut heap[..]
+    };
+    let mut req = httparse::Request::new(&mut []);
+    match req.parse_with_uninit_headers(buf, headers) {
+        Ok(httparse::Status::Complete(len)) => {
+            let fields = req.headers.iter().map(|h| (h.name, h.value));
+            let head = Head::new(
+                req.method.unwrap_or_default(),
+                req.path.unwrap_or_default(),
+                req.version.unwrap_or(1),
+                fields,
+                len,
+            );
+            if let Some(e) = line_limits(&buf[..len], cfg) {
+                return Some(e);
+            }
+            if framing::has_bare_lf(&buf[..len]) {
+                return Some(Incoming::Error(400, "Every line of a request head ends with CR LF."));
+            }
+            Some(Incoming::Head(head))
+        }
+        Ok(httparse::Status::Partial) => line_limits(buf, cfg),
+        Err(httparse::Error::TooManyHeaders) => Some(Incoming::Error(431, "Too many request header fields.")),
+        Err(httparse::Error::Version) => Some(Incoming::Error(505, "Only HTTP/1.0 and HTTP/1.1 are supported.")),
+        Err(_) => Some(Incoming::Error(400, "The request is malformed.")),
+    }
 }
 
 /// Checks `LimitRequestLine` and `LimitRequestFieldSize` on what has arrived so far.

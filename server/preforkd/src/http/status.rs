@@ -249,8 +249,28 @@ pub fn auto(snap: &PoolSnapshot, cpu: &Cpu, server_name: &str, version: &str) ->
     let _ = writeln!(out, "BusyWorkers: {}", w.busy);
     let _ = writeln!(out, "GracefulWorkers: {}", w.graceful);
     let _ = writeln!(out, "IdleWorkers: {}", w.idle);
+    if let Some(g) = &snap.gate {
+        for (key, v) in gate_fields(g) {
+            let _ = writeln!(out, "{key}: {v}");
+        }
+    }
     let _ = writeln!(out, "Scoreboard: {}", snap.letters());
     out
+}
+
+/// The gate's counters as `?auto` names them (SPEC.md §15.6).
+fn gate_fields(g: &prefork_server::GateSnapshot) -> [(&'static str, u64); 9] {
+    [
+        ("GateConnections", g.held),
+        ("GateQueued", g.queued),
+        ("GateTaken", g.taken),
+        ("GateHanded", g.handed),
+        ("GateFirstByteTimeouts", g.first_byte_timeouts),
+        ("GateKeepAliveTimeouts", g.keep_alive_timeouts),
+        ("GateHeadTimeouts", g.head_timeouts),
+        ("GateShedIdle", g.shed_idle),
+        ("GateShedSlowHeads", g.shed_slow_heads),
+    ]
 }
 
 fn html_escape(s: &str) -> String {
@@ -326,6 +346,23 @@ pub fn html(
         snap.slots_repaired,
         snap.killed_slot_damaged
     );
+    if let Some(g) = &snap.gate {
+        let _ = writeln!(
+            out,
+            "<p>Gate (accept_filter httpready): {} connections held, {} complete requests waiting for a child; \
+             {} taken, {} handed to children; closed: {} silent, {} idle kept-alive, {} heads too slow (408), \
+             shed {} idle and {} slow heads (the table was full)</p>",
+            g.held,
+            g.queued,
+            g.taken,
+            g.handed,
+            g.first_byte_timeouts,
+            g.keep_alive_timeouts,
+            g.head_timeouts,
+            g.shed_idle,
+            g.shed_slow_heads
+        );
+    }
     let invalid: Vec<Vec<&str>> = (0..snap.slots.len()).map(|i| invalid_fields(snap, cpu, i)).collect();
     if !snap.out_of_range.is_empty() || invalid.iter().any(|bad| !bad.is_empty()) {
         out.push_str(
@@ -478,6 +515,13 @@ pub fn json(snap: &PoolSnapshot, cpu: &Cpu, listeners: &[ListenerInfo], server_n
             "accept_lock": snap.watchdog_kills.accept_lock,
             "request_deadline": snap.watchdog_kills.request_deadline,
         },
+        "gate": snap.gate.map(|g| serde_json::json!({
+            "pid": g.pid, "connections": g.held, "queued": g.queued, "taken": g.taken, "handed": g.handed,
+            "closed": {
+                "first_byte_timeout": g.first_byte_timeouts, "keep_alive_timeout": g.keep_alive_timeouts,
+                "head_timeout": g.head_timeouts, "shed_idle": g.shed_idle, "shed_slow_head": g.shed_slow_heads,
+            },
+        })),
         "board": {
             "slots_repaired": snap.slots_repaired,
             "children_killed": snap.killed_slot_damaged,
@@ -569,6 +613,30 @@ pub fn metrics(snap: &PoolSnapshot, listeners: &[ListenerInfo]) -> String {
     ];
     for (name, help, v) in gauges {
         let _ = writeln!(out, "# TYPE {name} gauge\n# HELP {name} {help}\n{name} {v}");
+    }
+    if let Some(g) = &snap.gate {
+        let _ = writeln!(
+            out,
+            "# TYPE prefork_gate_connections gauge\n# HELP prefork_gate_connections Connections the gate holds.\n\
+             prefork_gate_connections {}\n\
+             # TYPE prefork_gate_queued gauge\n# HELP prefork_gate_queued Complete request heads waiting for a child.\n\
+             prefork_gate_queued {}\n\
+             # TYPE prefork_gate_taken counter\n# HELP prefork_gate_taken Connections the gate took.\n\
+             prefork_gate_taken_total {}\n\
+             # TYPE prefork_gate_handed counter\n# HELP prefork_gate_handed Complete heads handed to children.\n\
+             prefork_gate_handed_total {}\n\
+             # TYPE prefork_gate_closed counter\n# HELP prefork_gate_closed Connections the gate closed, by reason.",
+            g.held, g.queued, g.taken, g.handed
+        );
+        for (reason, v) in [
+            ("first_byte_timeout", g.first_byte_timeouts),
+            ("keep_alive_timeout", g.keep_alive_timeouts),
+            ("head_timeout", g.head_timeouts),
+            ("shed_idle", g.shed_idle),
+            ("shed_slow_head", g.shed_slow_heads),
+        ] {
+            let _ = writeln!(out, "prefork_gate_closed_total{{reason=\"{reason}\"}} {v}");
+        }
     }
     let queues: Vec<(String, (u32, u32))> = listeners
         .iter()
