@@ -322,7 +322,9 @@ impl ChildLoop {
                 self.phase = P::Serving;
                 ChildAction::Serve
             }
-            (P::Draining { .. }, E::AcceptEmpty) if self.gated => {
+            (P::Draining { .. }, E::AcceptEmpty)
+                if self.gated && !self.bugs.is(crate::seeded::SeededBug::GatedDrainEndsWhenEmpty) =>
+            {
                 self.phase = P::DrainWaiting;
                 ChildAction::Wait
             }

@@ -277,7 +277,7 @@ fn shed_key(held: Held, now: Time, min_rate: u64, protect: bool) -> Option<(u8, 
 }
 
 /// The gate's state machine.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct Gate {
     cfg: GateConfig,
     held: BTreeMap<ConnId, Held>,

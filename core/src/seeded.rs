@@ -137,6 +137,11 @@ pub enum SeededBug {
     /// arriving at a decent rate, or a connection that has just arrived, can be shed. Caught by
     /// proptest (G3).
     ShedProtected,
+    /// A gated child in a graceful stop leaves at its first empty read of the gate's channel, as
+    /// an ungated child leaves after a round of empty listeners: a head the draining gate
+    /// completes later is left in the channel with no child to take it. Caught by stateright
+    /// (G5).
+    GatedDrainEndsWhenEmpty,
 }
 
 #[cfg(test)]

@@ -14,6 +14,7 @@
 #![warn(missing_docs)]
 
 pub mod fuzzing;
+pub mod gate_system;
 mod seeded;
 pub mod shuttle_system;
 pub mod system;

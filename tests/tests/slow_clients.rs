@@ -93,6 +93,12 @@ fn a_full_gate_sheds_the_idle_and_the_slow_and_never_a_complete_request() {
         answers_408 += usize::from(buf.starts_with(b"HTTP/1.1 408"));
     }
     assert_eq!(answers_408 as u64, shed, "each shed head got its 408");
+    // The same counts on every page.
+    let metrics = p.get("/metrics").text();
+    assert!(metrics.contains(&format!("prefork_gate_closed_total{{reason=\"shed_slow_head\"}} {shed}")), "{metrics}");
+    let v: serde_json::Value = serde_json::from_str(&p.get("/server-status?json").text()).expect("json");
+    assert_eq!(v["gate"]["closed"]["shed_slow_head"].as_u64(), Some(shed));
+    assert!(p.stderr().contains("slow request heads"), "shed connections are logged: {}", p.stderr());
 }
 
 #[test]

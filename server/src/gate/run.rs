@@ -176,10 +176,7 @@ impl<'s, 'a> Loop<'s, 'a> {
             let now = self.now();
             let wait_ms =
                 self.gate.next_deadline().map_or(1000, |d| d.as_millis().saturating_sub(now.as_millis()).min(1000));
-            let n = match self
-                .epoll
-                .wait(&mut events, EpollTimeout::from(wait_ms as u16))
-            {
+            let n = match self.epoll.wait(&mut events, EpollTimeout::from(wait_ms as u16)) {
                 Ok(n) => n,
                 Err(Errno::EINTR) => 0,
                 Err(e) => return Err(e),
