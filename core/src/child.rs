@@ -322,9 +322,7 @@ impl ChildLoop {
                 self.phase = P::Serving;
                 ChildAction::Serve
             }
-            (P::Draining { .. }, E::AcceptEmpty)
-                if self.gated && !self.bugs.is(crate::seeded::SeededBug::GatedDrainEndsWhenEmpty) =>
-            {
+            (P::Draining { .. }, E::AcceptEmpty) if self.seam_gated_drain_waits() => {
                 self.phase = P::DrainWaiting;
                 ChildAction::Wait
             }

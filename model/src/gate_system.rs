@@ -165,9 +165,7 @@ impl Model for GateSystem {
         for i in 0..self.children {
             let born = board.slot(i).expect("slot").spawn(GENERATION).expect("a dead slot");
             let mut lp = ChildLoop::new(1, false, 0).gated();
-            if let Some(b) = self.bug {
-                lp.seed_bug(b);
-            }
+            crate::seeded::seed_child(&mut lp, self.bug);
             let me = ChildSlot::attach(&board, i, born).expect("attach");
             let action = lp.handle(ChildEvent::Started, &me).expect("started");
             children.push(Child { lp, born, action, holding: None, woken: false });

@@ -58,6 +58,7 @@ class Config:
     accept_mutex: str = "auto"
     graceful_shutdown_timeout: int = 0
     maintenance_interval_ms: int = 1000
+    accept_filter: str = "none"
     document_root: str = None
     pid_file: str = None
     timeout: int = 60
@@ -83,6 +84,9 @@ def parse(argv):
     a("--min-spare-servers", type=positive, default=5, help="fewest idle children (default 5)")
     a("--max-spare-servers", type=positive, default=10, help="most idle children (default 10)")
     a("--max-connections-per-child", type=positive, default=0, help="connections before a child is replaced (default 0: never)")
+    a("--accept-filter", choices=["data", "none"], default="none",
+      help="what a TCP connection brings before a child accepts it: data (its first bytes, TCP_DEFER_ACCEPT "
+           "30 s) or none (default none; httpready, the gate of SPEC.md §15, is not in this port)")
     a("--accept-mutex", choices=["auto", "default", "fcntl", "none"], default="auto",
       help="the accept lock with two or more listeners: auto (= fcntl here), fcntl, none (default auto)")
     a("--graceful-shutdown-timeout", type=positive, default=0, help="seconds a graceful stop may take (default 0: forever)")
@@ -109,7 +113,7 @@ def parse(argv):
 
 def config_from(p, args):
     c = Config()
-    for key in ("listen_backlog", "start_servers", "min_spare_servers", "max_spare_servers",
+    for key in ("listen_backlog", "accept_filter", "start_servers", "min_spare_servers", "max_spare_servers",
                 "max_connections_per_child", "accept_mutex", "graceful_shutdown_timeout",
                 "maintenance_interval_ms", "pid_file", "timeout", "keep_alive", "keep_alive_timeout",
                 "max_keep_alive_requests", "status_path"):

@@ -280,7 +280,7 @@ impl<'a> Connection<'a> {
         const IDLE_CHILD_SLICE: Duration = Duration::from_millis(10);
         /// A request still waiting this long was not taken by the child that looks idle (it may
         /// be stopped, or its slot scribbled): step in anyway.
-        const STEP_IN_AFTER: Duration = Duration::from_millis(50);
+        const STEP_IN_AFTER: Duration = Duration::from_millis(250);
         let deadline = std::time::Instant::now() + timeout;
         let mut watch_gate = true;
         let mut waiting_since: Option<std::time::Instant> = None;

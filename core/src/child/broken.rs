@@ -50,6 +50,13 @@ impl ChildLoop {
         !self.bugs.is(Bug::NoDrain) && slot.drains()
     }
 
+    /// Does a gated child that finds the gate's channel empty in its drain wait for more (until
+    /// the channel hangs up)? (`GatedDrainEndsWhenEmpty`: it leaves, as an ungated child does
+    /// after a round of empty listeners.)
+    pub(super) fn seam_gated_drain_waits(&self) -> bool {
+        self.gated && !self.bugs.is(Bug::GatedDrainEndsWhenEmpty)
+    }
+
     /// Does the child take the accept lock before it waits? When the lock is in use
     /// (`NoAcceptLock`: never).
     pub(super) fn seam_takes_lock(&self) -> bool {

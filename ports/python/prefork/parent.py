@@ -49,8 +49,9 @@ def stop_admitting(listener):
         log(f"{address_of(listener)}: cannot stop taking connections ({e}); new ones are queued until the close")
 
 
-def bind(spec, backlog):
-    """`IP:PORT`, `[IPv6]:PORT`, `PORT`, or `unix:/path` -> a listening, non-blocking socket."""
+def bind(spec, backlog, accept_filter="none"):
+    """`IP:PORT`, `[IPv6]:PORT`, `PORT`, or `unix:/path` -> a listening, non-blocking socket;
+    `accept_filter` "data": TCP_DEFER_ACCEPT (30 s), a connection is accepted once its first bytes came."""
     if spec.startswith("unix:"):
         path = spec[5:]
         try:
@@ -72,6 +73,8 @@ def bind(spec, backlog):
         if family == socket.AF_INET6:
             s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
         s.bind((host, int(port)))
+        if accept_filter == "data":
+            s.setsockopt(socket.IPPROTO_TCP, socket.TCP_DEFER_ACCEPT, 30)
     s.listen(backlog)
     s.setblocking(False)
     return s
@@ -94,7 +97,7 @@ class Child:
 class Server:
     def __init__(self, cfg):
         self.cfg = cfg
-        self.listeners = [bind(spec, cfg.listen_backlog) for spec in cfg.listen]
+        self.listeners = [bind(spec, cfg.listen_backlog, getattr(cfg, "accept_filter", "none")) for spec in cfg.listen]
         self.board = slots.Board(cfg.server_limit)
         self.accept_lock = None
         if len(self.listeners) >= 2 and cfg.accept_mutex != "none":

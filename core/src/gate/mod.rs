@@ -30,6 +30,8 @@
 
 use crate::time::Time;
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
+
+mod broken;
 use std::fmt;
 use std::time::Duration;
 
@@ -481,8 +483,7 @@ impl Gate {
     /// Connections wait in the listen queues and the table is full: shed one connection, the first
     /// in the shedding order, if any may be shed.
     pub fn handle_pressure(&mut self, now: Time) {
-        let full = self.held.len() >= self.cfg.capacity;
-        if !full && !self.bugs.is(crate::seeded::SeededBug::ShedWithRoom) {
+        if !self.seam_sheds(self.held.len() >= self.cfg.capacity) {
             return;
         }
         if let Some((id, reason)) = self.victim(now) {
@@ -567,16 +568,9 @@ impl Gate {
 
     /// The connection to shed now, if any, and why.
     fn victim(&self, now: Time) -> Option<(ConnId, CloseReason)> {
-        let shed_complete = self.bugs.is(crate::seeded::SeededBug::ShedCompleteHead);
         self.held
             .iter()
-            .filter_map(|(&id, &h)| {
-                let key = match h {
-                    Held::Complete if shed_complete => Some((2, 0, Time::ZERO)),
-                    _ => shed_key(h, now, self.cfg.min_rate, !self.bugs.is(crate::seeded::SeededBug::ShedProtected)),
-                };
-                key.map(|k| (k, id, h))
-            })
+            .filter_map(|(&id, &h)| self.seam_shed_key(h, now).map(|k| (k, id, h)))
             .min_by_key(|&(k, id, _)| (k, id))
             .map(|(_, id, h)| {
                 let reason =
@@ -635,7 +629,7 @@ impl Gate {
 
     fn close(&mut self, id: ConnId, reason: CloseReason) {
         let Some(held) = self.held.get(&id).copied() else { return };
-        if held == Held::Complete && !self.bugs.is(crate::seeded::SeededBug::ShedCompleteHead) {
+        if held == Held::Complete && !self.seam_closes_complete() {
             return; // G1: a complete head goes to a child
         }
         if held == Held::Complete {
