@@ -142,6 +142,9 @@ pub enum SeededBug {
     /// completes later is left in the channel with no child to take it. Caught by stateright
     /// (G5).
     GatedDrainEndsWhenEmpty,
+    /// The gate tells the shell to accept whatever its table holds: it holds more connections
+    /// (descriptors) than `accept_filter_connections`. Caught by proptest (G4).
+    AcceptPastCapacity,
 }
 
 #[cfg(test)]

@@ -245,6 +245,11 @@ fn negative_a_gate_that_sheds_protected_connections_is_caught() {
 }
 
 #[test]
+fn negative_a_gate_that_accepts_past_its_table_is_caught() {
+    must_catch(SeededBug::AcceptPastCapacity, "G4");
+}
+
+#[test]
 fn a_reason_answers_408_only_when_a_head_had_begun() {
     for r in [CloseReason::HeadTimeout, CloseReason::ShedSlowHead] {
         assert!(r.answers_408(), "{r:?}");

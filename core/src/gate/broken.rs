@@ -8,6 +8,11 @@ use crate::seeded::SeededBug as Bug;
 use crate::time::Time;
 
 impl Gate {
+    /// Does the table have room for one more accept? (`AcceptPastCapacity`: always.)
+    pub(super) fn seam_has_room(&self, room: bool) -> bool {
+        room || self.bugs.is(Bug::AcceptPastCapacity)
+    }
+
     /// May a pressure report shed? When the table is full (`ShedWithRoom`: always).
     pub(super) fn seam_sheds(&self, full: bool) -> bool {
         full || self.bugs.is(Bug::ShedWithRoom)

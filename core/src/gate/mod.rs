@@ -351,7 +351,7 @@ impl Gate {
             Stage::Draining { listeners_empty } => !listeners_empty,
             Stage::Retiring | Stage::Exited => false,
         };
-        open && self.held.len() < self.cfg.capacity
+        open && self.seam_has_room(self.held.len() < self.cfg.capacity)
     }
 
     /// Should the shell tell the gate when connections wait in the listen queues

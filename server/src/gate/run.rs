@@ -12,6 +12,7 @@ use nix::errno::Errno;
 use nix::sys::epoll::{Epoll, EpollCreateFlags, EpollEvent, EpollFlags, EpollTimeout};
 use nix::sys::signal::{SigSet, SigmaskHow, Signal, sigprocmask};
 use nix::sys::signalfd::{SfdFlags, SignalFd};
+use nix::sys::socket::MsgFlags;
 use nix::unistd::Pid;
 use prefork_core::exit::code;
 use prefork_core::gate::{CloseReason, ConnId, Gate, GateAction, GateCounters, GateStop, HeadProgress};
@@ -39,10 +40,15 @@ fn leave(code: i32) -> ! {
 }
 
 /// A connection the gate holds.
+///
+/// Its descriptor stays blocking (children read it with blocking calls and their own timeouts):
+/// the gate reads and writes with `MSG_DONTWAIT` and never changes its flags. It is in the epoll
+/// set only while the gate waits for more of it.
 struct Held {
     fd: OwnedFd,
     listener: usize,
     bytes: Vec<u8>,
+    watched: bool,
 }
 
 /// Runs a gate to its end. Never returns.
@@ -289,20 +295,13 @@ impl<'s, 'a> Loop<'s, 'a> {
                 Err(_) => continue, // ECONNABORTED and the like: the next one
             };
             found = true;
-            if set_nonblocking(&fd, true).is_err() {
-                continue;
-            }
             let id = self.next_id;
             self.next_id += 1;
-            if self.epoll.add(&fd, EpollEvent::new(EpollFlags::EPOLLIN | EpollFlags::EPOLLRDHUP, id)).is_err() {
-                continue;
-            }
             if self.gate.handle_accepted(self.now(), id).is_ok() {
-                self.held.insert(id, Held { fd, listener: i, bytes: Vec::new() });
-                // What came with the handshake (TCP_DEFER_ACCEPT) is usually the whole head.
+                self.held.insert(id, Held { fd, listener: i, bytes: Vec::new(), watched: false });
+                // What came with the handshake (TCP_DEFER_ACCEPT) is usually the whole head: then
+                // the connection never enters the epoll set.
                 self.read(id);
-            } else {
-                let _ = self.epoll.delete(&fd);
             }
         }
         found
@@ -322,7 +321,7 @@ impl<'s, 'a> Loop<'s, 'a> {
                 break;
             }
             let want = room.min(chunk.len());
-            match nix::unistd::read(&h.fd, &mut chunk[..want]) {
+            match nix::sys::socket::recv(h.fd.as_raw_fd(), &mut chunk[..want], MsgFlags::MSG_DONTWAIT) {
                 Ok(0) => {
                     closed = true;
                     break;
@@ -346,16 +345,28 @@ impl<'s, 'a> Loop<'s, 'a> {
         let bytes = h.bytes.len() as u64;
         if progress == HeadProgress::Complete {
             // A complete head goes to a child even if the client closed after sending it.
-            let _ = self.epoll.delete(&h.fd);
+            if std::mem::take(&mut h.watched) {
+                let _ = self.epoll.delete(&h.fd);
+            }
             let _ = self.gate.handle_read(self.now(), id, bytes, progress);
             return;
         }
         if closed {
             let _ = self.gate.handle_gone(id);
-            if let Some(h) = self.held.remove(&id) {
+            if let Some(h) = self.held.remove(&id)
+                && h.watched
+            {
                 let _ = self.epoll.delete(&h.fd);
             }
             return;
+        }
+        if !h.watched {
+            if self.epoll.add(&h.fd, EpollEvent::new(EpollFlags::EPOLLIN | EpollFlags::EPOLLRDHUP, id)).is_err() {
+                let _ = self.gate.handle_gone(id);
+                self.held.remove(&id);
+                return;
+            }
+            h.watched = true;
         }
         let _ = self.gate.handle_read(self.now(), id, bytes, progress);
     }
@@ -365,9 +376,6 @@ impl<'s, 'a> Loop<'s, 'a> {
         loop {
             match receive(self.setup.back_rx.as_fd(), self.setup.listeners.len()) {
                 Received::Passed(Passed { fd, listener, bytes }) => {
-                    if set_nonblocking(&fd, true).is_err() {
-                        continue;
-                    }
                     let id = self.next_id;
                     self.next_id += 1;
                     let progress = if bytes.is_empty() {
@@ -390,7 +398,7 @@ impl<'s, 'a> Loop<'s, 'a> {
                         let _ = self.gate.handle_gone(id);
                         continue;
                     }
-                    self.held.insert(id, Held { fd, listener, bytes });
+                    self.held.insert(id, Held { fd, listener, bytes, watched: progress != HeadProgress::Complete });
                 }
                 Received::Invalid(why) => warn!("gate: a child gave back {why}; dropped"),
                 Received::Empty | Received::Closed => return,
@@ -408,8 +416,6 @@ impl<'s, 'a> Loop<'s, 'a> {
                         let _ = self.gate.handle_handed(id);
                         continue;
                     };
-                    // The child reads with blocking calls and its own timeouts.
-                    let _ = set_nonblocking(&h.fd, false);
                     let tx = &self.setup.hand_tx;
                     match send(tx.as_fd(), h.fd.as_fd(), h.listener, &h.bytes) {
                         Ok(true) => {
@@ -417,7 +423,6 @@ impl<'s, 'a> Loop<'s, 'a> {
                             self.held.remove(&id);
                         }
                         Ok(false) => {
-                            let _ = set_nonblocking(&h.fd, true);
                             let _ = self.gate.handle_handoff_full(id);
                             self.watch_out(true)?;
                         }
@@ -434,9 +439,15 @@ impl<'s, 'a> Loop<'s, 'a> {
                 }
                 GateAction::Close(id, reason) => {
                     if let Some(h) = self.held.remove(&id) {
-                        let _ = self.epoll.delete(&h.fd);
+                        if h.watched {
+                            let _ = self.epoll.delete(&h.fd);
+                        }
                         if reason.answers_408() {
-                            let _ = nix::unistd::write(&h.fd, REQUEST_TIMEOUT);
+                            let _ = nix::sys::socket::send(
+                                h.fd.as_raw_fd(),
+                                REQUEST_TIMEOUT,
+                                MsgFlags::MSG_DONTWAIT | MsgFlags::MSG_NOSIGNAL,
+                            );
                         }
                         if reason == CloseReason::ShedIdle || reason == CloseReason::KeepAliveTimeout {
                             let _ = nix::sys::socket::shutdown(h.fd.as_raw_fd(), nix::sys::socket::Shutdown::Both);
@@ -445,8 +456,9 @@ impl<'s, 'a> Loop<'s, 'a> {
                 }
                 GateAction::PassOn(id) => {
                     if let Some(h) = self.held.remove(&id) {
-                        let _ = self.epoll.delete(&h.fd);
-                        let _ = set_nonblocking(&h.fd, false);
+                        if h.watched {
+                            let _ = self.epoll.delete(&h.fd);
+                        }
                         if !matches!(send(self.setup.back_tx.as_fd(), h.fd.as_fd(), h.listener, &h.bytes), Ok(true)) {
                             warn!("gate: a connection could not be passed on to the next gate; it closes");
                         }
@@ -522,8 +534,4 @@ impl<'s, 'a> Loop<'s, 'a> {
             self.last_log = Some(Instant::now());
         }
     }
-}
-
-fn set_nonblocking(fd: &OwnedFd, on: bool) -> std::io::Result<()> {
-    socket2::SockRef::from(fd).set_nonblocking(on)
 }
