@@ -17,7 +17,12 @@ use std::time::Instant;
 const ALL_OPS: [Op; 4] = [Op::GracefulRestart, Op::HardRestart, Op::GracefulStop, Op::Stop];
 
 /// Explores everything; every property must hold and every example must be found.
-fn check(name: &str, model: SystemModel, examples: &[&'static str]) {
+fn check<M>(name: &str, model: M, examples: &[&'static str])
+where
+    M: Model + Send + Sync + 'static,
+    M::State: std::hash::Hash + Send + Sync + Clone + PartialEq + std::fmt::Debug + 'static,
+    M::Action: Clone + PartialEq + std::fmt::Debug + Send + Sync + 'static,
+{
     let started = Instant::now();
     let checker = model.checker().threads(2).spawn_bfs().join();
     eprintln!(
@@ -572,22 +577,7 @@ fn negative_ready_announced_while_a_hard_restart_reclaims_is_caught() {
 fn the_gate_and_gated_children_through_a_graceful_stop() {
     use prefork_model::gate_system::GateSystem;
     let model = GateSystem { children: 2, conns: 3, capacity: 2, bug: None };
-    let started = Instant::now();
-    let checker = model.checker().threads(2).spawn_bfs().join();
-    eprintln!(
-        "stateright gate: {} states ({} unique), {:.1?}",
-        checker.state_count(),
-        checker.unique_state_count(),
-        started.elapsed()
-    );
-    for property in checker.model().properties() {
-        let found = checker.discovery(property.name);
-        if property.name.starts_with("example:") {
-            assert!(found.is_some(), "the model never reaches \"{}\"", property.name);
-        } else if let Some(path) = found {
-            panic!("\"{}\" is violated by {:?}", property.name, path.into_actions());
-        }
-    }
+    check("gate", model, &["example: a head completed after the stop is served"]);
 }
 
 #[test]

@@ -275,16 +275,7 @@ impl Platform for Os {
         match unsafe { fork() } {
             Ok(ForkResult::Child) => {
                 drop(wake_w);
-                // Parent-only descriptors: the signalfd, the other children's wake pipes, and the
-                // locks of earlier configurations (old children's; dropping one in a child only
-                // closes its descriptor: SPEC.md §14.4).
-                self.children.clear();
-                self.signals = None;
-                self.agent = None;
-                self.successor = None;
-                self.ready_to = None;
-                self.retired_locks.clear();
-                self.gates.clear();
+                self.forget_parent_state();
                 // A child keeps the children's ends only: the gate's sending end must close in
                 // every child, or the channel never hangs up.
                 let gate = self
@@ -408,13 +399,7 @@ impl Platform for Os {
         // SAFETY: the parent is single-threaded (it never starts threads).
         match unsafe { fork() } {
             Ok(ForkResult::Child) => {
-                self.children.clear();
-                self.signals = None;
-                self.agent = None;
-                self.successor = None;
-                self.ready_to = None;
-                self.retired_locks.clear();
-                self.gates.clear();
+                self.forget_parent_state();
                 let c = self.channels.take().expect("made above");
                 let Some(hand_tx) = c.hand_tx else {
                     // The parent let go of it: the server stops; there is nothing to gate.
@@ -525,6 +510,20 @@ fn write_log(line: &ParentLog) {
 type Pid32 = prefork_core::parent::Pid;
 
 impl Os {
+    /// Right after fork(), in the new process (a child or the gate): the parent-only descriptors
+    /// close: the signalfd, the agent port, the successor's pipe, the other children's wake
+    /// pipes, and the locks of earlier configurations (old children's; dropping one here only
+    /// closes this process's descriptor: SPEC.md §14.4).
+    fn forget_parent_state(&mut self) {
+        self.children.clear();
+        self.signals = None;
+        self.agent = None;
+        self.successor = None;
+        self.ready_to = None;
+        self.retired_locks.clear();
+        self.gates.clear();
+    }
+
     /// Reads what the successor wrote on its pipe: whether it said `ready`. At its end of file
     /// (it exited, or closed the pipe without a word) the pipe is let go; its exit is reaped.
     fn successor_said_ready(&mut self) -> bool {

@@ -120,6 +120,10 @@ pub struct GateRecord {
     pub shed_idle: AtomicU64,
     /// Shed under pressure: heads slower than `request_read_min_rate` (408).
     pub shed_slow_heads: AtomicU64,
+    /// Closed because the server stopped.
+    pub stopping: AtomicU64,
+    /// Passed on to the next gate by a retiring one.
+    pub passed_on: AtomicU64,
     /// Connections gated children took from the hand-over channel (written by the children):
     /// `handed - received` is what waits there for a child.
     pub received: AtomicU64,

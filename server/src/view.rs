@@ -112,20 +112,8 @@ pub struct GateSnapshot {
     pub held: u64,
     /// Complete heads waiting for a child.
     pub queued: u64,
-    /// Connections taken since the start.
-    pub taken: u64,
-    /// Complete heads handed to children.
-    pub handed: u64,
-    /// Closed: nothing sent within `timeout`.
-    pub first_byte_timeouts: u64,
-    /// Closed: kept alive and silent for `keep_alive_timeout`.
-    pub keep_alive_timeouts: u64,
-    /// 408: the head took longer than `request_read_timeout`.
-    pub head_timeouts: u64,
-    /// Shed under pressure: idle connections.
-    pub shed_idle: u64,
-    /// Shed under pressure: slow request heads (408).
-    pub shed_slow_heads: u64,
+    /// What the gates took, handed over and closed, per reason, since the parent started.
+    pub counts: prefork_core::gate::GateCounters,
 }
 
 /// Children the watchdog killed, by reason (SPEC.md §7.8).
@@ -219,13 +207,17 @@ impl PoolSnapshot {
                     pid: l(&g.pid),
                     held: l(&g.held),
                     queued: l(&g.queued),
-                    taken: l(&g.taken),
-                    handed: l(&g.handed),
-                    first_byte_timeouts: l(&g.first_byte_timeouts),
-                    keep_alive_timeouts: l(&g.keep_alive_timeouts),
-                    head_timeouts: l(&g.head_timeouts),
-                    shed_idle: l(&g.shed_idle),
-                    shed_slow_heads: l(&g.shed_slow_heads),
+                    counts: prefork_core::gate::GateCounters {
+                        taken: l(&g.taken),
+                        handed: l(&g.handed),
+                        first_byte_timeouts: l(&g.first_byte_timeouts),
+                        keep_alive_timeouts: l(&g.keep_alive_timeouts),
+                        head_timeouts: l(&g.head_timeouts),
+                        shed_idle: l(&g.shed_idle),
+                        shed_slow_heads: l(&g.shed_slow_heads),
+                        stopping: l(&g.stopping),
+                        passed_on: l(&g.passed_on),
+                    },
                 };
                 (snap != GateSnapshot::default()).then_some(snap)
             },

@@ -510,6 +510,8 @@ impl<'s, 'a> Loop<'s, 'a> {
             (&r.head_timeouts, c.head_timeouts, p.head_timeouts),
             (&r.shed_idle, c.shed_idle, p.shed_idle),
             (&r.shed_slow_heads, c.shed_slow_heads, p.shed_slow_heads),
+            (&r.stopping, c.stopping, p.stopping),
+            (&r.passed_on, c.passed_on, p.passed_on),
         ] {
             if now > before {
                 field.fetch_add(now - before, Ordering::Relaxed);

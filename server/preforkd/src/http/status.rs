@@ -263,13 +263,13 @@ fn gate_fields(g: &prefork_server::GateSnapshot) -> [(&'static str, u64); 9] {
     [
         ("GateConnections", g.held),
         ("GateQueued", g.queued),
-        ("GateTaken", g.taken),
-        ("GateHanded", g.handed),
-        ("GateFirstByteTimeouts", g.first_byte_timeouts),
-        ("GateKeepAliveTimeouts", g.keep_alive_timeouts),
-        ("GateHeadTimeouts", g.head_timeouts),
-        ("GateShedIdle", g.shed_idle),
-        ("GateShedSlowHeads", g.shed_slow_heads),
+        ("GateTaken", g.counts.taken),
+        ("GateHanded", g.counts.handed),
+        ("GateFirstByteTimeouts", g.counts.first_byte_timeouts),
+        ("GateKeepAliveTimeouts", g.counts.keep_alive_timeouts),
+        ("GateHeadTimeouts", g.counts.head_timeouts),
+        ("GateShedIdle", g.counts.shed_idle),
+        ("GateShedSlowHeads", g.counts.shed_slow_heads),
     ]
 }
 
@@ -354,13 +354,13 @@ pub fn html(
              shed {} idle and {} slow heads (the table was full)</p>",
             g.held,
             g.queued,
-            g.taken,
-            g.handed,
-            g.first_byte_timeouts,
-            g.keep_alive_timeouts,
-            g.head_timeouts,
-            g.shed_idle,
-            g.shed_slow_heads
+            g.counts.taken,
+            g.counts.handed,
+            g.counts.first_byte_timeouts,
+            g.counts.keep_alive_timeouts,
+            g.counts.head_timeouts,
+            g.counts.shed_idle,
+            g.counts.shed_slow_heads
         );
     }
     let invalid: Vec<Vec<&str>> = (0..snap.slots.len()).map(|i| invalid_fields(snap, cpu, i)).collect();
@@ -516,10 +516,10 @@ pub fn json(snap: &PoolSnapshot, cpu: &Cpu, listeners: &[ListenerInfo], server_n
             "request_deadline": snap.watchdog_kills.request_deadline,
         },
         "gate": snap.gate.map(|g| serde_json::json!({
-            "pid": g.pid, "connections": g.held, "queued": g.queued, "taken": g.taken, "handed": g.handed,
+            "pid": g.pid, "connections": g.held, "queued": g.queued, "taken": g.counts.taken, "handed": g.counts.handed,
             "closed": {
-                "first_byte_timeout": g.first_byte_timeouts, "keep_alive_timeout": g.keep_alive_timeouts,
-                "head_timeout": g.head_timeouts, "shed_idle": g.shed_idle, "shed_slow_head": g.shed_slow_heads,
+                "first_byte_timeout": g.counts.first_byte_timeouts, "keep_alive_timeout": g.counts.keep_alive_timeouts,
+                "head_timeout": g.counts.head_timeouts, "shed_idle": g.counts.shed_idle, "shed_slow_head": g.counts.shed_slow_heads,
             },
         })),
         "board": {
@@ -626,14 +626,14 @@ pub fn metrics(snap: &PoolSnapshot, listeners: &[ListenerInfo]) -> String {
              # TYPE prefork_gate_handed counter\n# HELP prefork_gate_handed Complete heads handed to children.\n\
              prefork_gate_handed_total {}\n\
              # TYPE prefork_gate_closed counter\n# HELP prefork_gate_closed Connections the gate closed, by reason.",
-            g.held, g.queued, g.taken, g.handed
+            g.held, g.queued, g.counts.taken, g.counts.handed
         );
         for (reason, v) in [
-            ("first_byte_timeout", g.first_byte_timeouts),
-            ("keep_alive_timeout", g.keep_alive_timeouts),
-            ("head_timeout", g.head_timeouts),
-            ("shed_idle", g.shed_idle),
-            ("shed_slow_head", g.shed_slow_heads),
+            ("first_byte_timeout", g.counts.first_byte_timeouts),
+            ("keep_alive_timeout", g.counts.keep_alive_timeouts),
+            ("head_timeout", g.counts.head_timeouts),
+            ("shed_idle", g.counts.shed_idle),
+            ("shed_slow_head", g.counts.shed_slow_heads),
         ] {
             let _ = writeln!(out, "prefork_gate_closed_total{{reason=\"{reason}\"}} {v}");
         }
