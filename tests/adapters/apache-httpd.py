@@ -41,6 +41,7 @@ def main(argv):
                  "keep-alive-timeout", "max-keep-alive-requests", "timeout", "maintenance-interval-ms"):
         a(f"--{name}", type=int)
     a("--accept-mutex", default="auto")
+    a("--accept-filter", choices=["httpready", "data", "none"])
     a("--spawn-mode", default="ramp")
     a("--keep-alive", default="true")
     a("--document-root")
@@ -113,6 +114,9 @@ def main(argv):
     ]
     conf += [f"Listen {l}" for l in listens]
     conf += [f"{k} {v}" for k, v in d.items() if v is not None]
+    if args.accept_filter:
+        # On Linux Apache treats httpready as data (TCP_DEFER_ACCEPT): it has no gate.
+        conf.append(f"AcceptFilter http {args.accept_filter}")
     if args.accept_mutex in ("fcntl", "flock", "sysvsem", "pthread"):
         conf.append(f"Mutex {args.accept_mutex}{':' + work if args.accept_mutex in ('fcntl', 'flock') else ''} mpm-accept")
     path = os.path.join(work, "httpd.conf")
