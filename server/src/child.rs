@@ -223,20 +223,12 @@ fn epoll_for_gate(gate: &crate::gate::ChildEnd, wake: &OwnedFd) -> nix::Result<E
     Ok(epoll)
 }
 
-/// Is something waiting on the gate's channel now (or has it hung up)?
-fn readable_now_gate(gate: &crate::gate::ChildEnd, ready: &mut Vec<usize>) {
+/// The descriptors (listeners, or a gated child's one channel) with something waiting now (a
+/// hung-up channel reads as readable): their indices. A zero-timeout `poll`, which asks each
+/// socket rather than an epoll set's record of past wake-ups.
+fn readable_now<'f>(fds: impl IntoIterator<Item = std::os::fd::BorrowedFd<'f>>, ready: &mut Vec<usize>) {
     use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
-    let mut fds = [PollFd::new(gate.receiver(), PollFlags::POLLIN)];
-    if poll(&mut fds, PollTimeout::ZERO).is_ok_and(|n| n > 0) {
-        ready.push(0);
-    }
-}
-
-/// The listeners with a connection waiting now (a zero-timeout `poll`, which asks each socket
-/// rather than an epoll set's record of past wake-ups).
-fn readable_now(listeners: &[Listener], ready: &mut Vec<usize>) {
-    use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
-    let mut fds: Vec<PollFd<'_>> = listeners.iter().map(|l| PollFd::new(l.as_fd(), PollFlags::POLLIN)).collect();
+    let mut fds: Vec<PollFd<'_>> = fds.into_iter().map(|fd| PollFd::new(fd, PollFlags::POLLIN)).collect();
     if poll(&mut fds, PollTimeout::ZERO).is_ok_and(|n| n > 0) {
         ready.extend(
             fds.iter()
@@ -378,14 +370,14 @@ fn serve_loop(setup: &mut ChildSetup<'_>) -> Result<ExitReason, (ExitReason, Str
                             ready.push(e.data() as usize);
                         }
                     }
-                    if let (0, Some(g)) = (n, gate) {
-                        readable_now_gate(g, &mut ready);
-                        woken = ready.is_empty();
-                    } else if n == 0 {
-                        // A timeout: also ask the listeners themselves. An exclusive wake-up
+                    if n == 0 {
+                        // A timeout: also ask the sockets themselves. An exclusive wake-up
                         // that another child's wait set absorbed is never repeated, so a
                         // connection it left behind is found here, within WAIT_TIMEOUT_MS.
-                        readable_now(listeners, &mut ready);
+                        match gate {
+                            Some(g) => readable_now([g.receiver()], &mut ready),
+                            None => readable_now(listeners.iter().map(AsFd::as_fd), &mut ready),
+                        }
                         woken = ready.is_empty();
                     }
                     if woken { ChildEvent::Woken } else { ChildEvent::Readable(&ready) }
@@ -448,14 +440,10 @@ fn serve_loop(setup: &mut ChildSetup<'_>) -> Result<ExitReason, (ExitReason, Str
                 if let Err(e) = service.serve(&mut conn) {
                     debug!("child slot {slot}: connection from {}: {e}", conn.peer());
                 }
-                if let (Some(g), Some((stream, listener, unread))) = (gate, conn.into_given_back()) {
-                    let fd = match &stream {
-                        Stream::Tcp(s) => s.as_fd(),
-                        Stream::Unix(s) => s.as_fd(),
-                    };
-                    if !g.give_back(fd, listener, &unread) {
-                        debug!("child slot {slot}: the gate cannot take an idle connection back now; it closes");
-                    }
+                if let (Some(g), Some((stream, listener, unread))) = (gate, conn.into_given_back())
+                    && !g.give_back(stream.as_fd(), listener, &unread)
+                {
+                    debug!("child slot {slot}: the gate cannot take an idle connection back now; it closes");
                 }
                 record.last_used_ms.store(unix_ms(), Ordering::Relaxed);
                 ChildEvent::ConnectionDone
@@ -478,10 +466,7 @@ fn accept(listener: &Listener) -> Result<(Stream, Option<std::net::SocketAddr>),
     let (socket, addr) = socket2::SockRef::from(&listener.as_fd())
         .accept()
         .map_err(|e| Errno::from_raw(e.raw_os_error().unwrap_or(libc::EIO)))?;
-    let fd = OwnedFd::from(socket);
-    Ok(if listener.is_unix() {
-        (Stream::Unix(std::os::unix::net::UnixStream::from(fd)), None)
-    } else {
-        (Stream::Tcp(std::net::TcpStream::from(fd)), addr.as_socket())
-    })
+    let stream = crate::gate::stream_of(OwnedFd::from(socket), listener);
+    let peer = if listener.is_unix() { None } else { addr.as_socket() };
+    Ok((stream, peer))
 }

@@ -100,6 +100,15 @@ impl Stream {
     }
 }
 
+impl std::os::fd::AsFd for Stream {
+    fn as_fd(&self) -> std::os::fd::BorrowedFd<'_> {
+        match self {
+            Stream::Tcp(s) => s.as_fd(),
+            Stream::Unix(s) => s.as_fd(),
+        }
+    }
+}
+
 impl Read for Stream {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         match self {
@@ -292,11 +301,7 @@ impl<'a> Connection<'a> {
             let slice = if watch_gate || self.gate.is_none() { left } else { left.min(IDLE_CHILD_SLICE) };
             let ms = PollTimeout::try_from(slice.as_millis().min(i32::MAX as u128) as i32).unwrap_or(PollTimeout::MAX);
             let (ours, other) = {
-                let fd = match &self.stream {
-                    Stream::Tcp(s) => s.as_fd(),
-                    Stream::Unix(s) => s.as_fd(),
-                };
-                let mut fds = vec![PollFd::new(fd, PollFlags::POLLIN)];
+                let mut fds = vec![PollFd::new(self.stream.as_fd(), PollFlags::POLLIN)];
                 if let Some(g) = gate {
                     fds.push(PollFd::new(g.receiver(), PollFlags::POLLIN));
                 }
