@@ -2,12 +2,18 @@
 """The conformance suite (CONFORMANCE.md): the pool tier of the black-box tests, run against an
 implementation chosen by a path.
 
-    tests/conformance.py pool BIN     run the pool tier against BIN (exit 1 if a test fails)
-    tests/conformance.py table        run it against preforkd, ports/python and Apache httpd
+    tests/conformance.py pool BIN     run the pool tier against BIN, and the tests of the optional
+                                      features BIN declares (exit 1 if a test fails)
+    tests/conformance.py negative     the tier's negative test: the Python port with its crash-loop
+                                      brake turned off (--without-crash-loop-brake) must fail the
+                                      brake's test (exit 0 when it does)
+    tests/conformance.py table        run them against preforkd, ports/python and Apache httpd
                                       (tests/adapters/apache-httpd.py), one test at a time, and
                                       rewrite the table in CONFORMANCE.md
 
-Every test runs through `cargo test -p prefork-tests` with PREFORKD_BIN=BIN.
+Every test runs through `cargo test -p prefork-tests` with PREFORKD_BIN=BIN. An implementation
+declares its optional features by printing their names, one per line, for
+`BIN --conformance-features` (exit 0); one that does not know the flag declares none.
 """
 
 import os
@@ -42,7 +48,33 @@ POOL_TIER = [
      "SIGTERM with a stopped child: TERM, then KILL at 9 s, nothing left"),
     ("pool", "killing_the_parent_under_load_takes_every_child_down_within_a_second",
      "SIGKILL the parent under load: every child gone within 1 s"),
+    # The safety mechanisms (SPEC §7.5, §7.7, §7.8): mandatory, so that a port without them fails.
+    ("safety", "children_that_die_at_start_are_braked_then_the_pool_recovers",
+     "crash-loop brake: children that crash at start are forked ever more slowly, then the pool recovers (§7.7)"),
+    ("safety", "a_fork_failure_pauses_spawning_and_the_pool_comes_up_when_forks_succeed",
+     "fork failures (pids cgroup): AH00159, spawning paused 1, 2, 4 s, then the pool comes up (§7.7)"),
+    ("safety", "children_are_replaced_after_max_connections_per_child",
+     "max_connections_per_child 3: 30 connections need at least 10 children (§6.4)"),
+    ("safety", "a_graceful_stop_with_a_busy_child_ends_at_graceful_shutdown_timeout",
+     "graceful_shutdown_timeout 2 with a busy child: the stop ends after 2 s, nothing left (§7.5)"),
+    ("safety", "a_stopped_accept_lock_holder_is_killed_and_both_listeners_answer_within_the_watchdog_limit",
+     "stall watchdog: a SIGSTOPped lock holder is killed, both listeners answer within 1 s and a tick (§7.8)"),
 ]
+
+# Optional features: run only against an implementation that declares them (--conformance-features).
+OPTIONAL = [
+    ("demand", "demand spawning (SPEC §5.1a)",
+     [("safety", "demand_spawning_forks_for_waiting_connections_within_a_tick",
+       "12 clients waiting: the pool grows from 1 to 12 children within 1.5 s")]),
+    ("gate", "the gate, accept_filter httpready (SPEC §15)",
+     [("slow_clients", "slow_heads_and_idle_connections_do_not_keep_requests_from_the_children",
+       "24 unfinished heads and 6 idle connections against 3 children: 10 requests answered")]),
+]
+
+# The negative test of the tier: (implementation, extra flag, test, what its failure must name).
+NEGATIVE = ("ports/python/preforkd.py", "--without-crash-loop-brake",
+            ("safety", "children_that_die_at_start_are_braked_then_the_pool_recovers", ""),
+            "the crash-loop brake")
 
 IMPLEMENTATIONS = [
     ("preforkd", None),
@@ -69,13 +101,45 @@ def cargo_test(binary, tests):
     return r
 
 
+def features(binary):
+    """The optional features `binary` declares (`--conformance-features`); none if it fails."""
+    path = os.path.join(ROOT, binary) if binary else os.path.join(ROOT, "target", "debug", "preforkd")
+    try:
+        r = subprocess.run([path, "--conformance-features"], capture_output=True, text=True, timeout=30,
+                           stdin=subprocess.DEVNULL)
+    except OSError:
+        return []
+    return r.stdout.split() if r.returncode == 0 else []
+
+
 def pool(binary):
-    r = cargo_test(binary, POOL_TIER)
+    declared = features(binary)
+    tests = POOL_TIER + [t for name, _, ts in OPTIONAL if name in declared for t in ts]
+    r = cargo_test(binary, tests)
     sys.stdout.write(r.stdout)
     sys.stderr.write(r.stderr[-20000:])
-    print(f"conformance: the pool tier against {binary}: {'passed' if r.returncode == 0 else 'FAILED'}",
-          file=sys.stderr)
+    left = [name for name, _, _ in OPTIONAL if name not in declared]
+    print(f"conformance: the pool tier against {binary}: {'passed' if r.returncode == 0 else 'FAILED'}"
+          f" ({len(POOL_TIER)} mandatory tests; optional features declared: {', '.join(declared) or 'none'}"
+          f"{'; not declared: ' + ', '.join(left) if left else ''})", file=sys.stderr)
     return r.returncode
+
+
+def negative():
+    """The Python port with a seeded bug (its brake off) must fail the brake's test, naming it."""
+    binary, flag, test, name = NEGATIVE
+    wrapper = os.path.join(ROOT, "target", "conformance-negative.sh")
+    os.makedirs(os.path.dirname(wrapper), exist_ok=True)
+    with open(wrapper, "w") as f:
+        f.write(f'#!/bin/sh\nexec "{os.path.join(ROOT, binary)}" "$@" {flag}\n')
+    os.chmod(wrapper, 0o755)
+    r = cargo_test(wrapper, [test])
+    caught = r.returncode != 0 and name in r.stderr
+    print(f"conformance: {binary} {flag} {'fails' if caught else 'DOES NOT FAIL'} `{test[1]}`"
+          f"{' naming ' + repr(name) if caught else ''}", file=sys.stderr)
+    if not caught:
+        sys.stderr.write(r.stderr[-5000:])
+    return 0 if caught else 1
 
 
 def seconds(debug):
@@ -99,9 +163,15 @@ def table():
     rows = {}
     figures = {}
     notes = []
+    optional_tests = [t for _, _, ts in OPTIONAL for t in ts]
     for name, binary in IMPLEMENTATIONS:
         results = {}
-        for f, test, _ in POOL_TIER:
+        declared = features(binary)
+        for f, test, _ in POOL_TIER + optional_tests:
+            feature = next((n for n, _, ts in OPTIONAL if any(t[1] == test for t in ts)), None)
+            if feature is not None and feature not in declared:
+                rows.setdefault(test, []).append("not declared")
+                continue
             started = time.monotonic()
             r = cargo_test(binary, [(f, test, "")])
             ok = r.returncode == 0
@@ -122,21 +192,35 @@ def table():
                    lambda m: f"0 of {m.group(1)} (all gone in {seconds(m.group(3))})" if m.group(2) == "0"
                    else f"{m.group(2)} of {m.group(1)}"),
             figure(results, "stop-ladder", r"exited (\S+) after", lambda m: seconds(m.group(1))),
+            figure(results, "crash-loop", r"(\d+) children forked in (\S+)",
+                   lambda m: f"{m.group(1)} in {seconds(m.group(2))}"),
+            figure(results, "fork-failure", r"(\d+) attempts to fork in (\S+)",
+                   lambda m: f"{m.group(1)} in {seconds(m.group(2))}"),
+            figure(results, "watchdog", r"served after Some\((\S+)\)", lambda m: seconds(m.group(1))),
         ]
     names = [n for n, _ in IMPLEMENTATIONS]
-    out = ["| pool-tier test | what it checks | " + " | ".join(names) + " |",
+    out = ["| pool-tier test (mandatory) | what it checks | " + " | ".join(names) + " |",
            "|---|---|" + "---|" * len(names)]
     for f, test, what in POOL_TIER:
         out.append(f"| `{f}.rs: {test}` | {what} | " + " | ".join(rows[test]) + " |")
+    passed = [sum(1 for t in POOL_TIER if rows[t[1]][i] == "pass") for i in range(len(names))]
     out.append("| **passed** | | " + " | ".join(
-        f"**{sum(1 for t in POOL_TIER if rows[t[1]][i] == 'pass')} / {len(POOL_TIER)}**" for i in range(len(names))) + " |")
+        f"**{n} / {len(POOL_TIER)}**" for n in passed) + " |")
+    out += ["", "| optional feature (declared with `--conformance-features`) | its test | " + " | ".join(names) + " |",
+            "|---|---|" + "---|" * len(names)]
+    for feature, title, ts in OPTIONAL:
+        for f, test, what in ts:
+            out.append(f"| `{feature}`: {title} | `{f}.rs: {test}`: {what} | " + " | ".join(rows[test]) + " |")
     if notes:
         out += ["", "Why a test failed (the first line of its assertion):", ""]
         out += [f"{i}. {n.replace('|', '/')}" for i, n in enumerate(notes, 1)]
     out += ["", "| measured | " + " | ".join(names) + " |", "|---|" + "---|" * len(names)]
     labels = ["a killed child replaced after", "requests in 20 graceful restarts under load",
               "children left 1 s after the parent is killed",
-              "parent exit after SIGTERM with a stopped child (SPEC: SIGKILL at 9 s)"]
+              "parent exit after SIGTERM with a stopped child (SPEC: SIGKILL at 9 s)",
+              "children forked while every child crashes at start (SPEC: 3, then 1, 2, 4, 8 s apart)",
+              "fork attempts while every fork fails (SPEC: 1, 2, 4 s apart)",
+              "both listeners served again after the lock holder is stopped (limit 1 s)"]
     for i, label in enumerate(labels):
         out.append(f"| {label} | " + " | ".join(figures[n][i] for n in names) + " |")
     stamp = time.strftime("%Y-%m-%d", time.gmtime())
@@ -153,6 +237,8 @@ def table():
 if __name__ == "__main__":
     if len(sys.argv) == 3 and sys.argv[1] == "pool":
         sys.exit(pool(sys.argv[2]))
+    if len(sys.argv) == 2 and sys.argv[1] == "negative":
+        sys.exit(negative())
     if len(sys.argv) == 2 and sys.argv[1] == "table":
         table()
         sys.exit(0)

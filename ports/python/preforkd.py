@@ -21,7 +21,7 @@ from prefork import parent  # noqa: E402
 # preforkd's settings this port does not implement (SPEC §8, §12.6), refused by name.
 NOT_IMPLEMENTED = [
     "config", "max-clients", "max-requests-per-child", "max-connections-per-child-jitter",
-    "accept-lock-timeout-ms", "request-deadline", "demand-interval-ms", "fork-rate-limit",
+    "request-deadline", "demand-interval-ms", "fork-rate-limit",
     "access-log", "error-log", "log-format", "request-read-timeout", "limit-request-body",
     "limit-request-fields", "limit-request-field-size", "limit-request-line", "metrics-path",
     "status-allow", "status-listen", "proxied-listen", "server-name", "max-ranges",
@@ -56,6 +56,8 @@ class Config:
     max_spare_servers: int = 10
     max_connections_per_child: int = 0
     accept_mutex: str = "auto"
+    accept_lock_timeout_ms: int = 2000
+    crash_loop_brake: bool = True
     graceful_shutdown_timeout: int = 0
     maintenance_interval_ms: int = 1000
     accept_filter: str = "none"
@@ -89,9 +91,17 @@ def parse(argv):
            "30 s) or none (default none; httpready, the gate of SPEC.md §15, is not in this port)")
     a("--accept-mutex", choices=["auto", "default", "fcntl", "none"], default="auto",
       help="the accept lock with two or more listeners: auto (= fcntl here), fcntl, none (default auto)")
+    a("--accept-lock-timeout-ms", type=positive, default=2000,
+      help="the stall watchdog (SPEC.md §7.8): kill an accept-lock holder that makes no progress for this long "
+           "while connections wait; 0 off, else 100-600000 (default 2000)")
     a("--graceful-shutdown-timeout", type=positive, default=0, help="seconds a graceful stop may take (default 0: forever)")
     a("--maintenance-interval-ms", type=positive, default=1000, help="the tick (default 1000)")
     a("--spawn-mode", choices=["ramp"], default="ramp", help="ramp: Apache's 1, 2, 4 ... 32 per tick (the only mode here)")
+    a("--without-crash-loop-brake", action="store_true",
+      help="turn the crash-loop brake (SPEC.md §7.7) off: a seeded bug for the conformance suite's negative "
+           "test (tests/conformance.py negative), never for serving")
+    a("--conformance-features", action="store_true",
+      help="print the optional features of CONFORMANCE.md this port implements (none), one per line, and exit")
     a("--document-root", help="serve files from here (default: a built-in page at /)")
     a("--pid-file", help="write the parent's pid here")
     a("--user", help="the children's account when started as root (default nobody)")
@@ -114,7 +124,7 @@ def parse(argv):
 def config_from(p, args):
     c = Config()
     for key in ("listen_backlog", "accept_filter", "start_servers", "min_spare_servers", "max_spare_servers",
-                "max_connections_per_child", "accept_mutex", "graceful_shutdown_timeout",
+                "max_connections_per_child", "accept_mutex", "accept_lock_timeout_ms", "graceful_shutdown_timeout",
                 "maintenance_interval_ms", "pid_file", "timeout", "keep_alive", "keep_alive_timeout",
                 "max_keep_alive_requests", "status_path"):
         setattr(c, key, getattr(args, key))
@@ -126,6 +136,9 @@ def config_from(p, args):
     c.min_spare_servers = max(1, c.min_spare_servers)
     if c.max_spare_servers <= c.min_spare_servers:
         c.max_spare_servers = c.min_spare_servers + 1
+    c.crash_loop_brake = not args.without_crash_loop_brake
+    if c.accept_lock_timeout_ms and not 100 <= c.accept_lock_timeout_ms <= 600000:
+        p.error(f"--accept-lock-timeout-ms {c.accept_lock_timeout_ms}: 0 (off) or 100 to 600000")
     if c.maintenance_interval_ms < 10:
         p.error("--maintenance-interval-ms: at least 10")
     if args.document_root:
@@ -154,6 +167,8 @@ def config_from(p, args):
 
 def main(argv):
     p, args = parse(argv)
+    if args.conformance_features:
+        return  # no optional feature (demand spawning and the gate are not in this port)
     parent.Server(config_from(p, args)).run()
 
 

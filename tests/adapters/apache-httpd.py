@@ -49,7 +49,10 @@ def main(argv):
     a("--pid-file")
     a("--user", default="nobody")
     a("--group", default="nogroup")
+    a("--conformance-features", action="store_true")
     args, unknown = p.parse_known_args(argv)
+    if args.conformance_features:
+        return  # none: on Linux Apache has no gate (AcceptFilter httpready is TCP_DEFER_ACCEPT) and only ramps
     if unknown:
         p.error(f"{unknown[0]}: not something Apache httpd can be told through this adapter")
     if args.spawn_mode != "ramp":

@@ -100,6 +100,40 @@ pub fn gates_of(pid: u32) -> Vec<u32> {
     processes_under(pid).into_iter().filter(|&c| is_gate(c) && !is_zombie(c)).collect()
 }
 
+/// The pid holding a POSIX record lock (the fcntl accept lock), from `/proc/locks`.
+pub fn posix_lock_holders() -> Vec<u32> {
+    std::fs::read_to_string("/proc/locks")
+        .unwrap_or_default()
+        .lines()
+        .filter(|l| !l.contains("->"))
+        .filter_map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            (f.get(1) == Some(&"POSIX") && f.get(3) == Some(&"WRITE")).then(|| f.get(4)?.parse().ok()).flatten()
+        })
+        .collect()
+}
+
+/// The optional conformance features the binary under test declares (CONFORMANCE.md): the
+/// lines `BIN --conformance-features` prints. A binary without the flag declares none.
+pub fn declared_features() -> Vec<String> {
+    static FEATURES: OnceLock<Vec<String>> = OnceLock::new();
+    FEATURES
+        .get_or_init(|| {
+            match Command::new(preforkd_bin()).arg("--conformance-features").stdin(Stdio::null()).output() {
+                Ok(out) if out.status.success() => {
+                    String::from_utf8_lossy(&out.stdout).split_whitespace().map(str::to_string).collect()
+                }
+                _ => vec![],
+            }
+        })
+        .clone()
+}
+
+/// Live direct children of `pid` that are pool children (zombies count as gone).
+pub fn live_children_of(pid: u32) -> Vec<u32> {
+    children_of(pid).into_iter().filter(|&c| !is_zombie(c)).collect()
+}
+
 /// Is `pid` alive (and not a zombie)?
 pub fn alive(pid: u32) -> bool {
     std::fs::read_to_string(format!("/proc/{pid}/stat"))

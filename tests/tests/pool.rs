@@ -28,7 +28,7 @@ fn signal(pid: u32, sig: Signal) {
 
 /// Live children (zombies count as gone).
 fn live_children(p: &Preforkd) -> Vec<u32> {
-    children_of(p.pid).into_iter().filter(|&c| !is_zombie(c)).collect()
+    live_children_of(p.pid)
 }
 
 /// Samples the number of live children every 20 ms for `d`: (time since start, count) at every change.
@@ -79,19 +79,6 @@ fn two_listeners(extra: &[&str]) -> Preforkd {
 fn percentile(mut v: Vec<Duration>, p: f64) -> Duration {
     v.sort();
     v.get(((v.len() as f64 - 1.0) * p).round() as usize).copied().unwrap_or_default()
-}
-
-/// The pid holding a POSIX record lock (the fcntl accept lock), from `/proc/locks`.
-fn posix_lock_holders() -> Vec<u32> {
-    std::fs::read_to_string("/proc/locks")
-        .unwrap_or_default()
-        .lines()
-        .filter(|l| !l.contains("->"))
-        .filter_map(|l| {
-            let f: Vec<&str> = l.split_whitespace().collect();
-            (f.get(1) == Some(&"POSIX") && f.get(3) == Some(&"WRITE")).then(|| f.get(4)?.parse().ok()).flatten()
-        })
-        .collect()
 }
 
 /// Sockets `pid` has open (listeners, and an accepted connection if it holds one).

@@ -14,7 +14,7 @@ import signal
 import sys
 import time
 
-from . import http, slots
+from . import http, policy, slots
 from .slots import BUSY_READ, READY, Directive
 
 WAIT_TIMEOUT = 1.0  # SPEC §13.6
@@ -141,6 +141,8 @@ def run(ctx, slot, born, wake_r):
                     _in_lock_wait = True
                     fcntl.lockf(lock, fcntl.LOCK_EX)
                     held = True
+                    # SPEC §3.5: H and the acquisition count, the watchdog's evidence (§7.8)
+                    board.set_field(slot, slots.R_ACTIVITY, policy.acquired(board.field(slot, slots.R_ACTIVITY)))
                 except Woken:
                     pass
                 except OSError as e:
@@ -151,12 +153,12 @@ def run(ctx, slot, born, wake_r):
                 reason = wound_down()
                 if reason:
                     if held:
-                        fcntl.lockf(lock, fcntl.LOCK_UN)
+                        _unlock(board, slot, lock)
                     _leave(board, slot, reason)
 
         def release():
             if held:
-                fcntl.lockf(lock, fcntl.LOCK_UN)
+                _unlock(board, slot, lock)
 
         # wait
         while True:
@@ -218,6 +220,11 @@ def run(ctx, slot, born, wake_r):
         conn.setblocking(True)
         http.serve(ctx, board, slot, born, conn, peer)
         board.set_field(slot, slots.R_LAST_USED_MS, int(time.time() * 1000))
+
+
+def _unlock(board, slot, lock):
+    fcntl.lockf(lock, fcntl.LOCK_UN)
+    board.set_field(slot, slots.R_ACTIVITY, policy.released(board.field(slot, slots.R_ACTIVITY)))
 
 
 def _readable(listener):

@@ -8,6 +8,7 @@ acted on inside a handler.
 """
 
 import ctypes
+import fcntl
 import os
 import select
 import signal
@@ -107,6 +108,7 @@ class Server:
         self.generation = 0
         self.policy = policy.SparePolicy()
         self.brake = policy.SpawnBrake()
+        self.watchdog = policy.LockWatchdog(cfg.accept_lock_timeout_ms / 1000.0)
         self.remaining_to_start = 0
         self.parent_pid = os.getpid()
         self.restarted_at = time.time()
@@ -156,6 +158,7 @@ class Server:
         os.set_blocking(wake_w, False)
         self.board.set_field(slot, slots.R_STARTED_MS, int(time.time() * 1000))
         self.board.set_field(slot, slots.R_EXIT_REASON, 0)
+        self.board.set_field(slot, slots.R_ACTIVITY, 0)  # a dead holder never looks like one (SPEC §3.5)
         try:
             pid = os.fork()
         except OSError as e:
@@ -200,6 +203,9 @@ class Server:
         for slot in range(mrw):
             if n == 0 or self.live() >= mrw:
                 break
+            if not self.brake.allows(time.monotonic()):  # a fork failed: the rest wait (SPEC §7.7)
+                self.remaining_to_start = n
+                break
             if slot not in self.children and states[slot] == DEAD and self.spawn(slot):
                 n -= 1
 
@@ -219,6 +225,7 @@ class Server:
             os.close(c.wake_w)
             last = slots.reap(self.board, slot, c.born)
             self.board.set_field(slot, slots.R_PID, 0)
+            self.board.set_field(slot, slots.R_ACTIVITY, 0)
             code = os.WEXITSTATUS(status) if os.WIFEXITED(status) else None
             sig = os.WTERMSIG(status) if os.WIFSIGNALED(status) else None
             current = c.born >> 32 == self.generation
@@ -228,7 +235,7 @@ class Server:
                 self.stop(exit_code=1)
             if code == CHILDSICK:
                 self.policy.on_child_sick()
-            if (current and running and policy.self_inflicted(code, sig)
+            if (current and running and self.cfg.crash_loop_brake and policy.self_inflicted(code, sig)
                     and policy.is_early(now, c.spawned_at, last)):
                 pause = self.brake.early_exit(now)
                 if pause is not None:
@@ -266,12 +273,64 @@ class Server:
         if decision.log:
             log(decision.log)
         for slot in decision.spawn:
+            if not self.brake.allows(time.monotonic()):
+                break  # a fork failed: no more this tick (SPEC §7.7)
             if slot not in self.children:
                 self.spawn(slot)
         for slot in decision.retire:
             if slot in self.children and slots.claim_idle(self.board, slot):
                 self.wake(slot)
                 break
+
+    # --- the stall watchdog's accept-lock rule (SPEC §7.8) -------------------------------------------
+    def lock_holder(self):
+        """The pid holding the accept lock, as the kernel knows it (F_GETLK), or None."""
+        query = struct.pack("hhqqi4x", fcntl.F_WRLCK, os.SEEK_SET, 0, 0, 0)
+        try:
+            answer = fcntl.fcntl(self.accept_lock.fileno(), fcntl.F_GETLK, query)
+        except OSError:
+            return None
+        kind, _, _, _, pid = struct.unpack("hhqqi4x", answer)
+        return None if kind == fcntl.F_UNLCK else pid
+
+    def connections_waiting(self):
+        """Whether any listener has a connection in its accept queue: TCP_INFO's tcpi_unacked on a
+        listening TCP socket (the queue's length), readiness with a zero timeout on a unix one."""
+        for l in self.listeners:
+            if l.family == socket.AF_UNIX:
+                if select.select([l], [], [], 0)[0]:
+                    return True
+                continue
+            try:
+                info = l.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 104)
+            except OSError:
+                continue
+            if len(info) >= 28 and struct.unpack_from("I", info, 24)[0] > 0:
+                return True
+        return False
+
+    def watch_lock(self):
+        """One look: a holder with no progress and connections waiting for the whole limit gets
+        SIGKILL (SIGTERM would stay pending in a stopped child)."""
+        if self.accept_lock is None or not self.watchdog.limit:
+            return
+        holder = self.lock_holder()
+        slot = next((s for s, c in self.children.items() if c.pid == holder), None)
+        if slot is None:
+            holder = None
+        acquisitions = policy.activity(self.board.field(slot, slots.R_ACTIVITY))[1] if slot is not None else 0
+        now = time.monotonic()
+        victim = self.watchdog.look(now, holder, acquisitions, holder is not None and self.connections_waiting())
+        if victim is None:
+            return
+        log(f"Stalled: slot {slot} pid {victim} held the accept lock without progress for "
+            f"{self.cfg.accept_lock_timeout_ms} ms while connections waited; killed")
+        self.board.set_field(slot, slots.R_KILLED_FOR, 1)
+        self.board.set_field(slot, slots.R_KILLED_AT_MS, int(time.time() * 1000))
+        try:
+            os.kill(victim, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
 
     # --- commands (SPEC §7.4, §7.5) ----------------------------------------------------------------
     def graceful_restart(self):
@@ -399,7 +458,8 @@ class Server:
         interval = self.cfg.maintenance_interval_ms / 1000.0
         next_tick = time.monotonic() + interval
         while True:
-            for sig in self.wait_signals(next_tick - time.monotonic()):
+            wake_at = min(next_tick, self.watchdog.next_look() or next_tick)
+            for sig in self.wait_signals(wake_at - time.monotonic()):
                 if sig == signal.SIGCHLD:
                     self.reap()
                 elif sig == signal.SIGUSR1:
@@ -411,6 +471,7 @@ class Server:
                 elif sig in (signal.SIGTERM, signal.SIGINT):
                     self.stop()
             self.reap()  # a lost SIGCHLD costs at most one wait
+            self.watch_lock()
             if time.monotonic() >= next_tick:
                 self.tick()
                 next_tick = time.monotonic() + interval

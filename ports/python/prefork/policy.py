@@ -1,4 +1,5 @@
-"""The spare-server policy (SPEC.md §5.1, Apache's ramp) and the crash-loop brake (SPEC §7.7).
+"""The spare-server policy (SPEC.md §5.1, Apache's ramp), the crash-loop brake (SPEC §7.7) and
+the stall watchdog's accept-lock rule (SPEC §7.8).
 
 Pure functions of plain values: no system calls, no clock (times are passed in), so the tests
 check them against the SPEC's tables directly.
@@ -132,3 +133,45 @@ def is_early(now, spawned_at, last_state):
 def is_healthy(now, spawned_at, state):
     """SPEC §13.6: spawned at least EARLY_EXIT_WINDOW ago and `_` or busy."""
     return now - spawned_at >= EARLY_EXIT_WINDOW and (state == READY or state in BUSY)
+
+
+def activity(word):
+    """SPEC §3.5's activity word: (holds the lock, lock acquisitions). Every bit pattern decodes."""
+    return bool(word & 1), (word >> 1) & 0x7FFFFFFF
+
+
+def acquired(word):
+    """The activity word after the child took the accept lock: H set, the count one up (wrapping)."""
+    held, count = activity(word)
+    return (word & ~0xFFFFFFFF) | ((count + 1) & 0x7FFFFFFF) << 1 | 1
+
+
+def released(word):
+    return word & ~1
+
+
+@dataclass
+class LockWatchdog:
+    """SPEC §7.8's accept-lock rule: a holder whose acquisition count has not moved while some
+    listener had a connection waiting, at every look for `limit` seconds, is to be killed. Pure:
+    each look passes in what the parent saw (the holder's pid or None, its count, whether a
+    connection waits) and the time."""
+    limit: float
+    watching: tuple = None  # (pid, acquisitions, since)
+
+    def look(self, now, holder, acquisitions, waiting):
+        """The pid to kill now, or None."""
+        if not self.limit or holder is None or not waiting:
+            self.watching = None
+            return None
+        if self.watching is None or self.watching[:2] != (holder, acquisitions):
+            self.watching = (holder, acquisitions, now)
+            return None
+        if now - self.watching[2] >= self.limit:
+            self.watching = None
+            return holder
+        return None
+
+    def next_look(self):
+        """When the limit of the holder being watched passes (the parent looks then), or None."""
+        return None if self.watching is None else self.watching[2] + self.limit

@@ -72,7 +72,9 @@ RECORD = 256
 MAGIC = int.from_bytes(b"PREFORK1", "little")
 H_GENERATION, H_PARENT_PID, H_STARTED_MS = 32, 40, 48
 R_WORD, R_PID, R_CONNECTIONS, R_REQUESTS, R_BYTES = 0, 8, 24, 32, 40
+R_ACTIVITY = 56  # SPEC §3.5: bit 0 H (holds the accept lock), bits 1-31 lock acquisitions
 R_STARTED_MS, R_LAST_USED_MS, R_EXIT_REASON = 64, 72, 80
+R_KILLED_FOR, R_KILLED_AT_MS = 88, 96  # SPEC §13.7: the parent's last kill (1 = accept lock) and its time
 R_CLIENT, R_REQUEST = 128, 176
 CLIENT_BYTES, REQUEST_BYTES = 48, 80
 

@@ -127,3 +127,38 @@ class Brake(unittest.TestCase):
 
 if __name__ == "__main__":
     unittest.main()
+
+
+class Watchdog(unittest.TestCase):
+    """SPEC §7.8's accept-lock rule."""
+
+    def test_a_holder_without_progress_while_connections_wait_is_killed_at_the_limit(self):
+        w = policy.LockWatchdog(limit=2.0)
+        self.assertIsNone(w.look(10.0, holder=42, acquisitions=7, waiting=True))
+        self.assertEqual(w.next_look(), 12.0)
+        self.assertIsNone(w.look(11.9, holder=42, acquisitions=7, waiting=True))
+        self.assertEqual(w.look(12.0, holder=42, acquisitions=7, waiting=True), 42)
+
+    def test_progress_an_empty_queue_or_another_holder_starts_the_clock_again(self):
+        w = policy.LockWatchdog(limit=2.0)
+        w.look(0.0, 42, 7, True)
+        self.assertIsNone(w.look(1.5, 42, 8, True))  # the count moved
+        self.assertIsNone(w.look(3.0, 42, 8, True))
+        self.assertIsNone(w.look(3.2, 42, 8, False))  # nothing waits: not watched
+        self.assertIsNone(w.next_look())
+        w.look(4.0, 42, 8, True)
+        self.assertIsNone(w.look(5.0, 43, 8, True))  # another holder
+        self.assertIsNone(w.look(6.5, 43, 8, True))
+        self.assertEqual(w.look(7.0, 43, 8, True), 43)
+
+    def test_a_limit_of_zero_turns_it_off(self):
+        w = policy.LockWatchdog(limit=0)
+        self.assertIsNone(w.look(0.0, 42, 7, True))
+        self.assertIsNone(w.look(100.0, 42, 7, True))
+
+    def test_the_activity_word_counts_acquisitions_and_every_pattern_decodes(self):
+        word = policy.acquired(0)
+        self.assertEqual(policy.activity(word), (True, 1))
+        self.assertEqual(policy.activity(policy.released(word)), (False, 1))
+        self.assertEqual(policy.activity(policy.acquired(0xFFFFFFFE)), (True, 0))  # wraps
+        self.assertEqual(policy.activity(2**64 - 1), (True, 0x7FFFFFFF))

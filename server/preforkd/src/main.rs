@@ -29,9 +29,17 @@ struct Cli {
     /// Check the configuration and exit (like `apachectl configtest`).
     #[arg(short = 't', long = "check-config")]
     check: bool,
+    /// Print the optional features of the conformance suite (CONFORMANCE.md) this build implements,
+    /// one per line, and exit.
+    #[arg(long = "conformance-features")]
+    conformance_features: bool,
     #[command(flatten)]
     settings: Settings,
 }
+
+/// The optional features of CONFORMANCE.md this server implements: demand spawning (SPEC §5.1a)
+/// and the gate (§15).
+const CONFORMANCE_FEATURES: [&str; 2] = ["demand", "gate"];
 
 fn fail(errors: Vec<String>) -> ! {
     for e in &errors {
@@ -72,6 +80,12 @@ fn command() -> clap::Command {
 fn main() {
     let stray = systemd::close_inherited_descriptors();
     let cli = Cli::from_arg_matches(&command().get_matches()).unwrap_or_else(|e| e.exit());
+    if cli.conformance_features {
+        for feature in CONFORMANCE_FEATURES {
+            println!("{feature}");
+        }
+        return;
+    }
     let (merged, sources) = settings::load(cli.config.as_deref(), &cli.settings).unwrap_or_else(|e| fail(e));
     let mut resolved = settings::resolve(&merged, &sources, None).unwrap_or_else(|e| fail(e));
     if cli.check {
