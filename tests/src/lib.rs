@@ -134,6 +134,11 @@ pub fn live_children_of(pid: u32) -> Vec<u32> {
     children_of(pid).into_iter().filter(|&c| !is_zombie(c)).collect()
 }
 
+/// Sends `sig` to `pid`, ignoring a process that is already gone.
+pub fn signal(pid: u32, sig: Signal) {
+    let _ = kill(Pid::from_raw(pid as i32), sig);
+}
+
 /// Is `pid` alive (and not a zombie)?
 pub fn alive(pid: u32) -> bool {
     std::fs::read_to_string(format!("/proc/{pid}/stat"))
@@ -198,7 +203,10 @@ impl Preforkd {
         let mut p = Preforkd { child, pid, addrs: vec![], dir };
         let ready = wait_until(Duration::from_secs(10), || p.stderr().contains("resuming normal operations"));
         if !ready {
-            panic!("preforkd did not start:\n{}", p.stderr());
+            // The last line first: what a refused flag or a failed bind says, for one-line reports.
+            let log = p.stderr();
+            let last = log.lines().rev().find(|l| !l.trim().is_empty()).unwrap_or("no output");
+            panic!("preforkd did not start: {last}\n{log}");
         }
         p.addrs = p.listening();
         p

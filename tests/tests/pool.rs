@@ -7,8 +7,7 @@
 //!
 //! `PREFORK_FAULTS_LONG=1` multiplies the number of faults injected by 10.
 
-use nix::sys::signal::{Signal, kill};
-use nix::unistd::Pid;
+use nix::sys::signal::Signal;
 use prefork_tests::*;
 use std::collections::BTreeSet;
 use std::io::Write;
@@ -20,10 +19,6 @@ static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
 fn serial() -> std::sync::MutexGuard<'static, ()> {
     SERIAL.lock().unwrap_or_else(|e| e.into_inner())
-}
-
-fn signal(pid: u32, sig: Signal) {
-    let _ = kill(Pid::from_raw(pid as i32), sig);
 }
 
 /// Live children (zombies count as gone).

@@ -7,8 +7,7 @@
 //! The settings make the bound short (`--accept-lock-timeout-ms 300`, a 100 ms tick):
 //! `PREFORK_FAULTS_LONG=1` multiplies the rounds by 10.
 
-use nix::sys::signal::{Signal, kill};
-use nix::unistd::Pid;
+use nix::sys::signal::Signal;
 use prefork_tests::*;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -28,10 +27,6 @@ const WATCHDOG: Duration = Duration::from_millis(300);
 const TICK: Duration = Duration::from_millis(100);
 /// What the bound leaves for this machine: process wake-ups, the reap, a loaded CI runner.
 const SLACK: Duration = Duration::from_millis(600);
-
-fn signal(pid: u32, sig: Signal) {
-    let _ = kill(Pid::from_raw(pid as i32), sig);
-}
 
 fn two_listeners(mechanism: &str, extra: &[&str]) -> Preforkd {
     let mut args = vec![

@@ -25,6 +25,8 @@ CHILDSICK, CHILDFATAL = 7, 15
 LADDER = ((0.0, signal.SIGTERM), (3.0, signal.SIGTERM), (5.0, signal.SIGTERM), (7.0, signal.SIGTERM),
           (9.0, signal.SIGKILL))  # SPEC §7.5; give up at 10 s
 GIVE_UP = 10.0
+# The signals the parent acts on (SPEC §7.1).
+HANDLED = (signal.SIGCHLD, signal.SIGUSR1, signal.SIGHUP, signal.SIGWINCH, signal.SIGTERM, signal.SIGINT)
 
 
 def log(message):
@@ -159,9 +161,14 @@ class Server:
         self.board.set_field(slot, slots.R_STARTED_MS, int(time.time() * 1000))
         self.board.set_field(slot, slots.R_EXIT_REASON, 0)
         self.board.set_field(slot, slots.R_ACTIVITY, 0)  # a dead holder never looks like one (SPEC §3.5)
+        # Blocked around fork() (SPEC §13.5): a signal that reaches the new child before it has
+        # reset the parent's handlers would run one there, and write into the parent's signal pipe.
+        # The child unblocks once its own handlers are in place (child.run).
+        mask = signal.pthread_sigmask(signal.SIG_BLOCK, HANDLED)
         try:
             pid = os.fork()
         except OSError as e:
+            signal.pthread_sigmask(signal.SIG_SETMASK, mask)
             os.close(wake_r)
             os.close(wake_w)
             slots.reap(self.board, slot, born)
@@ -174,6 +181,7 @@ class Server:
                 child.run(self, slot, born, wake_r)
             finally:
                 os._exit(CHILDSICK)
+        signal.pthread_sigmask(signal.SIG_SETMASK, mask)
         os.close(wake_r)
         self.brake.fork_succeeded()
         self.board.set_field(slot, slots.R_PID, pid)
@@ -381,8 +389,9 @@ class Server:
         log(f"[AH00170] SIGHUP received.  Attempting to restart (generation {self.generation})")
         self.reclaim()
         self.restarted_at = time.time()
-        self.policy = policy.SparePolicy()
+        # The spawn rate and the hold-off carry over, as Apache's retained data (SPEC §7.5).
         self.startup(min(self.cfg.start_servers, self.cfg.max_request_workers))
+        log(f"[AH00163] configured -- resuming normal operations (generation {self.generation})")
 
     def close_listeners(self):
         for l in self.listeners:
@@ -431,7 +440,8 @@ class Server:
         if not ready:
             return []
         try:
-            return list(os.read(self.sig_r, 256))
+            # Each signal once, lowest number first, as a signalfd hands them over (SPEC §7.1).
+            return sorted(set(os.read(self.sig_r, 256)))
         except BlockingIOError:
             return []
 
@@ -443,7 +453,7 @@ class Server:
                 pass
 
     def run(self):
-        for sig in (signal.SIGCHLD, signal.SIGUSR1, signal.SIGHUP, signal.SIGWINCH, signal.SIGTERM, signal.SIGINT):
+        for sig in HANDLED:
             signal.signal(sig, lambda *_: None)  # only the wake-up fd's byte matters
             signal.siginterrupt(sig, False)
         signal.set_wakeup_fd(self.sig_w)
