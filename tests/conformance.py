@@ -4,9 +4,10 @@ implementation chosen by a path.
 
     tests/conformance.py pool BIN     run the pool tier against BIN, and the tests of the optional
                                       features BIN declares (exit 1 if a test fails)
-    tests/conformance.py negative     the tier's negative test: the Python port with its crash-loop
-                                      brake turned off (--without-crash-loop-brake) must fail the
-                                      brake's test (exit 0 when it does)
+    tests/conformance.py negative     the tier's negative tests: the Python port with its crash-loop
+                                      brake (--without-crash-loop-brake), its watchdog or its
+                                      max_connections_per_child turned off must fail that test
+                                      (exit 0 when each does)
     tests/conformance.py table        run them against preforkd, ports/python and Apache httpd
                                       (tests/adapters/apache-httpd.py), one test at a time, and
                                       rewrite the table in CONFORMANCE.md
@@ -71,10 +72,20 @@ OPTIONAL = [
        "24 unfinished heads and 6 idle connections against 3 children: 10 requests answered")]),
 ]
 
-# The negative test of the tier: (implementation, extra flag, test, what its failure must name).
-NEGATIVE = ("ports/python/preforkd.py", "--without-crash-loop-brake",
-            ("safety", "children_that_die_at_start_are_braked_then_the_pool_recovers", ""),
-            "the crash-loop brake")
+# The tier's negative tests: the Python port with a mechanism turned off, by a flag appended to
+# every start (the last of a repeated flag wins), must fail that mechanism's test, and the failure
+# must name it. The brake has a seeded-bug flag for this; the others are turned off by their own
+# settings.
+NEGATIVE_PORT = "ports/python/preforkd.py"
+NEGATIVES = [
+    ("--without-crash-loop-brake",
+     ("safety", "children_that_die_at_start_are_braked_then_the_pool_recovers", ""), "the crash-loop brake"),
+    ("--accept-lock-timeout-ms 0",
+     ("safety", "a_stopped_accept_lock_holder_is_killed_and_both_listeners_answer_within_the_watchdog_limit", ""),
+     "SPEC §7.8"),
+    ("--max-connections-per-child 0",
+     ("safety", "children_are_replaced_after_max_connections_per_child", ""), "max_connections_per_child"),
+]
 
 IMPLEMENTATIONS = [
     ("preforkd", None),
@@ -126,20 +137,22 @@ def pool(binary):
 
 
 def negative():
-    """The Python port with a seeded bug (its brake off) must fail the brake's test, naming it."""
-    binary, flag, test, name = NEGATIVE
-    wrapper = os.path.join(ROOT, "target", "conformance-negative.sh")
-    os.makedirs(os.path.dirname(wrapper), exist_ok=True)
-    with open(wrapper, "w") as f:
-        f.write(f'#!/bin/sh\nexec "{os.path.join(ROOT, binary)}" "$@" {flag}\n')
-    os.chmod(wrapper, 0o755)
-    r = cargo_test(wrapper, [test])
-    caught = r.returncode != 0 and name in r.stderr
-    print(f"conformance: {binary} {flag} {'fails' if caught else 'DOES NOT FAIL'} `{test[1]}`"
-          f"{' naming ' + repr(name) if caught else ''}", file=sys.stderr)
-    if not caught:
-        sys.stderr.write(r.stderr[-5000:])
-    return 0 if caught else 1
+    """The Python port with a safety mechanism turned off must fail that mechanism's test."""
+    missed = 0
+    for i, (flag, test, name) in enumerate(NEGATIVES):
+        wrapper = os.path.join(ROOT, "target", f"conformance-negative-{i}.sh")
+        os.makedirs(os.path.dirname(wrapper), exist_ok=True)
+        with open(wrapper, "w") as f:
+            f.write(f'#!/bin/sh\nexec "{os.path.join(ROOT, NEGATIVE_PORT)}" "$@" {flag}\n')
+        os.chmod(wrapper, 0o755)
+        r = cargo_test(wrapper, [test])
+        caught = r.returncode != 0 and name in r.stderr
+        print(f"conformance: {NEGATIVE_PORT} {flag} {'fails' if caught else 'DOES NOT FAIL'} `{test[1]}`"
+              f"{' naming ' + repr(name) if caught else ''}", file=sys.stderr)
+        if not caught:
+            missed += 1
+            sys.stderr.write(r.stderr[-5000:])
+    return 1 if missed else 0
 
 
 def seconds(debug):
