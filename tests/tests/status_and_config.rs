@@ -102,6 +102,40 @@ fn status_json_html_and_metrics() {
     assert!(m.ends_with("# EOF\n"));
 }
 
+/// The backquoted names in SPEC.md §12.5's `?json` bullet between `start` and `end`.
+fn spec_json_keys(start: &str, end: &str) -> std::collections::BTreeSet<String> {
+    let spec = std::fs::read_to_string(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../SPEC.md")).unwrap();
+    let from = spec.find(start).unwrap_or_else(|| panic!("SPEC.md has no {start:?}")) + start.len();
+    let to = from + spec[from..].find(end).unwrap_or_else(|| panic!("SPEC.md has no {end:?} after {start:?}"));
+    spec[from..to].split('`').skip(1).step_by(2).map(str::to_string).collect()
+}
+
+/// SPEC §12.5 lists `?json`'s keys for porters: exactly the keys preforkd sends, at the top and
+/// per slot, and `slots` covers every slot of server_limit.
+#[test]
+fn json_keys_are_the_ones_spec_lists() {
+    let p = Preforkd::start(&["--server-limit", "7", "--start-servers", "2"]);
+    let j: serde_json::Value = serde_json::from_str(&p.get("/server-status?json").text()).unwrap();
+    let top: std::collections::BTreeSet<String> = j.as_object().unwrap().keys().cloned().collect();
+    assert_eq!(
+        top,
+        spec_json_keys("Its top-level keys:", "**`slots` has"),
+        "?json's top-level keys against SPEC §12.5"
+    );
+    let slots = j["slots"].as_array().unwrap();
+    assert_eq!(slots.len(), 7, "one entry per slot of server_limit");
+    let mut listed = spec_json_keys("Per slot:", "(and `invalid`");
+    listed.insert("invalid".into());
+    for (i, slot) in slots.iter().enumerate() {
+        assert_eq!(slot["slot"], i as u64);
+        let keys: std::collections::BTreeSet<String> = slot.as_object().unwrap().keys().cloned().collect();
+        assert!(
+            keys.is_subset(&listed) && listed.len() - keys.len() <= 1,
+            "slot {i}: {keys:?} against SPEC's {listed:?}"
+        );
+    }
+}
+
 #[test]
 fn status_pages_are_closed_to_addresses_not_allowed() {
     let p = Preforkd::start(&["--status-allow", "10.0.0.0/8"]);
