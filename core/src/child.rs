@@ -671,10 +671,19 @@ mod tests {
         r.step(&mut c, E::Started);
         r.step(&mut c, E::Readable(&[0]));
         assert_eq!(r.step(&mut c, E::SourceClosed), A::Exit(ExitReason::Graceful));
-        // An ungated child knows no such event.
+        // An ungated child knows no such event, waiting or draining.
         let mut c = ChildLoop::new(1, false, 0);
         r.step(&mut c, E::Started);
         assert!(c.handle(E::SourceClosed, &r.slot()).is_err());
+        let r = Rig::new();
+        let mut c = ChildLoop::new(1, false, 0);
+        r.step(&mut c, E::Started);
+        r.step(&mut c, E::Readable(&[0]));
+        r.step(&mut c, E::Accepted);
+        r.board.publish_draining(1);
+        r.board.slot(0).unwrap().mark_graceful().unwrap();
+        assert_eq!(r.step(&mut c, E::ConnectionDone), A::Accept { listener: 0 }, "the drain");
+        assert!(c.handle(E::SourceClosed, &r.slot()).is_err(), "no channel to hang up in a listener's drain");
     }
 
     #[test]

@@ -463,6 +463,10 @@ mod tests {
             driver.handle_command(Time::ZERO, Command::Upgrade, &board, &mut rec);
             let refused = rec.0.take();
             assert!(
+                rec.start_gate().is_err_and(|e| e.contains("cannot run a gate")),
+                "a platform without a gate says so"
+            );
+            assert!(
                 refused.iter().any(|a| matches!(a, ParentAction::Log(l @ ParentLog::UpgradeFailed { pid: None, .. })
                     if l.to_string().contains("cannot upgrade in place"))),
                 "{refused:?}"

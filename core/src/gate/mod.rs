@@ -776,6 +776,71 @@ mod tests {
         assert_eq!((c.shed_idle, c.shed_slow_heads), (1, 1));
     }
 
+    /// The first second protects a slow head up to, not including, `SHED_GRACE`.
+    #[test]
+    fn a_slow_head_is_protected_until_the_grace_ends_and_sheddable_from_then() {
+        let mut g = Gate::new(cfg(2));
+        g.handle_accepted(Time::ZERO, 1).unwrap();
+        g.handle_read(Time::ZERO, 1, 1, HeadProgress::Partial).unwrap(); // 1 B/s: slow
+        g.handle_accepted(Time::ZERO, 2).unwrap();
+        g.handle_read(Time::ZERO, 2, 40, HeadProgress::Complete).unwrap(); // never shed
+        assert_eq!(g.poll_action(), Some(GateAction::HandOver(2)));
+        g.handle_handoff_full(2).unwrap();
+        assert_eq!(g.queued(), 1, "a complete head waits for a child");
+        g.handle_pressure(Time::ZERO + (SHED_GRACE - Duration::from_millis(1)));
+        assert_eq!(g.poll_action(), None, "still in its first second");
+        g.handle_pressure(Time::ZERO + SHED_GRACE);
+        assert_eq!(g.poll_action(), Some(GateAction::Close(1, CloseReason::ShedSlowHead)));
+    }
+
+    #[test]
+    fn the_gate_keeps_its_settings_and_counts_its_queue() {
+        let c = GateConfig { capacity: 7, ..GateConfig::default() };
+        let mut g = Gate::new(c);
+        assert_eq!(g.config(), &c);
+        assert_eq!(g.queued(), 0);
+        for id in [1, 2] {
+            g.handle_accepted(Time::ZERO, id).unwrap();
+            g.handle_read(Time::ZERO, id, 10, HeadProgress::Complete).unwrap();
+        }
+        assert_eq!(g.queued(), 2);
+        assert_eq!(g.poll_action(), Some(GateAction::HandOver(1)));
+        g.handle_handed(1).unwrap();
+        assert_eq!(g.queued(), 1);
+    }
+
+    /// A read that brought no byte (a wake-up, an empty read) is not a head's first byte: the
+    /// connection keeps its first-byte deadline and stays being read; a complete head is not.
+    #[test]
+    fn an_empty_read_starts_no_head_and_only_an_incomplete_connection_is_being_read() {
+        let mut g = Gate::new(cfg(4));
+        g.handle_accepted(Time::ZERO, 1).unwrap();
+        assert!(g.reading(1));
+        g.handle_read(Time::from_secs(10), 1, 0, HeadProgress::Partial).unwrap();
+        assert_eq!(g.next_deadline(), Some(Time::from_secs(60)), "still the first byte's deadline, from the accept");
+        assert!(g.reading(1));
+        g.handle_read(Time::from_secs(11), 1, 30, HeadProgress::Complete).unwrap();
+        assert!(!g.reading(1), "complete: queued for a child");
+        assert!(!g.reading(2), "not held");
+    }
+
+    /// The names logs and counters use (SPEC.md §15.6): one per reason, never two alike.
+    #[test]
+    fn every_close_reason_has_its_own_name() {
+        let all = [
+            CloseReason::FirstByteTimeout,
+            CloseReason::KeepAliveTimeout,
+            CloseReason::HeadTimeout,
+            CloseReason::ShedIdle,
+            CloseReason::ShedSlowHead,
+            CloseReason::Stopping,
+        ];
+        let names: BTreeSet<&str> = all.iter().map(|r| r.name()).collect();
+        assert_eq!(names.len(), all.len());
+        assert_eq!(CloseReason::ShedSlowHead.name(), "shed-slow-head");
+        assert_eq!(CloseReason::FirstByteTimeout.name(), "first-byte-timeout");
+    }
+
     #[test]
     fn a_graceful_stop_takes_the_queues_finishes_heads_bounds_silence_and_exits_when_empty() {
         let mut g = Gate::new(cfg(8));

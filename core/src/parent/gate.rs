@@ -142,10 +142,16 @@ mod tests {
         assert_eq!(gate_actions(&mut platform), vec![ParentAction::StartGate]);
         let second = driver.parent().gate_pid().unwrap();
         assert_ne!(second, gate);
-        // It died at once: not again before a second has passed.
+        // It died at once: not again before a second has passed, and again when it has.
         driver.handle_child_exit(Time::from_millis(10_100), second, ExitStatus::Code(1), None, &board, &mut platform);
         assert_eq!(gate_actions(&mut platform), vec![]);
-        driver.handle_timeout(Time::from_millis(11_200), &board, &mut platform);
+        driver.handle_timeout(Time::from_millis(11_099), &board, &mut platform);
+        assert_eq!(gate_actions(&mut platform), vec![]);
+        driver.handle_timeout(Time::from_millis(11_100), &board, &mut platform);
+        assert_eq!(gate_actions(&mut platform), vec![ParentAction::StartGate]);
+        // One that lived exactly the delay is replaced at once.
+        let third = driver.parent().gate_pid().unwrap();
+        driver.handle_child_exit(Time::from_millis(12_100), third, ExitStatus::Code(1), None, &board, &mut platform);
         assert_eq!(gate_actions(&mut platform), vec![ParentAction::StartGate]);
     }
 
@@ -178,6 +184,28 @@ mod tests {
     }
 
     #[test]
+    fn a_retired_gate_that_exits_is_not_the_current_one_nor_a_lost_child() {
+        let board: MemoryBoard<AtomicU64> = MemoryBoard::new(8);
+        let mut platform = Recorder::new(100);
+        let mut driver = ParentDriver::start(Parent::new(gated()), Time::ZERO, &board, &mut platform);
+        let old = driver.parent().gate_pid().unwrap();
+        let t = Time::from_secs(5);
+        driver.handle_command(t, crate::Command::GracefulRestart(Box::new(gated())), &board, &mut platform);
+        let new = driver.parent().gate_pid().unwrap();
+        platform.take();
+        driver.handle_child_exit(t, old, ExitStatus::Code(0), None, &board, &mut platform);
+        let effects = platform.take();
+        assert!(
+            effects.iter().any(|a| matches!(a, ParentAction::Log(ParentLog::GateExited { pid, replaced: false, .. })
+                if *pid == old)),
+            "{effects:?}"
+        );
+        assert!(!effects.iter().any(|a| matches!(a, ParentAction::Log(ParentLog::LongLostChild { .. }))));
+        assert_eq!(driver.parent().gate_pid(), Some(new), "the new gate goes on");
+        assert!(!effects.contains(&ParentAction::StartGate));
+    }
+
+    #[test]
     fn stops_and_restarts_tell_the_gate_how_to_leave() {
         let board: MemoryBoard<AtomicU64> = MemoryBoard::new(8);
         let mut platform = Recorder::new(100);
@@ -201,8 +229,18 @@ mod tests {
                 ParentAction::StopGate { pid: second, how: GateStop::Now }
             ]
         );
-        // Their exits are the gates', not long-lost children.
-        driver.handle_child_exit(t, first, ExitStatus::Code(0), None, &board, &mut platform);
-        assert!(!platform.take().iter().any(|a| matches!(a, ParentAction::Log(ParentLog::LongLostChild { .. }))));
+        // Their exits are the gates', each its own, not long-lost children.
+        for gate in [first, second] {
+            driver.handle_child_exit(t, gate, ExitStatus::Code(0), None, &board, &mut platform);
+            let effects = platform.take();
+            assert!(
+                effects
+                    .iter()
+                    .any(|a| matches!(a, ParentAction::Log(ParentLog::GateExited { pid, replaced: false, .. })
+                    if *pid == gate)),
+                "{gate}: {effects:?}"
+            );
+            assert!(!effects.iter().any(|a| matches!(a, ParentAction::Log(ParentLog::LongLostChild { .. }))));
+        }
     }
 }

@@ -503,6 +503,18 @@ impl fmt::Display for ParentLog {
 mod tests {
     use super::*;
 
+    /// A gate that keeps dying or cannot start is a failure loop like a child's: its lines are
+    /// bounded (SPEC.md §7.9); a gate told to leave exits once and is not.
+    #[test]
+    fn gate_failures_are_bounded_kinds_and_say_how_the_gate_ended() {
+        let died = ParentLog::GateExited { pid: 7, status: ExitStatus::Signaled(9), replaced: true };
+        let told = ParentLog::GateExited { pid: 7, status: ExitStatus::Code(0), replaced: false };
+        let failed = ParentLog::GateFailed { pid: None, why: "no".into() };
+        assert_eq!((died.kind(), failed.kind(), told.kind()), (Some("gate exited"), Some("gate failed"), None));
+        assert!(died.to_string().contains("(signal 9)"), "{died}");
+        assert!(told.to_string().contains("(code 0)"), "{told}");
+    }
+
     fn exited(pid: Pid) -> ParentLog {
         ParentLog::ChildExited { pid, slot: 0, generation: 0, cause: ExitCause::Sick(None) }
     }
